@@ -1,0 +1,58 @@
+# Two commands for a fresh machine: `make repro` (run the pipeline) and `make test`.
+# Everything else here is what those two need, plus a few conveniences.
+
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Nothing may try the network: no telemetry, no model hub.
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test lint bench server deploy clean-outputs help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first and pinned: 2.13.0 is a local CPU wheel; an unpinned torch pulls CUDA.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+.dvc/config:
+	@if [ -d .git ]; then $(BIN)/dvc init -q; else $(BIN)/dvc init -q --no-scm; fi
+	$(BIN)/dvc config core.analytics false
+
+setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DVC if needed
+
+repro: setup  ## run the whole pipeline on params.yaml (dvc repro)
+	$(BIN)/dvc repro
+
+test: setup  ## run the test suite
+	$(BIN)/python -m pytest
+
+lint:  ## ruff over the code
+	$(BIN)/ruff check src stages flows tests bench
+
+bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer)
+	$(BIN)/python bench/env_throughput.py
+
+server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+deploy: setup  ## serve the pipeline flow on its cron schedule against the local server
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(BIN)/python flows/pipeline.py serve
+
+clean-outputs:  ## delete pipeline outputs (DVC can rebuild them)
+	rm -rf data models metrics plots reports dvclive

@@ -1,0 +1,57 @@
+"""The policy protocol (design section 3) and how a policy is named and built.
+
+Policies are batched: `act` takes the contexts of every active episode and returns one
+action each, so a model-backed policy can advance them all in one forward pass. A policy
+crosses process boundaries as a `PolicySpec` (a name and keyword arguments), never as an
+object: each worker builds its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from distillery.types import ActionOutput, Context
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str    # e.g. "oracle", "random", "hf"
+    model: str   # what produced the actions: a model dir, an endpoint model name, or "-"
+
+    def act(self, contexts: Sequence[Context]) -> list[ActionOutput]: ...
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A picklable recipe for a policy: `make_policy(spec)` builds it where it runs."""
+
+    kind: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str = ""   # the name trajectories record; defaults to `kind`
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+def make_policy(spec: PolicySpec) -> Policy:
+    """Build a policy from its spec. Imports lazily: a random-policy worker loads no torch."""
+    if spec.kind == "oracle":
+        from distillery.agents.oracle import OraclePolicy
+
+        return OraclePolicy(**spec.kwargs)
+    if spec.kind == "random":
+        from distillery.agents.random import RandomPolicy
+
+        return RandomPolicy(**spec.kwargs)
+    if spec.kind == "hf":
+        from distillery.agents.hf import HFPolicy  # type: ignore[import-not-found]
+
+        return HFPolicy(**spec.kwargs)
+    if spec.kind == "openai":
+        from distillery.agents.openai import OpenAIPolicy  # type: ignore[import-not-found]
+
+        return OpenAIPolicy(**spec.kwargs)
+    raise ValueError(f"unknown policy kind {spec.kind!r}; known: oracle, random, hf, openai")

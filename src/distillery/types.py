@@ -1,0 +1,363 @@
+"""Typed records that cross module boundaries, and the polars schemas of every artifact.
+
+The schemas live here and nowhere else: stages, gates and tests import them. Records are
+plain dataclasses; `Task` round-trips through a parquet row (nested fields as JSON text, so
+any tool can read the file without our code).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+# ---------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------
+
+Split = Literal["train", "test"]
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of one tool: the unit of a reference solution and of a parsed action."""
+
+    tool: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "args": dict(self.args)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(tool=str(d["tool"]), args=dict(d.get("args") or {}))
+
+
+@dataclass
+class Task:
+    """A state-based task. Pure data: nothing in it is ever executed.
+
+    `checks` are declarative dicts (`{"type": "file_exists", "path": ...}`) that the
+    environment's verifier interprets; `preferences` are the workspace profile's standing
+    preferences that this task's checks enforce, as text the instruction does not state.
+    """
+
+    task_id: str
+    family: str
+    split: str
+    profile: str
+    hint: str
+    instruction: str
+    initial_state: dict[str, Any]
+    reference_solution: list[ToolCall]
+    checks: list[dict[str, Any]]
+    preferences: list[str] = field(default_factory=list)
+    seed: int = 0
+    max_steps: int = 15
+    env: str = "stage"
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "env": self.env,
+            "family": self.family,
+            "split": self.split,
+            "profile": self.profile,
+            "hint": self.hint,
+            "instruction": self.instruction,
+            "initial_state": json.dumps(self.initial_state, sort_keys=True),
+            "reference_solution": json.dumps([c.to_dict() for c in self.reference_solution]),
+            "checks": json.dumps(self.checks, sort_keys=True),
+            "preferences": list(self.preferences),
+            "seed": int(self.seed),
+            "max_steps": int(self.max_steps),
+            "n_ref_steps": len(self.reference_solution),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        return cls(
+            task_id=row["task_id"],
+            env=row.get("env", "stage"),
+            family=row["family"],
+            split=row["split"],
+            profile=row["profile"],
+            hint=row["hint"],
+            instruction=row["instruction"],
+            initial_state=json.loads(row["initial_state"]),
+            reference_solution=[ToolCall.from_dict(d) for d in json.loads(row["reference_solution"])],
+            checks=json.loads(row["checks"]),
+            preferences=list(row.get("preferences") or []),
+            seed=int(row.get("seed", 0)),
+            max_steps=int(row.get("max_steps", 15)),
+        )
+
+
+TASK_SCHEMA: dict[str, pl.DataType] = {
+    "task_id": pl.String,
+    "env": pl.String,
+    "family": pl.String,
+    "split": pl.String,
+    "profile": pl.String,
+    "hint": pl.String,
+    "instruction": pl.String,
+    "initial_state": pl.String,
+    "reference_solution": pl.String,
+    "checks": pl.String,
+    "preferences": pl.List(pl.String),
+    "seed": pl.Int64,
+    "max_steps": pl.Int64,
+    "n_ref_steps": pl.Int64,
+}
+
+
+def tasks_to_frame(tasks: list[Task]) -> pl.DataFrame:
+    return pl.DataFrame([t.to_row() for t in tasks], schema=TASK_SCHEMA, orient="row")
+
+
+def tasks_from_frame(frame: pl.DataFrame) -> list[Task]:
+    return [Task.from_row(r) for r in frame.iter_rows(named=True)]
+
+
+# ---------------------------------------------------------------------------------------
+# Environment results
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    """Text parsed into a tool call. `valid` is False with an `error` that says why."""
+
+    call: ToolCall | None
+    valid: bool
+    error: str = ""
+
+
+@dataclass
+class StepResult:
+    observation: str
+    reward: float
+    done: bool
+    tool: str = ""
+    args_json: str = ""
+    valid: bool = True
+    error: str = ""
+    state_hash: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str          # human-readable: "mail_sent(to=ann@x.com)"
+    type: str          # the check's type: file_exists, mail_sent, unchanged_except, ...
+    passed: bool
+    detail: str = ""   # why it failed, e.g. "no file at finance/2024/invoice.pdf"
+
+
+@dataclass
+class Verification:
+    score: float
+    success: bool
+    checks: list[CheckResult]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+
+# ---------------------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One past step as an agent sees it: what it did, and what came back."""
+
+    action: str
+    observation: str
+
+
+@dataclass
+class Context:
+    """Everything a policy may condition on for one active episode at one step.
+
+    `task` is present so that the oracle can replay its reference solution; learned
+    policies render only `task.instruction` (see agents/prompts.py).
+    """
+
+    episode_id: str
+    task: Task
+    t: int
+    observation: str
+    history: list[Turn] = field(default_factory=list)
+    experience: list[str] = field(default_factory=list)  # injected experience texts
+    experience_ids: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class ActionOutput:
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    logprob: float | None = None             # sum of sampled tokens' log-probs
+    token_logprobs: list[float] | None = None
+    token_ids: list[int] | None = None
+    prompt_ids: list[int] | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Trajectories
+# ---------------------------------------------------------------------------------------
+
+FAILURE_MODES: tuple[str, ...] = (
+    "none",
+    "invalid_call",
+    "wrong_target",
+    "incomplete",
+    "collateral_damage",
+    "step_limit",
+    "premature_finish",
+    "repetition_loop",
+    "error",
+)
+
+
+@dataclass
+class Step:
+    episode_id: str
+    t: int
+    observation: str       # what the agent saw before acting (GiGPO's anchor state)
+    action_text: str
+    tool: str
+    args_json: str
+    valid: bool
+    error: str
+    feedback: str          # what the environment answered
+    reward: float
+    state_hash: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    logprob: float | None = None
+    injected: list[str] = field(default_factory=list)
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Episode:
+    episode_id: str
+    env: str
+    task_id: str
+    family: str
+    split: str
+    profile: str
+    policy: str
+    model: str
+    iteration: int
+    group: str
+    sample: int
+    seed: int
+    success: bool
+    score: float
+    n_steps: int
+    invalid_actions: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    wall_s: float
+    finished: bool
+    failure_mode: str
+    failed_checks: list[str] = field(default_factory=list)
+    injected: list[str] = field(default_factory=list)
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EPISODE_SCHEMA: dict[str, pl.DataType] = {
+    "episode_id": pl.String,
+    "env": pl.String,
+    "task_id": pl.String,
+    "family": pl.String,
+    "split": pl.String,
+    "profile": pl.String,
+    "policy": pl.String,
+    "model": pl.String,
+    "iteration": pl.Int64,
+    "group": pl.String,
+    "sample": pl.Int64,
+    "seed": pl.Int64,
+    "success": pl.Boolean,
+    "score": pl.Float64,
+    "n_steps": pl.Int64,
+    "invalid_actions": pl.Int64,
+    "tokens_in": pl.Int64,
+    "tokens_out": pl.Int64,
+    "cost_usd": pl.Float64,
+    "wall_s": pl.Float64,
+    "finished": pl.Boolean,
+    "failure_mode": pl.String,
+    "failed_checks": pl.List(pl.String),
+    "injected": pl.List(pl.String),
+}
+
+STEP_SCHEMA: dict[str, pl.DataType] = {
+    "episode_id": pl.String,
+    "t": pl.Int64,
+    "observation": pl.String,
+    "action_text": pl.String,
+    "tool": pl.String,
+    "args_json": pl.String,
+    "valid": pl.Boolean,
+    "error": pl.String,
+    "feedback": pl.String,
+    "reward": pl.Float64,
+    "state_hash": pl.String,
+    "tokens_in": pl.Int64,
+    "tokens_out": pl.Int64,
+    "logprob": pl.Float64,
+    "injected": pl.List(pl.String),
+}
+
+
+def episodes_to_frame(episodes: list[Episode]) -> pl.DataFrame:
+    return pl.DataFrame([e.to_row() for e in episodes], schema=EPISODE_SCHEMA, orient="row")
+
+
+def steps_to_frame(steps: list[Step]) -> pl.DataFrame:
+    return pl.DataFrame([s.to_row() for s in steps], schema=STEP_SCHEMA, orient="row")
+
+
+# ---------------------------------------------------------------------------------------
+# Experience (filled by the mining issue; the record is part of the contract now)
+# ---------------------------------------------------------------------------------------
+
+ExperienceKind = Literal["instance", "principle", "skill"]
+ExperienceStatus = Literal["candidate", "active", "retired"]
+
+
+@dataclass
+class Experience:
+    exp_id: str
+    kind: str
+    text: str
+    condition: str = ""
+    family: str = ""
+    provenance: list[str] = field(default_factory=list)  # episode ids
+    counter: int = 0
+    utility: float = 0.0
+    trials: int = 0
+    status: str = "candidate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Experience:
+        return cls(**d)
