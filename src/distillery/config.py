@@ -179,8 +179,9 @@ class TasksConfig:
 
 @dataclass
 class CollectConfig:
-    """`collect` stage: run one policy on tasks and record gated trajectories."""
+    """`collect` stage: run named policies on tasks and record gated trajectories."""
 
+    policies: list[str] = _f(["oracle", "random"], "entries of `policies:` that `collect@<name>` runs")
     splits: list[str] = _f(["train", "test"], "task splits to run")
     k: int = _f(1, "episodes per task (a group); >1 needs a sampling policy")
     seed: int = _f(0, "rollout seed")
@@ -198,3 +199,23 @@ class EvaluateConfig:
 
     split: str = _f("test", "which split the benchmark reports")
     policies: list[str] = _f(["oracle", "random"], "trajectory folders under data/trajectories to compare")
+
+
+@dataclass
+class PolicyEntry:
+    """One named policy under `policies:` in params.yaml (what `collect <name>` runs)."""
+
+    kind: str = _f("oracle", "oracle | random | hf | openai")
+    kwargs: dict[str, Any] = _f({}, "keyword arguments of the policy's constructor")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("oracle", "random", "hf", "openai"):
+            raise ValueError(f"policy kind must be oracle, random, hf or openai, not {self.kind!r}")
+
+
+def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
+    params = read_params() if params is None else params
+    table = params.get("policies") or {}
+    if name not in table:
+        raise ConfigError(f"policies.{name}: not defined in params.yaml; defined: {sorted(table)}")
+    return from_dict(PolicyEntry, table[name], where=f"policies.{name}")

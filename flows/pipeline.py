@@ -1,0 +1,168 @@
+"""Prefect flow: run the DVC pipeline stage by stage, publish gates and the benchmark.
+
+DVC owns lineage and skipping (an unchanged stage is a no-op); Prefect owns running,
+retrying, scheduling and showing. Stages run one after another in DAG order — never two
+`dvc repro` at once in one workspace (DVC's locks would make the second fail). After each
+stage the flow publishes the summaries of the quality gates it wrote; at the end, the
+benchmark table. A failing stage (a failing gate included) fails the flow run.
+
+    python flows/pipeline.py run                 # one run now (temporary local server)
+    python flows/pipeline.py serve --cron "0 3 * * *"   # scheduled, against `prefect server start`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message carries the tail of its output."""
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([*DVC, *args], cwd=repo, capture_output=True, text=True, env=env)
+
+
+def stage_order(repo: Path, targets: list[str] | None = None) -> list[str]:
+    """Stages in a topological order of the DAG (`dvc dag --dot`), ties kept in file order."""
+    listed = _dvc(repo, "stage", "list", "--name-only")
+    if listed.returncode:
+        raise StageFailed(f"`dvc stage list` failed in {repo}:\n{listed.stderr[-2000:]}")
+    names = [n.strip() for n in listed.stdout.splitlines() if n.strip()]
+    dot = _dvc(repo, "dag", "--dot", *(targets or []))
+    if dot.returncode:
+        raise StageFailed(f"`dvc dag` failed in {repo}:\n{dot.stderr[-2000:]}")
+    nodes = set(re.findall(r'^\s*"([^"]+)";', dot.stdout, re.M))
+    edges = re.findall(r'"([^"]+)"\s*->\s*"([^"]+)"', dot.stdout)
+    graph: dict[str, set[str]] = {n: set() for n in nodes}
+    for a, b in edges:  # `dvc dag` draws upstream -> downstream
+        graph.setdefault(b, set()).add(a)
+        graph.setdefault(a, set())
+    ts = TopologicalSorter(graph)
+    ts.prepare()
+    rank = {n: i for i, n in enumerate(names)}
+    order: list[str] = []
+    while ts.is_active():
+        ready = sorted(ts.get_ready(), key=lambda n: rank.get(n, len(rank)))
+        order.extend(ready)
+        ts.done(*ready)
+    return order
+
+
+@task(cache_policy=NO_CACHE)
+def repro_stage(repo: str, stage: str, force: bool = False) -> dict[str, Any]:
+    """`dvc repro --single-item <stage>`: DVC decides whether it needs to run."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    p = _dvc(Path(repo), "repro", "--single-item", *(["--force"] if force else []), stage)
+    dt = time.perf_counter() - t0
+    skipped = "didn't change, skipping" in p.stdout + p.stderr
+    if p.returncode:
+        raise StageFailed(f"stage {stage} failed (exit {p.returncode}) after {dt:.1f} s:\n"
+                          f"{(p.stdout + p.stderr)[-3000:]}")
+    log.info("stage %s %s in %.1f s", stage, "unchanged" if skipped else "ran", dt)
+    return {"stage": stage, "ran": not skipped, "seconds": round(dt, 2)}
+
+
+def _gate_dir(stage: str) -> str:
+    # Stage `collect@oracle` writes its gate reports under reports/quality/collect-oracle.
+    return stage.replace("@", "-")
+
+
+@task(cache_policy=NO_CACHE)
+def publish_gates(repo: str, stage: str) -> list[dict[str, Any]]:
+    """One table artifact per gate report the stage wrote (summaries of GX results)."""
+    rows_all = []
+    for path in sorted((Path(repo) / "reports/quality" / _gate_dir(stage)).glob("*.summary.json")):
+        summary = json.loads(path.read_text())
+        key = re.sub(r"[^a-z0-9-]+", "-", f"gate-{_gate_dir(stage)}-{summary['suite']}".lower())
+        create_table_artifact(
+            key=key,
+            table=summary["expectations"],
+            description=(f"Gate `{summary['suite']}` on `{summary['source']}`: "
+                         f"{'passed' if summary['success'] else 'FAILED'}, "
+                         f"{summary['n_failed_rows']} of {summary['n_rows']} rows offend."),
+        )
+        rows_all.append({"stage": stage, "suite": summary["suite"], "success": summary["success"],
+                         "rows": summary["n_rows"], "failed_rows": summary["n_failed_rows"]})
+    return rows_all
+
+
+@task(cache_policy=NO_CACHE)
+def publish_benchmark(repo: str) -> list[dict[str, Any]]:
+    path = Path(repo) / "metrics/benchmark.json"
+    if not path.exists():
+        return []
+    bench = json.loads(path.read_text())
+    rows = []
+    for policy, fams in sorted(bench.items()):
+        for family, m in sorted(fams.items()):
+            rows.append({"policy": policy, "family": family, "episodes": m["episodes"],
+                         "success_rate": m["success_rate"], "mean_score": m["mean_score"],
+                         "mean_steps": m["mean_steps"], "validity_rate": m["validity_rate"]})
+    create_table_artifact(key="benchmark", table=rows, description="Benchmark on the test split")
+    overall = [r for r in rows if r["family"] == "all"]
+    md = "| policy | success | score | steps |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['policy']} | {r['success_rate']:.3f} | {r['mean_score']:.3f} | {r['mean_steps']:.2f} |"
+        for r in overall)
+    create_markdown_artifact(key="benchmark-summary", markdown=md, description="Overall benchmark")
+    return rows
+
+
+@flow(name="distillery-pipeline", log_prints=True)
+def pipeline(repo: str = ".", targets: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run the DVC stages of `repo` in DAG order; publish gate summaries and the benchmark."""
+    repo_path = str(Path(repo).resolve())
+    order = stage_order(Path(repo_path), targets)
+    runs, gates = [], []
+    for stage in order:
+        try:
+            runs.append(repro_stage(repo_path, stage, force))
+        finally:
+            # A failed gate wrote its report before the stage exited: publish it either way.
+            gates.extend(publish_gates(repo_path, stage))
+    bench = publish_benchmark(repo_path)
+    create_table_artifact(key="pipeline-stages", table=runs, description="Stages of this run")
+    return {"stages": runs, "gates": gates, "benchmark": bench}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the pipeline once now")
+    r.add_argument("--repo", default=".")
+    r.add_argument("--force", action="store_true", help="rerun stages even if unchanged")
+    r.add_argument("targets", nargs="*", help="stages to run (with their upstream); default all")
+    s = sub.add_parser("serve", help="serve a scheduled deployment (needs `prefect server start`)")
+    s.add_argument("--repo", default=".")
+    s.add_argument("--cron", default="0 3 * * *", help="when to run (default: daily at 03:00)")
+    s.add_argument("--name", default="nightly")
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        pipeline(repo=a.repo, targets=a.targets or None, force=a.force)
+    else:
+        if not os.environ.get("PREFECT_API_URL"):
+            sys.exit("PREFECT_API_URL is not set: start `prefect server start` (or `make server`) and "
+                     "export PREFECT_API_URL=http://127.0.0.1:4200/api; schedules need a real server.")
+        pipeline.serve(name=a.name, cron=a.cron, parameters={"repo": str(Path(a.repo).resolve())},
+                       pause_on_shutdown=False)
+
+
+if __name__ == "__main__":
+    main()

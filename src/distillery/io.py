@@ -1,0 +1,90 @@
+"""Reading and writing artifacts: atomic writes (temp file, then rename) so a killed stage
+never leaves a half-written file, and reads that fail with the path in the message."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        with tmp.open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: not found")
+    rows = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{i}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def read_parquet(path: str | Path, what: str = "") -> pl.DataFrame:
+    """Read a parquet file; a missing file says which stage makes it."""
+    p = Path(path)
+    if not p.exists():
+        hint = f" (made by the `{what}` stage: run `dvc repro {what}`)" if what else ""
+        raise FileNotFoundError(f"{p}: not found{hint}")
+    return pl.read_parquet(p)
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "item"):          # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, set):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
