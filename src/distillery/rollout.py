@@ -151,7 +151,7 @@ def _finalize(run: _Running, policy: Policy, cfg: RolloutConfig, mutating_tools:
         invalid_actions=sum(not s.valid for s in run.steps), tokens_in=run.tokens_in,
         tokens_out=run.tokens_out, cost_usd=run.cost, wall_s=time.perf_counter() - run.started,
         finished=run.finished, failure_mode=mode, failed_checks=failed,
-        injected=sorted(run.injected),
+        injected=sorted(run.injected), error=run.errored[-2000:],
     )
 
 
@@ -215,6 +215,11 @@ def run_batch(
                 r.tokens_out += out.tokens_out
                 r.cost += out.cost_usd
                 r.injected.update(ctx.experience_ids)
+                if out.error:
+                    # The policy could not produce an action: record why, end the episode.
+                    r.errored = f"policy error: {out.error}"
+                    r.done = True
+                    continue
                 try:
                     res = r.env.step(out.text)
                 except Exception:  # noqa: BLE001 - the environment's bug becomes the episode's record
@@ -228,7 +233,7 @@ def run_batch(
                     state_hash=res.state_hash, tokens_in=out.tokens_in, tokens_out=out.tokens_out,
                     logprob=out.logprob, injected=list(ctx.experience_ids),
                 ))
-                r.history.append(Turn(out.text, res.observation))
+                r.history.append(Turn(observation=r.observation, action=out.text))
                 r.observation = res.observation
                 if res.done:
                     r.finished, r.done = True, True

@@ -174,10 +174,14 @@ class Verification:
 
 @dataclass(frozen=True)
 class Turn:
-    """One past step as an agent sees it: what it did, and what came back."""
+    """One past step as an agent saw it: the observation in front of it, and its action.
 
-    action: str
+    The environment's answer to that action is the next turn's observation (or, for the
+    last turn, `Context.observation`).
+    """
+
     observation: str
+    action: str
 
 
 @dataclass
@@ -208,6 +212,7 @@ class ActionOutput:
     token_logprobs: list[float] | None = None
     token_ids: list[int] | None = None
     prompt_ids: list[int] | None = None
+    error: str = ""        # the policy could not act (e.g. an endpoint down after retries)
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,6 +280,7 @@ class Episode:
     failure_mode: str
     failed_checks: list[str] = field(default_factory=list)
     injected: list[str] = field(default_factory=list)
+    error: str = ""        # why an episode errored (failure_mode "error"), else empty
 
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,6 +311,7 @@ EPISODE_SCHEMA: dict[str, pl.DataType] = {
     "failure_mode": pl.String,
     "failed_checks": pl.List(pl.String),
     "injected": pl.List(pl.String),
+    "error": pl.String,
 }
 
 STEP_SCHEMA: dict[str, pl.DataType] = {

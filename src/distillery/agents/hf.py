@@ -1,0 +1,92 @@
+"""A local transformers model as a batched policy.
+
+Every `act` call renders the prompts of all active episodes (agents/prompts.py) and decodes
+them together (lm/generate.py): one prefill and one forward pass per generated token for
+the whole batch. The prompt format a model was trained with is recorded in its card and
+used by default, so a model is always run the way it learned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids
+from distillery.envs.base import tool_specs
+from distillery.lm.generate import Generation, SamplingConfig, generate
+from distillery.types import ActionOutput, Context
+
+
+def _row_seed(ctx: Context) -> int:
+    h = hashlib.blake2b(f"{ctx.seed}:{ctx.episode_id}:{ctx.t}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFFFFFFFFFF
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class HFPolicy:
+    name = "hf"
+
+    def __init__(
+        self,
+        model_dir: str,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 96,
+        prompt: dict[str, Any] | None = None,
+        env: str = "stage",
+        device: str = "auto",
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        """Load `model_dir` (a directory written by lm.model.save_model_dir, or any local
+        checkpoint), or use an already-loaded `model`/`tokenizer` pair (training loops)."""
+        if model is None:
+            from distillery.lm.model import load_model_dir
+
+            model, tokenizer, card = load_model_dir(model_dir)
+        else:
+            card = {}
+        self.device = resolve_device(device)
+        self.lm = model.to(self.device)
+        self.tok = tokenizer
+        self.model = str(model_dir)  # what trajectories record as the model
+        self.prompt = PromptConfig(**(prompt if prompt is not None else card.get("prompt", {})))
+        self.sampling = SamplingConfig(temperature, top_p, max_new_tokens)
+        self.specs = tool_specs(env)
+        stops = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        if self.prompt.style == "compact":
+            stops.add(tokenizer.convert_tokens_to_ids(MARKERS["end"]))
+        self.stop_ids = sorted(s for s in stops if s is not None)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_dir": self.model, "sampling": asdict(self.sampling), "prompt": asdict(self.prompt)}
+
+    def prompt_ids(self, contexts: Sequence[Context]) -> list[list[int]]:
+        return [render_prompt_ids(c, self.tok, self.specs, self.prompt) for c in contexts]
+
+    def decode(self, gen: Generation) -> str:
+        ids = gen.token_ids[:-1] if gen.stopped else gen.token_ids
+        return self.tok.decode(ids, skip_special_tokens=False).strip()
+
+    def act(self, contexts: Sequence[Context]) -> list[ActionOutput]:
+        prompts = self.prompt_ids(contexts)
+        gens = generate(self.lm, prompts, stop_ids=self.stop_ids, pad_id=self.pad_id,
+                        sampling=self.sampling, seeds=[_row_seed(c) for c in contexts])
+        return [
+            ActionOutput(
+                text=self.decode(g), tokens_in=len(p), tokens_out=len(g.token_ids),
+                logprob=float(sum(g.logprobs)), token_logprobs=g.logprobs, token_ids=g.token_ids,
+                prompt_ids=p,
+            )
+            for p, g in zip(prompts, gens, strict=True)
+        ]
