@@ -62,7 +62,8 @@ def test_valid_artifacts_pass_write_reports_and_no_quarantine(tmp_path, dirs, ta
         assert report["success"] is True and report["suite_name"] == name
         assert len(report["results"]) == result.statistics["evaluated_expectations"] > 10
         page = result.report_html.read_text()
-        assert page.lstrip().startswith("<!DOCTYPE html>") and "Expectation Validation Result" in page
+        assert page.lstrip().startswith("<!DOCTYPE html>")
+        assert "Expectation Validation Result" in page and f"Validations / {name} / {path}" in page
         summary = json.loads((dirs["report_dir"] / f"{name}.summary.json").read_text())
         assert {k: summary[k] for k in ("suite", "source", "success", "n_rows", "n_failed_rows")} \
             == {"suite": name, "source": str(path), "success": True, "n_rows": frame.height,
@@ -140,7 +141,8 @@ def _success_below_full_score(tasks, episodes, steps):
 
 def _orphan_steps(tasks, episodes, steps):
     return Case("steps", set_at(steps, 7, "episode_id", "ep-999"), {"episodes": episodes},
-                "_episode_known", "expect_column_values_to_be_in_set", "e.g. episode_id=ep-999, t=1\n", [7])
+                "_episode_known", "expect_column_values_to_be_in_set",
+                "e.g. episode_id=ep-999, t=1\n", [7])
 
 
 def _duplicate_step(tasks, episodes, steps):
@@ -300,3 +302,10 @@ def test_a_few_thousand_rows_gate_in_well_under_seconds(dirs, make_trajectories)
     assert gate(episodes, SUITES["episodes"], source="mem", refs={"steps": steps}, **dirs).success
     assert gate(steps, SUITES["steps"], source="mem", refs={"episodes": episodes}, **dirs).success
     assert time.perf_counter() - t0 < 6.0
+
+
+def test_refs_that_do_not_fit_their_schema_raise_a_clear_error(dirs, trajectories):
+    episodes, steps = trajectories
+    with pytest.raises(ValueError, match=r"refs given: \['steps'\]"):
+        gate(episodes, SUITES["episodes"], source="mem",
+             refs={"steps": steps.rename({"episode_id": "episode"})}, **dirs)

@@ -117,7 +117,8 @@ def gate(
     paths = _Paths(suite.name, Path(report_dir), Path(quarantine_dir))
     paths.refuse_to_overwrite(source)
     if ROW in frame.columns:
-        raise ValueError(f"gate {suite.name!r} on {source}: column {ROW!r} is reserved for the gate")
+        raise ValueError(f"gate {suite.name!r} on {source}: column {ROW!r} is reserved for "
+                         f"the gate's row numbers")
 
     problems = _schema_problems(frame, suite.schema)
     broken = {p.column for p in problems}
@@ -125,11 +126,12 @@ def gate(
     expectations = _schema_expectations(suite, frame) + [
         e for e in suite.expectations(refs) if not broken & set(_columns(e))]
     id_columns = [c for c in suite.id_columns if c in validated.columns]
+    pandas_frame = _to_pandas(validated)
 
     with _GX_LOCK:
         gx, batch_definition = _gx()
         gx_suite = gx.ExpectationSuite(name=suite.name, expectations=expectations)
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": _to_pandas(validated)})
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": pandas_frame})
         gx_result = batch.validate(gx_suite, result_format={
             "result_format": "COMPLETE",
             "unexpected_index_column_names": [*id_columns, ROW],
@@ -140,7 +142,7 @@ def gate(
                                     "run_time": datetime.now(UTC).isoformat()}
         page = _render_data_docs(gx_result, source)
 
-    failures, reasons, rows = _failures(gx_result, frame, suite, problems)
+    failures, reasons, checks = _failures(gx_result, frame, suite, problems)
     success = bool(gx_result.success) and not problems
     quarantine = _quarantine(frame, reasons, paths) if reasons else None
     if quarantine is None:
@@ -153,7 +155,7 @@ def gate(
         n_failed_rows=len(reasons), failures=failures,
         statistics=_plain(dict(gx_result.statistics)),
         report_json=paths.json, report_html=paths.html, quarantine_path=quarantine,
-        expectations=rows, report_summary=paths.summary,
+        expectations=checks, report_summary=paths.summary,
     )
     gx_result.meta["distillery"] = {
         "suite": suite.name, "source": source, "n_rows": result.n_rows,
@@ -161,9 +163,9 @@ def gate(
         "schema_problems": [f"{p.column}: {p.text()}" for p in problems],
         "quarantine_path": None if quarantine is None else str(quarantine),
     }
-    _write_text(paths.json, json.dumps(gx_result.to_json_dict(), indent=2, default=_jsonable) + "\n")
+    _write_json(paths.json, gx_result.to_json_dict())
     _write_text(paths.html, page)
-    _write_text(paths.summary, json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+    _write_json(paths.summary, result.to_dict())
     log.info("gate %s on %s: %s, %d of %d rows offend (%.2f s)", suite.name, source,
              "passed" if success else "FAILED", result.n_failed_rows, result.n_rows,
              time.perf_counter() - t0)
@@ -193,8 +195,8 @@ def gate_file(
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as e:
-        return _unreadable(path, suite, e, _Paths(suite.name, Path(report_dir), Path(quarantine_dir)),
-                           raise_on_failure)
+        paths = _Paths(suite.name, Path(report_dir), Path(quarantine_dir))
+        return _unreadable(path, suite, e, paths, raise_on_failure)
     return gate(frame, suite, source=str(path), refs=refs, report_dir=report_dir,
                 quarantine_dir=quarantine_dir, raise_on_failure=raise_on_failure)
 
@@ -275,7 +277,7 @@ class _SchemaProblem:
 
     @property
     def expectation(self) -> str:
-        return "expect_column_to_exist" if self.found is None else "expect_column_values_to_be_of_type"
+        return _SCHEMA_KINDS[0] if self.found is None else _SCHEMA_KINDS[1]
 
     def text(self) -> str:
         return "missing" if self.found is None else f"expected {self.expected}, found {self.found}"
@@ -298,7 +300,13 @@ def _frame_to_validate(frame: pl.DataFrame, suite: Suite, refs: Refs,
     """
     conformed = frame.with_columns(
         [_conform(frame, p.column, p.expected) for p in problems]) if problems else frame
-    derived = suite.derive(conformed, refs) if suite.derive else conformed
+    try:
+        derived = suite.derive(conformed, refs) if suite.derive else conformed
+    except pl.exceptions.PolarsError as e:
+        # The frame was conformed to the schema above, so the refs are what does not fit.
+        raise ValueError(f"suite {suite.name!r}: deriving its check columns failed "
+                         f"({type(e).__name__}: {e}); refs given: {sorted(refs)}, each must "
+                         f"follow its own suite's schema") from e
     if derived.height != frame.height:
         raise ValueError(f"suite {suite.name!r}: derive changed the row count "
                          f"({frame.height} -> {derived.height}); it must only add columns")
@@ -517,12 +525,12 @@ def _unreadable(path: Path, suite: Suite, error: Exception, paths: _Paths,
         report_summary=paths.summary,
     )
     # Not a GX result (GX never saw the data), but the reports must not keep a stale pass.
-    _write_text(paths.json, json.dumps({
+    _write_json(paths.json, {
         "success": False, "suite_name": suite.name, "results": [], "statistics": {},
         "meta": {"distillery": {"suite": suite.name, "source": str(path), "unreadable": reason}},
-    }, indent=2) + "\n")
+    })
     _write_text(paths.html, _plain_html(f"gate {suite.name}: {path} is unreadable", [reason]))
-    _write_text(paths.summary, json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+    _write_json(paths.summary, result.to_dict())
     if raise_on_failure:
         raise GateError(f"gate {suite.name!r} failed on {path}: {reason}; "
                         f"copied to {paths.unreadable}", result) from error
@@ -544,7 +552,8 @@ def _message(result: GateResult, suite: Suite) -> str:
         if f["examples"]:
             tail.append("e.g. " + "; ".join(_example_text(x, suite.id_columns)
                                             for x in f["examples"]))
-        lines.append(f"  - {f['column'] or '(table)'}: {head}" + (f": {', '.join(tail)}" if tail else ""))
+        line = f"  - {f['column'] or '(table)'}: {head}"
+        lines.append(f"{line}: {', '.join(tail)}" if tail else line)
     return "\n".join(lines)
 
 
@@ -556,6 +565,10 @@ def _example_text(example: dict[str, Any], id_columns: tuple[str, ...]) -> str:
         values.append(f"row {example[ROW]}")
     text = ", ".join(ids) or "?"
     return f"{text} ({', '.join(values)})" if values else text
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _write_text(path: Path, text: str) -> None:

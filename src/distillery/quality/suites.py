@@ -78,7 +78,8 @@ def at_least(minimum: float, *columns: str) -> list:
 
 
 def between(column: str, minimum: float, maximum: float) -> list:
-    return [_gxe().ExpectColumnValuesToBeBetween(column=column, min_value=minimum, max_value=maximum)]
+    return [_gxe().ExpectColumnValuesToBeBetween(column=column, min_value=minimum,
+                                                  max_value=maximum)]
 
 
 def one_of(column: str, values: tuple[str, ...]) -> list:
