@@ -134,7 +134,7 @@ def _json_is(text: str | None, kind: type) -> bool | None:
         return None
     try:
         return isinstance(json.loads(text), kind)
-    except ValueError:  # json.JSONDecodeError, and UnicodeDecodeError on odd bytes
+    except ValueError:  # json.JSONDecodeError is one
         return False
 
 
