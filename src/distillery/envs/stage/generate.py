@@ -1,0 +1,177 @@
+"""Generate STAGE tasks from the family hints and keep only those that validate.
+
+Validation follows STAGE-Claw (reference/algorithms.md section 10a). A draft is kept only if
+  (a) the generator and the environment are deterministic: the same seed gives the same
+      task, and two resets give the same state hash;
+  (b) the untouched initial state fails at least one check (doing nothing does not succeed);
+  (c) the reference solution runs with every call valid and passes every check;
+  (d) it is not trivially solvable: `random_probes` random-policy episodes all fail;
+  and it is not a duplicate of a task already kept (same instruction and initial state).
+Human audit (e) has no stand-in here; `validation.json` lists every rejection with its
+reasons so a person can audit them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.config import TasksConfig
+from distillery.envs.stage.env import StageEnv
+from distillery.envs.stage.families import FAMILIES, Draft
+from distillery.envs.stage.profiles import get_profile
+from distillery.types import Task
+
+
+@dataclass(frozen=True)
+class Rejection:
+    task_id: str
+    family: str
+    split: str
+    reasons: list[str]
+
+
+@dataclass
+class GenerationResult:
+    tasks: list[Task]
+    rejected: list[Rejection]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) -> int:
+    h = hashlib.blake2b(f"{seed}:{family}:{split}:{profile}:{attempt}".encode(), digest_size=6).digest()
+    return int.from_bytes(h, "little")
+
+
+def draft_task(family: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
+    """One candidate task, a pure function of its coordinates."""
+    fam = FAMILIES[family]
+    s = task_seed(seed, family, split, profile, attempt)
+    d: Draft = fam.build(random.Random(s), get_profile(profile))
+    prefs = get_profile(profile).preferences()
+    return Task(
+        task_id=f"{family}-{split}-{profile}-{attempt:04d}", family=family, split=split, profile=profile,
+        hint=fam.hint, instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
+        checks=d.checks, preferences=[prefs[k] for k in d.preferences], seed=s, max_steps=max_steps,
+    )
+
+
+def _content_key(task: Task) -> str:
+    blob = json.dumps([task.instruction, task.initial_state], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def static_checks(task: Task, env: StageEnv, again: Task) -> list[str]:
+    """Checks (a)-(c) for one task, run in `env`; returns the reasons it fails (none = pass)."""
+    reasons = []
+    if task.to_row() != again.to_row():
+        reasons.append("generator is not deterministic: the same seed gave a different task")
+    env.reset(task)
+    h1 = env.state_hash()
+    initial = env.verify()
+    env.reset(task)
+    if env.state_hash() != h1:
+        reasons.append("two resets gave different state hashes")
+    if initial.success:
+        reasons.append("the untouched initial state already passes every check")
+    if len(task.reference_solution) > task.max_steps:
+        reasons.append(f"the reference solution needs {len(task.reference_solution)} steps > max_steps")
+    from distillery.agents.parse import format_call
+
+    for i, call in enumerate(task.reference_solution):
+        res = env.step(format_call(call))
+        if not res.valid:
+            reasons.append(f"reference step {i} ({call.tool}) is invalid: {res.error}")
+            break
+        if res.done:
+            break
+    final = env.verify()
+    if not final.success:
+        reasons.append("reference solution fails: " + "; ".join(c.name + ": " + c.detail for c in final.failed))
+    return reasons
+
+
+def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
+    """Draft, validate and keep `n_*_per_family` tasks of every family and split."""
+    from tqdm.auto import tqdm
+
+    from distillery.agents.base import PolicySpec
+    from distillery.rollout import RolloutConfig, make_jobs, run_batch
+
+    families = cfg.families or list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"tasks.families: unknown {unknown}; known: {', '.join(FAMILIES)}")
+    for p in cfg.train_profiles + cfg.test_profiles:
+        get_profile(p)
+    wanted = {"train": cfg.n_train_per_family, "test": cfg.n_test_per_family}
+    profiles = {"train": cfg.train_profiles, "test": cfg.test_profiles}
+    kept: list[Task] = []
+    rejected: list[Rejection] = []
+    seen: dict[str, str] = {}
+    env = StageEnv()
+    random_policy = PolicySpec("random", {"seed": cfg.seed})
+    bar = tqdm(total=sum(wanted.values()) * len(families), desc="tasks", unit="task", disable=not progress)
+    try:
+        for family in families:
+            for split in ("train", "test"):
+                need, attempt = wanted[split], 0
+                got: list[Task] = []
+                limit = max(need, 1) * cfg.max_attempts_factor
+                while len(got) < need and attempt < limit:
+                    # Draft a batch, run the cheap checks one by one, then the random probes
+                    # for the whole batch at once (one batched rollout).
+                    batch: list[Task] = []
+                    while len(batch) < need - len(got) and attempt < limit:
+                        prof = profiles[split][attempt % len(profiles[split])]
+                        task = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
+                        again = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
+                        attempt += 1
+                        reasons = static_checks(task, env, again)
+                        key = _content_key(task)
+                        if key in seen:
+                            reasons.append(f"duplicate of {seen[key]}")
+                        if reasons:
+                            rejected.append(Rejection(task.task_id, family, split, reasons))
+                            continue
+                        batch.append(task)
+                    if batch and cfg.random_probes > 0:
+                        rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
+                        from distillery.agents.base import make_policy
+
+                        traj = run_batch(make_policy(random_policy), make_jobs(batch, "random", rcfg), rcfg)
+                        solved = set(traj.episodes.filter("success")["task_id"].to_list())
+                    else:
+                        solved = set()
+                    for task in batch:
+                        if task.task_id in solved:
+                            rejected.append(Rejection(task.task_id, family, split,
+                                                      ["a random policy solved it (trivially solvable)"]))
+                            continue
+                        seen[_content_key(task)] = task.task_id
+                        got.append(task)
+                        bar.update()
+                if len(got) < need:
+                    raise RuntimeError(
+                        f"family {family} ({split}): only {len(got)} of {need} drafts validated after "
+                        f"{attempt} attempts; see the rejections, or raise tasks.max_attempts_factor")
+                kept += got
+    finally:
+        env.close()
+        bar.close()
+    reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
+    report = {
+        "kept": {s: sum(t.split == s for t in kept) for s in ("train", "test")},
+        "n_rejected": len(rejected),
+        "families": {f: {"kept": sum(t.family == f for t in kept),
+                         "rejected": sum(r.family == f for r in rejected)} for f in families},
+        "rejection_reasons": dict(reasons.most_common()),
+        "validation": ["deterministic generator and reset", "initial state fails a check",
+                       "reference solution passes every check", f"{cfg.random_probes} random episodes fail",
+                       "no duplicates"],
+    }
+    return GenerationResult(kept, rejected, report)

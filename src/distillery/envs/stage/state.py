@@ -1,0 +1,187 @@
+"""The real state of one STAGE episode: a directory of files and a SQLite database.
+
+`Workspace` owns both. It builds them from a task's `initial_state` (JSON data), answers the
+tools' reads and writes, and reads everything back as a canonical `Snapshot` for
+verification and hashing. Every path an agent names goes through `resolve()`, which refuses
+anything that could leave the sandbox: absolute paths, `..`, and symlinks pointing outside.
+SQL always uses bound parameters; search terms with SQL metacharacters are refused before
+that anyway, so the agent is told why rather than silently matching nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE mail (
+    id TEXT PRIMARY KEY, folder TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL,
+    cc TEXT NOT NULL DEFAULT '', subject TEXT NOT NULL, body TEXT NOT NULL, date TEXT NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL
+);
+CREATE TABLE attachment (
+    mail_id TEXT NOT NULL REFERENCES mail(id), name TEXT NOT NULL, content TEXT NOT NULL,
+    PRIMARY KEY (mail_id, name)
+);
+CREATE TABLE event (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, date TEXT NOT NULL, start TEXT NOT NULL,
+    duration INTEGER NOT NULL, attendees TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE contact (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, phone TEXT NOT NULL DEFAULT '',
+    company TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+class ToolError(Exception):
+    """A bad action: the message is shown to the agent as the observation."""
+
+
+@dataclass
+class Snapshot:
+    """The whole state, read back from disk and database, in canonical form."""
+
+    files: dict[str, str]
+    mail: dict[str, dict[str, Any]]
+    events: dict[str, dict[str, Any]]
+    contacts: dict[str, dict[str, Any]]
+    dirs: list[str] = field(default_factory=list)
+
+    def digest(self) -> str:
+        blob = json.dumps(
+            {"files": self.files, "dirs": self.dirs, "mail": self.mail, "events": self.events,
+             "contacts": self.contacts}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_addresses(text: str) -> list[str]:
+    return [a.strip().lower() for a in text.replace(";", ",").split(",") if a.strip()]
+
+
+class Workspace:
+    """Files under `root/home`, mail/calendar/contacts in `root/state.sqlite`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.db_path = root / "state.sqlite"
+        self.db: sqlite3.Connection | None = None
+        self._home_real = ""
+
+    # ---- building -------------------------------------------------------------------
+
+    def build(self, state: dict[str, Any]) -> None:
+        """Replace whatever was here with `state` (the task's initial_state)."""
+        self.close()
+        if self.home.exists() or self.home.is_symlink():
+            shutil.rmtree(self.home) if not self.home.is_symlink() else self.home.unlink()
+        self.home.mkdir(parents=True)
+        self._home_real = os.path.realpath(self.home)
+        for d in state.get("dirs", []):
+            (self.home / d).mkdir(parents=True, exist_ok=True)
+        for rel, text in state.get("files", {}).items():
+            p = self.home / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
+        if self.db_path.exists():
+            self.db_path.unlink()
+        # A per-episode scratch database: durability buys nothing, speed matters.
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.executescript(SCHEMA)
+        db.execute("BEGIN")
+        for i, m in enumerate(state.get("mail", [])):
+            db.execute(
+                "INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (m["id"], m.get("folder", "inbox"), m["sender"], m.get("to", ""), m.get("cc", ""),
+                 m["subject"], m["body"], m["date"], int(bool(m.get("read", False))), i),
+            )
+            for a in m.get("attachments", []):
+                db.execute("INSERT INTO attachment VALUES (?,?,?)", (m["id"], a["name"], a["content"]))
+        for e in state.get("events", []):
+            db.execute("INSERT INTO event VALUES (?,?,?,?,?,?)",
+                       (e["id"], e["title"], e["date"], e["start"], int(e["duration"]),
+                        ", ".join(e.get("attendees", []))))
+        for i, c in enumerate(state.get("contacts", [])):
+            db.execute("INSERT INTO contact VALUES (?,?,?,?,?)",
+                       (c.get("id", f"c{i + 1}"), c["name"], c["email"], c.get("phone", ""),
+                        c.get("company", "")))
+        db.execute("COMMIT")
+        self.db = db
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    # ---- paths ----------------------------------------------------------------------
+
+    def resolve(self, rel: str, *, must_exist: bool = False) -> Path:
+        """The real path of `rel` inside the sandbox, or ToolError saying why not."""
+        if not isinstance(rel, str):
+            raise ToolError("a path must be text")
+        rel = rel.strip()
+        if rel in ("", ".", "./", "~", "~/"):
+            return self.home
+        if "\x00" in rel:
+            raise ToolError("path contains a NUL byte")
+        if rel.startswith(("/", "\\", "~")) or (len(rel) > 1 and rel[1] == ":"):
+            raise ToolError(f"'{rel}' is an absolute path; paths are relative to the home folder")
+        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ToolError(f"'{rel}' leaves the home folder ('..' is not allowed)")
+        path = self.home.joinpath(*parts)
+        # realpath follows every symlink on the way: a link inside the sandbox that points
+        # outside it is caught here, whatever component it sits at.
+        real = os.path.realpath(path)
+        if real != self._home_real and not real.startswith(self._home_real + os.sep):
+            raise ToolError(f"'{rel}' points outside the home folder")
+        if must_exist and not path.exists():
+            raise ToolError(f"no such file or folder: {rel}")
+        return path
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.home).as_posix()
+
+    # ---- reading back ---------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        files: dict[str, str] = {}
+        dirs: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.home):
+            dirnames.sort()
+            base = Path(dirpath)
+            if not filenames and not dirnames and base != self.home:
+                dirs.append(self.rel(base))
+            for f in sorted(filenames):
+                p = base / f
+                if p.is_symlink():
+                    files[self.rel(p)] = "<symlink>"
+                    continue
+                files[self.rel(p)] = p.read_bytes().decode("utf-8", errors="replace")
+        assert self.db is not None
+        mail = {}
+        for row in self.db.execute(
+                "SELECT id, folder, sender, recipients, cc, subject, body, date, read FROM mail ORDER BY seq"):
+            mid, folder, sender, to, cc, subject, body, date, read = row
+            mail[mid] = {"folder": folder, "sender": sender, "to": to, "cc": cc, "subject": subject,
+                         "body": body, "date": date, "read": bool(read)}
+        for mid, name, content in self.db.execute("SELECT mail_id, name, content FROM attachment ORDER BY mail_id, name"):
+            mail[mid].setdefault("attachments", {})[name] = content
+        events = {
+            r[0]: {"title": r[1], "date": r[2], "start": r[3], "duration": r[4], "attendees": r[5]}
+            for r in self.db.execute("SELECT id, title, date, start, duration, attendees FROM event ORDER BY id")
+        }
+        contacts = {
+            r[0]: {"name": r[1], "email": r[2], "phone": r[3], "company": r[4]}
+            for r in self.db.execute("SELECT id, name, email, phone, company FROM contact ORDER BY id")
+        }
+        return Snapshot(files, mail, events, contacts, sorted(dirs))
