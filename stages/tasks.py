@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from distillery.config import TasksConfig, load_section
 from distillery.envs.stage.generate import generate_tasks
@@ -26,6 +27,7 @@ def main() -> int:
     t0 = time.perf_counter()
     result = generate_tasks(cfg)
     frame = tasks_to_frame(result.tasks)
+    Path(QUARANTINE).mkdir(parents=True, exist_ok=True)  # a declared out, even when empty
     try:
         gate(frame, SUITES["tasks"], source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
     except GateError as e:
