@@ -527,6 +527,12 @@ class Batcher:
             try:
                 results = await loop.run_in_executor(
                     self._worker, self.engine.generate_batch, [p.req for p in batch])
+            except asyncio.CancelledError:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(APIError(503, "the server is shutting down",
+                                                        type="server_error"))
+                raise
             except Exception as e:  # noqa: BLE001 - each waiting request answers 500; the loop lives
                 log.exception("generation failed for a batch of %d", len(batch))
                 err = APIError(500, f"generation failed: {type(e).__name__}: {e}", type="server_error")
@@ -609,7 +615,12 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
                                     "<key>'", type="authentication_error", code="invalid_api_key").response()
                 _log_request(request, response.status_code, t0)
                 return response
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as e:  # noqa: BLE001 - the request boundary: answer 500, keep serving
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = APIError(500, f"internal error: {type(e).__name__}: {e}",
+                                type="server_error").response()
         _log_request(request, response.status_code, t0)
         return response
 

@@ -1,0 +1,283 @@
+"""`distillery serve` over real HTTP on 127.0.0.1, driven by the official `openai` client.
+
+A tiny Llama with a tokenizer trained here stands in for a trained model: the point is
+that the server is a faithful window onto the model (same prompt ids, same tokens, same
+actions as running it in-process), not that the model is any good.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import torch
+
+from distillery.agents.parse import format_call
+from distillery.agents.prompts import MARKERS, PromptConfig, render_compact_ids, render_messages
+from distillery.envs.base import tool_specs
+from distillery.serve import Engine, RunningServer, messages_to_context, serve_in_thread
+from distillery.types import Context, Task, ToolCall, Turn
+
+pytestmark = pytest.mark.slow
+
+SPECS = tool_specs("stage")
+NAME = "tiny"
+
+
+# ---------------------------------------------------------------------------------------
+# A tiny compact-style model
+# ---------------------------------------------------------------------------------------
+
+
+def corpus() -> list[str]:
+    calls = [format_call(ToolCall(s.name, {p.name: f"{p.name} one" for p in s.params})) for s in SPECS]
+    return ["Task: file the invoice under finance and tell Ann.", "Lessons from earlier work:",
+            "downloads/\n  invoice_2024.pdf\n  notes.txt", "ok: moved", "error: no such file",
+            *calls] * 5
+
+
+def build_tokenizer(texts: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<unk>", "<eos>", *MARKERS.values()]
+    tk.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="<eos>", additional_special_tokens=list(MARKERS.values()))
+
+
+def build_model(tok: Any, seed: int = 0) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    # A wide init makes the untrained model's next-token distribution peaked, so greedy
+    # decoding has no near-ties that float rounding of different batch shapes could flip.
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      initializer_range=0.5, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, bos_token_id=None)
+    return LlamaForCausalLM(cfg).eval()
+
+
+CARD = {"prompt": {"style": "compact", "max_prompt_tokens": 256, "max_observation_tokens": 40,
+                   "max_experience_tokens": 48, "max_history_turns": 4}}
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    tok = build_tokenizer(corpus())
+    return Engine(build_model(tok), tok, CARD, name=NAME, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(engine: Engine) -> Iterator[RunningServer]:
+    with serve_in_thread(engine) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def ctx_of(i: int, n_turns: int = 0, experience: tuple[str, ...] = (), obs: str = "") -> Context:
+    task = Task(task_id=f"t{i}", family="f", split="test", profile="default", hint="",
+                instruction=f"File invoice {i} under finance and tell Ann.", initial_state={},
+                reference_solution=[], checks=[])
+    calls = [format_call(ToolCall(s.name, {p.name: f"v{i}{j}" for p in s.params}))
+             for j, s in enumerate(SPECS[:n_turns])]
+    history = [Turn(f"observation {i}.{j}", a) for j, a in enumerate(calls)]
+    return Context(episode_id=f"e{i}", task=task, t=n_turns,
+                   observation=obs or f"downloads/\n  invoice_{i}.pdf", history=history,
+                   experience=list(experience))
+
+
+def chat(client: openai.OpenAI, messages: list[dict[str, Any]], **kw: Any) -> Any:
+    return client.chat.completions.create(model=NAME, messages=messages, **{"temperature": 0, **kw})
+
+
+# ---------------------------------------------------------------------------------------
+# Prompt inversion: the server renders what HFPolicy renders
+# ---------------------------------------------------------------------------------------
+
+CONTEXTS = [
+    ctx_of(0),
+    ctx_of(1, n_turns=2),
+    ctx_of(2, n_turns=3, experience=("Invoices go to finance/.", "Ann wants a short note\nsigned Sam.")),
+    ctx_of(3, n_turns=6, obs="a long listing\n\n" + " ".join(f"file_{k}.txt" for k in range(300))),
+]
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS, ids=lambda c: c.episode_id)
+def test_messages_invert_to_the_context_they_came_from(ctx):
+    back = messages_to_context(render_messages(ctx, SPECS))
+    assert back.task.instruction == ctx.task.instruction
+    assert (back.history, back.observation) == (ctx.history, ctx.observation)
+    assert "\n".join(back.experience) == "\n".join(ctx.experience)
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS, ids=lambda c: c.episode_id)
+def test_server_prompt_ids_equal_hf_prompt_ids(engine, ctx):
+    # The last context overflows the budget: old turns dropped, observation trimmed, as in HF.
+    expected = render_compact_ids(ctx, engine.tok, PromptConfig(**CARD["prompt"]))
+    assert engine.render(render_messages(ctx, SPECS), None) == expected
+
+
+def test_tool_call_history_renders_as_its_canonical_text(engine):
+    ctx = ctx_of(5, n_turns=1)
+    msgs = render_messages(ctx, SPECS)
+    from distillery.agents.openai import tools_messages
+
+    assert engine.render(tools_messages(msgs, SPECS), None) == engine.render(msgs, None)
+
+
+# ---------------------------------------------------------------------------------------
+# The API
+# ---------------------------------------------------------------------------------------
+
+
+def test_models_and_health(client, server):
+    [m] = client.models.list().data
+    assert (m.id, m.owned_by) == (NAME, "distillery")
+    health = httpx.get(server.base_url.removesuffix("/v1") + "/health").json()
+    assert health["status"] == "ok" and health["prompt_style"] == "compact"
+
+
+def test_completion_and_stream_agree(client, engine):
+    msgs = render_messages(CONTEXTS[1], SPECS)
+    r = chat(client, msgs, max_tokens=24)
+    assert r.object == "chat.completion" and r.model == NAME and r.id.startswith("chatcmpl-")
+    assert r.created > 0 and r.choices[0].finish_reason in ("stop", "length")
+    prompt = engine.render(msgs, None)
+    assert r.usage.prompt_tokens == len(prompt)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    chunks = list(chat(client, msgs, max_tokens=24, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == r.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [r.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+
+def test_completion_is_what_generate_gives_in_process(client, engine):
+    from distillery.lm.generate import SamplingConfig, generate
+
+    msgs = render_messages(CONTEXTS[2], SPECS)
+    r = chat(client, msgs, max_tokens=30, logprobs=True)
+    [g] = generate(engine.model, [engine.render(msgs, None)], stop_ids=engine.stop_ids,
+                   pad_id=engine.pad_id, sampling=SamplingConfig(0.0, 1.0, 30))
+    ids = g.token_ids[:-1] if g.stopped else g.token_ids
+    assert r.choices[0].message.content == engine.tok.decode(ids, skip_special_tokens=False)
+    assert r.usage.completion_tokens == len(g.token_ids)
+    assert r.choices[0].finish_reason == ("stop" if g.stopped else "length")
+    lps = [t.logprob for t in r.choices[0].logprobs.content]
+    assert lps == pytest.approx(g.logprobs, abs=1e-5)
+
+
+def test_seeded_sampling_is_reproducible(client):
+    msgs = render_messages(CONTEXTS[0], SPECS)
+    a, b, c = (chat(client, msgs, temperature=1.0, seed=s, max_tokens=16).choices[0].message.content
+               for s in (11, 11, 12))
+    assert a == b and a != c
+
+
+def test_stop_strings_and_max_tokens(client):
+    msgs = render_messages(CONTEXTS[0], SPECS)
+    full = chat(client, msgs, max_tokens=40).choices[0].message.content
+    assert len(full) > 6
+    stop = full[3:5]
+    r = chat(client, msgs, max_tokens=40, stop=[stop])
+    assert r.choices[0].message.content == full[: full.index(stop)]
+    assert r.choices[0].finish_reason == "stop"
+    short = chat(client, msgs, max_tokens=2)
+    assert short.usage.completion_tokens <= 2
+
+
+def test_concurrent_requests_are_batched_and_unchanged(client, server):
+    prompts = [render_messages(ctx_of(10 + i, n_turns=i % 3), SPECS) for i in range(8)]
+    alone = [chat(client, m, max_tokens=20).choices[0].message.content for m in prompts]
+    before = httpx.get(server.base_url.removesuffix("/v1") + "/health").json()
+    together: list[str | None] = [None] * len(prompts)
+    barrier = threading.Barrier(len(prompts))
+
+    def go(i: int) -> None:
+        barrier.wait()
+        together[i] = chat(client, prompts[i], max_tokens=20).choices[0].message.content
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = httpx.get(server.base_url.removesuffix("/v1") + "/health").json()
+    assert together == alone
+    assert after["batches"] - before["batches"] < len(prompts)   # some shared a generate call
+
+
+@pytest.mark.parametrize("kw, param", [
+    ({"n": 2}, "n"), ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"temperature": 3.0}, "temperature"), ({"logprobs": True, "stream": True}, "logprobs"),
+])
+def test_unsupported_or_invalid_parameters_are_openai_style_400s(client, kw, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        resp = chat(client, [{"role": "user", "content": "Task: x\n\ny"}], **kw)
+        list(resp) if kw.get("stream") else None
+    err = e.value.body
+    assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_bad_conversations_and_unknown_models(client):
+    with pytest.raises(openai.BadRequestError, match="last message must be a user message"):
+        chat(client, [{"role": "user", "content": "Task: x\n\ny"}, {"role": "assistant", "content": "z"}])
+    with pytest.raises(openai.NotFoundError, match="serves 'tiny'"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_api_key_is_enforced(engine):
+    msgs = [{"role": "user", "content": "Task: x\n\ny"}]
+    with serve_in_thread(engine, api_key="s3cret") as srv:
+        with openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0) as bad:
+            with pytest.raises(openai.AuthenticationError):
+                bad.chat.completions.create(model=NAME, messages=msgs, max_tokens=2)
+            with pytest.raises(openai.AuthenticationError):
+                bad.models.list()
+        no_key = httpx.post(srv.base_url + "/chat/completions", json={"model": NAME, "messages": msgs})
+        assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(srv.base_url.removesuffix("/v1") + "/health").status_code == 200
+        with openai.OpenAI(base_url=srv.base_url, api_key="s3cret", max_retries=0) as good:
+            assert good.chat.completions.create(model=NAME, messages=msgs, max_tokens=2).choices
+
+
+# ---------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_help_and_clear_startup_errors(tmp_path: Path):
+    help_ = _cli("serve", "--help")
+    assert help_.returncode == 0
+    for opt in ("--host", "--port", "--api-key", "--max-batch"):
+        assert opt in help_.stdout
+    missing = _cli("serve", str(tmp_path / "nope"))
+    assert missing.returncode != 0 and "no such directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    not_model = _cli("serve", str(tmp_path / "empty"))
+    assert not_model.returncode != 0 and "not a model directory" in not_model.stderr
