@@ -219,3 +219,119 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
     if name not in table:
         raise ConfigError(f"policies.{name}: not defined in params.yaml; defined: {sorted(table)}")
     return from_dict(PolicyEntry, table[name], where=f"policies.{name}")
+
+
+# ---------------------------------------------------------------------------------------
+# PGHS (issue 6): group-level user simulation
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PghsDataConfig:
+    """`pghs_data` stage: generate (or import) merchant-user trajectories and gate them."""
+
+    source: str = _f("generate", "'generate' for the synthetic world, or a parquet path with the documented schema")
+    groups_file: str = _f("", "with an imported source: JSON list of group descriptions (name, description, stated_*)")
+    seed: int = _f(0, "seed of the synthetic world (merchants, hidden factors, noise)")
+    n_merchants: int = _f(101, "merchants in the synthetic world")
+    n_periods: int = _f(52, "weekly periods per merchant; rows = merchants x periods x groups")
+    groups: list[str] = _f(["students", "office_workers", "families", "night_owls", "seniors"],
+                           "user groups to simulate (each must be a built-in profile)")
+    n_strategy_templates: int = _f(48, "distinct strategies in the market catalog")
+    strategies_per_merchant: int = _f(6, "catalog strategies each merchant runs over its periods")
+    n_cities: int = _f(4, "cities: merchants in one city share the weather")
+    traffic: float = _f(60000.0, "median weekly exposures of a merchant (all groups)")
+    merchant_effect_sd: float = _f(0.10, "sd of the hidden merchant quality (logit/log scale)")
+    affinity_sd: float = _f(0.05, "sd of the hidden merchant x group affinity")
+    confounding: float = _f(1.0, "how strongly weaker merchants pick deeper discounts and more ads (0 = none)")
+
+    def __post_init__(self) -> None:
+        if self.n_merchants < 4 or self.n_periods < 2:
+            raise ValueError("pghs_data needs n_merchants >= 4 and n_periods >= 2")
+        if not self.groups:
+            raise ValueError("pghs_data.groups must name at least one group")
+        if not 1 <= self.strategies_per_merchant <= self.n_strategy_templates:
+            raise ValueError("pghs_data.strategies_per_merchant must be in [1, n_strategy_templates]")
+
+
+@dataclass
+class PghsPoliciesConfig:
+    """How decision policies are mined from training trajectories."""
+
+    max_bins: int = _f(4, "most condition ranges per strategy feature (leaves of a shallow tree)")
+    min_support: int = _f(60, "fewest training trajectories a policy's condition must cover")
+    min_confidence: float = _f(0.7, "least share of merchant-bootstrap refits agreeing on the direction")
+    n_bootstrap: int = _f(30, "merchant-bootstrap refits behind each confidence")
+    ridge: float = _f(1.0, "ridge penalty of the within-merchant effect fit")
+    baseline_leaves: int = _f(4, "most merchant segments per group in the baseline (habit) policies")
+    min_merchants: int = _f(5, "fewest merchants in a baseline segment")
+
+
+@dataclass
+class PghsLLMConfig:
+    """An OpenAI-compatible endpoint for the `llm` reasoning backend."""
+
+    base_url: str = _f("http://127.0.0.1:8000/v1", "endpoint root, e.g. vLLM, Ollama or `distillery serve`")
+    model: str = _f("default", "model name sent with each request")
+    api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the key ('EMPTY' if unset)")
+    temperature: float = _f(0.0, "sampling temperature")
+    max_tokens: int = _f(400, "completion budget per request")
+    concurrency: int = _f(4, "requests in flight at once")
+    timeout_s: float = _f(60.0, "per-request timeout")
+    max_retries: int = _f(2, "client retries on transient errors")
+
+
+@dataclass
+class PghsReasonConfig:
+    """The reasoning branch."""
+
+    backend: str = _f("rules", "'rules' (deterministic policy composition) or 'llm' (OpenAI-compatible endpoint)")
+    llm: PghsLLMConfig = _f(PghsLLMConfig, "endpoint for backend 'llm'")
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("rules", "llm"):
+            raise ValueError(f"pghs.reason.backend must be 'rules' or 'llm', not {self.backend!r}")
+
+
+@dataclass
+class PghsFitConfig:
+    """The fitting branch (LightGBM at group level)."""
+
+    n_estimators: int = _f(400, "boosting rounds")
+    learning_rate: float = _f(0.05, "shrinkage")
+    num_leaves: int = _f(31, "leaves per tree")
+    min_child_samples: int = _f(20, "fewest trajectories per leaf")
+    feature_fraction: float = _f(0.9, "share of features tried per tree")
+    lambda_l2: float = _f(1.0, "L2 penalty on leaf values")
+    anchor: bool = _f(True, "with policies: boost from the policy prediction (init_score) as well as using policy features")
+    threads: int = _f(2, "LightGBM threads")
+
+
+@dataclass
+class PghsConfig:
+    """`pghs` stage: mine policies, fit both branches, fuse, evaluate over seeds."""
+
+    seeds: list[int] = _f([0, 1, 2], "each seed redraws the merchant split, the held-out strategies and model randomness")
+    targets: list[str] = _f(["order_rate", "ctr"], "outcome rates simulated; the first is the headline metric")
+    val_fraction: float = _f(0.2, "share of merchants the fusion is fitted on")
+    test_fraction: float = _f(0.25, "share of merchants held out for evaluation")
+    holdout_strategies: float = _f(0.2, "share of strategies removed from training (held-out strategies)")
+    n_candidates: int = _f(8, "candidate strategies ranked per held-out merchant (counterfactual test)")
+    fuse_method: str = _f("weights", "'weights' (alpha per group) or 'stacking' (linear model per group)")
+    policies: PghsPoliciesConfig = _f(PghsPoliciesConfig, "policy mining")
+    reason: PghsReasonConfig = _f(PghsReasonConfig, "reasoning branch")
+    fit: PghsFitConfig = _f(PghsFitConfig, "fitting branch")
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("pghs.seeds must list at least one seed")
+        bad = [t for t in self.targets if t not in ("order_rate", "ctr", "cvr")]
+        if not self.targets or bad:
+            raise ValueError(f"pghs.targets must be a non-empty subset of order_rate, ctr, cvr (bad: {bad})")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("pghs.val_fraction and test_fraction must be in (0, 1) and sum below 1")
+        if not 0 <= self.holdout_strategies < 1:
+            raise ValueError("pghs.holdout_strategies must be in [0, 1)")
+        if self.fuse_method not in ("weights", "stacking"):
+            raise ValueError(f"pghs.fuse_method must be 'weights' or 'stacking', not {self.fuse_method!r}")
