@@ -138,6 +138,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                         if reasons:
                             rejected.append(Rejection(task.task_id, family, split, reasons))
                             continue
+                        seen[key] = task.task_id
                         batch.append(task)
                     if batch and cfg.random_probes > 0:
                         rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
@@ -152,7 +153,6 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                             rejected.append(Rejection(task.task_id, family, split,
                                                       ["a random policy solved it (trivially solvable)"]))
                             continue
-                        seen[_content_key(task)] = task.task_id
                         got.append(task)
                         bar.update()
                 if len(got) < need:

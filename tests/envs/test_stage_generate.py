@@ -1,0 +1,97 @@
+"""Task generation keeps only drafts that validate, and says why it rejected the others."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from distillery.config import TasksConfig
+from distillery.envs.stage import families as fam_mod
+from distillery.envs.stage.env import StageEnv
+from distillery.envs.stage.families import Draft, Family, file_invoice
+from distillery.envs.stage.generate import draft_task, generate_tasks, static_checks
+from distillery.envs.stage.profiles import Profile
+from distillery.types import ToolCall
+
+
+def test_default_counts_and_families_are_what_the_issue_asks_for():
+    cfg = TasksConfig()
+    assert len(fam_mod.FAMILIES) >= 8
+    assert cfg.n_train_per_family * len(fam_mod.FAMILIES) >= 200
+    assert cfg.n_test_per_family * len(fam_mod.FAMILIES) >= 100
+    areas = {a for f in fam_mod.FAMILIES.values() for a in f.areas}
+    assert areas == {"files", "mail", "calendar", "contacts"}
+
+
+def test_families_needing_lookups_and_long_solutions_exist():
+    res = generate_tasks(TasksConfig(n_train_per_family=1, n_test_per_family=0, random_probes=0), progress=False)
+    by_family = {t.family: t for t in res.tasks}
+    lookups = {"search_mail", "read_mail", "find_contact", "list_events", "list_dir"}
+    for name in ("forward_mail", "schedule_meeting", "email_contact"):
+        tools = [c.tool for c in by_family[name].reference_solution]
+        first_mutation = next(i for i, t in enumerate(tools) if t not in lookups)
+        assert first_mutation >= 1 and any(t in lookups for t in tools[:first_mutation]), name
+    assert max(len(t.reference_solution) - 1 for t in res.tasks) >= 4  # 4+ tool calls, finish aside
+    for t in res.tasks:
+        assert any(c["type"] == "unchanged_except" for c in t.checks), t.task_id
+        assert t.preferences and all(p not in t.instruction for p in t.preferences)
+
+
+def _broken(rng: random.Random, p: Profile) -> Draft:
+    """A draft whose reference solution does not do what its checks ask."""
+    d = file_invoice(rng, p)
+    return Draft(d.instruction, d.state, [ToolCall("finish", {})], d.checks, d.preferences)
+
+
+def _trivial(rng: random.Random, p: Profile) -> Draft:
+    """A draft whose checks already pass on the untouched state."""
+    d = file_invoice(rng, p)
+    return Draft(d.instruction, d.state, [ToolCall("finish", {})],
+                 [{"type": "unchanged_except"}], d.preferences)
+
+
+def _constant(rng: random.Random, p: Profile) -> Draft:
+    """The same task whatever the seed: every draft after the first is a duplicate."""
+    return file_invoice(random.Random(0), p)
+
+
+@pytest.mark.parametrize("builder, reason", [
+    (_broken, "reference solution fails"),
+    (_trivial, "the untouched initial state already passes"),
+    (_constant, "duplicate of"),
+])
+def test_invalid_drafts_are_rejected_with_their_reason(monkeypatch, builder, reason):
+    monkeypatch.setitem(fam_mod.FAMILIES, "bad", Family("bad", "a broken family", builder, ("files",)))
+    cfg = TasksConfig(families=["bad"], n_train_per_family=2, n_test_per_family=0, random_probes=0,
+                      max_attempts_factor=2)
+    with pytest.raises(RuntimeError, match="only .* validated"):
+        generate_tasks(cfg, progress=False)
+    env = StageEnv()
+    try:
+        t0 = draft_task("bad", "train", "default", 0, 0, 15)
+        t1 = draft_task("bad", "train", "default", 1, 0, 15)
+        reasons = static_checks(t1, env, t1)
+        if reason == "duplicate of":
+            assert t0.initial_state == t1.initial_state and t0.instruction == t1.instruction
+        else:
+            assert any(r.startswith(reason) for r in reasons), reasons
+    finally:
+        env.close()
+
+
+def test_random_probes_reject_trivially_solvable_tasks(monkeypatch):
+    """A task that any sent mail solves falls to the random policy's probes."""
+    def easy(rng: random.Random, p: Profile) -> Draft:
+        d = file_invoice(rng, p)
+        return Draft(d.instruction, d.state,
+                     [ToolCall("send_mail", {"to": p.user_email, "subject": "x", "body": "y"}), ToolCall("finish", {})],
+                     [{"type": "mail_sent", "to": []}], d.preferences)
+
+    monkeypatch.setitem(fam_mod.FAMILIES, "easy", Family("easy", "too easy", easy, ("mail",)))
+    cfg = TasksConfig(families=["easy"], n_train_per_family=2, n_test_per_family=0, random_probes=30,
+                      max_attempts_factor=2)
+    with pytest.raises(RuntimeError, match="only 0 of 2"):
+        generate_tasks(cfg, progress=False)
+    cfg.random_probes = 0
+    assert len(generate_tasks(cfg, progress=False).tasks) == 2
