@@ -48,9 +48,14 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half-precision logits before softmax (bf16 log-probs are too coarse); keep fp64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log p(label_t) at every position, 0 where `labels` is -100. [B, T, V] -> [B, T]."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+    logp = F.log_softmax(_at_least_fp32(logits), dim=-1)
     picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return torch.where(labels != IGNORE_INDEX, picked, torch.zeros_like(picked))
 
@@ -289,8 +294,8 @@ def generalized_jsd_loss(
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta={beta}: it must lie in [0, 1] (0 forward KL, 1 reverse KL)")
-    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_s = F.log_softmax(_at_least_fp32(student_logits) / temperature, dim=-1)
+    log_t = F.log_softmax(_at_least_fp32(teacher_logits.detach()) / temperature, dim=-1)
     if beta == 0.0:
         per_vocab = log_t.exp() * (log_t - log_s)
     elif beta == 1.0:
@@ -373,8 +378,10 @@ def topk_reverse_kl(
     with p~ = p / sum_{u in TopK_T(t)} p(u). Gradient flows through the student only.
     [read-from-source: SCOPE `dp_actor.py` distill_signal_in_loss; AOPD's D_loc]
     """
-    student_k = F.log_softmax(student_logits.float().gather(-1, teacher_topk_ids.long()), dim=-1)
-    teacher_k = F.log_softmax(teacher_topk_logprobs.detach().float(), dim=-1)
+    student_k = F.log_softmax(
+        _at_least_fp32(student_logits).gather(-1, teacher_topk_ids.long()), dim=-1
+    )
+    teacher_k = F.log_softmax(_at_least_fp32(teacher_topk_logprobs.detach()), dim=-1)
     return (student_k.exp() * (student_k - teacher_k)).sum(dim=-1)
 
 
