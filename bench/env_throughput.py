@@ -1,0 +1,92 @@
+"""Environment steps per second under an oracle policy, on one core, STAGE beside TextWorld.
+
+Both sides play their tasks' reference solutions over and over, resets included (a reset
+is part of running an episode), for the same wall-clock budget in the same run:
+
+- STAGE: the default task set's test split; an episode = reset (build the directory and
+  the SQLite database) + every reference step + verify (read the state back and score it).
+- TextWorld (the peer, if installed: `pip install textworld`): a generated 5-room game;
+  an episode = reset + its walkthrough.
+
+    python bench/env_throughput.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from distillery.agents.parse import format_call
+from distillery.config import TasksConfig
+from distillery.envs.stage import StageEnv
+from distillery.envs.stage.generate import generate_tasks
+
+
+def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
+    tasks = generate_tasks(TasksConfig(n_train_per_family=0), progress=False).tasks
+    actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
+    env = StageEnv()
+    steps = episodes = 0
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            for task, acts in zip(tasks, actions, strict=True):
+                env.reset(task)
+                for a in acts:
+                    env.step(a)
+                assert env.verify().success, task.task_id
+                steps += len(acts)
+                episodes += 1
+    finally:
+        env.close()
+    return steps / (time.perf_counter() - t0), steps, episodes
+
+
+def textworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    try:
+        import textworld
+        from textworld.generator import compile_game, make_game
+    except ImportError:
+        return None
+    opts = textworld.GameOptions()
+    opts.seeds = 1234
+    opts.nb_rooms, opts.nb_objects, opts.quest_length = 5, 10, 5
+    with tempfile.TemporaryDirectory() as d:
+        opts.path = os.path.join(d, "game.z8")
+        game = make_game(opts)
+        env = textworld.start(compile_game(game, opts))
+        walk = game.metadata["walkthrough"]
+        steps = episodes = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            env.reset()
+            for c in walk:
+                env.step(c)
+            steps += len(walk)
+            episodes += 1
+        env.close()
+    return steps / (time.perf_counter() - t0), steps, episodes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget per side")
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks
+    stage, s_steps, s_eps = stage_steps_per_s(args.seconds)
+    print(f"STAGE      {stage:8.0f} steps/s  ({s_steps} steps, {s_eps} episodes, reset+verify included, 1 core)")
+    tw = textworld_steps_per_s(args.seconds)
+    if tw is None:
+        print("TextWorld  not installed (pip install textworld); reference figure on this kind of machine: ~390 steps/s")
+        return 0
+    print(f"TextWorld  {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset included, 1 core)")
+    print(f"ratio      STAGE / TextWorld = {stage / tw[0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
