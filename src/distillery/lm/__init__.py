@@ -1,0 +1,10 @@
+"""Language models: the tokenizer, the model, batched generation.
+
+- `lm.tokenizer`: `train_tokenizer(texts, TokenizerConfig) -> PreTrainedTokenizerFast`
+  (environment names as whole tokens), `token_stats`, `ensure_markers`.
+- `lm.model`: `ModelConfig`, `build_model(cfg, tokenizer)`, `save_model_dir(path, model,
+  tokenizer, card)`, `load_model_dir(path) -> LoadedModel(model, tokenizer, card)`.
+- `lm.generate`: `generate(model, prompts, stop_ids=..., pad_id=..., sampling=...)`.
+
+Submodules import torch/transformers; import them directly (this package imports nothing).
+"""

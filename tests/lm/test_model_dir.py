@@ -1,0 +1,126 @@
+"""Model building, saving and loading: the directory round-trips to identical logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillery.agents.prompts import MARKERS
+from distillery.lm.model import ModelConfig, build_model, load_model_dir, n_params, save_model_dir
+from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+
+TINY = dict(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
+            max_position_embeddings=128)
+TEXT = 'send_mail(to="ann.lee@acme.com", subject="Budget", body="See you.")'
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer([TEXT, "downloads/\n  invoice_acme.pdf\n  notes.txt"] * 3,
+                           TokenizerConfig(vocab_size=512))
+
+
+def ids_of(tok, text: str = TEXT) -> torch.Tensor:
+    return torch.tensor([tok.encode(MARKERS["action"] + text, add_special_tokens=False)])
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def test_from_scratch_follows_the_tokenizer(tok):
+    model = build_model(ModelConfig(**TINY), tok)
+    assert model.config.vocab_size == len(tok)
+    assert model.config.eos_token_id == tok.eos_token_id
+    assert model.config.pad_token_id == tok.pad_token_id
+    assert model.config.tie_word_embeddings
+
+
+def test_default_size_is_a_few_million_parameters(tok):
+    from transformers import LlamaConfig
+
+    cfg = ModelConfig()
+    # Counted from the config alone (no weights built): embeddings (tied) + blocks + norm.
+    c = LlamaConfig(vocab_size=4096, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                    num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                    num_key_value_heads=cfg.n_kv_heads)
+    h, kv = c.hidden_size, c.hidden_size // c.num_attention_heads * c.num_key_value_heads
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * c.intermediate_size + 2 * h
+    total = c.vocab_size * h + c.num_hidden_layers * per_layer + h
+    assert 2e6 < total < 8e6
+
+
+def test_init_is_seeded_and_leaves_the_global_rng_alone(tok):
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = build_model(ModelConfig(**TINY, init_seed=1), tok)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = build_model(ModelConfig(**TINY, init_seed=1), tok)
+    c = build_model(ModelConfig(**TINY, init_seed=2), tok)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
+
+
+def test_save_load_round_trip_gives_identical_logits(tok, tmp_path):
+    model = build_model(ModelConfig(**TINY), tok)
+    card = {"prompt": {"style": "compact", "max_prompt_tokens": 64}, "seed": 3}
+    out = save_model_dir(tmp_path / "m", model, tok, card)
+    assert {"model.safetensors", "config.json", "card.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    loaded, tok2, card2 = load_model_dir(out)
+    assert card2 == card
+    assert not loaded.training
+    assert torch.equal(logits(model, ids_of(tok)), logits(loaded, ids_of(tok2)))
+    assert tok2.convert_tokens_to_ids(MARKERS["end"]) == tok.convert_tokens_to_ids(MARKERS["end"])
+    # Nothing is left beside the directory (temporary or old copies).
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_saving_over_an_existing_directory_replaces_it(tok, tmp_path):
+    a = build_model(ModelConfig(**TINY, init_seed=1), tok)
+    b = build_model(ModelConfig(**TINY, init_seed=2), tok)
+    save_model_dir(tmp_path / "m", a, tok, {"v": 1})
+    save_model_dir(tmp_path / "m", b, tok, {"v": 2})
+    loaded, _, card = load_model_dir(tmp_path / "m")
+    assert card == {"v": 2}
+    assert torch.equal(logits(loaded, ids_of(tok)), logits(b, ids_of(tok)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_plain_checkpoint_loads_with_an_empty_card_and_as_name_or_path(tok, tmp_path):
+    model = build_model(ModelConfig(**TINY), tok)
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    _, _, card = load_model_dir(tmp_path / "hf")
+    assert card == {}
+    again = build_model(ModelConfig(name_or_path=str(tmp_path / "hf")), tok)
+    assert torch.equal(logits(again, ids_of(tok)), logits(model, ids_of(tok)))
+
+
+def test_lora_saves_merged_weights(tok, tmp_path):
+    model = build_model(ModelConfig(**TINY, lora_r=4, lora_alpha=8), tok)
+    assert 0 < n_params(model, trainable_only=True) < n_params(model) / 5
+    with torch.no_grad():              # adapters start at zero: move them so merging matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    save_model_dir(tmp_path / "m", model, tok, {"lora_r": 4})
+    loaded, _, _ = load_model_dir(tmp_path / "m")
+    assert type(loaded).__name__ == "LlamaForCausalLM"
+    torch.testing.assert_close(logits(loaded, ids_of(tok)), logits(model, ids_of(tok)), atol=1e-5, rtol=1e-5)
+    assert type(model).__name__.startswith("Peft"), "saving must not unwrap the training model"
+
+
+def test_errors_name_what_to_change(tok, tmp_path):
+    with pytest.raises(ValueError, match="divisible by model.n_heads"):
+        ModelConfig(hidden_size=30, n_heads=4)
+    with pytest.raises(ValueError, match="dtype"):
+        ModelConfig(dtype="fp8")
+    with pytest.raises(ValueError, match="(?s)name_or_path='no/such-model'.*local checkpoint"):
+        build_model(ModelConfig(name_or_path="no/such-model"), tok)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model_dir(tmp_path)
+    save_model_dir(tmp_path / "m", build_model(ModelConfig(**TINY), tok), tok, {})
+    (tmp_path / "m" / "card.json").write_text("{not json")
+    with pytest.raises(ValueError, match="card.json: not valid JSON"):
+        load_model_dir(tmp_path / "m")
