@@ -35,7 +35,9 @@ class StageFailed(RuntimeError):
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # Stage commands say `python`: make it this interpreter's, even from an unactivated venv.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     return subprocess.run([*DVC, *args], cwd=repo, capture_output=True, text=True, env=env)
 
 

@@ -1,0 +1,48 @@
+"""`dvc repro` end to end on a micro configuration: real stages, real files, real DVC."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import polars as pl
+
+from tests.e2e.conftest import run
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
+    repo = micro_repo()
+    run([*DVC, "repro"], repo)
+    bench = json.loads((repo / "metrics/benchmark.json").read_text())
+    families = {f for f in bench["oracle"] if f != "all"}
+    assert len(families) >= 8
+    assert all(bench["oracle"][f]["success_rate"] == 1.0 for f in families)
+    assert bench["random"]["all"]["success_rate"] <= 0.05
+    validation = json.loads((repo / "data/tasks/validation.json").read_text())
+    assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families)}
+    eps = pl.read_parquet(repo / "data/trajectories/oracle/episodes.parquet")
+    steps = pl.read_parquet(repo / "data/trajectories/oracle/steps.parquet")
+    assert eps["n_steps"].sum() == steps.height
+    assert (repo / "reports/benchmark.html").read_text().count("<img") >= 1
+    assert (repo / "reports/quality/collect-oracle/episodes.summary.json").exists()
+
+    t0 = time.perf_counter()
+    again = run([*DVC, "repro"], repo)
+    took = time.perf_counter() - t0
+    out = again.stdout + again.stderr
+    assert "up to date" in out and "Running stage" not in out, out
+    print(f"second dvc repro: {took:.2f} s")
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    run([*DVC, "exp", "run", "-S", "tasks.seed=1"], repo)
+    shown = json.loads(run([*DVC, "exp", "show", "--json"], repo).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, shown
+    params = [r["data"]["params"]["params.yaml"]["data"]["tasks"]["seed"] for e in exps for r in e["revs"]]
+    assert 1 in params
+    diff = run([*DVC, "metrics", "diff", "--json"], repo)
+    assert diff.returncode == 0
