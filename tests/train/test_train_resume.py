@@ -1,0 +1,60 @@
+"""Exact resume: SIGKILL a training run after its first checkpoint, rerun it, and end with
+weights bitwise identical to a run that was never interrupted (CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).with_name("micro_train.py")
+
+
+def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), str(out), *extra], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"})
+
+
+def test_sigkill_then_rerun_ends_with_identical_weights(tmp_path):
+    # Killed run: slowed through its loss function so the kill lands mid-run.
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), "--sleep", "0.15"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = killed / "checkpoints" / "step-4" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while not first.exists():
+        assert proc.poll() is None, f"run ended before its first checkpoint:\n{proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)
+    time.sleep(0.3)             # into the next span of steps, possibly mid-checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "final.safetensors").exists()
+    steps = sorted(int(p.name[5:]) for p in (killed / "checkpoints").glob("step-*"))
+    assert steps and steps[-1] < 16, f"the kill came too late to test anything: {steps}"
+
+    resumed = run(killed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed_from={steps[-1]}" in resumed.stdout
+
+    straight = run(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert "resumed_from=None" in straight.stdout
+
+    a = load_file(killed / "final.safetensors")
+    b = load_file(tmp_path / "straight" / "final.safetensors")
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ after resume: {different}"
+    # No half-written checkpoint is left behind or taken for a complete one.
+    assert not list((killed / "checkpoints").glob(".tmp-*"))
