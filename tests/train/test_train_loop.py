@@ -1,0 +1,160 @@
+"""The training loop: it learns, touches every trainable weight, resumes, logs; LoRA trains
+only adapters; the head-on-targets shortcut gives the same logits as a full forward."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+
+from distillery.agents.prompts import PromptConfig, episode_example_ids
+from distillery.lm.model import ModelConfig, build_model
+from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+from distillery.train.config import TrainConfig
+from distillery.train.data import Example, collate, example_from_mask, examples_from_masks
+from distillery.train.loop import action_logits, checkpoint_dirs, lr_lambda, sft_loss_fn, train
+from distillery.types import Turn
+
+TINY = dict(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
+            max_position_embeddings=256)
+FILES = ["invoice_acme.pdf", "notes.txt", "budget_q3.xlsx", "minutes_2024.docx", "photo_team.png",
+         "contract_globex.pdf", "receipt_final.pdf", "slides_q3.pdf"]
+FOLDERS = ["finance", "archive", "legal", "travel"]
+
+
+def episodes(n: int, seed: int) -> list[tuple[str, list[Turn]]]:
+    """Move one listed file to a folder: the action copies names from the observation."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        f, d = rng.choice(FILES), rng.choice(FOLDERS)
+        listing = "downloads/\n  " + "\n  ".join(rng.sample(FILES, 3) + [f])
+        out.append((f"Move {f} to {d}.", [Turn(listing, f'move_file(src="downloads/{f}", dst="{d}/")'),
+                                         Turn("ok: moved", "finish()")]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok():
+    texts = [t for instr, turns in episodes(40, 9) for t in (instr, *[x.observation for x in turns],
+                                                               *[x.action for x in turns])]
+    return train_tokenizer(texts, TokenizerConfig(vocab_size=1024))
+
+
+def make_examples(tok, n: int, seed: int) -> list[Example]:
+    cfg = PromptConfig(max_prompt_tokens=256)
+    return examples_from_masks(episode_example_ids(i, t, tok, cfg) for i, t in episodes(n, seed))
+
+
+def quiet(**kw) -> TrainConfig:
+    return TrainConfig(progress=False, **kw)
+
+
+def test_sft_learns_and_moves_every_trainable_parameter(tok, tmp_path):
+    model = build_model(ModelConfig(**TINY), tok)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_ex, eval_ex = make_examples(tok, 48, 0), make_examples(tok, 12, 1)
+    cfg = quiet(lr=3e-3, warmup_steps=5, max_steps=40, batch_size=8, log_every=5, eval_every=20,
+                save_every=20, keep_checkpoints=1)
+    result = train(model, train_ex, eval_ex, cfg, tmp_path)
+
+    assert result.steps == 40 and result.resumed_from is None
+    losses = [r["train/loss"] for r in result.history if "train/loss" in r]
+    assert losses[-1] < 0.6 * losses[0], losses
+    evals = [r["eval/loss"] for r in result.history if "eval/loss" in r]
+    assert len(evals) == 2 and evals[-1] < evals[0]
+    assert result.metrics["eval_loss"] == evals[-1] and result.tokens_per_s > 0
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, f"parameters that never moved: {unchanged}"
+    assert not model.training
+
+    # DVCLive: a summary and per-metric histories, and no dvc.yaml anywhere near.
+    summary = json.loads((tmp_path / "dvclive" / "metrics.json").read_text())
+    assert summary["train"]["loss"] == losses[-1] and "eval" in summary
+    assert (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "tokens_per_s.tsv").is_file()
+    assert not list(tmp_path.rglob("dvc.yaml"))
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-40"]
+
+
+def test_a_finished_run_resumes_to_nothing_and_a_changed_config_starts_afresh(tok, tmp_path):
+    ex = make_examples(tok, 16, 0)
+    cfg = quiet(lr=3e-3, max_steps=6, batch_size=8, save_every=3, dvclive=False)
+    model = build_model(ModelConfig(**TINY), tok)
+    train(model, ex, [], cfg, tmp_path)
+    done = copy.deepcopy(model.state_dict())
+
+    again = build_model(ModelConfig(**TINY, init_seed=5), tok)      # different start: overwritten
+    result = train(again, ex, [], cfg, tmp_path)
+    assert result.resumed_from == 6 and result.steps == 6
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in done.items())
+
+    changed = build_model(ModelConfig(**TINY), tok)
+    result = train(changed, ex, [], quiet(lr=1e-3, max_steps=6, batch_size=8, save_every=3, dvclive=False), tmp_path)
+    assert result.resumed_from is None and result.steps == 6
+
+
+def test_lora_trains_only_the_adapters(tok, tmp_path):
+    model = build_model(ModelConfig(**TINY, lora_r=4, lora_alpha=8), tok)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = train(model, make_examples(tok, 16, 0), [], quiet(lr=1e-2, max_steps=8, batch_size=8,
+                                                               dvclive=False, save_every=4), tmp_path)
+    assert result.steps == 8
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != (n in trainable), n
+    assert sorted(checkpoint_dirs(tmp_path))[-1].name == "step-8"
+
+
+def test_head_on_targets_equals_the_full_forward(tok):
+    model = build_model(ModelConfig(**TINY, init_std=0.2), tok).eval()
+    batch = collate(make_examples(tok, 3, 4), pad_id=tok.pad_token_id)
+    assert batch.attention_mask is not None or len({len(e) for e in make_examples(tok, 3, 4)}) == 1
+    with torch.no_grad():
+        al = action_logits(model, batch)
+        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    assert al.logits.shape == (batch.n_labels, len(tok))
+    torch.testing.assert_close(al.logits, full[al.rows, al.cols], atol=1e-5, rtol=1e-5)
+    assert torch.equal(al.targets, batch.labels[:, 1:][al.rows, al.cols])
+    dense = al.to_dense(torch.ones(len(al.targets)))
+    assert dense.shape == (batch.input_ids.shape[0], batch.input_ids.shape[1] - 1)
+    assert int(dense.sum()) == batch.n_labels
+
+
+def test_a_custom_objective_gets_the_batch_extras(tok, tmp_path):
+    seen = []
+
+    def weighted(model, batch):
+        seen.append(batch.extras["w"].tolist())
+        loss, stats = sft_loss_fn(model, batch)
+        return loss * batch.extras["w"].mean(), {**stats, "w": float(batch.extras["w"].mean())}
+
+    ex = [example_from_mask(e.input_ids, [t != -100 for t in e.labels], {"w": 0.5})
+          for e in make_examples(tok, 8, 0)]
+    result = train(build_model(ModelConfig(**TINY), tok), ex, [], quiet(max_steps=2, batch_size=4, dvclive=False),
+                   tmp_path, loss_fn=weighted)
+    assert seen == [[0.5] * 4] * 2
+    assert result.history[-1]["train/w"] == 0.5
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, max_steps=20)
+    f = lr_lambda(cfg, 20)
+    assert [round(f(s), 3) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert f(4) == pytest.approx(1.0)
+    assert f(20) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(4, 20))
+
+
+def test_config_errors_say_what_to_change():
+    with pytest.raises(ValueError, match="train.lr must be > 0"):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="set train.max_steps > 0 or train.epochs > 0"):
+        TrainConfig(max_steps=0, epochs=0)
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        TrainConfig(mixed_precision="fp8")
+    assert TrainConfig(eval_every=5).fingerprint() == TrainConfig(eval_every=50).fingerprint()
+    assert TrainConfig(lr=1e-3).fingerprint() != TrainConfig(lr=2e-3).fingerprint()
