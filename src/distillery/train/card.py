@@ -1,0 +1,108 @@
+"""`card.json`: what a model directory records about where it came from (DESIGN.md §3).
+
+    card = build_card(params=params["warmup"], seed=cfg.seed, data_files=[episodes, steps],
+                      metrics=result.metrics, prompt=prompt_cfg, model_cfg=mcfg, train_cfg=tcfg)
+    save_model_dir("models/warmup", model, tok, card)
+
+Keys: ``format``, ``prompt`` (the `PromptConfig` the model was trained with: `HFPolicy` and
+`distillery serve` render prompts with it), ``params`` (the resolved stage params),
+``model`` and ``train`` (resolved configs), ``seed``, ``data`` (sha256 of every input file;
+a directory hashes its files by relative path), ``metrics``, ``n_params``, ``versions``
+(python and the ML libraries), and whatever ``extra`` adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CARD_FORMAT = "distillery.model-card/1"
+LIBRARIES = ("distillery", "torch", "transformers", "tokenizers", "accelerate", "peft", "safetensors")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    """A file's sha256; a directory's is the sha256 of its files' relative paths and hashes."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such file or directory (listed as a data input of the card)")
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def hash_inputs(paths: Iterable[str | Path]) -> dict[str, str]:
+    """{path as given: sha256}, in the order given."""
+    return {str(p): sha256_path(p) for p in paths}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+def build_card(
+    *,
+    prompt: Any,
+    seed: int,
+    data_files: Iterable[str | Path] = (),
+    metrics: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    model_cfg: Any = None,
+    train_cfg: Any = None,
+    model: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card of a trained model. `prompt` is a `PromptConfig` (or its dict): required,
+    because a model is only usable with the prompt format it learned."""
+    prompt = _plain(prompt)
+    if not isinstance(prompt, Mapping) or "style" not in prompt:
+        raise ValueError("build_card: `prompt` must be the PromptConfig the model was trained with")
+    card: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "prompt": dict(prompt),
+        "seed": int(seed),
+        "data": hash_inputs(data_files),
+        "metrics": dict(metrics or {}),
+        "versions": versions(),
+    }
+    if params is not None:
+        card["params"] = dict(params)
+    if model_cfg is not None:
+        card["model"] = _plain(model_cfg)
+    if train_cfg is not None:
+        card["train"] = _plain(train_cfg)
+    if model is not None:
+        card["n_params"] = sum(p.numel() for p in model.parameters())
+        card["n_trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for k, v in (extra or {}).items():
+        if k in card:
+            raise ValueError(f"build_card: extra key {k!r} would overwrite the card's own {k!r}")
+        card[k] = v
+    return card

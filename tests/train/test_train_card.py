@@ -1,0 +1,50 @@
+"""card.json: resolved configs, input hashes, metrics, versions; it loads back with the model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from distillery.agents.prompts import PromptConfig
+from distillery.train.card import CARD_FORMAT, build_card, hash_inputs, sha256_path
+from distillery.train.config import TrainConfig
+
+
+def test_card_records_where_a_model_came_from(tmp_path):
+    data = tmp_path / "episodes.parquet"
+    data.write_bytes(b"rows")
+    folder = tmp_path / "traj"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "steps.parquet").write_bytes(b"steps")
+    card = build_card(prompt=PromptConfig(max_prompt_tokens=320), seed=7, data_files=[data, folder],
+                      metrics={"eval_loss": 0.5}, params={"lr": 1e-3}, train_cfg=TrainConfig(lr=1e-3),
+                      extra={"tokenizer": {"whole_fraction": 1.0}})
+    assert card["format"] == CARD_FORMAT
+    assert PromptConfig(**card["prompt"]).max_prompt_tokens == 320      # what HFPolicy does with it
+    assert card["data"][str(data)] == hashlib.sha256(b"rows").hexdigest()
+    assert card["seed"] == 7 and card["metrics"] == {"eval_loss": 0.5}
+    assert card["train"]["lr"] == 1e-3 and card["params"] == {"lr": 1e-3}
+    assert card["versions"]["torch"] and card["versions"]["python"]
+    assert card["tokenizer"] == {"whole_fraction": 1.0}
+
+
+def test_directory_hash_follows_content_and_names(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("1")
+    h1 = sha256_path(d)
+    (d / "a").write_text("2")
+    h2 = sha256_path(d)
+    (d / "a").rename(d / "b")
+    assert len({h1, h2, sha256_path(d)}) == 3
+    assert list(hash_inputs([d])) == [str(d)]
+
+
+def test_card_errors_are_specific(tmp_path):
+    with pytest.raises(ValueError, match="PromptConfig"):
+        build_card(prompt={"max_prompt_tokens": 3}, seed=0)
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        build_card(prompt=PromptConfig(), seed=0, data_files=[tmp_path / "missing.parquet"])
+    with pytest.raises(ValueError, match="overwrite the card's own 'seed'"):
+        build_card(prompt=PromptConfig(), seed=0, extra={"seed": 1})
