@@ -241,8 +241,8 @@ class PghsDataConfig:
     strategies_per_merchant: int = _f(6, "catalog strategies each merchant runs over its periods")
     n_cities: int = _f(4, "cities: merchants in one city share the weather")
     traffic: float = _f(60000.0, "median weekly exposures of a merchant (all groups)")
-    merchant_effect_sd: float = _f(0.10, "sd of the hidden merchant quality (logit/log scale)")
-    affinity_sd: float = _f(0.05, "sd of the hidden merchant x group affinity")
+    merchant_effect_sd: float = _f(0.05, "sd of the hidden merchant quality (logit/log scale)")
+    affinity_sd: float = _f(0.03, "sd of the hidden merchant x group affinity")
     confounding: float = _f(1.0, "how strongly weaker merchants pick deeper discounts and more ads (0 = none)")
 
     def __post_init__(self) -> None:
@@ -304,6 +304,7 @@ class PghsFitConfig:
     feature_fraction: float = _f(0.9, "share of features tried per tree")
     lambda_l2: float = _f(1.0, "L2 penalty on leaf values")
     anchor: bool = _f(True, "with policies: boost from the policy prediction (init_score) as well as using policy features")
+    cross_fit_folds: int = _f(5, "merchant folds for out-of-fold policy features on training rows (<2: in-sample)")
     threads: int = _f(2, "LightGBM threads")
 
 

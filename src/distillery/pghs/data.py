@@ -30,7 +30,6 @@ and which can say what every group would have done under any strategy (`true_rat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any

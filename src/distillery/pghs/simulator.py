@@ -1,0 +1,163 @@
+"""The fitted PGHS simulator: policies, both branches and the fusion, saved as one directory.
+
+    sim = Simulator.load("models/pghs")
+    outcomes = sim.simulate(merchant, strategies)    # one row per strategy x group
+    ranking = sim.rank(outcomes)                      # strategies by mix-weighted outcome
+
+Directory layout (written by the `pghs` stage): `simulator.json` (targets, groups, market
+prior, fusion, reasoner backend, provenance), `policies.json` and `policies.txt`, one LightGBM
+text model per target (`fit_<target>.txt`), and `merchants.parquet` (known merchants'
+attributes, so a merchant can be named by id).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from distillery.config import PghsLLMConfig
+from distillery.io import write_json, write_parquet, write_text
+from distillery.pghs.data import (
+    MERCHANT_FEATURES,
+    STRATEGY_FEATURES,
+    GroupDescription,
+    groups_from_json,
+    groups_to_json,
+)
+from distillery.pghs.fit import FitBranch
+from distillery.pghs.fuse import Fusion
+from distillery.pghs.policies import PolicySet
+from distillery.pghs.reason import MarketPrior, make_reasoner
+
+STRATEGY_DEFAULTS = {"discount_depth": 0.0, "delivery_fee": 3.0, "coupon_type": "none",
+                     "ad_spend": 0.0, "menu_breadth": 40}
+
+
+@dataclass
+class Simulator:
+    targets: list[str]
+    groups: list[GroupDescription]
+    prior: MarketPrior
+    policies: PolicySet
+    fit: FitBranch
+    fusion: Fusion
+    backend: str = "rules"
+    llm: PghsLLMConfig = field(default_factory=PghsLLMConfig)
+    merchants: pl.DataFrame | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        return self.targets[0]
+
+    def reasoner(self, client: Any = None):
+        return make_reasoner(self.backend, self.groups, self.prior, self.targets, self.policies,
+                             self.llm, client, progress=False)
+
+    def queries(self, merchant: dict[str, Any], strategies: pl.DataFrame) -> pl.DataFrame:
+        """One row per strategy and group, with the merchant's attributes."""
+        missing = [c for c in ("merchant_id", *MERCHANT_FEATURES) if merchant.get(c) is None]
+        if missing:
+            raise ValueError(f"merchant is missing {missing}")
+        if "strategy_id" not in strategies.columns:
+            strategies = strategies.with_row_index("_i").with_columns(
+                pl.format("cand{}", pl.col("_i")).alias("strategy_id")).drop("_i")
+        absent = [c for c in STRATEGY_FEATURES if c not in strategies.columns]
+        if absent:
+            raise ValueError(f"strategies are missing {absent}")
+        strategies = strategies.select("strategy_id", *STRATEGY_FEATURES).with_columns(
+            pl.col("discount_depth", "delivery_fee", "ad_spend").cast(pl.Float64),
+            pl.col("menu_breadth").cast(pl.Int64), pl.col("coupon_type").cast(pl.String))
+        groups = pl.DataFrame({"user_group": [g.name for g in self.groups]})
+        m = pl.DataFrame([{c: merchant[c] for c in ("merchant_id", *MERCHANT_FEATURES)}]).with_columns(
+            pl.col("merchant_rating", "merchant_price_level").cast(pl.Float64))
+        return strategies.join(groups, how="cross").join(m, how="cross")
+
+    def simulate(self, merchant: dict[str, Any], strategies: pl.DataFrame,
+                 client: Any = None) -> pl.DataFrame:
+        """Predicted rates per strategy and group: reasoning, fitting and fused (pred_<t>)."""
+        q = self.queries(merchant, strategies)
+        return self.predict(q, client)
+
+    def predict(self, q: pl.DataFrame, client: Any = None) -> pl.DataFrame:
+        r = self.reasoner(client).predict(q)
+        f = self.fit.predict(q)
+        fused = self.fusion.apply(q, r, f, self.targets)
+        return fused.with_columns(
+            *[r[f"pred_{t}"].alias(f"reason_{t}") for t in self.targets],
+            *[f[f"pred_{t}"].alias(f"fit_{t}") for t in self.targets])
+
+    def rank(self, outcomes: pl.DataFrame) -> pl.DataFrame:
+        """Strategies by the headline rate averaged over groups with the market's group mix."""
+        mix = self.prior.group_mix
+        t = self.headline
+        return (outcomes.with_columns(
+            (pl.col(f"pred_{t}") * pl.col("user_group").replace_strict(mix, default=0.0))
+            .alias("_v"))
+            .group_by("strategy_id", maintain_order=True)
+            .agg(pl.col("_v").sum().alias(f"mix_{t}"), *[pl.col(c).first() for c in STRATEGY_FEATURES])
+            .sort(f"mix_{t}", descending=True)
+            .with_row_index("rank", offset=1))
+
+    def merchant(self, merchant_id: str) -> dict[str, Any]:
+        if self.merchants is None or merchant_id not in set(self.merchants["merchant_id"].to_list()):
+            known = [] if self.merchants is None else self.merchants["merchant_id"].head(5).to_list()
+            raise KeyError(f"merchant {merchant_id!r} is not in the simulator's merchant table "
+                           f"(e.g. {known}); give its category, rating and price level instead")
+        return self.merchants.filter(pl.col("merchant_id") == merchant_id).row(0, named=True)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        fit_spec = self.fit.save(directory)
+        write_json(self.policies.to_json(), directory / "policies.json")
+        write_text(self.policies.render() + "\n", directory / "policies.txt")
+        if self.merchants is not None:
+            write_parquet(self.merchants, directory / "merchants.parquet")
+        write_json({
+            "targets": self.targets, "groups": groups_to_json(self.groups),
+            "prior": self.prior.to_json(), "fusion": self.fusion.to_json(), "fit": fit_spec,
+            "backend": self.backend, "llm": asdict(self.llm), "meta": self.meta,
+        }, directory / "simulator.json")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Simulator:
+        directory = Path(directory)
+        spec_path = directory / "simulator.json"
+        if not spec_path.exists():
+            raise FileNotFoundError(f"{spec_path}: not found (made by the `pghs` stage: run "
+                                    f"`dvc repro pghs`)")
+        spec = json.loads(spec_path.read_text())
+        policies = PolicySet.from_json(json.loads((directory / "policies.json").read_text()))
+        merchants_path = directory / "merchants.parquet"
+        return cls(
+            targets=spec["targets"], groups=groups_from_json(spec["groups"]),
+            prior=MarketPrior(**spec["prior"]), policies=policies,
+            fit=FitBranch.load(directory, spec["fit"], policies),
+            fusion=Fusion.from_json(spec["fusion"]), backend=spec["backend"],
+            llm=PghsLLMConfig(**spec["llm"]),
+            merchants=pl.read_parquet(merchants_path) if merchants_path.exists() else None,
+            meta=spec.get("meta", {}),
+        )
+
+
+def merchants_table(trajectories: pl.DataFrame) -> pl.DataFrame:
+    return (trajectories.group_by("merchant_id", maintain_order=True)
+            .agg(*[pl.col(c).first() for c in MERCHANT_FEATURES]).sort("merchant_id"))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
