@@ -263,8 +263,7 @@ class PghsPoliciesConfig:
     min_confidence: float = _f(0.7, "least share of merchant-bootstrap refits agreeing on the direction")
     n_bootstrap: int = _f(30, "merchant-bootstrap refits behind each confidence")
     ridge: float = _f(1.0, "ridge penalty of the within-merchant effect fit")
-    baseline_leaves: int = _f(4, "most merchant segments per group in the baseline (habit) policies")
-    min_merchants: int = _f(5, "fewest merchants in a baseline segment")
+    min_merchants: int = _f(5, "fewest merchants a context (merchant attribute) policy must cover")
 
 
 @dataclass
