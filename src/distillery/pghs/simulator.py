@@ -161,3 +161,46 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def parse_strategy(text: str) -> dict[str, Any]:
+    """"discount_depth=0.2,coupon_type=percent" -> a strategy; unnamed fields take defaults."""
+    out = dict(STRATEGY_DEFAULTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in (*STRATEGY_FEATURES, "strategy_id"):
+            raise ValueError(f"strategy {text!r}: expected key=value pairs with keys among "
+                             f"{['strategy_id', *STRATEGY_FEATURES]}, got {part!r}")
+        value = value.strip()
+        if key in ("coupon_type", "strategy_id"):
+            out[key] = value
+        else:
+            try:
+                out[key] = int(value) if key == "menu_breadth" else float(value)
+            except ValueError as e:
+                raise ValueError(f"strategy {text!r}: {key} must be a number, got {value!r}") from e
+    return out
+
+
+def read_strategies(path: str | Path) -> pl.DataFrame:
+    """Candidate strategies from a CSV, JSON (a list of objects) or parquet file; missing
+    strategy fields take `STRATEGY_DEFAULTS`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found")
+    if path.suffix == ".parquet":
+        frame = pl.read_parquet(path)
+    elif path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: expected a JSON list of strategy objects")
+        frame = pl.DataFrame(rows)
+    else:
+        frame = pl.read_csv(path)
+    unknown = sorted(set(frame.columns) - {"strategy_id", *STRATEGY_FEATURES})
+    if unknown:
+        raise ValueError(f"{path}: unknown columns {unknown}; strategy columns are "
+                         f"{['strategy_id', *STRATEGY_FEATURES]}")
+    return frame.with_columns([pl.lit(v).alias(k) for k, v in STRATEGY_DEFAULTS.items()
+                               if k not in frame.columns])
