@@ -75,7 +75,12 @@ def simulate(
 
     import polars as pl
 
-    from distillery.pghs.simulator import STRATEGY_DEFAULTS, Simulator, parse_strategy, read_strategies
+    from distillery.pghs.simulator import (
+        STRATEGY_DEFAULTS,
+        Simulator,
+        parse_strategy,
+        read_strategies,
+    )
 
     def fail(message: str) -> None:
         typer.echo(f"distillery simulate: {message}", err=True)
