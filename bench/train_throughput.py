@@ -1,0 +1,191 @@
+"""Training tokens/s of our loop (`distillery.train.loop.train`) against TRL's `SFTTrainer`.
+
+Same machine, same run, same model (a Llama from scratch, `lm.model.ModelConfig` defaults:
+about 3M parameters, identical initial weights), same data (synthetic STAGE-like
+episodes rendered by `agents.prompts.episode_example_ids`, loss on action tokens only),
+same batch size, sequence cap, optimizer steps, learning-rate schedule, fp32 on the CPU
+(bf16 autocast on a GPU for both), no evaluation, no checkpoints, no logging backends.
+
+TRL gets its documented pre-tokenized path (``input_ids`` + ``completion_mask`` with
+``completion_only_loss=True``, its default fused AdamW, activation checkpointing off as in
+our loop) and runs twice: with its default random sampler and with
+``train_sampling_strategy="group_by_length"`` (the analogue of our length bucketing);
+the ratio is taken against the faster TRL configuration. Rounds alternate the sides (A B C
+A B C ...) and each side reports its best and median round: other work on a shared
+machine slows whichever run it overlaps, and the best round is the least disturbed.
+
+tokens/s = real (non-padding) tokens trained on / wall-clock seconds of the training call
+(``train(...)`` / ``trainer.train()``; model and dataset preparation excluded). The model
+FLOP rate is 6 * N * tokens/s with N the parameter count (the LM head counted once, the
+embedding lookup free), the usual estimate of useful training work; it is set against the
+machine's fp32 matmul peak, measured here on a 2048^3 matmul.
+
+    python bench/train_throughput.py [--steps 30] [--rounds 2] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+
+import torch
+
+from distillery.agents.prompts import PromptConfig, episode_example_ids
+from distillery.lm.model import ModelConfig, build_model, n_params
+from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+from distillery.train.config import TrainConfig
+from distillery.train.data import Example, examples_from_masks
+from distillery.train.loop import train
+from distillery.types import Turn
+
+STEMS = ["invoice", "report", "budget", "notes", "minutes", "contract", "receipt", "draft", "plan", "slides"]
+TAGS = ["acme", "2024", "q3", "final", "globex", "team"]
+EXTS = ["pdf", "txt", "docx", "xlsx"]
+FOLDERS = ["downloads", "documents", "finance", "archive", "legal", "travel", "taxes", "projects"]
+PEOPLE = ["ann.lee@acme.com", "bob.wu@globex.org", "chen.smith@acme.com", "dana.okafor@acme.com"]
+
+
+def episodes(n: int, seed: int) -> list[tuple[str, list[Turn]]]:
+    """File-and-mail chores of 2-5 steps: listings in, tool calls that copy names out."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        files = [f"{rng.choice(STEMS)}_{rng.choice(TAGS)}.{rng.choice(EXTS)}" for _ in range(rng.randint(3, 12))]
+        src, dst, who = rng.choice(FOLDERS), rng.choice(FOLDERS), rng.choice(PEOPLE)
+        f = rng.choice(files)
+        turns = [Turn(f"{src}/\n  " + "\n  ".join(files), f'read_file(path="{src}/{f}")')]
+        turns.append(Turn(f"{f}: total due 1,240.00 EUR by 2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                          f'move_file(src="{src}/{f}", dst="{dst}/")'))
+        for _ in range(rng.randint(0, 2)):
+            turns.append(Turn("ok: moved", f'send_mail(to="{who}", subject="{f}", body="Filed under {dst}.")'))
+        turns.append(Turn("ok: sent", "finish()"))
+        out.append((f"File {f} from {src} under {dst} and tell {who}.", turns))
+    return out
+
+
+def build_data(n: int, seed: int) -> tuple[object, list[Example]]:
+    eps = episodes(n, seed)
+    texts = [t for instr, turns in eps for t in (instr, *[x.observation for x in turns], *[x.action for x in turns])]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=4096))
+    cfg = PromptConfig(max_prompt_tokens=640, max_observation_tokens=200)
+    pairs = [episode_example_ids(i, t, tok, cfg) for i, t in eps]
+    return tok, examples_from_masks(pairs)
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """Best-of-`reps` fp32 FLOP/s of an n^3 matmul on this machine (or GPU)."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def run_ours(tok, data: list[Example], args) -> tuple[float, float, int]:
+    model = build_model(ModelConfig(init_seed=args.seed), tok)
+    cfg = TrainConfig(lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, batch_size=args.batch_size,
+                      grad_accum=1, max_seq_len=args.max_len, seed=args.seed, log_every=args.steps,
+                      save_every=0, dvclive=False, progress=False)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        result = train(model, data, [], cfg, out)
+        wall = time.perf_counter() - t0
+    tokens = int(result.metrics["tokens"])
+    return tokens / wall, wall, tokens
+
+
+def run_trl(tok, data: list[Example], args, strategy: str) -> tuple[float, float, int]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model = build_model(ModelConfig(init_seed=args.seed), tok)
+    ds = Dataset.from_dict({"input_ids": [e.input_ids for e in data],
+                            "completion_mask": [[int(t != -100) for t in e.labels] for e in data]})
+    use_gpu = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = SFTConfig(
+            output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=1, learning_rate=args.lr, lr_scheduler_type="cosine",
+            warmup_steps=args.warmup, weight_decay=0.1, max_grad_norm=1.0, adam_beta2=0.95,
+            max_length=args.max_len, completion_only_loss=True, train_sampling_strategy=strategy,
+            save_strategy="no", eval_strategy="no", logging_steps=args.steps, report_to="none",
+            disable_tqdm=True, use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(),
+            dataloader_num_workers=0, seed=args.seed,
+            # SFTConfig turns activation checkpointing on by default (memory for compute);
+            # our loop does not checkpoint, so neither does TRL here: its fastest setting.
+            gradient_checkpointing=False,
+        )
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+        t0 = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - t0
+        tokens = int(trainer._total_train_tokens)   # TRL's own count of attention-mask tokens
+    return tokens / wall, wall, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    ap.add_argument("--rounds", type=int, default=2, help="runs per side, alternating")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--episodes", type=int, default=800)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-group-by-length", action="store_true", help="run TRL with its default sampler only")
+    args = ap.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok, data = build_data(args.episodes, args.seed)
+    lengths = sorted(len(e) for e in data)
+    n = n_params(build_model(ModelConfig(init_seed=args.seed), tok))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
+    print(f"model: Llama from scratch, {n / 1e6:.2f}M parameters, vocab {len(tok)}")
+    print(f"data: {len(data)} episodes, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
+          f"{sum(e.n_labels for e in data) / sum(lengths):.0%} of tokens are targets; "
+          f"batch {args.batch_size}, {args.steps} steps per side")
+
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s")
+
+    # Rounds alternate the sides, so a burst of load from elsewhere on the machine hits
+    # both; each side reports its best round (the least disturbed) and its median.
+    sides = {"distillery train()": lambda: run_ours(tok, data, args),
+             "TRL SFTTrainer (random sampler)": lambda: run_trl(tok, data, args, "random")}
+    if not args.skip_group_by_length:
+        sides["TRL SFTTrainer (group_by_length)"] = lambda: run_trl(tok, data, args, "group_by_length")
+    runs: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
+    for r in range(args.rounds):
+        for name, fn in sides.items():
+            runs[name].append(fn())
+            tps, wall, tokens = runs[name][-1]
+            print(f"round {r + 1}: {name}: {tps:.0f} tokens/s ({tokens} tokens in {wall:.1f} s)", flush=True)
+
+    print(f"\n{'run':36s} {'best tok/s':>10s} {'median':>8s} {'model GFLOP/s':>14s} {'of peak':>8s}")
+    best = {}
+    for name, rs in runs.items():
+        tps = sorted(r[0] for r in rs)
+        best[name] = tps[-1]
+        flops = 6 * n * tps[-1]
+        print(f"{name:36s} {tps[-1]:10.0f} {tps[len(tps) // 2]:8.0f} {flops / 1e9:14.2f} {flops / peak:8.1%}")
+    ours = best.pop("distillery train()")
+    for name, tps in best.items():
+        print(f"ours / {name}: {ours / tps:.2f}x")
+    print(f"ours / best TRL: {ours / max(best.values()):.2f}x  (load average now {os.getloadavg()[0]:.2f})")
+
+if __name__ == "__main__":
+    main()
