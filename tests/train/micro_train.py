@@ -16,7 +16,7 @@ import time
 from distillery.lm.model import ModelConfig, build_model
 from distillery.train.config import TrainConfig
 from distillery.train.data import Example, example_from_mask
-from distillery.train.loop import sft_loss_fn, train
+from distillery.train.loop import TrainResult, sft_loss_fn, train
 
 MODEL = ModelConfig(vocab_size=40, hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2,
                     intermediate_size=64, max_position_embeddings=64, init_seed=7)
@@ -36,25 +36,29 @@ def copy_examples(n: int, seed: int) -> list[Example]:
     return out
 
 
+def run_micro(out_dir: str, sleep: float = 0.0) -> TrainResult:
+    """Train the micro model into `out_dir`; write its final weights; return the result."""
+    from safetensors.torch import save_file
+
+    def slow_loss(model, batch):
+        time.sleep(sleep)
+        return sft_loss_fn(model, batch)
+
+    model = build_model(MODEL)
+    result = train(model, copy_examples(60, 0), copy_examples(12, 1), CONFIG, out_dir,
+                   loss_fn=slow_loss, pad_id=0)
+    # named_parameters lists tied weights once (safetensors refuses shared tensors)
+    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, f"{out_dir}/final.safetensors")
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     ap.add_argument("--sleep", type=float, default=0.0)
     args = ap.parse_args()
-
-    def slow_loss(model, batch):
-        time.sleep(args.sleep)
-        return sft_loss_fn(model, batch)
-
-    from safetensors.torch import save_file
-
-    model = build_model(MODEL)
-    result = train(model, copy_examples(60, 0), copy_examples(12, 1), CONFIG, args.out_dir,
-                   loss_fn=slow_loss, pad_id=0)
-    # named_parameters lists tied weights once (safetensors refuses shared tensors)
-    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, f"{args.out_dir}/final.safetensors")
+    result = run_micro(args.out_dir, args.sleep)
     print(f"done steps={result.steps} resumed_from={result.resumed_from}", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ from distillery.train.data import (
     batch_order,
     collate,
     example_from_mask,
+    example_from_prompt,
     examples_from_masks,
     fingerprint,
 )
@@ -29,6 +30,13 @@ def test_example_from_an_episode_targets_exactly_the_actions():
     assert len(ex) == 1
     targets = [t for t in ex[0].labels if t != IGNORE_INDEX]
     assert tok.decode(targets) == turns[0].action + "<|end|>" + turns[1].action + "<|end|>"
+
+
+def test_example_from_prompt_targets_the_action_only():
+    e = example_from_prompt([7, 8, 9], [4, 5])
+    assert e.input_ids == [7, 8, 9, 4, 5] and e.labels == [-100, -100, -100, 4, 5]
+    with pytest.raises(ValueError, match="no target tokens"):
+        example_from_prompt([1], [])
 
 
 def test_example_checks_lengths():

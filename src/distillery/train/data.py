@@ -72,6 +72,17 @@ def example_from_mask(ids: Sequence[int], mask: Sequence[bool], extras: Mapping[
     return Example(ids, [i if m else IGNORE_INDEX for i, m in zip(ids, mask, strict=True)], dict(extras or {}))
 
 
+def example_from_prompt(prompt_ids: Sequence[int], target_ids: Sequence[int],
+                        extras: Mapping[str, Any] | None = None) -> Example:
+    """One step as acting renders it: `prompt_ids` (no targets) then `target_ids` (all
+    targets), e.g. ``render_compact_ids(ctx, ...)`` and ``action_ids(tok, action)`` for an
+    episode that `episode_example_ids` could not render as one sequence."""
+    if not target_ids:
+        raise ValueError("example_from_prompt: no target tokens")
+    ids = [*prompt_ids, *target_ids]
+    return example_from_mask(ids, [False] * len(prompt_ids) + [True] * len(target_ids), extras)
+
+
 def examples_from_masks(pairs: Iterable[tuple[Sequence[int], Sequence[bool]] | None]) -> list[Example]:
     """Examples from `(ids, mask)` pairs; ``None`` entries (episodes that did not fit the
     prompt budget, see `episode_example_ids`) are skipped, so count them before calling."""
