@@ -23,7 +23,8 @@ MODEL = ModelConfig(vocab_size=40, hidden_size=32, n_layers=2, n_heads=4, n_kv_h
 # Two epochs with a partial last micro-batch, grad accumulation and LoRA-free dropout-free
 # AdamW: the data position, the optimizer moments and the schedule all have to resume.
 CONFIG = TrainConfig(lr=3e-3, warmup_steps=3, max_steps=16, batch_size=8, grad_accum=2, save_every=4,
-                     keep_checkpoints=2, log_every=2, eval_every=5, seed=11, progress=False)
+                     keep_checkpoints=2, log_every=2, eval_every=5, seed=11, progress=False,
+                     num_threads=1)
 
 
 def copy_examples(n: int, seed: int) -> list[Example]:

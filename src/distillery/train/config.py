@@ -46,7 +46,8 @@ class TrainConfig:
     resume: bool = _f(True, "continue from the latest complete checkpoint of the same config and data")
     mixed_precision: str = _f("auto", "auto (bf16 on a CUDA GPU that has it, else none) | no | bf16 | fp16")
     device: str = _f("auto", "auto (CUDA when present) | cpu | cuda")
-    num_threads: int = _f(0, "CPU threads for torch; 0 = torch's default (the physical cores)")
+    num_threads: int = _f(0, "CPU threads for torch during training; 0 = as set (torch's default: the "
+                             "physical cores). On a CPU shared with other busy processes, 1 can be many times faster")
     dvclive: bool = _f(True, "log metrics with DVCLive")
     log_dir: str = _f("", "DVCLive directory; '' = <out_dir>/dvclive")
     progress: bool = _f(True, "show a tqdm progress bar")

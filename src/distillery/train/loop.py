@@ -351,16 +351,24 @@ def train(
 
     `out_dir` receives ``checkpoints/`` and (by default) ``dvclive/``. `pad_id` fills
     padding (it is never attended to nor a target); default: the model config's pad id, else 0.
+    ``cfg.num_threads`` applies for the duration of the call only.
     """
+    if not train_examples:
+        raise ValueError("train: no training examples")
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(model, train_examples, eval_examples, cfg, Path(out_dir), loss_fn or sft_loss_fn, pad_id)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequence[Example], cfg: TrainConfig,
+           out_dir: Path, loss_fn: LossFn, pad_id: int | None) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    loss_fn = loss_fn or sft_loss_fn
-    out_dir = Path(out_dir)
-    if not train_examples:
-        raise ValueError("train: no training examples")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
