@@ -1,0 +1,395 @@
+"""Environment steps/s of the batched rollout engine against a naive one-episode loop.
+
+Both sides drive the same model on the same STAGE tasks (a seeded sample of the test
+split), greedy, with the same prompts (`agents.prompts.render_prompt_ids`), the same
+`max_new_tokens` and the same stop tokens (`<|end|>` and eos), in one run:
+
+- **batched**: `rollout.run_batch` + `HFPolicy`: every active episode advances together,
+  one `policy.act` per step = one KV-cached `lm.generate.generate` call for the batch.
+- **naive**: one episode at a time, one HF `model.generate` call per episode per step
+  (batch of one), the way a first script would do it.
+
+The naive side runs whole episodes, in the same task order, until its time budget is
+spent; its steps/s is measured on the steps it ran and the time for all tasks is
+extrapolated from it (printed as such). Also printed: the agreement between the two
+sides' actions on the steps both ran (greedy decoding should give identical actions;
+differences come from float rounding of batched, left-padded matmuls flipping a near-tie
+argmax), and each side's model FLOP rate, 2 * N * tokens/s (N = parameters without the
+input embedding; tokens = prompt + generated; attention-score FLOPs and padding are not
+counted, so it is a lower bound on the arithmetic done) against the machine's fp32 matmul
+peak, measured here by timing a 2048^3 matmul.
+
+    python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 40]
+        [--batch-size 64] [--naive-budget 60] [--threads N]
+
+Without a model directory (default `models/warmup`, if it exists) an untrained model of
+the default `ModelConfig` is built, with a tokenizer trained on the tasks' oracle
+trajectories; the output says so. An untrained model rarely emits `<|end|>`, so every
+action runs to `max_new_tokens` and every episode to its step limit: the worst case for
+both sides, and not the action lengths a trained model produces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from distillery.agents.prompts import MARKERS, render_prompt_ids  # noqa: E402
+from distillery.types import Context, Task, Turn  # noqa: E402
+
+DEFAULT_MODEL_DIR = "models/warmup"
+DEFAULT_TASKS = "data/tasks/tasks.parquet"
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs: tasks, model (shared with bench/serve_parity.py)
+# ---------------------------------------------------------------------------------------
+
+
+def load_tasks(n: int, seed: int, tasks_path: str = DEFAULT_TASKS, split: str = "test") -> tuple[list[Task], str]:
+    """A seeded sample of `n` tasks of `split`: from the tasks stage's output when it exists,
+    else freshly generated with the default `TasksConfig`. Returns (tasks, where from)."""
+    if Path(tasks_path).is_file():
+        from distillery.io import read_parquet
+        from distillery.types import tasks_from_frame
+
+        tasks = [t for t in tasks_from_frame(read_parquet(tasks_path)) if t.split == split]
+        where = tasks_path
+    else:
+        from distillery.config import TasksConfig
+        from distillery.envs.stage.generate import generate_tasks
+
+        cfg = TasksConfig(n_train_per_family=0) if split == "test" else TasksConfig(n_test_per_family=0)
+        tasks = [t for t in generate_tasks(cfg, progress=False).tasks if t.split == split]
+        where = "generated (default TasksConfig)"
+    tasks = sorted(tasks, key=lambda t: t.task_id)
+    random.Random(seed).shuffle(tasks)
+    return tasks[:n], f"{min(n, len(tasks))} of {len(tasks)} {split} tasks, {where}"
+
+
+def task_texts(tasks: Sequence[Task]) -> list[str]:
+    """Instructions, observations and actions of the tasks' oracle episodes: the text a
+    tokenizer for these tasks should have whole tokens for."""
+    from distillery.agents.base import PolicySpec, make_policy
+    from distillery.rollout import RolloutConfig, make_jobs, run_batch
+
+    cfg = RolloutConfig(batch_size=64)
+    traj = run_batch(make_policy(PolicySpec("oracle")), make_jobs(tasks, "oracle", cfg), cfg)
+    return ([t.instruction for t in tasks] + traj.steps["observation"].to_list()
+            + traj.steps["action_text"].to_list() + traj.steps["feedback"].to_list())
+
+
+def untrained_model(tasks: Sequence[Task], seed: int = 0) -> tuple[Any, Any]:
+    """The default `ModelConfig` from scratch, with a tokenizer trained on `tasks`' text."""
+    from distillery.lm.model import ModelConfig, build_model
+    from distillery.lm.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(task_texts(tasks))
+    model = build_model(ModelConfig(init_seed=seed), tok).eval()
+    return model, tok
+
+
+def body_params(model: torch.nn.Module) -> int:
+    """Parameters a token's forward pass multiplies by: all but the input embedding (the
+    LM head counts; with tied embeddings it is the same matrix, used as a matmul)."""
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is emb
+    return total if tied else total - emb.numel()
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """The machine's fp32 matmul rate (FLOP/s): the best of `reps` timed n^3 matmuls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+class ForwardTimer:
+    """Wall time inside the model's forward passes, split into prefill (more than one new
+    token per row) and decode (one), via forward hooks: it sees HF `generate` and ours alike."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.prefill = self.decode = 0.0
+        self.calls = 0
+        self._t0 = 0.0
+        self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
+                         model.register_forward_hook(self._post, with_kwargs=True)]
+
+    def _pre(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self._t0 = time.perf_counter()
+
+    def _post(self, module: Any, args: Any, kwargs: dict[str, Any], out: Any) -> None:
+        dt = time.perf_counter() - self._t0
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[-1] > 1:
+            self.prefill += dt
+        else:
+            self.decode += dt
+        self.calls += 1
+
+    def reset(self) -> tuple[float, float, int]:
+        out = (self.prefill, self.decode, self.calls)
+        self.prefill = self.decode = 0.0
+        self.calls = 0
+        return out
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+# ---------------------------------------------------------------------------------------
+# The two sides
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    seconds: float = 0.0
+    steps: int = 0
+    episodes: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    successes: int = 0
+    partial: str = ""                 # the task whose episode the time budget cut short
+    prefill_s: float = 0.0            # of `seconds`, inside prefill forward passes
+    decode_s: float = 0.0             # ... and inside one-token decode forward passes
+    forwards: int = 0
+    actions: dict[str, list[str]] = field(default_factory=dict)   # task_id -> actions
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+    def flops_per_s(self, n: int) -> float:
+        return 2 * n * (self.tokens_in + self.tokens_out) / self.seconds if self.seconds else 0.0
+
+
+def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) -> Side:
+    from distillery.rollout import RolloutConfig, make_jobs, run_batch
+
+    cfg = RolloutConfig(seed=seed, batch_size=batch_size)
+    t0 = time.perf_counter()
+    traj = run_batch(policy, make_jobs(tasks, "hf", cfg), cfg)
+    side = Side(seconds=time.perf_counter() - t0)
+    eps, steps = traj.episodes, traj.steps
+    side.steps, side.episodes = steps.height, eps.height
+    side.tokens_in, side.tokens_out = int(eps["tokens_in"].sum()), int(eps["tokens_out"].sum())
+    side.successes = int(eps["success"].sum())
+    task_of = dict(zip(eps["episode_id"].to_list(), eps["task_id"].to_list(), strict=True))
+    for row in steps.sort(["episode_id", "t"]).iter_rows(named=True):
+        side.actions.setdefault(task_of[row["episode_id"]], []).append(row["action_text"])
+    return side
+
+
+def naive_generate(model: Any, prompt: list[int], stop_ids: list[int], pad_id: int,
+                   max_new_tokens: int) -> list[int]:
+    """One HF `model.generate` call for one prompt: greedy, stopping on any stop id."""
+    ids = torch.tensor([prompt], dtype=torch.long, device=model.device)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
+                             pad_token_id=pad_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def run_naive(policy: Any, tasks: Sequence[Task], budget_s: float) -> Side:
+    """Episodes one at a time, one `model.generate` per step, until `budget_s` is spent (the
+    episode running then is cut short: its steps so far count, and are compared)."""
+    from distillery.envs.base import make_env
+
+    model, tok = policy.lm, policy.tok
+    stop_ids, pad_id = list(policy.stop_ids), policy.pad_id
+    max_new = policy.sampling.max_new_tokens
+    env = make_env("stage")
+    side = Side()
+    t0 = time.perf_counter()
+    try:
+        for task in tasks:
+            if time.perf_counter() - t0 >= budget_s:
+                break
+            obs, history, acts = env.reset(task), [], []
+            side.actions[task.task_id] = acts
+            done = False
+            while not done and len(acts) < task.max_steps:
+                if time.perf_counter() - t0 >= budget_s:
+                    side.partial = task.task_id
+                    break
+                ctx = Context(episode_id=task.task_id, task=task, t=len(acts), observation=obs,
+                              history=list(history))
+                prompt = render_prompt_ids(ctx, tok, policy.specs, policy.prompt)
+                new = naive_generate(model, prompt, stop_ids, pad_id, max_new)
+                text_ids = new[:-1] if new and new[-1] in stop_ids else new
+                text = tok.decode(text_ids, skip_special_tokens=False).strip()
+                res = env.step(text)
+                side.tokens_in += len(prompt)
+                side.tokens_out += len(new)
+                history.append(Turn(observation=obs, action=text))
+                acts.append(text)
+                side.steps += 1
+                obs, done = res.observation, res.done
+            if side.partial:
+                break
+            side.successes += int(env.verify().success)
+            side.episodes += 1
+    finally:
+        env.close()
+    side.seconds = time.perf_counter() - t0
+    return side
+
+
+def agreement(a: Side, b: Side) -> tuple[int, int, int, int]:
+    """(identical actions, compared actions, episodes identical throughout, complete episodes)
+    over the episodes `b` ran; a cut-short episode of `b` is compared on its steps only."""
+    same = total = eps_same = eps = 0
+    for task_id, acts_b in b.actions.items():
+        acts_a = a.actions.get(task_id, [])
+        n = min(len(acts_a), len(acts_b))
+        same += sum(x == y for x, y in zip(acts_a[:n], acts_b[:n], strict=True))
+        if task_id == b.partial:
+            total += len(acts_b)
+            continue
+        total += max(len(acts_a), len(acts_b))
+        eps_same += acts_a == acts_b
+        eps += 1
+    return same, total, eps_same, eps
+
+
+def first_difference(a: Side, b: Side) -> str:
+    for task_id, acts_b in b.actions.items():
+        acts_a = a.actions.get(task_id, [])
+        for t, (x, y) in enumerate(zip(acts_a, acts_b, strict=False)):
+            if x != y:
+                return f"{task_id} step {t}:\n      batched {x[:100]!r}\n      naive   {y[:100]!r}"
+        if len(acts_a) != len(acts_b) and task_id != b.partial:
+            return f"{task_id}: {len(acts_a)} batched steps vs {len(acts_b)} naive"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-dir", default=None,
+                    help=f"model directory (default {DEFAULT_MODEL_DIR} if it exists, else an untrained model)")
+    ap.add_argument("--n-tasks", type=int, default=40, help="test tasks to run (a seeded sample)")
+    ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
+    ap.add_argument("--batch-size", type=int, default=64, help="episodes advanced together (batched side)")
+    ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
+    ap.add_argument("--naive-budget", type=float, default=60.0,
+                    help="seconds the naive side may run (whole episodes; the rest is extrapolated)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads, both sides (0 = torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from distillery.agents.hf import HFPolicy
+    from distillery.lm.model import n_params
+
+    torch.manual_seed(args.seed)
+    tasks, where = load_tasks(args.n_tasks, args.seed, args.tasks)
+    model_dir = args.model_dir or (DEFAULT_MODEL_DIR if Path(DEFAULT_MODEL_DIR).is_dir() else None)
+    if model_dir:
+        policy = HFPolicy(model_dir, temperature=0.0, max_new_tokens=args.max_new_tokens, device="cpu")
+        what = model_dir
+    else:
+        model, tok = untrained_model(tasks, args.seed)
+        policy = HFPolicy("untrained", temperature=0.0, max_new_tokens=args.max_new_tokens,
+                          device="cpu", model=model, tokenizer=tok)
+        what = ("UNTRAINED default ModelConfig (no --model-dir and no models/warmup), tokenizer "
+                "trained on these tasks' oracle text")
+    lm = policy.lm
+    n_all, n_body = n_params(lm), body_params(lm)
+    print(f"model: {what}")
+    print(f"  {n_all / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M used per token), vocab {len(policy.tok)}, "
+          f"prompt style {policy.prompt.style}, stop ids {policy.stop_ids} "
+          f"({MARKERS['end']} + eos), max_new_tokens {args.max_new_tokens}, greedy")
+    print(f"tasks: {where}")
+    print(f"machine: {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, {load_note()}")
+
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s")
+
+    # Warm both code paths up once (allocator, kernels), outside the timings.
+    warm = render_prompt_ids(Context("warm", tasks[0], 0, "warm up"), policy.tok, policy.specs, policy.prompt)
+    naive_generate(lm, warm, list(policy.stop_ids), policy.pad_id, 4)
+    policy.act([Context("warm", tasks[0], 0, "warm up")])
+
+    timer = ForwardTimer(lm)
+    timer.reset()
+    batched = run_batched(policy, tasks, args.batch_size, args.seed)
+    batched.prefill_s, batched.decode_s, batched.forwards = timer.reset()
+    naive = run_naive(policy, tasks, args.naive_budget)
+    naive.prefill_s, naive.decode_s, naive.forwards = timer.reset()
+    timer.remove()
+
+    print()
+    print(f"{'':8} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'tok/step':>9} "
+          f"{'success':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, s in (("batched", batched), ("naive", naive)):
+        tps = (s.tokens_in + s.tokens_out) / max(s.steps, 1)
+        fl = s.flops_per_s(n_body)
+        print(f"{name:8} {s.episodes:>8} {s.steps:>6} {s.seconds:>8.1f} {s.steps_per_s:>8.2f} {tps:>9.0f} "
+              f"{s.successes / max(s.episodes, 1):>8.2f} {fl / 1e9:>8.2f} {fl / peak:>8.1%}")
+    ratio = batched.steps_per_s / naive.steps_per_s if naive.steps_per_s else float("inf")
+    print()
+    print("where the time went (s per environment step):")
+    for name, s in (("batched", batched), ("naive", naive)):
+        n = max(s.steps, 1)
+        rest = s.seconds - s.prefill_s - s.decode_s
+        print(f"  {name:8} prefill {s.prefill_s / n * 1e3:7.1f} ms   decode {s.decode_s / n * 1e3:7.1f} ms   "
+              f"rest (env, prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
+              f"({s.forwards} forward passes)")
+    if naive.episodes < batched.episodes:
+        cut = f" + {len(naive.actions[naive.partial])} steps of one cut short" if naive.partial else ""
+        print(f"naive side: measured {naive.steps} steps ({naive.episodes} whole episodes{cut}) of "
+              f"{batched.episodes} in {naive.seconds:.1f} s (budget {args.naive_budget:g} s); all "
+              f"{batched.steps} steps would take ~{batched.steps / naive.steps_per_s:.0f} s at that rate "
+              f"(extrapolated) vs {batched.seconds:.1f} s batched")
+    print(f"batched / naive steps/s: {ratio:.1f}x  (target >= 5x)")
+    same, total, eps_same, eps = agreement(batched, naive)
+    print(f"greedy action agreement on the {eps} episodes both ran: {same}/{total} actions identical "
+          f"({same / max(total, 1):.1%}), {eps_same}/{eps} episodes identical throughout")
+    diff = first_difference(batched, naive)
+    if diff:
+        print(f"  first difference: {diff}")
+    print(f"at the end: {load_note()}")
+    return 0
+
+
+def load_note() -> str:
+    """The 1-minute load average: timings on a machine busy with other work are not the
+    machine's (torch's thread pool stalls badly when its threads are descheduled)."""
+    if not hasattr(os, "getloadavg"):
+        return "load average unknown"
+    load = os.getloadavg()[0]
+    busy = load > (os.cpu_count() or 1) * 0.75
+    return f"load average {load:.1f}" + (" (BUSY with other work: timings are inflated; "
+                                          "--threads 1 suffers least)" if busy else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
