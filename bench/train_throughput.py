@@ -20,7 +20,7 @@ FLOP rate is 6 * N * tokens/s with N the parameter count (the LM head counted on
 embedding lookup free), the usual estimate of useful training work; it is set against the
 machine's fp32 matmul peak, measured here on a 2048^3 matmul.
 
-    python bench/train_throughput.py [--steps 30] [--rounds 2] [--batch-size 16]
+    python bench/train_throughput.py [--steps 30] [--rounds 2] [--batch-size 16] [--threads N]
 """
 
 from __future__ import annotations
@@ -144,11 +144,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads for everything measured (0 = torch's default); on a machine "
+                         "other processes keep busy, 1 gives steadier numbers")
     ap.add_argument("--skip-group-by-length", action="store_true", help="run TRL with its default sampler only")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tok, data = build_data(args.episodes, args.seed)
     lengths = sorted(len(e) for e in data)
     n = n_params(build_model(ModelConfig(init_seed=args.seed), tok))
