@@ -91,6 +91,7 @@ def test_a_finished_run_resumes_to_nothing_and_a_changed_config_starts_afresh(to
     again = build_model(ModelConfig(**TINY, init_seed=5), tok)      # different start: overwritten
     result = train(again, ex, [], cfg, tmp_path)
     assert result.resumed_from == 6 and result.steps == 6
+    assert result.tokens_per_s > 0 and result.metrics["tokens"] == sum(len(e) for e in ex) * 6 // 2
     assert all(torch.equal(again.state_dict()[k], v) for k, v in done.items())
 
     changed = build_model(ModelConfig(**TINY), tok)

@@ -136,7 +136,7 @@ def sft_loss_fn(model: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float
 class TrainResult:
     metrics: dict[str, float]           # final: train_loss, eval_loss, tokens_per_s, steps, ...
     steps: int                          # optimizer steps the model has had in all
-    tokens_per_s: float                 # training throughput of this process's run
+    tokens_per_s: float                 # tokens trained on / seconds in training steps, whole run
     history: list[dict[str, float]] = field(default_factory=list)  # one row per log/eval step
     resumed_from: int | None = None     # the checkpoint step this run started from
 
@@ -145,7 +145,8 @@ class TrainResult:
 class _State:
     step: int = 0                       # optimizer steps done
     micro: int = 0                      # global micro-batches consumed (the data position)
-    tokens: int = 0                     # real tokens trained on, all processes
+    tokens: int = 0                     # real tokens trained on (this process)
+    train_time: float = 0.0             # seconds spent in training steps (eval, checkpoints excluded)
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -253,7 +254,7 @@ def _save_checkpoint(out_dir: Path, acc: Any, model: Any, optimizer: Any, schedu
         save_file(weights, tmp / WEIGHTS_FILE)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        body = {"step": state.step, "micro": state.micro, "tokens": state.tokens,
+        body = {"step": state.step, "micro": state.micro, "tokens": state.tokens, "train_time": state.train_time,
                 "history": state.history, **meta}
         # Written last: its presence is what marks a checkpoint complete.
         (tmp / STATE_FILE).write_text(json.dumps(body, indent=1))
@@ -285,7 +286,7 @@ def _load_checkpoint(path: Path, acc: Any, model: Any, optimizer: Any, scheduler
     rank = acc.process_index
     _set_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=True),
                    json.loads((path / f"rng-{rank}.json").read_text()))
-    return _State(body["step"], body["micro"], body["tokens"], body.get("history", []))
+    return _State(body["step"], body["micro"], body["tokens"], body["train_time"], body.get("history", []))
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,7 +438,6 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     window_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     window_stats: dict[str, float] = {}
     window_micro, window_tokens, window_time = 0, 0, 0.0
-    run_tokens, run_time = 0, 0.0
     grad_norm = float("nan")
     while state.step < max_steps:
         t0 = time.perf_counter()
@@ -455,6 +455,7 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
                 window_stats[s] = window_stats.get(s, 0.0) + float(v)
             window_micro += 1
             window_tokens += batch.n_tokens
+            state.tokens += batch.n_tokens
         state.micro += per_step
         if cfg.grad_clip:
             grad_norm = float(acc.clip_grad_norm_(params, cfg.grad_clip))
@@ -462,8 +463,9 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        run_time += time.perf_counter() - t0
-        window_time += time.perf_counter() - t0     # eval and checkpoints are not training time
+        dt = time.perf_counter() - t0           # eval and checkpoints are not training time
+        state.train_time += dt
+        window_time += dt
         bar.update(1)
 
         last = state.step == max_steps
@@ -475,8 +477,6 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
                    "train/lr": scheduler.get_last_lr()[0], "train/tokens_per_s": tokens / max(window_time, 1e-9),
                    "train/grad_norm": grad_norm,
                    **{f"train/{s}": v / window_micro for s, v in window_stats.items()}}
-            state.tokens += tokens
-            run_tokens += tokens
             log_row(row)
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", lr=f"{row['train/lr']:.2e}")
             window_loss.zero_()
@@ -488,14 +488,16 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
             _save_checkpoint(out_dir, acc, model, optimizer, scheduler, state, meta, cfg.keep_checkpoints)
     bar.close()
 
-    metrics: dict[str, float] = {"steps": state.step, "max_steps": max_steps, "tokens": state.tokens,
+    tokens = int(acc.reduce(torch.tensor(float(state.tokens), dtype=torch.float64, device=acc.device),
+                            reduction="sum"))
+    tokens_per_s = tokens / state.train_time if state.train_time > 0 else 0.0
+    metrics: dict[str, float] = {"steps": state.step, "max_steps": max_steps, "tokens": tokens,
+                                 "train_time_s": state.train_time, "tokens_per_s": tokens_per_s,
                                  "n_train": len(train_ex), "n_eval": len(eval_ex), "n_truncated": n_truncated}
     train_rows = [r for r in state.history if "train/loss" in r]
     if train_rows:
         metrics["train_loss"] = train_rows[-1]["train/loss"]
         metrics["train_loss_first"] = train_rows[0]["train/loss"]
-    tokens_per_s = run_tokens / run_time if run_time > 0 else 0.0
-    metrics["tokens_per_s"] = tokens_per_s
     if eval_ex:
         metrics["eval_loss"] = evaluate(model, eval_ex, loss_fn, batch_size=cfg.batch_size, pad_id=pad_id,
                                         accelerator=acc)
