@@ -179,7 +179,9 @@ class TasksConfig:
 
 @dataclass
 class CollectConfig:
-    """`collect` stage: run named policies on tasks and record gated trajectories."""
+    """`collect`, `play` and `rollout` stages: run named policies on tasks, record gated
+    trajectories (`collect`: the scripted teachers; `play`: model policies on the test
+    split; `rollout`: a student sampling K episodes per train task)."""
 
     policies: list[str] = _f(["oracle", "random"], "entries of `policies:` that `collect@<name>` runs")
     splits: list[str] = _f(["train", "test"], "task splits to run")
@@ -187,10 +189,12 @@ class CollectConfig:
     seed: int = _f(0, "rollout seed")
     batch_size: int = _f(64, "episodes advanced together per shard")
     executor: ExecutorConfig = _f(ExecutorConfig, "where shards run")
+    policy_overrides: dict[str, Any] = _f({}, "constructor arguments that override the policy's own "
+                                          "(e.g. temperature: 1.0 to sample groups)")
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError("collect.k must be at least 1")
+            raise ValueError(f"k must be at least 1, got {self.k}")
 
 
 @dataclass
@@ -237,8 +241,8 @@ class PghsDataConfig:
     n_periods: int = _f(52, "weekly periods per merchant; rows = merchants x periods x groups")
     groups: list[str] = _f(["students", "office_workers", "families", "night_owls", "seniors"],
                            "user groups to simulate (each must be a built-in profile)")
-    n_strategy_templates: int = _f(48, "distinct strategies in the market catalog")
-    strategies_per_merchant: int = _f(6, "catalog strategies each merchant runs over its periods")
+    n_strategy_templates: int = _f(48, "candidate strategies in the catalog the ranking test draws from")
+    strategies_per_merchant: int = _f(6, "strategies (continuous, its own) each merchant runs over its periods")
     n_cities: int = _f(4, "cities: merchants in one city share the weather")
     traffic: float = _f(60000.0, "median weekly exposures of a merchant (all groups)")
     merchant_effect_sd: float = _f(0.05, "sd of the hidden merchant quality (logit/log scale)")
@@ -250,16 +254,16 @@ class PghsDataConfig:
             raise ValueError("pghs_data needs n_merchants >= 4 and n_periods >= 2")
         if not self.groups:
             raise ValueError("pghs_data.groups must name at least one group")
-        if not 1 <= self.strategies_per_merchant <= self.n_strategy_templates:
-            raise ValueError("pghs_data.strategies_per_merchant must be in [1, n_strategy_templates]")
+        if self.strategies_per_merchant < 1 or self.n_strategy_templates < 1:
+            raise ValueError("pghs_data.strategies_per_merchant and n_strategy_templates must be >= 1")
 
 
 @dataclass
 class PghsPoliciesConfig:
     """How decision policies are mined from training trajectories."""
 
-    max_bins: int = _f(4, "most condition ranges per strategy feature (leaves of a shallow tree)")
-    min_support: int = _f(60, "fewest training trajectories a policy's condition must cover")
+    max_bins: int = _f(8, "most condition ranges per feature (leaves of a shallow tree)")
+    min_support: int = _f(40, "fewest training trajectories a response policy's condition must cover")
     min_confidence: float = _f(0.7, "least share of merchant-bootstrap refits agreeing on the direction")
     n_bootstrap: int = _f(30, "merchant-bootstrap refits behind each confidence")
     ridge: float = _f(1.0, "ridge penalty of the within-merchant effect fit")

@@ -303,10 +303,11 @@ class World:
     groups: list[str]
     merchants: dict[str, list]          # column -> values (merchant_id, category, rating, ...)
     affinity: list[list[float]]         # [merchant][group] hidden merchant x group affinity
-    templates: dict[str, list]          # strategy catalog: strategy_id + STRATEGY_FEATURES
+    templates: dict[str, list]          # candidate catalog (ranking test): strategy_id + features
     weather: list[list[float]]          # [city][period]
     holidays: list[int]                 # periods that are holidays
     truths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategies: dict[str, list] = field(default_factory=dict)   # what merchants ran
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -325,16 +326,20 @@ class World:
         return pl.DataFrame(self.templates).with_columns(pl.col("menu_breadth").cast(pl.Int64))
 
 
-def _templates(rng: np.random.Generator, n: int) -> dict[str, list]:
-    discounts = np.array([0, .05, .1, .15, .2, .25, .3, .35, .4, .45, .5])
-    p_disc = np.array([14, 10, 12, 10, 10, 9, 8, 7, 7, 7, 6], dtype=float)
+def _draw_strategies(rng: np.random.Generator, n: int, lean: np.ndarray | float = 0.0,
+                     menu_base: np.ndarray | float = 40.0) -> dict[str, list]:
+    """`n` strategies as merchants set them: continuous, so no two merchants share one.
+    `lean` > 0 pushes towards deeper discounts and more advertising."""
+    lean = np.broadcast_to(np.asarray(lean, dtype=float), (n,))
+    d = np.clip(rng.beta(1.4, 4.0, n) * 0.6 + 0.06 * lean, 0.0, 0.6)
+    ads = np.exp(rng.normal(4.6 + 0.4 * lean, 1.0)) * (rng.random(n) > 0.2)
+    menu = np.clip(np.asarray(menu_base) * np.exp(rng.normal(0, 0.25, n)), 8, 150)
     return {
-        "strategy_id": [f"s{i:02d}" for i in range(n)],
-        "discount_depth": rng.choice(discounts, n, p=p_disc / p_disc.sum()).round(2).tolist(),
-        "delivery_fee": rng.choice(np.arange(0, 6.5, 0.5), n).tolist(),
+        "discount_depth": np.round(d, 2).tolist(),
+        "delivery_fee": np.round(np.clip(rng.normal(3.0, 1.6, n), 0.0, 7.0), 1).tolist(),
         "coupon_type": rng.choice(COUPON_TYPES, n, p=[.35, .15, .2, .15, .15]).tolist(),
-        "ad_spend": rng.choice([0.0, 50, 100, 200, 400, 800], n).tolist(),
-        "menu_breadth": rng.choice([15, 25, 40, 60, 90, 120], n).tolist(),
+        "ad_spend": np.round(ads, 0).tolist(),
+        "menu_breadth": np.round(menu).astype(int).tolist(),
     }
 
 
@@ -372,34 +377,34 @@ def generate(cfg: PghsDataConfig) -> tuple[pl.DataFrame, list[GroupDescription],
         weather[:, t] = 0.6 * prev + 0.8 * rng.normal(0, 1, cfg.n_cities)
     holidays = sorted({p % n_t for p in (0, 1, 13, 26, 34, 47, 50, 51)})
 
-    templates = _templates(rng, cfg.n_strategy_templates)
-    world = World(
-        groups=list(cfg.groups), merchants=merchants, affinity=affinity.tolist(),
-        templates=templates, weather=weather.tolist(), holidays=holidays,
-        truths={g: asdict(BUILTIN_GROUPS[g][1]) for g in cfg.groups},
-    )
-
     # Which strategies a merchant runs is not random: weaker merchants (low hidden quality)
     # lean on deep discounts and ads. A fit across merchants confounds the two.
-    disc = np.array(templates["discount_depth"])
-    ads = np.log1p(np.array(templates["ad_spend"]) / 100)
-    push = (disc - disc.mean()) / (disc.std() + 1e-9) + 0.5 * (ads - ads.mean()) / (ads.std() + 1e-9)
+    k_m = cfg.strategies_per_merchant
+    menu_base = np.exp(rng.normal(np.log(40), 0.4, n_m))
+    own = _draw_strategies(rng, n_m * k_m, np.repeat(-cfg.confounding * z, k_m),
+                           np.repeat(menu_base, k_m))
+    own["strategy_id"] = [f"m{m:03d}-s{k}" for m in range(n_m) for k in range(k_m)]
+    catalog = _draw_strategies(rng, cfg.n_strategy_templates)
+    catalog["strategy_id"] = [f"c{i:02d}" for i in range(cfg.n_strategy_templates)]
+    world = World(
+        groups=list(cfg.groups), merchants=merchants, affinity=affinity.tolist(),
+        templates=catalog, strategies=own, weather=weather.tolist(), holidays=holidays,
+        truths={g: asdict(BUILTIN_GROUPS[g][1]) for g in cfg.groups},
+    )
     schedule = np.zeros((n_m, n_t), dtype=int)
     for m in range(n_m):
-        score = -cfg.confounding * z[m] * push + rng.gumbel(0, 1, len(push))
-        chosen = np.argsort(-score)[: cfg.strategies_per_merchant]
-        rng.shuffle(chosen)
+        order = rng.permutation(k_m) + m * k_m
         t, k = 0, 0
         while t < n_t:                           # campaigns of 4-10 weeks, in turn
             run = int(rng.integers(4, 11))
-            schedule[m, t:t + run] = chosen[k % len(chosen)]
+            schedule[m, t:t + run] = order[k % k_m]
             t, k = t + run, k + 1
 
     m_idx = np.repeat(np.arange(n_m), n_t * len(cfg.groups))
     t_idx = np.tile(np.repeat(np.arange(n_t), len(cfg.groups)), n_m)
     g_idx = np.tile(np.arange(len(cfg.groups)), n_m * n_t)
     s_idx = schedule[m_idx, t_idx]
-    strategies = {k: np.asarray(v)[s_idx] for k, v in templates.items()}
+    strategies = {k: np.asarray(v)[s_idx] for k, v in own.items()}
 
     city = np.asarray(merchants["city"])[m_idx]
     wx = weather[city, t_idx]

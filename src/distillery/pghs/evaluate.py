@@ -62,6 +62,10 @@ SLICES = {
     "test_merchants_new_strategies": "held-out merchants, strategies held out of training",
     "train_merchants_new_strategies": "training merchants, strategies held out of training",
 }
+# Scored against the generator's expected outcome (an ordinary week), not an observation.
+COUNTERFACTUAL = ("test_merchants_counterfactual",
+                  "held-out merchants under catalog strategies they never ran, vs the true "
+                  "counterfactual (synthetic data only)")
 COMPARED = ("reasoning", "fitting", "pghs_no_policy_reasoning", "pghs_no_policy_fitting")
 
 
@@ -186,6 +190,9 @@ def run_seed(trajectories: pl.DataFrame, groups: Sequence[GroupDescription], wor
     if ranking_q is not None:
         truth = true_rates(world, ranking_q)
         for name in METHODS:
+            p = method_preds(name, "ranking")
+            errors[name][COUNTERFACTUAL[0]] = {
+                t: _error(p[f"pred_{t}"].to_numpy(), truth[t].to_numpy()) for t in targets}
             ranking[name] = _rank_scores(ranking_q, truth[head].to_numpy(),
                                          method_preds(name, "ranking")[f"pred_{head}"].to_numpy(),
                                          prior.group_mix)
@@ -272,8 +279,11 @@ def run_experiment(trajectories: pl.DataFrame, groups: Sequence[GroupDescription
 
 def summarize(results: list[SeedResult], cfg: PghsConfig) -> dict[str, Any]:
     head = cfg.targets[0]
+    slices = dict(SLICES)
+    if COUNTERFACTUAL[0] in results[0].errors["pghs"]:
+        slices[COUNTERFACTUAL[0]] = COUNTERFACTUAL[1]
     errors = {m: {s: {t: _stat([r.errors[m][s][t] for r in results]) for t in cfg.targets}
-                  for s in SLICES} for m in METHODS}
+                  for s in slices} for m in METHODS}
     groups = sorted(results[0].group_errors["pghs"])
     group_errors = {m: {g: _stat([r.group_errors[m].get(g, np.nan) for r in results]) for g in groups}
                     for m in METHODS}
@@ -294,7 +304,7 @@ def summarize(results: list[SeedResult], cfg: PghsConfig) -> dict[str, Any]:
         "reasoning_backend": cfg.reason.backend, "fuse_method": cfg.fuse_method,
         "error_definition": "mean over cells (merchant, strategy, user group) of |p - y| / y, "
                             "y = observed rate summed over the periods the strategy ran",
-        "methods": DESCRIPTIONS, "slices": SLICES,
+        "methods": DESCRIPTIONS, "slices": slices,
         "errors": errors, "group_errors": group_errors, "ranking": ranking,
         "criterion": criterion, "done": all(c["holds"] for c in criterion),
         "counts": results[0].counts, "seconds_per_seed": [r.seconds for r in results],

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from distillery.pghs.evaluate import COMPARED, DESCRIPTIONS, METHODS, SLICES
+from distillery.pghs.evaluate import COMPARED, DESCRIPTIONS, METHODS
 from distillery.pghs.policies import PolicySet
 
 PLOTTED = ("reasoning_only", "fitting_only", "pghs")
@@ -59,6 +59,7 @@ def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Pa
            report_path: str | Path, policies: PolicySet | None = None) -> str:
     head = summary["headline_target"]
     seeds = summary["seeds"]
+    slices = summary["slices"]
     lines = [
         "# PGHS: policy-guided hybrid simulation",
         "",
@@ -72,13 +73,13 @@ def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Pa
         "",
         "## Error (%) by method and slice",
         "",
-        "| method | " + " | ".join(SLICES) + " |",
-        "|---|" + "---|" * len(SLICES),
+        "| method | " + " | ".join(slices) + " |",
+        "|---|" + "---|" * len(slices),
     ]
     for m in METHODS:
-        cells = [_ms(summary["errors"][m][s][head]) for s in SLICES]
+        cells = [_ms(summary["errors"][m][s][head]) for s in slices]
         lines.append(f"| {m} — {DESCRIPTIONS[m]} | " + " | ".join(cells) + " |")
-    lines += ["", "Slices: " + "; ".join(f"`{k}`: {v}" for k, v in SLICES.items()) + ".", ""]
+    lines += ["", "Slices: " + "; ".join(f"`{k}`: {v}" for k, v in slices.items()) + ".", ""]
     others = [t for t in summary["targets"] if t != head]
     if others:
         lines += ["Secondary rates on held-out merchants (error %): " + "; ".join(
