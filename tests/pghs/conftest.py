@@ -36,3 +36,15 @@ def micro() -> tuple[pl.DataFrame, list[GroupDescription], World]:
 @pytest.fixture
 def pghs_config() -> PghsConfig:
     return micro_config()
+
+
+@pytest.fixture(name="micro_data_config")
+def _micro_data_config():
+    """The factory itself: a micro PghsDataConfig with overrides."""
+    return micro_data_config
+
+
+@pytest.fixture(name="micro_config")
+def _micro_config():
+    """The factory itself: a micro PghsConfig with overrides."""
+    return micro_config

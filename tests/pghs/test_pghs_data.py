@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from conftest import micro_data_config
 
 from distillery.config import PghsDataConfig
 from distillery.pghs.data import (
@@ -36,7 +35,7 @@ def test_funnel_never_grows_and_ids_are_unique(micro):
     assert frame.group_by("strategy_id").agg(pl.struct(*STRATEGY_FEATURES).n_unique())[:, 1].max() == 1
 
 
-def test_same_seed_same_world_other_seed_other_world():
+def test_same_seed_same_world_other_seed_other_world(micro_data_config):
     a, _, _ = generate(micro_data_config(seed=3))
     b, _, _ = generate(micro_data_config(seed=3))
     c, _, _ = generate(micro_data_config(seed=4))
@@ -44,7 +43,7 @@ def test_same_seed_same_world_other_seed_other_world():
     assert not a.equals(c)
 
 
-def test_unknown_group_is_refused():
+def test_unknown_group_is_refused(micro_data_config):
     with pytest.raises(ValueError, match="no built-in profile"):
         generate(micro_data_config(groups=["students", "astronauts"]))
 

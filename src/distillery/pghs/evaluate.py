@@ -263,7 +263,9 @@ def _rank_scores(q: pl.DataFrame, truth: np.ndarray, pred: np.ndarray,
 
 def _stat(values: Sequence[float]) -> dict[str, Any]:
     v = np.array(values, dtype=float)
-    return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+    ok = v[np.isfinite(v)]           # a slice can be empty in one seed (no cell qualifies)
+    return {"mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0,
             "per_seed": [float(x) for x in v]}
 
 

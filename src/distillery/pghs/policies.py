@@ -284,6 +284,8 @@ def _fit_columns(x: np.ndarray, raw: np.ndarray, y: np.ndarray, w: np.ndarray,
         keep = keep[(support >= cfg.min_support) & (n_merch >= cfg.min_merchants)]
 
     def solve(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        if not keep.size and not intercept:
+            return np.zeros(0), np.zeros(0), 0.0
         xk = np.column_stack([x[:, keep], np.ones(len(y))]) if intercept else x[:, keep]
         penalty = np.r_[np.full(keep.size, cfg.ridge), [1e-9] if intercept else []]
         xtx, xty = _per_unit(xk, y, w, codes, n)
@@ -294,9 +296,10 @@ def _fit_columns(x: np.ndarray, raw: np.ndarray, y: np.ndarray, w: np.ndarray,
         return beta, agree, float(full[-1]) if intercept else 0.0
 
     beta, agree, b0 = solve(keep)
-    if select and keep.size:
-        # State only what is stable across merchants, then refit so that the kept effects
-        # are the ones that, composed, explain the data on their own.
+    # State only what is stable across merchants, and refit so that the kept effects are
+    # the ones that, composed, explain the data on their own. A refit can unsettle a kept
+    # effect in turn, so repeat until every stated policy meets the bar.
+    while select and keep.size and (agree < cfg.min_confidence).any():
         keep = keep[agree >= cfg.min_confidence]
         beta, agree, b0 = solve(keep)
     return _Fit([columns[j] for j in keep], beta, agree, support[keep], n_merch[keep]), b0

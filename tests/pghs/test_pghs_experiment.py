@@ -1,0 +1,150 @@
+"""The experiment on the micro world, the saved simulator, `distillery simulate`, and the
+report; then `dvc repro pghs` for real in a temporary copy of the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from distillery.cli import app
+from distillery.pghs.evaluate import COMPARED, METHODS, claims, run_experiment, split
+from distillery.pghs.report import plot_groups, render
+from distillery.pghs.simulator import Simulator, parse_strategy, read_strategies
+
+REPO = Path(__file__).resolve().parents[2]
+CLAIM_KEYS = {"paper", "finding", "paper_value", "measured", "holds", "detail"}
+
+
+@pytest.fixture(scope="module")
+def ran(micro, tmp_path_factory):
+    frame, groups, world = micro
+    cfg = _micro_cfg()
+    summary, results = run_experiment(frame, groups, world, cfg, progress=False)
+    out = tmp_path_factory.mktemp("sim")
+    results[0].simulator.save(out)
+    return summary, results, out
+
+
+def _micro_cfg():
+    from distillery.config import PghsConfig, from_dict
+
+    params = yaml.safe_load(Path(__file__).with_name("micro_params.yaml").read_text())
+    return from_dict(PghsConfig, params["pghs"])
+
+
+def test_split_is_disjoint_and_seeded(micro):
+    frame, _, _ = micro
+    cfg = _micro_cfg()
+    a, b = split(frame, cfg, 0), split(frame, cfg, 0)
+    assert a == b and split(frame, cfg, 1) != a
+    assert not (set(a.train) & set(a.val) or set(a.train) & set(a.test) or set(a.val) & set(a.test))
+
+
+def test_summary_has_every_method_slice_and_the_criterion(ran):
+    summary, results, _ = ran
+    assert len(results) == len(summary["seeds"])
+    assert set(summary["errors"]) == set(METHODS)
+    for m in METHODS:
+        s = summary["errors"][m]["test_merchants"]["order_rate"]
+        assert 0 < s["mean"] and len(s["per_seed"]) == len(summary["seeds"])
+    assert "test_merchants_counterfactual" in summary["slices"]
+    assert [c["compared_with"] for c in summary["criterion"]] == list(COMPARED)
+    assert {"spearman", "top1", "regret"} <= set(summary["ranking"]["pghs"])
+    rows = claims(summary)
+    assert rows and all(set(r) == CLAIM_KEYS and isinstance(r["holds"], bool) for r in rows)
+    json.dumps(summary)
+
+
+def test_reasoning_only_baseline_is_far_worse_than_the_hybrid(ran):
+    summary, _, _ = ran
+    e = {m: summary["errors"][m]["test_merchants"]["order_rate"]["mean"] for m in METHODS}
+    assert e["pghs"] < 0.5 * e["reasoning_only"]
+
+
+def test_simulator_round_trip_simulate_and_rank(ran, micro):
+    _, results, out = ran
+    sim = Simulator.load(out)
+    merchant = sim.merchant(sim.meta["test_merchants"][0])
+    strategies = pl.DataFrame([parse_strategy("discount_depth=0.0"),
+                               parse_strategy("discount_depth=0.4,coupon_type=percent,ad_spend=400")])
+    outcomes = sim.simulate(merchant, strategies)
+    assert outcomes.height == 2 * len(sim.groups)
+    again = results[0].simulator.simulate(merchant, strategies)
+    assert outcomes["pred_order_rate"].to_list() == pytest.approx(again["pred_order_rate"].to_list())
+    ranking = sim.rank(outcomes)
+    assert ranking["rank"].to_list() == [1, 2]
+    assert ranking["mix_order_rate"].is_sorted(descending=True)
+    with pytest.raises(KeyError, match="not in the simulator"):
+        sim.merchant("nobody")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_strategy("discount=0.2")
+
+
+def test_cli_simulate_prints_outcomes_and_ranking(ran, tmp_path):
+    _, _, out = ran
+    sim = Simulator.load(out)
+    file = tmp_path / "cands.csv"
+    file.write_text("strategy_id,discount_depth,coupon_type\ncheap,0.0,none\ndeal,0.3,percent\n")
+    assert read_strategies(file).height == 2
+    runner = CliRunner()
+    merchant = sim.meta["test_merchants"][0]
+    res = runner.invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant,
+                              "--strategies", str(file), "--discount", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "ranking by group-mix-weighted order_rate" in res.output and "deal" in res.output
+    res = runner.invoke(app, ["simulate", "--model-dir", str(out), "--category", "pizza",
+                              "--rating", "4.5", "--price-level", "20", "--strategy",
+                              "discount_depth=0.2", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert len(data["outcomes"]) == len(sim.groups) and data["ranking"][0]["rank"] == 1
+    res = runner.invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant])
+    assert res.exit_code == 2 and "candidate strategies" in res.output
+
+
+def test_report_renders_tables_claims_and_one_plot_per_group(ran, tmp_path):
+    summary, results, _ = ran
+    plots = plot_groups(results[0].predictions, "order_rate", tmp_path / "pghs")
+    assert len(plots) == len(set(results[0].predictions["user_group"].to_list()))
+    assert all(p.stat().st_size > 1000 for p in plots)
+    text = render(summary, claims(summary), plots, tmp_path / "pghs.md", results[0].policies)
+    assert "## Done criterion" in text and "| pghs " in text and "45.8%" in text
+    assert "](pghs/pred_vs_actual_students.png)" in text
+
+
+def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_dvc_repro_pghs_on_the_micro_configuration(tmp_path):
+    """The two stages through DVC in a copy of the pipeline: every declared out is made."""
+    repo = tmp_path / "repo"
+    for rel in ("stages", "src/distillery/pghs", "src/distillery/quality"):
+        shutil.copytree(REPO / rel, repo / rel, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    micro = yaml.safe_load(Path(__file__).with_name("micro_params.yaml").read_text())
+    params["pghs_data"].update(micro["pghs_data"])
+    params["pghs"] = {**params["pghs"], **micro["pghs"]}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _dvc(["init", "--no-scm", "-q"], repo).returncode == 0
+    done = _dvc(["repro", "pghs"], repo)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for out in ("data/pghs/trajectories.parquet", "metrics/pghs.json", "metrics/pghs_claims.json",
+                "reports/pghs.md", "models/pghs/simulator.json", "reports/quality/pghs"):
+        assert (repo / out).exists(), out
+    assert list((repo / "reports/pghs").glob("pred_vs_actual_*.png"))
+    rows = json.loads((repo / "metrics/pghs_claims.json").read_text())
+    assert rows and all(set(r) == CLAIM_KEYS for r in rows)
