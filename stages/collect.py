@@ -1,11 +1,18 @@
-"""Stage `collect <policy>`: run one named policy on the tasks and record gated trajectories.
+"""Stages `collect@<policy>`, `play@<policy>` and `rollout@<policy>`: run one named policy
+on the tasks and record gated trajectories.
 
-Reads `data/tasks/tasks.parquet`, `params.yaml:collect` and `params.yaml:policies.<name>`;
-writes `data/trajectories/<name>/{episodes,steps}.parquet` only if both pass their gates.
+    python -m stages.collect <policy> [--section collect|play|rollout]
+
+Reads `data/tasks/tasks.parquet`, `params.yaml:<section>` and `params.yaml:policies.<name>`;
+writes `<out>/<name>/{episodes,steps}.parquet` only if both pass their gates, where <out> is
+`data/trajectories` (collect, play: what `evaluate` benchmarks) or `data/rollouts`
+(rollout: the student's K-sample groups that mining and RL learn from). Gate reports go to
+`reports/quality/<section>-<name>`, offending rows to `data/quarantine/<section>-<name>`.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,24 +26,27 @@ from distillery.rollout import RolloutConfig, run_episodes
 from distillery.types import tasks_from_frame
 
 TASKS = "data/tasks/tasks.parquet"
+OUT_DIRS = {"collect": "data/trajectories", "play": "data/trajectories", "rollout": "data/rollouts"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m stages.collect <policy name from params.yaml:policies>", file=sys.stderr)
-        return 2
-    name = argv[0]
+    ap = argparse.ArgumentParser(prog="python -m stages.collect", description=__doc__.split("\n\n")[0])
+    ap.add_argument("policy", help="a policy named under `policies:` in params.yaml")
+    ap.add_argument("--section", default="collect", choices=sorted(OUT_DIRS),
+                    help="the params.yaml section that configures the run (default: collect)")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    name, section = args.policy, args.section
     params = read_params()
-    cfg = load_section(CollectConfig, "collect", params)
+    cfg = load_section(CollectConfig, section, params)
     entry = load_policy(name, params)
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks").filter(pl.col("split").is_in(cfg.splits)))
-    spec = PolicySpec(kind=entry.kind, kwargs=entry.kwargs, label=name)
+    spec = PolicySpec(kind=entry.kind, kwargs={**entry.kwargs, **cfg.policy_overrides}, label=name)
     traj = run_episodes(
         tasks, spec, RolloutConfig(k=cfg.k, seed=cfg.seed, batch_size=cfg.batch_size), cfg.executor
     )
-    out = Path("data/trajectories") / name
-    reports, quarantine = Path("reports/quality") / f"collect-{name}", Path("data/quarantine") / f"collect-{name}"
+    out = Path(OUT_DIRS[section]) / name
+    reports = Path("reports/quality") / f"{section}-{name}"
+    quarantine = Path("data/quarantine") / f"{section}-{name}"
     quarantine.mkdir(parents=True, exist_ok=True)
     try:
         refs = {"episodes": traj.episodes, "steps": traj.steps}
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     write_parquet(traj.episodes, out / "episodes.parquet")
     write_parquet(traj.steps, out / "steps.parquet")
     ep = traj.episodes
-    print(f"collect {name}: {ep.height} episodes, success {ep['success'].mean():.3f}, "
+    print(f"{section} {name}: {ep.height} episodes, success {ep['success'].mean():.3f}, "
           f"{traj.steps.height} steps -> {out}", file=sys.stderr)
     return 0
 

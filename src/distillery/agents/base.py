@@ -37,7 +37,14 @@ class PolicySpec:
 
 
 def make_policy(spec: PolicySpec) -> Policy:
-    """Build a policy from its spec. Imports lazily: a random-policy worker loads no torch."""
+    """Build a policy from its spec; it records `spec.name` in trajectories."""
+    policy = _build(spec)
+    policy.name = spec.name  # two hf models must not both be called "hf" in the benchmark
+    return policy
+
+
+def _build(spec: PolicySpec) -> Policy:
+    # Imports are lazy: a random-policy worker loads no torch.
     if spec.kind == "oracle":
         from distillery.agents.oracle import OraclePolicy
 

@@ -89,10 +89,17 @@ def experience_text(items: Sequence[str]) -> str:
     return EXPERIENCE_TEMPLATE.format(items="\n".join(EXPERIENCE_ITEM.format(text=t) for t in items))
 
 
+# Room the experience always leaves for the current observation and the action marker.
+MIN_OBSERVATION_ROOM = 32
+
+
 def _head(tok: Any, instruction: str, experience: Sequence[str], cfg: PromptConfig) -> list[int]:
+    """Instruction (never cut), then the experience cut to what the budget leaves."""
     ids = [_marker(tok, "instruction"), *_enc(tok, instruction)]
     if experience:
-        ids += [_marker(tok, "experience"), *_cap(_enc(tok, experience_text(experience)), cfg.max_experience_tokens)]
+        room = min(cfg.max_experience_tokens, cfg.max_prompt_tokens - len(ids) - 1 - MIN_OBSERVATION_ROOM)
+        if room > 0:
+            ids += [_marker(tok, "experience"), *_cap(_enc(tok, experience_text(experience)), room)]
     return ids
 
 

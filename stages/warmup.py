@@ -1,0 +1,56 @@
+"""Stage `warmup`: train a tokenizer and a student model on the teacher's trajectories.
+
+Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher>/` and `params.yaml:warmup`;
+writes `models/warmup/` (weights, tokenizer, config, card.json), `metrics/warmup.json` and
+the DVCLive curves under `dvclive/warmup/`. Checkpoints go to `checkpoints/warmup/`
+(declared `persist`, so a killed run resumes from the last one on the next `dvc repro`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from distillery.config import load_section, to_dict
+from distillery.io import read_parquet, write_json
+from distillery.lm.model import save_model_dir
+from distillery.train.card import build_card
+from distillery.train.warmup import WarmupConfig, warmup
+from distillery.types import tasks_from_frame
+
+TASKS = "data/tasks/tasks.parquet"
+OUT = "models/warmup"
+METRICS = "metrics/warmup.json"
+CKPT = "checkpoints/warmup"
+LIVE = "dvclive/warmup"
+
+
+def main() -> int:
+    cfg = load_section(WarmupConfig, "warmup")
+    if not cfg.train.log_dir:
+        cfg.train.log_dir = LIVE
+    traj = Path("data/trajectories") / cfg.teacher
+    tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
+    episodes = read_parquet(traj / "episodes.parquet", f"collect@{cfg.teacher}")
+    steps = read_parquet(traj / "steps.parquet", f"collect@{cfg.teacher}")
+    t0 = time.perf_counter()
+    tok, model, result, stats = warmup(cfg, tasks, episodes, steps, CKPT)
+    metrics = {**result.metrics, "wall_s": round(time.perf_counter() - t0, 1), **{
+        "n_params": stats.n_params, "vocab_size": stats.vocab_size,
+        "train_examples": stats.train.examples, "eval_examples": stats.eval.examples,
+        "train_target_tokens": stats.train.target_tokens}}
+    card = build_card(prompt=cfg.prompt, seed=cfg.train.seed,
+                      data_files=[TASKS, traj / "episodes.parquet", traj / "steps.parquet"],
+                      metrics=metrics, params=to_dict(cfg), model_cfg=cfg.model, train_cfg=cfg.train,
+                      model=model, extra={"teacher": cfg.teacher, "data_stats": stats.as_dict()})
+    save_model_dir(OUT, model, tok, card)
+    write_json(metrics, METRICS)
+    print(f"warmup: {stats.n_params / 1e6:.2f}M params, {result.steps} steps, "
+          f"eval loss {result.metrics.get('eval_loss', float('nan')):.4f}, "
+          f"{result.tokens_per_s:.0f} tokens/s -> {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
