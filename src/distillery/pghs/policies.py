@@ -72,8 +72,8 @@ class Clause:
         col = pl.col(self.feature)
         return {"<=": col <= self.value, ">": col > self.value, "==": col == self.value}[self.op]
 
-    def mask(self, frame: pl.DataFrame) -> np.ndarray:
-        x = frame[self.feature].to_numpy()
+    def mask(self, frame: pl.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
+        x = frame[self.feature] if isinstance(frame, dict) else frame[self.feature].to_numpy()
         if self.op == "==":
             return x == self.value
         x = x.astype(float)
@@ -128,8 +128,10 @@ class Policy:
         return (f"{head} {lead} {_conditions_text(self.conditions)} -> {what} {change} vs "
                 f"{self.reference} {stats}")
 
-    def fires(self, frame: pl.DataFrame) -> np.ndarray:
-        m = frame["user_group"].to_numpy() == self.group
+    def fires(self, frame: pl.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
+        """Rows (of a frame, or of its columns as arrays) where this policy applies."""
+        groups = frame["user_group"] if isinstance(frame, dict) else frame["user_group"].to_numpy()
+        m = groups == self.group
         for c in self.conditions:
             m &= c.mask(frame)
         return m
@@ -445,6 +447,9 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
     fired response effects), _pred (their sum: the policies' log-rate prediction), _n_fired
     and one _eff_<feature> per strategy feature. Groups without policies get nulls."""
     groups = frame["user_group"].to_numpy()
+    # Columns as arrays once: hundreds of policies read the same few columns.
+    needed = {c.feature for p in policies.policies for c in p.conditions}
+    cols = {c: frame[c].to_numpy() for c in needed} | {"user_group": groups}
     new = []
     for t in policies.targets:
         covered = np.isin(groups, [p.group for p in policies.select(target=t, kind="baseline")])
@@ -452,7 +457,7 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
         eff = {f: np.zeros(frame.height) for f in EFFECT_FEATURES}
         fired = np.zeros(frame.height)
         for p in policies.select(target=t):
-            m = p.fires(frame)
+            m = p.fires(cols)
             if p.kind == "response":
                 eff[p.feature][m] += p.effect
                 fired += m
