@@ -14,13 +14,16 @@ spent; its steps/s is measured on the steps it ran and the time for all tasks is
 extrapolated from it (printed as such). Also printed: the agreement between the two
 sides' actions on the steps both ran (greedy decoding should give identical actions;
 differences come from float rounding of batched, left-padded matmuls flipping a near-tie
-argmax), and each side's model FLOP rate, 2 * N * tokens/s (N = parameters without the
-input embedding; tokens = prompt + generated; attention-score FLOPs and padding are not
-counted, so it is a lower bound on the arithmetic done) against the machine's fp32 matmul
-peak, measured here by timing a 2048^3 matmul.
+argmax), and each side's model FLOP rate, 2 * N * tokens/s (N = parameters of the
+transformer blocks, tokens = prompt + generated, plus the LM head on generated tokens;
+attention scores and padding are not counted, so it is the useful work, a lower bound on
+the arithmetic done) against the machine's fp32 matmul peak, measured in the same run by
+timing a 2048^3 matmul. A breakdown shows where each side's time goes: prefill forward
+passes, one-token decode forward passes, and the rest (environment, prompt rendering,
+the sampling loop).
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 40]
-        [--batch-size 64] [--naive-budget 60] [--threads N]
+        [--batch-size 64] [--naive-budget 45] [--threads N]
 
 Without a model directory (default `models/warmup`, if it exists) an untrained model of
 the default `ModelConfig` is built, with a tokenizer trained on the tasks' oracle
@@ -101,13 +104,17 @@ def untrained_model(tasks: Sequence[Task], seed: int = 0) -> tuple[Any, Any]:
     return model, tok
 
 
-def body_params(model: torch.nn.Module) -> int:
-    """Parameters a token's forward pass multiplies by: all but the input embedding (the
-    LM head counts; with tied embeddings it is the same matrix, used as a matmul)."""
+def body_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters of the transformer blocks and final norm, parameters of the LM head).
+
+    A token's forward pass multiplies by the block parameters (2 FLOPs each); the head only
+    runs where logits are taken (every generated token; one prompt position per prefill,
+    both here and in HF `generate`); the input embedding is a lookup, no arithmetic."""
     emb = model.get_input_embeddings().weight
-    total = sum(p.numel() for p in model.parameters())
-    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is emb
-    return total if tied else total - emb.numel()
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())   # tied weights are one parameter
+    body = total - emb.numel() - (0 if head is emb else head.numel())
+    return body, head.numel()
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> float:
@@ -179,8 +186,9 @@ class Side:
     def steps_per_s(self) -> float:
         return self.steps / self.seconds if self.seconds else 0.0
 
-    def flops_per_s(self, n: int) -> float:
-        return 2 * n * (self.tokens_in + self.tokens_out) / self.seconds if self.seconds else 0.0
+    def flops_per_s(self, body: int, head: int) -> float:
+        flops = 2 * body * (self.tokens_in + self.tokens_out) + 2 * head * self.tokens_out
+        return flops / self.seconds if self.seconds else 0.0
 
 
 def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) -> Side:
@@ -297,7 +305,7 @@ def main() -> int:
     ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
     ap.add_argument("--batch-size", type=int, default=64, help="episodes advanced together (batched side)")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
-    ap.add_argument("--naive-budget", type=float, default=60.0,
+    ap.add_argument("--naive-budget", type=float, default=45.0,
                     help="seconds the naive side may run (whole episodes; the rest is extrapolated)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads, both sides (0 = torch's default)")
@@ -322,9 +330,10 @@ def main() -> int:
         what = ("UNTRAINED default ModelConfig (no --model-dir and no models/warmup), tokenizer "
                 "trained on these tasks' oracle text")
     lm = policy.lm
-    n_all, n_body = n_params(lm), body_params(lm)
+    n_all, (n_body, n_head) = n_params(lm), body_params(lm)
     print(f"model: {what}")
-    print(f"  {n_all / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M used per token), vocab {len(policy.tok)}, "
+    print(f"  {n_all / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M in the blocks, {n_head / 1e6:.2f}M LM head), "
+          f"vocab {len(policy.tok)}, "
           f"prompt style {policy.prompt.style}, stop ids {policy.stop_ids} "
           f"({MARKERS['end']} + eos), max_new_tokens {args.max_new_tokens}, greedy")
     print(f"tasks: {where}")
@@ -351,7 +360,7 @@ def main() -> int:
           f"{'success':>8} {'GFLOP/s':>8} {'of peak':>8}")
     for name, s in (("batched", batched), ("naive", naive)):
         tps = (s.tokens_in + s.tokens_out) / max(s.steps, 1)
-        fl = s.flops_per_s(n_body)
+        fl = s.flops_per_s(n_body, n_head)
         print(f"{name:8} {s.episodes:>8} {s.steps:>6} {s.seconds:>8.1f} {s.steps_per_s:>8.2f} {tps:>9.0f} "
               f"{s.successes / max(s.episodes, 1):>8.2f} {fl / 1e9:>8.2f} {fl / peak:>8.1%}")
     ratio = batched.steps_per_s / naive.steps_per_s if naive.steps_per_s else float("inf")
