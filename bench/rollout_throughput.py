@@ -11,7 +11,10 @@ split), greedy, with the same prompts (`agents.prompts.render_prompt_ids`), the 
 
 The naive side runs whole episodes, in the same task order, until its time budget is
 spent; its steps/s is measured on the steps it ran and the time for all tasks is
-extrapolated from it (printed as such). Also printed: the agreement between the two
+extrapolated from it (printed as such). The two sides alternate for up to `--rounds`
+rounds while the time budget allows, and each side's best round is reported (every
+round's rate is printed): the machines this runs on are often shared, and a load spike
+during one side's run should not decide the ratio. Also printed: the agreement between the two
 sides' actions on the steps both ran (greedy decoding should give identical actions;
 differences come from float rounding of batched, left-padded matmuls flipping a near-tie
 argmax), and each side's model FLOP rate, 2 * N * tokens/s (N = parameters of the
@@ -23,7 +26,7 @@ passes, one-token decode forward passes, and the rest (environment, prompt rende
 the sampling loop).
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 40]
-        [--batch-size 64] [--naive-budget 45] [--threads N]
+        [--batch-size 64] [--naive-budget 45] [--rounds 3] [--threads N]
 
 Without a model directory (default `models/warmup`, if it exists) an untrained model of
 the default `ModelConfig` is built, with a tokenizer trained on the tasks' oracle
@@ -136,6 +139,7 @@ class ForwardTimer:
     def __init__(self, model: torch.nn.Module) -> None:
         self.prefill = self.decode = 0.0
         self.calls = 0
+        self.prefill_real = self.prefill_computed = 0   # prompt tokens, and with left padding
         self._t0 = 0.0
         self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
                          model.register_forward_hook(self._post, with_kwargs=True)]
@@ -148,14 +152,19 @@ class ForwardTimer:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[-1] > 1:
             self.prefill += dt
+            mask = kwargs.get("attention_mask")
+            self.prefill_computed += ids.numel()
+            self.prefill_real += int(mask.sum()) if mask is not None else ids.numel()
         else:
             self.decode += dt
         self.calls += 1
 
-    def reset(self) -> tuple[float, float, int]:
-        out = (self.prefill, self.decode, self.calls)
+    def reset(self) -> tuple[float, float, int, float]:
+        """(prefill s, decode s, forward passes, padded share of prefill positions); zeroes."""
+        pad = 1 - self.prefill_real / self.prefill_computed if self.prefill_computed else 0.0
+        out = (self.prefill, self.decode, self.calls, pad)
         self.prefill = self.decode = 0.0
-        self.calls = 0
+        self.calls = self.prefill_real = self.prefill_computed = 0
         return out
 
     def remove(self) -> None:
@@ -180,6 +189,7 @@ class Side:
     prefill_s: float = 0.0            # of `seconds`, inside prefill forward passes
     decode_s: float = 0.0             # ... and inside one-token decode forward passes
     forwards: int = 0
+    prefill_padding: float = 0.0      # share of prefill positions that were left padding
     actions: dict[str, list[str]] = field(default_factory=dict)   # task_id -> actions
 
     @property
@@ -307,6 +317,10 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
     ap.add_argument("--naive-budget", type=float, default=45.0,
                     help="seconds the naive side may run (whole episodes; the rest is extrapolated)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="most rounds of (batched, naive); each side's best round is reported")
+    ap.add_argument("--max-seconds", type=float, default=150.0,
+                    help="no new round once another like the last would end past this")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads, both sides (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -347,13 +361,30 @@ def main() -> int:
     naive_generate(lm, warm, list(policy.stop_ids), policy.pad_id, 4)
     policy.act([Context("warm", tasks[0], 0, "warm up")])
 
+    # Rounds alternate the two sides and each side's best round counts: on a machine shared
+    # with other jobs, a load spike during one side's run must not decide the ratio. A new
+    # round starts only if another like the last still fits the time budget.
     timer = ForwardTimer(lm)
     timer.reset()
-    batched = run_batched(policy, tasks, args.batch_size, args.seed)
-    batched.prefill_s, batched.decode_s, batched.forwards = timer.reset()
-    naive = run_naive(policy, tasks, args.naive_budget)
-    naive.prefill_s, naive.decode_s, naive.forwards = timer.reset()
+    rounds: list[tuple[Side, Side]] = []
+    t_start = time.perf_counter()
+    while len(rounds) < args.rounds:
+        t0 = time.perf_counter()
+        b = run_batched(policy, tasks, args.batch_size, args.seed)
+        b.prefill_s, b.decode_s, b.forwards, b.prefill_padding = timer.reset()
+        n = run_naive(policy, tasks, args.naive_budget)
+        n.prefill_s, n.decode_s, n.forwards, n.prefill_padding = timer.reset()
+        rounds.append((b, n))
+        last = time.perf_counter() - t0
+        if time.perf_counter() - t_start + last > args.max_seconds:
+            break
     timer.remove()
+    batched = max((r[0] for r in rounds), key=lambda s: s.steps_per_s)
+    naive = max((r[1] for r in rounds), key=lambda s: s.steps_per_s)
+    if len(rounds) > 1:
+        print(f"{len(rounds)} rounds, steps/s batched "
+              f"{', '.join(f'{r[0].steps_per_s:.2f}' for r in rounds)}; naive "
+              f"{', '.join(f'{r[1].steps_per_s:.2f}' for r in rounds)}; the best of each below")
 
     print()
     print(f"{'':8} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'tok/step':>9} "
@@ -371,7 +402,7 @@ def main() -> int:
         rest = s.seconds - s.prefill_s - s.decode_s
         print(f"  {name:8} prefill {s.prefill_s / n * 1e3:7.1f} ms   decode {s.decode_s / n * 1e3:7.1f} ms   "
               f"rest (env, prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
-              f"({s.forwards} forward passes)")
+              f"({s.forwards} forward passes; {s.prefill_padding:.0%} of prefill positions padding)")
     if naive.episodes < batched.episodes:
         cut = f" + {len(naive.actions[naive.partial])} steps of one cut short" if naive.partial else ""
         print(f"naive side: measured {naive.steps} steps ({naive.episodes} whole episodes{cut}) of "
