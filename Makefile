@@ -45,8 +45,12 @@ test: setup  ## run the test suite
 lint:  ## ruff over the code
 	$(BIN)/ruff check src stages flows tests bench
 
-bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer)
+bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer measured in the same run)
+	$(BIN)/pip install --disable-pip-version-check -q textworld  # the environment benchmark's peer
 	$(BIN)/python bench/env_throughput.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/rollout_throughput.py
+	$(BIN)/python bench/pghs_scale.py
 
 server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
