@@ -7,7 +7,9 @@ Starts the real CLI (`distillery serve MODEL_DIR`) as a subprocess on a free por
 prints each side's success rate, mean score and wall time, and how many actions and
 episodes are identical. Greedy decoding of one model should give the same trajectories
 both ways (tests/agents/test_serve_parity.py asserts it on a tiny model); a difference is
-printed with the first step where the two sides part.
+printed with the first step where the two sides part. Also printed: how many replies the
+openai policy had to repair (`extract_action` digging a call out of surrounding text,
+which the hf backend never does: a source of difference by design, so it is counted).
 
     python bench/serve_parity.py --model-dir models/warmup --n-tasks 30
 """
@@ -88,7 +90,8 @@ def main() -> int:
     ap.add_argument("--n-tasks", type=int, default=30, help="test tasks (a seeded sample)")
     ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
-    ap.add_argument("--concurrency", type=int, default=8, help="openai policy: requests in flight")
+    ap.add_argument("--concurrency", type=int, default=32,
+                    help="openai policy: requests in flight (32 = the server's default max batch)")
     ap.add_argument("--batch-size", type=int, default=64, help="episodes advanced together (both sides)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads, here and in the server (0 = default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -107,7 +110,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks, where = load_tasks(args.n_tasks, args.seed, args.tasks)
-    print(f"model: {args.model_dir}; tasks: {where}; greedy, max_new_tokens {args.max_new_tokens}")
+    print(f"model: {args.model_dir}; tasks: {where}; greedy, max_new_tokens {args.max_new_tokens}, "
+          f"openai concurrency {args.concurrency}")
     print(f"machine: {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, {load_note()}")
 
     port = free_port()
