@@ -37,9 +37,10 @@ class PolicySpec:
 
 
 def make_policy(spec: PolicySpec) -> Policy:
-    """Build a policy from its spec; it records `spec.name` in trajectories."""
+    """Build a policy from its spec; a labelled spec's label is what trajectories record."""
     policy = _build(spec)
-    policy.name = spec.name  # two hf models must not both be called "hf" in the benchmark
+    if spec.label:
+        policy.name = spec.label  # two hf models must not both be called "hf" in the benchmark
     return policy
 
 
