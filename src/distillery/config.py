@@ -308,7 +308,7 @@ class PghsFitConfig:
     lambda_l2: float = _f(1.0, "L2 penalty on leaf values")
     anchor: bool = _f(True, "with policies: boost from the policy prediction (init_score) as well as using policy features")
     cross_fit_folds: int = _f(5, "merchant folds for out-of-fold policy features on training rows (<2: in-sample)")
-    threads: int = _f(2, "LightGBM threads")
+    threads: int = _f(1, "LightGBM threads (OpenMP spin-waits: more threads than free cores is many times slower)")
 
 
 @dataclass
@@ -317,8 +317,9 @@ class PghsConfig:
 
     seeds: list[int] = _f([0, 1, 2], "each seed redraws the merchant split, the held-out strategies and model randomness")
     targets: list[str] = _f(["order_rate", "ctr"], "outcome rates simulated; the first is the headline metric")
-    val_fraction: float = _f(0.2, "share of merchants the fusion is fitted on")
-    test_fraction: float = _f(0.25, "share of merchants held out for evaluation")
+    folds: int = _f(4, "merchant folds per seed: every merchant is held out once (1 = one split of test_fraction)")
+    val_fraction: float = _f(0.2, "share of merchants the fusion is fitted on (drawn from the non-test ones)")
+    test_fraction: float = _f(0.25, "with folds = 1: share of merchants held out for evaluation")
     holdout_strategies: float = _f(0.2, "share of strategies removed from training (held-out strategies)")
     n_candidates: int = _f(8, "candidate strategies ranked per held-out merchant (counterfactual test)")
     fuse_method: str = _f("weights", "'weights' (alpha per group) or 'stacking' (linear model per group)")
@@ -337,5 +338,7 @@ class PghsConfig:
             raise ValueError("pghs.val_fraction and test_fraction must be in (0, 1) and sum below 1")
         if not 0 <= self.holdout_strategies < 1:
             raise ValueError("pghs.holdout_strategies must be in [0, 1)")
+        if self.folds < 1:
+            raise ValueError("pghs.folds must be at least 1")
         if self.fuse_method not in ("weights", "stacking"):
             raise ValueError(f"pghs.fuse_method must be 'weights' or 'stacking', not {self.fuse_method!r}")

@@ -13,7 +13,7 @@ from distillery.pghs.data import GroupDescription, World, generate
 MICRO_DATA: dict[str, Any] = {"n_merchants": 14, "n_periods": 8, "strategies_per_merchant": 3,
                               "n_strategy_templates": 6, "traffic": 20000.0}
 MICRO_PGHS: dict[str, Any] = {
-    "seeds": [0, 1], "targets": ["order_rate", "ctr"], "n_candidates": 4,
+    "seeds": [0, 1], "folds": 1, "targets": ["order_rate", "ctr"], "n_candidates": 4,
     "policies": {"max_bins": 3, "min_support": 5, "n_bootstrap": 5, "min_merchants": 2},
     "fit": {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 5, "cross_fit_folds": 2,
             "threads": 1},

@@ -65,7 +65,7 @@ def test_policies_bring_the_reasoner_closer_to_the_observed_rates(setup):
     for name, pol in (("textbook", None), ("policies", policies)):
         pred = RulesReasoner(groups, prior, ["order_rate"], pol).predict(cells)["pred_order_rate"]
         errors[name] = float(np.mean(np.abs(pred.to_numpy() - y) / y))
-    assert errors["policies"] < 0.5 * errors["textbook"]
+    assert errors["policies"] < 0.7 * errors["textbook"]
 
 
 def test_parse_reply_accepts_fenced_json_and_rejects_bad_rates():

@@ -77,22 +77,37 @@ class Split:
     held_out_strategies: list[str]
 
 
-def split(trajectories: pl.DataFrame, cfg: PghsConfig, seed: int) -> Split:
+def splits(trajectories: pl.DataFrame, cfg: PghsConfig, seed: int) -> list[Split]:
+    """The folds of one seed. With `folds` >= 2, merchants are dealt into that many test
+    folds (every merchant is held out exactly once per seed); each fold takes its
+    validation merchants at random from the rest and trains on the remainder. With
+    `folds` = 1, one random split with `test_fraction` held out. The held-out strategies
+    are drawn once per seed and removed from every fold's training rows."""
     rng = np.random.default_rng(seed)
     merchants = np.array(sorted(trajectories["merchant_id"].unique().to_list()))
     rng.shuffle(merchants)
     n = len(merchants)
-    n_test = max(1, round(cfg.test_fraction * n))
-    n_val = max(1, round(cfg.val_fraction * n))
-    if n - n_test - n_val < 2:
-        raise ValueError(f"pghs: {n} merchants leave fewer than 2 for training; lower "
-                         f"val_fraction/test_fraction or bring more merchants")
     strategies = np.array(sorted(trajectories["strategy_id"].unique().to_list()))
     rng.shuffle(strategies)
-    held = strategies[: int(round(cfg.holdout_strategies * len(strategies)))]
-    return Split(train=sorted(merchants[n_test + n_val:].tolist()),
-                 val=sorted(merchants[n_test: n_test + n_val].tolist()),
-                 test=sorted(merchants[:n_test].tolist()), held_out_strategies=sorted(held.tolist()))
+    held = sorted(strategies[: int(round(cfg.holdout_strategies * len(strategies)))].tolist())
+    tests = ([merchants[k::cfg.folds] for k in range(cfg.folds)] if cfg.folds >= 2
+             else [merchants[: max(1, round(cfg.test_fraction * n))]])
+    out = []
+    for test in tests:
+        rest = np.array([m for m in merchants if m not in set(test)])
+        rng.shuffle(rest)
+        n_val = max(1, round(cfg.val_fraction * n))
+        if len(rest) - n_val < 2:
+            raise ValueError(f"pghs: {n} merchants leave fewer than 2 for training; lower "
+                             f"val_fraction, raise folds or bring more merchants")
+        out.append(Split(train=sorted(rest[n_val:].tolist()), val=sorted(rest[:n_val].tolist()),
+                         test=sorted(test.tolist()), held_out_strategies=held))
+    return out
+
+
+def split(trajectories: pl.DataFrame, cfg: PghsConfig, seed: int) -> Split:
+    """The first fold of `splits` (convenience for a single train/val/test split)."""
+    return splits(trajectories, cfg, seed)[0]
 
 
 @dataclass
@@ -110,21 +125,29 @@ class SeedResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Fold:
+    tables: dict[str, pl.DataFrame]       # slice -> its cells plus "<method>:<target>" predictions
+    ranking: pl.DataFrame | None          # merchant x method: spearman, top1, regret
+    fusion: dict[str, Any]
+    counts: dict[str, int]
+    simulator: Simulator | None
+    policies: PolicySet
+
+
 def _error(pred: np.ndarray, y: np.ndarray) -> float:
     ok = y > 0
     return float(np.mean(np.abs(pred[ok] - y[ok]) / y[ok])) if ok.any() else float("nan")
 
 
-def run_seed(trajectories: pl.DataFrame, groups: Sequence[GroupDescription], world: World | None,
-             cfg: PghsConfig, seed: int, client: Any = None, keep: bool = False) -> SeedResult:
-    """One full run: split, mine, fit, fuse, score. `keep` also returns predictions and the
-    fitted simulator (for plots and for `distillery simulate`)."""
-    t0 = time.perf_counter()
+def run_fold(trajectories: pl.DataFrame, cells: pl.DataFrame, groups: Sequence[GroupDescription],
+             world: World | None, cfg: PghsConfig, seed: int, sp: Split, client: Any = None,
+             keep: bool = False) -> _Fold:
+    """Mine, fit both branches with and without policies, fuse on the validation merchants,
+    and predict every evaluation slice (and the ranking candidates) with every method."""
     targets = cfg.targets
-    sp = split(trajectories, cfg, seed)
     held = pl.col("strategy_id").is_in(sp.held_out_strategies)
     rows = trajectories.filter(pl.col("merchant_id").is_in(sp.train) & ~held)
-    cells = to_cells(trajectories)
     val = cells.filter(pl.col("merchant_id").is_in(sp.val))
     slices = {
         "test_merchants": cells.filter(pl.col("merchant_id").is_in(sp.test)),
@@ -144,7 +167,7 @@ def run_seed(trajectories: pl.DataFrame, groups: Sequence[GroupDescription], wor
     ranking_q = _ranking_queries(world, groups, sp.test, cfg.n_candidates, seed) if world else None
     parts = {"val": val, **slices}
     if ranking_q is not None:
-        parts["ranking"] = ranking_q
+        parts[COUNTERFACTUAL[0]] = ranking_q
     cols = ["merchant_id", "merchant_category", "merchant_rating", "merchant_price_level",
             "strategy_id", *STRATEGY_FEATURES, "user_group"]
     everything = pl.concat([p.select(cols).with_columns(pl.lit(k).alias("_part"))
@@ -165,58 +188,75 @@ def run_seed(trajectories: pl.DataFrame, groups: Sequence[GroupDescription], wor
             branch, guided = SINGLE[name]
             return part(preds[(branch, guided)], frame_part)
         rg, fg = FUSED[name]
-        base = part(everything, frame_part)
-        return fusions[name].apply(base, part(preds[("reason", rg)], frame_part),
+        return fusions[name].apply(part(everything, frame_part), part(preds[("reason", rg)], frame_part),
                                    part(preds[("fit", fg)], frame_part), targets)
 
-    errors: dict[str, dict[str, dict[str, float]]] = {}
-    group_errors: dict[str, dict[str, float]] = {}
-    head = targets[0]
-    test_table = slices["test_merchants"]
-    for name in METHODS:
-        errors[name] = {}
-        for sname, frame in slices.items():
-            p = method_preds(name, sname)
-            errors[name][sname] = {t: _error(p[f"pred_{t}"].to_numpy(), frame[t].to_numpy())
-                                   for t in targets}
-        p = method_preds(name, "test_merchants")
-        test_table = test_table.with_columns(p[f"pred_{head}"].alias(f"{name}"))
-        group_errors[name] = {
-            g: _error(p.filter(pl.col("user_group") == g)[f"pred_{head}"].to_numpy(),
-                      slices["test_merchants"].filter(pl.col("user_group") == g)[head].to_numpy())
-            for g in sorted(set(slices["test_merchants"]["user_group"].to_list()))}
-
-    ranking = {}
+    tables = {}
+    for sname, frame in slices.items():
+        tables[sname] = frame.with_columns(
+            [method_preds(m, sname)[f"pred_{t}"].alias(f"{m}:{t}") for m in METHODS for t in targets])
+    ranking = None
     if ranking_q is not None:
         truth = true_rates(world, ranking_q)
-        for name in METHODS:
-            p = method_preds(name, "ranking")
-            errors[name][COUNTERFACTUAL[0]] = {
-                t: _error(p[f"pred_{t}"].to_numpy(), truth[t].to_numpy()) for t in targets}
-            ranking[name] = _rank_scores(ranking_q, truth[head].to_numpy(),
-                                         method_preds(name, "ranking")[f"pred_{head}"].to_numpy(),
-                                         prior.group_mix)
-
-    result = SeedResult(
-        seed=seed, errors=errors, group_errors=group_errors, ranking=ranking,
-        fusion={k: v.to_json() for k, v in fusions.items()},
-        counts={"train_merchants": len(sp.train), "val_merchants": len(sp.val),
-                "test_merchants": len(sp.test), "held_out_strategies": len(sp.held_out_strategies),
-                "train_trajectories": rows.height, "val_cells": val.height,
-                **{f"{k}_cells": v.height for k, v in slices.items()},
-                "policies": len(policies.policies),
-                "ranking_merchants": len(sp.test) if ranking_q is not None else 0},
-        seconds=round(time.perf_counter() - t0, 2),
-    )
+        tables[COUNTERFACTUAL[0]] = truth.with_columns(
+            [method_preds(m, COUNTERFACTUAL[0])[f"pred_{t}"].alias(f"{m}:{t}")
+             for m in METHODS for t in targets])
+        head = targets[0]
+        ranking = pl.concat([
+            _rank_scores(ranking_q, truth[head].to_numpy(),
+                         method_preds(m, COUNTERFACTUAL[0])[f"pred_{head}"].to_numpy(),
+                         prior.group_mix).with_columns(pl.lit(m).alias("method"))
+            for m in METHODS])
+    simulator = None
     if keep:
-        result.predictions = test_table
-        result.policies = policies
-        result.simulator = Simulator(
+        simulator = Simulator(
             targets=list(targets), groups=list(groups), prior=prior, policies=policies,
             fit=fits[True], fusion=fusions["pghs"], backend=cfg.reason.backend, llm=cfg.reason.llm,
             merchants=merchants_table(trajectories),
             meta={"seed": seed, "train_merchants": sp.train, "val_merchants": sp.val,
                   "test_merchants": sp.test, "held_out_strategies": sp.held_out_strategies})
+    counts = {"train_merchants": len(sp.train), "val_merchants": len(sp.val),
+              "test_merchants": len(sp.test), "held_out_strategies": len(sp.held_out_strategies),
+              "train_trajectories": rows.height, "val_cells": val.height,
+              "policies": len(policies.policies)}
+    return _Fold(tables, ranking, {k: v.to_json() for k, v in fusions.items()}, counts, simulator,
+                 policies)
+
+
+def run_seed(trajectories: pl.DataFrame, groups: Sequence[GroupDescription], world: World | None,
+             cfg: PghsConfig, seed: int, client: Any = None, keep: bool = False) -> SeedResult:
+    """Every fold of one seed, scored on the pooled held-out cells (each merchant is held
+    out once). `keep` also returns the pooled predictions and the first fold's simulator
+    (for plots and for `distillery simulate`)."""
+    t0 = time.perf_counter()
+    targets, head = cfg.targets, cfg.targets[0]
+    cells = to_cells(trajectories)
+    folds = [run_fold(trajectories, cells, groups, world, cfg, seed, sp, client, keep and k == 0)
+             for k, sp in enumerate(splits(trajectories, cfg, seed))]
+    pooled = {s: pl.concat([f.tables[s] for f in folds], how="vertical")
+              for s in folds[0].tables}
+    errors = {m: {s: {t: _error(tab[f"{m}:{t}"].to_numpy(), tab[t].to_numpy()) for t in targets}
+                  for s, tab in pooled.items()} for m in METHODS}
+    test = pooled["test_merchants"]
+    group_errors = {m: {g: _error(sub[f"{m}:{head}"].to_numpy(), sub[head].to_numpy())
+                        for (g,), sub in sorted(test.group_by("user_group"))} for m in METHODS}
+    ranking = {}
+    if folds[0].ranking is not None:
+        per = pl.concat([f.ranking for f in folds])
+        for m in METHODS:
+            sub = per.filter(pl.col("method") == m)
+            ranking[m] = {"spearman": float(sub["spearman"].drop_nans().mean()),
+                          "top1": float(sub["top1"].mean()), "regret": float(sub["regret"].mean())}
+    counts = dict(folds[0].counts)
+    counts.update(folds=len(folds), **{f"{s}_cells": t.height for s, t in pooled.items()},
+                  ranking_merchants=per.filter(pl.col("method") == "pghs").height if ranking else 0)
+    result = SeedResult(seed=seed, errors=errors, group_errors=group_errors, ranking=ranking,
+                        fusion=folds[0].fusion, counts=counts,
+                        seconds=round(time.perf_counter() - t0, 2))
+    if keep:
+        result.predictions = test.rename({f"{m}:{head}": m for m in METHODS})
+        result.simulator = folds[0].simulator
+        result.policies = folds[0].policies
     return result
 
 
@@ -237,23 +277,21 @@ def _ranking_queries(world: World, groups: Sequence[GroupDescription], merchants
 
 
 def _rank_scores(q: pl.DataFrame, truth: np.ndarray, pred: np.ndarray,
-                 mix: dict[str, float]) -> dict[str, float]:
-    """Mean Spearman, top-1 agreement and mean regret of the predicted best strategy, over
-    merchants; each strategy is valued by the group-mix-weighted rate."""
+                 mix: dict[str, float]) -> pl.DataFrame:
+    """Per merchant: Spearman, top-1 agreement and regret of the predicted best strategy;
+    each strategy is valued by the group-mix-weighted rate."""
     w = np.array([mix.get(g, 0.0) for g in q["user_group"].to_list()])
     values = (q.select("merchant_id", "strategy_id")
               .with_columns(pl.Series("t", truth * w), pl.Series("p", pred * w))
               .group_by("merchant_id", "strategy_id").agg(pl.col("t", "p").sum()))
-    rhos, top1, regret = [], [], []
-    for _, g in values.group_by("merchant_id"):
+    rows = []
+    for (merchant,), g in values.group_by("merchant_id"):
         t, p = g["t"].to_numpy(), g["p"].to_numpy()
-        rho = spearman(t, p)
-        if np.isfinite(rho):
-            rhos.append(rho)
-        top1.append(float(np.argmax(t) == np.argmax(p)))
-        regret.append(float(1 - t[np.argmax(p)] / t.max()))
-    return {"spearman": float(np.mean(rhos)) if rhos else float("nan"),
-            "top1": float(np.mean(top1)), "regret": float(np.mean(regret))}
+        rows.append({"merchant_id": merchant, "spearman": spearman(t, p),
+                     "top1": float(np.argmax(t) == np.argmax(p)),
+                     "regret": float(1 - t[np.argmax(p)] / t.max())})
+    return pl.DataFrame(rows, schema={"merchant_id": pl.String, "spearman": pl.Float64,
+                                      "top1": pl.Float64, "regret": pl.Float64})
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,7 +320,7 @@ def run_experiment(trajectories: pl.DataFrame, groups: Sequence[GroupDescription
 def summarize(results: list[SeedResult], cfg: PghsConfig) -> dict[str, Any]:
     head = cfg.targets[0]
     slices = dict(SLICES)
-    if COUNTERFACTUAL[0] in results[0].errors["pghs"]:
+    if COUNTERFACTUAL[0] in results[0].errors["pghs"]:  # only with a known world
         slices[COUNTERFACTUAL[0]] = COUNTERFACTUAL[1]
     errors = {m: {s: {t: _stat([r.errors[m][s][t] for r in results]) for t in cfg.targets}
                   for s in slices} for m in METHODS}

@@ -103,6 +103,8 @@ class Policy:
     confidence: float
     reference: str = ""             # what a context/response effect is relative to
     n_merchants: int = 0
+    center: float | None = None     # numeric response: typical value where the condition holds
+    reference_center: float | None = None   # ... and where the reference holds
 
     @property
     def direction(self) -> str:
@@ -373,17 +375,28 @@ def _group_policies(rows: pl.DataFrame, group: str, target: str, cfg: PghsPolici
                   confidence=1.0, n_merchants=n)]
     for j, col in enumerate(ctx.columns):
         covered = _matrix(per, [col])[:, 0] > 0
+        center = float(per[col.feature].to_numpy()[covered].mean()) \
+            if col.feature in CONTEXT_NUMERIC and covered.any() else None
         out.append(Policy(policy_id=f"{group}/{target}/{col.name}", kind="context", group=group,
                           target=target, feature=col.feature, conditions=col.clauses,
                           effect=float(ctx.beta[j]), support=int(rows_per[covered].sum()),
                           confidence=float(ctx.confidence[j]), reference=col.reference,
-                          n_merchants=int(covered.sum())))
+                          n_merchants=int(covered.sum()), center=center))
     for j, col in enumerate(resp.columns):
+        center = ref_center = None
+        if col.feature in NUMERIC_STRATEGY:
+            x = rows[col.feature].to_numpy().astype(float)
+            covered = _matrix(rows, [col])[:, 0] > 0
+            lowest = min(c.value for k in resp_cols if k.feature == col.feature
+                         for c in k.clauses if c.op == ">")
+            center = float(x[covered].mean()) if covered.any() else None
+            ref_center = float(x[x <= lowest].mean()) if (x <= lowest).any() else float(lowest)
         out.append(Policy(policy_id=f"{group}/{target}/{col.name}", kind="response", group=group,
                           target=target, feature=col.feature, conditions=col.clauses,
                           effect=float(resp.beta[j]), support=int(resp.support[j]),
                           confidence=float(resp.confidence[j]), reference=col.reference,
-                          n_merchants=int(resp.merchants[j])))
+                          n_merchants=int(resp.merchants[j]), center=center,
+                          reference_center=ref_center))
     kept = {"response": [asdict(c) for c in resp.columns], "context": [asdict(c) for c in ctx.columns]}
     return out, kept
 
@@ -469,3 +482,35 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
         new += [pl.Series(f"pol_{t}_{k}", np.where(covered, v, np.nan)).fill_nan(None)
                 for k, v in values.items()]
     return frame.with_columns(new)
+
+
+def interpolated_effects(policies: PolicySet, frame: pl.DataFrame, target: str
+                         ) -> dict[str, tuple[str, np.ndarray]]:
+    """Per numeric feature, the effect read *between* the stated policies: each policy's
+    effect placed at the typical value of its range and interpolated linearly, flat beyond
+    the outermost ones. That is how a reader of "20-30% off: +80%" and "30-40% off: +150%"
+    judges 32% off. Response policies are anchored at their reference range (effect 0);
+    context policies (merchant rating, price level) need at least two stated ranges.
+    Returns feature -> (kind, effect per row); rows of other groups get 0."""
+    groups = frame["user_group"].to_numpy()
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for kind, features in (("response", NUMERIC_STRATEGY), ("context", CONTEXT_NUMERIC)):
+        for f in features:
+            eff = np.zeros(frame.height)
+            used = False
+            x_all = frame[f].to_numpy().astype(float)
+            for group in policies.groups:
+                rows = groups == group
+                found = [p for p in policies.select(group, target, kind)
+                         if p.feature == f and p.center is not None]
+                points = {(p.center, p.effect) for p in found}
+                if kind == "response" and found:
+                    points.add((found[0].reference_center, 0.0))
+                if not rows.any() or len(points) < 2:
+                    continue
+                xs, ys = zip(*sorted(points), strict=True)
+                eff[rows] = np.interp(x_all[rows], xs, ys)
+                used = True
+            if used:
+                out[f] = (kind, eff)
+    return out
