@@ -13,7 +13,7 @@ fusion) scores candidate strategies for one merchant across every user group. Ba
 candidates in one call; the peer is the same simulator called once per strategy, the way a
 naive what-if loop would use it.
 
-    python bench/pghs_scale.py [--rows 1000000] [--rounds 100] [--repeats 2] [--strategies 5000]
+    python bench/pghs_scale.py [--rows 1000000] [--rounds 100] [--repeats 2] [--strategies 5000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def _world(rows: int, periods: int = 50) -> pl.DataFrame:
 def bench_training(frame: pl.DataFrame, rounds: int, repeats: int, threads: int) -> None:
     import lightgbm as lgb
     from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
 
     levels = {c: sorted(frame[c].unique().to_list()) for c in CATEGORICAL}
     x, _ = _features(frame, levels, None, "order_rate", False)
@@ -64,7 +65,8 @@ def bench_training(frame: pl.DataFrame, rounds: int, repeats: int, threads: int)
             max_iter=rounds, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20,
             max_bins=255, early_stopping=False, categorical_features=list(range(n_cat)),
             random_state=0)
-        hgb.fit(x, y, sample_weight=w)   # OpenMP: all cores, as lightgbm gets `threads`
+        with threadpool_limits(threads):          # the same OpenMP thread count as lightgbm
+            hgb.fit(x, y, sample_weight=w)
         times["sklearn_hgb"].append(time.perf_counter() - t)
     lg, sk = min(times["lightgbm"]), min(times["sklearn_hgb"])
     fit_err = float(np.sqrt(np.average((booster.predict(x) - y) ** 2, weights=w)))
@@ -128,7 +130,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--strategies", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    # One thread by default: OpenMP workers spin-wait, so on a machine shared with other
+    # work more threads than free cores can be many times slower, for both sides.
+    ap.add_argument("--threads", type=int, default=1, help=f"OpenMP threads for both (cores: {os.cpu_count()})")
     args = ap.parse_args()
     t = time.perf_counter()
     frame = _world(args.rows)
