@@ -69,7 +69,8 @@ def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Pa
         "",
         "**Group simulation error** = mean over cells (merchant, strategy, user group) of "
         "|predicted − observed| / observed, where the observed rate sums the counts over every "
-        "period the merchant ran that strategy. Definition and design: `docs/pghs.md`.",
+        "period the merchant ran that strategy. Definition, world and protocol: "
+        "[docs/pghs.md](../docs/pghs.md).",
         "",
         "## Error (%) by method and slice",
         "",
@@ -144,8 +145,10 @@ def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Pa
         lines += ["```"]
     c = summary["counts"]
     lines += ["", "## Data", "",
-              f"Seed {seeds[0]}: {c['train_merchants']} training, {c['val_merchants']} validation and "
-              f"{c['test_merchants']} test merchants; {c['held_out_strategies']} strategies held out "
-              f"of training; {c['train_trajectories']} training trajectories; {c['policies']} "
-              f"policies mined. Seconds per seed: {summary['seconds_per_seed']}.", ""]
+              f"Seed {seeds[0]}: {c.get('folds', 1)} merchant fold(s), each merchant held out once; "
+              f"first fold: {c['train_merchants']} training, {c['val_merchants']} validation and "
+              f"{c['test_merchants']} test merchants, {c['train_trajectories']} training "
+              f"trajectories, {c['policies']} policies mined; {c['held_out_strategies']} strategies "
+              f"held out of training. Pooled held-out cells: {c.get('test_merchants_cells')}. "
+              f"Seconds per seed: {summary['seconds_per_seed']}.", ""]
     return "\n".join(lines)
