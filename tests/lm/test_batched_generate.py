@@ -72,3 +72,18 @@ def test_a_row_that_stops_leaves_the_batch_with_its_stop_token():
     assert generate(model, [], stop_ids=[STOP], pad_id=PAD) == []
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[]], stop_ids=[STOP], pad_id=PAD)
+
+
+@pytest.mark.parametrize("chunk", [1, 12, 30])
+def test_chunked_prefill_into_one_preallocated_cache_changes_nothing(chunk):
+    """Rows prefilled in length-sorted chunks of different widths, then decoded together
+    from one right-aligned cache, give what one big prefill gives."""
+    model = tiny_model(0.5)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=16)
+    big = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[5, 6, 7, 8],
+                   prefill_chunk_tokens=10_000)
+    small = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[5, 6, 7, 8],
+                     prefill_chunk_tokens=chunk)
+    for a, b in zip(big, small, strict=True):
+        assert a.token_ids == b.token_ids and a.stopped == b.stopped
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
