@@ -89,3 +89,36 @@ def test_refit_keeps_conditions_and_moves_sizes(mined):
     assert set(a) == set(b)
     assert all(a[k].conditions == b[k].conditions for k in a)
     assert any(abs(a[k].effect - b[k].effect) > 1e-6 for k in a)
+
+
+def _hand_made() -> PolicySet:
+    from distillery.pghs.policies import Clause, Policy
+
+    def response(lo, hi, effect, center):
+        return Policy(policy_id=f"g/order_rate/d{lo}", kind="response", group="g",
+                      target="order_rate", feature="discount_depth",
+                      conditions=(Clause("discount_depth", ">", lo), Clause("discount_depth", "<=", hi)),
+                      effect=effect, support=100, confidence=1.0,
+                      reference="discount_depth <= 0.05", center=center, reference_center=0.02)
+
+    base = Policy(policy_id="g/order_rate/baseline", kind="baseline", group="g", target="order_rate",
+                  feature="", conditions=(), effect=float(np.log(0.01)), support=100, confidence=1.0)
+    return PolicySet([base, response(0.05, 0.25, 0.2, 0.15), response(0.25, 1.0, 0.6, 0.35)],
+                     targets=["order_rate"], groups=["g"])
+
+
+def test_interpolation_reads_between_policies_and_steps_without_it():
+    policies = _hand_made()
+    frame = pl.DataFrame({"user_group": ["g"] * 4 + ["other"], "discount_depth": [0.0, 0.25, 0.5, 0.085, 0.25],
+                          "delivery_fee": 3.0, "ad_spend": 0.0, "menu_breadth": 40,
+                          "coupon_type": "none", "merchant_rating": 4.0,
+                          "merchant_price_level": 20.0, "merchant_category": "pizza"})
+    smooth = apply_policies(policies, frame)["pol_order_rate_eff_discount_depth"].to_list()
+    # by hand: flat 0 below the reference's centre 0.02; 0.2 + (0.25-0.15)/(0.35-0.15)*0.4 = 0.4
+    # at 0.25; flat 0.6 beyond 0.35; 0.2 * (0.085-0.02)/(0.15-0.02) = 0.1 at 0.085
+    assert smooth[:4] == pytest.approx([0.0, 0.4, 0.6, 0.1])
+    assert smooth[4] is None                      # a group without policies
+    steps = apply_policies(policies, frame, interpolate=False)["pol_order_rate_eff_discount_depth"]
+    assert steps.to_list()[:4] == pytest.approx([0.0, 0.2, 0.6, 0.2])
+    pred = apply_policies(policies, frame)["pol_order_rate_pred"].to_list()
+    assert pred[1] == pytest.approx(np.log(0.01) + 0.4)

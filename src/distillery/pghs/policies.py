@@ -454,11 +454,14 @@ def policy_columns(target: str) -> list[str]:
     return [f"pol_{target}_{name}" for name in POLICY_FEATURES]
 
 
-def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
+def apply_policies(policies: PolicySet, frame: pl.DataFrame, interpolate: bool = True
+                   ) -> pl.DataFrame:
     """`frame` (rows with user_group, merchant and strategy features) plus, per target:
-    pol_<t>_base (log habitual level: baseline + fired context policies), _response (sum of
-    fired response effects), _pred (their sum: the policies' log-rate prediction), _n_fired
-    and one _eff_<feature> per strategy feature. Groups without policies get nulls."""
+    pol_<t>_base (log habitual level: baseline + context), _response (sum of the strategy
+    responses), _pred (their sum: the policies' log-rate prediction), _n_fired (response
+    policies whose condition holds) and one _eff_<feature> per strategy feature. Numeric
+    conditions are read between the policies (`interpolated_effects`) unless `interpolate`
+    is off (then each policy is a step). Groups without policies get nulls."""
     groups = frame["user_group"].to_numpy()
     # Columns as arrays once: hundreds of policies read the same few columns.
     needed = {c.feature for p in policies.policies for c in p.conditions}
@@ -467,6 +470,7 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
     for t in policies.targets:
         covered = np.isin(groups, [p.group for p in policies.select(target=t, kind="baseline")])
         base = np.zeros(frame.height)
+        context = {f: np.zeros(frame.height) for f in CONTEXT_NUMERIC}
         eff = {f: np.zeros(frame.height) for f in EFFECT_FEATURES}
         fired = np.zeros(frame.height)
         for p in policies.select(target=t):
@@ -474,8 +478,15 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
             if p.kind == "response":
                 eff[p.feature][m] += p.effect
                 fired += m
+            elif p.feature in context:
+                context[p.feature][m] += p.effect
             else:
                 base[m] += p.effect
+        if interpolate:
+            for f, (_, rows, smooth) in interpolated_effects(policies, frame, t).items():
+                target_map = eff if f in eff else context
+                target_map[f] = np.where(rows, smooth, target_map[f])
+        base = base + sum(context.values())
         response = sum(eff.values())
         values = {"base": base, "response": response, "pred": base + response, "n_fired": fired,
                   **{f"eff_{f}": eff[f] for f in EFFECT_FEATURES}}
@@ -485,19 +496,19 @@ def apply_policies(policies: PolicySet, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def interpolated_effects(policies: PolicySet, frame: pl.DataFrame, target: str
-                         ) -> dict[str, tuple[str, np.ndarray]]:
+                         ) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """Per numeric feature, the effect read *between* the stated policies: each policy's
     effect placed at the typical value of its range and interpolated linearly, flat beyond
     the outermost ones. That is how a reader of "20-30% off: +80%" and "30-40% off: +150%"
     judges 32% off. Response policies are anchored at their reference range (effect 0);
     context policies (merchant rating, price level) need at least two stated ranges.
-    Returns feature -> (kind, effect per row); rows of other groups get 0."""
+    Returns feature -> (kind, rows it applies to, effect per row)."""
     groups = frame["user_group"].to_numpy()
-    out: dict[str, tuple[str, np.ndarray]] = {}
+    out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
     for kind, features in (("response", NUMERIC_STRATEGY), ("context", CONTEXT_NUMERIC)):
         for f in features:
             eff = np.zeros(frame.height)
-            used = False
+            applies = np.zeros(frame.height, dtype=bool)
             x_all = frame[f].to_numpy().astype(float)
             for group in policies.groups:
                 rows = groups == group
@@ -510,7 +521,7 @@ def interpolated_effects(policies: PolicySet, frame: pl.DataFrame, target: str
                     continue
                 xs, ys = zip(*sorted(points), strict=True)
                 eff[rows] = np.interp(x_all[rows], xs, ys)
-                used = True
-            if used:
-                out[f] = (kind, eff)
+                applies |= rows
+            if applies.any():
+                out[f] = (kind, applies, eff)
     return out

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from distillery.config import PghsLLMConfig
 from distillery.pghs import prompts
 from distillery.pghs.data import MERCHANT_FEATURES, STRATEGY_FEATURES, GroupDescription
-from distillery.pghs.policies import PolicySet, apply_policies, interpolated_effects
+from distillery.pghs.policies import PolicySet, apply_policies
 
 # What a reasoner "knows" without data: textbook demand response, applied to everyone.
 TEXTBOOK = {
@@ -136,14 +136,6 @@ class RulesReasoner:
         out = []
         for t in self.targets:
             pred = composed[f"pol_{t}_pred"].to_numpy().astype(float)
-            # Numeric conditions are read between the policies (interpolated), not as steps:
-            # swap each feature's stepped effect for its interpolated one.
-            for f, (kind, smooth) in interpolated_effects(self.policies, frame, t).items():
-                step = np.zeros(frame.height)
-                for p in self.policies.select(target=t, kind=kind):
-                    if p.feature == f:
-                        step += np.where(p.fires(frame), p.effect, 0.0)
-                pred = pred - step + smooth
             # A group the policies do not cover (none of its trajectories in training) falls
             # back to the textbook rather than to nothing.
             out.append(pl.Series(f"pred_{t}", np.where(np.isfinite(pred), np.exp(pred), book[t])))
