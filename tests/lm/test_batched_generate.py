@@ -87,3 +87,28 @@ def test_chunked_prefill_into_one_preallocated_cache_changes_nothing(chunk):
     for a, b in zip(big, small, strict=True):
         assert a.token_ids == b.token_ids and a.stopped == b.stopped
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+
+
+def test_reusing_an_episodes_prefix_states_changes_nothing():
+    """A second call whose prompts extend (or diverge from) the first call's sequences
+    reuses their cached K/V and gives what a from-scratch call gives."""
+    from distillery.lm.generate import PrefixState
+
+    model = tiny_model(0.5)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6)
+    first = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[1, 2, 3, 4],
+                     return_states=True)
+    for p, g in zip(PROMPTS, first, strict=True):
+        assert isinstance(g.state, PrefixState) and g.state.ids == list(p) + g.token_ids[:-1]
+        assert g.state.keys[0].shape[1] == len(g.state.ids)
+    nxt = [list(PROMPTS[0]) + first[0].token_ids + [20, 21, 22],      # extends the whole sequence
+           list(PROMPTS[1]) + [33, 34],                                # diverges after the prompt
+           [44, 45, 46, 47, 48 % VOCAB, 9],                            # shares nothing
+           list(PROMPTS[3])[:2]]                                       # a prefix of the old prompt
+    prefixes = [first[0].state, first[1].state, first[2].state, first[3].state]
+    reused = generate(model, nxt, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[7, 8, 9, 10],
+                      prefixes=prefixes)
+    scratch = generate(model, nxt, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[7, 8, 9, 10])
+    for a, b in zip(reused, scratch, strict=True):
+        assert a.token_ids == b.token_ids and a.stopped == b.stopped
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)

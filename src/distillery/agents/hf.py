@@ -17,7 +17,7 @@ import torch
 
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids
 from distillery.envs.base import tool_specs
-from distillery.lm.generate import Generation, SamplingConfig, generate
+from distillery.lm.generate import Generation, PrefixState, SamplingConfig, generate
 from distillery.types import ActionOutput, Context
 
 
@@ -46,6 +46,7 @@ class HFPolicy:
         device: str = "auto",
         model: Any = None,
         tokenizer: Any = None,
+        reuse_prefix: bool = True,
     ) -> None:
         """Load `model_dir` (a directory written by lm.model.save_model_dir, or any local
         checkpoint), or use an already-loaded `model`/`tokenizer` pair (training loops)."""
@@ -67,6 +68,10 @@ class HFPolicy:
             stops.add(tokenizer.convert_tokens_to_ids(MARKERS["end"]))
         self.stop_ids = sorted(s for s in stops if s is not None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        # Each episode's prompt at step t+1 starts with its prompt and action at step t:
+        # keep their K/V and prefill only the new observation (most of a CPU step otherwise).
+        self.reuse_prefix = reuse_prefix
+        self._states: dict[str, PrefixState] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"model_dir": self.model, "sampling": asdict(self.sampling), "prompt": asdict(self.prompt)}
@@ -80,8 +85,15 @@ class HFPolicy:
 
     def act(self, contexts: Sequence[Context]) -> list[ActionOutput]:
         prompts = self.prompt_ids(contexts)
+        prefixes = [self._states.get(c.episode_id) for c in contexts] if self.reuse_prefix else None
         gens = generate(self.lm, prompts, stop_ids=self.stop_ids, pad_id=self.pad_id,
-                        sampling=self.sampling, seeds=[_row_seed(c) for c in contexts])
+                        sampling=self.sampling, seeds=[_row_seed(c) for c in contexts],
+                        prefixes=prefixes, return_states=self.reuse_prefix)
+        if self.reuse_prefix:
+            # Episodes absent from this call have ended (the rollout engine sends every
+            # live episode each step): their states go.
+            self._states = {c.episode_id: g.state for c, g in zip(contexts, gens, strict=True)
+                            if g.state is not None}
         return [
             ActionOutput(
                 text=self.decode(g), tokens_in=len(p), tokens_out=len(g.token_ids),

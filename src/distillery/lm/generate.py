@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -44,6 +43,7 @@ class Generation:
     token_ids: list[int]         # generated tokens, the stop token included if it was hit
     logprobs: list[float]        # log p(token) under the model, one per generated token
     stopped: bool                # hit a stop token (False: ran out of max_new_tokens)
+    state: PrefixState | None = None   # with return_states: K/V to reuse on the next call
 
 
 def _choose(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Generator]) -> torch.Tensor:
@@ -100,44 +100,135 @@ def _preallocated_layer_class() -> type:
     return PreallocatedLayer
 
 
-def _prefill(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-             extra: int, chunk_tokens: int) -> tuple[Any, torch.Tensor]:
-    """Prefill left-padded rows (already sorted by length) chunk by chunk; return one cache
-    holding every row right-aligned at the full width, with room for `extra` tokens, and the
-    last position's logits of every row."""
+@dataclass
+class PrefixState:
+    """Key/value states of a token sequence a row already processed (one episode's last
+    prompt and action): a later prompt that starts with the same tokens reuses them and
+    prefills only what is new. `keys`/`values` hold one [kv_heads, len(ids), head_dim]
+    tensor per layer."""
+
+    ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Filled:
+    """Rows after their prefill: per-layer K/V right-aligned in [rows, h, width, d], the
+    attention mask over that width, and each row's last-position logits."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    logits: torch.Tensor
+
+
+def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+                   chunk_tokens: int) -> _Filled:
+    """Prefill rows from scratch, longest first, in chunks of similar length (little
+    padding; attention matrices that stay in cache)."""
     from transformers import DynamicCache
 
-    n, width = ids.shape
+    n = len(prompts)
+    width = max(len(p) for p in prompts)
+    lengths = [len(p) for p in prompts]
     ckw = cache_kwarg(model)
-    lengths = mask.sum(-1).tolist()
-    layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+    keys: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    mask = torch.zeros((n, width), dtype=torch.long, device=device)
     logits = []
     start = 0
     while start < n:
         # A chunk is as many rows as fit `chunk_tokens` at the width of its longest row.
-        w = int(max(lengths[start:start + 1]))
+        w = lengths[start]
         stop = start + 1
         while stop < n and (stop - start + 1) * max(w, lengths[stop]) <= chunk_tokens:
             w = max(w, lengths[stop])
             stop += 1
-        sl = slice(start, stop)
+        ids = torch.full((stop - start, w), pad_id, dtype=torch.long)
+        m = torch.zeros((stop - start, w), dtype=torch.long)
+        for r in range(start, stop):
+            ids[r - start, w - lengths[r]:] = torch.tensor(list(prompts[r]), dtype=torch.long)
+            m[r - start, w - lengths[r]:] = 1
+        ids, m = ids.to(device), m.to(device)
+        pos = (m.cumsum(-1) - 1).clamp(min=0)
         part = DynamicCache()
-        out = model(input_ids=ids[sl, width - w:], attention_mask=mask[sl, width - w:],
-                    position_ids=pos[sl, width - w:], use_cache=True, logits_to_keep=1, **{ckw: part})
+        out = model(input_ids=ids, attention_mask=m, position_ids=pos, use_cache=True, logits_to_keep=1,
+                    **{ckw: part})
         logits.append(out.logits[:, -1, :])
         for li, layer in enumerate(part.layers):
-            k, v = layer.keys, layer.values
-            if len(layers) <= li:
-                shape = (n, k.shape[1], width + extra, k.shape[3])
-                layers.append((k.new_zeros(shape), v.new_zeros(shape)))
-            layers[li][0][sl, :, width - w: width] = k
-            layers[li][1][sl, :, width - w: width] = v
+            if len(keys) <= li:
+                shape = (n, layer.keys.shape[1], width, layer.keys.shape[3])
+                keys.append(layer.keys.new_zeros(shape))
+                values.append(layer.values.new_zeros(shape))
+            keys[li][start:stop, :, width - w:] = layer.keys
+            values[li][start:stop, :, width - w:] = layer.values
+        mask[start:stop, width - w:] = m
         start = stop
+    return _Filled(keys, values, mask, torch.cat(logits))
+
+
+def _prefill_extend(model: torch.nn.Module, prompts: Sequence[Sequence[int]], states: Sequence[PrefixState],
+                    reuse: Sequence[int], pad_id: int, device: torch.device) -> _Filled:
+    """Rows whose first `reuse[i]` tokens have cached K/V: lay those out right-aligned at
+    width P, then run only the new tokens (right-aligned after them, positions continuing
+    each row's own count) through the model once."""
+    n = len(prompts)
+    P = max(reuse)
+    S = max(len(p) - r for p, r in zip(prompts, reuse, strict=True))
+    n_layers = len(states[0].keys)
+    h, d = states[0].keys[0].shape[0], states[0].keys[0].shape[2]
+    dtype = states[0].keys[0].dtype
+    keys = [torch.zeros((n, h, P + S, d), dtype=dtype, device=device) for _ in range(n_layers)]
+    values = [torch.zeros((n, h, P + S, d), dtype=dtype, device=device) for _ in range(n_layers)]
+    mask = torch.zeros((n, P + S), dtype=torch.long, device=device)
+    ids = torch.full((n, S), pad_id, dtype=torch.long)
+    pos = torch.zeros((n, S), dtype=torch.long)
+    for i, (p, st, r) in enumerate(zip(prompts, states, reuse, strict=True)):
+        for li in range(n_layers):
+            keys[li][i, :, P - r:P] = st.keys[li][:, :r]
+            values[li][i, :, P - r:P] = st.values[li][:, :r]
+        mask[i, P - r:P] = 1
+        s = len(p) - r
+        ids[i, S - s:] = torch.tensor(list(p[r:]), dtype=torch.long)
+        pos[i, S - s:] = torch.arange(r, len(p))
+        mask[i, P + S - s:] = 1
     layer_cls = _preallocated_layer_class()
+    from transformers import DynamicCache
+
     cache = DynamicCache()
-    cache.layers = [layer_cls(bufs, width) for bufs in layers]
+    cache.layers = [layer_cls((k, v), P) for k, v in zip(keys, values, strict=True)]
     cache.layer_class_to_replicate = None
-    return cache, torch.cat(logits)
+    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=True,
+                logits_to_keep=1, **{cache_kwarg(model): cache})
+    return _Filled(keys, values, mask, out.logits[:, -1, :])
+
+
+def _merge(parts: Sequence[_Filled], extra: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Stack groups of rows, right-aligned at the widest, with room for `extra` tokens."""
+    width = max(p.mask.shape[1] for p in parts)
+    n = sum(p.mask.shape[0] for p in parts)
+    ref = parts[0].keys
+    keys = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
+    values = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
+    mask = parts[0].mask.new_zeros((n, width))
+    row = 0
+    for p in parts:
+        m, w = p.mask.shape
+        for li in range(len(ref)):
+            keys[li][row:row + m, :, width - w:width] = p.keys[li]
+            values[li][row:row + m, :, width - w:width] = p.values[li]
+        mask[row:row + m, width - w:] = p.mask
+        row += m
+    return keys, values, mask, torch.cat([p.logits for p in parts])
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -158,10 +249,16 @@ def generate(
     sampling: SamplingConfig = SamplingConfig(),
     seeds: Sequence[int] | None = None,
     prefill_chunk_tokens: int = 4096,
+    prefixes: Sequence[PrefixState | None] | None = None,
+    return_states: bool = False,
 ) -> list[Generation]:
     """Generate a continuation for every prompt (lists of token ids) in one batch.
 
     `prefill_chunk_tokens` bounds the padded tokens of one prefill forward pass.
+    `prefixes[i]`, when given, holds K/V of tokens row i processed before; the longest
+    common prefix with `prompts[i]` is reused instead of recomputed. With `return_states`,
+    each Generation carries the PrefixState of its prompt and generated tokens (all but the
+    last, which was sampled but never fed back), to pass as its next call's prefix.
     """
     n = len(prompts)
     if n == 0:
@@ -170,42 +267,57 @@ def generate(
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
     seeds = list(seeds) if seeds is not None else list(range(n))
-    # Rows are processed longest first (so prefill chunks hold similar lengths); `rows`
-    # maps each live row back to its prompt's index.
-    order = sorted(range(n), key=lambda i: -len(prompts[i]))
     gens = {i: torch.Generator().manual_seed(int(seeds[i]) & 0x7FFFFFFFFFFFFFFF) for i in range(n)}
-    width = len(prompts[order[0]])
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for j, i in enumerate(order):
-        p = prompts[i]
-        ids[j, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[j, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    stops = torch.tensor(sorted(set(stop_ids)), device=device)
+    prefixes = list(prefixes) if prefixes is not None else [None] * n
+    # Reuse at most all but the last prompt token: its logits are needed.
+    reuse = [min(_common_prefix(st.ids, p), len(p) - 1) if st is not None else 0
+             for st, p in zip(prefixes, prompts, strict=True)]
+    fresh = sorted((i for i in range(n) if reuse[i] == 0), key=lambda i: -len(prompts[i]))
+    cont = [i for i in range(n) if reuse[i] > 0]
 
     was_training = model.training
     model.eval()
+    parts = []
+    if fresh:
+        parts.append(_prefill_fresh(model, [prompts[i] for i in fresh], pad_id, device, prefill_chunk_tokens))
+    if cont:
+        parts.append(_prefill_extend(model, [prompts[i] for i in cont], [prefixes[i] for i in cont],
+                                     [reuse[i] for i in cont], pad_id, device))
+    keys, values, mask, first_logits = _merge(parts, sampling.max_new_tokens)
+    layer_cls = _preallocated_layer_class()
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = [layer_cls((k, v), mask.shape[1]) for k, v in zip(keys, values, strict=True)]
+    cache.layer_class_to_replicate = None
     ckw = cache_kwarg(model)
-    cache, first_logits = _prefill(model, ids, mask, pos, sampling.max_new_tokens, prefill_chunk_tokens)
-    rows = torch.tensor(order, device=device)      # original index of each live row
-    last_pos = pos[:, -1]
+    rows = torch.tensor(fresh + cont, device=device)   # original index of each live row
+    last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)
+    stops = torch.tensor(sorted(set(stop_ids)), device=device)
     results = [Generation([], [], False) for _ in range(n)]
     out = None
-    for _ in range(sampling.max_new_tokens):
+    for step in range(sampling.max_new_tokens):
         logits = (first_logits if out is None else out.logits[:, -1, :]).float()
         logp = logits.log_softmax(-1)
         tok = _choose(logits, sampling, [gens[int(r)] for r in rows.tolist()])
         tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
         hit = torch.isin(tok, stops)
+        last = step == sampling.max_new_tokens - 1
         for j, r in enumerate(rows.tolist()):
             results[r].token_ids.append(int(tok[j]))
             results[r].logprobs.append(float(tok_logp[j]))
             if hit[j]:
                 results[r].stopped = True
+            if return_states and (hit[j] or last):
+                # The row's real positions, in order: its prompt and all generated tokens
+                # but the one just sampled.
+                real = mask[j].nonzero().squeeze(-1)
+                results[r].state = PrefixState(
+                    ids=list(prompts[r]) + results[r].token_ids[:-1],
+                    keys=[layer.keys[j].index_select(1, real).clone() for layer in cache.layers],
+                    values=[layer.values[j].index_select(1, real).clone() for layer in cache.layers])
         keep = (~hit).nonzero().squeeze(-1)
-        if keep.numel() == 0:
+        if keep.numel() == 0 or last:
             break
         if keep.numel() < rows.numel():
             cache.batch_select_indices(keep)
