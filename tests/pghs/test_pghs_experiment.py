@@ -71,6 +71,14 @@ def test_summary_has_every_method_slice_and_the_criterion(ran):
     assert "test_merchants_counterfactual" in summary["slices"]
     assert [c["compared_with"] for c in summary["criterion"]] == list(COMPARED)
     assert {"spearman", "top1", "regret"} <= set(summary["ranking"]["pghs"])
+    pghs = summary["errors"]["pghs"]["test_merchants"]["order_rate"]["per_seed"]
+    for c in summary["criterion"]:
+        other = summary["errors"][c["compared_with"]]["test_merchants"]["order_rate"]["per_seed"]
+        diffs = [o - p for o, p in zip(other, pghs, strict=True)]
+        assert c["paired_differences"] == pytest.approx(diffs)
+        assert c["paired_margin"] == pytest.approx(c["margin"])   # mean of differences
+        assert c["holds"] == (c["paired_margin"] > c["paired_spread"])
+        assert c["holds_unpaired"] == (c["margin"] > c["spread"])
     rows = claims(summary)
     assert rows and all(set(r) == CLAIM_KEYS and isinstance(r["holds"], bool) for r in rows)
     json.dumps(summary)
