@@ -19,6 +19,14 @@ from tests.conftest import REPO
 MICRO = {
     "tasks": {"n_train_per_family": 2, "n_test_per_family": 2, "random_probes": 1},
     "collect": {"batch_size": 16, "executor": {"kind": "process", "workers": 2, "address": ""}},
+    "warmup": {
+        "tokenizer": {"vocab_size": 1024},
+        "model": {"hidden_size": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "intermediate_size": 64},
+        "train": {"max_steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, "save_every": 6,
+                  "num_threads": 1},
+    },
+    "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
+    "rollout": {"k": 2},
 }
 
 

@@ -21,6 +21,15 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
     assert len(families) >= 8
     assert all(bench["oracle"][f]["success_rate"] == 1.0 for f in families)
     assert bench["random"]["all"]["success_rate"] <= 0.05
+    # The student: a model directory with its card, benchmarked beside the scripted policies,
+    # and K sampled episodes per train task in groups.
+    card = json.loads((repo / "models/warmup/card.json").read_text())
+    assert card["prompt"]["style"] == "compact" and card["metrics"]["steps"] == 12
+    assert set(card["data"]) >= {"data/tasks/tasks.parquet"}
+    assert bench["warmup"]["all"]["episodes"] == 2 * len(families)
+    rollouts = pl.read_parquet(repo / "data/rollouts/warmup/episodes.parquet")
+    assert rollouts.height == 2 * 2 * len(families) and rollouts.group_by("group").len()["len"].unique().to_list() == [2]
+    assert (repo / "checkpoints/warmup").is_dir()
     validation = json.loads((repo / "data/tasks/validation.json").read_text())
     assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families)}
     eps = pl.read_parquet(repo / "data/trajectories/oracle/episodes.parquet")
