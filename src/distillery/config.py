@@ -191,6 +191,7 @@ class CollectConfig:
     executor: ExecutorConfig = _f(ExecutorConfig, "where shards run")
     policy_overrides: dict[str, Any] = _f({}, "constructor arguments that override the policy's own "
                                           "(e.g. temperature: 1.0 to sample groups)")
+    max_tasks_per_family: int = _f(0, "run only the first N tasks of each family and split (by id); 0 = all")
 
     def __post_init__(self) -> None:
         if self.k < 1:
