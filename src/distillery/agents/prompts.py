@@ -70,8 +70,23 @@ class PromptTooLong(ValueError):
 # ---------------------------------------------------------------------------------------
 
 
+_ENC_CACHE_ATTR = "_distillery_encoded"
+_ENC_CACHE_MAX = 100_000
+
+
 def _enc(tok: Any, text: str) -> list[int]:
-    return list(tok.encode(text, add_special_tokens=False))
+    """Token ids of `text`. Memoised on the tokenizer itself (so it lives and dies with
+    it): acting re-renders every past turn at every step."""
+    cache = getattr(tok, _ENC_CACHE_ATTR, None)
+    if cache is None:
+        cache = {}
+        setattr(tok, _ENC_CACHE_ATTR, cache)
+    ids = cache.get(text)
+    if ids is None:
+        if len(cache) >= _ENC_CACHE_MAX:
+            cache.clear()
+        ids = cache[text] = tuple(tok.encode(text, add_special_tokens=False))
+    return list(ids)
 
 
 def _marker(tok: Any, name: str) -> int:

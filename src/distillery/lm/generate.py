@@ -303,12 +303,14 @@ def generate(
         tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
         hit = torch.isin(tok, stops)
         last = step == sampling.max_new_tokens - 1
+        # One conversion per step, not one tensor indexing per row and token.
+        toks, lps, hits = tok.tolist(), tok_logp.tolist(), hit.tolist()
         for j, r in enumerate(rows.tolist()):
-            results[r].token_ids.append(int(tok[j]))
-            results[r].logprobs.append(float(tok_logp[j]))
-            if hit[j]:
+            results[r].token_ids.append(toks[j])
+            results[r].logprobs.append(lps[j])
+            if hits[j]:
                 results[r].stopped = True
-            if return_states and (hit[j] or last):
+            if return_states and (hits[j] or last):
                 # The row's real positions, in order: its prompt and all generated tokens
                 # but the one just sampled.
                 real = mask[j].nonzero().squeeze(-1)
