@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,7 +117,11 @@ def parse_action(text: str, specs: Sequence[ToolSpec]) -> ParsedAction:
                 return ParsedAction(None, False, f"argument '{k}' must be a string or integer")
         return _bind(obj.get("tool", obj.get("name")), [], args, by_name)
     try:
-        tree = ast.parse(src, mode="eval")
+        # Model output is often malformed: its SyntaxWarnings (e.g. "invalid decimal
+        # literal") are not ours to print; the error below tells the agent instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(src, mode="eval")
     except SyntaxError as e:
         return ParsedAction(None, False, f"malformed action ({e.msg}); expected tool(arg=\"value\", ...)")
     node = tree.body
