@@ -17,8 +17,10 @@ and distillation losses need. Sampling itself uses temperature and top-p.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,8 +65,10 @@ def _choose(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Gene
     return (scaled + gumbel).argmax(-1)
 
 
+@functools.cache
 def _preallocated_layer_class() -> type:
-    """A DynamicLayer that writes into a preallocated buffer instead of concatenating."""
+    """A DynamicLayer that writes into a preallocated buffer instead of concatenating
+    (built on first use, so importing this module does not import transformers)."""
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
@@ -98,6 +102,18 @@ def _preallocated_layer_class() -> type:
             self._expose()
 
     return PreallocatedLayer
+
+
+def _preallocated_cache(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], length: int) -> Any:
+    """A DynamicCache over preallocated per-layer buffers whose first `length` positions
+    are filled; new tokens are written after them in place."""
+    from transformers import DynamicCache
+
+    layer_cls = _preallocated_layer_class()
+    cache = DynamicCache()
+    cache.layers = [layer_cls((k, v), length) for k, v in zip(keys, values, strict=True)]
+    cache.layer_class_to_replicate = None
+    return cache
 
 
 @dataclass
@@ -201,12 +217,7 @@ def _prefill_extend(model: torch.nn.Module, prompts: Sequence[Sequence[int]], st
         ids[i, S - s:] = torch.tensor(list(p[r:]), dtype=torch.long)
         pos[i, S - s:] = torch.arange(r, len(p))
         mask[i, P + S - s:] = 1
-    layer_cls = _preallocated_layer_class()
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = [layer_cls((k, v), P) for k, v in zip(keys, values, strict=True)]
-    cache.layer_class_to_replicate = None
+    cache = _preallocated_cache(keys, values, P)
     out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=True,
                 logits_to_keep=1, **{cache_kwarg(model): cache})
     return _Filled(keys, values, mask, out.logits[:, -1, :])
@@ -284,12 +295,7 @@ def generate(
         parts.append(_prefill_extend(model, [prompts[i] for i in cont], [prefixes[i] for i in cont],
                                      [reuse[i] for i in cont], pad_id, device))
     keys, values, mask, first_logits = _merge(parts, sampling.max_new_tokens)
-    layer_cls = _preallocated_layer_class()
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = [layer_cls((k, v), mask.shape[1]) for k, v in zip(keys, values, strict=True)]
-    cache.layer_class_to_replicate = None
+    cache = _preallocated_cache(keys, values, mask.shape[1])
     ckw = cache_kwarg(model)
     rows = torch.tensor(fresh + cont, device=device)   # original index of each live row
     last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)

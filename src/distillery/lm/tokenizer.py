@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from distillery.agents.prompts import MARKERS
+from distillery.config import _f
 
 PAD = "<|pad|>"
 EOS = "<|endoftext|>"
@@ -65,10 +66,6 @@ PRETOKEN_PATTERN = (
     r"|[_.]+"
     r"|\\"
 )
-
-
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses.field
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

@@ -70,8 +70,8 @@ class StageEnv:
         self.today = state.get("today", "")
         self.user_email = user.get("email", "")
         self._next_id = 1000
-        self._dirty = True
         self.initial = self.ws.snapshot()
+        self._hash, self._dirty = self.initial.digest(), False
         top = sorted(p.name + "/" for p in self.ws.home.iterdir() if p.is_dir())
         return (f"Workspace of {user.get('name', 'the user')} <{self.user_email}>. "
                 f"Today is {self.today}. Home folder: {' '.join(top) or '(empty)'}")

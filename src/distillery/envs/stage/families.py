@@ -155,10 +155,6 @@ def _call(tool: str, **args: Any) -> ToolCall:
 FINISH = ToolCall("finish", {})
 
 
-def _pick(rng: random.Random, options: list[str]) -> str:
-    return rng.choice(options)
-
-
 # ---------------------------------------------------------------------------------------
 # Families
 # ---------------------------------------------------------------------------------------
@@ -176,7 +172,7 @@ def file_invoice(rng: random.Random, p: Profile) -> Draft:
         w.files[f"downloads/invoice-{other}-{w.number()}.pdf"] = f"INVOICE {other.title()} Ltd"
     w.files["downloads/" + rng.choice(OTHER_FILES).format(n=w.number())] = "binary data"
     dst = f"{p.invoice_dir}/{name}"
-    instruction = _pick(rng, ["File the {v} invoice that is in my downloads.",
+    instruction = rng.choice(["File the {v} invoice that is in my downloads.",
                               "Please put away the invoice from {v} sitting in downloads.",
                               "The {v} invoice in downloads needs filing."]).format(v=vendor.title())
     return Draft(instruction, w.finalize(),
@@ -203,7 +199,7 @@ def save_attachment(rng: random.Random, p: Profile) -> Draft:
     w.add_mail(sender.email, "Lunch", f"Lunch on {rng.choice(WEEKDAYS)}? {sender.first}")
     state = w.finalize()
     path = f"{p.attachment_dir}/{name}"
-    instruction = _pick(rng, ["Save the attachment {f} sent me about the {t}.",
+    instruction = rng.choice(["Save the attachment {f} sent me about the {t}.",
                               "Keep a copy of the {t} file {f} mailed me.",
                               "{f} mailed me the {t} {k}; save the attachment."]).format(f=sender.first, t=topic, k=kind)
     return Draft(instruction, state,
@@ -224,7 +220,7 @@ def sort_newsletters(rng: random.Random, p: Profile) -> Draft:
         letters.append(w.add_mail(f"news@{company}.com", f"{company.title()} newsletter: {topic} edition",
                                   f"This week's newsletter from {company.title()}: all about {topic}."))
     state = w.finalize()
-    instruction = _pick(rng, ["Tidy my inbox: get the newsletters out of it.",
+    instruction = rng.choice(["Tidy my inbox: get the newsletters out of it.",
                               "Move the newsletters out of my inbox.",
                               "My inbox is full of newsletters; sort them away."])
     solution = [_call("search_mail", query="newsletter", folder="inbox")]
@@ -239,6 +235,11 @@ def _message(rng: random.Random, topic: str) -> tuple[str, str]:
     return rng.choice(MESSAGES).format(topic=topic, day=day), day
 
 
+def _mail_body(message: str, p: Profile) -> str:
+    """The message as a sentence, then the profile's sign-off."""
+    return f"{message[0].upper()}{message[1:]}.\n\n{p.signoff}"
+
+
 def email_contact(rng: random.Random, p: Profile) -> Draft:
     w = World(rng, p)
     w.background(n_contacts=4)
@@ -248,7 +249,7 @@ def email_contact(rng: random.Random, p: Profile) -> Draft:
     topic = rng.choice(TOPICS)
     message, day = _message(rng, topic)
     state = w.finalize()
-    body = f"{message[0].upper()}{message[1:]}.\n\n{p.signoff}"
+    body = _mail_body(message, p)
     instruction = f"Email {target.full} about the {topic}: {message}."
     return Draft(instruction, state,
                  [_call("find_contact", query=target.full),
@@ -271,7 +272,7 @@ def forward_mail(rng: random.Random, p: Profile) -> Draft:
     target = w.add_mail(sender.email, subject, orig_body)
     w.add_mail(sender.email, f"Order {w.number()}", f"Order cancelled. {sender.first}")
     state = w.finalize()
-    instruction = _pick(rng, ["Forward {s}'s mail about order {c} to {r}.",
+    instruction = rng.choice(["Forward {s}'s mail about order {c} to {r}.",
                               "Send the order {c} mail from {s} on to {r}."]).format(
         s=sender.first, c=code, r=recipient.full)
     return Draft(instruction, state,
@@ -326,7 +327,7 @@ def meeting_followup(rng: random.Random, p: Profile) -> Draft:
     state = w.finalize()
     emails = [c.email for c in people]
     instruction = f"Send everyone invited to the {topic} sync on {date} this note: {message}."
-    body = f"{message[0].upper()}{message[1:]}.\n\n{p.signoff}"
+    body = _mail_body(message, p)
     return Draft(instruction, state,
                  [_call("list_events", date=date),
                   _call("send_mail", to=", ".join(emails), subject=f"{topic.title()} sync", body=body), FINISH],
@@ -346,7 +347,7 @@ def save_note(rng: random.Random, p: Profile) -> Draft:
                        f"Book a room for the {topic} talk."])
     slug = title.lower().replace(" ", "-")
     path = f"{p.notes_dir}/{slug}{p.note_ext}"
-    instruction = _pick(rng, ["Make a note called '{t}': {x}", "Write down a note titled '{t}': {x}"]).format(t=title, x=text)
+    instruction = rng.choice(["Make a note called '{t}': {x}", "Write down a note titled '{t}': {x}"]).format(t=title, x=text)
     state = w.finalize()
     key = text.rstrip(".")
     return Draft(instruction, state, [_call("write_file", path=path, content=text), FINISH],
@@ -364,7 +365,7 @@ def add_contact_card(rng: random.Random, p: Profile) -> Draft:
     target = w.add_mail(new.email, f"Question on the {topic}",
                         f"Hello, could you share the {topic} plan?\n\n{signature}")
     state = w.finalize()
-    instruction = _pick(rng, ["Add the person who wrote to me about the {t} to my contacts.",
+    instruction = rng.choice(["Add the person who wrote to me about the {t} to my contacts.",
                               "Save whoever asked me about the {t} as a contact."]).format(t=topic)
     args: dict[str, Any] = {"name": new.full, "email": new.email, "phone": new.phone}
     check: dict[str, Any] = {"type": "contact_exists", "email": new.email, "name": new.full, "phone": new.phone}
@@ -392,7 +393,7 @@ def cleanup_temp(rng: random.Random, p: Profile) -> Draft:
     w.files[f"downloads/archive-{w.number()}{rng.choice(keep_ext)}"] = "keep me"
     w.files["downloads/" + rng.choice(OTHER_FILES).format(n=w.number())] = "keep me too"
     state = w.finalize()
-    instruction = _pick(rng, ["Clear the temporary files out of my downloads.",
+    instruction = rng.choice(["Clear the temporary files out of my downloads.",
                               "Delete the leftover temporary downloads."])
     temps.sort()
     return Draft(instruction, state,

@@ -80,8 +80,10 @@ class Workspace:
     def build(self, state: dict[str, Any]) -> None:
         """Replace whatever was here with `state` (the task's initial_state)."""
         self.close()
-        if self.home.exists() or self.home.is_symlink():
-            shutil.rmtree(self.home) if not self.home.is_symlink() else self.home.unlink()
+        if self.home.is_symlink():
+            self.home.unlink()
+        elif self.home.exists():
+            shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
         self._home_real = os.path.realpath(self.home)
         for d in state.get("dirs", []):
