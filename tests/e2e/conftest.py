@@ -24,6 +24,7 @@ MICRO = {
         "model": {"hidden_size": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "intermediate_size": 64},
         "train": {"max_steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, "save_every": 6,
                   "num_threads": 1},
+        "induction_steps": 4,
     },
     "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},

@@ -62,6 +62,11 @@ def vocab() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def tok(vocab):
+    return train_tokenizer(corpus(vocab), TokenizerConfig(vocab_size=4096, granularity="names"))
+
+
+@pytest.fixture(scope="module")
+def parts_tok(vocab):
     return train_tokenizer(corpus(vocab), TokenizerConfig(vocab_size=4096))
 
 
@@ -76,11 +81,27 @@ ROUND_TRIP = [
 ]
 
 
+@pytest.mark.parametrize("granularity", ["names", "parts"])
 @pytest.mark.parametrize("text", ROUND_TRIP)
-def test_decode_encode_round_trips_exactly(tok, text):
-    ids = tok.encode(text, add_special_tokens=False)
-    assert tok.decode(ids, skip_special_tokens=False) == text
-    assert tok.unk_token_id not in ids, "byte-level BPE must never need the unknown token"
+def test_decode_encode_round_trips_exactly(tok, parts_tok, granularity, text):
+    t = tok if granularity == "names" else parts_tok
+    ids = t.encode(text, add_special_tokens=False)
+    assert t.decode(ids, skip_special_tokens=False) == text
+    assert t.unk_token_id not in ids, "byte-level BPE must never need the unknown token"
+
+
+def test_parts_granularity_splits_names_into_frequent_parts_and_digits(parts_tok, vocab):
+    pieces = parts_tok.convert_ids_to_tokens(parts_tok.encode("ann.lee@acme.com", add_special_tokens=False))
+    assert pieces == ["ann", ".", "lee", "@", "acme", ".", "com"]
+    # digits one by one: 2024-05-03 is ten tokens, each of them frequent
+    dates = parts_tok.encode("2024-05-03", add_special_tokens=False)
+    assert [parts_tok.decode([i]) for i in dates] == list("2024-05-03")
+    # every word part of the vocabulary is a single token, and the vocabulary stays small
+    parts = {p for w in vocab["files"] + vocab["emails"] for p in re.split(r"[^A-Za-z]+", w) if p}
+    stats = token_stats(parts_tok, sorted(parts))
+    assert stats.whole == stats.n, stats.worst
+    assert len(parts_tok) < len(train_tokenizer(corpus(vocab), TokenizerConfig(vocab_size=4096,
+                                                                           granularity="names")))
 
 
 def test_every_name_seen_in_training_is_one_token(tok, vocab):
@@ -140,6 +161,8 @@ def test_training_is_deterministic(vocab):
 def test_bad_config_and_empty_corpus_fail_clearly():
     with pytest.raises(ValueError, match="vocab_size must exceed"):
         TokenizerConfig(vocab_size=100)
+    with pytest.raises(ValueError, match="granularity"):
+        TokenizerConfig(granularity="chars")
     with pytest.raises(ValueError, match="no text"):
         train_tokenizer(["", ""])
 

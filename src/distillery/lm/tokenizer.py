@@ -1,19 +1,30 @@
-"""A tokenizer trained on the environment's own text, so that its names are whole tokens.
+"""A tokenizer trained on the environment's own text, so that what the model copies is
+made of frequent whole tokens.
 
-Why whole tokens: a 1.3M-parameter Llama learned to copy file and folder names into tool
-calls with 100% exact match on unseen combinations when every name was one token, and 0%
-when names were spelled character by character (issue 3). Copying one token is an
-induction-head lookup; copying twenty characters in order is a much harder skill for a
-small model. So the pre-tokenizer never cuts inside a name, and BPE is given room to turn
-every name it saw into a single token:
+Acting is mostly copying: names, addresses, ids and dates from an observation into a tool
+call. Two granularities (`TokenizerConfig.granularity`):
 
-- **Pre-tokenizer.** Text is split into *words* — runs of letters and digits joined by
-  the name-internal characters ``_ . - @ : '`` (``invoice_acme.pdf``, ``ann.lee@acme.com``,
-  ``2024-05-03``, ``14:30``, ``__init__.py``) — runs of whitespace, JSON escapes (``\\n``),
-  and runs of other punctuation (``="``, ``",``, ``)``). ``/`` is punctuation, so a path
-  is its folder names and file name. Whitespace is its own pre-token, not glued to the
-  next word as in GPT-2: a name is then the *same* token after a space in an observation
-  and after ``="`` in an action, which is exactly what copying needs.
+- **parts** (default). Words are runs of letters; every digit is its own token; ``_ . - @
+  : '`` and other punctuation are separate pieces. ``jade.nash@wayne.com`` is ``jade . nash
+  @ wayne . com``, ``+1 555 1710`` is digits and spaces. Every token the model has to copy
+  is then one of a few hundred, each seen thousands of times in training, and a name never
+  seen before is made of familiar parts. Measured on the default task set: 270 distinct
+  tokens in the teacher's actions, none seen fewer than 4 times (vocabulary 1,127).
+- **names**. A compound name (``invoice_acme.pdf``, ``ann.lee@acme.com``, ``2024-05-03``)
+  is one pre-token, so BPE makes every name it saw a single token. Issue 3 records that a
+  1.3M-parameter model copied names perfectly when each was one token and failed when
+  they were spelled out character by character. On the STAGE task set it did worse than
+  parts: there every person and address is a different token, most seen 1–3 times (3,067
+  of the 3,634 distinct tokens in the teacher's actions), and BPE cut unseen ones
+  inconsistently (``jade.`` + ``nash@wayne.com``, ``17`` + ``10``); the student trained on
+  it copied no name correctly (test success 0.008).
+
+Both share:
+
+- **Pre-tokenizer.** Whitespace is its own pre-token, not glued to the next word as in
+  GPT-2: a name is then the *same* tokens after a space in an observation and after
+  ``="`` in an action, which is exactly what copying needs. JSON escapes (``\\n``) are one
+  piece.
 - **BPE, byte level.** The initial alphabet is all 256 bytes, so any text (unseen names,
   other scripts, emoji) encodes without an unknown token, and ``decode(encode(text)) ==
   text`` exactly (spaces, quotes, newlines and escapes included). ``min_frequency=1`` and
@@ -26,7 +37,7 @@ actions of the teacher trajectories, and ideally the environment's vocabularies 
 folder and people names, addresses, dates it can generate), so that test-time names the
 trajectories never showed are whole tokens too. `token_stats` measures how whole they are.
 
-Measured (tests/lm/test_tokenizer.py: a synthetic STAGE-like corpus of 60 file names, 12
+Measured for granularity=names (tests/lm/test_tokenizer.py: a synthetic STAGE-like corpus of 60 file names, 12
 folders, 40 people with addresses and 30 dates rendered into listings, instructions and
 tool calls; 739 tokens): all 156 distinct names and name parts seen in training encode to
 exactly 1 token. An unseen combination of seen parts encodes as whole parts
@@ -66,6 +77,16 @@ PRETOKEN_PATTERN = (
     r"|[_.]+"
     r"|\\"
 )
+# granularity "parts": a JSON escape | a run of letters | ONE digit | whitespace | a run of
+# other punctuation | a lone backslash. Compound names become their parts and digits.
+PARTS_PATTERN = (
+    r"\\[nrtbf\"\\/u]"
+    r"|\p{L}+"
+    r"|\p{N}"
+    r"|\s+"
+    r"|[^\s\p{L}\p{N}\\]+"
+    r"|\\"
+)
 
 
 @dataclass
@@ -75,24 +96,29 @@ class TokenizerConfig:
     vocab_size: int = _f(8192, "upper bound on the vocabulary, special tokens and 256 bytes included")
     min_frequency: int = _f(1, "a merge must occur this often; 1 lets every seen word become a token")
     model_max_length: int = _f(2048, "the length the tokenizer reports as its maximum (warnings only)")
-    learn_name_parts: bool = _f(True, "also train on the parts of compound names (invoice, acme, pdf) "
-                                "so unseen combinations are a few whole parts")
+    granularity: str = _f("parts", "parts: words split at . _ - @ and digits one by one (every token "
+                          "frequent); names: each seen compound name one token")
+    learn_name_parts: bool = _f(True, "granularity=names: also train on the parts of compound names "
+                                "(invoice, acme, pdf) so unseen combinations are a few whole parts")
 
     def __post_init__(self) -> None:
         floor = 256 + len(SPECIAL_TOKENS)
         if self.vocab_size <= floor:
             raise ValueError(f"tokenizer.vocab_size must exceed {floor} (256 bytes and "
                              f"{len(SPECIAL_TOKENS)} special tokens); got {self.vocab_size}")
+        if self.granularity not in ("parts", "names"):
+            raise ValueError(f"tokenizer.granularity must be 'parts' or 'names', not {self.granularity!r}")
         if self.min_frequency < 1:
             raise ValueError("tokenizer.min_frequency must be at least 1")
 
 
-def pre_tokenizer() -> Any:
+def pre_tokenizer(granularity: str = "parts") -> Any:
     """The pre-tokenizer described in the module docstring (split, then bytes to chars)."""
     from tokenizers import Regex, pre_tokenizers
 
+    pattern = PARTS_PATTERN if granularity == "parts" else PRETOKEN_PATTERN
     return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
         # use_regex=False: the split above already decided the pieces; GPT-2's regex would
         # cut names at every '.', '_' and '@' again.
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -114,7 +140,7 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig | None = None) ->
     if not texts:
         raise ValueError("train_tokenizer: no text to train on (all texts were empty)")
     tk = Tokenizer(models.BPE(unk_token=UNK))
-    tk.pre_tokenizer = pre_tokenizer()
+    tk.pre_tokenizer = pre_tokenizer(cfg.granularity)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,
@@ -123,7 +149,7 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig | None = None) ->
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    if cfg.learn_name_parts:
+    if cfg.granularity == "names" and cfg.learn_name_parts:
         texts = texts + name_parts(texts)
     tk.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return PreTrainedTokenizerFast(

@@ -7,13 +7,24 @@ come out as whole tokens; the model (from scratch by default, or any checkpoint)
 by the one training loop on the teacher's successful train-split episodes, one sequence per
 episode with loss on the action tokens. A slice of the train tasks (`eval_fraction`) is
 held out for the evaluation loss; the test split is never seen.
+
+A model from scratch first gets a short **induction curriculum** (`induction_steps`):
+synthetic sequences in which a random span of the tokenizer's own tokens is repeated after
+a gap, with loss on the repeat. Acting is mostly copying (names, addresses, ids, digits
+from an observation into a call), and copying a token seen once earlier needs *induction
+heads*, which a small model trained on trajectories alone forms only after a long plateau.
+Measured on the default task set (2-layer model, 2,500 trajectory steps, one seed): the
+share of held-out teacher episodes whose every action token the model predicts exactly
+went from 61/150 to 90/150 with 500 curriculum steps first; without either change (the
+old 4-layer, grouped-query default) no episode was right after 1,500 steps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +35,7 @@ from distillery.config import _f
 from distillery.lm.model import ModelConfig, build_model
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.train.config import TrainConfig
+from distillery.train.data import Example
 from distillery.train.examples import ExampleStats, corpus_texts, sft_examples
 from distillery.train.loop import TrainResult, train
 from distillery.types import Task
@@ -40,10 +52,45 @@ class WarmupConfig:
     model: ModelConfig = _f(ModelConfig, "the model: size from scratch, or a checkpoint (+ LoRA)")
     train: TrainConfig = _f(TrainConfig, "the training loop")
     prompt: PromptConfig = _f(PromptConfig, "how prompts are rendered (recorded in the model card)")
+    induction_steps: int = _f(500, "from scratch: steps of the synthetic copy curriculum before the "
+                              "trajectories (0 = none); see the module docstring")
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"warmup.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.induction_steps < 0:
+            raise ValueError(f"warmup.induction_steps must be >= 0, got {self.induction_steps}")
+
+
+def induction_examples(token_ids: Sequence[int], n: int, seed: int, *, min_span: int = 8,
+                       max_span: int = 64, max_gap: int = 32) -> list[Example]:
+    """`n` copy sequences: a random span of `token_ids`, a random gap, the span again. The
+    targets are the repeat after its first token (which nothing in the context predicts)."""
+    if not token_ids:
+        raise ValueError("induction_examples: no token ids to draw from")
+    rng = random.Random(seed)
+    ids = list(token_ids)
+    out = []
+    for _ in range(n):
+        span = [rng.choice(ids) for _ in range(rng.randint(min_span, max_span))]
+        gap = [rng.choice(ids) for _ in range(rng.randint(0, max_gap))]
+        head = span + gap + span[:1]
+        out.append(Example(head + span[1:], [-100] * len(head) + span[1:]))
+    return out
+
+
+def induction_phase(model: Any, tok: Any, cfg: WarmupConfig, ckpt_dir: str | Path) -> TrainResult | None:
+    """The curriculum (checkpointed under `<ckpt_dir>/induction`, so a rerun resumes it)."""
+    if cfg.model.name_or_path or not cfg.induction_steps:
+        return None
+    special = set(tok.all_special_ids)
+    vocab = [i for i in range(len(tok)) if i not in special]
+    seed = cfg.train.seed
+    tcfg = replace(cfg.train, max_steps=cfg.induction_steps, warmup_steps=min(cfg.train.warmup_steps, 20),
+                   min_lr_ratio=1.0, eval_every=0, log_dir="", dvclive=False)
+    n = cfg.induction_steps * cfg.train.batch_size * cfg.train.grad_accum
+    return train(model, induction_examples(vocab, n, seed), induction_examples(vocab, 64, seed + 1),
+                 tcfg, Path(ckpt_dir) / "induction", pad_id=tok.pad_token_id)
 
 
 def held_out(task_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -84,6 +131,7 @@ def warmup(cfg: WarmupConfig, tasks: Sequence[Task], episodes: pl.DataFrame, ste
     else:
         tok = train_tokenizer(corpus_texts(train_tasks, steps), cfg.tokenizer)
     model = build_model(cfg.model, tok)
+    induction_phase(model, tok, cfg, ckpt_dir)
     hold = held_out(sorted(by_id), cfg.eval_fraction, cfg.train.seed)
     is_eval = pl.col("task_id").is_in(sorted(hold))
     train_ex, train_stats = sft_examples(by_id, episodes.filter(~is_eval), steps, tok, cfg.prompt, cfg.only_success)
