@@ -154,7 +154,8 @@ class ForwardTimer:
             self.prefill += dt
             mask = kwargs.get("attention_mask")
             self.prefill_computed += ids.numel()
-            self.prefill_real += int(mask.sum()) if mask is not None else ids.numel()
+            # the mask also covers a reused cached prefix: count only the new positions
+            self.prefill_real += int(mask[:, -ids.shape[-1]:].sum()) if mask is not None else ids.numel()
         else:
             self.decode += dt
         self.calls += 1
