@@ -481,18 +481,18 @@ class _Dim:
     arg: str
     param: ToolParam | None
     obs: list[_Obs] = field(default_factory=list)
-    presence: list[tuple[str, frozenset[str]]] = field(default_factory=list)  # arg == "*"
+    presence: list[tuple[str, str, frozenset[str]]] = field(default_factory=list)  # arg "*": task, episode, args
     contrast: set[str] = field(default_factory=set)    # failed episodes that differed here
 
     @property
     def tasks(self) -> set[str]:
         if self.arg == "*":
-            return {t for t, _ in self.presence}
+            return {t for t, _, _ in self.presence}
         return {o.task.task_id for o in self.obs}
 
     @property
     def provenance(self) -> tuple[str, ...]:
-        ids = sorted({o.episode_id for o in self.obs}) + sorted(self.contrast)
+        ids = sorted({o.episode_id for o in self.obs} | {e for _, e, _ in self.presence}) + sorted(self.contrast)
         return tuple(dict.fromkeys(ids))[:MAX_PROVENANCE]
 
 
@@ -564,7 +564,7 @@ class RulesSummariser:
                 for c in ep.calls:
                     for arg, value in c.args.items():
                         dim(fam, c.tool, arg).obs.append(_Obs(g.task, ep.episode_id, value, c.seen))
-                    dim(fam, c.tool, "*").presence.append((g.task.task_id, frozenset(c.args)))
+                    dim(fam, c.tool, "*").presence.append((g.task.task_id, ep.episode_id, frozenset(c.args)))
             if not g.has_contrast:
                 continue
             ref = g.successes[0]
@@ -667,7 +667,7 @@ class RulesSummariser:
         if spec is None:
             return None
         optional = [p.name for p in spec.params if not p.required]
-        given = [g for _, g in d.presence]
+        given = [g for _, _, g in d.presence]
         always = [p for p in optional if all(p in g for g in given)]
         never = [p for p in optional if not any(p in g for g in given)]
         if len(always) + len(never) != len(optional) or not always:
@@ -883,16 +883,37 @@ NO_CALLS = "  (no changes made)"
 MAX_ARG_CHARS = 120
 
 
-def _call_text(c: Call) -> str:
+def call_text(tool: str, args: Mapping[str, Any], max_chars: int = MAX_ARG_CHARS, env: str = "stage") -> str:
+    """A call as the agent writes it: arguments in the tool's parameter order (trajectories
+    store them sorted), string values longer than `max_chars` cut with an ellipsis."""
     from distillery.agents.parse import format_call
 
-    args = {k: (v[:MAX_ARG_CHARS] + "…" if isinstance(v, str) and len(v) > MAX_ARG_CHARS else v)
-            for k, v in c.args.items()}
-    return "  " + format_call(ToolCall(c.tool, args))
+    spec = next((s for s in tool_specs(env) if s.name == tool), None)
+    order = [p.name for p in spec.params] if spec else []
+    keys = [k for k in order if k in args] + sorted(k for k in args if k not in order)
+    short = {k: (args[k][:max_chars].rstrip() + "…" if isinstance(args[k], str) and len(args[k]) > max_chars
+                 else args[k]) for k in keys}
+    return format_call(ToolCall(tool, short))
+
+
+def _call_text(c: Call) -> str:
+    return "  " + call_text(c.tool, c.args)
 
 
 def _calls_text(ep: EpisodeEvidence) -> str:
     return "\n".join(_call_text(c) for c in ep.calls) or NO_CALLS
+
+
+def _round_robin(groups: Sequence[GroupEvidence]) -> list[GroupEvidence]:
+    """One group of each family in turn, so a few examples cover as many families as they can."""
+    by_family: dict[str, list[GroupEvidence]] = defaultdict(list)
+    for g in groups:
+        by_family[g.task.family].append(g)
+    out: list[GroupEvidence] = []
+    queues = [by_family[f] for f in sorted(by_family)]
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
 
 
 @dataclass
@@ -919,14 +940,14 @@ class LLMSummariser:
     def messages(self, pool: Sequence[Experience], evidence: Evidence) -> list[dict[str, str]]:
         rules = "\n".join(RULE_LINE.format(n=i + 1, text=e.text) for i, e in enumerate(pool)) or NO_RULES
         blocks = []
-        for g in [g for g in evidence.groups if g.has_contrast][: self.max_pairs]:
+        for g in _round_robin([g for g in evidence.groups if g.has_contrast])[: self.max_pairs]:
             bad = g.failures[0]
             failed = ", ".join(bad.failed_checks if self.check_details
                                else sorted({c.split("(")[0] for c in bad.failed_checks})) or "none recorded"
             blocks.append(CONTRAST_BLOCK.format(family=g.task.family, instruction=g.task.instruction,
                                                 success=_calls_text(g.successes[0]), failed=failed,
                                                 failure=_calls_text(bad)))
-        for g in [g for g in evidence.groups if g.successes and not g.failures][: self.max_successes]:
+        for g in _round_robin([g for g in evidence.groups if g.successes and not g.failures])[: self.max_successes]:
             blocks.append(SUCCESS_BLOCK.format(family=g.task.family, instruction=g.task.instruction,
                                                success=_calls_text(g.successes[0])))
         user = SUMMARISER_USER.format(rules=rules, evidence="\n\n".join(blocks), max_ops=self.max_ops)
