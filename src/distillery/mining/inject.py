@@ -1,0 +1,211 @@
+"""Putting experience in front of the policy (reference/algorithms.md 5a, "Injection").
+
+Both injectors implement `distillery.rollout.Injector`: called before every step with the
+step's `Context`, they return the (ids, texts) of the items shown for that call only.
+
+- `GlobalInjector`: every active item, at every step (the whole pool in the prompt).
+- `StepwiseInjector`: before each step a selector ranks the active items against the
+  instruction and the current observation, and the top k go with that call only, so the
+  context does not accumulate.
+
+Selectors: `TfidfSelector` (offline, deterministic; scikit-learn's TF-IDF and cosine
+similarity) and `LLMSelector` (an OpenAI-compatible endpoint answers with a JSON list of
+ids; when it cannot, a default set of general ids is used). Retired and candidate items
+are never injected. Injectors are picklable, so they can travel to rollout workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from distillery.mining.principles import ChatEndpoint, EndpointError
+from distillery.types import Context, Experience
+
+log = logging.getLogger(__name__)
+
+INJECTABLE = "active"
+
+
+def active_items(pool: Sequence[Experience]) -> list[Experience]:
+    """The items that may be shown: active ones, highest counter first (ties keep order)."""
+    return sorted((e for e in pool if e.status == INJECTABLE), key=lambda e: -e.counter)
+
+
+def step_query(ctx: Context) -> str:
+    """What a step-wise selector matches items against: the task and what is in view now."""
+    return f"{ctx.task.instruction}\n{ctx.observation}"
+
+
+class GlobalInjector:
+    """Every active item at every step."""
+
+    def __init__(self, pool: Sequence[Experience]) -> None:
+        self.items = active_items(pool)
+        self._ids = [e.exp_id for e in self.items]
+        self._texts = [e.text for e in self.items]
+
+    def __call__(self, ctx: Context) -> tuple[list[str], list[str]]:
+        return list(self._ids), list(self._texts)
+
+
+class Selector(Protocol):
+    """Ranks items for a query; returns at most k ids, most useful first."""
+
+    def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]: ...
+
+
+class StepwiseInjector:
+    """The selector's top `k` active items for this step only."""
+
+    def __init__(self, pool: Sequence[Experience], selector: Selector, k: int = 3) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, not {k}")
+        self.items = active_items(pool)
+        self.by_id = {e.exp_id: e for e in self.items}
+        self.selector = selector
+        self.k = k
+
+    def __call__(self, ctx: Context) -> tuple[list[str], list[str]]:
+        if not self.items:
+            return [], []
+        ids: list[str] = []
+        for i in self.selector.select(step_query(ctx), self.items, self.k):
+            if i in self.by_id and i not in ids:   # a selector can only pick what may be shown
+                ids.append(i)
+            if len(ids) == self.k:
+                break
+        return ids, [self.by_id[i].text for i in ids]
+
+
+# ---------------------------------------------------------------------------------------
+# TF-IDF
+# ---------------------------------------------------------------------------------------
+
+
+def item_document(e: Experience) -> str:
+    """What an item is matched on: its text, its family's words and its condition."""
+    return " ".join(x for x in (e.text, e.family.replace("_", " "), e.condition) if x)
+
+
+class TfidfSelector:
+    """Cosine similarity of TF-IDF vectors fitted on the items' documents. Only items that
+    share a term with the query are picked; ties go to the higher counter, then pool order.
+    The fitted vectors are cached per pool."""
+
+    def __init__(self, min_score: float = 0.0) -> None:
+        self.min_score = min_score
+        self._key: tuple[str, ...] = ()
+        self._vectorizer: Any = None
+        self._matrix: Any = None
+
+    def _fit(self, items: Sequence[Experience]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        key = tuple(f"{e.exp_id}\x1f{e.text}" for e in items)
+        if key == self._key and self._vectorizer is not None:
+            return
+        # Letters-only tokens: "invoice-hooli-8674.pdf" matches "invoice", ids and numbers
+        # (which differ in every task) match nothing.
+        self._vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b[^\W\d_]{2,}\b", stop_words="english",
+                                           sublinear_tf=True, lowercase=True)
+        self._matrix = self._vectorizer.fit_transform([item_document(e) for e in items])
+        self._key = key
+
+    def scores(self, query: str, items: Sequence[Experience]) -> list[float]:
+        if not items:
+            return []
+        try:
+            self._fit(items)
+        except ValueError:   # every document was stop words: nothing to match on
+            return [0.0] * len(items)
+        q = self._vectorizer.transform([query])
+        return [float(s) for s in (self._matrix @ q.T).toarray().ravel()]
+
+    def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
+        scored = [(s, i) for i, s in enumerate(self.scores(query, items)) if s > self.min_score]
+        scored.sort(key=lambda p: (-p[0], -items[p[1]].counter, p[1]))
+        return [items[i].exp_id for _, i in scored[:k]]
+
+
+# ---------------------------------------------------------------------------------------
+# An LLM picks
+# ---------------------------------------------------------------------------------------
+
+SELECT_SYSTEM = (
+    "You choose which lessons from earlier work an assistant should see before its next action on a "
+    "user's computer. Reply with a JSON list of lesson ids only, most useful first."
+)
+SELECT_USER = (
+    "Lessons:\n{items}\n\nTask: {instruction}\n\nWhat the assistant sees now:\n{observation}\n\n"
+    "Reply with a JSON list of at most {k} ids of the lessons that help with the next action, e.g. "
+    "[\"{example}\"]; reply [] if none does."
+)
+SELECT_ITEM = "{id}: {text}"
+MAX_OBSERVATION_CHARS = 1500
+_JSON_LIST = re.compile(r"\[[^\[\]]*\]", re.DOTALL)
+
+
+def parse_id_list(reply: str, known: Sequence[str]) -> list[str] | None:
+    """The known ids in the first JSON list of strings in `reply` (in order, no repeats),
+    or None when there is no such list."""
+    for m in _JSON_LIST.finditer(reply):
+        try:
+            value = json.loads(m.group(0))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            allowed = set(known)
+            return list(dict.fromkeys(v for v in value if v in allowed))
+    return None
+
+
+class LLMSelector:
+    """A selector LLM picks the ids (JSON list) for each step. When the endpoint fails or
+    the reply holds no JSON list of ids, the default ids are used: `default_ids` if given,
+    else the general items (no family), highest counter first."""
+
+    def __init__(self, endpoint: ChatEndpoint, default_ids: Sequence[str] | None = None) -> None:
+        self.endpoint = endpoint
+        self.default_ids = list(default_ids) if default_ids is not None else None
+        self.fallbacks = 0   # how many selections fell back to the defaults
+
+    @classmethod
+    def from_url(cls, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 30.0,
+                 max_retries: int = 1, default_ids: Sequence[str] | None = None) -> LLMSelector:
+        return cls(ChatEndpoint(base_url, model, api_key_env, timeout, max_retries, max_tokens=128), default_ids)
+
+    def defaults(self, items: Sequence[Experience], k: int) -> list[str]:
+        if self.default_ids is not None:
+            known = {e.exp_id for e in items}
+            return [i for i in self.default_ids if i in known][:k]
+        return [e.exp_id for e in active_items([e for e in items if not e.family])][:k]
+
+    def messages(self, query: str, items: Sequence[Experience], k: int) -> list[dict[str, str]]:
+        instruction, _, observation = query.partition("\n")
+        listing = "\n".join(SELECT_ITEM.format(id=e.exp_id, text=e.text) for e in items)
+        user = SELECT_USER.format(items=listing, instruction=instruction,
+                                  observation=observation[:MAX_OBSERVATION_CHARS], k=k,
+                                  example=items[0].exp_id if items else "p-...")
+        return [{"role": "system", "content": SELECT_SYSTEM}, {"role": "user", "content": user}]
+
+    def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
+        if not items:
+            return []
+        try:
+            reply = self.endpoint.complete(self.messages(query, items, k))
+        except EndpointError as exc:
+            return self._fallback(items, k, str(exc))
+        ids = parse_id_list(reply, [e.exp_id for e in items])
+        if ids is None:
+            return self._fallback(items, k, f"no JSON list of ids in the reply {reply[:120]!r}")
+        return ids[:k]
+
+    def _fallback(self, items: Sequence[Experience], k: int, why: str) -> list[str]:
+        self.fallbacks += 1
+        if self.fallbacks == 1:   # the first says why; the counter covers the rest
+            log.warning("LLM selector fell back to the default ids: %s", why)
+        return self.defaults(items, k)

@@ -1,0 +1,203 @@
+"""Injectors over a pool mined from real STAGE trajectories: global shows every active item,
+step-wise shows the selector's top k for the step in view, retired items never; the LLM
+selector against real HTTP servers on 127.0.0.1, falling back when it cannot answer."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import polars as pl
+import pytest
+
+from distillery.agents.base import PolicySpec, make_policy
+from distillery.config import TasksConfig
+from distillery.envs.stage.generate import generate_tasks
+from distillery.mining.inject import (
+    GlobalInjector,
+    LLMSelector,
+    StepwiseInjector,
+    TfidfSelector,
+    parse_id_list,
+)
+from distillery.mining.principles import RulesSummariser, update_pool
+from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.types import Context, Experience, Task
+
+
+@pytest.fixture(scope="module")
+def mined() -> tuple[list[Task], Trajectories, list[Experience]]:
+    tasks = generate_tasks(TasksConfig(n_train_per_family=3, n_test_per_family=0, random_probes=0,
+                                       train_profiles=["alex"]), progress=False).tasks
+    cfg = RolloutConfig()
+    traj = run_batch(make_policy(PolicySpec(kind="oracle")), make_jobs(tasks, "oracle", cfg), cfg)
+    pool = update_pool([], {t.task_id: t for t in tasks}, traj.episodes, traj.steps, RulesSummariser()).pool
+    assert len(pool) >= 8
+    return tasks, traj, pool
+
+
+@pytest.fixture
+def pool(mined) -> list[Experience]:
+    _, _, base = mined
+    invoice = next(e for e in base if e.family == "file_invoice")
+    # A retired rule that matches invoices even better, and a candidate: neither may be shown.
+    retired = replace(invoice, exp_id="p-retired", text=invoice.text + " Invoice invoice downloads.",
+                      status="retired", counter=99)
+    candidate = replace(invoice, exp_id="p-candidate", text="Invoice files are never opened.", status="candidate")
+    return [retired, *base, candidate]
+
+
+def step_ctx(tasks: list[Task], traj: Trajectories, family: str, t: int) -> Context:
+    """The context an agent had at step t of the first episode of `family`."""
+    ep = traj.episodes.filter(pl.col("family") == family).sort("episode_id").row(0, named=True)
+    row = traj.steps.filter((pl.col("episode_id") == ep["episode_id"]) & (pl.col("t") == t)).row(0, named=True)
+    task = next(x for x in tasks if x.task_id == ep["task_id"])
+    return Context(episode_id=ep["episode_id"], task=task, t=t, observation=row["observation"])
+
+
+def test_global_injects_every_active_item_and_nothing_else(mined, pool):
+    tasks, traj, base = mined
+    ids, texts = GlobalInjector(pool)(step_ctx(tasks, traj, "file_invoice", 1))
+    assert sorted(ids) == sorted(e.exp_id for e in base)
+    assert "p-retired" not in ids and "p-candidate" not in ids
+    assert texts == [next(e.text for e in pool if e.exp_id == i) for i in ids]
+
+
+def test_stepwise_tfidf_picks_the_rule_for_what_is_in_view(mined, pool):
+    tasks, traj, _ = mined
+    inj = StepwiseInjector(pool, TfidfSelector(), k=3)
+    ctx = step_ctx(tasks, traj, "file_invoice", 1)
+    assert "invoice-" in ctx.observation
+    ids, texts = inj(ctx)
+    assert 1 <= len(ids) <= 3 and "paperwork/bills/" in texts[0]
+    assert "p-retired" not in ids and "p-candidate" not in ids
+    ids, texts = StepwiseInjector(pool, TfidfSelector(), k=1)(step_ctx(tasks, traj, "sort_newsletters", 1))
+    assert len(ids) == 1 and "'newsletters'" in texts[0]
+    ids, texts = StepwiseInjector(pool, TfidfSelector(), k=2)(step_ctx(tasks, traj, "cleanup_temp", 1))
+    assert len(ids) <= 2 and ".tmp" in texts[0]
+
+
+def test_stepwise_in_a_real_rollout_attaches_at_most_k_per_step(mined, pool):
+    tasks, _, _ = mined
+    inj = StepwiseInjector(pool, TfidfSelector(), k=2)
+    inj = pickle.loads(pickle.dumps(inj))      # it must travel to a rollout worker
+    cfg = RolloutConfig()
+    traj = run_batch(make_policy(PolicySpec(kind="oracle")), make_jobs(tasks, "oracle", cfg), cfg, injector=inj)
+    active = {e.exp_id for e in pool if e.status == "active"}
+    lens = traj.steps["injected"].list.len()
+    assert lens.max() <= 2 and lens.sum() > 0
+    assert set(traj.steps["injected"].explode().drop_nulls()) <= active
+    by_family = {f: set(traj.episodes.filter(pl.col("family") == f)["injected"].explode().drop_nulls())
+                 for f in ("file_invoice", "save_note")}
+    invoice = next(e.exp_id for e in pool if e.family == "file_invoice" and e.status == "active")
+    note = next(e.exp_id for e in pool if e.family == "save_note")
+    assert invoice in by_family["file_invoice"] and invoice not in by_family["save_note"]
+    assert note in by_family["save_note"]
+
+
+def test_empty_or_fully_retired_pool_injects_nothing(mined):
+    tasks, traj, base = mined
+    ctx = step_ctx(tasks, traj, "file_invoice", 1)
+    retired = [replace(e, status="retired") for e in base]
+    assert StepwiseInjector(retired, TfidfSelector())(ctx) == ([], [])
+    assert GlobalInjector([])(ctx) == ([], [])
+    with pytest.raises(ValueError):
+        StepwiseInjector(base, TfidfSelector(), k=0)
+
+
+# ---------------------------------------------------------------------------------------
+# The LLM selector against real HTTP servers
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_server() -> Iterator[Callable[[Callable[[dict], tuple[int, dict]]], tuple[str, list[dict]]]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(script: Callable[[dict], tuple[int, dict]]) -> tuple[str, list[dict]]:
+        seen: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append(body)
+                status, reply = script(body)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        servers.append(srv)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1", seen
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def chat_reply(content: str) -> tuple[int, dict]:
+    return 200, {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                              "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_llm_selector_uses_the_ids_the_endpoint_picks(mined, pool, chat_server):
+    tasks, traj, _ = mined
+    note = next(e for e in pool if e.family == "save_note")
+    invoice = next(e for e in pool if e.family == "file_invoice" and e.status == "active")
+    picks = [invoice.exp_id, "p-retired", "p-unknown", note.exp_id, invoice.exp_id, "p-candidate"]
+    url, seen = chat_server(lambda body: chat_reply("Sure:\n```json\n" + json.dumps(picks) + "\n```"))
+    inj = StepwiseInjector(pool, LLMSelector.from_url(url, "m", max_retries=0), k=3)
+    ids, texts = inj(step_ctx(tasks, traj, "file_invoice", 1))
+    assert ids == [invoice.exp_id, note.exp_id] and texts == [invoice.text, note.text]
+    prompt = seen[0]["messages"][1]["content"]
+    assert invoice.exp_id in prompt and "p-retired" not in prompt and "downloads:" in prompt
+    ids, _ = StepwiseInjector(pool, LLMSelector.from_url(url, "m"), k=1)(step_ctx(tasks, traj, "file_invoice", 1))
+    assert ids == [invoice.exp_id]
+
+
+def test_llm_selector_falls_back_to_general_ids(mined, pool, chat_server):
+    tasks, traj, _ = mined
+    ctx = step_ctx(tasks, traj, "file_invoice", 1)
+    general = [e.exp_id for e in pool if not e.family and e.status == "active"]
+    assert general                                   # the sign-off rule holds in every mail family
+    selector = LLMSelector.from_url(closed_port_url(), "m", max_retries=0)
+    ids, texts = StepwiseInjector(pool, selector, k=3)(ctx)
+    assert ids == general[:3] and "Cheers, Alex" in texts[0] and selector.fallbacks == 1
+    url, _ = chat_server(lambda body: chat_reply("I think the invoice one."))
+    ids, _ = StepwiseInjector(pool, LLMSelector.from_url(url, "m", max_retries=0), k=3)(ctx)
+    assert ids == general[:3]
+    url, _ = chat_server(lambda body: (500, {"error": {"message": "down"}}))
+    note = next(e.exp_id for e in pool if e.family == "save_note")
+    chosen = LLMSelector.from_url(url, "m", max_retries=0, default_ids=[note, "p-retired"])
+    assert StepwiseInjector(pool, chosen, k=3)(ctx)[0] == [note]
+    pickle.loads(pickle.dumps(chosen))               # picklable after its client was built
+
+
+def test_parse_id_list():
+    assert parse_id_list('ok ["a", "x", "b", "a"] done', ["a", "b"]) == ["a", "b"]
+    assert parse_id_list("[]", ["a"]) == []
+    assert parse_id_list("[1, 2]", ["a"]) is None and parse_id_list("none", ["a"]) is None
