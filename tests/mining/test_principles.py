@@ -181,10 +181,15 @@ def alex() -> tuple[dict[str, Task], Trajectories]:
 
 
 @pytest.fixture(scope="module")
-def default_pool() -> list[Experience]:
+def default_run() -> tuple[dict[str, Task], Trajectories]:
     tasks = make_tasks("default", 4)
-    traj = oracle_run(tasks)
-    return update_pool([], blind(tasks), traj.episodes, traj.steps, RulesSummariser()).pool
+    return blind(tasks), oracle_run(tasks)
+
+
+@pytest.fixture(scope="module")
+def default_pool(default_run) -> list[Experience]:
+    tasks, traj = default_run
+    return update_pool([], tasks, traj.episodes, traj.steps, RulesSummariser()).pool
 
 
 def _by_family(pool: list[Experience]) -> dict[str, list[str]]:
@@ -236,6 +241,16 @@ def test_a_default_pool_is_edited_towards_alex(alex, default_pool):
     assert pool[removed.index] is stale                              # start times vary: contradicted
     assert next(e for e in up.pool if e.text == stale.text).counter == 1
     assert [e.text for e in pool] == [e.text for e in default_pool] + [stale.text]   # input untouched
+
+
+def test_two_users_mixed_state_only_what_they_share(alex, default_run):
+    (alex_tasks, a), (default_tasks, d) = alex, default_run
+    up = update_pool([], {**alex_tasks, **default_tasks}, pl.concat([a.episodes, d.episodes]),
+                     pl.concat([a.steps, d.steps]), RulesSummariser())
+    texts = " ".join(e.text for e in up.pool)
+    assert "paperwork/bills" not in texts and "finance/invoices" not in texts and "sign-off" not in texts
+    assert "'<name> meeting'" in texts                                 # both users name meetings alike
+    assert any("2 users are mixed" in m for m in up.messages)
 
 
 def test_a_contrasting_failure_in_the_same_group_is_evidence(tmp_path):

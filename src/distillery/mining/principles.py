@@ -307,6 +307,10 @@ def build_evidence(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl.
     if missing:
         u = sorted(set(missing))
         messages.append(f"{len(missing)} episode(s) of {len(u)} unknown task(s) left out: {_examples(u)}")
+    profiles = sorted({g.task.profile for g in groups.values()})
+    if len(profiles) > 1:
+        messages.append(f"episodes of {len(profiles)} users are mixed ({_examples(profiles)}): preferences differ "
+                        "per user, so only what they share can be found; give each user's pool that user's episodes")
     only_s = [g.group for g in groups.values() if g.successes and not g.failures]
     only_f = [g.group for g in groups.values() if g.failures and not g.successes]
     if only_s:
@@ -749,6 +753,9 @@ class RulesSummariser:
                         ops.append(PrincipleOp("REMOVE", i))
                     continue
                 if r is not None:
+                    if (r.family, cond) in covered:     # a second rule about the same thing
+                        ops.append(PrincipleOp("REMOVE", i))
+                        continue
                     covered.add((r.family, cond))
                     if _norm(r.text()) == _norm(item.text):
                         ops.append(PrincipleOp("AGREE", i, provenance=r.provenance))
@@ -760,6 +767,9 @@ class RulesSummariser:
                 continue
             g = glob.get(cond)
             if g is not None:
+                if ("", cond) in covered:
+                    ops.append(PrincipleOp("REMOVE", i))
+                    continue
                 covered.add(("", cond))
                 if _norm(g.text()) == _norm(item.text):
                     ops.append(PrincipleOp("AGREE", i, provenance=g.provenance))
