@@ -166,13 +166,21 @@ class TasksConfig:
     n_test_per_family: int = _f(12, "kept test tasks per family")
     train_profiles: list[str] = _f(["default"], "workspace profiles the train split is drawn under")
     test_profiles: list[str] = _f(["default"], "workspace profiles the test split is drawn under")
+    heldout_profiles: list[str] = _f([], "held-out users (never in train): splits heldout_train (met after "
+                                     "deployment, learned from) and heldout_test")
+    n_heldout_train_per_family: int = _f(20, "kept heldout_train tasks per family")
+    n_heldout_test_per_family: int = _f(12, "kept heldout_test tasks per family")
     max_steps: int = _f(15, "step limit of every generated task")
     random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept")
     max_attempts_factor: int = _f(4, "give up on a family after this many x the wanted tasks")
 
     def __post_init__(self) -> None:
-        if self.n_train_per_family < 0 or self.n_test_per_family < 0:
-            raise ValueError("n_train_per_family and n_test_per_family must be >= 0")
+        if min(self.n_train_per_family, self.n_test_per_family, self.n_heldout_train_per_family,
+               self.n_heldout_test_per_family) < 0:
+            raise ValueError("tasks.n_*_per_family must be >= 0")
+        if set(self.heldout_profiles) & set(self.train_profiles):
+            raise ValueError(f"tasks.heldout_profiles {sorted(set(self.heldout_profiles) & set(self.train_profiles))} "
+                             "are also train profiles: a held-out user must be unseen in training")
         if self.max_steps < 2:
             raise ValueError("max_steps must be at least 2 (one action and finish)")
 

@@ -18,7 +18,7 @@ import polars as pl
 # ---------------------------------------------------------------------------------------
 
 Split = Literal["train", "test"]
-SPLITS: tuple[str, ...] = ("train", "test")
+SPLITS: tuple[str, ...] = ("train", "test", "heldout_train", "heldout_test")
 
 
 @dataclass(frozen=True)

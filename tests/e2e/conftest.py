@@ -17,7 +17,8 @@ import yaml
 from tests.conftest import REPO
 
 MICRO = {
-    "tasks": {"n_train_per_family": 2, "n_test_per_family": 2, "random_probes": 1},
+    "tasks": {"n_train_per_family": 2, "n_test_per_family": 2, "random_probes": 1,
+              "n_heldout_train_per_family": 2, "n_heldout_test_per_family": 1},
     "collect": {"batch_size": 16, "executor": {"kind": "process", "workers": 2, "address": ""}},
     "warmup": {
         "tokenizer": {"vocab_size": 1024},
@@ -28,6 +29,9 @@ MICRO = {
     },
     "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},
+    "mine": {"max_groups": 1, "pairs_per_group": 1},
+    "internalize": {"iterations": 2, "k": 2, "replay_episodes": 4,
+                    "train": {"max_steps": 3, "batch_size": 4, "save_every": 2, "num_threads": 1}},
 }
 
 

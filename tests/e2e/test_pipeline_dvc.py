@@ -29,9 +29,18 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
     assert bench["warmup"]["all"]["episodes"] == 2 * len(families)
     rollouts = pl.read_parquet(repo / "data/rollouts/warmup/episodes.parquet")
     assert rollouts.height == 2 * 2 * len(families) and rollouts.group_by("group").len()["len"].unique().to_list() == [2]
+    assert set(rollouts["split"]) == {"heldout_train"} and set(rollouts["profile"]) == {"alex"}
     assert (repo / "checkpoints/warmup").is_dir()
     validation = json.loads((repo / "data/tasks/validation.json").read_text())
-    assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families)}
+    assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families),
+                                  "heldout_train": 2 * len(families), "heldout_test": len(families)}
+    # Issue 4: mined experience and the internalization loop, one record per iteration.
+    mined = json.loads((repo / "metrics/mine.json").read_text())
+    assert mined["episodes"] == rollouts.height
+    assert (repo / "data/experience/skill_validation.md").exists()
+    inter = json.loads((repo / "metrics/internalize.json").read_text())
+    assert [r["iteration"] for r in inter["iterations"]] == [0, 1]
+    assert (repo / "models/internalized/card.json").exists()
     eps = pl.read_parquet(repo / "data/trajectories/oracle/episodes.parquet")
     steps = pl.read_parquet(repo / "data/trajectories/oracle/steps.parquet")
     assert eps["n_steps"].sum() == steps.height

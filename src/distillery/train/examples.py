@@ -38,7 +38,9 @@ def episode_turns(steps: pl.DataFrame) -> dict[str, list[Turn]]:
 def corpus_texts(tasks: Iterable[Task], steps: pl.DataFrame | None = None) -> list[str]:
     """Everything a model will read or write: instructions, preferences, initial state
     text, observations, actions, and the tools' descriptions."""
-    texts: list[str] = [tools_text(tool_specs("stage"))]
+    from distillery.envs.stage.profiles import vocabulary_text
+
+    texts: list[str] = [tools_text(tool_specs("stage")), vocabulary_text()]
     for t in tasks:
         texts.append(t.instruction)
         texts.extend(t.preferences)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,17 @@ class WarmupConfig:
     model: ModelConfig = _f(ModelConfig, "the model: size from scratch, or a checkpoint (+ LoRA)")
     train: TrainConfig = _f(TrainConfig, "the training loop")
     prompt: PromptConfig = _f(PromptConfig, "how prompts are rendered (recorded in the model card)")
+    principles_fraction: float = _f(0.5, "share of episodes whose prompt shows the task's governing "
+                                    "principles (the profile's preferences) as experience: the student "
+                                    "learns a default habit and to follow principle text when present")
     induction_steps: int = _f(500, "from scratch: steps of the synthetic copy curriculum before the "
                               "trajectories (0 = none); see the module docstring")
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"warmup.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.principles_fraction <= 1:
+            raise ValueError(f"warmup.principles_fraction must be in [0, 1], got {self.principles_fraction}")
         if self.induction_steps < 0:
             raise ValueError(f"warmup.induction_steps must be >= 0, got {self.induction_steps}")
 
@@ -93,11 +98,21 @@ def induction_phase(model: Any, tok: Any, cfg: WarmupConfig, ckpt_dir: str | Pat
                  tcfg, Path(ckpt_dir) / "induction", pad_id=tok.pad_token_id)
 
 
+def _unit_hash(seed: int | str, key: str) -> float:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "little") / 2**64
+
+
 def held_out(task_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
     """A stable, seed-dependent slice of the tasks (by hash, so adding tasks moves none)."""
-    def h(t: str) -> float:
-        return int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") / 2**64
-    return {t for t in task_ids if h(t) < fraction}
+    return {t for t in task_ids if _unit_hash(seed, t) < fraction}
+
+
+def principle_experience(episodes: pl.DataFrame, tasks: Mapping[str, Task], fraction: float,
+                         seed: int) -> dict[str, list[str]]:
+    """Episode id -> the task's principles, for a stable `fraction` of the episodes."""
+    return {eid: list(tasks[tid].preferences)
+            for eid, tid in episodes.select("episode_id", "task_id").iter_rows()
+            if tasks[tid].preferences and _unit_hash(f"principles-{seed}", eid) < fraction}
 
 
 @dataclass
@@ -134,8 +149,11 @@ def warmup(cfg: WarmupConfig, tasks: Sequence[Task], episodes: pl.DataFrame, ste
     induction_phase(model, tok, cfg, ckpt_dir)
     hold = held_out(sorted(by_id), cfg.eval_fraction, cfg.train.seed)
     is_eval = pl.col("task_id").is_in(sorted(hold))
-    train_ex, train_stats = sft_examples(by_id, episodes.filter(~is_eval), steps, tok, cfg.prompt, cfg.only_success)
-    eval_ex, eval_stats = sft_examples(by_id, episodes.filter(is_eval), steps, tok, cfg.prompt, cfg.only_success)
+    shown = principle_experience(episodes, by_id, cfg.principles_fraction, cfg.train.seed)
+    train_ex, train_stats = sft_examples(by_id, episodes.filter(~is_eval), steps, tok, cfg.prompt,
+                                         cfg.only_success, experience=shown)
+    eval_ex, eval_stats = sft_examples(by_id, episodes.filter(is_eval), steps, tok, cfg.prompt,
+                                       cfg.only_success, experience=shown)
     result = train(model, train_ex, eval_ex, cfg.train, ckpt_dir, pad_id=tok.pad_token_id)
     stats = WarmupStats(train_stats, eval_stats, len(tok), sum(p.numel() for p in model.parameters()))
     return tok, model, result, stats

@@ -106,10 +106,16 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"tasks.families: unknown {unknown}; known: {', '.join(FAMILIES)}")
-    for p in cfg.train_profiles + cfg.test_profiles:
+    for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
         get_profile(p)
-    wanted = {"train": cfg.n_train_per_family, "test": cfg.n_test_per_family}
-    profiles = {"train": cfg.train_profiles, "test": cfg.test_profiles}
+    # The held-out users' splits: the tasks an agent meets after deployment (it learns from
+    # them) and the ones it is tested on.
+    wanted = {"train": cfg.n_train_per_family, "test": cfg.n_test_per_family,
+              "heldout_train": cfg.n_heldout_train_per_family if cfg.heldout_profiles else 0,
+              "heldout_test": cfg.n_heldout_test_per_family if cfg.heldout_profiles else 0}
+    profiles = {"train": cfg.train_profiles, "test": cfg.test_profiles,
+                "heldout_train": cfg.heldout_profiles, "heldout_test": cfg.heldout_profiles}
+    splits = [s for s, n in wanted.items() if n > 0]
     kept: list[Task] = []
     rejected: list[Rejection] = []
     seen: dict[str, str] = {}
@@ -118,7 +124,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
     bar = tqdm(total=sum(wanted.values()) * len(families), desc="tasks", unit="task", disable=not progress)
     try:
         for family in families:
-            for split in ("train", "test"):
+            for split in splits:
                 need, attempt = wanted[split], 0
                 got: list[Task] = []
                 limit = max(need, 1) * cfg.max_attempts_factor
@@ -165,7 +171,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
         bar.close()
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
     report = {
-        "kept": {s: sum(t.split == s for t in kept) for s in ("train", "test")},
+        "kept": {s: sum(t.split == s for t in kept) for s in splits},
         "n_rejected": len(rejected),
         "families": {f: {"kept": sum(t.family == f for t in kept),
                          "rejected": sum(r.family == f for r in rejected)} for f in families},

@@ -1,11 +1,21 @@
 """Workspace profiles: a user's standing preferences, which task instructions never state
-and task checks always enforce. Profiles are data. `default` is what the default params
-use; the others are held-out users whose preferences an agent must learn from experience.
+and task checks always enforce. Profiles are data.
+
+- `default` (Sam Reed) is the habit: the values most users share.
+- `u01` ... `u99` are *generated* training users: each takes the default's value on most
+  dimensions and a different value from `VALUE_POOLS` on a few (a seeded function of the
+  name). Training a student on many of them, with their principles in the prompt for part
+  of the examples, teaches it a default habit and to follow principle text when present.
+- `alex` and `jo` are held-out users whose preference *combinations* no generated user has
+  (a test checks it): the users an agent must learn from experience.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import random
+import re
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,58 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# The values each preference dimension takes across generated users (the first of each is
+# the default's). Folders are ones the workspace builder creates on demand.
+VALUE_POOLS: dict[str, tuple] = {
+    "invoice_dir": ("finance/invoices", "paperwork/bills", "admin/receipts", "money/invoices"),
+    "attachment_dir": ("documents/attachments", "inbox-files", "downloads/saved", "files/received"),
+    "newsletter_folder": ("reading", "newsletters", "later", "digest"),
+    "signoff_word": ("Best", "Cheers", "Thanks", "Regards"),
+    "meeting_minutes": (30, 45, 60, 20),
+    "notes_dir": ("notes", "journal", "docs/notes", "memos"),
+    "note_ext": (".md", ".txt"),
+    "temp_exts": ((".tmp", ".part"), (".tmp", ".bak"), (".part", ".crdownload"), (".bak", ".crdownload")),
+    "contact_company": (True, False),
+}
+USERS = (("Ada", "Moreno"), ("Ravi", "Patel"), ("Lina", "Okafor"), ("Tess", "Hughes"), ("Noah", "Byrne"),
+         ("Ines", "Duarte"), ("Kai", "Larsen"), ("Mara", "Quist"))
+GENERATED = re.compile(r"u\d{2}")
+
+
+def generated_profile(name: str, n_changed: int = 3) -> Profile:
+    """Training user `name` (u01..u99): the default with `n_changed` dimensions changed,
+    chosen and valued by a seeded function of the name."""
+    if not GENERATED.fullmatch(name):
+        raise ValueError(f"generated profile names are u01..u99, not {name!r}")
+    rng = random.Random(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little"))
+    first, last = USERS[rng.randrange(len(USERS))]
+    base = PROFILES["default"]
+    values = {"signoff_word": "Best"}
+    for dim in rng.sample(sorted(VALUE_POOLS), n_changed):
+        values[dim] = rng.choice(VALUE_POOLS[dim][1:])
+    word = values.pop("signoff_word")
+    return replace(base, name=name, user_name=f"{first} {last}", user_email=f"{first.lower()}.{last.lower()}@home.net",
+                   signoff=f"{word}, {first}", **values)
+
+
 def get_profile(name: str) -> Profile:
-    try:
+    if name in PROFILES:
         return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+    if GENERATED.fullmatch(name):
+        return generated_profile(name)
+    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}, or generated u01..u99")
+
+
+def preference_values(p: Profile) -> tuple:
+    """The profile's preference combination (what makes two users behave differently)."""
+    return (p.invoice_dir, p.attachment_dir, p.newsletter_folder, p.signoff.split(",")[0], p.meeting_minutes,
+            p.notes_dir, p.note_ext, p.temp_exts, p.contact_company)
+
+
+def vocabulary_text() -> str:
+    """Every value a preference can take and every user name, as one text: the profiles'
+    vocabulary, for tokenizers (a held-out user's values are then familiar tokens)."""
+    words = [f"{f} {l}" for f, l in USERS]
+    for values in VALUE_POOLS.values():
+        words += [" ".join(v) if isinstance(v, tuple) else str(v) for v in values]
+    return "\n".join(words)

@@ -1,0 +1,339 @@
+"""Experience internalization by context distillation (reference/algorithms.md 5a).
+
+A student meets a held-out user. Each iteration k:
+
+1. **Teacher rollouts.** The teacher is the *same* model M_k with the experience pool
+   injected (globally, or step-wise: the top items for each observation, for that call
+   only). It samples K episodes of every learning task (`heldout_train`).
+2. **Experience update.** The pool is updated from those rollouts (ExpeL-style ops for
+   principles, `mining.principles.update_pool`; successful decisive calls for instances).
+3. **Distillation** into M_{k+1}, which never sees the experience:
+   - *off-policy*: the teacher's successful episodes, rendered **without** experience,
+     trained by likelihood on the action tokens (tool outputs are context, not targets);
+   - *on-policy*: the student samples without experience; the teacher scores the same
+     prefixes with the experience in its prompt; per-token reverse KL as an advantage
+     (`train.losses.opd_loss`, reference 4b).
+   Both mix in replayed warm-up episodes with their principles in the prompt, so the
+   student keeps following principle text when it is given (the issue's forgetting check).
+4. **Evaluation** on `heldout_test`: success without experience (what was internalized)
+   and with it (what the teacher can do), logged per iteration through DVCLive.
+
+Every iteration is checkpointed (`<run>/iter-<k>/`: model, pool, metrics); a rerun skips
+finished iterations and resumes an unfinished one from its training checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from distillery.agents.hf import HFPolicy
+from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
+from distillery.config import _f
+from distillery.rollout import Injector, RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.train.config import TrainConfig
+from distillery.train.data import Batch, Example
+from distillery.train.examples import episode_turns, sft_examples
+from distillery.train.loop import action_logits, train
+from distillery.train.losses import opd_loss
+from distillery.train.warmup import principle_experience
+from distillery.types import Context, Experience, Task
+
+GRANULARITIES = ("principle", "instance")
+INJECTIONS = ("stepwise", "global")
+REGIMES = ("off_policy", "on_policy")
+
+
+@dataclass
+class InternalizeConfig:
+    """`internalize` stage: N iterations of rollout -> experience update -> distil -> evaluate."""
+
+    model_dir: str = _f("models/warmup", "the model to start from (the warm-up student)")
+    learn_split: str = _f("heldout_train", "tasks the deployed agent meets and learns from")
+    test_split: str = _f("heldout_test", "tasks it is evaluated on")
+    iterations: int = _f(3, "rollout -> update -> distil -> evaluate cycles")
+    granularity: str = _f("principle", "principle | instance: which experience is injected and distilled")
+    injection: str = _f("stepwise", "stepwise (top items per step, that call only) | global (whole pool)")
+    regime: str = _f("off_policy", "off_policy (likelihood on teacher successes) | on_policy (reverse KL)")
+    top_k: int = _f(3, "step-wise injection: items per step")
+    k: int = _f(4, "samples per learning task per iteration")
+    temperature: float = _f(1.0, "sampling temperature of the rollouts")
+    max_tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
+    batch_size: int = _f(128, "episodes decoded together")
+    replay_episodes: int = _f(400, "warm-up teacher episodes replayed with their principles shown")
+    max_rules: int = _f(20, "principle pool cap (ExpeL max_num_rules)")
+    seed: int = _f(0, "seeds rollouts, data order and training")
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        lr=1e-3, warmup_steps=10, max_steps=120, batch_size=16, weight_decay=0.0, save_every=40,
+        keep_checkpoints=1), metadata={"help": "the training loop of each distillation step"})
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("granularity", GRANULARITIES), ("injection", INJECTIONS), ("regime", REGIMES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"internalize.{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.iterations < 1 or self.k < 1 or self.top_k < 1:
+            raise ValueError("internalize.iterations, k and top_k must be at least 1")
+        if self.temperature <= 0:
+            raise ValueError("internalize.temperature must be > 0 (the rollouts sample)")
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------
+
+
+def make_injector(pool: Sequence[Experience], injection: str, top_k: int) -> Injector | None:
+    """The injector for `pool` (None when nothing is active: the prompt then has no experience)."""
+    from distillery.mining.inject import (
+        GlobalInjector,
+        StepwiseInjector,
+        TfidfSelector,
+        active_items,
+    )
+
+    if not active_items(pool):
+        return None
+    if injection == "global":
+        return GlobalInjector(pool)
+    return StepwiseInjector(pool, TfidfSelector(), k=top_k)
+
+
+def principles_injector(ctx: Context) -> tuple[list[str], list[str]]:
+    """The task's own governing principles (the user's preferences), as experience: the
+    'principles given in the prompt' condition of the forgetting check."""
+    return [f"pref:{i}" for i in range(len(ctx.task.preferences))], list(ctx.task.preferences)
+
+
+def run_policy(model: Any, tok: Any, tasks: Sequence[Task], *, injector: Injector | None, k: int,
+               temperature: float, seed: int, iteration: int, batch_size: int, label: str,
+               prompt: PromptConfig) -> Trajectories:
+    """Roll `model` out on `tasks` (K each) with an optional injector; greedy at temperature 0."""
+    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt))
+    policy.name = label
+    cfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size)
+    return run_batch(policy, make_jobs(tasks, label, cfg), cfg, injector)
+
+
+def success_rate(traj: Trajectories) -> float:
+    return float(traj.episodes["success"].mean()) if traj.episodes.height else float("nan")
+
+
+def update_experience(pool: Sequence[Experience], granularity: str, tasks: Mapping[str, Task],
+                      traj: Trajectories, max_rules: int) -> tuple[list[Experience], list[str]]:
+    """The pool after learning from `traj` (never lost: failures keep the old pool)."""
+    if granularity == "principle":
+        from distillery.mining.principles import RulesSummariser, update_pool
+
+        up = update_pool(pool, tasks, traj.episodes, traj.steps, RulesSummariser(), max_rules=max_rules)
+        return up.pool, up.messages
+    from distillery.mining.instances import mine_instances
+
+    fresh = mine_instances(tasks, traj.episodes, traj.steps)
+    if not fresh:
+        return list(pool), ["no successful episode: instance pool unchanged"]
+    merged = {e.exp_id: e for e in pool}
+    for e in fresh:
+        merged.setdefault(e.exp_id, e)
+    return list(merged.values()), [f"instances: {len(pool)} -> {len(merged)}"]
+
+
+def replay_examples(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl.DataFrame, tok: Any,
+                    prompt: PromptConfig, n: int, seed: int) -> list[Example]:
+    """`n` warm-up teacher episodes with their principles shown (sampled by a seeded hash)."""
+    if n <= 0 or episodes.height == 0:
+        return []
+    eps = episodes.filter(pl.col("success") & pl.col("task_id").is_in(list(tasks)))
+    eps = eps.with_columns(pl.col("episode_id").hash(seed).alias("_h")).sort("_h").head(n).drop("_h")
+    shown = principle_experience(eps, tasks, 1.0, seed)
+    ex, _ = sft_examples(tasks, eps, steps.join(eps.select("episode_id"), on="episode_id", how="semi"),
+                         tok, prompt, True, experience=shown)
+    return ex
+
+
+def onpolicy_examples(model: Any, tok: Any, tasks: Mapping[str, Task], traj: Trajectories,
+                      injector: Injector | None, prompt: PromptConfig) -> list[Example]:
+    """One example per student step: the plain prompt and the sampled action, with per-token
+    `sampler_logp` (the student, as it sampled: same weights) and `teacher_logp` (the same
+    model with the experience the injector picks for that step in its prompt)."""
+    turns = episode_turns(traj.steps)
+    out: list[Example] = []
+    model.eval()
+    for ep_id, task_id in traj.episodes.select("episode_id", "task_id").iter_rows():
+        task = tasks[task_id]
+        ts = turns.get(ep_id, [])
+        for t, turn in enumerate(ts):
+            ctx = Context(episode_id=ep_id, task=task, t=t, observation=turn.observation, history=ts[:t])
+            act = action_ids(tok, turn.action)
+            plain = render_compact_ids(ctx, tok, prompt)
+            taught = plain
+            if injector is not None:
+                ids, texts = injector(ctx)
+                taught = render_compact_ids(replace(ctx, experience=texts, experience_ids=ids), tok, prompt)
+            s_lp = _action_logprobs(model, plain, act)
+            t_lp = _action_logprobs(model, taught, act)
+            pad = [0.0] * len(plain)
+            out.append(Example(plain + act, [-100] * len(plain) + act,
+                               {"sampler_logp": pad + s_lp, "teacher_logp": pad + t_lp}))
+    return out
+
+
+@torch.no_grad()
+def _action_logprobs(model: Any, prompt: list[int], act: list[int]) -> list[float]:
+    ids = torch.tensor([prompt + act], device=model.device)
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), -1)
+    return logp.gather(-1, torch.tensor(act, device=model.device)[:, None])[:, 0].tolist()
+
+
+def onpolicy_loss_fn(model: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """OPD on the action tokens; replayed examples (no teacher) fall back to likelihood."""
+    al = action_logits(model, batch)
+    logp = torch.log_softmax(al.logits.float(), -1).gather(-1, al.targets[:, None])[:, 0]
+    s = batch.extras["sampler_logp"][:, 1:][al.rows, al.cols]
+    t = batch.extras["teacher_logp"][:, 1:][al.rows, al.cols]
+    has_teacher = batch.extras["has_teacher"][al.rows] > 0
+    mask = torch.ones_like(logp, dtype=torch.bool)
+    zero = logp.new_zeros(())
+    distil = opd_loss(logp[None], s[None], t[None], (mask & has_teacher)[None]).loss if has_teacher.any() else zero
+    nll = -(logp[~has_teacher]).mean() if (~has_teacher).any() else zero
+    return distil + nll, {"reverse_kl": float((s - t)[has_teacher].mean()) if has_teacher.any() else 0.0}
+
+
+def _with_flags(examples: Sequence[Example], teacher: bool) -> list[Example]:
+    out = []
+    for e in examples:
+        zeros = [0.0] * len(e)
+        extras = {"sampler_logp": e.extras.get("sampler_logp", zeros),
+                  "teacher_logp": e.extras.get("teacher_logp", zeros), "has_teacher": 1.0 if teacher else 0.0}
+        out.append(Example(e.input_ids, e.labels, extras))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    success_plain: float          # heldout_test, no experience in the prompt (internalized)
+    success_with_experience: float  # heldout_test, the pool injected (the teacher)
+    teacher_rollout_success: float  # learning tasks, sampled, with the pool
+    pool_size: int
+    n_examples: int
+    messages: list[str] = field(default_factory=list)
+
+
+def model_prompt(model_dir: str | Path) -> PromptConfig:
+    """The prompt format a model was trained with (its card), else the default."""
+    card = Path(model_dir) / "card.json"
+    return PromptConfig(**json.loads(card.read_text()).get("prompt", {})) if card.is_file() else PromptConfig()
+
+
+def _load(model_dir: Path) -> tuple[Any, Any]:
+    from distillery.lm.model import load_model_dir
+
+    lm = load_model_dir(model_dir)
+    return lm.model, lm.tokenizer
+
+
+def run_internalize(
+    cfg: InternalizeConfig,
+    tasks: Sequence[Task],
+    pool: Sequence[Experience],
+    replay: tuple[pl.DataFrame, pl.DataFrame] | None,
+    run_dir: str | Path,
+    log: Callable[[dict[str, float], int], None] | None = None,
+) -> tuple[Any, Any, list[Experience], list[IterationResult]]:
+    """The whole loop; returns (model, tokenizer, final pool, one result per iteration)."""
+    from distillery.lm.model import save_model_dir
+
+    run_dir = Path(run_dir)
+    learn = [t for t in tasks if t.split == cfg.learn_split]
+    test = [t for t in tasks if t.split == cfg.test_split]
+    if not learn or not test:
+        raise ValueError(f"internalize: no {cfg.learn_split!r} or {cfg.test_split!r} tasks; set "
+                         "tasks.heldout_profiles so the tasks stage generates them")
+    if cfg.max_tasks_per_family:
+        kept: dict[str, list[Task]] = {}
+        for t in learn:
+            kept.setdefault(t.family, []).append(t)
+        learn = [t for fam in kept.values() for t in fam[: cfg.max_tasks_per_family]]
+    by_id = {t.task_id: t for t in tasks}
+    model, tok = _load(Path(cfg.model_dir))
+    prompt = model_prompt(cfg.model_dir)
+    pool = list(pool)
+    results: list[IterationResult] = []
+    for it in range(cfg.iterations):
+        done = run_dir / f"iter-{it}"
+        if (done / "result.json").is_file():             # finished earlier: resume after it
+            body = json.loads((done / "result.json").read_text())
+            results.append(IterationResult(**body["result"]))
+            pool = [Experience.from_dict(d) for d in body["pool"]]
+            model, tok = _load(done / "model")
+            continue
+        injector = make_injector(pool, cfg.injection, cfg.top_k)
+        seed = cfg.seed * 1000 + it
+        teach = run_policy(model, tok, learn, injector=injector, k=cfg.k, temperature=cfg.temperature,
+                           seed=seed, iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt)
+        pool, messages = update_experience(pool, cfg.granularity, by_id, teach, cfg.max_rules)
+        injector = make_injector(pool, cfg.injection, cfg.top_k)
+        rep = []
+        if replay is not None:
+            train_tasks = {t.task_id: t for t in tasks if t.split == "train"}
+            rep = replay_examples(train_tasks, replay[0], replay[1], tok, prompt, cfg.replay_episodes, cfg.seed)
+        if cfg.regime == "off_policy":
+            distil, _ = sft_examples(by_id, teach.episodes, teach.steps, tok, prompt, only_success=True)
+            examples = distil + rep
+            loss_fn = None
+        else:
+            student = run_policy(model, tok, learn, injector=None, k=cfg.k, temperature=cfg.temperature,
+                                 seed=seed + 500, iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}", prompt=prompt)
+            distil = onpolicy_examples(model, tok, by_id, student, injector, prompt)
+            examples = _with_flags(distil, True) + _with_flags(rep, False)
+            loss_fn = onpolicy_loss_fn
+        if not distil:
+            messages.append("nothing to distil this iteration (no successful teacher episode / no step)")
+        tcfg = replace(cfg.train, seed=seed, dvclive=False, log_dir="")
+        if examples:
+            model.train()
+            train(model, examples, [], tcfg, done / "run", loss_fn, pad_id=tok.pad_token_id)
+        model.eval()
+        plain = run_policy(model, tok, test, injector=None, k=1, temperature=0.0, seed=cfg.seed,
+                           iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}", prompt=prompt)
+        taught = run_policy(model, tok, test, injector=injector, k=1, temperature=0.0, seed=cfg.seed,
+                            iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt)
+        res = IterationResult(it, success_rate(plain), success_rate(taught), success_rate(teach), len(pool),
+                              len(distil), messages)
+        save_model_dir(done / "model", model, tok, {"iteration": it, "config": asdict(cfg)})
+        tmp = done / "result.json.tmp"
+        tmp.write_text(json.dumps({"result": asdict(res), "pool": [e.to_dict() for e in pool]}, indent=1))
+        tmp.replace(done / "result.json")
+        shutil.rmtree(done / "run", ignore_errors=True)
+        results.append(res)
+        if log is not None:
+            log({"success_plain": res.success_plain, "success_with_experience": res.success_with_experience,
+                 "teacher_rollout_success": res.teacher_rollout_success, "pool_size": float(res.pool_size)}, it)
+    return model, tok, pool, results
+
+
+def evaluate_with(model: Any, tok: Any, tasks: Sequence[Task], injector: Injector | None, *,
+                  prompt: PromptConfig, batch_size: int = 128, label: str = "eval") -> float:
+    """Greedy success of `model` on `tasks` with an optional injector."""
+    if not tasks:
+        return math.nan
+    return success_rate(run_policy(model, tok, tasks, injector=injector, k=1, temperature=0.0, seed=0,
+                                   iteration=0, batch_size=batch_size, label=label, prompt=prompt))
+
+
+def summary(results: Sequence[IterationResult]) -> dict[str, Any]:
+    return {"iterations": [asdict(r) for r in results]}
+
