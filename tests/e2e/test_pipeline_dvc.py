@@ -29,7 +29,7 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
     assert bench["warmup"]["all"]["episodes"] == 2 * len(families)
     rollouts = pl.read_parquet(repo / "data/rollouts/warmup/episodes.parquet")
     assert rollouts.height == 2 * 2 * len(families) and rollouts.group_by("group").len()["len"].unique().to_list() == [2]
-    assert set(rollouts["split"]) == {"heldout_train"} and set(rollouts["profile"]) == {"alex"}
+    assert set(rollouts["split"]) == {"heldout_train"} and set(rollouts["profile"]) == {"h01"}
     assert (repo / "checkpoints/warmup").is_dir()
     validation = json.loads((repo / "data/tasks/validation.json").read_text())
     assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families),

@@ -152,9 +152,9 @@ def replay_examples(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl
         return []
     eps = episodes.filter(pl.col("success") & pl.col("task_id").is_in(list(tasks)))
     eps = eps.with_columns(pl.col("episode_id").hash(seed).alias("_h")).sort("_h").head(n).drop("_h")
-    shown = principle_experience(eps, tasks, 1.0, seed)
-    ex, _ = sft_examples(tasks, eps, steps.join(eps.select("episode_id"), on="episode_id", how="semi"),
-                         tok, prompt, True, experience=shown)
+    steps = steps.join(eps.select("episode_id"), on="episode_id", how="semi")
+    shown = principle_experience(eps, tasks, 1.0, seed, steps=steps)
+    ex, _ = sft_examples(tasks, eps, steps, tok, prompt, True, experience=shown)
     return ex
 
 

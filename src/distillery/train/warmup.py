@@ -38,7 +38,7 @@ from distillery.train.config import TrainConfig
 from distillery.train.data import Example
 from distillery.train.examples import ExampleStats, corpus_texts, sft_examples
 from distillery.train.loop import TrainResult, train
-from distillery.types import Task
+from distillery.types import Context, Task
 
 
 @dataclass
@@ -108,11 +108,49 @@ def held_out(task_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
 
 
 def principle_experience(episodes: pl.DataFrame, tasks: Mapping[str, Task], fraction: float,
-                         seed: int) -> dict[str, list[str]]:
-    """Episode id -> the task's principles, for a stable `fraction` of the episodes."""
-    return {eid: list(tasks[tid].preferences)
-            for eid, tid in episodes.select("episode_id", "task_id").iter_rows()
-            if tasks[tid].preferences and _unit_hash(f"principles-{seed}", eid) < fraction}
+                         seed: int, steps: pl.DataFrame | None = None, top_k: int = 3) -> dict[str, list[str]]:
+    """Episode id -> principles shown in its prompt, for a stable `fraction` of the episodes.
+
+    Half of them (by hash) show the task's principles as the profile states them; with
+    `steps`, the other half show what *mining* that user's episodes gives
+    (`mining.principles`, rules summariser) as the step-wise injector picks it for the
+    episode's first step: the phrasing a deployed student will be given, so it learns to
+    follow mined text too, not only the profile's own sentences.
+    """
+    picks = {eid: tid for eid, tid in episodes.select("episode_id", "task_id").iter_rows()
+             if tasks[tid].preferences and _unit_hash(f"principles-{seed}", eid) < fraction}
+    mined = _mined_injectors(episodes, steps, tasks, top_k) if steps is not None else {}
+    first_obs = {}
+    if mined:
+        first = steps.filter(pl.col("t") == 0).select("episode_id", "observation")
+        first_obs = dict(first.iter_rows())
+    out = {}
+    for eid, tid in picks.items():
+        task = tasks[tid]
+        inj = mined.get(task.profile)
+        if inj is not None and eid in first_obs and _unit_hash(f"mined-{seed}", eid) < 0.5:
+            out[eid] = inj(Context(episode_id=eid, task=task, t=0, observation=first_obs[eid]))[1]
+        else:
+            out[eid] = list(task.preferences)
+    return out
+
+
+def _mined_injectors(episodes: pl.DataFrame, steps: pl.DataFrame, tasks: Mapping[str, Task],
+                     top_k: int) -> dict[str, Any]:
+    """Per training user: a step-wise injector over the principles mined from their episodes."""
+    from distillery.mining.inject import StepwiseInjector, TfidfSelector
+    from distillery.mining.principles import RulesSummariser, update_pool
+
+    eps = episodes.with_columns(pl.col("task_id").replace_strict(
+        {t: tasks[t].profile for t in tasks}, default="").alias("_profile"))
+    out = {}
+    for prof in sorted(set(eps["_profile"]) - {""}):
+        mine = eps.filter(pl.col("_profile") == prof).drop("_profile")
+        pool = update_pool([], tasks, mine, steps.join(mine.select("episode_id"), on="episode_id", how="semi"),
+                           RulesSummariser()).pool
+        if pool:
+            out[prof] = StepwiseInjector(pool, TfidfSelector(), k=top_k)
+    return out
 
 
 @dataclass
@@ -149,7 +187,7 @@ def warmup(cfg: WarmupConfig, tasks: Sequence[Task], episodes: pl.DataFrame, ste
     induction_phase(model, tok, cfg, ckpt_dir)
     hold = held_out(sorted(by_id), cfg.eval_fraction, cfg.train.seed)
     is_eval = pl.col("task_id").is_in(sorted(hold))
-    shown = principle_experience(episodes, by_id, cfg.principles_fraction, cfg.train.seed)
+    shown = principle_experience(episodes, by_id, cfg.principles_fraction, cfg.train.seed, steps=steps)
     train_ex, train_stats = sft_examples(by_id, episodes.filter(~is_eval), steps, tok, cfg.prompt,
                                          cfg.only_success, experience=shown)
     eval_ex, eval_stats = sft_examples(by_id, episodes.filter(is_eval), steps, tok, cfg.prompt,

@@ -6,8 +6,11 @@ and task checks always enforce. Profiles are data.
   dimensions and a different value from `VALUE_POOLS` on a few (a seeded function of the
   name). Training a student on many of them, with their principles in the prompt for part
   of the examples, teaches it a default habit and to follow principle text when present.
-- `alex` and `jo` are held-out users whose preference *combinations* no generated user has
-  (a test checks it): the users an agent must learn from experience.
+- `h01` ... `h99` are generated *held-out* users: drawn the same way (names and values from
+  the same pools, so nothing about them is out of vocabulary) but with 4 dimensions changed,
+  a combination no training user `u01`..`u07` has (a test checks it).
+- `alex` and `jo` are hand-written held-out users who differ from the default on every
+  dimension: a harder setting (a student that never succeeds has nothing to mine).
 """
 
 from __future__ import annotations
@@ -76,14 +79,16 @@ VALUE_POOLS: dict[str, tuple] = {
 }
 USERS = (("Ada", "Moreno"), ("Ravi", "Patel"), ("Lina", "Okafor"), ("Tess", "Hughes"), ("Noah", "Byrne"),
          ("Ines", "Duarte"), ("Kai", "Larsen"), ("Mara", "Quist"))
-GENERATED = re.compile(r"u\d{2}")
+GENERATED = re.compile(r"[uh]\d{2}")
+CHANGED = {"u": 3, "h": 4}   # dimensions changed from the default: training / held-out users
 
 
-def generated_profile(name: str, n_changed: int = 3) -> Profile:
-    """Training user `name` (u01..u99): the default with `n_changed` dimensions changed,
-    chosen and valued by a seeded function of the name."""
+def generated_profile(name: str, n_changed: int | None = None) -> Profile:
+    """User `name` (training u01..u99, held-out h01..h99): the default with a few dimensions
+    changed, chosen and valued by a seeded function of the name."""
     if not GENERATED.fullmatch(name):
-        raise ValueError(f"generated profile names are u01..u99, not {name!r}")
+        raise ValueError(f"generated profile names are u01..u99 or h01..h99, not {name!r}")
+    n_changed = CHANGED[name[0]] if n_changed is None else n_changed
     rng = random.Random(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little"))
     first, last = USERS[rng.randrange(len(USERS))]
     base = PROFILES["default"]
@@ -100,7 +105,7 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     if GENERATED.fullmatch(name):
         return generated_profile(name)
-    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}, or generated u01..u99")
+    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}, or generated u01..u99, h01..h99")
 
 
 def preference_values(p: Profile) -> tuple:
