@@ -117,7 +117,7 @@ def preference_values(p: Profile) -> tuple:
 def vocabulary_text() -> str:
     """Every value a preference can take and every user name, as one text: the profiles'
     vocabulary, for tokenizers (a held-out user's values are then familiar tokens)."""
-    words = [f"{f} {l}" for f, l in USERS]
+    words = [f"{first} {last}" for first, last in USERS]
     for values in VALUE_POOLS.values():
         words += [" ".join(v) if isinstance(v, tuple) else str(v) for v in values]
     return "\n".join(words)
