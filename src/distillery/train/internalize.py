@@ -71,6 +71,7 @@ class InternalizeConfig:
     replay_episodes: int = _f(400, "warm-up teacher episodes replayed with their principles shown")
     max_rules: int = _f(20, "principle pool cap (ExpeL max_num_rules)")
     seed: int = _f(0, "seeds rollouts, data order and training")
+    eval_seeds: list[int] = _f([0, 1, 2], "sampling seeds of the teacher-vs-plain comparison before training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=1e-3, warmup_steps=10, max_steps=120, batch_size=16, weight_decay=0.0, save_every=40,
         keep_checkpoints=1), metadata={"help": "the training loop of each distillation step"})
@@ -153,7 +154,7 @@ def replay_examples(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl
     eps = episodes.filter(pl.col("success") & pl.col("task_id").is_in(list(tasks)))
     eps = eps.with_columns(pl.col("episode_id").hash(seed).alias("_h")).sort("_h").head(n).drop("_h")
     steps = steps.join(eps.select("episode_id"), on="episode_id", how="semi")
-    shown = principle_experience(eps, tasks, 1.0, seed, steps=steps)
+    shown = principle_experience(eps, tasks, 1.0, seed)
     ex, _ = sft_examples(tasks, eps, steps, tok, prompt, True, experience=shown)
     return ex
 
