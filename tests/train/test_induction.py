@@ -36,3 +36,23 @@ def test_bad_induction_settings_fail_clearly():
         WarmupConfig(induction_steps=-1)
     with pytest.raises(ValueError, match="no token ids"):
         induction_examples([], 3, seed=0)
+
+
+def test_principle_experience_shows_the_stated_principles_for_a_stable_share():
+    import polars as pl
+
+    from distillery.train.warmup import principle_experience
+    from distillery.types import Task
+
+    def task(i: int, prefs: list[str]) -> Task:
+        return Task(f"t{i}", "file_invoice", "train", "u01", "", "do it", {}, [], [], preferences=prefs)
+
+    tasks = {f"t{i}": task(i, ["Invoices are filed in admin/receipts/."] if i % 4 else []) for i in range(200)}
+    eps = pl.DataFrame({"episode_id": [f"e{i}" for i in range(200)], "task_id": [f"t{i}" for i in range(200)]})
+    shown = principle_experience(eps, tasks, 0.5, seed=0)
+    assert shown == principle_experience(eps, tasks, 0.5, seed=0)          # stable
+    assert all(tasks[f"t{e[1:]}"].preferences for e in shown)               # never an empty list
+    assert all(v == ["Invoices are filed in admin/receipts/."] for v in shown.values())
+    assert 50 < len(shown) < 100                                            # about half of 150
+    assert principle_experience(eps, tasks, 0.0, seed=0) == {}
+    assert len(principle_experience(eps, tasks, 1.0, seed=0)) == 150

@@ -333,8 +333,3 @@ def evaluate_with(model: Any, tok: Any, tasks: Sequence[Task], injector: Injecto
         return math.nan
     return success_rate(run_policy(model, tok, tasks, injector=injector, k=1, temperature=0.0, seed=0,
                                    iteration=0, batch_size=batch_size, label=label, prompt=prompt))
-
-
-def summary(results: Sequence[IterationResult]) -> dict[str, Any]:
-    return {"iterations": [asdict(r) for r in results]}
-
