@@ -89,9 +89,11 @@ def test_chunked_prefill_into_one_preallocated_cache_changes_nothing(chunk):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
 
 
-def test_reusing_an_episodes_prefix_states_changes_nothing():
+@pytest.mark.parametrize("chunk", [4096, 3])
+def test_reusing_an_episodes_prefix_states_changes_nothing(chunk):
     """A second call whose prompts extend (or diverge from) the first call's sequences
-    reuses their cached K/V and gives what a from-scratch call gives."""
+    reuses their cached K/V and gives what a from-scratch call gives, whether the new
+    tokens are prefilled in one forward pass or in chunks of similar length."""
     from distillery.lm.generate import PrefixState
 
     model = tiny_model(0.5)
@@ -107,7 +109,7 @@ def test_reusing_an_episodes_prefix_states_changes_nothing():
            list(PROMPTS[3])[:2]]                                       # a prefix of the old prompt
     prefixes = [first[0].state, first[1].state, first[2].state, first[3].state]
     reused = generate(model, nxt, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[7, 8, 9, 10],
-                      prefixes=prefixes)
+                      prefixes=prefixes, prefill_chunk_tokens=chunk)
     scratch = generate(model, nxt, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[7, 8, 9, 10])
     for a, b in zip(reused, scratch, strict=True):
         assert a.token_ids == b.token_ids and a.stopped == b.stopped

@@ -5,8 +5,10 @@ little padding, and attention matrices that stay in cache), then their key/value
 are laid side by side, right-aligned, in one preallocated cache; every row then decodes
 one token per forward pass. The cache is written in place (transformers' DynamicCache
 concatenates, copying the whole cache at every token: most of a CPU decode step). Rows
-that hit a stop token leave the batch (their cache rows are dropped), so a long action
-does not make the short ones pay. Sampling is per-row reproducible: each row draws its noise from its own generator
+that hit a stop token leave the batch (their cache rows are dropped, in bulk once they are
+a quarter of it), so a long action does not make the short ones pay. A second call for the
+same episodes reuses the K/V of what they already processed and prefills only the new
+tokens, again in chunks of similar length. Sampling is per-row reproducible: each row draws its noise from its own generator
 seeded by the caller, so an episode samples the same tokens however it was batched
 (up to float rounding of batched matmuls).
 
@@ -23,6 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+
+# Finished rows leave the decode batch once they are 1/DROP_FINISHED_SHARE of it.
+DROP_FINISHED_SHARE = 8
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,20 @@ class _Filled:
     logits: torch.Tensor
 
 
+def _chunks(lengths: Sequence[int], chunk_tokens: int) -> list[range]:
+    """Consecutive index ranges over `lengths` (sorted longest first): each as many rows as
+    fit `chunk_tokens` at the length of its first (longest) row, at least one."""
+    out = []
+    start, n = 0, len(lengths)
+    while start < n:
+        stop = start + 1
+        while stop < n and (stop - start + 1) * lengths[start] <= chunk_tokens:
+            stop += 1
+        out.append(range(start, stop))
+        start = stop
+    return out
+
+
 def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
                    chunk_tokens: int) -> _Filled:
     """Prefill rows from scratch, longest first, in chunks of similar length (little
@@ -161,14 +181,8 @@ def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad
     values: list[torch.Tensor] = []
     mask = torch.zeros((n, width), dtype=torch.long, device=device)
     logits = []
-    start = 0
-    while start < n:
-        # A chunk is as many rows as fit `chunk_tokens` at the width of its longest row.
-        w = lengths[start]
-        stop = start + 1
-        while stop < n and (stop - start + 1) * max(w, lengths[stop]) <= chunk_tokens:
-            w = max(w, lengths[stop])
-            stop += 1
+    for chunk in _chunks(lengths, chunk_tokens):
+        start, stop, w = chunk.start, chunk.stop, lengths[chunk.start]
         ids = torch.full((stop - start, w), pad_id, dtype=torch.long)
         m = torch.zeros((stop - start, w), dtype=torch.long)
         for r in range(start, stop):
@@ -188,7 +202,6 @@ def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad
             keys[li][start:stop, :, width - w:] = layer.keys
             values[li][start:stop, :, width - w:] = layer.values
         mask[start:stop, width - w:] = m
-        start = stop
     return _Filled(keys, values, mask, torch.cat(logits))
 
 
@@ -259,7 +272,7 @@ def generate(
     pad_id: int,
     sampling: SamplingConfig = SamplingConfig(),
     seeds: Sequence[int] | None = None,
-    prefill_chunk_tokens: int = 4096,
+    prefill_chunk_tokens: int = 2048,
     prefixes: Sequence[PrefixState | None] | None = None,
     return_states: bool = False,
 ) -> list[Generation]:
@@ -292,8 +305,14 @@ def generate(
     if fresh:
         parts.append(_prefill_fresh(model, [prompts[i] for i in fresh], pad_id, device, prefill_chunk_tokens))
     if cont:
-        parts.append(_prefill_extend(model, [prompts[i] for i in cont], [prefixes[i] for i in cont],
-                                     [reuse[i] for i in cont], pad_id, device))
+        # Longest new part first, in chunks of similar length: one long observation would
+        # otherwise pad every row's new tokens to its length (measured: half the prefilled
+        # positions were padding, and prefill was a third of a rollout step).
+        cont.sort(key=lambda i: -(len(prompts[i]) - reuse[i]))
+        for chunk in _chunks([len(prompts[i]) - reuse[i] for i in cont], prefill_chunk_tokens):
+            rows_ = [cont[j] for j in chunk]
+            parts.append(_prefill_extend(model, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
+                                         [reuse[i] for i in rows_], pad_id, device))
     keys, values, mask, first_logits = _merge(parts, sampling.max_new_tokens)
     cache = _preallocated_cache(keys, values, mask.shape[1])
     ckw = cache_kwarg(model)
@@ -301,35 +320,43 @@ def generate(
     last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)
     stops = torch.tensor(sorted(set(stop_ids)), device=device)
     results = [Generation([], [], False) for _ in range(n)]
+    alive = torch.ones(len(fresh) + len(cont), dtype=torch.bool, device=device)
     out = None
     for step in range(sampling.max_new_tokens):
         logits = (first_logits if out is None else out.logits[:, -1, :]).float()
         logp = logits.log_softmax(-1)
         tok = _choose(logits, sampling, [gens[int(r)] for r in rows.tolist()])
         tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
-        hit = torch.isin(tok, stops)
+        hit = torch.isin(tok, stops) & alive
         last = step == sampling.max_new_tokens - 1
         # One conversion per step, not one tensor indexing per row and token.
-        toks, lps, hits = tok.tolist(), tok_logp.tolist(), hit.tolist()
+        toks, lps, hits, alives = tok.tolist(), tok_logp.tolist(), hit.tolist(), alive.tolist()
         for j, r in enumerate(rows.tolist()):
+            if not alives[j]:
+                continue
             results[r].token_ids.append(toks[j])
             results[r].logprobs.append(lps[j])
             if hits[j]:
                 results[r].stopped = True
             if return_states and (hits[j] or last):
                 # The row's real positions, in order: its prompt and all generated tokens
-                # but the one just sampled.
+                # but the one just sampled (index_select copies: the state owns its memory).
                 real = mask[j].nonzero().squeeze(-1)
                 results[r].state = PrefixState(
                     ids=list(prompts[r]) + results[r].token_ids[:-1],
-                    keys=[layer.keys[j].index_select(1, real).clone() for layer in cache.layers],
-                    values=[layer.values[j].index_select(1, real).clone() for layer in cache.layers])
-        keep = (~hit).nonzero().squeeze(-1)
-        if keep.numel() == 0 or last:
+                    keys=[layer.keys[j].index_select(1, real) for layer in cache.layers],
+                    values=[layer.values[j].index_select(1, real) for layer in cache.layers])
+        alive &= ~hit
+        n_alive = int(alive.sum())
+        if n_alive == 0 or last:
             break
-        if keep.numel() < rows.numel():
+        # Finished rows leave the batch once they are a quarter of it: dropping rows copies
+        # the whole cache, and until then a finished row costs only its share of a forward
+        # pass (its tokens are computed and discarded).
+        if (rows.numel() - n_alive) * DROP_FINISHED_SHARE >= rows.numel():
+            keep = alive.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
-            rows, tok, mask, last_pos = rows[keep], tok[keep], mask[keep], last_pos[keep]
+            rows, tok, mask, last_pos, alive = rows[keep], tok[keep], mask[keep], last_pos[keep], alive[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_pos = last_pos + 1
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
