@@ -75,12 +75,12 @@ def main() -> int:
     base = load_model_dir(cfg.model_dir)
     injector = make_injector(pool, cfg.injection, cfg.top_k)
     before = {
-        "heldout_plain": evaluate_with(base.model, base.tokenizer, heldout_test, None, prompt=prompt),
-        "heldout_with_experience": evaluate_with(base.model, base.tokenizer, heldout_test, injector, prompt=prompt),
+        "heldout_plain": evaluate_with(base.model, base.tokenizer, heldout_test, None, prompt=prompt, max_new_tokens=cfg.max_new_tokens),
+        "heldout_with_experience": evaluate_with(base.model, base.tokenizer, heldout_test, injector, prompt=prompt, max_new_tokens=cfg.max_new_tokens),
         "heldout_with_true_principles": evaluate_with(base.model, base.tokenizer, heldout_test, principles_injector,
-                                                      prompt=prompt),
+                                                      prompt=prompt, max_new_tokens=cfg.max_new_tokens),
         "others_with_principles": evaluate_with(base.model, base.tokenizer, others, principles_injector,
-                                                prompt=prompt),
+                                                prompt=prompt, max_new_tokens=cfg.max_new_tokens),
     }
     # The teacher criterion over seeds: sampled episodes (the rollouts' temperature), plain
     # against the mined pool injected, one seed per sampling stream.
@@ -89,7 +89,7 @@ def main() -> int:
         sampled[str(seed)] = {
             arm: success_rate(run_policy(base.model, base.tokenizer, heldout_test, injector=inj, k=1,
                                          temperature=cfg.temperature, seed=seed, iteration=0,
-                                         batch_size=cfg.batch_size, label=f"eval-{arm}", prompt=prompt))
+                                         batch_size=cfg.batch_size, label=f"eval-{arm}", prompt=prompt, max_new_tokens=cfg.max_new_tokens))
             for arm, inj in (("plain", None), ("with_experience", injector))}
     before["sampled"] = sampled
     print(f"internalize: warm-up model on {cfg.test_split}: plain {before['heldout_plain']:.3f}, with the mined "
@@ -106,7 +106,7 @@ def main() -> int:
         live.log_metric("success_with_experience", before["heldout_with_experience"])
         live.next_step()
         model, tok, final_pool, results = run_internalize(cfg, tasks, pool, replay, run_dir, log=log)
-    after_others = evaluate_with(model, tok, others, principles_injector, prompt=prompt)
+    after_others = evaluate_with(model, tok, others, principles_injector, prompt=prompt, max_new_tokens=cfg.max_new_tokens)
     metrics = {
         "before": before,
         "iterations": [asdict(r) for r in results],
@@ -137,7 +137,8 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def claims(m: dict) -> list[dict]:
-    """The paper's findings beside this run (one cell of the grid, one training seed)."""
+    """The paper's findings beside this run (one cell of the grid, one training seed). The
+    comparisons across cells (granularity, injection, regime) are the grid's: `flows/grid.py`."""
     cell = m["config"]
     sampled = m["before"]["sampled"]
     plain = [v["plain"] for v in sampled.values()]
@@ -146,8 +147,6 @@ def claims(m: dict) -> list[dict]:
     curve = [m["before"]["heldout_plain"]] + [r["success_plain"] for r in m["iterations"]]
     drop = m["before"]["others_with_principles"] - m["final"]["others_with_principles"]
     here = f"{cell['granularity']}/{cell['injection']}/{cell['regime']}"
-    grid = ("not run in the default pipeline: run the grid with `dvc exp run --queue -S internalize.granularity=... "
-            "-S internalize.injection=... -S internalize.regime=... -S internalize.seed=...` then `dvc exp run --run-all`")
     return [
         {"paper": PAPER, "finding": "injected experience makes the same model succeed more (the teacher)",
          "paper_value": "step-wise injection: WebWalkerQA 23.2 -> 31.2",
@@ -167,14 +166,6 @@ def claims(m: dict) -> list[dict]:
          "paper_value": "-", "measured": f"{m['before']['others_with_principles']:.3f} -> "
                                          f"{m['final']['others_with_principles']:.3f}",
          "holds": bool(drop <= 0.05), "detail": "training users' test tasks with their principles in the prompt"},
-        {"paper": PAPER, "finding": "principles are more durable than instances over iterations",
-         "paper_value": "instance-level experience collapses progressively", "measured": "-", "holds": "not measured",
-         "detail": grid},
-        {"paper": PAPER, "finding": "step-wise beats global injection", "paper_value": "63.8% of global-injection "
-         "failures are premature answers", "measured": "-", "holds": "not measured", "detail": grid},
-        {"paper": PAPER, "finding": "off-policy distillation is more stable than on-policy",
-         "paper_value": "on-policy CD collapses over iterations", "measured": "-", "holds": "not measured",
-         "detail": grid},
     ]
 
 

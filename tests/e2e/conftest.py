@@ -30,7 +30,7 @@ MICRO = {
     "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},
     "mine": {"max_groups": 1, "pairs_per_group": 1},
-    "internalize": {"iterations": 2, "k": 2, "replay_episodes": 4, "eval_seeds": [0], "max_tasks_per_family": 1,
+    "internalize": {"iterations": 2, "k": 2, "max_new_tokens": 24, "replay_episodes": 4, "eval_seeds": [0], "max_tasks_per_family": 1,
                     "train": {"max_steps": 3, "batch_size": 4, "save_every": 2, "num_threads": 1}},
 }
 

@@ -68,6 +68,7 @@ class InternalizeConfig:
     temperature: float = _f(1.0, "sampling temperature of the rollouts")
     max_tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
     batch_size: int = _f(128, "episodes decoded together")
+    max_new_tokens: int = _f(96, "cap on one action's tokens in every rollout and evaluation")
     replay_episodes: int = _f(400, "warm-up teacher episodes replayed with their principles shown")
     max_rules: int = _f(20, "principle pool cap (ExpeL max_num_rules)")
     seed: int = _f(0, "seeds rollouts, data order and training")
@@ -115,9 +116,10 @@ def principles_injector(ctx: Context) -> tuple[list[str], list[str]]:
 
 def run_policy(model: Any, tok: Any, tasks: Sequence[Task], *, injector: Injector | None, k: int,
                temperature: float, seed: int, iteration: int, batch_size: int, label: str,
-               prompt: PromptConfig) -> Trajectories:
+               prompt: PromptConfig, max_new_tokens: int = 96) -> Trajectories:
     """Roll `model` out on `tasks` (K each) with an optional injector; greedy at temperature 0."""
-    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt))
+    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
+                      max_new_tokens=max_new_tokens)
     policy.name = label
     cfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size)
     return run_batch(policy, make_jobs(tasks, label, cfg), cfg, injector)
@@ -284,7 +286,8 @@ def run_internalize(
         injector = make_injector(pool, cfg.injection, cfg.top_k)
         seed = cfg.seed * 1000 + it
         teach = run_policy(model, tok, learn, injector=injector, k=cfg.k, temperature=cfg.temperature,
-                           seed=seed, iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt)
+                           seed=seed, iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt,
+                           max_new_tokens=cfg.max_new_tokens)
         pool, messages = update_experience(pool, cfg.granularity, by_id, teach, cfg.max_rules)
         injector = make_injector(pool, cfg.injection, cfg.top_k)
         rep = []
@@ -297,7 +300,8 @@ def run_internalize(
             loss_fn = None
         else:
             student = run_policy(model, tok, learn, injector=None, k=cfg.k, temperature=cfg.temperature,
-                                 seed=seed + 500, iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}", prompt=prompt)
+                                 seed=seed + 500, iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}",
+                                 prompt=prompt, max_new_tokens=cfg.max_new_tokens)
             distil = onpolicy_examples(model, tok, by_id, student, injector, prompt)
             examples = _with_flags(distil, True) + _with_flags(rep, False)
             loss_fn = onpolicy_loss_fn
@@ -309,9 +313,11 @@ def run_internalize(
             train(model, examples, [], tcfg, done / "run", loss_fn, pad_id=tok.pad_token_id)
         model.eval()
         plain = run_policy(model, tok, test, injector=None, k=1, temperature=0.0, seed=cfg.seed,
-                           iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}", prompt=prompt)
+                           iteration=it, batch_size=cfg.batch_size, label=f"student-i{it}", prompt=prompt,
+                           max_new_tokens=cfg.max_new_tokens)
         taught = run_policy(model, tok, test, injector=injector, k=1, temperature=0.0, seed=cfg.seed,
-                            iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt)
+                            iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt,
+                            max_new_tokens=cfg.max_new_tokens)
         res = IterationResult(it, success_rate(plain), success_rate(taught), success_rate(teach), len(pool),
                               len(distil), messages)
         save_model_dir(done / "model", model, tok, {"iteration": it, "config": asdict(cfg)})
@@ -327,9 +333,10 @@ def run_internalize(
 
 
 def evaluate_with(model: Any, tok: Any, tasks: Sequence[Task], injector: Injector | None, *,
-                  prompt: PromptConfig, batch_size: int = 128, label: str = "eval") -> float:
+                  prompt: PromptConfig, batch_size: int = 128, label: str = "eval", max_new_tokens: int = 96) -> float:
     """Greedy success of `model` on `tasks` with an optional injector."""
     if not tasks:
         return math.nan
     return success_rate(run_policy(model, tok, tasks, injector=injector, k=1, temperature=0.0, seed=0,
-                                   iteration=0, batch_size=batch_size, label=label, prompt=prompt))
+                                   iteration=0, batch_size=batch_size, label=label, prompt=prompt,
+                                   max_new_tokens=max_new_tokens))

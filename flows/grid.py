@@ -1,0 +1,185 @@
+"""The internalization grid as one command: 8 cells x seeds, queued as DVC experiments.
+
+    python flows/grid.py [--seeds 0 1 2] [--set internalize.train.max_steps=60 ...]
+                         [--jobs 1] [--tag NAME] [--collect-only]
+
+What it does, as a Prefect flow (`internalize-grid`):
+1. queues one `dvc exp run --queue internalize -S internalize.granularity=... -S
+   internalize.injection=... -S internalize.regime=... -S internalize.seed=...` per cell and
+   seed (plus every `--set`), named `ig-<tag>-<cell>-s<seed>`;
+2. runs the queue (`dvc exp run --run-all -j N`); a failed experiment is reported, not fatal;
+3. reads each finished experiment's `metrics/internalize.json` from its Git ref;
+4. writes `reports/internalize_grid.{json,md,png}` (every run, and success per iteration,
+   mean ± std over seeds) and `metrics/internalize_grid_claims.json`, then `dvc repro claims`
+   so that `reports/claims.md` carries the grid; publishes the table and the findings as
+   Prefect artifacts.
+
+Needs the pipeline's upstream outputs in the DVC cache (run `make repro` first) and a Git
+commit to base the experiments on. Uncommitted changes to tracked files are queued with
+them (DVC stashes the workspace per queued experiment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from distillery.io import write_json, write_text
+from distillery.train.grid import (
+    Cell,
+    RunNumbers,
+    cells,
+    claim_rows,
+    exp_name,
+    markdown,
+    parse_exp_name,
+    plot,
+    run_numbers,
+    table,
+)
+
+REPORT = "reports/internalize_grid"
+CLAIMS = "metrics/internalize_grid_claims.json"
+
+
+def _cmd(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # Stage commands say `python`: make it this interpreter's, even from an unactivated venv.
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    p = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env=env)
+    if check and p.returncode:
+        raise RuntimeError(f"`{' '.join(args)}` failed ({p.returncode}) in {repo}:\n{(p.stderr or p.stdout)[-3000:]}")
+    return p
+
+
+def _dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _cmd(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@task(cache_policy=NO_CACHE)
+def queue_runs(repo: str, seeds: list[int], sets: list[str], tag: str) -> list[str]:
+    """Queue every cell x seed; returns the experiment names."""
+    names = []
+    for cell in cells():
+        for seed in seeds:
+            name = exp_name(cell, seed, tag)
+            args = ["exp", "run", "--queue", "-n", name]
+            for s in cell.overrides(seed) + list(sets):
+                args += ["-S", s]
+            _dvc(Path(repo), *args, "internalize")
+            names.append(name)
+    print(f"queued {len(names)} experiments ({len(cells())} cells x {len(seeds)} seeds), tag {tag}")
+    return names
+
+
+@task(cache_policy=NO_CACHE)
+def run_queue(repo: str, jobs: int) -> dict[str, Any]:
+    """Run everything queued; a failed experiment shows up as missing when collecting."""
+    t0 = time.perf_counter()
+    p = _dvc(Path(repo), "exp", "run", "--run-all", "-j", str(jobs), check=False)
+    took = time.perf_counter() - t0
+    if p.returncode:
+        print(f"dvc exp run --run-all exited {p.returncode} (failed experiments are listed by `dvc queue status`):\n"
+              f"{(p.stderr or p.stdout)[-2000:]}")
+    return {"returncode": p.returncode, "seconds": round(took, 1)}
+
+
+def exp_refs(repo: Path) -> dict[str, str]:
+    """Experiment name -> commit, from Git's `refs/exps` (the name is the ref's last part)."""
+    out = _cmd(repo, "git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").stdout
+    refs = {}
+    for line in out.splitlines():
+        ref, sha = line.rsplit(" ", 1)
+        if ref.startswith("refs/exps/") and ref.count("/") >= 4:   # refs/exps/ab/cdef.../<name>
+            refs[ref.rsplit("/", 1)[1]] = sha
+    return refs
+
+
+@task(cache_policy=NO_CACHE)
+def collect(repo: str, tag: str) -> dict[tuple[Cell, int], RunNumbers]:
+    runs = {}
+    for name, sha in sorted(exp_refs(Path(repo)).items()):
+        parsed = parse_exp_name(name, tag)
+        if parsed is None:
+            continue
+        shown = _cmd(Path(repo), "git", "show", f"{sha}:metrics/internalize.json", check=False)
+        if shown.returncode:
+            print(f"{name}: no metrics/internalize.json at {sha[:8]}; skipped")
+            continue
+        runs[parsed] = run_numbers(json.loads(shown.stdout))
+    print(f"collected {len(runs)} finished runs for tag {tag}")
+    return runs
+
+
+@task(cache_policy=NO_CACHE)
+def publish(repo: str, runs: dict[tuple[Cell, int], RunNumbers], tag: str, sets: list[str]) -> list[dict[str, Any]]:
+    root = Path(repo)
+    rows = claim_rows(runs)
+    header = (f"# Internalization grid `{tag}`\n\n{len(runs)} finished runs of 8 cells; overrides on top of "
+              f"params.yaml: {', '.join(f'`{s}`' for s in sets) or 'none'}. Curves are greedy success on the "
+              "held-out user's test tasks: before training, then after each iteration. `teacher_sampled`: the "
+              "warm-up model with the run's mined pool injected (mean over sampling seeds).")
+    if runs:
+        plot(runs, str(root / f"{REPORT}.png"))
+    write_text(markdown(runs, header, "internalize_grid.png" if runs else None), root / f"{REPORT}.md")
+    write_json({"tag": tag, "sets": sets, "runs": table(runs)}, root / f"{REPORT}.json")
+    write_json(rows, root / CLAIMS)
+    _dvc(root, "repro", "claims")
+    create_table_artifact(key="internalize-grid", table=table(runs), description=f"Internalization grid {tag}")
+    md = "| finding | measured | holds | detail |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['finding']} | {r['measured']} | {r['holds']} | {r['detail']} |" for r in rows)
+    create_markdown_artifact(key="internalize-grid-claims", markdown=md, description="Paper findings vs the grid")
+    return rows
+
+
+@flow(name="internalize-grid", log_prints=True)
+def internalize_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[str] | None = None,
+                     jobs: int = 1, tag: str | None = None, collect_only: bool = False) -> dict[str, Any]:
+    """Queue and run the 8-cell grid x seeds as DVC experiments; publish the comparison."""
+    repo = str(Path(repo).resolve())
+    seeds = list(seeds if seeds is not None else [0, 1, 2])
+    sets = list(sets or [])
+    if tag is None:
+        if collect_only:
+            raise ValueError("--collect-only needs the --tag of the grid to collect")
+        tag = time.strftime("%m%d%H%M")
+    ran = None
+    if not collect_only:
+        queue_runs(repo, seeds, sets, tag)
+        ran = run_queue(repo, jobs)
+    runs = collect(repo, tag)
+    rows = publish(repo, runs, tag, sets)
+    return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(cells()) * len(seeds),
+            "queue": ran, "claims": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", default=".")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra `dvc exp run -S` override for every run (repeatable)")
+    ap.add_argument("--jobs", type=int, default=1, help="experiments run at once (each uses every core)")
+    ap.add_argument("--tag", default=None, help="names this grid's experiments (default: month-day-hour-minute)")
+    ap.add_argument("--collect-only", action="store_true", help="only read back and publish a finished grid")
+    a = ap.parse_args(argv)
+    out = internalize_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
+                           collect_only=a.collect_only)
+    print(f"grid {out['tag']}: {out['runs']} finished runs"
+          + (f" of {out['expected']}" if out["expected"] else "") + f"; see {REPORT}.md and reports/claims.md")
+    return 0 if out["expected"] in (0, out["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
