@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench server deploy clean-outputs help
+.PHONY: setup repro test lint bench grid server deploy clean-outputs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,12 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/rollout_throughput.py
 	$(BIN)/python bench/pghs_scale.py
+
+# The settings the recorded grid ran with (reports/internalize_grid.md); empty = params.yaml.
+GRID_ARGS ?= --set internalize.train.max_steps=60 --set internalize.max_tasks_per_family=5
+
+grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
+	$(BIN)/python flows/grid.py $(GRID_ARGS)
 
 server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

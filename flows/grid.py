@@ -8,7 +8,7 @@ What it does, as a Prefect flow (`internalize-grid`):
    internalize.injection=... -S internalize.regime=... -S internalize.seed=...` per cell and
    seed (plus every `--set`), named `ig-<tag>-<cell>-s<seed>`;
 2. runs the queue (`dvc exp run --run-all -j N`); a failed experiment is reported, not fatal;
-3. reads each finished experiment's `metrics/internalize.json` from its Git ref;
+3. reads each finished experiment's `metrics/internalize.json` (a DVC-cached output) at its Git ref;
 4. writes `reports/internalize_grid.{json,md,png}` (every run, and success per iteration,
    mean ± std over seeds) and `metrics/internalize_grid_claims.json`, then `dvc repro claims`
    so that `reports/claims.md` carries the grid; publishes the table and the findings as
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dvc.api
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -112,11 +113,12 @@ def collect(repo: str, tag: str) -> dict[tuple[Cell, int], RunNumbers]:
         parsed = parse_exp_name(name, tag)
         if parsed is None:
             continue
-        shown = _cmd(Path(repo), "git", "show", f"{sha}:metrics/internalize.json", check=False)
-        if shown.returncode:
-            print(f"{name}: no metrics/internalize.json at {sha[:8]}; skipped")
+        try:   # the metrics are a DVC-cached output: read through the experiment's dvc.lock
+            text = dvc.api.read("metrics/internalize.json", repo=repo, rev=sha)
+        except Exception as e:  # noqa: BLE001 - any failure to read one run skips that run, named
+            print(f"{name}: no metrics/internalize.json at {sha[:8]} ({type(e).__name__}: {e}); skipped")
             continue
-        runs[parsed] = run_numbers(json.loads(shown.stdout))
+        runs[parsed] = run_numbers(json.loads(text))
     print(f"collected {len(runs)} finished runs for tag {tag}")
     return runs
 
