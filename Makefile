@@ -53,7 +53,7 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/pghs_scale.py
 
 # The settings the recorded grid ran with (reports/internalize_grid.md); empty = params.yaml.
-GRID_ARGS ?= --set internalize.train.max_steps=60 --set internalize.max_tasks_per_family=5
+GRID_ARGS ?= --jobs 2 --set internalize.train.max_steps=60 --set internalize.max_tasks_per_family=5
 
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python flows/grid.py $(GRID_ARGS)

@@ -53,18 +53,20 @@ REPORT = "reports/internalize_grid"
 CLAIMS = "metrics/internalize_grid_claims.json"
 
 
-def _cmd(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _cmd(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess[str]:
     # Stage commands say `python`: make it this interpreter's, even from an unactivated venv.
     env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env_extra or {})}
     p = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env=env)
     if check and p.returncode:
         raise RuntimeError(f"`{' '.join(args)}` failed ({p.returncode}) in {repo}:\n{(p.stderr or p.stdout)[-3000:]}")
     return p
 
 
-def _dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _cmd(repo, sys.executable, "-m", "dvc", *args, check=check)
+def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess[str]:
+    return _cmd(repo, sys.executable, "-m", "dvc", *args, check=check, env_extra=env_extra)
 
 
 @task(cache_policy=NO_CACHE)
@@ -87,7 +89,11 @@ def queue_runs(repo: str, seeds: list[int], sets: list[str], tag: str) -> list[s
 def run_queue(repo: str, jobs: int) -> dict[str, Any]:
     """Run everything queued; a failed experiment shows up as missing when collecting."""
     t0 = time.perf_counter()
-    p = _dvc(Path(repo), "exp", "run", "--run-all", "-j", str(jobs), check=False)
+    # Parallel experiments share the cores: each gets its share of torch threads (small
+    # models scale poorly over threads, and oversubscribed torch threads stall each other).
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    p = _dvc(Path(repo), "exp", "run", "--run-all", "-j", str(jobs), check=False,
+             env_extra={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if jobs > 1 else None)
     took = time.perf_counter() - t0
     if p.returncode:
         print(f"dvc exp run --run-all exited {p.returncode} (failed experiments are listed by `dvc queue status`):\n"
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `dvc exp run -S` override for every run (repeatable)")
-    ap.add_argument("--jobs", type=int, default=1, help="experiments run at once (each uses every core)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="experiments run at once (with more than one, each gets cores/jobs torch threads)")
     ap.add_argument("--tag", default=None, help="names this grid's experiments (default: month-day-hour-minute)")
     ap.add_argument("--collect-only", action="store_true", help="only read back and publish a finished grid")
     a = ap.parse_args(argv)
