@@ -52,8 +52,8 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/rollout_throughput.py
 	$(BIN)/python bench/pghs_scale.py
 
-# The settings the recorded grid ran with (reports/internalize_grid.md); empty = params.yaml.
-GRID_ARGS ?= --jobs 2 --set internalize.train.max_steps=60 --set internalize.max_tasks_per_family=5
+# The recorded grid (reports/internalize_grid.md) ran params.yaml's internalize section, 2 runs at a time.
+GRID_ARGS ?= --jobs 2
 
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python flows/grid.py $(GRID_ARGS)

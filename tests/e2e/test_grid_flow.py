@@ -27,7 +27,7 @@ def test_grid_queues_eight_cells_and_publishes_the_comparison(micro_repo, prefec
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
 
-    out = internalize_grid(repo=str(repo), seeds=[0], tag="t0", sets=["internalize.iterations=1"])
+    out = internalize_grid(repo=str(repo), seeds=[0], tag="t0", jobs=2, sets=["internalize.iterations=1"])
     assert out["runs"] == out["expected"] == 8, out
     assert len([n for n in exp_refs(repo) if n.startswith("ig-t0-")]) == 8
     grid = json.loads((repo / "reports/internalize_grid.json").read_text())

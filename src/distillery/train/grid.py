@@ -257,7 +257,9 @@ def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:
             line, = ax.plot(range(n), m, style, marker=marker, label=cell.label)
             ax.fill_between(range(n), [a - b for a, b in zip(m, s, strict=True)],
                             [a + b for a, b in zip(m, s, strict=True)], alpha=0.12, color=line.get_color())
+    n_max = max((len(r.plain_curve) for r in runs.values()), default=1)
     for ax, title in zip(axes, ("without experience", "with the run's experience injected"), strict=True):
+        ax.set_xticks(range(n_max))
         ax.set_title(f"held-out user's test tasks, {title}")
         ax.set_xlabel("iteration (0 = the warm-up model)")
         ax.grid(alpha=0.3)
