@@ -92,6 +92,7 @@ def run_queue(repo: str, jobs: int) -> dict[str, Any]:
     # Parallel experiments share the cores: each gets its share of torch threads (small
     # models scale poorly over threads, and oversubscribed torch threads stall each other).
     threads = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    print(f"running the queue, {jobs} at a time; follow it with `dvc queue status` and `dvc queue logs <name>`")
     p = _dvc(Path(repo), "exp", "run", "--run-all", "-j", str(jobs), check=False,
              env_extra={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if jobs > 1 else None)
     took = time.perf_counter() - t0

@@ -165,7 +165,9 @@ def claims(m: dict) -> list[dict]:
         {"paper": PAPER, "finding": "internalizing does not erase principle following (issue: drop <= 5 points)",
          "paper_value": "-", "measured": f"{m['before']['others_with_principles']:.3f} -> "
                                          f"{m['final']['others_with_principles']:.3f}",
-         "holds": bool(drop <= 0.05), "detail": "training users' test tasks with their principles in the prompt"},
+         # 1e-9: six tasks of 120 is a 5-point drop, whatever the float subtraction rounds to
+         "holds": bool(drop <= 0.05 + 1e-9),
+         "detail": f"training users' test tasks with their principles in the prompt: a drop of {100 * drop:.1f} points"},
     ]
 
 
