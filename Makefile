@@ -56,7 +56,7 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 GRID_ARGS ?= --jobs 2
 
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
-	$(BIN)/python flows/grid.py $(GRID_ARGS)
+	$(BIN)/python -m flows.grid $(GRID_ARGS)
 
 server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

@@ -1,6 +1,6 @@
 """The internalization grid as one command: 8 cells x seeds, queued as DVC experiments.
 
-    python flows/grid.py [--seeds 0 1 2] [--set internalize.train.max_steps=60 ...]
+    python -m flows.grid [--seeds 0 1 2] [--set internalize.train.max_steps=60 ...]
                          [--jobs 1] [--tag NAME] [--collect-only]
 
 What it does, as a Prefect flow (`internalize-grid`):
@@ -9,10 +9,11 @@ What it does, as a Prefect flow (`internalize-grid`):
    seed (plus every `--set`), named `ig-<tag>-<cell>-s<seed>`;
 2. runs the queue (`dvc exp run --run-all -j N`); a failed experiment is reported, not fatal;
 3. reads each finished experiment's `metrics/internalize.json` (a DVC-cached output) at its Git ref;
-4. writes `reports/internalize_grid.{json,md,png}` (every run, and success per iteration,
-   mean ± std over seeds) and `metrics/internalize_grid_claims.json`, then `dvc repro claims`
-   so that `reports/claims.md` carries the grid; publishes the table and the findings as
-   Prefect artifacts.
+4. records them in `experiments/internalize_grid.json` (kept in Git: the measurements, an
+   input like params.yaml) and runs `dvc repro claims`: the `internalize_grid` stage renders
+   `reports/internalize_grid.{md,png}` (every run, and success per iteration, mean ± std
+   over seeds) and `metrics/internalize_grid_claims.json`, and `claims` puts them on
+   `reports/claims.md`; publishes the table and the findings as Prefect artifacts.
 
 Needs the pipeline's upstream outputs in the DVC cache (run `make repro` first) and a Git
 commit to base the experiments on. Uncommitted changes to tracked files are queued with
@@ -27,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +37,19 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distillery.io import write_json, write_text
-from distillery.train.grid import (
-    Cell,
-    RunNumbers,
-    cells,
-    claim_rows,
-    exp_name,
-    markdown,
-    parse_exp_name,
-    plot,
-    run_numbers,
-    table,
-)
+from distillery.io import write_json
+from distillery.evaluate.grid import cells, exp_name, parse_exp_name, runs_from_record, table
+from flows.pipeline import run_dvc
 
-REPORT = "reports/internalize_grid"
-CLAIMS = "metrics/internalize_grid_claims.json"
-
-
-def _cmd(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
-         ) -> subprocess.CompletedProcess[str]:
-    # Stage commands say `python`: make it this interpreter's, even from an unactivated venv.
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env_extra or {})}
-    p = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env=env)
-    if check and p.returncode:
-        raise RuntimeError(f"`{' '.join(args)}` failed ({p.returncode}) in {repo}:\n{(p.stderr or p.stdout)[-3000:]}")
-    return p
+RECORD = "experiments/internalize_grid.json"
 
 
 def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
          ) -> subprocess.CompletedProcess[str]:
-    return _cmd(repo, sys.executable, "-m", "dvc", *args, check=check, env_extra=env_extra)
+    p = run_dvc(repo, *args, env_extra=env_extra)
+    if check and p.returncode:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed ({p.returncode}) in {repo}:\n{(p.stderr or p.stdout)[-3000:]}")
+    return p
 
 
 @task(cache_policy=NO_CACHE)
@@ -104,7 +87,8 @@ def run_queue(repo: str, jobs: int) -> dict[str, Any]:
 
 def exp_refs(repo: Path) -> dict[str, str]:
     """Experiment name -> commit, from Git's `refs/exps` (the name is the ref's last part)."""
-    out = _cmd(repo, "git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").stdout
+    out = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)"], cwd=repo,
+                         capture_output=True, text=True, check=True).stdout
     refs = {}
     for line in out.splitlines():
         ref, sha = line.rsplit(" ", 1)
@@ -114,8 +98,9 @@ def exp_refs(repo: Path) -> dict[str, str]:
 
 
 @task(cache_policy=NO_CACHE)
-def collect(repo: str, tag: str) -> dict[tuple[Cell, int], RunNumbers]:
-    runs = {}
+def collect(repo: str, tag: str) -> list[dict[str, Any]]:
+    """Every finished run of grid `tag`: its cell, seed and `metrics/internalize.json`."""
+    runs = []
     for name, sha in sorted(exp_refs(Path(repo)).items()):
         parsed = parse_exp_name(name, tag)
         if parsed is None:
@@ -125,26 +110,22 @@ def collect(repo: str, tag: str) -> dict[tuple[Cell, int], RunNumbers]:
         except Exception as e:  # noqa: BLE001 - any failure to read one run skips that run, named
             print(f"{name}: no metrics/internalize.json at {sha[:8]} ({type(e).__name__}: {e}); skipped")
             continue
-        runs[parsed] = run_numbers(json.loads(text))
+        cell, seed = parsed
+        runs.append({**asdict(cell), "seed": seed, "experiment": name, "metrics": json.loads(text)})
     print(f"collected {len(runs)} finished runs for tag {tag}")
     return runs
 
 
 @task(cache_policy=NO_CACHE)
-def publish(repo: str, runs: dict[tuple[Cell, int], RunNumbers], tag: str, sets: list[str]) -> list[dict[str, Any]]:
+def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str]) -> list[dict[str, Any]]:
+    """Record the runs (kept in Git), let the `internalize_grid` and `claims` stages render
+    them, and publish the run table and the findings."""
     root = Path(repo)
-    rows = claim_rows(runs)
-    header = (f"# Internalization grid `{tag}`\n\n{len(runs)} finished runs of 8 cells; overrides on top of "
-              f"params.yaml: {', '.join(f'`{s}`' for s in sets) or 'none'}. Curves are greedy success on the "
-              "held-out user's test tasks: before training, then after each iteration. `teacher_sampled`: the "
-              "warm-up model with the run's mined pool injected (mean over sampling seeds).")
-    if runs:
-        plot(runs, str(root / f"{REPORT}.png"))
-    write_text(markdown(runs, header, "internalize_grid.png" if runs else None), root / f"{REPORT}.md")
-    write_json({"tag": tag, "sets": sets, "runs": table(runs)}, root / f"{REPORT}.json")
-    write_json(rows, root / CLAIMS)
+    write_json({"tag": tag, "sets": sets, "runs": runs}, root / RECORD)
     _dvc(root, "repro", "claims")
-    create_table_artifact(key="internalize-grid", table=table(runs), description=f"Internalization grid {tag}")
+    rows = json.loads((root / "metrics/internalize_grid_claims.json").read_text())   # the stage's rows
+    create_table_artifact(key="internalize-grid", table=table(runs_from_record({"runs": runs})),
+                          description=f"Internalization grid {tag}")
     md = "| finding | measured | holds | detail |\n|---|---|---|---|\n" + "\n".join(
         f"| {r['finding']} | {r['measured']} | {r['holds']} | {r['detail']} |" for r in rows)
     create_markdown_artifact(key="internalize-grid-claims", markdown=md, description="Paper findings vs the grid")
@@ -187,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     out = internalize_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
                            collect_only=a.collect_only)
     print(f"grid {out['tag']}: {out['runs']} finished runs"
-          + (f" of {out['expected']}" if out["expected"] else "") + f"; see {REPORT}.md and reports/claims.md")
+          + (f" of {out['expected']}" if out["expected"] else "") + "; see reports/internalize_grid.md and reports/claims.md")
     return 0 if out["expected"] in (0, out["runs"]) else 1
 
 

@@ -34,20 +34,20 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message carries the tail of its output."""
 
 
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_dvc(repo: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # Stage commands say `python`: make it this interpreter's, even from an unactivated venv.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path, **(env_extra or {})}
     return subprocess.run([*DVC, *args], cwd=repo, capture_output=True, text=True, env=env)
 
 
 def stage_order(repo: Path, targets: list[str] | None = None) -> list[str]:
     """Stages in a topological order of the DAG (`dvc dag --dot`), ties kept in file order."""
-    listed = _dvc(repo, "stage", "list", "--name-only")
+    listed = run_dvc(repo, "stage", "list", "--name-only")
     if listed.returncode:
         raise StageFailed(f"`dvc stage list` failed in {repo}:\n{listed.stderr[-2000:]}")
     names = [n.strip() for n in listed.stdout.splitlines() if n.strip()]
-    dot = _dvc(repo, "dag", "--dot", *(targets or []))
+    dot = run_dvc(repo, "dag", "--dot", *(targets or []))
     if dot.returncode:
         raise StageFailed(f"`dvc dag` failed in {repo}:\n{dot.stderr[-2000:]}")
     nodes = set(re.findall(r'^\s*"([^"]+)";', dot.stdout, re.M))
@@ -72,7 +72,7 @@ def repro_stage(repo: str, stage: str, force: bool = False) -> dict[str, Any]:
     """`dvc repro --single-item <stage>`: DVC decides whether it needs to run."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    p = _dvc(Path(repo), "repro", "--single-item", *(["--force"] if force else []), stage)
+    p = run_dvc(Path(repo), "repro", "--single-item", *(["--force"] if force else []), stage)
     dt = time.perf_counter() - t0
     skipped = "didn't change, skipping" in p.stdout + p.stderr
     if p.returncode:

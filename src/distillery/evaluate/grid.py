@@ -1,7 +1,7 @@
 """The internalization grid: granularity x injection x regime x seeds, as DVC experiments.
 
-Pure pieces the grid flow (`flows/grid.py`) is built from: the cells and their `-S`
-overrides, experiment names, and the summary of finished runs: per-cell mean ± std over
+Pure pieces the grid flow (`flows/grid.py`) and the `internalize_grid` stage are built
+from: the cells and their `-S` overrides, experiment names, and the summary of finished runs: per-cell mean ± std over
 seeds, the three paper findings as claim rows, a Markdown table of every run, and the
 per-iteration plot. Each run is one `metrics/internalize.json` of the `internalize` stage.
 
@@ -119,6 +119,19 @@ def run_numbers(m: Mapping[str, Any]) -> RunNumbers:
             others_after=float(final["others_with_principles"]), seconds=float(m.get("seconds", math.nan)))
     except (KeyError, TypeError, statistics.StatisticsError) as e:
         raise ValueError(f"not an internalize metrics record (missing {e}); was it written by stages/internalize.py?") from e
+
+
+def runs_from_record(record: Mapping[str, Any]) -> dict[tuple[Cell, int], RunNumbers]:
+    """The runs of a grid record (`experiments/internalize_grid.json`, written by the grid
+    flow): {"runs": [{granularity, injection, regime, seed, metrics}, ...]}."""
+    runs = {}
+    for i, r in enumerate(record.get("runs", [])):
+        try:
+            key = (Cell(r["granularity"], r["injection"], r["regime"]), int(r["seed"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"grid record, run {i}: needs granularity, injection, regime and seed ({e})") from e
+        runs[key] = run_numbers(r["metrics"])
+    return runs
 
 
 # ---------------------------------------------------------------------------------------

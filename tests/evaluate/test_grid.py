@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distillery.train.grid import (
+from distillery.evaluate.grid import (
     Cell,
     cells,
     claim_rows,
