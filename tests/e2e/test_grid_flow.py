@@ -30,9 +30,11 @@ def test_grid_queues_eight_cells_and_publishes_the_comparison(micro_repo, prefec
     out = internalize_grid(repo=str(repo), seeds=[0], tag="t0", jobs=2, sets=["internalize.iterations=1"])
     assert out["runs"] == out["expected"] == 8, out
     assert len([n for n in exp_refs(repo) if n.startswith("ig-t0-")]) == 8
-    grid = json.loads((repo / "reports/internalize_grid.json").read_text())
-    assert len({r["cell"] for r in grid["runs"]}) == len(grid["runs"]) == 8
-    assert all(len(r["plain_curve"].split()) == 2 for r in grid["runs"])     # before + 1 iteration
+    grid = json.loads((repo / "experiments/internalize_grid.json").read_text())
+    assert grid["tag"] == "t0"
+    assert len({(r["granularity"], r["injection"], r["regime"]) for r in grid["runs"]}) == len(grid["runs"]) == 8
+    assert all(len(r["metrics"]["iterations"]) == 1 for r in grid["runs"])     # before + 1 iteration
+    assert "| principle/stepwise/off_policy | 0 |" in (repo / "reports/internalize_grid.md").read_text()
     assert (repo / "reports/internalize_grid.png").read_bytes()[:4] == b"\x89PNG"
     claims = (repo / "reports/claims.md").read_text()
     assert "## internalize_grid" in claims and "![internalize_grid](internalize_grid.png)" in claims
