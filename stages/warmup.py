@@ -1,9 +1,13 @@
-"""Stage `warmup`: train a tokenizer and a student model on the teacher's trajectories.
+"""Stages `warmup`, `teacher` and `student_weak`: a tokenizer and a model trained on the
+oracle's trajectories.
 
-Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher>/` and `params.yaml:warmup`;
-writes `models/warmup/` (weights, tokenizer, config, card.json), `metrics/warmup.json` and
-the DVCLive curves under `dvclive/warmup/`. Checkpoints go to `checkpoints/warmup/`
-(declared `persist`, so a killed run resumes from the last one on the next `dvc repro`).
+`python -m stages.warmup [--section NAME]` (default `warmup`) reads `data/tasks/tasks.parquet`,
+`data/trajectories/<teacher>/` and `params.yaml:<NAME>`; writes `models/<NAME>/` (weights,
+tokenizer, config, card.json), `metrics/<NAME>.json` and the DVCLive curves under
+`dvclive/<NAME>/`. Checkpoints go to `checkpoints/<NAME>/` (declared `persist`, so a killed
+run resumes from the last one on the next `dvc repro`). The `teacher` section is a larger
+model and `student_weak` a briefly trained one: the distill stage's teacher and weak start.
+They train the same tokenizer from the same corpus, so all three share one vocabulary.
 """
 
 from __future__ import annotations
@@ -20,22 +24,25 @@ from distillery.train.warmup import WarmupConfig, warmup
 from distillery.types import tasks_from_frame
 
 TASKS = "data/tasks/tasks.parquet"
-OUT = "models/warmup"
-METRICS = "metrics/warmup.json"
-CKPT = "checkpoints/warmup"
-LIVE = "dvclive/warmup"
 
 
-def main() -> int:
-    cfg = load_section(WarmupConfig, "warmup")
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m stages.warmup", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--section", default="warmup", help="params.yaml section and output name (default: warmup)")
+    section = ap.parse_args(argv).section
+    out, metrics_path = f"models/{section}", f"metrics/{section}.json"
+    ckpt, live = f"checkpoints/{section}", f"dvclive/{section}"
+    cfg = load_section(WarmupConfig, section)
     if not cfg.train.log_dir:
-        cfg.train.log_dir = LIVE
+        cfg.train.log_dir = live
     traj = Path("data/trajectories") / cfg.teacher
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     episodes = read_parquet(traj / "episodes.parquet", f"collect@{cfg.teacher}")
     steps = read_parquet(traj / "steps.parquet", f"collect@{cfg.teacher}")
     t0 = time.perf_counter()
-    tok, model, result, stats = warmup(cfg, tasks, episodes, steps, CKPT)
+    tok, model, result, stats = warmup(cfg, tasks, episodes, steps, ckpt)
     metrics = {**result.metrics, "wall_s": round(time.perf_counter() - t0, 1), **{
         "n_params": stats.n_params, "vocab_size": stats.vocab_size,
         "train_examples": stats.train.examples, "eval_examples": stats.eval.examples,
@@ -44,11 +51,11 @@ def main() -> int:
                       data_files=[TASKS, traj / "episodes.parquet", traj / "steps.parquet"],
                       metrics=metrics, params=to_dict(cfg), model_cfg=cfg.model, train_cfg=cfg.train,
                       model=model, extra={"teacher": cfg.teacher, "data_stats": stats.as_dict()})
-    save_model_dir(OUT, model, tok, card)
-    write_json(metrics, METRICS)
-    print(f"warmup: {stats.n_params / 1e6:.2f}M params, {result.steps} steps, "
+    save_model_dir(out, model, tok, card)
+    write_json(metrics, metrics_path)
+    print(f"{section}: {stats.n_params / 1e6:.2f}M params, {result.steps} steps, "
           f"eval loss {result.metrics.get('eval_loss', float('nan')):.4f}, "
-          f"{result.tokens_per_s:.0f} tokens/s -> {OUT}", file=sys.stderr)
+          f"{result.tokens_per_s:.0f} tokens/s -> {out}", file=sys.stderr)
     return 0
 
 

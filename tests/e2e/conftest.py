@@ -27,11 +27,30 @@ MICRO = {
                   "num_threads": 1},
         "induction_steps": 4,
     },
+    # Issue 5's teacher (a little larger) and weak start: the same micro recipe, so the same tokenizer.
+    "teacher": {
+        "tokenizer": {"vocab_size": 1024},
+        "model": {"hidden_size": 48, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "intermediate_size": 96},
+        "train": {"max_steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, "save_every": 6,
+                  "num_threads": 1},
+        "induction_steps": 4,
+    },
+    "student_weak": {
+        "tokenizer": {"vocab_size": 1024},
+        "model": {"hidden_size": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "intermediate_size": 64},
+        "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "save_every": 4,
+                  "num_threads": 1},
+        "induction_steps": 4,
+    },
     "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},
     "mine": {"max_groups": 1, "pairs_per_group": 1},
     "internalize": {"iterations": 2, "k": 2, "max_new_tokens": 24, "replay_episodes": 4, "eval_seeds": [0], "max_tasks_per_family": 1,
                     "train": {"max_steps": 3, "batch_size": 4, "save_every": 2, "num_threads": 1}},
+    "rl": {"method": "siri", "iterations": 2, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24,
+           "siri_min_successes": 0, "siri_mine_every": 1, "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
+    "distill": {"method": "aopd", "iterations": 2, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24,
+                "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
 }
 
 

@@ -41,6 +41,15 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
     inter = json.loads((repo / "metrics/internalize.json").read_text())
     assert [r["iteration"] for r in inter["iterations"]] == [0, 1]
     assert (repo / "models/internalized/card.json").exists()
+    # Issue 5: RL (SIRI on the micro config) and distillation (AOPD), one record per iteration.
+    rl = json.loads((repo / "metrics/rl.json").read_text())
+    assert rl["method"] == "siri" and [r["iteration"] for r in rl["iterations"]] == [0, 1]
+    assert len(rl["curve"]) == 3 and (repo / "models/rl/card.json").exists()
+    dist = json.loads((repo / "metrics/distill.json").read_text())
+    assert dist["method"] == "aopd" and [r["iteration"] for r in dist["iterations"]] == [0, 1]
+    assert {"student_before", "teacher"} <= set(dist["before"])
+    claims = (repo / "reports/claims.md").read_text()
+    assert "siri raises" in claims and "aopd closes" in claims
     eps = pl.read_parquet(repo / "data/trajectories/oracle/episodes.parquet")
     steps = pl.read_parquet(repo / "data/trajectories/oracle/steps.parquet")
     assert eps["n_steps"].sum() == steps.height

@@ -1,0 +1,103 @@
+"""Pieces of the distillation loop (train.distill): the teacher's signal, its failures, and
+each method's loss on a real (tiny) student and teacher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distillery.lm.model import ModelConfig, build_model
+from distillery.train.data import Example, collate
+from distillery.train.distill import (
+    DistillConfig,
+    distill_loss_fn,
+    gap_closed,
+    scope_weights,
+    teacher_logprobs,
+)
+from distillery.train.rl import score_examples
+
+IDS, LABELS = [3, 4, 5, 6, 7, 8], [-100, -100, -100, 6, 7, 8]
+
+
+def _model(seed: int, vocab: int = 20, hidden: int = 16, window: int = 64):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(hidden_size=hidden, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=32,
+                                   vocab_size=vocab, max_position_embeddings=window, init_seed=seed))
+
+
+def _batch(examples, student, teacher_lp, correct=1.0, group=0.0):
+    old = score_examples(student, examples, temperature=1.0, pad_id=0)
+    rows = []
+    for i, e in enumerate(examples):
+        ok = not any(math.isnan(v) for v in teacher_lp[i])
+        rows.append(Example(e.input_ids, e.labels, {"teacher_logp": teacher_lp[i], "old_logp": old[i],
+                                                    "teacher_ok": 1.0 if ok else 0.0, "correct": correct,
+                                                    "group": group, "w_stu": 1.0, "w_tea": 1.0}))
+    return collate(rows, pad_id=0)
+
+
+def test_a_sample_the_teacher_cannot_score_is_nan_with_a_reason():
+    teacher = _model(1, window=8)
+    long = Example(list(range(3, 13)), [-100] * 5 + list(range(8, 13)))      # 10 tokens > window 8
+    lp, reasons = teacher_logprobs(teacher, [Example(IDS, LABELS), long], pad_id=0)
+    assert all(math.isfinite(v) for v in lp[0]) and sum(lp[0]) < 0
+    assert all(math.isnan(v) for v, lab in zip(lp[1], long.labels, strict=True) if lab != -100)
+    assert len(reasons) == 1 and "window" in reasons[0]
+
+
+def test_a_teacher_call_that_raises_skips_only_its_samples():
+    teacher = _model(1, vocab=10)                    # ids >= 10 are outside its vocabulary
+    bad = Example([3, 4, 15, 6], [-100, -100, 15, 6])
+    lp, reasons = teacher_logprobs(teacher, [Example([3, 4, 5, 6], [-100, -100, 5, 6]), bad], pad_id=0)
+    assert all(math.isfinite(v) for v in lp[0])
+    assert math.isnan(lp[1][2]) and "failed" in reasons[0]
+
+
+@pytest.mark.parametrize("method", ["gkd", "opd", "aopd", "scope"])
+def test_every_method_gives_a_finite_loss_with_a_failed_teacher_row_in_the_batch(method):
+    student, teacher = _model(0), _model(1)
+    good = Example(IDS, LABELS)
+    t_good = score_examples(teacher, [good], temperature=1.0, pad_id=0)[0]
+    t_bad = [math.nan if lab != -100 else 0.0 for lab in LABELS]
+    batch = _batch([good, good], student, [t_good, t_bad], correct=0.0)
+    loss, parts = distill_loss_fn(DistillConfig(method=method), teacher)(student, batch)
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+    assert parts["skipped_tokens"] == 3
+
+
+@pytest.mark.parametrize("method", ["gkd", "opd"])
+def test_a_teacher_identical_to_the_student_gives_zero_loss(method):
+    student = _model(0)
+    teacher = _model(0)
+    lp = score_examples(teacher, [Example(IDS, LABELS)], temperature=1.0, pad_id=0)
+    loss, _ = distill_loss_fn(DistillConfig(method=method), teacher)(student, _batch([Example(IDS, LABELS)], student, lp))
+    assert abs(loss.item()) < 1e-6
+
+
+def test_scope_weights_are_count_scaled_softmaxes_within_each_path():
+    ex = [Example(IDS, LABELS, {"correct": c, "group": 0.0}) for c in (1.0, 1.0, 0.0, 0.0)]
+    # student mean log-probs of the correct rows -1 and -2; teacher's of the wrong rows -1 and -3
+    old = [[0.0, 0.0, 0.0, v, v, v] for v in (-1.0, -2.0, 0.0, 0.0)]
+    tea = [[0.0, 0.0, 0.0, v, v, v] for v in (0.0, 0.0, -1.0, -3.0)]
+    w_stu, w_tea = scope_weights(ex, old, tea)
+    e1, e2 = math.exp(1.0), math.exp(2.0)            # softmax(-l_S): the less confident weighs more
+    assert w_stu == pytest.approx([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2), 0.0, 0.0])
+    a, b = math.exp(-1.0), math.exp(-3.0)            # softmax(+l_T): the teacher-plausible wrong weighs more
+    assert w_tea == pytest.approx([0.0, 0.0, 2 * a / (a + b), 2 * b / (a + b)])
+
+
+def test_gap_closed():
+    assert gap_closed(0.5, 0.6, 0.9) == pytest.approx(0.25)
+    assert math.isnan(gap_closed(0.5, 0.6, 0.4))
+
+
+def test_config_names_what_is_wrong():
+    with pytest.raises(ValueError, match="method"):
+        DistillConfig(method="kd")
+    with pytest.raises(ValueError, match="start"):
+        DistillConfig(start="medium")
