@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench grid server deploy clean-outputs help
+.PHONY: setup repro test lint bench grid objectives-grid server deploy clean-outputs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,12 @@ GRID_ARGS ?= --jobs 2
 
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid $(GRID_ARGS)
+
+# Issue 5: GRPO/GiGPO/SIRI and OPD/AOPD/SCOPE x {strong, weak} start, as queued dvc experiments.
+OBJECTIVES_GRID_ARGS ?= --jobs 1
+
+objectives-grid: setup  ## RL and distillation grid: 9 cells x 3 seeds as queued dvc experiments (after make repro)
+	$(BIN)/python -m flows.grid --grid objectives $(OBJECTIVES_GRID_ARGS)
 
 server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

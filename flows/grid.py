@@ -1,9 +1,16 @@
-"""The internalization grid as one command: 8 cells x seeds, queued as DVC experiments.
+"""A grid of DVC experiments as one command: cells x seeds, queued, run, collected, published.
 
-    python -m flows.grid [--seeds 0 1 2] [--set internalize.train.max_steps=60 ...]
-                         [--jobs 1] [--tag NAME] [--collect-only]
+    python -m flows.grid [--grid internalize|objectives] [--seeds 0 1 2]
+                         [--set internalize.train.max_steps=60 ...] [--jobs 1] [--tag NAME] [--collect-only]
 
-What it does, as a Prefect flow (`internalize-grid`):
+Two grids are defined (`GRIDS`): `internalize` (issue 4: 8 cells of granularity x injection
+x regime, the `internalize` stage; the default) and `objectives` (issue 5: GRPO / GiGPO /
+SIRI with the `rl` stage, OPD / AOPD / SCOPE from the strong and the weak start with the
+`distill` stage; `evaluate.objectives_grid`). Below, the internalize grid's names; the
+objectives grid's are `og-<tag>-...`, `experiments/objectives_grid.json`, the
+`objectives_grid` stage and `reports/objectives_grid.{md,png}`.
+
+What it does, as a Prefect flow (`experiment-grid`):
 1. queues one `dvc exp run --queue internalize -S internalize.granularity=... -S
    internalize.injection=... -S internalize.regime=... -S internalize.seed=...` per cell and
    seed (plus every `--set`), named `ig-<tag>-<cell>-s<seed>`;
@@ -28,20 +35,48 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from types import ModuleType
 
 import dvc.api
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from distillery.evaluate import grid as internalize_spec
+from distillery.evaluate import objectives_grid as objectives_spec
 from distillery.io import write_json
-from distillery.evaluate.grid import cells, exp_name, parse_exp_name, runs_from_record, table
 from flows.pipeline import run_dvc
 
-RECORD = "experiments/internalize_grid.json"
+
+@dataclass(frozen=True)
+class Grid:
+    """One grid: its pure module (cells, exp_name, parse_exp_name, runs_from_record, table),
+    where its record goes, and which stage's rows end up on the claims page."""
+
+    name: str
+    spec: ModuleType
+    record: str
+    claims: str
+    title: str
+
+    def target(self, cell: Any) -> str:
+        return getattr(cell, "target", "internalize")
+
+    def metrics_file(self, cell: Any) -> str:
+        return getattr(cell, "metrics_file", "metrics/internalize.json")
+
+
+GRIDS = {
+    "internalize": Grid("internalize", internalize_spec, "experiments/internalize_grid.json",
+                        "metrics/internalize_grid_claims.json", "Internalization grid"),
+    "objectives": Grid("objectives", objectives_spec, "experiments/objectives_grid.json",
+                       "metrics/objectives_grid_claims.json", "RL and distillation grid"),
+}
+RECORD = GRIDS["internalize"].record
 
 
 def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
@@ -53,18 +88,19 @@ def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] |
 
 
 @task(cache_policy=NO_CACHE)
-def queue_runs(repo: str, seeds: list[int], sets: list[str], tag: str) -> list[str]:
+def queue_runs(repo: str, seeds: list[int], sets: list[str], tag: str, grid: str = "internalize") -> list[str]:
     """Queue every cell x seed; returns the experiment names."""
+    g = GRIDS[grid]
     names = []
-    for cell in cells():
+    for cell in g.spec.cells():
         for seed in seeds:
-            name = exp_name(cell, seed, tag)
+            name = g.spec.exp_name(cell, seed, tag)
             args = ["exp", "run", "--queue", "-n", name]
             for s in cell.overrides(seed) + list(sets):
                 args += ["-S", s]
-            _dvc(Path(repo), *args, "internalize")
+            _dvc(Path(repo), *args, g.target(cell))
             names.append(name)
-    print(f"queued {len(names)} experiments ({len(cells())} cells x {len(seeds)} seeds), tag {tag}")
+    print(f"queued {len(names)} experiments ({len(g.spec.cells())} cells x {len(seeds)} seeds), tag {tag}")
     return names
 
 
@@ -98,44 +134,52 @@ def exp_refs(repo: Path) -> dict[str, str]:
 
 
 @task(cache_policy=NO_CACHE)
-def collect(repo: str, tag: str) -> list[dict[str, Any]]:
-    """Every finished run of grid `tag`: its cell, seed and `metrics/internalize.json`."""
+def collect(repo: str, tag: str, grid: str = "internalize") -> list[dict[str, Any]]:
+    """Every finished run of grid `tag`: its cell, seed and metrics (e.g. `metrics/internalize.json`)."""
+    g = GRIDS[grid]
     runs = []
     for name, sha in sorted(exp_refs(Path(repo)).items()):
-        parsed = parse_exp_name(name, tag)
+        parsed = g.spec.parse_exp_name(name, tag)
         if parsed is None:
             continue
-        try:   # the metrics are a DVC-cached output: read through the experiment's dvc.lock
-            text = dvc.api.read("metrics/internalize.json", repo=repo, rev=sha)
-        except Exception as e:  # noqa: BLE001 - any failure to read one run skips that run, named
-            print(f"{name}: no metrics/internalize.json at {sha[:8]} ({type(e).__name__}: {e}); skipped")
-            continue
         cell, seed = parsed
+        path = g.metrics_file(cell)
+        try:   # the metrics are a DVC-cached output: read through the experiment's dvc.lock
+            text = dvc.api.read(path, repo=repo, rev=sha)
+        except Exception as e:  # noqa: BLE001 - any failure to read one run skips that run, named
+            print(f"{name}: no {path} at {sha[:8]} ({type(e).__name__}: {e}); skipped")
+            continue
         runs.append({**asdict(cell), "seed": seed, "experiment": name, "metrics": json.loads(text)})
     print(f"collected {len(runs)} finished runs for tag {tag}")
     return runs
 
 
 @task(cache_policy=NO_CACHE)
-def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str]) -> list[dict[str, Any]]:
-    """Record the runs (kept in Git), let the `internalize_grid` and `claims` stages render
-    them, and publish the run table and the findings."""
+def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str], grid: str = "internalize",
+            ) -> list[dict[str, Any]]:
+    """Record the runs (kept in Git), let the grid's stage and `claims` render them, and
+    publish the run table and the findings."""
+    g = GRIDS[grid]
     root = Path(repo)
-    write_json({"tag": tag, "sets": sets, "runs": runs}, root / RECORD)
+    write_json({"tag": tag, "sets": sets, "runs": runs}, root / g.record)
     _dvc(root, "repro", "claims")
-    rows = json.loads((root / "metrics/internalize_grid_claims.json").read_text())   # the stage's rows
-    create_table_artifact(key="internalize-grid", table=table(runs_from_record({"runs": runs})),
-                          description=f"Internalization grid {tag}")
+    rows = json.loads((root / g.claims).read_text())   # the stage's rows
+    key = f"{g.name}-grid"
+    create_table_artifact(key=key, table=g.spec.table(g.spec.runs_from_record({"runs": runs})),
+                          description=f"{g.title} {tag}")
     md = "| finding | measured | holds | detail |\n|---|---|---|---|\n" + "\n".join(
         f"| {r['finding']} | {r['measured']} | {r['holds']} | {r['detail']} |" for r in rows)
-    create_markdown_artifact(key="internalize-grid-claims", markdown=md, description="Paper findings vs the grid")
+    create_markdown_artifact(key=f"{key}-claims", markdown=md, description="Paper findings vs the grid")
     return rows
 
 
-@flow(name="internalize-grid", log_prints=True)
-def internalize_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[str] | None = None,
-                     jobs: int = 1, tag: str | None = None, collect_only: bool = False) -> dict[str, Any]:
-    """Queue and run the 8-cell grid x seeds as DVC experiments; publish the comparison."""
+@flow(name="experiment-grid", log_prints=True)
+def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[str] | None = None,
+                    jobs: int = 1, tag: str | None = None, collect_only: bool = False,
+                    grid: str = "internalize") -> dict[str, Any]:
+    """Queue and run a grid's cells x seeds as DVC experiments; publish the comparison."""
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}: one of {sorted(GRIDS)}")
     repo = str(Path(repo).resolve())
     seeds = list(seeds if seeds is not None else [0, 1, 2])
     sets = list(sets or [])
@@ -145,17 +189,24 @@ def internalize_grid(repo: str = ".", seeds: list[int] | None = None, sets: list
         tag = time.strftime("%m%d%H%M")
     ran = None
     if not collect_only:
-        queue_runs(repo, seeds, sets, tag)
+        queue_runs(repo, seeds, sets, tag, grid)
         ran = run_queue(repo, jobs)
-    runs = collect(repo, tag)
-    rows = publish(repo, runs, tag, sets)
-    return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(cells()) * len(seeds),
+    runs = collect(repo, tag, grid)
+    rows = publish(repo, runs, tag, sets, grid)
+    return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(GRIDS[grid].spec.cells()) * len(seeds),
             "queue": ran, "claims": rows}
+
+
+def internalize_grid(**kwargs: Any) -> dict[str, Any]:
+    """The internalization grid (issue 4): `experiment_grid(grid="internalize", ...)`."""
+    return experiment_grid(grid="internalize", **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="internalize",
+                    help="internalize (issue 4, the default) or objectives (issue 5: RL and distillation)")
     ap.add_argument("--repo", default=".")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -165,10 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default=None, help="names this grid's experiments (default: month-day-hour-minute)")
     ap.add_argument("--collect-only", action="store_true", help="only read back and publish a finished grid")
     a = ap.parse_args(argv)
-    out = internalize_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
-                           collect_only=a.collect_only)
+    out = experiment_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
+                          collect_only=a.collect_only, grid=a.grid)
     print(f"grid {out['tag']}: {out['runs']} finished runs"
-          + (f" of {out['expected']}" if out["expected"] else "") + "; see reports/internalize_grid.md and reports/claims.md")
+          + (f" of {out['expected']}" if out["expected"] else "") + f"; see reports/{a.grid}_grid.md and reports/claims.md")
     return 0 if out["expected"] in (0, out["runs"]) else 1
 
 

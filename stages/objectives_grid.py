@@ -1,0 +1,48 @@
+"""Stage `objectives_grid`: the recorded RL and distillation grid (issue 5) as a report and
+claim rows.
+
+Reads `experiments/objectives_grid.json` (the runs `python -m flows.grid --grid objectives`
+collected from its DVC experiments; kept in Git, like params.yaml); writes
+`reports/objectives_grid.md` (every run), `reports/objectives_grid.png` (greedy test success
+per iteration, mean ± std over seeds: RL, distillation from the strong and the weak start)
+and `metrics/objectives_grid_claims.json` (the papers' findings, the issue's bars and one row
+per cell), which the `claims` stage puts on `reports/claims.md`. Without a record the stage
+writes an empty report that says how to make one, so `dvc repro` never needs the grid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from distillery.evaluate.objectives_grid import claim_rows, markdown, plot, runs_from_record
+from distillery.io import write_json, write_text
+
+RECORD = Path("experiments/objectives_grid.json")
+REPORT = Path("reports/objectives_grid.md")
+FIGURE = Path("reports/objectives_grid.png")
+CLAIMS = "metrics/objectives_grid_claims.json"
+
+
+def main() -> int:
+    record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": []}
+    runs = runs_from_record(record)
+    sets = record.get("sets") or []
+    header = (f"# RL and distillation grid `{record.get('tag', '-')}`\n\n{len(runs)} finished runs; overrides on top "
+              f"of params.yaml: {', '.join(f'`{s}`' for s in sets) or 'none'}. RL curves: greedy success on the "
+              "held-out user's test tasks; distillation curves: the student's greedy success on the test split, "
+              "with the teacher's beside it. Make or refresh the record with `make objectives-grid`.")
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    if runs:
+        plot(runs, str(FIGURE))
+    else:   # DVC expects every declared output: an empty grid still gets its (empty) figure
+        FIGURE.write_bytes(b"")
+    write_text(markdown(runs, header, FIGURE.name if runs else None), REPORT)
+    write_json(claim_rows(runs), CLAIMS)
+    print(f"objectives_grid: {len(runs)} runs -> {REPORT}, {FIGURE}, {CLAIMS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

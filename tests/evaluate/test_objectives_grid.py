@@ -1,0 +1,79 @@
+"""The RL and distillation grid's pure pieces: cells, names, per-run numbers, findings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distillery.evaluate.objectives_grid import (
+    Cell,
+    cells,
+    claim_rows,
+    exp_name,
+    markdown,
+    parse_exp_name,
+    plot,
+    run_numbers,
+    runs_from_record,
+)
+
+
+def rl_metrics(curve):
+    return {"method": "x", "before": {"test_success": curve[0]}, "curve": curve, "seconds": 3.0}
+
+
+def distill_metrics(curve, teacher):
+    return {"before": {"student_before": curve[0], "teacher": teacher}, "curve": curve, "seconds": 4.0}
+
+
+def test_cells_names_round_trip_and_overrides():
+    cs = cells()
+    assert [c.label for c in cs[:3]] == ["rl/grpo", "rl/gigpo", "rl/siri"]
+    assert len(cs) == 9 and len({c.label for c in cs}) == 9
+    for c in cs:
+        assert parse_exp_name(exp_name(c, 1, "t2"), "t2") == (c, 1)
+        assert parse_exp_name(exp_name(c, 1, "t2"), "t3") is None
+    assert Cell("distill", "aopd", "weak").overrides(2) == ["distill.method=aopd", "distill.seed=2", "distill.start=weak"]
+    assert Cell("rl", "siri").target == "rl" and Cell("rl", "siri").metrics_file == "metrics/rl.json"
+    assert parse_exp_name("og-t2-ds-aopd-medium-s1", "t2") is None
+
+
+def test_run_numbers_gain_and_gap_closed():
+    r = run_numbers(distill_metrics([0.5, 0.55, 0.6], 0.9))
+    assert r.final == 0.6 and r.gain == pytest.approx(0.1) and r.gap_closed == pytest.approx(0.25)
+    assert math.isnan(run_numbers(rl_metrics([0.5, 0.6])).gap_closed)
+    assert math.isnan(run_numbers(distill_metrics([0.5, 0.6], 0.4)).gap_closed)     # no gap
+    with pytest.raises(ValueError, match="rl/distill metrics"):
+        run_numbers({"before": {}})
+
+
+def _record():
+    runs = []
+    for seed, (grpo, gigpo) in enumerate([(0.61, 0.66), (0.60, 0.65), (0.62, 0.66)]):
+        runs.append({"stage": "rl", "method": "grpo", "start": "", "seed": seed, "metrics": rl_metrics([0.58, grpo])})
+        runs.append({"stage": "rl", "method": "gigpo", "start": "", "seed": seed, "metrics": rl_metrics([0.58, gigpo])})
+        runs.append({"stage": "distill", "method": "opd", "start": "weak", "seed": seed,
+                     "metrics": distill_metrics([0.1, 0.3 + 0.01 * seed], 0.9)})
+    return {"runs": runs}
+
+
+def test_findings_are_paired_by_seed_and_every_cell_gets_a_row(tmp_path):
+    runs = runs_from_record(_record())
+    rows = {r["finding"]: r for r in claim_rows(runs)}
+    gig = rows["gigpo over grpo (held-out user)"]
+    assert gig["holds"] is True and "+0.047" in gig["detail"]          # diffs .05 .05 .04
+    assert rows["siri over gigpo (held-out user)"]["holds"] == "not measured"
+    grpo_bar = rows["grpo raises the held-out user's test success above the warm-up model's (issue 5)"]
+    assert grpo_bar["holds"] is True and grpo_bar["measured"].startswith("0.580 ± 0.000 -> 0.610 ± 0.010")
+    opd = rows["opd (weak start) closes part of the student-teacher gap (issue 5)"]
+    assert opd["holds"] is True and "0.26 ± 0.01" in opd["detail"]
+    md = markdown(runs, "# grid", "g.png")
+    assert "| rl/gigpo | 0 | 0.580 0.660 |" in md
+    plot(runs, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_bad_record_names_the_run():
+    with pytest.raises(ValueError, match="run 0"):
+        runs_from_record({"runs": [{"method": "gigpo", "seed": 0, "metrics": {}}]})
