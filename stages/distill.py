@@ -57,9 +57,10 @@ def main() -> int:
                 shutil.rmtree(old, ignore_errors=True)
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         def log(row: dict[str, float], it: int) -> None:
-            live.step = it + 1
+            live.step = it + 1          # step 0 is the starting model
             for k, v in row.items():
                 live.log_metric(k, v)
+            live.next_step()
 
         model, tok, refs, results = run_distill(cfg, tasks, dataset, run_dir, log=log)
     curve = [refs["student_before"]] + [r.test_success for r in results]

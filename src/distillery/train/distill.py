@@ -73,8 +73,8 @@ class DistillConfig:
     teacher_dir: str = _f("models/teacher", "the teacher: any model directory with the student's tokenizer")
     learn_split: str = _f("train", "tasks the student samples on (the teacher's training users)")
     test_split: str = _f("test", "tasks both are evaluated on, greedy")
-    iterations: int = _f(6, "sample -> teacher -> update cycles")
-    tasks_per_family: int = _f(6, "learning tasks per family per iteration (a different slice each time)")
+    iterations: int = _f(5, "sample -> teacher -> update cycles")
+    tasks_per_family: int = _f(4, "learning tasks per family per iteration (a different slice each time)")
     k: int = _f(4, "student samples per task (SCOPE's prompt group)")
     temperature: float = _f(1.0, "student sampling temperature (the distribution that is distilled)")
     max_new_tokens: int = _f(96, "cap on one action's tokens")
@@ -309,6 +309,8 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
                 "teacher": _greedy(teacher.model, teacher.tokenizer, test, cfg, t_prompt)}
         run_dir.mkdir(parents=True, exist_ok=True)
         refs_file.write_text(json.dumps(refs))
+    if log is not None:
+        log({"test_success": refs["student_before"], "teacher_test_success": refs["teacher"]}, -1)
     model = student.model
     results: list[DistillIteration] = []
     for it in range(cfg.iterations):

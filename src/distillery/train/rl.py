@@ -75,8 +75,8 @@ class RLConfig:
     model_dir: str = _f("models/warmup", "the policy to start from (and the frozen KL reference)")
     learn_split: str = _f("heldout_train", "tasks the policy is trained on")
     test_split: str = _f("heldout_test", "tasks it is evaluated on, greedy, every iteration")
-    iterations: int = _f(8, "rollout -> advantages -> update cycles")
-    tasks_per_family: int = _f(4, "learning tasks per family per iteration (a different slice each time)")
+    iterations: int = _f(6, "rollout -> advantages -> update cycles")
+    tasks_per_family: int = _f(3, "learning tasks per family per iteration (a different slice each time)")
     k: int = _f(8, "episodes per task: one group (GiGPO's N)")
     temperature: float = _f(0.7, "sampling temperature; the loss scores the same tempered distribution")
     max_new_tokens: int = _f(96, "cap on one action's tokens")
@@ -89,7 +89,7 @@ class RLConfig:
     clip_low: float = _f(0.2, "PPO clip, lower bound")
     clip_high: float = _f(0.28, "PPO clip, upper bound (DAPO's decoupled value)")
     kl_coef: float = _f(0.01, "low_var_kl to the frozen starting model")
-    epochs: int = _f(2, "update passes over each iteration's samples")
+    epochs: int = _f(1, "update passes over each iteration's samples (verl's ppo_epochs)")
     # SIRI
     siri_lambda: float = _f(0.5, "SIRI: lambda_max, weight of the internalization loss")
     siri_warmup_iterations: int = _f(2, "SIRI: K_warm, lambda rises linearly over this many iterations")
@@ -398,6 +398,8 @@ def run_rl(cfg: RLConfig, tasks: Sequence[Task], skills: Sequence[Experience], r
         before = _greedy(model, tok, test, cfg, prompt)
         run_dir.mkdir(parents=True, exist_ok=True)
         start_file.write_text(json.dumps({"test_success": before}))
+    if log is not None:
+        log({"test_success": before}, -1)              # step 0: the starting model
     model = load_model_dir(cfg.model_dir).model       # the trained copy; `ref` stays frozen
     skills = list(skills) if cfg.method == "siri" else []
     plain_successes = 0
