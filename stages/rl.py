@@ -91,7 +91,8 @@ def claims(m: dict) -> list[dict]:
     return [{
         "paper": PAPERS[m["method"]],
         "finding": f"{m['method']} raises the held-out user's test success above the warm-up model's",
-        "paper_value": "GiGPO: ALFWorld +12 points over GRPO" if m["method"] != "siri" else "ALFWorld 0.908 -> 0.930",
+        "paper_value": {"gigpo": "ALFWorld: above GRPO by more than 12 points", "siri": "ALFWorld 0.908 -> 0.930 (over GiGPO)"
+                        }.get(m["method"], "-"),
         "measured": " -> ".join(f"{c:.3f}" for c in curve),
         "holds": bool(curve[-1] > curve[0]),
         "detail": f"greedy success before and after each of {len(curve) - 1} iterations, seed {m['seed']}; "
