@@ -1,13 +1,13 @@
-"""Stages `warmup`, `teacher` and `student_weak`: a tokenizer and a model trained on the
-oracle's trajectories.
+"""Stages `warmup` and `student_weak`: a tokenizer and a model trained on the oracle's
+trajectories.
 
 `python -m stages.warmup [--section NAME]` (default `warmup`) reads `data/tasks/tasks.parquet`,
 `data/trajectories/<teacher>/` and `params.yaml:<NAME>`; writes `models/<NAME>/` (weights,
 tokenizer, config, card.json), `metrics/<NAME>.json` and the DVCLive curves under
 `dvclive/<NAME>/`. Checkpoints go to `checkpoints/<NAME>/` (declared `persist`, so a killed
-run resumes from the last one on the next `dvc repro`). The `teacher` section is a larger
-model and `student_weak` a briefly trained one: the distill stage's teacher and weak start.
-They train the same tokenizer from the same corpus, so all three share one vocabulary.
+run resumes from the last one on the next `dvc repro`). `student_weak` is the same recipe
+stopped early, the distill stage's weak start; it trains the same tokenizer from the same
+corpus, so it shares the student's vocabulary.
 """
 
 from __future__ import annotations

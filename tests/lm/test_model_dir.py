@@ -124,3 +124,34 @@ def test_errors_name_what_to_change(tok, tmp_path):
     (tmp_path / "m" / "card.json").write_text("{not json")
     with pytest.raises(ValueError, match="card.json: not valid JSON"):
         load_model_dir(tmp_path / "m")
+
+
+def test_deepen_keeps_the_function_and_round_trips(tmp_path):
+    """Identity blocks: the grown model's logits equal the original's; it saves and loads
+    with its new depth, and the new blocks learn (their gradients are not all zero)."""
+    import torch
+
+    from distillery.lm.model import ModelConfig, build_model, deepen, load_model_dir, save_model_dir
+    from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+
+    tok = train_tokenizer(["move the file to the folder", "send the mail to alex"], TokenizerConfig(vocab_size=300))
+    model = build_model(ModelConfig(hidden_size=32, n_layers=2, n_heads=2, n_kv_heads=1, intermediate_size=64,
+                                    max_position_embeddings=64), tok)
+    ids = torch.tensor([tok("move the file to alex")["input_ids"]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    deepen(model, 4)
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert len(model.model.layers) == 4 and model.config.num_hidden_layers == 4
+    assert torch.equal(before, after)
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.model.layers[3].self_attn.o_proj.weight.grad.abs().sum() > 0
+    save_model_dir(tmp_path / "m", model, tok, {})
+    again = load_model_dir(tmp_path / "m").model
+    assert again.config.num_hidden_layers == 4
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, after)
+    import pytest
+    with pytest.raises(ValueError, match="layers already"):
+        deepen(model, 3)

@@ -170,6 +170,29 @@ def plain_model(model: Any) -> Any:
     return model
 
 
+def deepen(model: Any, n_layers: int) -> Any:
+    """Grow a Llama-family model in place to `n_layers` decoder blocks, appending copies of
+    its last block whose attention output and MLP down projections are zero: each new block
+    adds nothing to the residual stream, so the grown model computes exactly what the
+    original did, and training then uses the new depth. (Depth growth with identity blocks,
+    as in progressive stacking; the copies give the new blocks' other weights a trained
+    scale instead of a random one.) Returns the model."""
+    layers = model.model.layers
+    if n_layers < len(layers):
+        raise ValueError(f"deepen: the model has {len(layers)} layers already; asked for {n_layers}")
+    for i in range(len(layers), n_layers):
+        block = copy.deepcopy(layers[-1])
+        block.self_attn.layer_idx = i
+        with torch.no_grad():
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+        layers.append(block)
+    model.config.num_hidden_layers = n_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = (list(model.config.layer_types) + [model.config.layer_types[-1]] * n_layers)[:n_layers]
+    return model
+
+
 def save_model_dir(path: str | Path, model: Any, tokenizer: Any, card: dict[str, Any] | None = None) -> Path:
     """Write the model directory atomically: a temporary sibling, then a rename.
 

@@ -1,0 +1,53 @@
+"""Stage `teacher`: the distillation teacher of issue 5 (`train/teacher.py`: the warm-up
+student deepened and trained on the same data).
+
+Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, the student
+(`teacher.student_dir`) and `params.yaml:teacher`; writes `models/teacher/`,
+`metrics/teacher.json` and DVCLive curves under `dvclive/teacher/`. Checkpoints go to
+`checkpoints/teacher/` (persisted: a killed run resumes from the last one).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from distillery.config import load_section, to_dict
+from distillery.io import read_parquet, write_json
+from distillery.lm.model import save_model_dir
+from distillery.train.teacher import TeacherConfig, grow_teacher
+from distillery.types import tasks_from_frame
+
+TASKS = "data/tasks/tasks.parquet"
+OUT = "models/teacher"
+METRICS = "metrics/teacher.json"
+CKPT = "checkpoints/teacher"
+LIVE = "dvclive/teacher"
+
+
+def main() -> int:
+    cfg = load_section(TeacherConfig, "teacher")
+    if not cfg.train.log_dir:
+        cfg.train.log_dir = LIVE
+    traj = Path("data/trajectories") / cfg.trajectories
+    tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
+    episodes = read_parquet(traj / "episodes.parquet", f"collect@{cfg.trajectories}")
+    steps = read_parquet(traj / "steps.parquet", f"collect@{cfg.trajectories}")
+    t0 = time.perf_counter()
+    tok, model, result, sizes = grow_teacher(cfg, tasks, episodes, steps, CKPT)
+    metrics = {**result.metrics, **sizes, "wall_s": round(time.perf_counter() - t0, 1)}
+    card_path = Path(cfg.student_dir) / "card.json"
+    prompt = json.loads(card_path.read_text()).get("prompt", {}) if card_path.is_file() else {}
+    save_model_dir(OUT, model, tok, {"prompt": prompt, "metrics": metrics, "params": to_dict(cfg),
+                                     "grown_from": cfg.student_dir})
+    write_json(metrics, METRICS)
+    print(f"teacher: {sizes['student_params'] / 1e6:.2f}M -> {sizes['teacher_params'] / 1e6:.2f}M params "
+          f"({cfg.n_layers} layers), {result.steps} steps, eval loss {result.metrics.get('eval_loss', float('nan')):.4f}"
+          f" -> {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
