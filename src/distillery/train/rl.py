@@ -415,6 +415,7 @@ def run_rl(cfg: RLConfig, tasks: Sequence[Task], skills: Sequence[Experience], r
             continue
         messages: list[str] = []
         use_skills = cfg.method == "siri" and plain_successes >= cfg.siri_min_successes
+        successes_before = plain_successes
         learn_slice = learning_slice(learn, cfg.tasks_per_family, it)
         traj = _rollout(model, tok, learn_slice, skills, cfg, it, prompt, use_skills)
         eps, steps = shaped_rewards(traj.episodes, traj.steps, cfg.invalid_penalty)
@@ -433,7 +434,8 @@ def run_rl(cfg: RLConfig, tasks: Sequence[Task], skills: Sequence[Experience], r
                 internal = internalization_examples(by_id, traj, adv, tok, prompt, {s.exp_id: s for s in skills})
                 lam = linear_warmup(it + 1, warmup_steps=cfg.siri_warmup_iterations, max_value=cfg.siri_lambda)
             else:
-                messages.append(f"SIRI phase 0: {plain_successes} plain successes < {cfg.siri_min_successes}")
+                messages.append(f"SIRI phase 0: {successes_before} plain successes before this iteration "
+                                f"< {cfg.siri_min_successes}; no skill shown")
             if cfg.siri_mine_every and (it + 1) % cfg.siri_mine_every == 0 and plain_eps.height:
                 known = {s.exp_id for s in skills}
                 fresh = [s for s in mine_skills([by_id[t.task_id] for t in learn_slice], plain_eps, steps)
