@@ -37,9 +37,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
 from types import ModuleType
+from typing import Any
 
 import dvc.api
 from prefect import flow, task

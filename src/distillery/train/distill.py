@@ -41,7 +41,7 @@ from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
 from distillery.rollout import Trajectories
 from distillery.train.config import TrainConfig
-from distillery.train.data import Batch, Example, collate
+from distillery.train.data import Batch, Example
 from distillery.train.examples import sft_examples
 from distillery.train.internalize import model_prompt, run_policy, success_rate
 from distillery.train.loop import action_logits, train

@@ -306,7 +306,7 @@ def update_skills(skills: Sequence[Experience], episodes: pl.DataFrame) -> tuple
     by_id = {s.exp_id: s for s in skills}
     msgs = []
     eps = episodes.with_columns(skill=pl.col("injected").list.first())
-    for (group,), g in eps.group_by("group", maintain_order=True):
+    for _, g in eps.group_by("group", maintain_order=True):
         used = [s for s in g["skill"].drop_nulls().unique().to_list() if s in by_id]
         plain = g.filter(pl.col("skill").is_null())
         if len(used) != 1 or plain.height == 0:
