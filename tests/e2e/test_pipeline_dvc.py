@@ -65,11 +65,12 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_repo):
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
-    run([*DVC, "exp", "run", "-S", "tasks.seed=1"], repo)
+    # An experiment on a downstream knob: DVC re-runs only what it changes (rl, then claims).
+    run([*DVC, "exp", "run", "-S", "rl.seed=1"], repo)
     shown = json.loads(run([*DVC, "exp", "show", "--json"], repo).stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert exps, shown
-    params = [r["data"]["params"]["params.yaml"]["data"]["tasks"]["seed"] for e in exps for r in e["revs"]]
+    params = [r["data"]["params"]["params.yaml"]["data"]["rl"]["seed"] for e in exps for r in e["revs"]]
     assert 1 in params
     diff = run([*DVC, "metrics", "diff", "--json"], repo)
     assert diff.returncode == 0
