@@ -14,10 +14,8 @@ Compare methods and starts with `dvc exp run -S distill.method=aopd -S distill.s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -25,6 +23,7 @@ from pathlib import Path
 
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
+from distillery.train.card import resumable_run_dir
 from distillery.train.distill import DistillConfig, gap_closed, run_distill
 from distillery.types import tasks_from_frame
 
@@ -49,12 +48,8 @@ def main() -> int:
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     dataset = (read_parquet(DATASET / "episodes.parquet", "collect@oracle"),
                read_parquet(DATASET / "steps.parquet", "collect@oracle"))
-    run_dir = CKPT / _fingerprint(cfg, [Path(cfg.student_dir) / "model.safetensors",
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.student_dir) / "model.safetensors",
                                         Path(cfg.teacher_dir) / "model.safetensors", TASKS])
-    if CKPT.is_dir():
-        for old in CKPT.iterdir():
-            if old != run_dir:
-                shutil.rmtree(old, ignore_errors=True)
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         def log(row: dict[str, float], it: int) -> None:
             live.step = it + 1          # step 0 is the starting model
@@ -104,12 +99,6 @@ def claims(m: dict) -> list[dict]:
                   "one seed: spread is the grid's",
     }]
 
-
-def _fingerprint(cfg: DistillConfig, inputs: list[str | Path]) -> str:
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for p in inputs:
-        h.update(Path(p).read_bytes() if Path(p).is_file() else b"-")
-    return h.hexdigest()[:12]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ users' test tasks with their principles given in the prompt, before and after (f
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from pathlib import Path
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool, write_pool
+from distillery.train.card import resumable_run_dir
 from distillery.train.internalize import (
     InternalizeConfig,
     evaluate_with,
@@ -63,12 +63,7 @@ def main() -> int:
               "no experience and distillation will only replay", file=sys.stderr)
     replay = (read_parquet(REPLAY / "episodes.parquet", "collect@oracle"),
               read_parquet(REPLAY / "steps.parquet", "collect@oracle"))
-    # A different configuration's iterations must not be resumed.
-    run_dir = CKPT / _fingerprint(cfg, [POOLS[cfg.granularity], Path(cfg.model_dir) / "model.safetensors", TASKS])
-    if CKPT.is_dir():
-        for old in CKPT.iterdir():
-            if old != run_dir:
-                shutil.rmtree(old, ignore_errors=True)
+    run_dir = resumable_run_dir(CKPT, cfg, [POOLS[cfg.granularity], Path(cfg.model_dir) / "model.safetensors", TASKS])
     prompt = model_prompt(cfg.model_dir)
     heldout_test = [t for t in tasks if t.split == cfg.test_split]
     others = [t for t in tasks if t.split == "test"]
@@ -170,16 +165,6 @@ def claims(m: dict) -> list[dict]:
          "detail": f"training users' test tasks with their principles in the prompt: a drop of {100 * drop:.1f} points"},
     ]
 
-
-def _fingerprint(cfg: InternalizeConfig, inputs: list[str | Path]) -> str:
-    """Config and input bytes: iterations of another run are never resumed."""
-    import hashlib
-    import json
-
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for p in inputs:
-        h.update(Path(p).read_bytes() if Path(p).is_file() else b"-")
-    return h.hexdigest()[:12]
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ Compare the methods with `dvc exp run -S rl.method=grpo` (or the grid: `make rl-
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -24,6 +22,7 @@ from pathlib import Path
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool, write_pool
+from distillery.train.card import resumable_run_dir
 from distillery.train.rl import RLConfig, run_rl
 from distillery.types import tasks_from_frame
 
@@ -48,11 +47,7 @@ def main() -> int:
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     skills = read_pool(SKILLS) if Path(SKILLS).is_file() else []
-    run_dir = CKPT / _fingerprint(cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS])
-    if CKPT.is_dir():          # another configuration's iterations must not be resumed
-        for old in CKPT.iterdir():
-            if old != run_dir:
-                shutil.rmtree(old, ignore_errors=True)
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         def log(row: dict[str, float], it: int) -> None:
             live.step = it + 1          # step 0 is the starting model
@@ -99,12 +94,6 @@ def claims(m: dict) -> list[dict]:
                   "one seed: spread is the grid's",
     }]
 
-
-def _fingerprint(cfg: RLConfig, inputs: list[str | Path]) -> str:
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for p in inputs:
-        h.update(Path(p).read_bytes() if Path(p).is_file() else b"-")
-    return h.hexdigest()[:12]
 
 
 if __name__ == "__main__":

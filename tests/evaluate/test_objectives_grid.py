@@ -77,3 +77,10 @@ def test_findings_are_paired_by_seed_and_every_cell_gets_a_row(tmp_path):
 def test_a_bad_record_names_the_run():
     with pytest.raises(ValueError, match="run 0"):
         runs_from_record({"runs": [{"method": "gigpo", "seed": 0, "metrics": {}}]})
+
+
+def test_the_grid_flow_refuses_an_only_prefix_that_names_no_cell(tmp_path):
+    from flows.grid import queue_runs
+
+    with pytest.raises(ValueError, match="no cell of the objectives grid"):
+        queue_runs.fn(str(tmp_path), [0], [], "t", "objectives", "distill/nope")

@@ -237,7 +237,11 @@ def table(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
 
 
 def markdown(runs: Mapping[tuple[Cell, int], RunNumbers], header: str, figure: str | None) -> str:
-    rows = table(runs)
+    return markdown_page(table(runs), header, figure)
+
+
+def markdown_page(rows: Sequence[Mapping[str, Any]], header: str, figure: str | None) -> str:
+    """A grid's report: the header, the figure if any, then one table row per run."""
     cols = list(rows[0]) if rows else []
     lines = [header, ""]
     if figure:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.evaluate.grid import fmt, mean_std, verdict
+from distillery.evaluate.grid import fmt, markdown_page, mean_std, verdict
 
 RL_METHODS = ("grpo", "gigpo", "siri")
 DISTILL_METHODS = ("opd", "aopd", "scope")
@@ -228,14 +228,7 @@ def table(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
 
 
 def markdown(runs: Mapping[tuple[Cell, int], RunNumbers], header: str, figure: str | None) -> str:
-    rows = table(runs)
-    cols = list(rows[0]) if rows else []
-    lines = [header, ""]
-    if figure:
-        lines += [f"![success per iteration]({figure})", ""]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_page(table(runs), header, figure)
 
 
 def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:

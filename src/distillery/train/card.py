@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import platform
+import shutil
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +51,23 @@ def sha256_path(path: str | Path) -> str:
 def hash_inputs(paths: Iterable[str | Path]) -> dict[str, str]:
     """{path as given: sha256}, in the order given."""
     return {str(p): sha256_path(p) for p in paths}
+
+
+def resumable_run_dir(root: str | Path, cfg: Any, inputs: Iterable[str | Path]) -> Path:
+    """`root/<fingerprint>`, where the fingerprint hashes the config (a dataclass) and the
+    bytes of each input file (a missing one counts as "-"), so a rerun resumes only the same
+    configuration on the same inputs. Other runs under `root` are deleted: a changed config
+    or input must never resume stale iterations."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    for p in inputs:
+        h.update(Path(p).read_bytes() if Path(p).is_file() else b"-")
+    root = Path(root)
+    run_dir = root / h.hexdigest()[:12]
+    if root.is_dir():
+        for old in root.iterdir():
+            if old != run_dir:
+                shutil.rmtree(old, ignore_errors=True)
+    return run_dir
 
 
 def versions() -> dict[str, str]:
