@@ -161,8 +161,12 @@ def run_batch(
     cfg: RolloutConfig,
     injector: Injector | None = None,
     on_episode: Callable[[Episode], None] | None = None,
+    wrap_env: Callable[[Environment], Environment] | None = None,
 ) -> Trajectories:
-    """Run `jobs` to completion with at most `cfg.batch_size` episodes in flight."""
+    """Run `jobs` to completion with at most `cfg.batch_size` episodes in flight.
+
+    `wrap_env` wraps each environment as it is built (e.g. SelSkill's `use_skill` tool,
+    which the harness answers without touching the environment's state)."""
     if not jobs:
         return Trajectories(episodes_to_frame([]), steps_to_frame([]))
     env_name = jobs[0].task.env
@@ -174,7 +178,11 @@ def run_batch(
     steps: list[Step] = []
 
     def start(job: EpisodeJob) -> None:
-        env = free_envs.pop() if free_envs else make_env(job.task.env, **cfg.env_kwargs)
+        if free_envs:
+            env = free_envs.pop()
+        else:
+            env = make_env(job.task.env, **cfg.env_kwargs)
+            env = wrap_env(env) if wrap_env is not None else env
         limit = cfg.max_steps or job.task.max_steps
         try:
             obs = env.reset(job.task)
