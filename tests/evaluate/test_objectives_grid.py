@@ -30,13 +30,16 @@ def distill_metrics(curve, teacher):
 def test_cells_names_round_trip_and_overrides():
     cs = cells()
     assert [c.label for c in cs[:3]] == ["rl/grpo", "rl/gigpo", "rl/siri"]
-    assert len(cs) == 9 and len({c.label for c in cs}) == 9
+    assert len(cs) == 10 and len({c.label for c in cs}) == 10 and cs[-1].label == "selskill/selskill"
     for c in cs:
         assert parse_exp_name(exp_name(c, 1, "t2"), "t2") == (c, 1)
         assert parse_exp_name(exp_name(c, 1, "t2"), "t3") is None
     assert Cell("distill", "aopd", "weak").overrides(2) == ["distill.method=aopd", "distill.seed=2", "distill.start=weak"]
     assert Cell("rl", "siri").target == "rl" and Cell("rl", "siri").metrics_file == "metrics/rl.json"
     assert parse_exp_name("og-t2-ds-aopd-medium-s1", "t2") is None
+    # SelSkill has one method: only its seed is overridden (a `selskill.method` key would be refused)
+    assert Cell("selskill", "selskill").overrides(2) == ["selskill.seed=2"]
+    assert Cell("selskill", "selskill").metrics_file == "metrics/selskill.json"
 
 
 def test_run_numbers_gain_and_gap_closed():
@@ -44,7 +47,7 @@ def test_run_numbers_gain_and_gap_closed():
     assert r.final == 0.6 and r.gain == pytest.approx(0.1) and r.gap_closed == pytest.approx(0.25)
     assert math.isnan(run_numbers(rl_metrics([0.5, 0.6])).gap_closed)
     assert math.isnan(run_numbers(distill_metrics([0.5, 0.6], 0.4)).gap_closed)     # no gap
-    with pytest.raises(ValueError, match="rl/distill metrics"):
+    with pytest.raises(ValueError, match="rl/distill/selskill metrics"):
         run_numbers({"before": {}})
 
 
@@ -70,6 +73,31 @@ def test_findings_are_paired_by_seed_and_every_cell_gets_a_row(tmp_path):
     assert opd["holds"] is True and "0.26 ± 0.01" in opd["detail"]
     md = markdown(runs, "# grid", "g.png")
     assert "| rl/gigpo | 0 | 0.580 0.660 |" in md
+    plot(runs, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def selskill_metrics(curve, always, never, precision, calls):
+    arm = {"success": curve[-1], "precision": precision, "calls_per_episode": calls}
+    return {"before": {"free": {"success": curve[0]}}, "curve": curve, "seconds": 5.0,
+            "final": {"selskill": arm, "always": {"success": always}, "never": {"success": never},
+                      "warmup_never": {"success": never}}}
+
+
+def test_selskill_is_judged_against_always_invoke_within_each_seed(tmp_path):
+    record = {"runs": [
+        {"stage": "selskill", "method": "selskill", "seed": 0, "metrics": selskill_metrics([0.40, 0.45], 0.30, 0.42, 1.0, 0.2)},
+        {"stage": "selskill", "method": "selskill", "seed": 1, "metrics": selskill_metrics([0.40, 0.47], 0.32, 0.42, None, 0.0)},
+    ]}
+    runs = runs_from_record(record)
+    assert runs[(Cell("selskill", "selskill"), 1)].arms["always"] == 0.32
+    assert math.isnan(runs[(Cell("selskill", "selskill"), 1)].arms["precision"])
+    rows = {r["finding"]: r for r in claim_rows(runs)}
+    success = rows["selskill's success over always-invoke"]
+    assert success["holds"] is True and "+0.150" in success["detail"]        # diffs .15 .15
+    precision = rows["selskill's execution precision over always-invoke"]
+    assert precision["holds"] is True and "over 1 of 2 seeds" in precision["measured"]
+    assert "selskill/selskill" in markdown(runs, "# grid", None)
     plot(runs, str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -35,6 +35,7 @@ from distillery.train.selskill import (
     init_variant,
     invocation,
     invocation_stats,
+    is_invocation,
     pair_sides,
     prefer,
     skill_enabled_steps,
@@ -392,6 +393,31 @@ def test_dpo_update_starts_at_log2_per_kind_and_raises_the_chosen_side(one_threa
     for chosen, rejected in sides:
         margin = (sum(after[i] - ref[i] for i in chosen)) - (sum(after[i] - ref[i] for i in rejected))
         assert margin > 0, (chosen, rejected, margin)
+
+
+def test_sft_weight_adds_the_chosen_sides_nll(one_thread):
+    """With sft_weight, the first step's loss is 2 ln 2 plus the weight times the chosen
+    tokens' mean NLL under the (reference-equal) policy."""
+    pairs = [PreferencePair("episode", "c", "r"), PreferencePair("local", "c2", "r2", start=0, n_steps=1)]
+    sides = [([0, 2], [1]), ([3], [1])]
+    model = _tiny()
+    ref = _sums(model)
+    per_token = score_examples(model, [EXAMPLES[i] for i in (0, 2, 3)], temperature=1.0, pad_id=0)
+    chosen = [lp for ex, row in zip([EXAMPLES[i] for i in (0, 2, 3)], per_token, strict=True)
+              for lp, lab in zip(row, ex.labels, strict=True) if lab != -100]
+    nll = -sum(chosen) / len(chosen)
+    stats = dpo_update(model, EXAMPLES, ref, pairs, sides, SelSkillConfig(epochs=1, lr=1e-2, sft_weight=0.5),
+                       pad_id=0, seed=0)
+    assert stats["dpo_loss"] == pytest.approx(2 * math.log(2) + 0.5 * nll, rel=1e-4)
+
+
+def test_is_invocation_reads_the_call_name_not_the_arguments():
+    assert is_invocation('use_skill(name="x")') and is_invocation("  use_skill()") and is_invocation("use_skill(")
+    assert is_invocation('{"tool": "use_skill", "args": {"name": "x"}}')
+    assert not is_invocation('use_skills(name="x")')
+    assert not is_invocation('write_file(path="a.txt", content="use_skill(name=1)")')
+    assert not is_invocation('{"tool": "write_file", "args": {"path": "a.txt", "content": "use_skill"}}')
+    assert not is_invocation('{"tool": "use_skill"')                     # not JSON: the env says so
 
 
 # ---------------------------------------------------------------------------------------

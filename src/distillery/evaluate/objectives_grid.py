@@ -9,6 +9,9 @@ their `dvc exp run -S` overrides, experiment names, and the summary of finished 
 - Distillation cells (`distill` stage): OPD, AOPD, SCOPE (and GKD) from the strong and the
   weak start; a run is one `metrics/distill.json` (the student's curve and the teacher's
   success).
+- The SelSkill cell (`selskill` stage): one run is one `metrics/selskill.json`, which holds
+  all three arms of the issue (never-invoke and always-invoke measured on the skill-enabled
+  starting policy, and SelSkill's curve over its DPO rounds), with execution precision.
 
 The papers' findings are judged on runs paired by seed (same tasks, same rollout seeds):
 a finding holds when the mean paired margin is positive and larger than the standard
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.evaluate.grid import fmt, markdown_page, mean_std, verdict
@@ -35,7 +38,7 @@ PAPERS = {"gigpo": "GiGPO (arXiv 2505.10978)", "siri": "SIRI (arXiv 2606.02355)"
 
 @dataclass(frozen=True)
 class Cell:
-    stage: str           # rl | distill
+    stage: str           # rl | distill | selskill
     method: str
     start: str = ""      # distill only: strong | weak
 
@@ -45,6 +48,8 @@ class Cell:
 
     def overrides(self, seed: int) -> list[str]:
         """`dvc exp run -S` values for this cell at `seed`."""
+        if self.stage == "selskill":         # one method: only the seed varies
+            return [f"selskill.seed={seed}"]
         out = [f"{self.stage}.method={self.method}", f"{self.stage}.seed={seed}"]
         return out + ([f"distill.start={self.start}"] if self.start else [])
 
@@ -59,12 +64,13 @@ class Cell:
 
 
 def cells(distill_methods: Sequence[str] = DISTILL_METHODS) -> list[Cell]:
-    """3 RL cells, then every distillation method from each start."""
+    """3 RL cells, every distillation method from each start, then SelSkill."""
     return ([Cell("rl", m) for m in RL_METHODS]
-            + [Cell("distill", m, s) for s in STARTS for m in distill_methods])
+            + [Cell("distill", m, s) for s in STARTS for m in distill_methods]
+            + [Cell("selskill", "selskill")])
 
 
-_SHORT = {"rl": "rl", "distill": "ds"}
+_SHORT = {"rl": "rl", "distill": "ds", "selskill": "ss"}
 
 
 def exp_name(cell: Cell, seed: int, tag: str) -> str:
@@ -86,8 +92,8 @@ def parse_exp_name(name: str, tag: str) -> tuple[Cell, int] | None:
     except ValueError:
         return None
     stage = long[parts[0]]
-    if stage == "rl" and len(parts) == 3:
-        return Cell("rl", parts[1]), seed
+    if stage in ("rl", "selskill") and len(parts) == 3:
+        return Cell(stage, parts[1]), seed
     if stage == "distill" and len(parts) == 4 and parts[2] in STARTS:
         return Cell("distill", parts[1], parts[2]), seed
     return None
@@ -105,6 +111,9 @@ class RunNumbers:
     curve: tuple[float, ...]     # greedy test success: before, then after each iteration
     teacher: float               # distill: the teacher's greedy test success; rl: NaN
     seconds: float
+    # selskill: the other arms' success (always, never, warmup_never), and the final policy's
+    # precision (NaN when it attempted no call) and calls per episode
+    arms: dict[str, float] = field(default_factory=dict)
 
     @property
     def final(self) -> float:
@@ -127,10 +136,17 @@ def run_numbers(m: Mapping[str, Any]) -> RunNumbers:
     try:
         curve = tuple(float(x) for x in m["curve"])
         teacher = float(m["before"]["teacher"]) if "teacher" in m["before"] else math.nan
-        return RunNumbers(curve, teacher, float(m.get("seconds", math.nan)))
+        arms = {}
+        if "selskill" in m.get("final", {}):
+            f = m["final"]
+            arms = {arm: float(f[arm]["success"]) for arm in ("always", "never", "warmup_never") if arm in f}
+            p = f["selskill"]["precision"]
+            arms |= {"precision": math.nan if p is None else float(p),
+                     "calls_per_episode": float(f["selskill"]["calls_per_episode"])}
+        return RunNumbers(curve, teacher, float(m.get("seconds", math.nan)), arms)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"not an rl/distill metrics record (missing {e}); was it written by stages/rl.py or "
-                         "stages/distill.py?") from e
+        raise ValueError(f"not an rl/distill/selskill metrics record (missing {e}); was it written by "
+                         "stages/rl.py, stages/distill.py or stages/selskill.py?") from e
 
 
 def runs_from_record(record: Mapping[str, Any]) -> dict[tuple[Cell, int], RunNumbers]:
@@ -186,7 +202,8 @@ def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, An
                          "paper_value": paper[start],
                          "measured": f"{better} {fmt(_vals(runs, b, 'final'))} vs {worse} {fmt(_vals(runs, w, 'final'))}",
                          "holds": holds, "detail": f"student's greedy test success after the last iteration; {how}"})
-    for cell in sorted({c for c, _ in runs}, key=_order):
+    rows += selskill_rows(runs)
+    for cell in sorted({c for c, _ in runs if c.stage != "selskill"}, key=_order):
         rs = [r for (c, _), r in sorted(runs.items(), key=lambda kv: kv[0][1]) if c == cell]
         seeds = sorted(s for c, s in runs if c == cell)
         n = min(len(r.curve) for r in rs)
@@ -209,6 +226,41 @@ def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, An
     return rows
 
 
+SELSKILL = Cell("selskill", "selskill")
+
+
+def selskill_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
+    """SelSkill against always-invoke (success, paired by seed within each run) and its
+    execution precision; always-invoke's calls are the harness's, valid by construction."""
+    rs = [(s, r) for (c, s), r in sorted(runs.items(), key=lambda kv: kv[0][1]) if c == SELSKILL]
+    if not rs:
+        return []
+    seeds = [s for s, _ in rs]
+    finals = [r.final for _, r in rs]
+    always = [r.arms.get("always", math.nan) for _, r in rs]
+    never = [r.arms.get("never", math.nan) for _, r in rs]
+    holds, how = verdict([f - a for f, a in zip(finals, always, strict=True)])
+    precision = [r.arms.get("precision", math.nan) for _, r in rs]
+    calls = [r.arms.get("calls_per_episode", math.nan) for _, r in rs]
+    defined = [p for p in precision if not math.isnan(p)]
+    curve = " -> ".join(fmt([r.curve[i] for _, r in rs]) for i in range(min(len(r.curve) for _, r in rs)))
+    return [
+        {"paper": "SelSkill (arXiv 2606.00510)", "finding": "selskill's success over always-invoke",
+         "paper_value": "ALFWorld Qwen3-8B 75.8% -> 86.7%",
+         "measured": f"selskill {fmt(finals)} vs always {fmt(always)} (never {fmt(never)}); selskill per round {curve}",
+         "holds": holds, "detail": f"seeds {seeds}; greedy held-out test success; always and never are the "
+                                   f"skill-enabled starting policy; {how}"},
+        {"paper": "SelSkill (arXiv 2606.00510)", "finding": "selskill's execution precision over always-invoke",
+         "paper_value": "70.9% -> 100%",
+         "measured": f"selskill precision {fmt(defined) if defined else 'n/a'} over {len(defined)} of {len(rs)} seeds "
+                     f"with a call; calls per episode {fmt(calls, 2)}; always-invoke 1.000 by construction",
+         "holds": (bool(min(defined) >= 1.0) if defined else "no call made"),
+         "detail": "precision = valid, complete use_skill calls / attempted, over the calls the policy wrote; "
+                   "always-invoke's calls are written by the harness, so only SelSkill's own calls are tested "
+                   "(holds: every call valid)"},
+    ]
+
+
 def _vals(runs: Mapping[tuple[Cell, int], RunNumbers], cell: Cell, metric: str) -> list[float]:
     return [getattr(r, metric) for (c, _), r in runs.items() if c == cell]
 
@@ -223,7 +275,9 @@ def table(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
     return [{"cell": c.label, "seed": s, "curve": " ".join(f"{x:.3f}" for x in r.curve),
              "final": round(r.final, 4), "gain": round(r.gain, 4),
              "teacher": "" if math.isnan(r.teacher) else round(r.teacher, 4),
-             "gap_closed": "" if math.isnan(r.gap_closed) else round(r.gap_closed, 3), "seconds": r.seconds}
+             "gap_closed": "" if math.isnan(r.gap_closed) else round(r.gap_closed, 3),
+             "other_arms": ", ".join(f"{k} {v:.3f}" for k, v in r.arms.items() if not math.isnan(v)),
+             "seconds": r.seconds}
             for (c, s), r in sorted(runs.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1]))]
 
 
@@ -239,8 +293,8 @@ def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("rl", ""), ("distill", "strong"), ("distill", "weak"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("rl", ""), ("distill", "strong"), ("distill", "weak"), ("selskill", ""))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     for ax, (stage, start) in zip(axes, panels, strict=True):
         here = sorted({c for c, _ in runs if c.stage == stage and c.start == start}, key=_order)
         teachers = []
@@ -253,10 +307,15 @@ def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:
             ax.fill_between(range(n), [a - b for a, b in zip(m, s, strict=True)],
                             [a + b for a, b in zip(m, s, strict=True)], alpha=0.12, color=line.get_color())
             teachers += [r.teacher for r in rs if not math.isnan(r.teacher)]
+            for arm, style in (("always", "--"), ("never", "-.")):
+                vals = [r.arms[arm] for r in rs if arm in r.arms]
+                if vals:
+                    ax.axhline(sum(vals) / len(vals), ls=style, color="gray", label=f"{arm}-invoke")
         if teachers:
             ax.axhline(sum(teachers) / len(teachers), ls=":", color="k", label="teacher")
-        ax.set_title("RL, held-out user's test tasks" if stage == "rl" else f"distillation, {start} start, test split")
-        ax.set_xlabel("iteration (0 = the start)")
+        ax.set_title({"rl": "RL, held-out user's test tasks", "selskill": "SelSkill, held-out user's test tasks"}
+                     .get(stage, f"distillation, {start} start, test split"))
+        ax.set_xlabel("round (0 = the skill-enabled start)" if stage == "selskill" else "iteration (0 = the start)")
         ax.grid(alpha=0.3)
         if here:
             ax.legend(fontsize=8)

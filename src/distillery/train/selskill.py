@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -110,6 +111,8 @@ class SelSkillConfig:
     epochs: int = _f(2, "passes over each round's pairs")
     pairs_per_batch: int = _f(8, "preference pairs per optimiser step")
     max_grad_norm: float = _f(1.0, "gradient clipping")
+    sft_weight: float = _f(0.0, "weight of an NLL term on the chosen sides' action tokens (RPO-style; 0 = "
+                                "the paper's pure DPO)")
     seed: int = _f(0, "seeds rollouts, branches and the pair order")
     init_steps: int = _f(300, "skill-enabled initialisation: SFT steps on the oracle's demonstrations (0 = none)")
     init: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -147,10 +150,21 @@ def invocation(skill: Experience) -> str:
     return format_call(ToolCall("use_skill", {"name": skill.exp_id}))
 
 
+_CALL_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def is_invocation(action_text: str) -> bool:
-    """Whether an action attempts `use_skill` (valid or not): what precision counts."""
+    """Whether an action attempts `use_skill` (valid or not): what precision counts. The
+    text syntax's call name, or the JSON form's "tool", must be exactly `use_skill`."""
     text = action_text.strip()
-    return text.startswith("use_skill") or ('"use_skill"' in text and text.startswith("{"))
+    if text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return False        # not parseable as JSON: the environment reports it, not an attempt
+        return isinstance(body, dict) and body.get("tool") == "use_skill"
+    m = _CALL_NAME.match(text)
+    return bool(m and m.group(1) == "use_skill")
 
 
 def skill_text(skill: Experience) -> str:
@@ -447,6 +461,13 @@ def dpo_update(model: Any, examples: Sequence[Example], ref_sums: Sequence[float
                 return sums[[pos[i] for i in members]].sum() if members else sums.new_zeros(())
 
             loss = logp.new_zeros(())
+            if cfg.sft_weight > 0:
+                # Mean NLL over the chosen sides' tokens: DPO alone can lower the likelihood of
+                # chosen and rejected alike (a known failure on small policies).
+                chosen = sorted({pos[i] for j in idx for i in sides[j][0]})
+                token_rows = torch.isin(al.rows, torch.tensor(chosen, dtype=al.rows.dtype, device=al.rows.device))
+                if bool(token_rows.any()):
+                    loss = loss - cfg.sft_weight * logp[token_rows].mean()
             for kind in ("episode", "local"):
                 js = [j for j in idx if pairs[j].kind == kind]
                 if not js:
@@ -619,9 +640,6 @@ def run_selskill(cfg: SelSkillConfig, tasks: Sequence[Task], skills: Sequence[Ex
         raise ValueError(f"selskill: no {cfg.learn_split!r} or {cfg.test_split!r} tasks; set tasks.heldout_profiles "
                          "so the tasks stage generates them")
     library = skill_library(skills, include_retired=cfg.include_retired)
-    if not library:
-        raise ValueError("selskill: the skill bank has no usable skill; run the mine stage first "
-                         "(or set selskill.include_retired: true)")
     by_id = {t.task_id: t for t in tasks}
     prompt = model_prompt(cfg.model_dir)
     loaded = load_model_dir(cfg.model_dir)
@@ -638,7 +656,7 @@ def run_selskill(cfg: SelSkillConfig, tasks: Sequence[Task], skills: Sequence[Ex
         # The warm-up student as deployed (no library), then the skill-enabled start's arms.
         warmup = evaluate_arms(model, tok, test, library, cfg, prompt, ["never"])["never"]
         init: dict[str, Any] = {"steps": 0}
-        if cfg.init_steps > 0:
+        if cfg.init_steps > 0 and library:
             if demos is None:
                 raise ValueError("selskill: init_steps > 0 needs the oracle's demonstrations")
             init = skill_enabled_init(model, tok, by_id, demos, library, cfg, prompt, init_dir / "run")
@@ -660,7 +678,14 @@ def run_selskill(cfg: SelSkillConfig, tasks: Sequence[Task], skills: Sequence[Ex
             model = load_model_dir(done / "model").model
             model.eval()
             continue
-        res, _ = one_round(model, tok, learn, by_id, library, cfg, prompt, r)
+        if library:
+            res, _ = one_round(model, tok, learn, by_id, library, cfg, prompt, r)
+        else:
+            res = SelSkillRound(round=r, test={}, base_success=float("nan"), branch_success=float("nan"),
+                                episode_pairs=0, local_pairs=0, invoke_preferred=0, discarded_both_failed=0,
+                                discarded_tie=0, trained=False,
+                                messages=["the skill library is empty (the mine stage found no skill): nothing "
+                                          "to invoke, round skipped"])
         res.test = evaluate_arms(model, tok, test, library, cfg, prompt, ["free"])["free"]
         save_model_dir(done / "model", model, tok, {"round": r, "config": asdict(cfg)})
         tmp = done / "result.json.tmp"
