@@ -1,19 +1,23 @@
 """End-to-end fixtures: the real pipeline on a micro configuration in a temporary copy of
-the repository (its own git and DVC), so tests never touch the working tree's outputs."""
+the repository (its own git and DVC), so tests never touch the working tree's outputs.
+
+The pipeline itself runs once per session (`micro_pipeline`, through the Prefect flow); tests
+that go on from there (re-runs, experiments, a failing stage) each take a copy (`micro_copy`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
 from tests.conftest import REPO
 
 MICRO = {
@@ -46,6 +50,8 @@ MICRO = {
            "siri_min_successes": 0, "siri_mine_every": 1, "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
     "distill": {"method": "aopd", "iterations": 2, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24,
                 "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
+    "selskill": {"rounds": 1, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24, "init_steps": 2,
+                 "init": {"batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1}},
 }
 
 
@@ -94,4 +100,68 @@ def micro_repo(tmp_path: Path) -> Callable[..., Path]:
         d = tmp_path / name
         d.mkdir()
         return make_micro_repo(d, overrides)
+    return factory
+
+
+# Stages (and DVC experiments) run in subprocesses that inherit this environment. A micro model
+# gains nothing from torch's intra-op threads, and with two cores and a process pool of two
+# (or anything else running) they oversubscribe the CPUs: `rollout@warmup` took 184 s with
+# torch's default threads and 27 s with one, beside another busy process.
+STAGE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in STAGE_ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+# The whole micro pipeline is the slow part of these tests (minutes on two cores): it runs once
+# per session, through the Prefect flow, and each test works on its own copy of the result.
+# Every e2e test may be the first to ask for it, so each allows for the shared run in its timeout.
+PIPELINE_TIMEOUT = 1500
+
+
+@dataclass(frozen=True)
+class MicroRun:
+    repo: Path                      # the repository the flow ran in: read it, never change it
+    order: list[str]                # stage_order(repo) before the run
+    result: dict[str, Any]          # what flows.pipeline.pipeline returned
+
+
+@pytest.fixture(scope="session")
+def micro_pipeline(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> MicroRun:
+    """The micro repo (MICRO params, collect on a 2-worker process pool) after one full run of
+    `flows.pipeline.pipeline`: every output in the workspace and in the DVC cache, dvc.lock
+    written, not committed."""
+    from flows.pipeline import pipeline, stage_order
+
+    root = tmp_path_factory.mktemp("micro-pipeline")
+    (root / "repo").mkdir()
+    repo = make_micro_repo(root / "repo")
+    with pytest.MonkeyPatch.context() as mp:       # a session fixture: set up before the autouse one
+        for k, v in STAGE_ENV.items():
+            mp.setenv(k, v)
+        order = stage_order(repo)
+        result = pipeline(repo=str(repo))
+    # Beside the repo (not in it): which stage took how long, for whoever times these tests.
+    (root / "flow_result.json").write_text(json.dumps(result, indent=1, default=str))
+    return MicroRun(repo=repo, order=order, result=result)
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy that Git and DVC see as the same state: .git, dvc.lock, the outputs and the DVC
+    cache (mtimes kept); DVC's per-workspace scratch (.dvc/tmp: locks, state) is left behind."""
+    def ignore(d: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(d) == src / ".dvc" else []
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    return dest
+
+
+@pytest.fixture
+def micro_copy(micro_pipeline: MicroRun, tmp_path: Path) -> Callable[..., Path]:
+    """Copies of the shared, already-run micro repo under this test's tmp_path."""
+    def factory(name: str = "repo") -> Path:
+        return copy_repo(micro_pipeline.repo, tmp_path / name)
     return factory

@@ -1,5 +1,8 @@
 """The Prefect flow runs the DVC stages in order, publishes the gates and the benchmark as
-artifacts, and fails when a stage fails. Runs against a temporary local Prefect server."""
+artifacts, and fails when a stage fails. Runs against a temporary local Prefect server.
+
+The full run is the session's shared one (tests/e2e/conftest.py: micro_pipeline); the re-run
+and the failing stage work on a copy of its repository."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import asyncio
 
 import pytest
 import yaml
-
-from flows.pipeline import StageFailed, pipeline, stage_order
+from flows.pipeline import StageFailed, pipeline
+from tests.e2e.conftest import PIPELINE_TIMEOUT
 
 
 async def _artifact_keys() -> set[str]:
@@ -18,11 +21,10 @@ async def _artifact_keys() -> set[str]:
         return {a.key for a in await client.read_artifacts() if a.key}
 
 
-def test_flow_runs_stages_in_order_and_publishes_artifacts(micro_repo, prefect_harness):
-    repo = micro_repo(overrides={"collect": {"executor": {"kind": "inline", "workers": 1}}})
-    order = stage_order(repo)
+@pytest.mark.timeout(PIPELINE_TIMEOUT)
+def test_flow_runs_stages_in_order_and_publishes_artifacts(micro_pipeline, micro_copy):
+    order, result = micro_pipeline.order, micro_pipeline.result
     assert order.index("tasks") < order.index("collect@oracle") < order.index("evaluate")
-    result = pipeline(repo=str(repo))
     assert [r["stage"] for r in result["stages"]] == order and all(r["ran"] for r in result["stages"])
     assert {g["suite"] for g in result["gates"]} >= {"tasks", "episodes", "steps"}
     assert all(g["success"] for g in result["gates"])
@@ -33,7 +35,9 @@ def test_flow_runs_stages_in_order_and_publishes_artifacts(micro_repo, prefect_h
             "gate-collect-oracle-episodes", "gate-collect-random-steps"} <= keys
 
     # A second run: DVC skips every stage, the flow still succeeds.
+    repo = micro_copy()
     again = pipeline(repo=str(repo))
+    assert [r["stage"] for r in again["stages"]] == order
     assert not any(r["ran"] for r in again["stages"])
 
     # A stage that fails fails the flow run, with the stage's own error in the message.
