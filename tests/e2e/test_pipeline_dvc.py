@@ -53,6 +53,11 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     assert {"student_before", "teacher"} <= set(dist["before"])
     claims = (repo / "reports/claims.md").read_text()
     assert "siri raises" in claims and "aopd closes" in claims
+    # SelSkill: every arm measured on the held-out test tasks, one record per round.
+    sel = json.loads((repo / "metrics/selskill.json").read_text())
+    assert set(sel["final"]) >= {"selskill", "always", "never"} and [r["round"] for r in sel["rounds"]] == [0]
+    assert len(sel["curve"]) == 2 and (repo / "models/selskill/card.json").exists()
+    assert "selskill: success and execution precision over always-invoke" in claims
     eps = pl.read_parquet(repo / "data/trajectories/oracle/episodes.parquet")
     steps = pl.read_parquet(repo / "data/trajectories/oracle/steps.parquet")
     assert eps["n_steps"].sum() == steps.height
