@@ -1,6 +1,13 @@
 import pytest
 
-from distillery.config import CollectConfig, ConfigError, TasksConfig, from_dict, load_policy, load_section
+from distillery.config import (
+    CollectConfig,
+    ConfigError,
+    TasksConfig,
+    from_dict,
+    load_policy,
+    load_section,
+)
 
 
 def test_defaults_and_nested_sections():
