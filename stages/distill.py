@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
-from distillery.train.card import resumable_run_dir
+from distillery.train.card import iteration_logger, resumable_run_dir
 from distillery.train.distill import DistillConfig, gap_closed, run_distill
 from distillery.types import tasks_from_frame
 
@@ -51,13 +51,7 @@ def main() -> int:
     run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.student_dir) / "model.safetensors",
                                         Path(cfg.teacher_dir) / "model.safetensors", TASKS])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        def log(row: dict[str, float], it: int) -> None:
-            live.step = it + 1          # step 0 is the starting model
-            for k, v in row.items():
-                live.log_metric(k, v)
-            live.next_step()
-
-        model, tok, refs, results = run_distill(cfg, tasks, dataset, run_dir, log=log)
+        model, tok, refs, results = run_distill(cfg, tasks, dataset, run_dir, log=iteration_logger(live))
     curve = [refs["student_before"]] + [r.test_success for r in results]
     closed = gap_closed(curve[0], curve[-1], refs["teacher"])
     metrics = {

@@ -22,7 +22,7 @@ from pathlib import Path
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool, write_pool
-from distillery.train.card import resumable_run_dir
+from distillery.train.card import iteration_logger, resumable_run_dir
 from distillery.train.rl import RLConfig, run_rl
 from distillery.types import tasks_from_frame
 
@@ -49,13 +49,7 @@ def main() -> int:
     skills = read_pool(SKILLS) if Path(SKILLS).is_file() else []
     run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        def log(row: dict[str, float], it: int) -> None:
-            live.step = it + 1          # step 0 is the starting model
-            for k, v in row.items():
-                live.log_metric(k, v)
-            live.next_step()
-
-        model, tok, skills, before, results = run_rl(cfg, tasks, skills, run_dir, log=log)
+        model, tok, skills, before, results = run_rl(cfg, tasks, skills, run_dir, log=iteration_logger(live))
     curve = [before] + [r.test_success for r in results]
     metrics = {
         "method": cfg.method, "seed": cfg.seed,

@@ -23,7 +23,7 @@ from pathlib import Path
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool
-from distillery.train.card import resumable_run_dir
+from distillery.train.card import iteration_logger, resumable_run_dir
 from distillery.train.selskill import SelSkillConfig, run_selskill, skill_library
 from distillery.types import tasks_from_frame
 
@@ -54,13 +54,7 @@ def main() -> int:
     run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS,
                                         DEMOS / "steps.parquet"])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        def log(row: dict[str, float], it: int) -> None:
-            live.step = it + 1          # step 0 is the starting model
-            for k, v in row.items():
-                live.log_metric(k, v)
-            live.next_step()
-
-        model, tok, before, rounds = run_selskill(cfg, tasks, skills, run_dir, demos, log=log)
+        model, tok, before, rounds = run_selskill(cfg, tasks, skills, run_dir, demos, log=iteration_logger(live))
     library = skill_library(skills, include_retired=cfg.include_retired)
     final = rounds[-1].test
     metrics = {

@@ -48,3 +48,16 @@ def test_card_errors_are_specific(tmp_path):
         build_card(prompt=PromptConfig(), seed=0, data_files=[tmp_path / "missing.parquet"])
     with pytest.raises(ValueError, match="overwrite the card's own 'seed'"):
         build_card(prompt=PromptConfig(), seed=0, extra={"seed": 1})
+
+
+def test_iteration_logger_puts_the_starting_model_at_step_0(tmp_path):
+    from dvclive import Live
+
+    from distillery.train.card import iteration_logger
+
+    with Live(str(tmp_path / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        log = iteration_logger(live)
+        log({"test_success": 0.5}, -1)
+        log({"test_success": 0.75}, 0)
+    rows = (tmp_path / "live/plots/metrics/test_success.tsv").read_text().split()
+    assert rows == ["step", "test_success", "0", "0.5", "1", "0.75"]

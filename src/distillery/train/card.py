@@ -18,7 +18,7 @@ import hashlib
 import json
 import platform
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,20 @@ def resumable_run_dir(root: str | Path, cfg: Any, inputs: Iterable[str | Path]) 
             if old != run_dir:
                 shutil.rmtree(old, ignore_errors=True)
     return run_dir
+
+
+def iteration_logger(live: Any) -> Callable[[dict[str, float], int], None]:
+    """`log(row, it)` for a DVCLive `Live`: row's metrics at step it + 1, so step 0 is the
+    starting model (it = -1) and step k the model after iteration k - 1. The rl, distill and
+    selskill stages pass it to their loops."""
+
+    def log(row: dict[str, float], it: int) -> None:
+        live.step = it + 1
+        for k, v in row.items():
+            live.log_metric(k, v)
+        live.next_step()
+
+    return log
 
 
 def versions() -> dict[str, str]:
