@@ -561,7 +561,7 @@ class SelSkillRound:
 
 def one_round(model: Any, tok: Any, learn: Sequence[Task], by_id: Mapping[str, Task],
               library: Mapping[str, Experience], cfg: SelSkillConfig, prompt: PromptConfig, r: int
-              ) -> tuple[SelSkillRound, Trajectories]:
+              ) -> SelSkillRound:
     """Sample, pair and train once (the model is updated in place); no evaluation."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     seed = cfg.seed * 1000 + r
@@ -615,14 +615,14 @@ def one_round(model: Any, tok: Any, learn: Sequence[Task], by_id: Mapping[str, T
     if not pairs:
         messages.append("no preference pair (no group mixes success and failure, no branch pair decides): "
                         "update skipped")
-        return SelSkillRound(test={}, trained=False, messages=messages, **rnd), base
+        return SelSkillRound(test={}, trained=False, messages=messages, **rnd)
     everything = base if branches is None else Trajectories.concat([base, branches])
     examples, keys = step_examples(by_id, everything, zero, tok, prompt, {})
     n_steps = dict(everything.episodes.select("episode_id", "n_steps").iter_rows())
     sides = pair_sides(pairs, keys, n_steps)
     ref = [sum(tl) for tl in score_examples(model, examples, temperature=1.0, pad_id=pad)]
     update = dpo_update(model, examples, ref, pairs, sides, cfg, pad_id=pad, seed=seed)
-    return SelSkillRound(test={}, trained=True, update=update, messages=messages, **rnd), everything
+    return SelSkillRound(test={}, trained=True, update=update, messages=messages, **rnd)
 
 
 def run_selskill(cfg: SelSkillConfig, tasks: Sequence[Task], skills: Sequence[Experience], run_dir: str | Path,
@@ -679,7 +679,7 @@ def run_selskill(cfg: SelSkillConfig, tasks: Sequence[Task], skills: Sequence[Ex
             model.eval()
             continue
         if library:
-            res, _ = one_round(model, tok, learn, by_id, library, cfg, prompt, r)
+            res = one_round(model, tok, learn, by_id, library, cfg, prompt, r)
         else:
             res = SelSkillRound(round=r, test={}, base_success=float("nan"), branch_success=float("nan"),
                                 episode_pairs=0, local_pairs=0, invoke_preferred=0, discarded_both_failed=0,
