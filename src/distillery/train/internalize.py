@@ -50,6 +50,7 @@ from distillery.types import Context, Experience, Task
 GRANULARITIES = ("principle", "instance")
 INJECTIONS = ("stepwise", "global")
 REGIMES = ("off_policy", "on_policy")
+SELECTORS = ("tfidf", "embedding")   # step-wise selectors that need no endpoint
 
 
 @dataclass
@@ -64,6 +65,8 @@ class InternalizeConfig:
     injection: str = _f("stepwise", "stepwise (top items per step, that call only) | global (whole pool)")
     regime: str = _f("off_policy", "off_policy (likelihood on teacher successes) | on_policy (reverse KL)")
     top_k: int = _f(3, "step-wise injection: items per step")
+    selector: str = _f("tfidf", "step-wise injection: what ranks the items against the step, tfidf (shared "
+                       "words) | embedding (all-MiniLM-L6-v2 cosine, offline)")
     k: int = _f(4, "samples per learning task per iteration")
     temperature: float = _f(1.0, "sampling temperature of the rollouts")
     max_tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
@@ -78,7 +81,8 @@ class InternalizeConfig:
         keep_checkpoints=1), metadata={"help": "the training loop of each distillation step"})
 
     def __post_init__(self) -> None:
-        for name, allowed in (("granularity", GRANULARITIES), ("injection", INJECTIONS), ("regime", REGIMES)):
+        for name, allowed in (("granularity", GRANULARITIES), ("injection", INJECTIONS), ("regime", REGIMES),
+                              ("selector", SELECTORS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"internalize.{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if self.iterations < 1 or self.k < 1 or self.top_k < 1:
@@ -92,20 +96,22 @@ class InternalizeConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def make_injector(pool: Sequence[Experience], injection: str, top_k: int) -> Injector | None:
-    """The injector for `pool` (None when nothing is active: the prompt then has no experience)."""
+def make_injector(pool: Sequence[Experience], injection: str, top_k: int,
+                  selector: str = "tfidf") -> Injector | None:
+    """The injector for `pool` (None when nothing is active: the prompt then has no experience);
+    step-wise, `selector` (`mining.inject.make_selector`) ranks the items at each step."""
     from distillery.mining.inject import (
         GlobalInjector,
         StepwiseInjector,
-        TfidfSelector,
         active_items,
+        make_selector,
     )
 
     if not active_items(pool):
         return None
     if injection == "global":
         return GlobalInjector(pool)
-    return StepwiseInjector(pool, TfidfSelector(), k=top_k)
+    return StepwiseInjector(pool, make_selector(selector), k=top_k)
 
 
 def principles_injector(ctx: Context) -> tuple[list[str], list[str]]:
@@ -283,13 +289,13 @@ def run_internalize(
             pool = [Experience.from_dict(d) for d in body["pool"]]
             model, tok = _load(done / "model")
             continue
-        injector = make_injector(pool, cfg.injection, cfg.top_k)
+        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector)
         seed = cfg.seed * 1000 + it
         teach = run_policy(model, tok, learn, injector=injector, k=cfg.k, temperature=cfg.temperature,
                            seed=seed, iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt,
                            max_new_tokens=cfg.max_new_tokens)
         pool, messages = update_experience(pool, cfg.granularity, by_id, teach, cfg.max_rules)
-        injector = make_injector(pool, cfg.injection, cfg.top_k)
+        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector)
         rep = []
         if replay is not None:
             train_tasks = {t.task_id: t for t in tasks if t.split == "train"}
