@@ -30,7 +30,7 @@ def distill_metrics(curve, teacher):
 def test_cells_names_round_trip_and_overrides():
     cs = cells()
     assert [c.label for c in cs[:3]] == ["rl/grpo", "rl/gigpo", "rl/siri"]
-    assert len(cs) == 10 and len({c.label for c in cs}) == 10 and cs[-1].label == "selskill/selskill"
+    assert len(cs) == 12 and len({c.label for c in cs}) == 12 and cs[-1].label == "selskill/selskill"
     for c in cs:
         assert parse_exp_name(exp_name(c, 1, "t2"), "t2") == (c, 1)
         assert parse_exp_name(exp_name(c, 1, "t2"), "t3") is None

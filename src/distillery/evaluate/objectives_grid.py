@@ -6,7 +6,7 @@ their `dvc exp run -S` overrides, experiment names, and the summary of finished 
 
 - RL cells (`rl` stage): GRPO, GiGPO, SIRI on the held-out user; a run is one
   `metrics/rl.json` (greedy test success before and after each iteration).
-- Distillation cells (`distill` stage): OPD, AOPD, SCOPE (and GKD) from the strong and the
+- Distillation cells (`distill` stage): OPD, AOPD, SCOPE and GKD from the strong and the
   weak start; a run is one `metrics/distill.json` (the student's curve and the teacher's
   success).
 - The SelSkill cell (`selskill` stage): one run is one `metrics/selskill.json`, which holds
@@ -28,7 +28,7 @@ from typing import Any
 from distillery.evaluate.grid import fmt, markdown_page, mean_std, verdict
 
 RL_METHODS = ("grpo", "gigpo", "siri")
-DISTILL_METHODS = ("opd", "aopd", "scope")
+DISTILL_METHODS = ("opd", "aopd", "scope", "gkd")
 STARTS = ("strong", "weak")
 PAPERS = {"gigpo": "GiGPO (arXiv 2505.10978)", "siri": "SIRI (arXiv 2606.02355)",
           "aopd": "AOPD (arXiv 2605.06387)", "scope": "SCOPE (arXiv 2604.10688)",
@@ -266,7 +266,7 @@ def _vals(runs: Mapping[tuple[Cell, int], RunNumbers], cell: Cell, metric: str) 
 
 
 def _order(cell: Cell) -> tuple[int, str]:
-    labels = [c.label for c in cells(("gkd", *DISTILL_METHODS))]
+    labels = [c.label for c in cells()]
     return (labels.index(cell.label) if cell.label in labels else len(labels), cell.label)
 
 
