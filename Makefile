@@ -39,8 +39,13 @@ setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DV
 repro: setup  ## run the whole pipeline on params.yaml (dvc repro)
 	$(BIN)/dvc repro
 
+# Two pytest-xdist workers, handed 2 tests at a time: one runs the shared micro pipeline (one
+# stage at a time) and the grid test, the other the unit tests and then the other e2e tests
+# (tests/conftest.py orders them). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: setup  ## run the test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxschedchunk 2 --durations=15)
 
 lint:  ## ruff over the code
 	$(BIN)/ruff check src stages flows tests bench

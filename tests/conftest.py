@@ -15,10 +15,33 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs two pytest-xdist workers on two cores: one torch thread each, or the two
+# workers' intra-op threads oversubscribe the CPUs and stall each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+E2E = REPO / "tests" / "e2e"
+
+
+# The end-to-end test that starts the shared micro-pipeline run (tests/e2e/conftest.py) goes
+# first, the other e2e tests last: under `make test` (pytest-xdist, 2 workers, chunks of 2)
+# one worker runs the pipeline and then that test, while the other takes the unit tests and
+# then the rest of the e2e tests, which wait for the pipeline and work on copies of it.
+E2E_FIRST = "test_grid_flow.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(it: pytest.Item) -> int:
+        path = Path(str(it.path))
+        if E2E not in path.parents:
+            return 1
+        return 0 if path.name == E2E_FIRST else 2
+
+    items.sort(key=rank)        # stable: the unit tests keep their order
 
 
 @pytest.fixture(scope="session")

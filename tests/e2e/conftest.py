@@ -117,8 +117,10 @@ def _one_torch_thread_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # The whole micro pipeline is the slow part of these tests (minutes on two cores): it runs once
-# per session, through the Prefect flow, and each test works on its own copy of the result.
-# Every e2e test may be the first to ask for it, so each allows for the shared run in its timeout.
+# per test run, through the Prefect flow, and each test works on its own copy of the result.
+# Under pytest-xdist the workers share that one run (a file lock beside their temp dirs: the
+# first worker to need it runs it, the others wait for it). Every e2e test may be the first to
+# ask for it, or wait for it, so each allows for the shared run in its timeout.
 PIPELINE_TIMEOUT = 1500
 
 
@@ -127,26 +129,56 @@ class MicroRun:
     repo: Path                      # the repository the flow ran in: read it, never change it
     order: list[str]                # stage_order(repo) before the run
     result: dict[str, Any]          # what flows.pipeline.pipeline returned
+    artifacts: list[str]            # the artifact keys on the Prefect server the flow reported to
 
 
-@pytest.fixture(scope="session")
-def micro_pipeline(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> MicroRun:
-    """The micro repo (MICRO params, collect on a 2-worker process pool) after one full run of
-    `flows.pipeline.pipeline`: every output in the workspace and in the DVC cache, dvc.lock
-    written, not committed."""
+def _run_micro_pipeline(root: Path) -> dict[str, Any]:
+    """The micro repo (MICRO params, collect on a 2-worker process pool) under `root` after one
+    full run of `flows.pipeline.pipeline` against this process's Prefect test server: every
+    output in the workspace and in the DVC cache, dvc.lock written, not committed."""
+    import asyncio
+
     from flows.pipeline import pipeline, stage_order
+    from prefect.client.orchestration import get_client
 
-    root = tmp_path_factory.mktemp("micro-pipeline")
-    (root / "repo").mkdir()
+    async def artifact_keys() -> list[str]:
+        async with get_client() as client:
+            return sorted({a.key for a in await client.read_artifacts() if a.key})
+
+    (root / "repo").mkdir(parents=True)
     repo = make_micro_repo(root / "repo")
     with pytest.MonkeyPatch.context() as mp:       # a session fixture: set up before the autouse one
         for k, v in STAGE_ENV.items():
             mp.setenv(k, v)
         order = stage_order(repo)
         result = pipeline(repo=str(repo))
-    # Beside the repo (not in it): which stage took how long, for whoever times these tests.
-    (root / "flow_result.json").write_text(json.dumps(result, indent=1, default=str))
-    return MicroRun(repo=repo, order=order, result=result)
+    # The artifacts are read here, from the server the flow ran against: a test on another
+    # xdist worker has its own server.
+    return {"repo": str(repo), "order": order, "result": result, "artifacts": asyncio.run(artifact_keys())}
+
+
+@pytest.fixture(scope="session")
+def micro_pipeline(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None, worker_id: str) -> MicroRun:
+    """The session's one micro-pipeline run (see `_run_micro_pipeline`), shared by the xdist workers."""
+    from filelock import FileLock
+
+    # Beside the workers' own temp dirs (each worker's basetemp is a child of the run's).
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    done, failed = shared / "micro-pipeline.json", shared / "micro-pipeline.failed"
+    with FileLock(str(shared / "micro-pipeline.lock")):
+        if failed.exists():
+            pytest.fail(f"the shared micro-pipeline run failed on another worker:\n{failed.read_text()[-3000:]}")
+        if not done.exists():
+            try:
+                record = _run_micro_pipeline(shared / "micro-pipeline")
+            except BaseException as e:
+                failed.write_text(f"{type(e).__name__}: {e}")
+                raise
+            # which stage took how long, for whoever times these tests
+            done.write_text(json.dumps(record, indent=1, default=str))
+    record = json.loads(done.read_text())
+    return MicroRun(repo=Path(record["repo"]), order=record["order"], result=record["result"],
+                    artifacts=record["artifacts"])
 
 
 def copy_repo(src: Path, dest: Path) -> Path:
