@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from distillery.io import write_json, write_text
 from distillery.evaluate.grid import claim_rows, markdown, plot, runs_from_record
+from distillery.io import write_json, write_text
 
 RECORD = Path("experiments/internalize_grid.json")
 REPORT = Path("reports/internalize_grid.md")

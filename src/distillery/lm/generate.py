@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-
 # Finished rows leave the decode batch once they are 1/DROP_FINISHED_SHARE of it.
 DROP_FINISHED_SHARE = 8
 
