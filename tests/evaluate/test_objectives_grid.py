@@ -10,6 +10,7 @@ from distillery.evaluate.objectives_grid import (
     Cell,
     cells,
     claim_rows,
+    control_rows,
     exp_name,
     markdown,
     parse_exp_name,
@@ -75,6 +76,18 @@ def test_findings_are_paired_by_seed_and_every_cell_gets_a_row(tmp_path):
     assert "| rl/gigpo | 0 | 0.580 0.660 |" in md
     plot(runs, str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gkd_is_judged_against_its_no_teacher_control_by_seed():
+    record = {"runs": [{"stage": "distill", "method": "gkd", "start": "strong", "seed": s,
+                        "metrics": distill_metrics([0.70, f], 0.75)} for s, f in ((0, 0.74), (1, 0.76), (2, 0.80))]}
+    runs = runs_from_record(record)
+    control = {"runs": [{"seed": 0, "final": 0.75}, {"seed": 1, "final": 0.77}, {"seed": 2, "final": 0.76}]}
+    (row,) = control_rows(runs, control)
+    # diffs -0.01 -0.01 +0.04: mean +0.007 below their std, so the teacher's share does not hold
+    assert row["holds"] is False and "+0.007" in row["detail"]
+    assert row["measured"] == "gkd 0.767 ± 0.031 vs no-teacher control 0.760 ± 0.010"
+    assert control_rows(runs, None) == [] and control_rows({}, control) == []
 
 
 def selskill_metrics(curve, always, never, precision, calls):
