@@ -132,18 +132,24 @@ class MicroRun:
     artifacts: list[str]            # the artifact keys on the Prefect server the flow reported to
 
 
+def artifact_keys() -> set[str]:
+    """The keys of the artifacts on the Prefect server this process reports to."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts() if a.key}
+
+    return asyncio.run(read())
+
+
 def _run_micro_pipeline(root: Path) -> dict[str, Any]:
     """The micro repo (MICRO params, collect on a 2-worker process pool) under `root` after one
     full run of `flows.pipeline.pipeline` against this process's Prefect test server: every
     output in the workspace and in the DVC cache, dvc.lock written, not committed."""
-    import asyncio
-
     from flows.pipeline import pipeline, stage_order
-    from prefect.client.orchestration import get_client
-
-    async def artifact_keys() -> list[str]:
-        async with get_client() as client:
-            return sorted({a.key for a in await client.read_artifacts() if a.key})
 
     (root / "repo").mkdir(parents=True)
     repo = make_micro_repo(root / "repo")
@@ -154,7 +160,7 @@ def _run_micro_pipeline(root: Path) -> dict[str, Any]:
         result = pipeline(repo=str(repo))
     # The artifacts are read here, from the server the flow ran against: a test on another
     # xdist worker has its own server.
-    return {"repo": str(repo), "order": order, "result": result, "artifacts": asyncio.run(artifact_keys())}
+    return {"repo": str(repo), "order": order, "result": result, "artifacts": sorted(artifact_keys())}
 
 
 @pytest.fixture(scope="session")

@@ -11,22 +11,14 @@ has 8 cells, and how a finding without pairs reads, are tested on the pure piece
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 
 import pytest
 from flows.grid import exp_refs, internalize_grid
-from tests.e2e.conftest import PIPELINE_TIMEOUT, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, artifact_keys, run
 
 DVC = [sys.executable, "-m", "dvc"]
-
-
-async def _artifact_keys() -> set[str]:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        return {a.key for a in await client.read_artifacts() if a.key}
 
 
 @pytest.mark.timeout(PIPELINE_TIMEOUT)
@@ -53,7 +45,7 @@ def test_grid_queues_cells_runs_them_and_publishes_the_comparison(micro_copy, pr
     assert claims.count("| cell ") == 8 and claims.count("no finished run") == 6
     assert "step-wise beats global injection" in claims
     assert "runs: 1 vs 1" in claims         # off- against on-policy: the one finding with a pair
-    assert {"internalize-grid", "internalize-grid-claims"} <= asyncio.run(_artifact_keys())
+    assert {"internalize-grid", "internalize-grid-claims"} <= artifact_keys()
 
     # Reading a finished grid back again needs no new runs.
     again = internalize_grid(repo=str(repo), tag="t0", collect_only=True)
