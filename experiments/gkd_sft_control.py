@@ -2,8 +2,8 @@
 
 Half of GKD's samples are the oracle's demonstrations (TRL's lambda = 0.5). This trains the
 strong-start student (`models/warmup`) with plain likelihood on exactly the demonstrations
-GKD's dataset half drew (`train.distill.dataset_samples`, same n and seed per iteration, the
-same training settings), without the teacher and without the student's own samples, and
+GKD's dataset half drew in the same seed's recorded grid run (`train.distill.dataset_samples`,
+the same n and seed per iteration, the same training settings), without the teacher and without the student's own samples, and
 measures greedy test success after each iteration like the `distill` stage.
 
     python experiments/gkd_sft_control.py --seeds 0 1 2   # from the repository root, after `dvc repro distill`
@@ -28,12 +28,22 @@ from distillery.train.internalize import model_prompt
 from distillery.train.loop import train
 from distillery.types import tasks_from_frame
 
-# Demonstrations per iteration in GKD's dataset half: half of each iteration's batch in the
-# recorded run og-main-ds-gkd-strong-s0 (436, 432, 434, 428 samples).
-DATA_PER_ITERATION = (218, 216, 217, 214)
+GRID_RECORD = Path("experiments/objectives_grid.json")
+
+
+def gkd_data_counts(seed: int, record: Path = GRID_RECORD) -> list[int]:
+    """Demonstrations per iteration in GKD's dataset half for `seed` (strong start): half of each
+    iteration's batch in the recorded grid run, since lambda = 0.5 keeps half the student's
+    samples and adds as many demonstrations (`train.distill`)."""
+    runs = [r for r in json.loads(record.read_text())["runs"]
+            if r["method"] == "gkd" and r["start"] == "strong" and r["seed"] == seed]
+    if not runs:
+        raise SystemExit(f"{record}: no gkd strong-start run for seed {seed}; run the objectives grid first")
+    return [it["n_samples"] // 2 for it in runs[0]["metrics"]["iterations"]]
 
 
 def control_run(seed: int) -> dict:
+    counts = gkd_data_counts(seed)
     cfg = replace(load_section(DistillConfig, "distill"), method="gkd", start="strong", seed=seed)
     tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
     learn = {t.task_id: t for t in tasks if t.split == cfg.learn_split}
@@ -47,7 +57,7 @@ def control_run(seed: int) -> dict:
     model.eval()
     curve = [_greedy(model, tok, test, cfg, prompt)]
     with TemporaryDirectory() as tmp:
-        for it, n in enumerate(DATA_PER_ITERATION[: cfg.iterations]):
+        for it, n in enumerate(counts[: cfg.iterations]):
             examples = dataset_samples(learn, eps, steps, tok, prompt, n, cfg.seed * 1000 + it)
             tcfg = replace(cfg.train, seed=cfg.seed * 1000 + it, epochs=float(cfg.epochs), max_steps=0,
                            dvclive=False, log_dir="", progress=False)
@@ -56,7 +66,7 @@ def control_run(seed: int) -> dict:
             model.eval()
             curve.append(_greedy(model, tok, test, cfg, prompt))
             print(json.dumps({"seed": seed, "iteration": it, "examples": len(examples), "curve": curve}), flush=True)
-    return {"seed": seed, "curve": curve, "final": curve[-1]}
+    return {"seed": seed, "demonstrations": counts, "curve": curve, "final": curve[-1]}
 
 
 def main() -> int:
