@@ -198,14 +198,14 @@ def test_embedding_selector_is_bounded_deterministic_and_caches_the_items(embedd
     for k in (1, 2, 3, 10):
         ids = selector.select(query, HOUSE_RULES, k)
         assert len(ids) == min(k, len(HOUSE_RULES)) and len(set(ids)) == len(ids)
-    # The items were encoded once, in one batch; every later call encoded only its query.
-    assert encoded == [4, 1, 1, 1, 1] and selector.encoded_items == 4
+    # The items were encoded once, in one batch, and the repeated query once.
+    assert encoded == [4, 1] and selector.encoded_items == 4 and selector.encoded_queries == 1
     scores = selector.scores(query, HOUSE_RULES)
     assert all(-1.0 <= s <= 1.0 for s in scores) and max(scores) == scores[1]
     # A new item is encoded alone; the cache survives pickling (rollout workers).
     extra = Experience("p-gift", "principle", "Thank-you notes go in notes/thanks.md.", status="active")
     selector.select(query, [*HOUSE_RULES, extra], 3)
-    assert encoded[-2:] == [1, 1] and selector.encoded_items == 5
+    assert encoded[-1:] == [1] and len(encoded) == 3 and selector.encoded_items == 5
     monkeypatch.undo()                               # the counting wrapper does not pickle
     clone = pickle.loads(pickle.dumps(selector))
     assert clone.select(query, HOUSE_RULES, 3) == selector.select(query, HOUSE_RULES, 3) and clone.encoded_items == 5
@@ -217,6 +217,21 @@ def test_embedding_selector_is_bounded_deterministic_and_caches_the_items(embedd
     assert embedder.select(query, [*twins, HOUSE_RULES[0]], 2) == ["p-a", "p-b"]
     assert EmbeddingSelector(min_score=0.5).select(query, HOUSE_RULES, 4) == ["p-invoice"]
     assert embedder.select(query, [], 3) == [] and embedder.scores(query, []) == []
+
+
+def test_embedding_selector_query_cache_is_bounded_and_exact(embedder):
+    queries = ["Where should the receipt from the shop go?", "Write to Sam.", "Delete the temporary downloads."]
+    selector = EmbeddingSelector(max_queries=2)
+    first = selector.scores(queries[0], HOUSE_RULES)
+    selector.scores(queries[1], HOUSE_RULES)
+    assert selector.encoded_queries == 2
+    assert selector.scores(queries[0], HOUSE_RULES) == first and selector.encoded_queries == 2   # a hit
+    selector.scores(queries[2], HOUSE_RULES)            # evicts the least recent: queries[1]
+    assert list(selector._queries) == [queries[0], queries[2]]
+    selector.scores(queries[1], HOUSE_RULES)
+    assert selector.encoded_queries == 4
+    # A cached vector scores exactly as a fresh encoding does.
+    assert EmbeddingSelector().scores(queries[0], HOUSE_RULES) == pytest.approx(first, abs=1e-6)
 
 
 def test_stepwise_embedding_on_the_mined_pool(mined, pool, embedder):

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -201,16 +202,23 @@ class EmbeddingSelector:
     with the default `min_score` of 0 nearly every item is a candidate for the top k.
 
     The model is loaded lazily, once per process (`embedding_model`); item embeddings are
-    cached by document, so a pool is encoded once and only the query is encoded per step.
-    Texts longer than the model's 256 word pieces are truncated (the query puts the
-    instruction first)."""
+    cached by document, so a pool is encoded once. Query embeddings are cached too (the
+    `max_queries` most recent): the K samples of a task start from the same observation and
+    often stay together, so most step-wise queries repeat (measured on the `internalize`
+    rollout of the held-out user, 50 tasks x 4 samples: 252 distinct queries in 652 selects,
+    with encoding 65% of the rollout's time). Texts longer than the model's 256 word pieces
+    are truncated (the query puts the instruction first)."""
 
-    def __init__(self, min_score: float = 0.0, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, min_score: float = 0.0, device: str = "cpu", batch_size: int = 32,
+                 max_queries: int = 4096) -> None:
         self.min_score = min_score
         self.device = device
         self.batch_size = batch_size
+        self.max_queries = max_queries
         self._cache: dict[str, Any] = {}   # item document -> its normalised embedding
+        self._queries: OrderedDict[str, Any] = OrderedDict()   # query -> its embedding, least recent first
         self.encoded_items = 0             # how many item documents were encoded
+        self.encoded_queries = 0           # how many queries were encoded
 
     def encode(self, texts: Sequence[str]) -> Any:
         """Normalised embeddings of `texts`, one float32 row each."""
@@ -233,11 +241,24 @@ class EmbeddingSelector:
             self.encoded_items += len(missing)
         return np.stack([self._cache[d] for d in docs])
 
+    def query_vector(self, query: str) -> Any:
+        """The query's normalised embedding, from the cache when it was seen recently."""
+        vector = self._queries.get(query)
+        if vector is not None:
+            self._queries.move_to_end(query)
+            return vector
+        vector = self.encode([query])[0]
+        self.encoded_queries += 1
+        self._queries[query] = vector
+        if len(self._queries) > self.max_queries:
+            self._queries.popitem(last=False)
+        return vector
+
     def scores(self, query: str, items: Sequence[Experience]) -> list[float]:
         if not items:
             return []
         matrix = self.item_matrix(items)
-        return [float(s) for s in matrix @ self.encode([query])[0]]
+        return [float(s) for s in matrix @ self.query_vector(query)]
 
     def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
         scored = [(s, i) for i, s in enumerate(self.scores(query, items)) if s > self.min_score]
