@@ -15,6 +15,7 @@ from distillery.train.distill import (
     distill_loss_fn,
     gap_closed,
     scope_weights,
+    teacher_divergence,
     teacher_logprobs,
 )
 from distillery.train.rl import score_examples
@@ -89,6 +90,41 @@ def test_scope_weights_are_count_scaled_softmaxes_within_each_path():
     assert w_stu == pytest.approx([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2), 0.0, 0.0])
     a, b = math.exp(-1.0), math.exp(-3.0)            # softmax(+l_T): the teacher-plausible wrong weighs more
     assert w_tea == pytest.approx([0.0, 0.0, 2 * a / (a + b), 2 * b / (a + b)])
+
+
+class _Unigram(torch.nn.Module):
+    """The same next-token logits at every position: KL and NLL can be worked out by hand.
+    Its head is not a Linear, so `action_logits` takes the full-forward path."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)
+        self.config = type("Config", (), {})()
+
+    def get_output_embeddings(self):
+        return None
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return type("Out", (), {"logits": self.logits.expand(*input_ids.shape, -1)})()
+
+
+def test_teacher_divergence_by_hand():
+    # student p = (1/4, 3/4), teacher q = (1/2, 1/2); targets 1, 0, 1 (and one more batch: 1)
+    student, teacher = _Unigram([0.0, math.log(3.0)]), _Unigram([0.0, 0.0])
+    examples = [Example([0, 1, 0, 1], [-100, 1, 0, 1]), Example([1, 1], [-100, 1])]
+    d = teacher_divergence(student, teacher, examples, pad_id=0, batch_size=1)
+    assert d.tokens == 4
+    assert d.reverse_kl == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5))     # 0.1308
+    assert d.forward_kl == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0))  # 0.1438
+    assert d.student_nll == pytest.approx(-(3 * math.log(0.75) + math.log(0.25)) / 4)
+    assert d.teacher_nll == pytest.approx(math.log(2.0))
+    # A real model against itself: zero KL, the same NLL either way, whatever the batching.
+    m = _model(0)
+    real = [Example(IDS, LABELS), Example(IDS[:4], [-100, -100, -100, 6])]
+    one, split = (teacher_divergence(m, m, real, pad_id=0, batch_size=b) for b in (8, 1))
+    assert one.reverse_kl == pytest.approx(0.0, abs=1e-9) and one.forward_kl == pytest.approx(0.0, abs=1e-9)
+    assert one.student_nll == pytest.approx(one.teacher_nll) and one.student_nll > 0
+    assert split.student_nll == pytest.approx(one.student_nll, rel=1e-5) and one.tokens == split.tokens == 4
 
 
 def test_gap_closed():

@@ -41,7 +41,7 @@ from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
 from distillery.rollout import Trajectories
 from distillery.train.config import TrainConfig
-from distillery.train.data import Batch, Example
+from distillery.train.data import Batch, Example, collate
 from distillery.train.examples import sft_examples
 from distillery.train.internalize import model_prompt, run_policy, success_rate
 from distillery.train.loop import action_logits, train
@@ -365,6 +365,42 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
         if log is not None:
             log({"test_success": res.test_success, "rollout_success": res.rollout_success}, it)
     return model, tok, refs, results
+
+
+@dataclass(frozen=True)
+class TeacherDivergence:
+    """How far a student's next-token distributions are from the teacher's on fixed
+    demonstrations (teacher-forced, action tokens only): the distributional gap that the
+    distillation losses shrink, beside the success gap that the issue measures."""
+
+    reverse_kl: float     # mean over tokens of KL(student || teacher): OPD's objective
+    forward_kl: float     # mean over tokens of KL(teacher || student)
+    student_nll: float    # mean NLL of the demonstrated tokens under the student
+    teacher_nll: float    # ... and under the teacher
+    tokens: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def teacher_divergence(student: Any, teacher: Any, examples: Sequence[Example], *, pad_id: int,
+                       batch_size: int = 32) -> TeacherDivergence:
+    """`TeacherDivergence` of `student` from `teacher` over `examples` (full vocabulary;
+    the two must share a tokenizer). Runs without gradients; the models' modes are kept."""
+    sums = torch.zeros(4, dtype=torch.float64)
+    n = 0
+    with torch.no_grad():
+        for s in range(0, len(examples), batch_size):
+            batch = collate(examples[s: s + batch_size], pad_id)
+            st = action_logits(student, batch)
+            lp_s = torch.log_softmax(st.logits.double(), -1)
+            lp_t = torch.log_softmax(action_logits(teacher, batch).logits.double(), -1)
+            tgt = st.targets[:, None]
+            sums += torch.stack([(lp_s.exp() * (lp_s - lp_t)).sum(-1).sum(), (lp_t.exp() * (lp_t - lp_s)).sum(-1).sum(),
+                                 -lp_s.gather(-1, tgt).sum(), -lp_t.gather(-1, tgt).sum()])
+            n += len(st.targets)
+    mean = (sums / max(n, 1)).tolist() if n else [math.nan] * 4
+    return TeacherDivergence(*mean, tokens=n)
 
 
 def gap_closed(before: float, after: float, teacher: float) -> float:
