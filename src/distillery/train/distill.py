@@ -369,13 +369,14 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
 
 @dataclass(frozen=True)
 class TeacherDivergence:
-    """How far a student's next-token distributions are from the teacher's on fixed
-    demonstrations (teacher-forced, action tokens only): the distributional gap that the
-    distillation losses shrink, beside the success gap that the issue measures."""
+    """How far a student's next-token distributions are from the teacher's on given
+    examples (teacher-forced, action tokens only; demonstrations or the student's own
+    samples): the distributional gap that the distillation losses shrink, beside the
+    success gap that the issue measures."""
 
     reverse_kl: float     # mean over tokens of KL(student || teacher): OPD's objective
     forward_kl: float     # mean over tokens of KL(teacher || student)
-    student_nll: float    # mean NLL of the demonstrated tokens under the student
+    student_nll: float    # mean NLL of the examples' tokens under the student
     teacher_nll: float    # ... and under the teacher
     tokens: int
 
