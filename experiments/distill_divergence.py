@@ -11,10 +11,10 @@ in two sets of states:
 - `on_policy`: on the model's own samples, 2 per test task at temperature 1 (the states
   OPD, AOPD and SCOPE train on; each model sees its own).
 
-for the start models and for each recorded run's final student, read from the DVC cache
-through its `dvc exp` ref.
+for the start models and for each recorded run's final student, read from the DVC cache at
+its `dvc exp` ref (`dvc.api.DVCFileSystem`).
 
-    python experiments/distill_divergence.py     # from the repository root, after the grid
+    python -m experiments.distill_divergence     # from the repository root (it imports flows.grid), after the grid
 
 Writes experiments/distill_divergence.json. Not a DVC stage: a post-hoc measurement of the
 recorded runs, kept with the command that made it.
@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import yaml
+from dvc.api import DVCFileSystem
+from flows.grid import exp_refs
 
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
@@ -44,28 +43,11 @@ from distillery.train.internalize import model_prompt, run_policy
 from distillery.types import tasks_from_frame
 
 GRID_RECORD = Path("experiments/objectives_grid.json")
-CACHE = Path(".dvc/cache/files/md5")
 
 
-def exp_refs() -> dict[str, str]:
-    """Experiment name -> commit of its `dvc exp` ref."""
-    out = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
-                         check=True, capture_output=True, text=True).stdout
-    return {ref.rsplit("/", 1)[-1]: sha for sha, ref in (line.split(" ", 1) for line in out.splitlines())}
-
-
-def model_from_cache(commit: str, out: Path) -> Path:
-    """Materialise `models/distilled` as recorded in `commit`'s dvc.lock from the local cache."""
-    lock = yaml.safe_load(subprocess.run(["git", "show", f"{commit}:dvc.lock"], check=True, capture_output=True,
-                                         text=True).stdout)
-    entry = next(o for o in lock["stages"]["distill"]["outs"] if o["path"] == "models/distilled")
-    md5 = entry["md5"]
-    listing = CACHE / md5[:2] / md5[2:]
-    if not listing.is_file():
-        raise SystemExit(f"models/distilled of {commit[:8]} ({md5}) is not in {CACHE}; it cannot be measured")
-    out.mkdir(parents=True)
-    for f in json.loads(listing.read_text()):
-        shutil.copyfile(CACHE / f["md5"][:2] / f["md5"][2:], out / f["relpath"])
+def model_at(commit: str, out: Path) -> Path:
+    """`models/distilled` as recorded at `commit` (an experiment's ref), from the DVC cache."""
+    DVCFileSystem(".", rev=commit).get("models/distilled", str(out), recursive=True)
     return out
 
 
@@ -97,14 +79,14 @@ def main() -> int:
 
     starts = {name: measure(Path(d)) for name, d in cfg.student_dirs.items()}
     print(json.dumps({"starts": starts}), flush=True)
-    refs = exp_refs()
+    refs = exp_refs(Path("."))
     runs = []
     record = json.loads(GRID_RECORD.read_text())
     with TemporaryDirectory() as tmp:
         for r in record["runs"]:
             if r.get("stage") != "distill":
                 continue
-            d = measure(model_from_cache(refs[r["experiment"]], Path(tmp) / r["experiment"]))
+            d = measure(model_at(refs[r["experiment"]], Path(tmp) / r["experiment"]))
             row = {"experiment": r["experiment"], "method": r["method"], "start": r["start"], "seed": r["seed"],
                    "after": d, **{f"reverse_kl_closed_{k}": 1 - d[k]["reverse_kl"] / starts[r["start"]][k]["reverse_kl"]
                                   for k in ("demos", "on_policy")},

@@ -400,7 +400,7 @@ def teacher_divergence(student: Any, teacher: Any, examples: Sequence[Example], 
             sums += torch.stack([(lp_s.exp() * (lp_s - lp_t)).sum(-1).sum(), (lp_t.exp() * (lp_t - lp_s)).sum(-1).sum(),
                                  -lp_s.gather(-1, tgt).sum(), -lp_t.gather(-1, tgt).sum()])
             n += len(st.targets)
-    mean = (sums / max(n, 1)).tolist() if n else [math.nan] * 4
+    mean = (sums / n).tolist() if n else [math.nan] * 4
     return TeacherDivergence(*mean, tokens=n)
 
 
