@@ -68,7 +68,7 @@ def main() -> int:
     heldout_test = [t for t in tasks if t.split == cfg.test_split]
     others = [t for t in tasks if t.split == "test"]
     base = load_model_dir(cfg.model_dir)
-    injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector)
+    injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector, cfg.scope_family)
     before = {
         "heldout_plain": evaluate_with(base.model, base.tokenizer, heldout_test, None, prompt=prompt, max_new_tokens=cfg.max_new_tokens),
         "heldout_with_experience": evaluate_with(base.model, base.tokenizer, heldout_test, injector, prompt=prompt, max_new_tokens=cfg.max_new_tokens),

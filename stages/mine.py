@@ -39,6 +39,7 @@ class MineConfig:
     base_url: str = _f("http://127.0.0.1:8000/v1", "llm summariser: endpoint")
     model: str = _f("default", "llm summariser: model name")
     max_rules: int = _f(20, "principle pool cap (ExpeL max_num_rules)")
+    lessons_only: bool = _f(True, "rules summariser: keep only regularities a failure contrasted (lessons)")
     validate_skills: bool = _f(True, "run the paired skill validation (student rollouts with/without)")
     model_dir: str = _f("models/warmup", "the policy that validates skills")
     pairs_per_group: int = _f(2, "skill validation: episodes per arm per task group")
@@ -66,7 +67,7 @@ def main() -> int:
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
     old = read_pool(OUT / "principles.jsonl")
-    summariser = RulesSummariser() if cfg.summariser == "rules" else LLMSummariser.from_url(cfg.base_url, cfg.model)
+    summariser = RulesSummariser(lessons_only=cfg.lessons_only) if cfg.summariser == "rules" else LLMSummariser.from_url(cfg.base_url, cfg.model)
     up = update_pool([], by_id, episodes, steps, summariser, max_rules=cfg.max_rules)
     for m in up.messages:
         print(f"mine: principles: {m}", file=sys.stderr)

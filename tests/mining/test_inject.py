@@ -83,6 +83,20 @@ def test_stepwise_tfidf_picks_the_rule_for_what_is_in_view(mined, pool):
     assert len(ids) <= 2 and ".tmp" in texts[0]
 
 
+def test_stepwise_scoped_to_the_family_offers_only_its_rules_and_the_general_ones(mined, pool):
+    tasks, traj, _ = mined
+    ctx = step_ctx(tasks, traj, "save_note", 1)
+    general = {e.exp_id for e in pool if not e.family and e.status == "active"}
+    note = {e.exp_id for e in pool if e.family == "save_note" and e.status == "active"}
+    assert general and note
+    inj = StepwiseInjector(pool, TfidfSelector(), k=10, scope_family=True)
+    assert {e.exp_id for e in inj.candidates(ctx)} == general | note
+    ids, _ = inj(ctx)
+    assert set(ids) <= general | note and note <= set(ids)
+    unscoped = {e.exp_id for e in StepwiseInjector(pool, TfidfSelector(), k=10).candidates(ctx)}
+    assert unscoped > general | note                  # without the scope, every family's rules compete
+
+
 def test_stepwise_in_a_real_rollout_attaches_at_most_k_per_step(mined, pool):
     tasks, _, _ = mined
     inj = StepwiseInjector(pool, TfidfSelector(), k=2)
@@ -252,6 +266,7 @@ def test_make_selector_by_name():
     rules = HOUSE_RULES
     assert isinstance(make_injector(rules, "stepwise", 2).selector, TfidfSelector)     # the default
     assert isinstance(make_injector(rules, "stepwise", 2, "embedding").selector, EmbeddingSelector)
+    assert make_injector(rules, "stepwise", 2, "tfidf", scope_family=True).scope_family
     assert InternalizeConfig().selector == "tfidf"
     with pytest.raises(ValueError, match="internalize.selector"):
         InternalizeConfig(selector="llm")

@@ -17,13 +17,18 @@ from tests.mining.conftest import chat_reply, closed_port_url
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.base import tool_specs
 from distillery.envs.stage.families import COMPANIES
 from distillery.envs.stage.generate import generate_tasks
 from distillery.mining.principles import (
+    Call,
+    EpisodeEvidence,
     LLMSummariser,
     PrincipleOp,
     RulesSummariser,
     apply_ops,
+    corrected_calls,
+    parse_check_name,
     parse_ops,
     principle_id,
     template,
@@ -268,6 +273,61 @@ def test_a_contrasting_failure_in_the_same_group_is_evidence(tmp_path):
     assert lone.pool == [] and lone.ops == []
     assert any("only 2 task(s)" in m for m in lone.messages)
     assert any("only successes" in m for m in lone.messages)
+
+
+# ---------------------------------------------------------------------------------------
+# What a failed check says the call should have been
+# ---------------------------------------------------------------------------------------
+
+def test_parse_check_name_reads_what_check_name_writes():
+    assert parse_check_name("mail_in_folder(folder=reading, mail_id=m1)") == (
+        "mail_in_folder", {"folder": "reading", "mail_id": "m1"})
+    assert parse_check_name("unchanged_except()") == ("unchanged_except", {})
+    assert parse_check_name("contact_exists(company=Acme, email=a@b.c, name=Uma Nash, phone=+1 555 7329)")[1] == {
+        "company": "Acme", "email": "a@b.c", "name": "Uma Nash", "phone": "+1 555 7329"}
+    assert parse_check_name("not a check") is None and parse_check_name("x(novalue)") is None
+
+
+def test_corrected_calls_put_the_checked_values_in_place_of_the_agents():
+    specs = {s.name: s for s in tool_specs("stage")}
+    calls = [Call("move_mail", {"mail_id": "m1", "folder": "later"}, 1, ""),
+             Call("move_mail", {"mail_id": "m2", "folder": "reading"}, 2, ""),                 # already right
+             Call("save_attachment", {"mail_id": "m3", "name": "a.pdf", "path": "documents/attachments/a.pdf"}, 3, ""),
+             Call("add_contact", {"name": "Uma Nash", "email": "Uma.Nash@acme.com", "phone": "1"}, 4, ""),
+             Call("create_event", {"title": "x", "date": "2026-03-02", "start": "10:00", "duration": 30}, 5, ""),
+             Call("move", {"src": "downloads/b.pdf", "dst": "finance/invoices/b.pdf"}, 6, "")]
+    failed = ["mail_in_folder(folder=reading, mail_id=m1)", "mail_in_folder(folder=reading, mail_id=m2)",
+              "file_exists(path=files/received/a.pdf)", "file_contains(path=files/received/a.pdf, text=A)",
+              "contact_exists(company=Acme, email=uma.nash@acme.com, name=Uma Nash, phone=1)",
+              "event_exists(date=2026-03-02, start=10:00, duration=45, attendees=a@b.c)",
+              "file_exists(path=admin/receipts/other.pdf)",        # names no call: no correction
+              "unchanged_except()"]
+    fixed = corrected_calls(EpisodeEvidence("e", False, failed, calls), specs)
+    assert [(c.tool, c.t, c.args) for c in fixed] == [
+        ("move_mail", 1, {"mail_id": "m1", "folder": "reading"}),
+        ("save_attachment", 3, {"mail_id": "m3", "name": "a.pdf", "path": "files/received/a.pdf"}),
+        ("add_contact", 4, {"name": "Uma Nash", "email": "Uma.Nash@acme.com", "phone": "1", "company": "Acme"}),
+        ("create_event", 5, {"title": "x", "date": "2026-03-02", "start": "10:00", "duration": 45}),
+    ]
+    assert calls[0].args == {"mail_id": "m1", "folder": "later"}                    # inputs untouched
+    assert corrected_calls(EpisodeEvidence("e", False, [], calls), specs) == []
+
+
+def test_failures_alone_teach_a_lesson_through_their_failed_checks():
+    """Every sort_newsletters episode fails (the default user's habit, 'reading'); the checks
+    name alex's folder. Mail tasks succeed, so there is something to compare with."""
+    tasks = make_tasks("alex", 3, families=["sort_newsletters", "email_contact"])
+    cfg = RolloutConfig(k=1)
+    traj = run_batch(HabitPolicy(lambda ep: "sort_newsletters" in ep), make_jobs(tasks, "habit", cfg), cfg)
+    eps = traj.episodes
+    assert not eps.filter(pl.col("task_id").str.contains("sort_newsletters"))["success"].any()
+    up = update_pool([], blind(tasks), eps, traj.steps, RulesSummariser(lessons_only=True))
+    [lesson] = up.pool                                    # the sign-off never failed: not a lesson
+    assert lesson.family == "sort_newsletters" and lesson.condition == "move_mail.folder value"
+    assert lesson.text == "Newsletters belong in the mail folder 'newsletters'."
+    assert set(lesson.provenance) == set(eps.filter(pl.col("task_id").str.contains("sort_newsletters"))["episode_id"])
+    everything = update_pool([], blind(tasks), eps, traj.steps, RulesSummariser())
+    assert {e.text for e in everything.pool} == {lesson.text, "Every mail ends with the sign-off 'Cheers, Alex'."}
 
 
 # ---------------------------------------------------------------------------------------

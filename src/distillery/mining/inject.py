@@ -84,21 +84,35 @@ def make_selector(name: str, **kw: Any) -> Selector:
 
 
 class StepwiseInjector:
-    """The selector's top `k` active items for this step only."""
+    """The selector's top `k` active items for this step only.
 
-    def __init__(self, pool: Sequence[Experience], selector: Selector, k: int = 3) -> None:
+    With `scope_family`, the candidates are the items of the task's own family and the general
+    ones (family ""): a rule mined in one kind of task is not offered in another. This assumes
+    the agent knows which kind of task it is doing (here the generator's family label; a real
+    deployment would classify the instruction). Measured on the held-out user: without the
+    scope, a top-1 TF-IDF pick put save-note rules into mail tasks and the reverse."""
+
+    def __init__(self, pool: Sequence[Experience], selector: Selector, k: int = 3,
+                 scope_family: bool = False) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, not {k}")
         self.items = active_items(pool)
         self.by_id = {e.exp_id: e for e in self.items}
         self.selector = selector
         self.k = k
+        self.scope_family = scope_family
+
+    def candidates(self, ctx: Context) -> list[Experience]:
+        if not self.scope_family:
+            return self.items
+        return [e for e in self.items if e.family in ("", ctx.task.family)]
 
     def __call__(self, ctx: Context) -> tuple[list[str], list[str]]:
-        if not self.items:
+        items = self.candidates(ctx)
+        if not items:
             return [], []
         ids: list[str] = []
-        for i in self.selector.select(step_query(ctx), self.items, self.k):
+        for i in self.selector.select(step_query(ctx), items, self.k):
             if i in self.by_id and i not in ids:   # a selector can only pick what may be shown
                 ids.append(i)
             if len(ids) == self.k:

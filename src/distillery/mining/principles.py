@@ -14,8 +14,13 @@ task group, its successful and failed episodes with their decisive (mutating) ca
   anything copied from the instruction or an observation) into slots and states what stays
   constant (folders, extensions, sign-offs, durations, which optional fields are filled).
   Within a task group it contrasts a failure with a success of the same task: a dimension on
-  which they differ, tied to a failed check of a matching type, needs less support. It never
-  reads a task's `preferences` or its checks.
+  which they differ, tied to a failed check of a matching type, needs less support. A failed
+  check that states the value it wanted ("mail_in_folder(folder=reading, mail_id=m1)") also
+  corrects the failure's call (`corrected_calls`), so failures teach even where no episode of
+  the task succeeded. It never reads a task's `preferences` or its checks; only the failed
+  checks an episode reported, as a user's correction would. With `lessons_only`, it keeps
+  only regularities some failure contrasted. Rules are worded as the profiles word
+  preferences (`PHRASES`), the text the warm-up student learned to follow.
 - `LLMSummariser` sends the same evidence to any OpenAI-compatible endpoint and parses the
   reply into operations, one per line.
 
@@ -317,8 +322,8 @@ def build_evidence(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl.
         messages.append(f"{len(only_s)} task group(s) have only successes, no failure to contrast "
                         f"(used for cross-task regularities only): {_examples(only_s)}")
     if only_f:
-        messages.append(f"{len(only_f)} task group(s) have only failures, nothing succeeded to learn "
-                        f"from: {_examples(only_f)}")
+        messages.append(f"{len(only_f)} task group(s) have only failures: only what their failed checks "
+                        f"state can be learned from them: {_examples(only_f)}")
     return Evidence(list(groups.values()), messages, env)
 
 
@@ -358,19 +363,105 @@ CHECK_TOOLS: dict[str, tuple[str, ...]] = {
     "contact_exists": ("add_contact",),
 }
 
-# How a regularity reads, by (tool, argument, aspect); then by aspect alone. Data, not logic.
+# What a failed check says a call should have been. Only checks that state an exact value
+# qualify: check type -> tool -> (how the check names the call it is about, and which check
+# key gives which argument). "basename": the call's path argument has the checked file's name.
+CHECK_ARGS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
+    "file_exists": {"move": ("basename", {"path": "dst"}), "save_attachment": ("basename", {"path": "path"}),
+                    "write_file": ("basename", {"path": "path"})},
+    "mail_in_folder": {"move_mail": ("mail_id", {"folder": "folder"})},
+    "event_exists": {"create_event": ("date", {"start": "start", "duration": "duration"})},
+    "contact_exists": {"add_contact": ("email", {"name": "name", "phone": "phone", "company": "company"})},
+}
+_CHECK_NAME = re.compile(r"(\w+)\((.*)\)", re.S)
+
+
+def parse_check_name(name: str) -> tuple[str, dict[str, str]] | None:
+    """(type, arguments) of a check as `envs.stage.checks.check_name` writes it:
+    "mail_in_folder(folder=reading, mail_id=m1)" -> ("mail_in_folder", {"folder": "reading",
+    "mail_id": "m1"}); None when it does not read that way."""
+    m = _CHECK_NAME.fullmatch(name.strip())
+    if m is None:
+        return None
+    args: dict[str, str] = {}
+    for part in re.split(r", (?=\w+=)", m[2]) if m[2] else []:
+        key, eq, value = part.partition("=")
+        if not eq:
+            return None
+        args[key] = value
+    return m[1], args
+
+
+def _same(a: Any, b: str) -> bool:
+    return str(a).strip().lower() == b.strip().lower()
+
+
+def corrected_calls(episode: EpisodeEvidence, specs: Mapping[str, ToolSpec]) -> list[Call]:
+    """The calls of a failed episode as its failed checks say they should have been.
+
+    A failed check that states an exact value (`CHECK_ARGS`) and names one of the episode's
+    calls (same mail id, email, date, or file name) gives that call with the checked values
+    in place of the agent's: "mail_in_folder(folder=reading, mail_id=m1)" against
+    move_mail(mail_id=m1, folder=later) gives move_mail(mail_id=m1, folder=reading). This is
+    the environment's feedback on the failure, not the task's hidden preferences; only
+    calls that change are returned, each at most once."""
+    out: dict[int, dict[str, Any]] = {}
+    for name in episode.failed_checks:
+        parsed = parse_check_name(name)
+        if parsed is None or parsed[0] not in CHECK_ARGS:
+            continue
+        ctype, cargs = parsed
+        for i, c in enumerate(episode.calls):
+            rule = CHECK_ARGS[ctype].get(c.tool)
+            if rule is None:
+                continue
+            key, mapping = rule
+            if key == "basename":
+                arg = mapping["path"]
+                if arg not in c.args or "path" not in cargs or (
+                        posixpath.basename(str(c.args[arg])) != posixpath.basename(cargs["path"])):
+                    continue
+            elif key not in c.args or key not in cargs or not _same(c.args[key], cargs[key]):
+                continue
+            params = {p.name: p for p in specs[c.tool].params} if c.tool in specs else {}
+            fixed = out.setdefault(i, dict(c.args))
+            for ckey, arg in mapping.items():
+                if ckey not in cargs or arg not in params:
+                    continue
+                value: Any = cargs[ckey]
+                if params[arg].type == "integer":
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        continue
+                fixed[arg] = value
+    return [Call(episode.calls[i].tool, args, episode.calls[i].t, episode.calls[i].seen)
+            for i, args in sorted(out.items()) if args != episode.calls[i].args]
+
+# How a regularity reads: by (family, tool, argument, aspect), then (tool, argument, aspect),
+# then by aspect alone. Data, not logic. The wording is the profiles' own
+# (envs/stage/profiles.py: "Saved attachments go in files/received/."), because that is the
+# text the warm-up student learned to follow; the family lives in the record, not the
+# sentence. Measured on the held-out user h01 (greedy, 120 test tasks, the same 4 mined
+# lessons, family-scoped): these words 0.592, the same with "In <family> tasks, " in front
+# 0.517, the earlier tool-centred words ("attachments are saved in ...") 0.325; plain 0.475.
+FAMILY_PHRASES: dict[tuple[str, str, str, str], str] = {
+    ("file_invoice", "move", "dst", "dir"): "invoices are filed in {value}",
+    ("sort_newsletters", "move_mail", "folder", "value"): "newsletters belong in the mail folder '{value}'",
+    ("save_note", "write_file", "path", "dir"): "notes are saved as {value}",
+}
 PHRASES: dict[tuple[str, str, str], str] = {
-    ("move", "dst", "dir"): "files are moved into {value}",
-    ("save_attachment", "path", "dir"): "attachments are saved in {value}",
-    ("write_file", "path", "dir"): "files are written as {value}",
-    ("move_mail", "folder", "value"): "mail is moved to the folder '{value}'",
+    ("move", "dst", "dir"): "files are filed in {value}",
+    ("save_attachment", "path", "dir"): "saved attachments go in {value}",
+    ("write_file", "path", "dir"): "files are saved as {value}",
+    ("move_mail", "folder", "value"): "mail belongs in the mail folder '{value}'",
     ("send_mail", "body", "last_line"): "every mail ends with the sign-off '{value}'",
     ("send_mail", "body", "first_line"): "every mail starts with '{value}'",
     ("send_mail", "subject", "template"): "the mail subject is '{value}'",
-    ("create_event", "duration", "value"): "meetings last {value} minutes",
+    ("create_event", "duration", "value"): "meetings last {value} minutes unless stated",
     ("create_event", "title", "template"): "the event title is '{value}'",
-    ("delete", "path", "ext_set"): "only the {value} files are deleted",
-    ("add_contact", "*", "presence"): "new contacts record {value}",
+    ("delete", "path", "ext_set"): "temporary downloads are the {value} files",
+    ("add_contact", "*", "presence"): "new contacts always record their {value}",
 }
 GENERIC_PHRASES: dict[str, str] = {
     "value": "{tool} gets {arg} '{value}'",
@@ -381,7 +472,6 @@ GENERIC_PHRASES: dict[str, str] = {
     "ext_set": "{tool} acts only on the {value} files",
     "presence": "{tool} calls give {value}",
 }
-FAMILY_TEMPLATE = "In {family} tasks, {body}."
 
 _TOKEN = re.compile(r"[A-Za-z]+|\d+|[^A-Za-z\d]")
 _QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
@@ -487,6 +577,7 @@ class _Dim:
     obs: list[_Obs] = field(default_factory=list)
     presence: list[tuple[str, str, frozenset[str]]] = field(default_factory=list)  # arg "*": task, episode, args
     contrast: set[str] = field(default_factory=set)    # failed episodes that differed here
+    omitted: set[str] = field(default_factory=set)     # arg "*": arguments a contrasting failure left out
 
     @property
     def tasks(self) -> set[str]:
@@ -512,17 +603,19 @@ class Regularity:
     value: str
     support: int                  # distinct tasks
     provenance: tuple[str, ...]
+    lesson: bool = False          # a failure of the same task differed here (a contrast)
 
     @property
     def condition(self) -> str:
         return f"{self.tool}.{self.arg} {self.aspect}"
 
     def text(self, family: str | None = None) -> str:
+        """The rule as one sentence in the profiles' words (`PHRASES`); `family` picks a
+        family's wording (default: the regularity's own family)."""
         fam = self.family if family is None else family
-        phrase = PHRASES.get((self.tool, self.arg, self.aspect)) or GENERIC_PHRASES[self.aspect]
+        phrase = (FAMILY_PHRASES.get((fam, self.tool, self.arg, self.aspect))
+                  or PHRASES.get((self.tool, self.arg, self.aspect)) or GENERIC_PHRASES[self.aspect])
         body = phrase.format(tool=self.tool, arg=self.arg, value=self.value)
-        if fam:
-            return FAMILY_TEMPLATE.format(family=fam.replace("_", " "), body=body)
         return f"{body[0].upper()}{body[1:]}."
 
 
@@ -538,13 +631,20 @@ class RulesSummariser:
 
     A regularity on one argument needs successes on `min_tasks` distinct tasks of a family,
     or `min_tasks_contrast` when a failure of the same task group made the same call with a
-    different value and failed a check about that tool.
+    different value and failed a check about that tool. A failed check that states the value
+    it wanted (`corrected_calls`) counts as such a call, and as the contrast.
+
+    With `lessons_only`, only regularities with a contrast become rules: what the agent
+    already did in every episode, failures included, tells it nothing new, and such rules
+    (title templates, which fields an event gets) cost the held-out user's teacher 0.592 ->
+    0.483 when shown beside the lessons (greedy, 120 test tasks, family-scoped).
     """
 
     min_tasks: int = 3
     min_tasks_contrast: int = 2
     max_ext_set: int = 3
     min_constant_chars: int = 3
+    lessons_only: bool = False
     name: str = "rules"
 
     def __post_init__(self) -> None:
@@ -569,6 +669,21 @@ class RulesSummariser:
                     for arg, value in c.args.items():
                         dim(fam, c.tool, arg).obs.append(_Obs(g.task, ep.episode_id, value, c.seen))
                     dim(fam, c.tool, "*").presence.append((g.task.task_id, ep.episode_id, frozenset(c.args)))
+            # A failure's corrected calls count as what the task wanted, with the failure as
+            # the contrast on every argument the correction changed.
+            for bad in g.failures:
+                for fixed in corrected_calls(bad, specs):
+                    before = next(c for c in bad.calls if c.t == fixed.t and c.tool == fixed.tool)
+                    for arg, value in fixed.args.items():
+                        d = dim(fam, fixed.tool, arg)
+                        d.obs.append(_Obs(g.task, bad.episode_id, value, fixed.seen))
+                        if before.args.get(arg) != value:
+                            d.contrast.add(bad.episode_id)
+                    d = dim(fam, fixed.tool, "*")
+                    d.presence.append((g.task.task_id, bad.episode_id, frozenset(fixed.args)))
+                    if set(fixed.args) != set(before.args):
+                        d.contrast.add(bad.episode_id)
+                        d.omitted |= set(fixed.args) - set(before.args)
             if not g.has_contrast:
                 continue
             ref = g.successes[0]
@@ -585,7 +700,9 @@ class RulesSummariser:
                         if good != worse:
                             dim(fam, tool, arg).contrast.add(bad.episode_id)
                     if {frozenset(c.args) for c in good_calls} != {frozenset(c.args) for c in bad_calls}:
-                        dim(fam, tool, "*").contrast.add(bad.episode_id)
+                        d = dim(fam, tool, "*")
+                        d.contrast.add(bad.episode_id)
+                        d.omitted |= {a for c in good_calls for a in c.args} - {a for c in bad_calls for a in c.args}
         return dims
 
     # -- one argument's regularity -------------------------------------------------------
@@ -676,6 +793,9 @@ class RulesSummariser:
         never = [p for p in optional if not any(p in g for g in given)]
         if len(always) + len(never) != len(optional) or not always:
             return None
+        lesson = [p for p in always if p in d.omitted]
+        if lesson:          # what the failures left out, and every success gave
+            return "presence", _join(lesson)
         fields_ = [p.name for p in spec.params if p.required or p.name in always]
         return "presence", _join(fields_) + (f" but no {_join(never)}" if never else "")
 
@@ -697,10 +817,12 @@ class RulesSummariser:
             if n < need:
                 thin[d.family] = max(thin.get(d.family, 0), n)
                 continue
+            if self.lessons_only and not d.contrast:
+                continue       # not judged either: an existing rule about it is left alone
             judged.add(key)
             hit = self._find(d, specs)
             if hit is not None:
-                found.append(Regularity(d.family, d.tool, d.arg, hit[0], hit[1], n, d.provenance))
+                found.append(Regularity(d.family, d.tool, d.arg, hit[0], hit[1], n, d.provenance, bool(d.contrast)))
         messages = [f"family {f}: successes on only {n} task(s); a regularity needs {self.min_tasks} "
                     f"({self.min_tasks_contrast} with a contrasting failure)" for f, n in sorted(thin.items())
                     if not any(j[0] == f for j in judged)]
@@ -714,7 +836,8 @@ class RulesSummariser:
             judged_fams = {f for f, t, a in judged if (t, a) == (tool, arg)}
             if len(fams) >= 2 and len({r.value for r in regs}) == 1 and judged_fams == fams:
                 prov = tuple(dict.fromkeys(i for r in regs for i in r.provenance))[:MAX_PROVENANCE]
-                merged.append(Regularity("", tool, arg, aspect, regs[0].value, sum(r.support for r in regs), prov))
+                merged.append(Regularity("", tool, arg, aspect, regs[0].value, sum(r.support for r in regs), prov,
+                                         any(r.lesson for r in regs)))
             else:
                 merged += regs
         return merged, judged, messages

@@ -65,6 +65,8 @@ class InternalizeConfig:
     injection: str = _f("stepwise", "stepwise (top items per step, that call only) | global (whole pool)")
     regime: str = _f("off_policy", "off_policy (likelihood on teacher successes) | on_policy (reverse KL)")
     top_k: int = _f(3, "step-wise injection: items per step")
+    scope_family: bool = _f(True, "step-wise injection: offer only the task family's items and the general ones")
+    lessons_only: bool = _f(True, "principle updates: keep only regularities a failure contrasted (lessons)")
     selector: str = _f("tfidf", "step-wise injection: what ranks the items against the step, tfidf (shared "
                        "words) | embedding (all-MiniLM-L6-v2 cosine, offline)")
     k: int = _f(4, "samples per learning task per iteration")
@@ -97,7 +99,7 @@ class InternalizeConfig:
 
 
 def make_injector(pool: Sequence[Experience], injection: str, top_k: int,
-                  selector: str = "tfidf") -> Injector | None:
+                  selector: str = "tfidf", scope_family: bool = False) -> Injector | None:
     """The injector for `pool` (None when nothing is active: the prompt then has no experience);
     step-wise, `selector` (`mining.inject.make_selector`) ranks the items at each step."""
     from distillery.mining.inject import (
@@ -111,7 +113,7 @@ def make_injector(pool: Sequence[Experience], injection: str, top_k: int,
         return None
     if injection == "global":
         return GlobalInjector(pool)
-    return StepwiseInjector(pool, make_selector(selector), k=top_k)
+    return StepwiseInjector(pool, make_selector(selector), k=top_k, scope_family=scope_family)
 
 
 def principles_injector(ctx: Context) -> tuple[list[str], list[str]]:
@@ -136,12 +138,14 @@ def success_rate(traj: Trajectories) -> float:
 
 
 def update_experience(pool: Sequence[Experience], granularity: str, tasks: Mapping[str, Task],
-                      traj: Trajectories, max_rules: int) -> tuple[list[Experience], list[str]]:
+                      traj: Trajectories, max_rules: int,
+                      lessons_only: bool = False) -> tuple[list[Experience], list[str]]:
     """The pool after learning from `traj` (never lost: failures keep the old pool)."""
     if granularity == "principle":
         from distillery.mining.principles import RulesSummariser, update_pool
 
-        up = update_pool(pool, tasks, traj.episodes, traj.steps, RulesSummariser(), max_rules=max_rules)
+        up = update_pool(pool, tasks, traj.episodes, traj.steps, RulesSummariser(lessons_only=lessons_only),
+                         max_rules=max_rules)
         return up.pool, up.messages
     from distillery.mining.instances import mine_instances
 
@@ -289,13 +293,13 @@ def run_internalize(
             pool = [Experience.from_dict(d) for d in body["pool"]]
             model, tok = _load(done / "model")
             continue
-        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector)
+        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector, cfg.scope_family)
         seed = cfg.seed * 1000 + it
         teach = run_policy(model, tok, learn, injector=injector, k=cfg.k, temperature=cfg.temperature,
                            seed=seed, iteration=it, batch_size=cfg.batch_size, label=f"teacher-i{it}", prompt=prompt,
                            max_new_tokens=cfg.max_new_tokens)
-        pool, messages = update_experience(pool, cfg.granularity, by_id, teach, cfg.max_rules)
-        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector)
+        pool, messages = update_experience(pool, cfg.granularity, by_id, teach, cfg.max_rules, cfg.lessons_only)
+        injector = make_injector(pool, cfg.injection, cfg.top_k, cfg.selector, cfg.scope_family)
         rep = []
         if replay is not None:
             train_tasks = {t.task_id: t for t in tasks if t.split == "train"}
