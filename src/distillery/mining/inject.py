@@ -89,8 +89,9 @@ class StepwiseInjector:
     With `scope_family`, the candidates are the items of the task's own family and the general
     ones (family ""): a rule mined in one kind of task is not offered in another. This assumes
     the agent knows which kind of task it is doing (here the generator's family label; a real
-    deployment would classify the instruction). Measured on the held-out user: without the
-    scope, a top-1 TF-IDF pick put save-note rules into mail tasks and the reverse."""
+    deployment would classify the instruction). Measured on the held-out user (greedy, the
+    4 mined lessons): top-1 TF-IDF without the scope 0.325, with it 0.592; unscoped, note and
+    meeting tasks were shown another family's lesson (save_note 12/12 -> 1/12)."""
 
     def __init__(self, pool: Sequence[Experience], selector: Selector, k: int = 3,
                  scope_family: bool = False) -> None:
