@@ -604,7 +604,6 @@ class Regularity:
     value: str
     support: int                  # distinct tasks
     provenance: tuple[str, ...]
-    lesson: bool = False          # a failure of the same task differed here (a contrast)
 
     @property
     def condition(self) -> str:
@@ -823,7 +822,7 @@ class RulesSummariser:
             judged.add(key)
             hit = self._find(d, specs)
             if hit is not None:
-                found.append(Regularity(d.family, d.tool, d.arg, hit[0], hit[1], n, d.provenance, bool(d.contrast)))
+                found.append(Regularity(d.family, d.tool, d.arg, hit[0], hit[1], n, d.provenance))
         messages = [f"family {f}: successes on only {n} task(s); a regularity needs {self.min_tasks} "
                     f"({self.min_tasks_contrast} with a contrasting failure)" for f, n in sorted(thin.items())
                     if not any(j[0] == f for j in judged)]
@@ -837,8 +836,7 @@ class RulesSummariser:
             judged_fams = {f for f, t, a in judged if (t, a) == (tool, arg)}
             if len(fams) >= 2 and len({r.value for r in regs}) == 1 and judged_fams == fams:
                 prov = tuple(dict.fromkeys(i for r in regs for i in r.provenance))[:MAX_PROVENANCE]
-                merged.append(Regularity("", tool, arg, aspect, regs[0].value, sum(r.support for r in regs), prov,
-                                         any(r.lesson for r in regs)))
+                merged.append(Regularity("", tool, arg, aspect, regs[0].value, sum(r.support for r in regs), prov))
             else:
                 merged += regs
         return merged, judged, messages
