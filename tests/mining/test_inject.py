@@ -97,6 +97,22 @@ def test_stepwise_scoped_to_the_family_offers_only_its_rules_and_the_general_one
     assert unscoped > general | note                  # without the scope, every family's rules compete
 
 
+def test_tfidf_keeps_one_fit_per_item_set_and_scores_as_a_fresh_fit(mined, pool):
+    tasks, traj, _ = mined
+    by_family = [[e for e in pool if e.family in ("", f)] for f in ("save_note", "file_invoice")]
+    query = step_ctx(tasks, traj, "file_invoice", 1).observation
+    fresh = [TfidfSelector().scores(query, items) for items in by_family]
+    sel = TfidfSelector(max_fits=2)
+    for _ in range(3):                                  # alternating sets, as a scoped injector asks
+        assert [sel.scores(query, items) for items in by_family] == fresh
+    assert len(sel._fits) == 2
+    first = next(iter(sel._fits.values()))
+    sel.scores(query, by_family[0])
+    assert next(iter(sel._fits.values())) is not first  # the least recent set is the one evicted next
+    sel.scores(query, pool)
+    assert len(sel._fits) == 2
+
+
 def test_stepwise_in_a_real_rollout_attaches_at_most_k_per_step(mined, pool):
     tasks, _, _ = mined
     inj = StepwiseInjector(pool, TfidfSelector(), k=2)

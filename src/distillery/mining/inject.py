@@ -134,36 +134,41 @@ def item_document(e: Experience) -> str:
 class TfidfSelector:
     """Cosine similarity of TF-IDF vectors fitted on the items' documents. Only items that
     share a term with the query are picked; ties go to the higher counter, then pool order.
-    The fitted vectors are cached per pool."""
+    The fitted vectors are cached per item set, the `max_fits` most recent: a family-scoped
+    injector asks with a different set whenever the step's family changes (with one cached
+    fit, alternating families cost 3.75 ms a step against 1.43 ms, one busy CPU thread)."""
 
-    def __init__(self, min_score: float = 0.0) -> None:
+    def __init__(self, min_score: float = 0.0, max_fits: int = 64) -> None:
         self.min_score = min_score
-        self._key: tuple[str, ...] = ()
-        self._vectorizer: Any = None
-        self._matrix: Any = None
+        self.max_fits = max_fits
+        self._fits: OrderedDict[tuple[str, ...], tuple[Any, Any]] = OrderedDict()
 
-    def _fit(self, items: Sequence[Experience]) -> None:
+    def _fit(self, items: Sequence[Experience]) -> tuple[Any, Any]:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         key = tuple(f"{e.exp_id}\x1f{e.text}" for e in items)
-        if key == self._key and self._vectorizer is not None:
-            return
+        if key in self._fits:
+            self._fits.move_to_end(key)
+            return self._fits[key]
         # Letters-only tokens: "invoice-hooli-8674.pdf" matches "invoice", ids and numbers
         # (which differ in every task) match nothing.
-        self._vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b[^\W\d_]{2,}\b", stop_words="english",
-                                           sublinear_tf=True, lowercase=True)
-        self._matrix = self._vectorizer.fit_transform([item_document(e) for e in items])
-        self._key = key
+        vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b[^\W\d_]{2,}\b", stop_words="english",
+                                     sublinear_tf=True, lowercase=True)
+        fit = vectorizer, vectorizer.fit_transform([item_document(e) for e in items])
+        self._fits[key] = fit
+        if len(self._fits) > self.max_fits:
+            self._fits.popitem(last=False)
+        return fit
 
     def scores(self, query: str, items: Sequence[Experience]) -> list[float]:
         if not items:
             return []
         try:
-            self._fit(items)
+            vectorizer, matrix = self._fit(items)
         except ValueError:   # every document was stop words: nothing to match on
             return [0.0] * len(items)
-        q = self._vectorizer.transform([query])
-        return [float(s) for s in (self._matrix @ q.T).toarray().ravel()]
+        q = vectorizer.transform([query])
+        return [float(s) for s in (matrix @ q.T).toarray().ravel()]
 
     def select(self, query: str, items: Sequence[Experience], k: int) -> list[str]:
         scored = [(s, i) for i, s in enumerate(self.scores(query, items)) if s > self.min_score]
