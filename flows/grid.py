@@ -86,13 +86,20 @@ def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] |
     return p
 
 
+def select_cells(cells: list[Any], only: str) -> list[Any]:
+    """The cells whose label starts with `only` or one of its comma-separated prefixes."""
+    prefixes = only.split(",")
+    return [c for c in cells if any(c.label.startswith(p) for p in prefixes)]
+
+
 @task(cache_policy=NO_CACHE)
 def queue_runs(repo: str, seeds: list[int], sets: list[str], tag: str, grid: str = "internalize",
                only: str = "") -> list[str]:
-    """Queue every cell (whose label starts with `only`) x seed; returns the experiment names."""
+    """Queue every cell (whose label starts with `only`, or one of its comma-separated
+    prefixes) x seed; returns the experiment names."""
     g = GRIDS[grid]
     names = []
-    chosen = [c for c in g.spec.cells() if c.label.startswith(only)]
+    chosen = select_cells(g.spec.cells(), only)
     if not chosen:
         raise ValueError(f"no cell of the {grid} grid has a label starting with {only!r}: "
                          f"{[c.label for c in g.spec.cells()]}")
@@ -212,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", choices=sorted(GRIDS), default="internalize",
                     help="internalize (issue 4, the default) or objectives (issue 5: RL and distillation)")
     ap.add_argument("--only", default="", metavar="PREFIX",
-                    help="queue only the cells whose label starts with PREFIX (e.g. rl/ or distill/opd); the "
+                    help="queue only the cells whose label starts with PREFIX (e.g. rl/ or distill/opd; several "
+                         "comma-separated: distill/opd/strong,distill/gkd/strong); the "
                          "runs already recorded under the same --tag are collected with them")
     ap.add_argument("--repo", default=".")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -125,3 +125,13 @@ def test_the_grid_flow_refuses_an_only_prefix_that_names_no_cell(tmp_path):
 
     with pytest.raises(ValueError, match="no cell of the objectives grid"):
         queue_runs.fn(str(tmp_path), [0], [], "t", "objectives", "distill/nope")
+
+
+def test_only_takes_several_comma_separated_prefixes():
+    from flows.grid import select_cells
+
+    from distillery.evaluate.objectives_grid import cells
+
+    got = [c.label for c in select_cells(cells(), "distill/opd/strong,distill/gkd/strong,rl/gi")]
+    assert got == ["rl/gigpo", "distill/opd/strong", "distill/gkd/strong"]
+    assert len(select_cells(cells(), "")) == len(cells())

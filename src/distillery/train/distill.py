@@ -4,14 +4,19 @@ Each iteration k (reference/algorithms.md section 4):
 
 1. **Student rollouts.** The student samples K episodes of each of a slice of learning
    tasks (one group per task); every environment step is one sample (the prompt it acted
-   on, then its action; tool outputs are context, never targets).
+   on, then its action; tool outputs are context, never targets). The learning tasks are
+   ones neither model was trained on (default: the held-out user's learning tasks). On
+   the training users' tasks, which both models have memorised (the strong student
+   samples 0.83 of them right at temperature 1), the teacher had next to nothing to
+   teach: OPD left the test success where it started (README, issue 5).
 2. **Teacher signal.** The teacher scores the same tokens (it must share the student's
    tokenizer). A sample the teacher cannot score (its context window is shorter, or the
    call raised) gets NaN teacher log-probs and is skipped by every loss, counted and
    logged (`train.losses.teacher_coverage`), never turned into a NaN loss.
 3. **Update** with `method`:
    - `gkd`: generalized JSD (beta) over the full vocabulary, on student samples with
-     probability lambda and on the dataset's (oracle) steps otherwise (TRL's GKDTrainer);
+     probability lambda and on the dataset's (oracle) steps otherwise (TRL's GKDTrainer;
+     the dataset is the oracle's steps on `gkd_dataset_split`, the training data);
    - `opd`: per-token reverse KL as an advantage, importance-sampling surrogate (tinker);
    - `aopd`: tokens where the teacher is more likely are reinforced (PPO-clip), the rest
      pulled to the teacher's top-K distribution ([inferred] reading of 4c);
@@ -71,10 +76,11 @@ class DistillConfig:
     student_dirs: dict[str, str] = _f({"strong": "models/warmup", "weak": "models/student_weak"},
                                       "the student model directory of each start")
     teacher_dir: str = _f("models/teacher", "the teacher: any model directory with the student's tokenizer")
-    learn_split: str = _f("train", "tasks the student samples on (the teacher's training users)")
+    learn_split: str = _f("heldout_train", "tasks the student samples on: tasks neither model was trained on "
+                          "(both have memorised the training users' tasks, where the teacher has little to teach)")
     test_split: str = _f("test", "tasks both are evaluated on, greedy")
     iterations: int = _f(4, "sample -> teacher -> update cycles")
-    tasks_per_family: int = _f(3, "learning tasks per family per iteration (a different slice each time)")
+    tasks_per_family: int = _f(5, "learning tasks per family per iteration (a different slice each time)")
     k: int = _f(4, "student samples per task (SCOPE's prompt group)")
     temperature: float = _f(1.0, "student sampling temperature (the distribution that is distilled)")
     max_new_tokens: int = _f(96, "cap on one action's tokens")
@@ -82,6 +88,7 @@ class DistillConfig:
     epochs: int = _f(1, "update passes over each iteration's samples")
     gkd_beta: float = _f(0.5, "GKD: JSD beta (0 forward KL, 1 reverse KL); TRL's default")
     gkd_lambda: float = _f(0.5, "GKD: share of student-sampled steps (the rest from the dataset); TRL's default")
+    gkd_dataset_split: str = _f("train", "GKD: the dataset part is the oracle's steps on this split's tasks")
     opd_kl_coef: float = _f(1.0, "OPD: c in A_t = -c (log pi_S - log pi_T)")
     aopd_eta: float = _f(1.0, "AOPD: weight of the pull to the teacher on non-positive tokens")
     aopd_top_k: int = _f(20, "AOPD: the teacher's top-K support of the local divergence")
@@ -89,7 +96,7 @@ class DistillConfig:
     clip: float = _f(0.2, "PPO clip of AOPD and SCOPE")
     seed: int = _f(0, "seeds rollouts, data order and training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        lr=3e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=1.0, batch_size=32, weight_decay=0.0,
+        lr=1e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=1.0, batch_size=32, weight_decay=0.0,
         save_every=20, keep_checkpoints=1), metadata={"help": "the optimiser of each update"})
 
     def __post_init__(self) -> None:
@@ -292,6 +299,7 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
             raise FileNotFoundError(f"distill: the {what} model directory {d!r} does not exist; run its stage "
                                     f"(`dvc repro {'teacher' if what == 'teacher' else 'student_weak'}`)")
     by_id = {t.task_id: t for t in tasks}
+    data_tasks = {t.task_id: t for t in tasks if t.split == cfg.gkd_dataset_split}
     student = load_model_dir(cfg.student_dir)
     teacher = load_model_dir(cfg.teacher_dir)
     if not same_tokenizer(student.tokenizer, teacher.tokenizer):
@@ -328,10 +336,13 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
         if cfg.method == "gkd" and dataset is not None and cfg.gkd_lambda < 1:
             # TRL's lambda: that share of the samples is the student's, the rest the dataset's
             perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + it))
-            examples = [examples[i] for i in sorted(perm[: round(len(examples) * cfg.gkd_lambda)].tolist())]
-            n_data = round(len(examples) * (1 - cfg.gkd_lambda) / max(cfg.gkd_lambda, 1e-9))
-            examples += dataset_samples({t.task_id: t for t in learn}, dataset[0], dataset[1], tok, s_prompt,
-                                        n_data, cfg.seed * 1000 + it)
+            kept = [examples[i] for i in sorted(perm[: round(len(examples) * cfg.gkd_lambda)].tolist())]
+            n_data = round(len(kept) * (1 - cfg.gkd_lambda) / max(cfg.gkd_lambda, 1e-9))
+            demos = dataset_samples(data_tasks, dataset[0], dataset[1], tok, s_prompt, n_data, cfg.seed * 1000 + it)
+            if demos:
+                examples = kept + demos
+            else:  # nothing to mix in: keep every student sample rather than train on half
+                messages.append(f"GKD: no oracle steps on {cfg.gkd_dataset_split!r} tasks; student samples only")
         t_lp, reasons = teacher_logprobs(teacher.model, examples, pad_id=pad)
         messages += reasons[:5] + ([f"... and {len(reasons) - 5} more"] if len(reasons) > 5 else [])
         old = score_examples(model, examples, temperature=1.0, pad_id=pad)
