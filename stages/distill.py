@@ -61,7 +61,7 @@ def main() -> int:
         "final": {"test_success": curve[-1], "teacher": refs["teacher"],
                   # None when the teacher is no better than the student: there is no gap
                   "gap_closed": closed if math.isfinite(closed) else None},
-        "config": {k: v for k, v in asdict(cfg).items() if k != "train"},
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "train"}, "lr": cfg.train.lr},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     card = Path(cfg.student_dir) / "card.json"
