@@ -135,3 +135,17 @@ def test_only_takes_several_comma_separated_prefixes():
     got = [c.label for c in select_cells(cells(), "distill/opd/strong,distill/gkd/strong,rl/gi")]
     assert got == ["rl/gigpo", "distill/opd/strong", "distill/gkd/strong"]
     assert len(select_cells(cells(), "")) == len(cells())
+
+
+def test_a_distill_row_names_the_set_up_each_run_learned_under():
+    def run(seed, cfg):
+        return {"stage": "distill", "method": "opd", "start": "strong", "seed": seed,
+                "metrics": {**distill_metrics([0.5, 0.6], 0.7), "config": cfg}}
+
+    new = {"teacher_dir": "t", "learn_split": "heldout_train", "tasks_per_family": 5, "lr": 1e-4}
+    old = {"teacher_dir": "t", "learn_split": "train", "tasks_per_family": 3}     # written before lr was recorded
+    rows = claim_rows(runs_from_record({"runs": [run(0, new), run(1, old)]}))
+    detail = next(r["detail"] for r in rows if r["finding"].startswith("opd (strong start) closes"))
+    assert "student samples on heldout_train tasks, 5 per family an iteration, lr 0.0001" in detail
+    assert "student samples on train tasks, 3 per family an iteration, lr not recorded" in detail
+    assert run_numbers(rl_metrics([0.5, 0.6])).setup == ""

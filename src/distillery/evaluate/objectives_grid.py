@@ -114,6 +114,8 @@ class RunNumbers:
     # selskill: the other arms' success (always, never, warmup_never), and the final policy's
     # precision (NaN when it attempted no call) and calls per episode
     arms: dict[str, float] = field(default_factory=dict)
+    # distill: what the student learned on, so cells run under different settings say so
+    setup: str = ""
 
     @property
     def final(self) -> float:
@@ -143,10 +145,19 @@ def run_numbers(m: Mapping[str, Any]) -> RunNumbers:
             p = f["selskill"]["precision"]
             arms |= {"precision": math.nan if p is None else float(p),
                      "calls_per_episode": float(f["selskill"]["calls_per_episode"])}
-        return RunNumbers(curve, teacher, float(m.get("seconds", math.nan)), arms)
+        return RunNumbers(curve, teacher, float(m.get("seconds", math.nan)), arms, distill_setup(m.get("config", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not an rl/distill/selskill metrics record (missing {e}); was it written by "
                          "stages/rl.py, stages/distill.py or stages/selskill.py?") from e
+
+
+def distill_setup(cfg: Mapping[str, Any]) -> str:
+    """A distill run's learning set-up from its recorded config ('' for other stages)."""
+    if "teacher_dir" not in cfg:
+        return ""
+    lr = cfg.get("lr")
+    return (f"student samples on {cfg.get('learn_split', '?')} tasks, {cfg.get('tasks_per_family', '?')} per family "
+            f"an iteration, lr {'not recorded' if lr is None else f'{lr:g}'}")
 
 
 def runs_from_record(record: Mapping[str, Any]) -> dict[tuple[Cell, int], RunNumbers]:
@@ -222,7 +233,8 @@ def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, An
                          "the student-teacher gap (issue 5)", "paper_value": "-",
                          "measured": f"{curve} (teacher {fmt([r.teacher for r in rs])})",
                          "holds": bool(m > 0 and (len(rs) < 2 or m > s)) if not math.isnan(m) else "no gap",
-                         "detail": f"seeds {seeds}; share of the gap closed {fmt(closed, 2)} (holds: mean > 0 and > its std)"})
+                         "detail": f"seeds {seeds}; share of the gap closed {fmt(closed, 2)} (holds: mean > 0 and > its std)"
+                                   + "".join(f"; {x}" for x in sorted({r.setup for r in rs if r.setup}))})
     return rows
 
 
