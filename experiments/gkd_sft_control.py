@@ -46,7 +46,7 @@ def control_run(seed: int) -> dict:
     counts = gkd_data_counts(seed)
     cfg = replace(load_section(DistillConfig, "distill"), method="gkd", start="strong", seed=seed)
     tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
-    learn = {t.task_id: t for t in tasks if t.split == cfg.learn_split}
+    learn = {t.task_id: t for t in tasks if t.split == cfg.gkd_dataset_split}   # where GKD's dataset half comes from
     test = [t for t in tasks if t.split == cfg.test_split]
     eps = read_parquet("data/trajectories/oracle/episodes.parquet", "collect@oracle")
     steps = read_parquet("data/trajectories/oracle/steps.parquet", "collect@oracle")
