@@ -14,6 +14,7 @@ from distillery.train.distill import (
     DistillConfig,
     distill_loss_fn,
     gap_closed,
+    gkd_mix,
     scope_weights,
     teacher_divergence,
     teacher_logprobs,
@@ -137,3 +138,30 @@ def test_config_names_what_is_wrong():
         DistillConfig(method="kd")
     with pytest.raises(ValueError, match="start"):
         DistillConfig(start="medium")
+
+
+def _samples(n: int, on_policy: float = 1.0) -> list[Example]:
+    return [Example([3, 4, 5 + i], [-100, -100, 5 + i], {"on_policy": on_policy}) for i in range(n)]
+
+
+def test_gkd_mix_keeps_a_seeded_lambda_share_of_the_student_and_asks_for_the_rest():
+    student, asked = _samples(8), []
+
+    def demos(n):
+        asked.append(n)
+        return _samples(n, on_policy=0.0)
+
+    mixed, note = gkd_mix(student, demos, lam=0.25, seed=7)
+    assert note == "" and asked == [6]                     # 2 kept; 2 * 0.75 / 0.25 = 6 from the dataset
+    own = [e for e in mixed if e.extras["on_policy"] == 1.0]
+    assert len(own) == 2 and len(mixed) == 8
+    assert own == sorted(own, key=student.index)           # a subset, in the samples' order
+    assert [e.input_ids for e in gkd_mix(student, demos, 0.25, 7)[0]] == [e.input_ids for e in mixed]
+    assert mixed[2:] == _samples(6, on_policy=0.0)         # the dataset's part follows the student's
+
+
+def test_gkd_mix_with_no_dataset_examples_keeps_every_student_sample_and_says_so():
+    student = _samples(5)
+    mixed, note = gkd_mix(student, lambda n: [], lam=0.5, seed=0)
+    assert mixed == student and mixed is not student
+    assert "student samples only" in note

@@ -218,6 +218,20 @@ def dataset_samples(tasks: Mapping[str, Task], episodes: pl.DataFrame, steps: pl
     return [Example(e.input_ids, e.labels, {"correct": 1.0, "group": -1.0, "on_policy": 0.0}) for e in ex]
 
 
+def gkd_mix(student: Sequence[Example], demos: Callable[[int], list[Example]], lam: float,
+            seed: int) -> tuple[list[Example], str]:
+    """GKD's data mix (TRL's `lmbda`): a seeded `lam` share of the student's samples, in
+    their order, plus `round(kept * (1 - lam) / lam)` dataset examples asked of `demos(n)`.
+    When `demos` has nothing to give (no dataset steps on that split), every student sample
+    is kept rather than training on half of them; the second value then says so (else "")."""
+    perm = torch.randperm(len(student), generator=torch.Generator().manual_seed(seed))
+    kept = [student[i] for i in sorted(perm[: round(len(student) * lam)].tolist())]
+    got = demos(round(len(kept) * (1 - lam) / max(lam, 1e-9)))
+    if got:
+        return kept + list(got), ""
+    return list(student), "student samples only: no dataset examples to mix in"
+
+
 def distill_loss_fn(cfg: DistillConfig, teacher: Any) -> Callable[[Any, Batch], tuple[torch.Tensor, dict[str, float]]]:
     """The method's loss on a batch; `teacher` is called (no grad) for full logits where the
     method needs more than the sampled tokens' log-probs (GKD, AOPD)."""
@@ -334,15 +348,12 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
                           prompt=s_prompt, max_new_tokens=cfg.max_new_tokens)
         examples = student_samples(by_id, traj, tok, s_prompt)
         if cfg.method == "gkd" and dataset is not None and cfg.gkd_lambda < 1:
-            # TRL's lambda: that share of the samples is the student's, the rest the dataset's
-            perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + it))
-            kept = [examples[i] for i in sorted(perm[: round(len(examples) * cfg.gkd_lambda)].tolist())]
-            n_data = round(len(kept) * (1 - cfg.gkd_lambda) / max(cfg.gkd_lambda, 1e-9))
-            demos = dataset_samples(data_tasks, dataset[0], dataset[1], tok, s_prompt, n_data, cfg.seed * 1000 + it)
-            if demos:
-                examples = kept + demos
-            else:  # nothing to mix in: keep every student sample rather than train on half
-                messages.append(f"GKD: no oracle steps on {cfg.gkd_dataset_split!r} tasks; student samples only")
+            mix_seed = cfg.seed * 1000 + it
+            examples, note = gkd_mix(
+                examples, lambda n, s=mix_seed: dataset_samples(data_tasks, dataset[0], dataset[1], tok, s_prompt, n, s),
+                cfg.gkd_lambda, mix_seed)
+            if note:
+                messages.append(f"GKD: {note} (no oracle steps on {cfg.gkd_dataset_split!r} tasks)")
         t_lp, reasons = teacher_logprobs(teacher.model, examples, pad_id=pad)
         messages += reasons[:5] + ([f"... and {len(reasons) - 5} more"] if len(reasons) > 5 else [])
         old = score_examples(model, examples, temperature=1.0, pad_id=pad)
