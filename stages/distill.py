@@ -48,8 +48,9 @@ def main() -> int:
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     dataset = (read_parquet(DATASET / "episodes.parquet", "collect@oracle"),
                read_parquet(DATASET / "steps.parquet", "collect@oracle"))
-    run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.student_dir) / "model.safetensors",
-                                        Path(cfg.teacher_dir) / "model.safetensors", TASKS])
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(__file__), Path(cfg.student_dir) / "model.safetensors",
+                                            Path(cfg.teacher_dir) / "model.safetensors", TASKS,
+                                            DATASET / "episodes.parquet", DATASET / "steps.parquet"])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         model, tok, refs, results = run_distill(cfg, tasks, dataset, run_dir, log=iteration_logger(live))
     curve = [refs["student_before"]] + [r.test_success for r in results]

@@ -63,7 +63,9 @@ def main() -> int:
               "no experience and distillation will only replay", file=sys.stderr)
     replay = (read_parquet(REPLAY / "episodes.parquet", "collect@oracle"),
               read_parquet(REPLAY / "steps.parquet", "collect@oracle"))
-    run_dir = resumable_run_dir(CKPT, cfg, [POOLS[cfg.granularity], Path(cfg.model_dir) / "model.safetensors", TASKS])
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(__file__), POOLS[cfg.granularity],
+                                            Path(cfg.model_dir) / "model.safetensors", TASKS,
+                                            REPLAY / "episodes.parquet", REPLAY / "steps.parquet"])
     prompt = model_prompt(cfg.model_dir)
     heldout_test = [t for t in tasks if t.split == cfg.test_split]
     others = [t for t in tasks if t.split == "test"]

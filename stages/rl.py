@@ -47,7 +47,7 @@ def main() -> int:
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     skills = read_pool(SKILLS) if Path(SKILLS).is_file() else []
-    run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS])
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         model, tok, skills, before, results = run_rl(cfg, tasks, skills, run_dir, log=iteration_logger(live))
     curve = [before] + [r.test_success for r in results]

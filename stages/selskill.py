@@ -51,8 +51,8 @@ def main() -> int:
     skills = read_pool(SKILLS)
     demos = (read_parquet(DEMOS / "episodes.parquet", "collect@oracle"),
              read_parquet(DEMOS / "steps.parquet", "collect@oracle"))
-    run_dir = resumable_run_dir(CKPT, cfg, [Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS,
-                                        DEMOS / "steps.parquet"])
+    run_dir = resumable_run_dir(CKPT, cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors", TASKS, SKILLS,
+                                            DEMOS / "episodes.parquet", DEMOS / "steps.parquet"])
     with Live(LIVE, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         model, tok, before, rounds = run_selskill(cfg, tasks, skills, run_dir, demos, log=iteration_logger(live))
     library = skill_library(skills, include_retired=cfg.include_retired)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,40 @@ def test_iteration_logger_puts_the_starting_model_at_step_0(tmp_path):
         log({"test_success": 0.75}, 0)
     rows = (tmp_path / "live/plots/metrics/test_success.tsv").read_text().split()
     assert rows == ["step", "test_success", "0", "0.5", "1", "0.75"]
+
+
+def test_source_fingerprint_follows_the_code_and_ignores_bytecode(tmp_path):
+    import shutil
+
+    import distillery
+    from distillery.train.card import source_fingerprint
+
+    package = Path(distillery.__file__).parent
+    copy = tmp_path / "distillery"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_fingerprint(copy) == source_fingerprint()           # the default is the package itself
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"bytecode")
+    assert source_fingerprint(copy) == source_fingerprint()
+    loss = copy / "train" / "losses.py"
+    loss.write_text(loss.read_text() + "\n# a one-line change\n")
+    assert source_fingerprint(copy) != source_fingerprint()
+
+
+def test_a_run_resumes_only_the_same_config_code_and_inputs(tmp_path, monkeypatch):
+    from distillery.train import card
+
+    data = tmp_path / "pool.jsonl"
+    data.write_text("a\n")
+    root = tmp_path / "ckpt"
+    first = card.resumable_run_dir(root, TrainConfig(lr=1e-3), [data])
+    first.mkdir(parents=True)
+    assert card.resumable_run_dir(root, TrainConfig(lr=1e-3), [data]) == first and first.is_dir()
+
+    monkeypatch.setattr(card, "source_fingerprint", lambda: "other code")
+    changed = card.resumable_run_dir(root, TrainConfig(lr=1e-3), [data])
+    assert changed != first and not first.exists()                    # the stale run is deleted
+    monkeypatch.undo()
+    assert card.resumable_run_dir(root, TrainConfig(lr=3e-4), [data]) not in (first, changed)
+    data.write_text("b\n")
+    assert card.resumable_run_dir(root, TrainConfig(lr=1e-3), [data]) != first

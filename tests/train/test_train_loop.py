@@ -99,6 +99,19 @@ def test_a_finished_run_resumes_to_nothing_and_a_changed_config_starts_afresh(to
     assert result.resumed_from is None and result.steps == 6
 
 
+def test_checkpoints_written_by_other_code_are_not_resumed(tok, tmp_path, monkeypatch):
+    import distillery.train.loop as loop
+
+    ex = make_examples(tok, 16, 0)
+    cfg = quiet(lr=3e-3, max_steps=6, batch_size=8, save_every=3, dvclive=False)
+    train(build_model(ModelConfig(**TINY), tok), ex, [], cfg, tmp_path)
+    monkeypatch.setattr(loop, "source_fingerprint", lambda: "the code after an edit")
+    result = train(build_model(ModelConfig(**TINY), tok), ex, [], cfg, tmp_path)
+    assert result.resumed_from is None and result.steps == 6
+    monkeypatch.undo()        # back to the real code: the edited run's checkpoints are not its own
+    assert train(build_model(ModelConfig(**TINY), tok), ex, [], cfg, tmp_path).resumed_from is None
+
+
 def test_lora_trains_only_the_adapters(tok, tmp_path):
     model = build_model(ModelConfig(**TINY, lora_r=4, lora_alpha=8), tok)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

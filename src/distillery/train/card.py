@@ -53,12 +53,26 @@ def hash_inputs(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(p): sha256_path(p) for p in paths}
 
 
+def source_fingerprint(root: str | Path | None = None) -> str:
+    """sha256 of the distillery package's source (or of `root`'s): every ``.py`` file under
+    it, by relative path and content. Checkpoints record it, so that a run resumes only work
+    written by the same code: DVC reruns a stage when its code changes, and resuming
+    iterations the old code finished would record their results as the new code's."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f"{f.relative_to(root).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
 def resumable_run_dir(root: str | Path, cfg: Any, inputs: Iterable[str | Path]) -> Path:
-    """`root/<fingerprint>`, where the fingerprint hashes the config (a dataclass) and the
-    bytes of each input file (a missing one counts as "-"), so a rerun resumes only the same
-    configuration on the same inputs. Other runs under `root` are deleted: a changed config
-    or input must never resume stale iterations."""
+    """`root/<fingerprint>`, where the fingerprint hashes the config (a dataclass), the
+    package's source (`source_fingerprint`) and the bytes of each input file (a missing one
+    counts as "-"; stages list their own module among them), so a rerun resumes only the same
+    configuration of the same code on the same inputs. Other runs under `root` are deleted: a
+    changed config, code or input must never resume stale iterations."""
     h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    h.update(source_fingerprint().encode())
     for p in inputs:
         h.update(Path(p).read_bytes() if Path(p).is_file() else b"-")
     root = Path(root)

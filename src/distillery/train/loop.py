@@ -17,9 +17,10 @@
   ``<out_dir>/checkpoints/step-N`` holds the trainable weights, the optimizer and
   scheduler state, every RNG state (torch, CUDA, python, numpy) and the position in the
   data stream, written into a temporary directory and renamed into place (a kill never
-  leaves a half checkpoint that looks complete). A rerun with the same config and data
-  resumes from the latest one and ends with weights bitwise identical to an uninterrupted
-  run on the CPU; a run whose config or data changed starts afresh (and says so). For a
+  leaves a half checkpoint that looks complete). A rerun with the same config, data and
+  code (`train.card.source_fingerprint`) resumes from the latest one and ends with weights
+  bitwise identical to an uninterrupted run on the CPU; a run whose config, data or code
+  changed starts afresh (and says so). For a
   DVC stage, keep ``out_dir`` out of the stage's outs or declare it ``persist: true``:
   DVC deletes outs before rerunning a stage.
 - **Logging.** DVCLive (``train/loss``, ``train/lr``, ``train/tokens_per_s``,
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distillery.train.card import source_fingerprint
 from distillery.train.config import TrainConfig
 from distillery.train.data import Batch, Example, batch_order, collate, fingerprint
 from distillery.train.losses import IGNORE_INDEX, sft_loss
@@ -384,8 +386,8 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     stream = _Stream(train_ex, cfg)
     per_step = cfg.grad_accum * acc.num_processes
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * stream.per_epoch / per_step))
-    meta = {"config": cfg.fingerprint(), "data": fingerprint(train_ex), "max_steps": max_steps,
-            "world": acc.num_processes, "trajectory": cfg.trajectory()}
+    meta = {"config": cfg.fingerprint(), "data": fingerprint(train_ex), "code": source_fingerprint(),
+            "max_steps": max_steps, "world": acc.num_processes, "trajectory": cfg.trajectory()}
 
     model = model.to(acc.device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -403,7 +405,7 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is not None:
         saved = json.loads((ckpt / STATE_FILE).read_text())
-        stale = [k for k in ("config", "data", "world") if saved.get(k) != meta[k]]
+        stale = [k for k in ("config", "data", "code", "world") if saved.get(k) != meta[k]]
         if stale:
             log.warning("%s: written by a run with a different %s; starting afresh", ckpt, " and ".join(stale))
             ckpt = None
