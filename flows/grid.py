@@ -1,6 +1,6 @@
 """A grid of DVC experiments as one command: cells x seeds, queued, run, collected, published.
 
-    python -m flows.grid [--grid internalize|objectives] [--seeds 0 1 2]
+    python -m flows.grid [--grid internalize|objectives] [--only PREFIX] [--seeds 0 1 2]
                          [--set internalize.train.max_steps=60 ...] [--jobs 1] [--tag NAME] [--collect-only]
 
 Two grids are defined (`GRIDS`): `internalize` (issue 4: 8 cells of granularity x injection
@@ -165,6 +165,27 @@ def collect(repo: str, tag: str, grid: str = "internalize") -> list[dict[str, An
     return runs
 
 
+def keep_recorded(record: dict[str, Any], runs: list[dict[str, Any]], tag: str, spec: ModuleType,
+                  rerun_labels: set[str]) -> list[dict[str, Any]]:
+    """The runs of an earlier record of grid `tag` that this collection leaves in place.
+
+    A run is kept when it was recorded under the same tag, was not collected again (same
+    experiment name), and its cell was not re-run now (`rerun_labels`). Experiments live as
+    Git refs on the machine that ran them; without this, re-running some cells (`--only`) on
+    another machine, or collecting there, would drop every other recorded run.
+    """
+    if record.get("tag") != tag:
+        return []
+    collected = {r["experiment"] for r in runs}
+    kept = []
+    for r in record.get("runs", []):
+        parsed = spec.parse_exp_name(str(r.get("experiment", "")), tag)
+        if parsed is None or r["experiment"] in collected or parsed[0].label in rerun_labels:
+            continue
+        kept.append(r)
+    return kept
+
+
 @task(cache_policy=NO_CACHE)
 def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str], grid: str = "internalize",
             ) -> list[dict[str, Any]]:
@@ -203,6 +224,17 @@ def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[
         queued = queue_runs(repo, seeds, sets, tag, grid, only)
         ran = run_queue(repo, jobs)
     runs = collect(repo, tag, grid)
+    g = GRIDS[grid]
+    rerun = set() if collect_only else {c.label for c in select_cells(g.spec.cells(), only)}
+    record_path = Path(repo) / g.record
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    kept = keep_recorded(record, runs, tag, g.spec, rerun)
+    if kept:
+        print(f"kept {len(kept)} runs recorded earlier under tag {tag} (cells not re-run, not found as "
+              f"experiments here): {', '.join(r['experiment'] for r in kept[:4])}{' ...' if len(kept) > 4 else ''}")
+        runs = sorted(runs + kept, key=lambda r: r["experiment"])
+        if record.get("sets", []) != sets:
+            print(f"note: the kept runs were made with --set {record.get('sets', [])}, these with {sets}")
     rows = publish(repo, runs, tag, sets, grid)
     return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(queued),
             "queue": ran, "claims": rows}
@@ -220,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="internalize (issue 4, the default) or objectives (issue 5: RL and distillation)")
     ap.add_argument("--only", default="", metavar="PREFIX",
                     help="queue only the cells whose label starts with PREFIX (e.g. rl/ or distill/opd; several "
-                         "comma-separated: distill/opd/strong,distill/gkd/strong); the "
-                         "runs already recorded under the same --tag are collected with them")
+                         "comma-separated: distill/opd/strong,distill/gkd/strong); the other "
+                         "cells' runs already recorded under the same --tag (as experiments here or in the "
+                         "record file) are kept beside them")
     ap.add_argument("--repo", default=".")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -43,7 +43,7 @@ class MineConfig:
     validate_skills: bool = _f(True, "run the paired skill validation (student rollouts with/without)")
     model_dir: str = _f("models/warmup", "the policy that validates skills")
     pairs_per_group: int = _f(2, "skill validation: episodes per arm per task group")
-    max_groups: int = _f(6, "skill validation: task groups per skill")
+    max_groups: int = _f(0, "skill validation: task groups per skill (0 = every learning task of its family)")
     temperature: float = _f(1.0, "skill validation: sampling temperature")
 
 
@@ -55,6 +55,10 @@ def main() -> int:
     from distillery.mining.skills import mine_skills, validate_skills, write_validation_table
 
     cfg = load_section(MineConfig, "mine")
+    if cfg.max_groups < 0:
+        print(f"mine: params.yaml mine.max_groups must be 0 (every group) or positive, got {cfg.max_groups}",
+              file=sys.stderr)
+        return 1
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     by_id = {t.task_id: t for t in tasks}
@@ -84,7 +88,7 @@ def main() -> int:
         policy = HFPolicy(cfg.model_dir, temperature=cfg.temperature)
         learn = [t for t in tasks if t.split == cfg.split]
         skills, table = validate_skills(skills, learn, make_run_fn(policy, batch_size=128),
-                                        pairs_per_group=cfg.pairs_per_group, max_groups=cfg.max_groups)
+                                        pairs_per_group=cfg.pairs_per_group, max_groups=cfg.max_groups or None)
         write_validation_table(OUT / "skill_validation.parquet", table)
     if table is None:   # a declared out even when nothing was validated
         from distillery.mining.skills import VALIDATION_SCHEMA
