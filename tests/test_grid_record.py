@@ -4,8 +4,9 @@ re-run cells' old runs."""
 
 from __future__ import annotations
 
-from distillery.evaluate import objectives_grid as spec
 from flows.grid import keep_recorded, select_cells
+
+from distillery.evaluate import objectives_grid as spec
 
 
 def _run(label_prefix: str, seed: int, tag: str = "main") -> dict:
