@@ -236,8 +236,8 @@ def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[
         if record.get("sets", []) != sets:
             print(f"note: the kept runs were made with --set {record.get('sets', [])}, these with {sets}")
     rows = publish(repo, runs, tag, sets, grid)
-    return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(queued),
-            "queue": ran, "claims": rows}
+    return {"tag": tag, "runs": len(runs), "expected": 0 if collect_only else len(queued) + len(kept),
+            "kept": len(kept), "queue": ran, "claims": rows}
 
 
 def internalize_grid(**kwargs: Any) -> dict[str, Any]:
@@ -267,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     out = experiment_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
                           collect_only=a.collect_only, grid=a.grid, only=a.only)
     print(f"grid {out['tag']}: {out['runs']} finished runs"
-          + (f" of {out['expected']}" if out["expected"] else "") + f"; see reports/{a.grid}_grid.md and reports/claims.md")
+          + (f" of {out['expected']}" if out["expected"] else "")
+          + (f" ({out['kept']} of them kept from the record)" if out["kept"] else "")
+          + f"; see reports/{a.grid}_grid.md and reports/claims.md")
     return 0 if out["runs"] >= out["expected"] else 1
 
 
