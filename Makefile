@@ -36,8 +36,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DVC if needed
 
-repro: setup  ## run the whole pipeline on params.yaml (dvc repro)
-	$(BIN)/dvc repro
+# STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize: issue
+# 4's part, tasks -> warm-up -> mine -> internalize); empty = every stage.
+STAGES ?=
+
+repro: setup  ## run the whole pipeline on params.yaml (dvc repro; STAGES=... for some stages)
+	$(BIN)/dvc repro $(STAGES)
 
 # Two pytest-xdist workers, handed 2 tests at a time: one runs the shared micro pipeline (one
 # stage at a time) and the grid test, the other the unit tests and then the other e2e tests
