@@ -1,9 +1,9 @@
 """Does the `mine` stage's skill verdict depend on the validation seed?
 
 Mines the skills exactly as `stages/mine.py` does (the warm-up student's rollouts on the
-held-out user's learning tasks) and runs the paired validation (`mining.skills.validate_skills`)
-once per seed with the stage's settings (`params.yaml:mine`), recording every skill's
-utility and status per seed.
+held-out user's learning tasks) and runs its paired validation
+(`stages.mine.validate_mined_skills`, with `params.yaml:mine`) once per seed, recording every
+skill's utility and status per seed.
 
     python -m experiments.skill_validation_seeds --seeds 0 1 2   # from the repository root, after `dvc repro mine`
 
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.agents.hf import HFPolicy
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
-from distillery.mining.skills import make_run_fn, mine_skills, validate_skills
+from distillery.mining.skills import mine_skills
 from distillery.types import tasks_from_frame
-from stages.mine import TASKS, MineConfig
+from stages.mine import TASKS, MineConfig, validate_mined_skills
 
 OUT = Path("experiments/skill_validation_seeds.json")
 
@@ -39,13 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     episodes = read_parquet(src / "episodes.parquet", f"rollout@{cfg.rollouts}").filter(pl.col("split") == cfg.split)
     steps = read_parquet(src / "steps.parquet", f"rollout@{cfg.rollouts}")
     skills = mine_skills(tasks, episodes, steps)
-    learn = [t for t in tasks if t.split == cfg.split]
-    run_fn = make_run_fn(HFPolicy(cfg.model_dir, temperature=cfg.temperature), batch_size=128)
     per_seed = {}
     for seed in a.seeds:
         t0 = time.perf_counter()
-        _, table = validate_skills(skills, learn, run_fn, pairs_per_group=cfg.pairs_per_group,
-                                   max_groups=cfg.max_groups or None, seed=seed)
+        _, table = validate_mined_skills(cfg, skills, tasks, seed=seed)
         per_seed[str(seed)] = {r["family"]: {"utility": r["utility"], "status": r["status"], "trials": r["trials"]}
                                for r in table.iter_rows(named=True)}
         counts = {s: sum(v["status"] == s for v in per_seed[str(seed)].values()) for s in ("active", "retired", "candidate")}

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distillery.config import _f, load_section
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool, write_pool
-from distillery.types import tasks_from_frame
+from distillery.types import Experience, Task, tasks_from_frame
+
+if TYPE_CHECKING:
+    from distillery.mining.skills import ValidationResult
 
 TASKS = "data/tasks/tasks.parquet"
 OUT = Path("data/experience")
@@ -46,19 +51,32 @@ class MineConfig:
     max_groups: int = _f(0, "skill validation: task groups per skill (0 = every learning task of its family)")
     temperature: float = _f(1.0, "skill validation: sampling temperature")
 
+    def __post_init__(self) -> None:
+        if self.max_groups < 0:
+            raise ValueError(f"max_groups must be 0 (every group) or positive, got {self.max_groups}")
+
+
+def validate_mined_skills(cfg: MineConfig, skills: Sequence[Experience], tasks: Sequence[Task],
+                          seed: int = 0) -> ValidationResult:
+    """The stage's paired validation of `skills` on the `cfg.split` tasks, by `cfg.model_dir`
+    sampling at `cfg.temperature` (`mining.skills.validate_skills`): (skills, table)."""
+    from distillery.agents.hf import HFPolicy
+    from distillery.mining.skills import make_run_fn, validate_skills
+
+    policy = HFPolicy(cfg.model_dir, temperature=cfg.temperature)
+    learn = [t for t in tasks if t.split == cfg.split]
+    return validate_skills(skills, learn, make_run_fn(policy, batch_size=128), pairs_per_group=cfg.pairs_per_group,
+                           max_groups=cfg.max_groups or None, seed=seed)
+
 
 def main() -> int:
     import polars as pl
 
     from distillery.mining.instances import mine_instances
     from distillery.mining.principles import LLMSummariser, RulesSummariser, update_pool
-    from distillery.mining.skills import mine_skills, validate_skills, write_validation_table
+    from distillery.mining.skills import mine_skills, write_validation_table
 
     cfg = load_section(MineConfig, "mine")
-    if cfg.max_groups < 0:
-        print(f"mine: params.yaml mine.max_groups must be 0 (every group) or positive, got {cfg.max_groups}",
-              file=sys.stderr)
-        return 1
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
     by_id = {t.task_id: t for t in tasks}
@@ -82,13 +100,7 @@ def main() -> int:
     skills = mine_skills(tasks, episodes, steps)
     table = None
     if cfg.validate_skills and skills:
-        from distillery.agents.hf import HFPolicy
-        from distillery.mining.skills import make_run_fn
-
-        policy = HFPolicy(cfg.model_dir, temperature=cfg.temperature)
-        learn = [t for t in tasks if t.split == cfg.split]
-        skills, table = validate_skills(skills, learn, make_run_fn(policy, batch_size=128),
-                                        pairs_per_group=cfg.pairs_per_group, max_groups=cfg.max_groups or None)
+        skills, table = validate_mined_skills(cfg, skills, tasks)
         write_validation_table(OUT / "skill_validation.parquet", table)
     if table is None:   # a declared out even when nothing was validated
         from distillery.mining.skills import VALIDATION_SCHEMA

@@ -38,3 +38,11 @@ def test_load_section_reads_params_file(tmp_path):
     assert load_policy("r", {"policies": {"r": {"kind": "random"}}}).kind == "random"
     with pytest.raises(ConfigError, match="policies.nope: not defined"):
         load_policy("nope", {"policies": {}})
+
+
+def test_mine_max_groups_must_not_be_negative():
+    from stages.mine import MineConfig
+
+    assert load_section(MineConfig, "mine", params={"mine": {"max_groups": 0}}).max_groups == 0   # 0 = every group
+    with pytest.raises(ConfigError, match=r"mine: max_groups must be 0 \(every group\) or positive, got -1"):
+        load_section(MineConfig, "mine", params={"mine": {"max_groups": -1}})
