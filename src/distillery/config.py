@@ -173,6 +173,10 @@ class TasksConfig:
     max_steps: int = _f(15, "step limit of every generated task")
     random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept")
     max_attempts_factor: int = _f(4, "give up on a family after this many x the wanted tasks")
+    # Inline by default (a library call stays in its process); params.yaml runs the stage's
+    # families on a process pool. The tasks are the same either way.
+    executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig(kind="inline", workers=1),
+                                     metadata={"help": "where families are generated (one family per shard)"})
 
     def __post_init__(self) -> None:
         if min(self.n_train_per_family, self.n_test_per_family, self.n_heldout_train_per_family,

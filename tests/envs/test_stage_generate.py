@@ -95,3 +95,29 @@ def test_random_probes_reject_trivially_solvable_tasks(monkeypatch):
         generate_tasks(cfg, progress=False)
     cfg.random_probes = 0
     assert len(generate_tasks(cfg, progress=False).tasks) == 2
+
+
+def test_families_on_a_process_pool_give_the_same_tasks_as_inline():
+    """The stage runs families in parallel (params.yaml: tasks.executor); the tasks, their
+    order and the rejections must not depend on it."""
+    from distillery.config import ExecutorConfig
+
+    base = dict(families=["file_invoice", "save_note", "forward_mail"], n_train_per_family=3,
+                n_test_per_family=1, random_probes=1)
+    inline = generate_tasks(TasksConfig(**base), progress=False)
+    pooled = generate_tasks(TasksConfig(**base, executor=ExecutorConfig(kind="process", workers=2)),
+                            progress=False)
+    assert [t.to_row() for t in pooled.tasks] == [t.to_row() for t in inline.tasks]
+    assert pooled.rejected == inline.rejected and pooled.report == inline.report
+    assert [t.family for t in pooled.tasks][:3] == ["file_invoice"] * 3  # family order, not finish order
+
+
+def test_the_same_task_from_two_families_stops_the_stage(monkeypatch):
+    """Duplicates are checked within a family as it is drafted; two families drafting the
+    same task is a template bug and is reported, naming both tasks."""
+    monkeypatch.setitem(fam_mod.FAMILIES, "copy_a", Family("copy_a", "one", _constant, ("files",)))
+    monkeypatch.setitem(fam_mod.FAMILIES, "copy_b", Family("copy_b", "two", _constant, ("files",)))
+    cfg = TasksConfig(families=["copy_a", "copy_b"], n_train_per_family=1, n_test_per_family=0,
+                      random_probes=0)
+    with pytest.raises(RuntimeError, match="copy_a-train-default-0000 and copy_b-train-default-0000"):
+        generate_tasks(cfg, progress=False)

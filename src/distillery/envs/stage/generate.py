@@ -17,6 +17,8 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,19 +97,72 @@ def static_checks(task: Task, env: StageEnv, again: Task) -> list[str]:
     return reasons
 
 
-def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
-    """Draft, validate and keep `n_*_per_family` tasks of every family and split."""
-    from tqdm.auto import tqdm
+def generate_family(cfg: TasksConfig, family: str,
+                    on_kept: Callable[[int], Any] | None = None) -> tuple[list[Task], list[Rejection]]:
+    """Draft and validate one family's tasks, every split; a pure function of (cfg, family).
 
-    from distillery.agents.base import PolicySpec
+    Families are independent (their own seeds, their own duplicate check: the instruction
+    templates of two families never coincide), so `generate_tasks` can run them in parallel
+    and get the same tasks as one after the other. `on_kept(n)` hears of every n tasks kept.
+    """
+    from distillery.agents.base import PolicySpec, make_policy
     from distillery.rollout import RolloutConfig, make_jobs, run_batch
 
-    families = cfg.families or list(FAMILIES)
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        raise ValueError(f"tasks.families: unknown {unknown}; known: {', '.join(FAMILIES)}")
-    for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
-        get_profile(p)
+    wanted, profiles = _split_plan(cfg)
+    kept: list[Task] = []
+    rejected: list[Rejection] = []
+    seen: dict[str, str] = {}
+    env = StageEnv()
+    random_policy = PolicySpec("random", {"seed": cfg.seed})
+    try:
+        for split, need in wanted.items():
+            attempt = 0
+            got: list[Task] = []
+            limit = max(need, 1) * cfg.max_attempts_factor
+            while len(got) < need and attempt < limit:
+                # Draft a batch, run the cheap checks one by one, then the random probes
+                # for the whole batch at once (one batched rollout).
+                batch: list[Task] = []
+                while len(batch) < need - len(got) and attempt < limit:
+                    prof = profiles[split][attempt % len(profiles[split])]
+                    task = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    again = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    attempt += 1
+                    reasons = static_checks(task, env, again)
+                    key = _content_key(task)
+                    if key in seen:
+                        reasons.append(f"duplicate of {seen[key]}")
+                    if reasons:
+                        rejected.append(Rejection(task.task_id, family, split, reasons))
+                        continue
+                    seen[key] = task.task_id
+                    batch.append(task)
+                if batch and cfg.random_probes > 0:
+                    rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
+                    traj = run_batch(make_policy(random_policy), make_jobs(batch, "random", rcfg), rcfg)
+                    solved = set(traj.episodes.filter("success")["task_id"].to_list())
+                else:
+                    solved = set()
+                for task in batch:
+                    if task.task_id in solved:
+                        rejected.append(Rejection(task.task_id, family, split,
+                                                  ["a random policy solved it (trivially solvable)"]))
+                        continue
+                    got.append(task)
+                    if on_kept is not None:
+                        on_kept(1)
+            if len(got) < need:
+                raise RuntimeError(
+                    f"family {family} ({split}): only {len(got)} of {need} drafts validated after "
+                    f"{attempt} attempts; see the rejections, or raise tasks.max_attempts_factor")
+            kept += got
+    finally:
+        env.close()
+    return kept, rejected
+
+
+def _split_plan(cfg: TasksConfig) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """How many tasks each split wants (splits that want none left out), and its profiles."""
     # The held-out users' splits: the tasks an agent meets after deployment (it learns from
     # them) and the ones it is tested on.
     wanted = {"train": cfg.n_train_per_family, "test": cfg.n_test_per_family,
@@ -115,63 +170,46 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
               "heldout_test": cfg.n_heldout_test_per_family if cfg.heldout_profiles else 0}
     profiles = {"train": cfg.train_profiles, "test": cfg.test_profiles,
                 "heldout_train": cfg.heldout_profiles, "heldout_test": cfg.heldout_profiles}
-    splits = [s for s, n in wanted.items() if n > 0]
-    kept: list[Task] = []
-    rejected: list[Rejection] = []
-    seen: dict[str, str] = {}
-    env = StageEnv()
-    random_policy = PolicySpec("random", {"seed": cfg.seed})
+    return {s: n for s, n in wanted.items() if n > 0}, profiles
+
+
+def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
+    """Draft, validate and keep `n_*_per_family` tasks of every family and split.
+
+    Families run on `cfg.executor` (a local process pool, or a dask cluster); the result is
+    the same whatever runs them, in family order.
+    """
+    from tqdm.auto import tqdm
+
+    from distillery.rollout import make_executor
+
+    families = cfg.families or list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"tasks.families: unknown {unknown}; known: {', '.join(FAMILIES)}")
+    for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
+        get_profile(p)
+    wanted, _ = _split_plan(cfg)
+    by_family: dict[str, tuple[list[Task], list[Rejection]]] = {}
     bar = tqdm(total=sum(wanted.values()) * len(families), desc="tasks", unit="task", disable=not progress)
     try:
-        for family in families:
-            for split in splits:
-                need, attempt = wanted[split], 0
-                got: list[Task] = []
-                limit = max(need, 1) * cfg.max_attempts_factor
-                while len(got) < need and attempt < limit:
-                    # Draft a batch, run the cheap checks one by one, then the random probes
-                    # for the whole batch at once (one batched rollout).
-                    batch: list[Task] = []
-                    while len(batch) < need - len(got) and attempt < limit:
-                        prof = profiles[split][attempt % len(profiles[split])]
-                        task = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
-                        again = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
-                        attempt += 1
-                        reasons = static_checks(task, env, again)
-                        key = _content_key(task)
-                        if key in seen:
-                            reasons.append(f"duplicate of {seen[key]}")
-                        if reasons:
-                            rejected.append(Rejection(task.task_id, family, split, reasons))
-                            continue
-                        seen[key] = task.task_id
-                        batch.append(task)
-                    if batch and cfg.random_probes > 0:
-                        rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
-                        from distillery.agents.base import make_policy
-
-                        traj = run_batch(make_policy(random_policy), make_jobs(batch, "random", rcfg), rcfg)
-                        solved = set(traj.episodes.filter("success")["task_id"].to_list())
-                    else:
-                        solved = set()
-                    for task in batch:
-                        if task.task_id in solved:
-                            rejected.append(Rejection(task.task_id, family, split,
-                                                      ["a random policy solved it (trivially solvable)"]))
-                            continue
-                        got.append(task)
-                        bar.update()
-                if len(got) < need:
-                    raise RuntimeError(
-                        f"family {family} ({split}): only {len(got)} of {need} drafts validated after "
-                        f"{attempt} attempts; see the rejections, or raise tasks.max_attempts_factor")
-                kept += got
+        with make_executor(cfg.executor) as ex:
+            if ex is None or len(families) == 1:
+                for family in families:
+                    by_family[family] = generate_family(cfg, family, on_kept=bar.update)
+            else:
+                futures = {ex.submit(generate_family, cfg, f): f for f in families}
+                for fut in as_completed(futures):
+                    by_family[futures[fut]] = fut.result()
+                    bar.update(len(by_family[futures[fut]][0]))
     finally:
-        env.close()
         bar.close()
+    kept = [t for f in families for t in by_family[f][0]]
+    rejected = [r for f in families for r in by_family[f][1]]
+    _check_no_duplicates_across_families(kept)
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
     report = {
-        "kept": {s: sum(t.split == s for t in kept) for s in splits},
+        "kept": {s: sum(t.split == s for t in kept) for s in wanted},
         "n_rejected": len(rejected),
         "families": {f: {"kept": sum(t.family == f for t in kept),
                          "rejected": sum(r.family == f for r in rejected)} for f in families},
@@ -181,3 +219,15 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                        "no duplicates"],
     }
     return GenerationResult(kept, rejected, report)
+
+
+def _check_no_duplicates_across_families(tasks: list[Task]) -> None:
+    """Each family checks its own duplicates; two families drafting the same task would be a
+    bug in their templates, so it stops the stage rather than being quietly dropped."""
+    seen: dict[str, str] = {}
+    for t in tasks:
+        key = _content_key(t)
+        if key in seen:
+            raise RuntimeError(f"tasks {seen[key]} and {t.task_id} of different families are the same task "
+                               "(same instruction and initial state): fix one family's template")
+        seen[key] = t.task_id
