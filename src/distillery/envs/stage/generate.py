@@ -103,7 +103,8 @@ def generate_family(cfg: TasksConfig, family: str,
 
     Families are independent (their own seeds, their own duplicate check: the instruction
     templates of two families never coincide), so `generate_tasks` can run them in parallel
-    and get the same tasks as one after the other. `on_kept(n)` hears of every n tasks kept.
+    and get the same tasks as one after the other. `on_kept(1)` is called for each task kept
+    (a progress bar's `update`).
     """
     from distillery.agents.base import PolicySpec, make_policy
     from distillery.rollout import RolloutConfig, make_jobs, run_batch
