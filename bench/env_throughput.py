@@ -19,10 +19,10 @@ import sys
 import tempfile
 import time
 
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
-from distillery.envs.stage.generate import generate_tasks
+from distillery.tasks.generate import generate_tasks
 
 
 def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:

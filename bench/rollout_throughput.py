@@ -57,6 +57,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from distillery.agents.prompts import MARKERS, render_prompt_ids  # noqa: E402
+from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
 
 DEFAULT_MODEL_DIR = "models/warmup"
@@ -79,7 +80,7 @@ def load_tasks(n: int, seed: int, tasks_path: str = DEFAULT_TASKS, split: str = 
         where = tasks_path
     else:
         from distillery.config import TasksConfig
-        from distillery.envs.stage.generate import generate_tasks
+        from distillery.tasks.generate import generate_tasks
 
         cfg = TasksConfig(n_train_per_family=0) if split == "test" else TasksConfig(n_test_per_family=0)
         tasks = [t for t in generate_tasks(cfg, progress=False).tasks if t.split == split]
@@ -258,7 +259,7 @@ def run_naive(policy: Any, tasks: Sequence[Task], budget_s: float) -> Side:
                     break
                 ctx = Context(episode_id=task.task_id, task=task, t=len(acts), observation=obs,
                               history=list(history))
-                prompt = render_prompt_ids(ctx, tok, policy.specs, policy.prompt)
+                prompt = render_prompt_ids(ctx, tok, tool_specs(ctx.task.env), policy.prompt)
                 new = naive_generate(model, prompt, stop_ids, pad_id, max_new)
                 text_ids = new[:-1] if new and new[-1] in stop_ids else new
                 text = tok.decode(text_ids, skip_special_tokens=False).strip()
@@ -364,7 +365,7 @@ def main() -> int:
     print(f"fp32 matmul peak (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s")
 
     # Warm both code paths up once (allocator, kernels), outside the timings.
-    warm = render_prompt_ids(Context("warm", tasks[0], 0, "warm up"), policy.tok, policy.specs, policy.prompt)
+    warm = render_prompt_ids(Context("warm", tasks[0], 0, "warm up"), policy.tok, tool_specs(tasks[0].env), policy.prompt)
     naive_generate(lm, warm, list(policy.stop_ids), policy.pad_id, 4)
     policy.act([Context("warm", tasks[0], 0, "warm up")])
 

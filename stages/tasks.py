@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from distillery.config import TasksConfig, load_section
-from distillery.envs.stage.generate import generate_tasks
 from distillery.io import write_json, write_parquet
 from distillery.quality import SUITES, GateError, gate
+from distillery.tasks.generate import generate_tasks
 from distillery.types import tasks_to_frame
 
 OUT = "data/tasks/tasks.parquet"

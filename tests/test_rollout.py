@@ -8,8 +8,8 @@ import pytest
 
 from distillery.agents.base import PolicySpec
 from distillery.config import ExecutorConfig, TasksConfig
-from distillery.envs.stage.generate import generate_tasks
 from distillery.rollout import RolloutConfig, make_jobs, run_batch, run_episodes
+from distillery.tasks.generate import generate_tasks
 from distillery.types import ActionOutput
 
 VOLATILE = ["wall_s"]

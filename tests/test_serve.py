@@ -19,8 +19,8 @@ import openai
 import pytest
 import torch
 
-from distillery.agents.parse import format_call
 from distillery.agents.prompts import MARKERS, PromptConfig, render_compact_ids, render_messages
+from distillery.envs.actions import format_call
 from distillery.envs.base import tool_specs
 from distillery.serve import Engine, RunningServer, messages_to_context, serve_in_thread
 from distillery.types import Context, Task, ToolCall, Turn

@@ -158,10 +158,11 @@ class ExecutorConfig:
 
 @dataclass
 class TasksConfig:
-    """`tasks` stage: generate and validate STAGE tasks."""
+    """`tasks` stage: draft tasks from an environment's registered families and keep those that validate."""
 
+    env: str = _f("stage", "the registered environment whose families are drafted")
     seed: int = _f(0, "master seed; every task's own seed derives from it")
-    families: list[str] = _f([], "task families to generate; empty = all registered families")
+    families: list[str] = _f([], "task families to generate; empty = every registered family of `env`")
     n_train_per_family: int = _f(25, "kept train tasks per family")
     n_test_per_family: int = _f(12, "kept test tasks per family")
     train_profiles: list[str] = _f(["default"], "workspace profiles the train split is drawn under")

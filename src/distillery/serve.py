@@ -45,7 +45,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distillery.agents.openai import tool_call_text
-from distillery.agents.parse import parse_action
 from distillery.agents.prompts import (
     EXPERIENCE_ITEM,
     EXPERIENCE_TEMPLATE,
@@ -55,6 +54,7 @@ from distillery.agents.prompts import (
     PromptTooLong,
     render_compact_ids,
 )
+from distillery.envs.actions import parse_action
 from distillery.envs.base import ToolParam, ToolSpec
 from distillery.types import Context, Task, Turn
 

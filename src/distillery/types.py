@@ -342,7 +342,7 @@ def steps_to_frame(steps: list[Step]) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------
-# Experience (filled by the mining issue; the record is part of the contract now)
+# Experience
 # ---------------------------------------------------------------------------------------
 
 ExperienceKind = Literal["instance", "principle", "skill"]
@@ -367,4 +367,39 @@ class Experience:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Experience:
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# Claims: a paper's finding beside what we measured
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of `reports/claims.md`, written by the library code that measured it.
+
+    `holds` is the measuring code's verdict under the rule stated in `detail` (None when
+    nothing comparable was measured); `spread` and `seeds` say how sure the number is;
+    `command` reproduces it. A row is reported whichever way it falls.
+    """
+
+    paper: str
+    finding: str
+    paper_value: str
+    measured: str
+    holds: bool | None
+    detail: str = ""
+    spread: str = ""
+    seeds: str = ""
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Claim:
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"a claim row has unknown field(s) {unknown}: {d}")
         return cls(**d)

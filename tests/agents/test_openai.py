@@ -25,8 +25,8 @@ from distillery.agents.openai import (
     tool_call_text,
     tools_messages,
 )
-from distillery.agents.parse import format_call, parse_action
 from distillery.agents.prompts import render_messages
+from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import ToolParam, ToolSpec, tool_specs
 from distillery.rollout import EpisodeJob, RolloutConfig, run_batch
 from distillery.types import Context, Task, ToolCall, Turn

@@ -16,8 +16,8 @@ from distillery.agents.prompts import (
     render_compact_ids,
 )
 from distillery.config import TasksConfig
-from distillery.envs.stage.generate import generate_tasks
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+from distillery.tasks.generate import generate_tasks
 from distillery.train.examples import corpus_texts
 from distillery.types import Context, Turn
 

@@ -31,9 +31,9 @@ from distillery.agents.openai import OpenAIPolicy
 from distillery.agents.oracle import OraclePolicy
 from distillery.agents.prompts import PromptConfig, episode_example_ids
 from distillery.envs.stage.families import FAMILIES
-from distillery.envs.stage.generate import draft_task
 from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
 from distillery.serve import RunningServer, load_engine, serve_in_thread
+from distillery.tasks.generate import draft_task
 from distillery.types import Task, Turn
 
 pytestmark = pytest.mark.slow

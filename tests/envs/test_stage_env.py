@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
 from distillery.envs.stage.env import MAX_PAYLOAD_CHARS
 from distillery.envs.stage.families import FAMILIES
-from distillery.envs.stage.generate import draft_task, generate_tasks
+from distillery.tasks.generate import draft_task, generate_tasks
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillery.agents.prompts import MARKERS
+from distillery.lm.markers import MARKERS
 from distillery.lm.model import ModelConfig, build_model, load_model_dir, n_params, save_model_dir
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from distillery.agents.prompts import MARKERS
+from distillery.lm.markers import MARKERS
 from distillery.lm.tokenizer import (
     EOS,
     PAD,

@@ -15,7 +15,6 @@ from tests.mining.conftest import chat_reply, closed_port_url
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
-from distillery.envs.stage.generate import generate_tasks
 from distillery.mining.inject import (
     EmbeddingSelector,
     GlobalInjector,
@@ -28,6 +27,7 @@ from distillery.mining.inject import (
 )
 from distillery.mining.principles import RulesSummariser, update_pool
 from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.tasks.generate import generate_tasks
 from distillery.types import Context, Experience, Task
 
 

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 
 from distillery.agents.base import PolicySpec, make_policy
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
-from distillery.envs.stage.generate import generate_tasks
+from distillery.envs.actions import format_call
 from distillery.mining.instances import instance_text, mine_instances
 from distillery.mining.store import read_pool, write_pool
 from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.tasks.generate import generate_tasks
 from distillery.types import ActionOutput, Task, ToolCall
 
 LOOKUPS = ("list_dir(", "search_mail(", "find_contact(", "list_events(", "finish(")

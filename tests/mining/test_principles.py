@@ -15,11 +15,10 @@ import pytest
 from tests.mining.conftest import chat_reply, closed_port_url
 
 from distillery.agents.base import PolicySpec, make_policy
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.base import tool_specs
 from distillery.envs.stage.families import COMPANIES
-from distillery.envs.stage.generate import generate_tasks
 from distillery.mining.principles import (
     Call,
     EpisodeEvidence,
@@ -36,6 +35,7 @@ from distillery.mining.principles import (
 )
 from distillery.mining.store import read_pool, write_pool
 from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.tasks.generate import generate_tasks
 from distillery.types import ActionOutput, Experience, Task, episodes_to_frame, steps_to_frame
 
 

@@ -10,11 +10,10 @@ import polars as pl
 import pytest
 
 from distillery.agents.oracle import OraclePolicy
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.base import tool_specs
 from distillery.envs.stage.families import FAMILIES
-from distillery.envs.stage.generate import generate_tasks
 from distillery.mining.skills import (
     VALIDATION_SCHEMA,
     PromptSummariser,
@@ -27,6 +26,7 @@ from distillery.mining.skills import (
     write_validation_table,
 )
 from distillery.rollout import RolloutConfig, make_jobs, run_batch
+from distillery.tasks.generate import generate_tasks
 from distillery.types import ActionOutput, Experience, ToolCall
 
 MUTATING = {s.name for s in tool_specs("stage") if s.mutates}

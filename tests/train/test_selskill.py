@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from distillery.agents.oracle import OraclePolicy
-from distillery.agents.parse import format_call
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
-from distillery.envs.stage.generate import generate_tasks
 from distillery.lm.model import ModelConfig, build_model
 from distillery.rollout import EpisodeJob, RolloutConfig, run_batch
+from distillery.tasks.generate import generate_tasks
 from distillery.train.data import Example
 from distillery.train.rl import score_examples
 from distillery.train.selskill import (

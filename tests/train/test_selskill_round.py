@@ -24,14 +24,14 @@ import pytest
 import torch
 
 import distillery.train.selskill as selskill
-from distillery.agents.parse import format_call
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import TasksConfig
+from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
-from distillery.envs.stage.generate import generate_tasks
 from distillery.lm.model import ModelConfig, build_model, load_model_dir, save_model_dir
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.rollout import Trajectories
+from distillery.tasks.generate import generate_tasks
 from distillery.train.data import Example, collate
 from distillery.train.examples import corpus_texts
 from distillery.train.rl import score_examples, step_examples

@@ -42,7 +42,6 @@ class HFPolicy:
         top_p: float = 1.0,
         max_new_tokens: int = 96,
         prompt: dict[str, Any] | None = None,
-        env: str = "stage",
         device: str = "auto",
         model: Any = None,
         tokenizer: Any = None,
@@ -62,7 +61,6 @@ class HFPolicy:
         self.model = str(model_dir)  # what trajectories record as the model
         self.prompt = PromptConfig(**(prompt if prompt is not None else card.get("prompt", {})))
         self.sampling = SamplingConfig(temperature, top_p, max_new_tokens)
-        self.specs = tool_specs(env)
         stops = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         if self.prompt.style == "compact":
             stops.add(tokenizer.convert_tokens_to_ids(MARKERS["end"]))
@@ -77,7 +75,7 @@ class HFPolicy:
         return {"model_dir": self.model, "sampling": asdict(self.sampling), "prompt": asdict(self.prompt)}
 
     def prompt_ids(self, contexts: Sequence[Context]) -> list[list[int]]:
-        return [render_prompt_ids(c, self.tok, self.specs, self.prompt) for c in contexts]
+        return [render_prompt_ids(c, self.tok, tool_specs(c.task.env), self.prompt) for c in contexts]
 
     def decode(self, gen: Generation) -> str:
         ids = gen.token_ids[:-1] if gen.stopped else gen.token_ids

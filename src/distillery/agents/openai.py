@@ -36,8 +36,8 @@ from urllib.parse import urlparse
 
 import openai
 
-from distillery.agents.parse import format_call, parse_action
 from distillery.agents.prompts import render_messages
+from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import ToolSpec, tool_specs
 from distillery.types import ActionOutput, Context, ToolCall
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from distillery.agents.parse import format_call
+from distillery.envs.actions import format_call
 from distillery.types import ActionOutput, Context, ToolCall
 
 

@@ -19,23 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.envs.base import ToolSpec
+from distillery.envs.base import ToolSpec, env_spec
+from distillery.lm.markers import MARKERS
 from distillery.types import Context, Turn
 
 # ---------------------------------------------------------------------------------------
 # Templates (data)
 # ---------------------------------------------------------------------------------------
 
-MARKERS = {
-    "instruction": "<|instruction|>",
-    "experience": "<|experience|>",
-    "observation": "<|observation|>",
-    "action": "<|action|>",
-    "end": "<|end|>",
-}
-
+# `description` is the environment's own (`EnvSpec.description`).
 SYSTEM_TEMPLATE = (
-    "You operate a user's personal computer (files, mail, calendar, contacts) through tools.\n"
+    "{description}\n"
     "Reply with exactly one tool call per turn, written as tool(arg=\"value\", ...), and nothing "
     "else. Look things up before acting when you need to. Call finish() when the task is done.\n"
     "Tools:\n{tools}"
@@ -192,7 +186,10 @@ def tools_text(specs: Sequence[ToolSpec]) -> str:
 def render_messages(ctx: Context, specs: Sequence[ToolSpec], *, max_turns: int | None = None,
                     with_tools_text: bool = True) -> list[dict[str, str]]:
     """System + alternating user (observations) / assistant (actions) messages."""
-    system = SYSTEM_TEMPLATE.format(tools=tools_text(specs)) if with_tools_text else SYSTEM_TEMPLATE.split("Tools:")[0].rstrip()
+    description = env_spec(ctx.task.env).description
+    system = SYSTEM_TEMPLATE.format(description=description, tools=tools_text(specs) if with_tools_text else "")
+    if not with_tools_text:
+        system = system.split("Tools:")[0].rstrip()
     if ctx.experience:
         system += "\n\n" + experience_text(ctx.experience)
     history = ctx.history if max_turns is None else ctx.history[len(ctx.history) - max_turns:] if max_turns else []

@@ -5,11 +5,12 @@ and a probe for task validation (a task a random policy solves is too easy)."""
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Sequence
 
-from distillery.agents.parse import format_call
+from distillery.envs.actions import format_call
 from distillery.envs.base import ToolSpec, tool_specs
 from distillery.types import ActionOutput, Context, ToolCall
 
@@ -45,10 +46,15 @@ class RandomPolicy:
     name = "random"
     model = "-"
 
-    def __init__(self, env: str = "stage", seed: int = 0, finish_prob: float = 0.05) -> None:
-        self.specs: list[ToolSpec] = [s for s in tool_specs(env) if s.name != "finish"]
+    def __init__(self, seed: int = 0, finish_prob: float = 0.05) -> None:
         self.seed = seed
         self.finish_prob = finish_prob
+
+    @staticmethod
+    @functools.cache
+    def _specs(env: str) -> list[ToolSpec]:
+        """The environment's tools but finish (which `finish_prob` decides)."""
+        return [s for s in tool_specs(env) if s.name != "finish"]
 
     def act(self, contexts: Sequence[Context]) -> list[ActionOutput]:
         out = []
@@ -59,7 +65,7 @@ class RandomPolicy:
             if rng.random() < self.finish_prob:
                 out.append(ActionOutput(text=format_call(ToolCall("finish", {}))))
                 continue
-            spec = rng.choice(self.specs)
+            spec = rng.choice(self._specs(ctx.task.env))
             words = _candidates(ctx)
             args = {
                 p.name: _sample_value(p.kind, p.type, words, rng)

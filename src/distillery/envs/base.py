@@ -1,11 +1,26 @@
-"""The environment protocol (design section 3) and the name -> constructor table."""
+"""The environment protocol (design section 3), tool specifications, and how environments
+and task families are found by name.
+
+An environment plugin is an `EnvSpec`: a constructor, its tools, and the hooks that let the
+rest of the library serve an environment it has never seen (the text a tokenizer should
+know, how mined lessons read). A task family is a `Family`: a function from a random
+generator and a user profile to a `Draft` (pure data). Both are registered through entry
+points (`distillery.registry`); `make_env`, `tool_specs`, `env_spec`, `families` and
+`family` resolve them.
+"""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from distillery.types import StepResult, Task, Verification
+from distillery import registry
+from distillery.types import StepResult, Task, ToolCall, Verification
+
+if TYPE_CHECKING:
+    from distillery.envs.phrasebook import Phrasebook
 
 
 @runtime_checkable
@@ -28,15 +43,6 @@ class Environment(Protocol):
     def state_hash(self) -> str: ...
 
     def close(self) -> None: ...
-
-
-def make_env(name: str, **kwargs: Any) -> Environment:
-    """Build an environment by name. Imports lazily so a worker loads only what it runs."""
-    if name == "stage":
-        from distillery.envs.stage import StageEnv
-
-        return StageEnv(**kwargs)
-    raise ValueError(f"unknown environment {name!r}; known: 'stage'")
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,10 +89,100 @@ class ToolSpec:
         return f"{self.name}({ps})"
 
 
+# ---------------------------------------------------------------------------------------
+# Plugins: environments and task families by name
+# ---------------------------------------------------------------------------------------
+
+
+def _no_texts(state: dict[str, Any]) -> list[str]:
+    return []
+
+
+def _any_profile(name: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an environment plugin registers under `distillery.envs`."""
+
+    name: str
+    factory: Callable[..., Environment]          # factory(**env_kwargs) -> a fresh environment
+    tools: tuple[ToolSpec, ...]
+    description: str = ""
+    # The text of a task's initial state that a model reads (a tokenizer's corpus).
+    state_texts: Callable[[dict[str, Any]], list[str]] = _no_texts
+    # Words the environment's tasks can use that no generated task may show yet (held-out
+    # users' values): trained into tokenizers so they are familiar tokens when they appear.
+    vocabulary: Callable[[], str] = str
+    # Raises ValueError naming the known profiles when a task generator is asked for an
+    # unknown one (so a typo in params.yaml fails before any work starts).
+    check_profile: Callable[[str], None] = _any_profile
+    # How lessons mined from this environment's episodes read (None: the miner's neutral wording).
+    phrasebook: Phrasebook | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One task as a family drafts it: data only, checked before it is kept."""
+
+    instruction: str
+    state: dict[str, Any]
+    solution: list[ToolCall]
+    checks: list[dict[str, Any]]
+    preferences: list[str] = field(default_factory=list)  # the profile's standing preferences the checks enforce, as text
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a task-family plugin registers under `distillery.families` (one, or a collection)."""
+
+    name: str
+    env: str
+    hint: str
+    draft: Callable[[random.Random, str], Draft]   # (rng, profile name) -> draft; pure
+    areas: tuple[str, ...] = ()
+
+
+def env_spec(name: str) -> EnvSpec:
+    """The registered environment `name`."""
+    spec = registry.load(registry.ENVS, name)
+    if not isinstance(spec, EnvSpec) or spec.name != name:
+        raise registry.RegistryError(f"{registry.ENVS} entry point {name!r} is not an EnvSpec named {name!r}: {spec!r}")
+    return spec
+
+
+def env_names() -> list[str]:
+    return registry.entry_names(registry.ENVS)
+
+
+def make_env(name: str, **kwargs: Any) -> Environment:
+    """A fresh environment of the registered kind `name` (imported on first use)."""
+    return env_spec(name).factory(**kwargs)
+
+
 def tool_specs(env_name: str) -> list[ToolSpec]:
     """The tools of an environment, without building one."""
-    if env_name == "stage":
-        from distillery.envs.stage.tools import TOOL_SPECS
+    return list(env_spec(env_name).tools)
 
-        return list(TOOL_SPECS)
-    raise ValueError(f"unknown environment {env_name!r}; known: 'stage'")
+
+def families(env: str | None = None) -> list[Family]:
+    """Every registered family (of environment `env`), by entry-point name, then in the order
+    each entry declares them."""
+    out: dict[str, Family] = {}
+    for entry in registry.entry_names(registry.FAMILIES):
+        for fam in registry.members(registry.load(registry.FAMILIES, entry)):
+            if not isinstance(fam, Family):
+                raise registry.RegistryError(f"{registry.FAMILIES} entry point {entry!r} holds {fam!r}, not a Family")
+            if fam.name in out and out[fam.name] is not fam:
+                raise registry.RegistryError(f"task family {fam.name!r} is registered twice (entry {entry!r})")
+            out[fam.name] = fam
+    return [f for f in out.values() if env is None or f.env == env]
+
+
+def family(name: str) -> Family:
+    """The registered task family `name`."""
+    by_name = {f.name: f for f in families()}
+    if name not in by_name:
+        raise registry.RegistryError(f"unknown task family {name!r}; registered: {', '.join(by_name) or 'none'}")
+    return by_name[name]

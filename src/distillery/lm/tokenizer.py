@@ -30,7 +30,7 @@ Both share:
   text`` exactly (spaces, quotes, newlines and escapes included). ``min_frequency=1`` and
   a generous ``vocab_size`` let every word of the training text become one token.
 - **Special tokens**: ``<|pad|>``, ``<|endoftext|>`` (eos), ``<|unk|>`` and the prompt
-  markers of `distillery.agents.prompts.MARKERS`, each one token that text never produces.
+  markers of `distillery.lm.markers.MARKERS`, each one token that text never produces.
 
 Train it on everything the model will have to copy: instructions, observations and
 actions of the teacher trajectories, and ideally the environment's vocabularies (all file,
@@ -58,8 +58,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.agents.prompts import MARKERS
 from distillery.config import _f
+from distillery.lm.markers import MARKERS
 
 PAD = "<|pad|>"
 EOS = "<|endoftext|>"

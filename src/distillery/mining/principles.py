@@ -1018,7 +1018,7 @@ MAX_ARG_CHARS = 120
 def call_text(tool: str, args: Mapping[str, Any], max_chars: int = MAX_ARG_CHARS, env: str = "stage") -> str:
     """A call as the agent writes it: arguments in the tool's parameter order (trajectories
     store them sorted), string values longer than `max_chars` cut with an ellipsis."""
-    from distillery.agents.parse import format_call
+    from distillery.envs.actions import format_call
 
     spec = next((s for s in tool_specs(env) if s.name == tool), None)
     order = [p.name for p in spec.params] if spec else []

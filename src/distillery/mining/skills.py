@@ -350,7 +350,7 @@ class PromptSummariser:
     max_examples: int = 3
 
     def __call__(self, family: str, trajectories: Sequence[PlainTrajectory]) -> list[SkillDraft]:
-        from distillery.agents.parse import format_call
+        from distillery.envs.actions import format_call
 
         shown = sorted(trajectories, key=lambda t: (len(t.calls), t.episode_id))[: self.max_examples]
         examples = "\n\n".join(SUMMARISE_EXAMPLE.format(

@@ -22,7 +22,7 @@ from distillery.agents.prompts import (
     render_compact_ids,
     tools_text,
 )
-from distillery.envs.base import tool_specs
+from distillery.envs.base import env_spec
 from distillery.train.data import Example, example_from_mask
 from distillery.types import Context, Task, Turn
 
@@ -36,24 +36,18 @@ def episode_turns(steps: pl.DataFrame) -> dict[str, list[Turn]]:
 
 
 def corpus_texts(tasks: Iterable[Task], steps: pl.DataFrame | None = None) -> list[str]:
-    """Everything a model will read or write: instructions, preferences, initial state
-    text, observations, actions, and the tools' descriptions."""
-    from distillery.envs.stage.profiles import vocabulary_text
-
-    texts: list[str] = [tools_text(tool_specs("stage")), vocabulary_text()]
+    """Everything a model will read or write: each environment's tool descriptions and
+    vocabulary, then per task its instruction, preferences and initial state text, then
+    the observations, feedback and actions of `steps`."""
+    tasks = list(tasks)
+    texts: list[str] = []
+    for env in dict.fromkeys(t.env for t in tasks):
+        spec = env_spec(env)
+        texts += [tools_text(spec.tools), spec.vocabulary()]
     for t in tasks:
         texts.append(t.instruction)
         texts.extend(t.preferences)
-        st = t.initial_state
-        texts.extend(st.get("files", {}).keys())
-        texts.extend(st.get("files", {}).values())
-        for m in st.get("mail", []):
-            texts.append(f"{m['id']} {m['sender']} {m['subject']} {m['body']}")
-            texts.extend(a["name"] for a in m.get("attachments", []))
-        for c in st.get("contacts", []):
-            texts.append(f"{c['name']} {c['email']} {c.get('phone', '')} {c.get('company', '')}")
-        for e in st.get("events", []):
-            texts.append(f"{e['date']} {e['start']} {e['title']} {' '.join(e.get('attendees', []))}")
+        texts.extend(env_spec(t.env).state_texts(t.initial_state))
     if steps is not None:
         texts.extend(steps["observation"].to_list())
         texts.extend(steps["feedback"].to_list())

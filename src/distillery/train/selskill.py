@@ -69,9 +69,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from distillery.agents.parse import format_call, parse_action
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
+from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import Environment, ToolParam, ToolSpec
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
 from distillery.train.config import TrainConfig

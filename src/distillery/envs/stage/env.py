@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distillery.agents.parse import parse_action
+from distillery.envs.actions import parse_action
 from distillery.envs.stage.checks import verify_checks
 from distillery.envs.stage.state import Snapshot, ToolError, Workspace, split_addresses
 from distillery.envs.stage.tools import TOOL_SPECS

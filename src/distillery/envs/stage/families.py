@@ -1,7 +1,7 @@
-"""Task families: each turns a hint, a profile and a random generator into one task draft.
+"""STAGE's task families: each turns a hint, a profile and a random generator into one task draft.
 
 A draft is data only — instruction, initial state, reference solution, declarative checks —
-so the validation in generate.py can run it without trusting it. Parameters (people, files,
+so task validation (`distillery.tasks`) can run it without trusting it. Parameters (people, files,
 dates, counts, distractors) come from the finite vocabularies below, so names recur across
 tasks and a small model can learn them as whole tokens.
 """
@@ -9,12 +9,14 @@ tasks and a small model can learn them as whole tokens.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.envs.stage.profiles import Profile
+from distillery.envs.base import Draft, Family
+from distillery.envs.stage.profiles import Profile, get_profile
 from distillery.types import ToolCall
 
 FIRST = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jade", "Kurt", "Lena",
@@ -59,7 +61,7 @@ class Person:
 
 
 @dataclass
-class Draft:
+class StageDraft:
     instruction: str
     state: dict[str, Any]
     solution: list[ToolCall]
@@ -160,7 +162,7 @@ FINISH = ToolCall("finish", {})
 # ---------------------------------------------------------------------------------------
 
 
-def file_invoice(rng: random.Random, p: Profile) -> Draft:
+def file_invoice(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background()
     vendors = rng.sample(COMPANIES, 3)
@@ -175,7 +177,7 @@ def file_invoice(rng: random.Random, p: Profile) -> Draft:
     instruction = rng.choice(["File the {v} invoice that is in my downloads.",
                               "Please put away the invoice from {v} sitting in downloads.",
                               "The {v} invoice in downloads needs filing."]).format(v=vendor.title())
-    return Draft(instruction, w.finalize(),
+    return StageDraft(instruction, w.finalize(),
                  [_call("list_dir", path="downloads"), _call("move", src=src, dst=dst), FINISH],
                  [{"type": "file_exists", "path": dst},
                   {"type": "file_contains", "path": dst, "text": f"INVOICE {vendor.title()}"},
@@ -184,7 +186,7 @@ def file_invoice(rng: random.Random, p: Profile) -> Draft:
                  ["invoice_dir"])
 
 
-def save_attachment(rng: random.Random, p: Profile) -> Draft:
+def save_attachment(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background()
     sender, other = w.person(), w.person()
@@ -202,7 +204,7 @@ def save_attachment(rng: random.Random, p: Profile) -> Draft:
     instruction = rng.choice(["Save the attachment {f} sent me about the {t}.",
                               "Keep a copy of the {t} file {f} mailed me.",
                               "{f} mailed me the {t} {k}; save the attachment."]).format(f=sender.first, t=topic, k=kind)
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("search_mail", query=topic), _call("save_attachment", mail_id=target["id"], name=name, path=path),
                   FINISH],
                  [{"type": "file_exists", "path": path},
@@ -211,7 +213,7 @@ def save_attachment(rng: random.Random, p: Profile) -> Draft:
                  ["attachment_dir"])
 
 
-def sort_newsletters(rng: random.Random, p: Profile) -> Draft:
+def sort_newsletters(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background()
     letters = []
@@ -227,7 +229,7 @@ def sort_newsletters(rng: random.Random, p: Profile) -> Draft:
     solution += [_call("move_mail", mail_id=m["id"], folder=p.newsletter_folder) for m in letters]
     checks = [{"type": "mail_in_folder", "mail_id": m["id"], "folder": p.newsletter_folder} for m in letters]
     checks.append({"type": "unchanged_except", "mail_ids": [m["id"] for m in letters]})
-    return Draft(instruction, state, solution + [FINISH], checks, ["newsletter_folder"])
+    return StageDraft(instruction, state, solution + [FINISH], checks, ["newsletter_folder"])
 
 
 def _message(rng: random.Random, topic: str) -> tuple[str, str]:
@@ -240,7 +242,7 @@ def _mail_body(message: str, p: Profile) -> str:
     return f"{message[0].upper()}{message[1:]}.\n\n{p.signoff}"
 
 
-def email_contact(rng: random.Random, p: Profile) -> Draft:
+def email_contact(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background(n_contacts=4)
     target = w.person()
@@ -251,7 +253,7 @@ def email_contact(rng: random.Random, p: Profile) -> Draft:
     state = w.finalize()
     body = _mail_body(message, p)
     instruction = f"Email {target.full} about the {topic}: {message}."
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("find_contact", query=target.full),
                   _call("send_mail", to=target.email, subject=topic.title(), body=body), FINISH],
                  [{"type": "mail_sent", "to": [target.email], "subject_contains": topic,
@@ -260,7 +262,7 @@ def email_contact(rng: random.Random, p: Profile) -> Draft:
                  ["signoff"])
 
 
-def forward_mail(rng: random.Random, p: Profile) -> Draft:
+def forward_mail(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background(n_contacts=4)
     sender = w.person()
@@ -275,7 +277,7 @@ def forward_mail(rng: random.Random, p: Profile) -> Draft:
     instruction = rng.choice(["Forward {s}'s mail about order {c} to {r}.",
                               "Send the order {c} mail from {s} on to {r}."]).format(
         s=sender.first, c=code, r=recipient.full)
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("search_mail", query=code), _call("read_mail", mail_id=target["id"]),
                   _call("find_contact", query=recipient.full),
                   _call("send_mail", to=recipient.email, subject=f"Fwd: {subject}", body=f"{orig_body}\n\n{p.signoff}"),
@@ -286,7 +288,7 @@ def forward_mail(rng: random.Random, p: Profile) -> Draft:
                  ["signoff"])
 
 
-def schedule_meeting(rng: random.Random, p: Profile) -> Draft:
+def schedule_meeting(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background(n_contacts=4)
     who = w.person()
@@ -302,7 +304,7 @@ def schedule_meeting(rng: random.Random, p: Profile) -> Draft:
     state = w.finalize()
     instruction = (f"Set up a meeting about the {topic} with {who.full} on {date}, "
                    "in the first free hour between 09:00 and 12:00.")
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("list_events", date=date), _call("find_contact", query=who.full),
                   _call("create_event", title=f"{topic.title()} meeting", date=date, start=free,
                         duration=p.meeting_minutes, attendees=who.email), FINISH],
@@ -312,7 +314,7 @@ def schedule_meeting(rng: random.Random, p: Profile) -> Draft:
                  ["meeting_minutes"])
 
 
-def meeting_followup(rng: random.Random, p: Profile) -> Draft:
+def meeting_followup(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background(n_contacts=6)
     date = w.day(0, 5)
@@ -328,7 +330,7 @@ def meeting_followup(rng: random.Random, p: Profile) -> Draft:
     emails = [c.email for c in people]
     instruction = f"Send everyone invited to the {topic} sync on {date} this note: {message}."
     body = _mail_body(message, p)
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("list_events", date=date),
                   _call("send_mail", to=", ".join(emails), subject=f"{topic.title()} sync", body=body), FINISH],
                  [{"type": "mail_sent", "to": emails, "subject_contains": topic, "body_contains": [day, p.signoff]},
@@ -336,7 +338,7 @@ def meeting_followup(rng: random.Random, p: Profile) -> Draft:
                  ["signoff"])
 
 
-def save_note(rng: random.Random, p: Profile) -> Draft:
+def save_note(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background()
     topic = rng.choice(TOPICS)
@@ -350,13 +352,13 @@ def save_note(rng: random.Random, p: Profile) -> Draft:
     instruction = rng.choice(["Make a note called '{t}': {x}", "Write down a note titled '{t}': {x}"]).format(t=title, x=text)
     state = w.finalize()
     key = text.rstrip(".")
-    return Draft(instruction, state, [_call("write_file", path=path, content=text), FINISH],
+    return StageDraft(instruction, state, [_call("write_file", path=path, content=text), FINISH],
                  [{"type": "file_exists", "path": path}, {"type": "file_contains", "path": path, "text": key},
                   {"type": "unchanged_except", "paths": [path]}],
                  ["notes"])
 
 
-def add_contact_card(rng: random.Random, p: Profile) -> Draft:
+def add_contact_card(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background(n_contacts=4)
     new = w.person()
@@ -374,14 +376,14 @@ def add_contact_card(rng: random.Random, p: Profile) -> Draft:
         check["company"] = new.company.title()
     else:
         check["company"] = ""
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("search_mail", query=topic), _call("read_mail", mail_id=target["id"]),
                   ToolCall("add_contact", args), FINISH],
                  [check, {"type": "unchanged_except", "new_contacts": 1}],
                  ["contact_company"])
 
 
-def cleanup_temp(rng: random.Random, p: Profile) -> Draft:
+def cleanup_temp(rng: random.Random, p: Profile) -> StageDraft:
     w = World(rng, p)
     w.background()
     temps = []
@@ -396,32 +398,40 @@ def cleanup_temp(rng: random.Random, p: Profile) -> Draft:
     instruction = rng.choice(["Clear the temporary files out of my downloads.",
                               "Delete the leftover temporary downloads."])
     temps.sort()
-    return Draft(instruction, state,
+    return StageDraft(instruction, state,
                  [_call("list_dir", path="downloads")] + [_call("delete", path=t) for t in temps] + [FINISH],
                  [{"type": "file_absent", "path": t} for t in temps] + [{"type": "unchanged_except", "paths": temps}],
                  ["temp_exts"])
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    hint: str
-    build: Callable[[random.Random, Profile], Draft]
-    areas: tuple[str, ...]
+def _draft(build: Callable[[random.Random, Profile], StageDraft], rng: random.Random, profile: str) -> Draft:
+    """A family's draft for the named profile, its preference dimensions as the profile words them."""
+    p = get_profile(profile)
+    d = build(rng, p)
+    prefs = p.preferences()
+    return Draft(d.instruction, d.state, d.solution, d.checks, [prefs[k] for k in d.preferences])
 
 
+def stage_family(name: str, hint: str, build: Callable[[random.Random, Profile], StageDraft],
+                 areas: tuple[str, ...]) -> Family:
+    """A STAGE family from a builder over a `Profile` (picklable: a partial of module functions)."""
+    return Family(name=name, env="stage", hint=hint, draft=functools.partial(_draft, build), areas=areas)
+
+
+# What the `stage` entry point of `distillery.families` registers, in this order.
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("file_invoice", "file a downloaded invoice where the user keeps invoices", file_invoice, ("files",)),
-    Family("save_attachment", "save a mail attachment a person sent about a topic", save_attachment, ("mail", "files")),
-    Family("sort_newsletters", "move every newsletter out of the inbox", sort_newsletters, ("mail",)),
-    Family("email_contact", "look a contact up and email them a message", email_contact, ("contacts", "mail")),
-    Family("forward_mail", "find a mail, read it, look up a contact and forward it", forward_mail,
-           ("mail", "contacts")),
-    Family("schedule_meeting", "book a meeting in the first free slot with a contact", schedule_meeting,
-           ("calendar", "contacts")),
-    Family("meeting_followup", "mail everyone invited to a meeting", meeting_followup, ("calendar", "mail")),
-    Family("save_note", "write a note where the user keeps notes", save_note, ("files",)),
-    Family("add_contact_card", "add a mail's sender to the contacts from their signature", add_contact_card,
-           ("mail", "contacts")),
-    Family("cleanup_temp", "delete the temporary files from downloads", cleanup_temp, ("files",)),
+    stage_family("file_invoice", "file a downloaded invoice where the user keeps invoices", file_invoice, ("files",)),
+    stage_family("save_attachment", "save a mail attachment a person sent about a topic", save_attachment,
+                 ("mail", "files")),
+    stage_family("sort_newsletters", "move every newsletter out of the inbox", sort_newsletters, ("mail",)),
+    stage_family("email_contact", "look a contact up and email them a message", email_contact, ("contacts", "mail")),
+    stage_family("forward_mail", "find a mail, read it, look up a contact and forward it", forward_mail,
+                 ("mail", "contacts")),
+    stage_family("schedule_meeting", "book a meeting in the first free slot with a contact", schedule_meeting,
+                 ("calendar", "contacts")),
+    stage_family("meeting_followup", "mail everyone invited to a meeting", meeting_followup, ("calendar", "mail")),
+    stage_family("save_note", "write a note where the user keeps notes", save_note, ("files",)),
+    stage_family("add_contact_card", "add a mail's sender to the contacts from their signature", add_contact_card,
+                 ("mail", "contacts")),
+    stage_family("cleanup_temp", "delete the temporary files from downloads", cleanup_temp, ("files",)),
 )}

@@ -1,6 +1,6 @@
 import pytest
 
-from distillery.agents.parse import MAX_ACTION_CHARS, format_call, parse_action
+from distillery.envs.actions import MAX_ACTION_CHARS, format_call, parse_action
 from distillery.envs.base import ToolParam, ToolSpec
 from distillery.types import ToolCall
 

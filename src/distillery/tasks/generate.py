@@ -1,4 +1,4 @@
-"""Generate STAGE tasks from the family hints and keep only those that validate.
+"""Draft tasks from the registered families of any environment and keep only those that validate.
 
 Validation follows STAGE-Claw (reference/algorithms.md section 10a). A draft is kept only if
   (a) the generator and the environment are deterministic: the same seed gives the same
@@ -8,7 +8,9 @@ Validation follows STAGE-Claw (reference/algorithms.md section 10a). A draft is 
   (d) it is not trivially solvable: `random_probes` random-policy episodes all fail;
   and it is not a duplicate of a task already kept (same instruction and initial state).
 Human audit (e) has no stand-in here; `validation.json` lists every rejection with its
-reasons so a person can audit them.
+reasons so a person can audit them. Nothing here knows an environment: families and
+environments are found by name (`envs.base.family`, `envs.base.make_env`), and the random
+probes run through the rollout engine like any other policy.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
-from distillery.envs.stage.env import StageEnv
-from distillery.envs.stage.families import FAMILIES, Draft
-from distillery.envs.stage.profiles import get_profile
+from distillery.envs.actions import format_call
+from distillery.envs.base import Environment, env_spec, families, family, make_env
+from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
 from distillery.types import Task
 
 
@@ -49,16 +52,15 @@ def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) ->
     return int.from_bytes(h, "little")
 
 
-def draft_task(family: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
+def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
     """One candidate task, a pure function of its coordinates."""
-    fam = FAMILIES[family]
-    s = task_seed(seed, family, split, profile, attempt)
-    d: Draft = fam.build(random.Random(s), get_profile(profile))
-    prefs = get_profile(profile).preferences()
+    fam = family(family_name)
+    s = task_seed(seed, family_name, split, profile, attempt)
+    d = fam.draft(random.Random(s), profile)
     return Task(
-        task_id=f"{family}-{split}-{profile}-{attempt:04d}", family=family, split=split, profile=profile,
+        task_id=f"{family_name}-{split}-{profile}-{attempt:04d}", family=family_name, split=split, profile=profile,
         hint=fam.hint, instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
-        checks=d.checks, preferences=[prefs[k] for k in d.preferences], seed=s, max_steps=max_steps,
+        checks=d.checks, preferences=list(d.preferences), seed=s, max_steps=max_steps, env=fam.env,
     )
 
 
@@ -67,7 +69,7 @@ def _content_key(task: Task) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def static_checks(task: Task, env: StageEnv, again: Task) -> list[str]:
+def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
     """Checks (a)-(c) for one task, run in `env`; returns the reasons it fails (none = pass)."""
     reasons = []
     if task.to_row() != again.to_row():
@@ -82,8 +84,6 @@ def static_checks(task: Task, env: StageEnv, again: Task) -> list[str]:
         reasons.append("the untouched initial state already passes every check")
     if len(task.reference_solution) > task.max_steps:
         reasons.append(f"the reference solution needs {len(task.reference_solution)} steps > max_steps")
-    from distillery.agents.parse import format_call
-
     for i, call in enumerate(task.reference_solution):
         res = env.step(format_call(call))
         if not res.valid:
@@ -97,7 +97,7 @@ def static_checks(task: Task, env: StageEnv, again: Task) -> list[str]:
     return reasons
 
 
-def generate_family(cfg: TasksConfig, family: str,
+def generate_family(cfg: TasksConfig, family_name: str,
                     on_kept: Callable[[int], Any] | None = None) -> tuple[list[Task], list[Rejection]]:
     """Draft and validate one family's tasks, every split; a pure function of (cfg, family).
 
@@ -106,14 +106,11 @@ def generate_family(cfg: TasksConfig, family: str,
     and get the same tasks as one after the other. `on_kept(1)` is called for each task kept
     (a progress bar's `update`).
     """
-    from distillery.agents.base import PolicySpec, make_policy
-    from distillery.rollout import RolloutConfig, make_jobs, run_batch
-
     wanted, profiles = _split_plan(cfg)
     kept: list[Task] = []
     rejected: list[Rejection] = []
     seen: dict[str, str] = {}
-    env = StageEnv()
+    env = make_env(family(family_name).env)
     random_policy = PolicySpec("random", {"seed": cfg.seed})
     try:
         for split, need in wanted.items():
@@ -126,15 +123,15 @@ def generate_family(cfg: TasksConfig, family: str,
                 batch: list[Task] = []
                 while len(batch) < need - len(got) and attempt < limit:
                     prof = profiles[split][attempt % len(profiles[split])]
-                    task = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
-                    again = draft_task(family, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    task = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    again = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
                     attempt += 1
                     reasons = static_checks(task, env, again)
                     key = _content_key(task)
                     if key in seen:
                         reasons.append(f"duplicate of {seen[key]}")
                     if reasons:
-                        rejected.append(Rejection(task.task_id, family, split, reasons))
+                        rejected.append(Rejection(task.task_id, family_name, split, reasons))
                         continue
                     seen[key] = task.task_id
                     batch.append(task)
@@ -146,7 +143,7 @@ def generate_family(cfg: TasksConfig, family: str,
                     solved = set()
                 for task in batch:
                     if task.task_id in solved:
-                        rejected.append(Rejection(task.task_id, family, split,
+                        rejected.append(Rejection(task.task_id, family_name, split,
                                                   ["a random policy solved it (trivially solvable)"]))
                         continue
                     got.append(task)
@@ -154,7 +151,7 @@ def generate_family(cfg: TasksConfig, family: str,
                         on_kept(1)
             if len(got) < need:
                 raise RuntimeError(
-                    f"family {family} ({split}): only {len(got)} of {need} drafts validated after "
+                    f"family {family_name} ({split}): only {len(got)} of {need} drafts validated after "
                     f"{attempt} attempts; see the rejections, or raise tasks.max_attempts_factor")
             kept += got
     finally:
@@ -182,38 +179,39 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
     """
     from tqdm.auto import tqdm
 
-    from distillery.rollout import make_executor
-
-    families = cfg.families or list(FAMILIES)
-    unknown = [f for f in families if f not in FAMILIES]
+    known = [f.name for f in families(cfg.env)]
+    names = cfg.families or known
+    unknown = [f for f in names if f not in known]
     if unknown:
-        raise ValueError(f"tasks.families: unknown {unknown}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"tasks.families: {unknown} are not registered families of environment {cfg.env!r}; "
+                         f"registered: {', '.join(known) or 'none'}")
+    spec = env_spec(cfg.env)
     for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
-        get_profile(p)
+        spec.check_profile(p)
     wanted, _ = _split_plan(cfg)
     by_family: dict[str, tuple[list[Task], list[Rejection]]] = {}
-    bar = tqdm(total=sum(wanted.values()) * len(families), desc="tasks", unit="task", disable=not progress)
+    bar = tqdm(total=sum(wanted.values()) * len(names), desc="tasks", unit="task", disable=not progress)
     try:
         with make_executor(cfg.executor) as ex:
-            if ex is None or len(families) == 1:
-                for family in families:
-                    by_family[family] = generate_family(cfg, family, on_kept=bar.update)
+            if ex is None or len(names) == 1:
+                for name in names:
+                    by_family[name] = generate_family(cfg, name, on_kept=bar.update)
             else:
-                futures = {ex.submit(generate_family, cfg, f): f for f in families}
+                futures = {ex.submit(generate_family, cfg, f): f for f in names}
                 for fut in as_completed(futures):
                     by_family[futures[fut]] = fut.result()
                     bar.update(len(by_family[futures[fut]][0]))
     finally:
         bar.close()
-    kept = [t for f in families for t in by_family[f][0]]
-    rejected = [r for f in families for r in by_family[f][1]]
+    kept = [t for f in names for t in by_family[f][0]]
+    rejected = [r for f in names for r in by_family[f][1]]
     _check_no_duplicates_across_families(kept)
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
     report = {
         "kept": {s: sum(t.split == s for t in kept) for s in wanted},
         "n_rejected": len(rejected),
         "families": {f: {"kept": sum(t.family == f for t in kept),
-                         "rejected": sum(r.family == f for r in rejected)} for f in families},
+                         "rejected": sum(r.family == f for r in rejected)} for f in names},
         "rejection_reasons": dict(reasons.most_common()),
         "validation": ["deterministic generator and reset", "initial state fails a check",
                        "reference solution passes every check", f"{cfg.random_probes} random episodes fail",

@@ -9,9 +9,9 @@ import pytest
 from distillery.config import TasksConfig
 from distillery.envs.stage import families as fam_mod
 from distillery.envs.stage.env import StageEnv
-from distillery.envs.stage.families import Draft, Family, file_invoice
-from distillery.envs.stage.generate import draft_task, generate_tasks, static_checks
+from distillery.envs.stage.families import StageDraft, file_invoice, stage_family
 from distillery.envs.stage.profiles import Profile
+from distillery.tasks.generate import draft_task, generate_tasks, static_checks
 from distillery.types import ToolCall
 
 
@@ -38,20 +38,20 @@ def test_families_needing_lookups_and_long_solutions_exist():
         assert t.preferences and all(p not in t.instruction for p in t.preferences)
 
 
-def _broken(rng: random.Random, p: Profile) -> Draft:
+def _broken(rng: random.Random, p: Profile) -> StageDraft:
     """A draft whose reference solution does not do what its checks ask."""
     d = file_invoice(rng, p)
-    return Draft(d.instruction, d.state, [ToolCall("finish", {})], d.checks, d.preferences)
+    return StageDraft(d.instruction, d.state, [ToolCall("finish", {})], d.checks, d.preferences)
 
 
-def _trivial(rng: random.Random, p: Profile) -> Draft:
+def _trivial(rng: random.Random, p: Profile) -> StageDraft:
     """A draft whose checks already pass on the untouched state."""
     d = file_invoice(rng, p)
-    return Draft(d.instruction, d.state, [ToolCall("finish", {})],
+    return StageDraft(d.instruction, d.state, [ToolCall("finish", {})],
                  [{"type": "unchanged_except"}], d.preferences)
 
 
-def _constant(rng: random.Random, p: Profile) -> Draft:
+def _constant(rng: random.Random, p: Profile) -> StageDraft:
     """The same task whatever the seed: every draft after the first is a duplicate."""
     return file_invoice(random.Random(0), p)
 
@@ -62,7 +62,7 @@ def _constant(rng: random.Random, p: Profile) -> Draft:
     (_constant, "duplicate of"),
 ])
 def test_invalid_drafts_are_rejected_with_their_reason(monkeypatch, builder, reason):
-    monkeypatch.setitem(fam_mod.FAMILIES, "bad", Family("bad", "a broken family", builder, ("files",)))
+    monkeypatch.setitem(fam_mod.FAMILIES, "bad", stage_family("bad", "a broken family", builder, ("files",)))
     cfg = TasksConfig(families=["bad"], n_train_per_family=2, n_test_per_family=0, random_probes=0,
                       max_attempts_factor=2)
     with pytest.raises(RuntimeError, match="only .* validated"):
@@ -82,13 +82,13 @@ def test_invalid_drafts_are_rejected_with_their_reason(monkeypatch, builder, rea
 
 def test_random_probes_reject_trivially_solvable_tasks(monkeypatch):
     """A task that any sent mail solves falls to the random policy's probes."""
-    def easy(rng: random.Random, p: Profile) -> Draft:
+    def easy(rng: random.Random, p: Profile) -> StageDraft:
         d = file_invoice(rng, p)
-        return Draft(d.instruction, d.state,
+        return StageDraft(d.instruction, d.state,
                      [ToolCall("send_mail", {"to": p.user_email, "subject": "x", "body": "y"}), ToolCall("finish", {})],
                      [{"type": "mail_sent", "to": []}], d.preferences)
 
-    monkeypatch.setitem(fam_mod.FAMILIES, "easy", Family("easy", "too easy", easy, ("mail",)))
+    monkeypatch.setitem(fam_mod.FAMILIES, "easy", stage_family("easy", "too easy", easy, ("mail",)))
     cfg = TasksConfig(families=["easy"], n_train_per_family=2, n_test_per_family=0, random_probes=30,
                       max_attempts_factor=2)
     with pytest.raises(RuntimeError, match="only 0 of 2"):
@@ -115,8 +115,8 @@ def test_families_on_a_process_pool_give_the_same_tasks_as_inline():
 def test_the_same_task_from_two_families_stops_the_stage(monkeypatch):
     """Duplicates are checked within a family as it is drafted; two families drafting the
     same task is a template bug and is reported, naming both tasks."""
-    monkeypatch.setitem(fam_mod.FAMILIES, "copy_a", Family("copy_a", "one", _constant, ("files",)))
-    monkeypatch.setitem(fam_mod.FAMILIES, "copy_b", Family("copy_b", "two", _constant, ("files",)))
+    monkeypatch.setitem(fam_mod.FAMILIES, "copy_a", stage_family("copy_a", "one", _constant, ("files",)))
+    monkeypatch.setitem(fam_mod.FAMILIES, "copy_b", stage_family("copy_b", "two", _constant, ("files",)))
     cfg = TasksConfig(families=["copy_a", "copy_b"], n_train_per_family=1, n_test_per_family=0,
                       random_probes=0)
     with pytest.raises(RuntimeError, match="copy_a-train-default-0000 and copy_b-train-default-0000"):

@@ -1,0 +1,1 @@
+"""Task drafting and validation for any registered environment (`generate.py`)."""
