@@ -52,7 +52,7 @@ test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxschedchunk 2 --durations=15)
 
 lint:  ## ruff over the code
-	$(BIN)/ruff check src stages flows tests bench
+	$(BIN)/ruff check src stages flows tests bench tools
 
 bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer measured in the same run)
 	$(BIN)/pip install --disable-pip-version-check -q textworld  # the environment benchmark's peer
@@ -60,6 +60,7 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/rollout_throughput.py
 	$(BIN)/python bench/pghs_scale.py
+	$(BIN)/python bench/gate_throughput.py
 
 # The recorded grid (reports/internalize_grid.md) ran params.yaml's internalize section, 2 runs at a time.
 GRID_ARGS ?= --jobs 2

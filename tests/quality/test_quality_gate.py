@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,13 +294,11 @@ def test_gate_refuses_to_overwrite_its_input(dirs, trajectories):
     assert sha256(path) == before
 
 
-def test_a_few_thousand_rows_gate_in_well_under_seconds(dirs, make_trajectories):
+def test_a_few_thousand_rows_gate_with_cross_table_checks(dirs, make_trajectories):
+    """Speed is measured in bench/gate_throughput.py, beside GX alone."""
     episodes, steps = make_trajectories(n_episodes=2000, steps_per_episode=3)
-    gate(episodes.head(5), SUITES["episodes"], source="warm-up", **dirs)  # GX import, once
-    t0 = time.perf_counter()
     assert gate(episodes, SUITES["episodes"], source="mem", refs={"steps": steps}, **dirs).success
     assert gate(steps, SUITES["steps"], source="mem", refs={"episodes": episodes}, **dirs).success
-    assert time.perf_counter() - t0 < 6.0
 
 
 def test_refs_that_do_not_fit_their_schema_raise_a_clear_error(dirs, trajectories):

@@ -1,0 +1,78 @@
+"""The library's import rule and each DVC stage's code dependencies (tools/stage_deps.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import REPO
+
+from tools import stage_deps as sd
+
+
+def test_the_library_has_no_import_circle_and_no_upward_import():
+    graph = sd.library_graph(REPO)
+    assert sd.layer_violations(graph) == []
+    assert sd.cycles(graph) == []
+
+
+def test_every_stage_declares_exactly_its_import_closure_in_dvc_yaml():
+    assert sd.check(REPO) == {}, "run: python -m tools.stage_deps --fix"
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _toy_repo(root: Path) -> None:
+    _write(root, "src/distillery/__init__.py", "")
+    _write(root, "src/distillery/types.py", "X = 1\n")
+    _write(root, "src/distillery/registry.py", "")
+    _write(root, "src/distillery/envs/__init__.py", "")
+    _write(root, "src/distillery/envs/base.py", "from distillery import registry\nfrom distillery.types import X\n")
+    _write(root, "src/distillery/envs/toy.py", "from typing import TYPE_CHECKING\n"
+                                               "if TYPE_CHECKING:\n    from distillery.rollout import Y\n"
+                                               "from .base import registry\n")
+    _write(root, "src/distillery/rollout.py", "def run():\n    from distillery.envs import base\n")
+    _write(root, "src/distillery/lm.py", "from distillery.envs import base\n")   # layer 1 -> layer 2: upward
+    _write(root, "stages/__init__.py", "")
+    _write(root, "stages/go.py", "from distillery.rollout import run\n")
+    _write(root, "pyproject.toml", '[project]\nname = "x"\n[project.entry-points."distillery.envs"]\n'
+                                   'toy = "distillery.envs.toy:ENV"\n')
+
+
+def test_closure_follows_lazy_imports_and_parent_packages_but_not_type_only_ones(tmp_path):
+    _toy_repo(tmp_path)
+    modules = sd.index_modules(tmp_path)
+    graph = sd.import_graph(modules, tmp_path)
+    assert "distillery.rollout" not in graph["distillery.envs.toy"]          # under TYPE_CHECKING
+    got = sd.expected_code_deps({"cmd": "python -m stages.go", "meta": {"envs": ["toy"]}}, modules, graph, tmp_path)
+    assert got == sorted(["src/distillery/__init__.py", "src/distillery/envs/__init__.py",
+                          "src/distillery/envs/base.py", "src/distillery/envs/toy.py", "src/distillery/registry.py",
+                          "src/distillery/rollout.py", "src/distillery/types.py", "stages/__init__.py",
+                          "stages/go.py"])
+
+
+def test_a_stage_that_can_load_plugins_must_name_its_environments(tmp_path):
+    _toy_repo(tmp_path)
+    modules = sd.index_modules(tmp_path)
+    graph = sd.import_graph(modules, tmp_path)
+    try:
+        sd.expected_code_deps({"cmd": "python -m stages.go"}, modules, graph, tmp_path)
+    except ValueError as e:
+        assert "meta: {envs:" in str(e)
+    else:
+        raise AssertionError("a stage importing the registry without meta.envs was accepted")
+
+
+def test_upward_imports_and_circles_are_found(tmp_path):
+    _toy_repo(tmp_path)
+    _write(tmp_path, "src/distillery/types.py", "from distillery import registry\n")
+    _write(tmp_path, "src/distillery/registry.py", "from distillery.types import X\n")
+    graph = sd.library_graph(tmp_path)
+    assert ["distillery.lm (layer 1) imports distillery.envs.base (layer 2), a layer above it"] == \
+        [v for v in sd.layer_violations(graph) if v.startswith("distillery.lm ")]
+    assert ["distillery.registry", "distillery.types"] in sd.cycles(graph)
+    # type-only imports count for the rule: toy -> rollout runs upward (layer 2 -> 3)
+    assert any(v.startswith("distillery.envs.toy (layer 2) imports distillery.rollout") for v in sd.layer_violations(graph))
