@@ -36,8 +36,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DVC if needed
 
-# STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize: issue
-# 4's part, tasks -> warm-up -> mine -> internalize); empty = every stage.
+# STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize:
+# tasks -> warm-up -> mine -> internalize); empty = every stage.
 STAGES ?=
 
 repro: setup  ## run the whole pipeline on params.yaml (dvc repro; STAGES=... for some stages)
@@ -68,7 +68,7 @@ GRID_ARGS ?= --jobs 2
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid $(GRID_ARGS)
 
-# Issue 5: GRPO/GiGPO/SIRI and OPD/AOPD/SCOPE x {strong, weak} start, as queued dvc experiments.
+# The objectives grid: GRPO/GiGPO/SIRI and OPD/AOPD/SCOPE x {strong, weak} start, as queued dvc experiments.
 OBJECTIVES_GRID_ARGS ?= --jobs 1
 
 objectives-grid: setup  ## RL and distillation grid: 9 cells x 3 seeds as queued dvc experiments (after make repro)

@@ -3,8 +3,8 @@
     python -m flows.grid [--grid internalize|objectives] [--only PREFIX] [--seeds 0 1 2]
                          [--set internalize.train.max_steps=60 ...] [--jobs 1] [--tag NAME] [--collect-only]
 
-Two grids are defined (`GRIDS`): `internalize` (issue 4: 8 cells of granularity x injection
-x regime, the `internalize` stage; the default) and `objectives` (issue 5: GRPO / GiGPO /
+Two grids are defined (`GRIDS`): `internalize` (8 cells of granularity x injection
+x regime, the `internalize` stage; the default) and `objectives` (GRPO / GiGPO /
 SIRI with the `rl` stage, OPD / AOPD / SCOPE from the strong and the weak start with the
 `distill` stage; `evaluate.objectives_grid`). Below, the internalize grid's names; the
 objectives grid's are `og-<tag>-...`, `experiments/objectives_grid.json`, the
@@ -47,6 +47,7 @@ from prefect.cache_policies import NO_CACHE
 
 from distillery.evaluate import grid as internalize_spec
 from distillery.evaluate import objectives_grid as objectives_spec
+from distillery.evaluate.claims import claims_table, read_claims
 from distillery.io import write_json
 from flows.pipeline import run_dvc
 
@@ -195,14 +196,13 @@ def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str], gr
     root = Path(repo)
     write_json({"tag": tag, "sets": sets, "runs": runs}, root / g.record)
     _dvc(root, "repro", "claims")
-    rows = json.loads((root / g.claims).read_text())   # the stage's rows
+    rows = read_claims(root / g.claims)   # the stage's rows
     key = f"{g.name}-grid"
     create_table_artifact(key=key, table=g.spec.table(g.spec.runs_from_record({"runs": runs})),
                           description=f"{g.title} {tag}")
-    md = "| finding | measured | holds | detail |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r['finding']} | {r['measured']} | {r['holds']} | {r['detail']} |" for r in rows)
+    md = "\n".join(claims_table(rows))
     create_markdown_artifact(key=f"{key}-claims", markdown=md, description="Paper findings vs the grid")
-    return rows
+    return [r.to_dict() for r in rows]
 
 
 @flow(name="experiment-grid", log_prints=True)
@@ -241,7 +241,7 @@ def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[
 
 
 def internalize_grid(**kwargs: Any) -> dict[str, Any]:
-    """The internalization grid (issue 4): `experiment_grid(grid="internalize", ...)`."""
+    """The internalization grid: `experiment_grid(grid="internalize", ...)`."""
     return experiment_grid(grid="internalize", **kwargs)
 
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=sorted(GRIDS), default="internalize",
-                    help="internalize (issue 4, the default) or objectives (issue 5: RL and distillation)")
+                    help="internalize (the default: experience internalization) or objectives (RL and distillation)")
     ap.add_argument("--only", default="", metavar="PREFIX",
                     help="queue only the cells whose label starts with PREFIX (e.g. rl/ or distill/opd; several "
                          "comma-separated: distill/opd/strong,distill/gkd/strong); the other "

@@ -40,7 +40,7 @@ def main() -> int:
     else:   # DVC expects every declared output: an empty grid still gets its (empty) figure
         FIGURE.write_bytes(b"")
     write_text(markdown(runs, header, FIGURE.name if runs else None), REPORT)
-    write_json(claim_rows(runs), CLAIMS)
+    write_json([c.to_dict() for c in claim_rows(runs)], CLAIMS)
     print(f"internalize_grid: {len(runs)} runs -> {REPORT}, {FIGURE}, {CLAIMS}", file=sys.stderr)
     return 0
 

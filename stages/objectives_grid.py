@@ -48,7 +48,7 @@ def main() -> int:
         FIGURE.write_bytes(b"")
     write_text(markdown(runs, header, FIGURE.name if runs else None), REPORT)
     control = json.loads(GKD_CONTROL.read_text()) if GKD_CONTROL.is_file() else None
-    write_json(claim_rows(runs) + control_rows(runs, control), CLAIMS)
+    write_json([c.to_dict() for c in claim_rows(runs) + control_rows(runs, control)], CLAIMS)
     print(f"objectives_grid: {len(runs)} runs -> {REPORT}, {FIGURE}, {CLAIMS}", file=sys.stderr)
     return 0
 

@@ -47,7 +47,7 @@ def main() -> int:
     first.simulator.save(MODEL)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(summary, METRICS)
-    write_json(rows, CLAIMS)
+    write_json([r.to_dict() for r in rows], CLAIMS)
     write_text(render(summary, rows, plots, REPORT, first.policies) + "\n", REPORT)
     head = summary["headline_target"]
     err = {m: summary["errors"][m]["test_merchants"][head]["mean"]

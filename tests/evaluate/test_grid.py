@@ -61,7 +61,7 @@ def test_verdict_is_the_paired_rule():
     assert verdict([0.1, 0.12, 0.08])[0] is True           # margin 0.10 > std 0.02
     assert verdict([0.3, -0.2, 0.1])[0] is False           # margin 0.067 < std 0.25
     assert verdict([-0.1, -0.1])[0] is False
-    assert verdict([0.1])[0] == "not measured"
+    assert verdict([0.1])[0] is None
 
 
 def test_claim_rows_pair_runs_on_the_other_axes_and_seed():
@@ -75,16 +75,16 @@ def test_claim_rows_pair_runs_on_the_other_axes_and_seed():
             teacher = (0.7 if c.injection == "stepwise" else 0.5) + 0.01 * seed
             runs[(c, seed)] = run_numbers(record([0.5, 0.5 - dip, 0.5 + g], [0.5, 0.5, 0.5], teacher))
     rows = claim_rows(runs)
-    by = {r["finding"]: r for r in rows}
-    assert by["principles are more durable than instances over iterations"]["holds"] is True
-    assert by["step-wise beats global injection"]["holds"] is True
-    assert by["off-policy distillation is more stable than on-policy"]["holds"] is True
-    assert "over 8 pairs" in by["step-wise beats global injection"]["detail"]
-    assert sum(r["finding"].startswith("cell ") for r in rows) == 8
+    by = {r.finding: r for r in rows}
+    assert by["principles are more durable than instances over iterations"].holds is True
+    assert by["step-wise beats global injection"].holds is True
+    assert by["off-policy distillation is more stable than on-policy"].holds is True
+    assert "over 8 pairs" in by["step-wise beats global injection"].detail
+    assert sum(r.finding.startswith("cell ") for r in rows) == 8
     # A cell without runs is said to be missing, not dropped.
     del runs[(cells()[-1], 0)], runs[(cells()[-1], 1)]
-    missing = [r for r in claim_rows(runs) if r["finding"] == f"cell {cells()[-1].label}"]
-    assert missing[0]["measured"] == "no finished run"
+    missing = [r for r in claim_rows(runs) if r.finding == f"cell {cells()[-1].label}"]
+    assert missing[0].measured == "no finished run"
 
 
 def test_report_and_plot(tmp_path):

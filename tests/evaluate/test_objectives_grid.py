@@ -64,14 +64,14 @@ def _record():
 
 def test_findings_are_paired_by_seed_and_every_cell_gets_a_row(tmp_path):
     runs = runs_from_record(_record())
-    rows = {r["finding"]: r for r in claim_rows(runs)}
+    rows = {r.finding: r for r in claim_rows(runs)}
     gig = rows["gigpo over grpo (held-out user)"]
-    assert gig["holds"] is True and "+0.047" in gig["detail"]          # diffs .05 .05 .04
-    assert rows["siri over gigpo (held-out user)"]["holds"] == "not measured"
-    grpo_bar = rows["grpo raises the held-out user's test success above the warm-up model's (issue 5)"]
-    assert grpo_bar["holds"] is True and grpo_bar["measured"].startswith("0.580 ± 0.000 -> 0.610 ± 0.010")
-    opd = rows["opd (weak start) closes part of the student-teacher gap (issue 5)"]
-    assert opd["holds"] is True and "0.26 ± 0.01" in opd["detail"]
+    assert gig.holds is True and "+0.047" in gig.detail          # diffs .05 .05 .04
+    assert rows["siri over gigpo (held-out user)"].holds is None
+    grpo_bar = rows["grpo raises the held-out user's test success above the warm-up model's"]
+    assert grpo_bar.holds is True and grpo_bar.measured.startswith("0.580 ± 0.000 -> 0.610 ± 0.010")
+    opd = rows["opd (weak start) closes part of the student-teacher gap"]
+    assert opd.holds is True and "0.26 ± 0.01" in opd.detail
     md = markdown(runs, "# grid", "g.png")
     assert "| rl/gigpo | 0 | 0.580 0.660 |" in md
     plot(runs, str(tmp_path / "g.png"))
@@ -85,8 +85,8 @@ def test_gkd_is_judged_against_its_no_teacher_control_by_seed():
     control = {"runs": [{"seed": 0, "final": 0.75}, {"seed": 1, "final": 0.77}, {"seed": 2, "final": 0.76}]}
     (row,) = control_rows(runs, control)
     # diffs -0.01 -0.01 +0.04: mean +0.007 below their std, so the teacher's share does not hold
-    assert row["holds"] is False and "+0.007" in row["detail"]
-    assert row["measured"] == "gkd 0.767 ± 0.031 vs no-teacher control 0.760 ± 0.010"
+    assert row.holds is False and "+0.007" in row.detail
+    assert row.measured == "gkd 0.767 ± 0.031 vs no-teacher control 0.760 ± 0.010"
     assert control_rows(runs, None) == [] and control_rows({}, control) == []
 
 
@@ -105,11 +105,11 @@ def test_selskill_is_judged_against_always_invoke_within_each_seed(tmp_path):
     runs = runs_from_record(record)
     assert runs[(Cell("selskill", "selskill"), 1)].arms["always"] == 0.32
     assert math.isnan(runs[(Cell("selskill", "selskill"), 1)].arms["precision"])
-    rows = {r["finding"]: r for r in claim_rows(runs)}
+    rows = {r.finding: r for r in claim_rows(runs)}
     success = rows["selskill's success over always-invoke"]
-    assert success["holds"] is True and "+0.150" in success["detail"]        # diffs .15 .15
+    assert success.holds is True and "+0.150" in success.detail        # diffs .15 .15
     precision = rows["selskill's execution precision over always-invoke"]
-    assert precision["holds"] is True and "over 1 of 2 seeds" in precision["measured"]
+    assert precision.holds is True and "over 1 of 2 seeds" in precision.measured
     assert "selskill/selskill" in markdown(runs, "# grid", None)
     plot(runs, str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
@@ -145,7 +145,7 @@ def test_a_distill_row_names_the_set_up_each_run_learned_under():
     new = {"teacher_dir": "t", "learn_split": "heldout_train", "tasks_per_family": 5, "lr": 1e-4}
     old = {"teacher_dir": "t", "learn_split": "train", "tasks_per_family": 3}     # written before lr was recorded
     rows = claim_rows(runs_from_record({"runs": [run(0, new), run(1, old)]}))
-    detail = next(r["detail"] for r in rows if r["finding"].startswith("opd (strong start) closes"))
+    detail = next(r.detail for r in rows if r.finding.startswith("opd (strong start) closes"))
     assert "student samples on heldout_train tasks, 5 per family an iteration, lr 0.0001" in detail
     assert "student samples on train tasks, 3 per family an iteration, lr not recorded" in detail
     assert run_numbers(rl_metrics([0.5, 0.6])).setup == ""

@@ -19,12 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from distillery.types import Claim
+
 AXES: dict[str, tuple[str, ...]] = {
     "granularity": ("principle", "instance"),
     "injection": ("stepwise", "global"),
     "regime": ("off_policy", "on_policy"),
 }
 PAPER = "Continual experience internalization (arXiv 2606.04703)"
+COMMAND = "make grid; dvc repro internalize_grid"
 
 
 @dataclass(frozen=True)
@@ -165,10 +168,11 @@ def paired(runs: Mapping[tuple[Cell, int], RunNumbers], axis: str, better: str, 
     return out
 
 
-def verdict(diffs: Sequence[float]) -> tuple[bool | str, str]:
-    """(holds, how) by the paired rule: mean margin > 0 and larger than the diffs' std."""
+def verdict(diffs: Sequence[float]) -> tuple[bool | None, str]:
+    """(holds, how) by the paired rule: mean margin > 0 and larger than the diffs' std
+    (None: too few pairs to say)."""
     if len(diffs) < 2:
-        return "not measured", f"{len(diffs)} paired run(s); the rule needs at least 2"
+        return None, f"not measured: {len(diffs)} paired run(s); the rule needs at least 2"
     m, s = mean_std(diffs)
     return bool(m > 0 and m > s), f"paired margin {m:+.3f} vs std of the paired difference {s:.3f} over {len(diffs)} pairs"
 
@@ -190,35 +194,37 @@ def _metric(r: RunNumbers, name: str) -> float:
     return -r.worst_drop if name == "stability" else getattr(r, name)
 
 
-def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
+def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[Claim]:
     """One row per paper finding, then one per cell (the whole grid, mean ± std over seeds)."""
     rows = []
+    all_seeds = ", ".join(str(s) for s in sorted({seed for _, seed in runs}))
     for finding, axis, better, worse, metric, paper, what in FINDINGS:
         diffs = paired(runs, axis, better, worse, metric)
         holds, how = verdict(diffs)
         b = [_metric(r, metric) for (c, _), r in runs.items() if getattr(c, axis) == better]
         w = [_metric(r, metric) for (c, _), r in runs.items() if getattr(c, axis) == worse]
-        rows.append({"paper": PAPER, "finding": finding, "paper_value": paper,
-                     "measured": f"{better} {fmt(b)} vs {worse} {fmt(w)}", "holds": holds,
-                     "detail": f"{what}; {how}; runs: {len(b)} vs {len(w)}"})
+        rows.append(Claim(paper=PAPER, finding=finding, paper_value=paper,
+                          measured=f"{better} {fmt(b)} vs {worse} {fmt(w)}", holds=holds,
+                          detail=f"{what}; {how}; runs: {len(b)} vs {len(w)}", spread="± std over runs",
+                          seeds=all_seeds, command=COMMAND))
     by_cell: dict[Cell, list[tuple[int, RunNumbers]]] = {}
     for (cell, seed), r in runs.items():
         by_cell.setdefault(cell, []).append((seed, r))
     for cell in cells():
         got = sorted(by_cell.get(cell, []), key=lambda x: x[0])
         if not got:
-            rows.append({"paper": PAPER, "finding": f"cell {cell.label}", "paper_value": "-",
-                         "measured": "no finished run", "holds": "-", "detail": "the run failed or was not queued"})
+            rows.append(Claim(paper=PAPER, finding=f"cell {cell.label}", paper_value="-", measured="no finished run",
+                              holds=None, detail="the run failed or was not queued", command=COMMAND))
             continue
         rs = [r for _, r in got]
         curve = " -> ".join(fmt([r.plain_curve[i] for r in rs]) for i in range(min(len(r.plain_curve) for r in rs)))
-        rows.append({"paper": PAPER, "finding": f"cell {cell.label}", "paper_value": "-",
-                     "measured": f"plain {curve}",
-                     "holds": "-",
-                     "detail": (f"seeds {[s for s, _ in got]}; teacher (sampled) {fmt([r.teacher_sampled for r in rs])} "
-                                f"vs plain {fmt([r.plain_sampled for r in rs])}; with experience after "
-                                f"{fmt([r.taught_curve[-1] for r in rs])}; others with principles drop "
-                                f"{fmt([r.forgetting for r in rs])}")})
+        rows.append(Claim(paper=PAPER, finding=f"cell {cell.label}", paper_value="-", measured=f"plain {curve}",
+                          holds=None,
+                          detail=(f"seeds {[s for s, _ in got]}; teacher (sampled) {fmt([r.teacher_sampled for r in rs])} "
+                                  f"vs plain {fmt([r.plain_sampled for r in rs])}; with experience after "
+                                  f"{fmt([r.taught_curve[-1] for r in rs])}; others with principles drop "
+                                  f"{fmt([r.forgetting for r in rs])}"),
+                          spread="± std over seeds", seeds=", ".join(str(s) for s, _ in got), command=COMMAND))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The objectives grid of issue 5: RL methods and distillation methods x starts x seeds.
+"""The objectives grid: RL methods and distillation methods x starts x seeds.
 
 Pure pieces the grid flow (`flows/grid.py --grid objectives`) and the `objectives_grid`
 stage are built from, mirroring `evaluate.grid` (the internalization grid): the cells and
@@ -10,7 +10,7 @@ their `dvc exp run -S` overrides, experiment names, and the summary of finished 
   weak start; a run is one `metrics/distill.json` (the student's curve and the teacher's
   success).
 - The SelSkill cell (`selskill` stage): one run is one `metrics/selskill.json`, which holds
-  all three arms of the issue (never-invoke and always-invoke measured on the skill-enabled
+  all three arms (never-invoke and always-invoke measured on the skill-enabled
   starting policy, and SelSkill's curve over its DPO rounds), with execution precision.
 
 The papers' findings are judged on runs paired by seed (same tasks, same rollout seeds):
@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.evaluate.grid import fmt, markdown_page, mean_std, verdict
+from distillery.types import Claim
 
 RL_METHODS = ("grpo", "gigpo", "siri")
 DISTILL_METHODS = ("opd", "aopd", "scope", "gkd")
 STARTS = ("strong", "weak")
+COMMAND = "make objectives-grid; dvc repro objectives_grid"
 PAPERS = {"gigpo": "GiGPO (arXiv 2505.10978)", "siri": "SIRI (arXiv 2606.02355)",
           "aopd": "AOPD (arXiv 2605.06387)", "scope": "SCOPE (arXiv 2604.10688)",
           "grpo": "GRPO (arXiv 2402.03300)", "opd": "On-policy distillation (Thinking Machines)",
@@ -193,26 +195,28 @@ DISTILL_FINDINGS = (("aopd", "opd", {"strong": "+4.09 points avg@k over OPD", "w
                     ("scope", "opd", {"strong": "+11.42% relative Avg@32 over OPD", "weak": "+11.42% relative Avg@32 over OPD"}))
 
 
-def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
-    """The papers' findings (paired by seed), the issue's bars (every RL method above the
+def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[Claim]:
+    """The papers' findings (paired by seed), our bars (every RL method above the
     warm-up model, every distillation method closing part of the gap), then one row per cell."""
     rows = []
     for better, worse, paper in RL_FINDINGS:
         b, w = Cell("rl", better), Cell("rl", worse)
         diffs = paired(runs, b, w, "final")
         holds, how = verdict(diffs)
-        rows.append({"paper": PAPERS[better], "finding": f"{better} over {worse} (held-out user)", "paper_value": paper,
-                     "measured": f"{better} {fmt(_vals(runs, b, 'final'))} vs {worse} {fmt(_vals(runs, w, 'final'))}",
-                     "holds": holds, "detail": f"greedy test success after the last iteration; {how}"})
+        rows.append(Claim(paper=PAPERS[better], finding=f"{better} over {worse} (held-out user)", paper_value=paper,
+                          measured=f"{better} {fmt(_vals(runs, b, 'final'))} vs {worse} {fmt(_vals(runs, w, 'final'))}",
+                          holds=holds, detail=f"greedy test success after the last iteration; {how}",
+                          spread="± std over seeds", seeds=_seeds(runs, b), command=COMMAND))
     for better, worse, paper in DISTILL_FINDINGS:
         for start in STARTS:
             b, w = Cell("distill", better, start), Cell("distill", worse, start)
             diffs = paired(runs, b, w, "final")
             holds, how = verdict(diffs)
-            rows.append({"paper": PAPERS[better], "finding": f"{better} over {worse} ({start} start)",
-                         "paper_value": paper[start],
-                         "measured": f"{better} {fmt(_vals(runs, b, 'final'))} vs {worse} {fmt(_vals(runs, w, 'final'))}",
-                         "holds": holds, "detail": f"student's greedy test success after the last iteration; {how}"})
+            rows.append(Claim(paper=PAPERS[better], finding=f"{better} over {worse} ({start} start)",
+                              paper_value=paper[start],
+                              measured=f"{better} {fmt(_vals(runs, b, 'final'))} vs {worse} {fmt(_vals(runs, w, 'final'))}",
+                              holds=holds, detail=f"student's greedy test success after the last iteration; {how}",
+                              spread="± std over seeds", seeds=_seeds(runs, b), command=COMMAND))
     rows += selskill_rows(runs)
     for cell in sorted({c for c, _ in runs if c.stage != "selskill"}, key=_order):
         rs = [r for (c, _), r in sorted(runs.items(), key=lambda kv: kv[0][1]) if c == cell]
@@ -223,25 +227,28 @@ def claim_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, An
             gains = [r.gain for r in rs]
             m, s = mean_std(gains)
             holds = bool(m > 0 and m > s) if len(rs) > 1 else bool(m > 0)
-            rows.append({"paper": PAPERS[cell.method], "finding": f"{cell.method} raises the held-out user's test "
-                         "success above the warm-up model's (issue 5)", "paper_value": "-", "measured": curve,
-                         "holds": holds, "detail": f"seeds {seeds}; gain {fmt(gains)} (holds: mean gain > 0 and > its std)"})
+            rows.append(Claim(paper=PAPERS[cell.method], finding=f"{cell.method} raises the held-out user's test "
+                              "success above the warm-up model's", paper_value="-", measured=curve,
+                              holds=holds, detail=f"seeds {seeds}; gain {fmt(gains)} (holds: mean gain > 0 and > its std)",
+                              spread="± std over seeds", seeds=_seeds(runs, cell), command=COMMAND))
         else:
             closed = [r.gap_closed for r in rs]
             m, s = mean_std(closed)
-            rows.append({"paper": PAPERS[cell.method], "finding": f"{cell.method} ({cell.start} start) closes part of "
-                         "the student-teacher gap (issue 5)", "paper_value": "-",
-                         "measured": f"{curve} (teacher {fmt([r.teacher for r in rs])})",
-                         "holds": bool(m > 0 and (len(rs) < 2 or m > s)) if not math.isnan(m) else "no gap",
-                         "detail": f"seeds {seeds}; share of the gap closed {fmt(closed, 2)} (holds: mean > 0 and > its std)"
-                                   + "".join(f"; {x}" for x in sorted({r.setup for r in rs if r.setup}))})
+            rows.append(Claim(paper=PAPERS[cell.method], finding=f"{cell.method} ({cell.start} start) closes part of "
+                              "the student-teacher gap", paper_value="-",
+                              measured=f"{curve} (teacher {fmt([r.teacher for r in rs])})",
+                              holds=bool(m > 0 and (len(rs) < 2 or m > s)) if not math.isnan(m) else None,
+                              detail=(f"seeds {seeds}; share of the gap closed {fmt(closed, 2)} (holds: mean > 0 and > its "
+                                      "std" + ("" if not math.isnan(m) else "; not measured: no gap to close") + ")"
+                                      + "".join(f"; {x}" for x in sorted({r.setup for r in rs if r.setup}))),
+                              spread="± std over seeds", seeds=_seeds(runs, cell), command=COMMAND))
     return rows
 
 
 SELSKILL = Cell("selskill", "selskill")
 
 
-def selskill_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str, Any]]:
+def selskill_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[Claim]:
     """SelSkill against always-invoke (success, paired by seed within each run) and its
     execution precision; always-invoke's calls are the harness's, valid by construction."""
     rs = [(s, r) for (c, s), r in sorted(runs.items(), key=lambda kv: kv[0][1]) if c == SELSKILL]
@@ -257,24 +264,26 @@ def selskill_rows(runs: Mapping[tuple[Cell, int], RunNumbers]) -> list[dict[str,
     defined = [p for p in precision if not math.isnan(p)]
     curve = " -> ".join(fmt([r.curve[i] for _, r in rs]) for i in range(min(len(r.curve) for _, r in rs)))
     return [
-        {"paper": "SelSkill (arXiv 2606.00510)", "finding": "selskill's success over always-invoke",
-         "paper_value": "ALFWorld Qwen3-8B 75.8% -> 86.7%",
-         "measured": f"selskill {fmt(finals)} vs always {fmt(always)} (never {fmt(never)}); selskill per round {curve}",
-         "holds": holds, "detail": f"seeds {seeds}; greedy held-out test success; always and never are the "
-                                   f"skill-enabled starting policy; {how}"},
-        {"paper": "SelSkill (arXiv 2606.00510)", "finding": "selskill's execution precision over always-invoke",
-         "paper_value": "70.9% -> 100%",
-         "measured": f"selskill precision {fmt(defined) if defined else 'n/a'} over {len(defined)} of {len(rs)} seeds "
-                     f"with a call; calls per episode {fmt(calls, 2)}; always-invoke 1.000 by construction",
-         "holds": (bool(min(defined) >= 1.0) if defined else "no call made"),
-         "detail": "precision = valid, complete use_skill calls / attempted, over the calls the policy wrote; "
-                   "always-invoke's calls are written by the harness, so only SelSkill's own calls are tested "
-                   "(holds: every call valid)"},
+        Claim(paper="SelSkill (arXiv 2606.00510)", finding="selskill's success over always-invoke",
+              paper_value="ALFWorld Qwen3-8B 75.8% -> 86.7%",
+              measured=f"selskill {fmt(finals)} vs always {fmt(always)} (never {fmt(never)}); selskill per round {curve}",
+              holds=holds, detail=f"seeds {seeds}; greedy held-out test success; always and never are the "
+                                  f"skill-enabled starting policy; {how}",
+              spread="± std over seeds", seeds=", ".join(map(str, seeds)), command=COMMAND),
+        Claim(paper="SelSkill (arXiv 2606.00510)", finding="selskill's execution precision over always-invoke",
+              paper_value="70.9% -> 100%",
+              measured=f"selskill precision {fmt(defined) if defined else 'n/a'} over {len(defined)} of {len(rs)} seeds "
+                       f"with a call; calls per episode {fmt(calls, 2)}; always-invoke 1.000 by construction",
+              holds=bool(min(defined) >= 1.0) if defined else None,
+              detail="precision = valid, complete use_skill calls / attempted, over the calls the policy wrote; "
+                     "always-invoke's calls are written by the harness, so only SelSkill's own calls are tested "
+                     "(holds: every call valid" + ("" if defined else "; not measured: no call made") + ")",
+              spread="± std over seeds", seeds=", ".join(map(str, seeds)), command=COMMAND),
     ]
 
 
 def control_rows(runs: Mapping[tuple[Cell, int], RunNumbers], control: Mapping[str, Any] | None
-                 ) -> list[dict[str, Any]]:
+                 ) -> list[Claim]:
     """GKD from the strong start against its no-teacher control (`experiments/gkd_sft_control.py`:
     plain likelihood on exactly GKD's demonstration half), paired by seed: whether GKD's gain is
     the teacher's. No row without the control's record or GKD's runs."""
@@ -288,11 +297,17 @@ def control_rows(runs: Mapping[tuple[Cell, int], RunNumbers], control: Mapping[s
     finals = [runs[(gkd, s)].final for s in seeds]
     ctrl = [base[s] for s in seeds]
     holds, how = verdict([f - c for f, c in zip(finals, ctrl, strict=True)])
-    return [{"paper": PAPERS["gkd"], "finding": "gkd's gain (strong start) is the teacher's: gkd over plain likelihood "
-             "on its own demonstration half", "paper_value": "-",
-             "measured": f"gkd {fmt(finals)} vs no-teacher control {fmt(ctrl)}", "holds": holds,
-             "detail": f"seeds {seeds}; the control trains the strong start on the oracle demonstrations GKD drew, "
-                       f"without the teacher (experiments/gkd_sft_control.json); {how}"}]
+    return [Claim(paper=PAPERS["gkd"], finding="gkd's gain (strong start) is the teacher's: gkd over plain likelihood "
+                  "on its own demonstration half", paper_value="-",
+                  measured=f"gkd {fmt(finals)} vs no-teacher control {fmt(ctrl)}", holds=holds,
+                  detail=f"seeds {seeds}; the control trains the strong start on the oracle demonstrations GKD drew, "
+                         f"without the teacher (experiments/gkd_sft_control.json); {how}",
+                  spread="± std over seeds", seeds=", ".join(map(str, seeds)),
+                  command="python -m experiments.gkd_sft_control; dvc repro objectives_grid")]
+
+
+def _seeds(runs: Mapping[tuple[Cell, int], RunNumbers], cell: Cell) -> str:
+    return ", ".join(str(s) for s in sorted(s for c, s in runs if c == cell))
 
 
 def _vals(runs: Mapping[tuple[Cell, int], RunNumbers], cell: Cell, metric: str) -> list[float]:

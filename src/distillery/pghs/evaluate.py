@@ -30,6 +30,7 @@ from distillery.pghs.fuse import Fusion, fit_fusion
 from distillery.pghs.policies import PolicySet, mine_policies
 from distillery.pghs.reason import MarketPrior, make_reasoner
 from distillery.pghs.simulator import Simulator, merchants_table, spearman
+from distillery.types import Claim
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,10 @@ PAPER = {"error": 0.088, "vs_reasoning": 0.458, "vs_fitting": 0.409,
          "guidance_reasoning": 0.154, "guidance_fitting": 0.097}
 
 
-def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
+COMMAND = "dvc repro pghs"
+
+
+def claims(summary: dict[str, Any]) -> list[Claim]:
     """Rows comparing our measurements with the paper's findings (for reports/claims.md)."""
     head = summary["headline_target"]
     e = {m: summary["errors"][m]["test_merchants"][head] for m in METHODS}
@@ -391,11 +395,13 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = []
     holds = e["pghs"]["mean"] <= PAPER["error"]
-    rows.append({"paper": "PGHS", "finding": "group simulation error of the fused simulator",
-                 "paper_value": "8.80%", "measured": pct(e["pghs"]), "holds": bool(holds),
-                 "detail": f"{head} on held-out merchants of a synthetic market (101 merchants, "
-                           f"{len(summary['seeds'])} seeds); holds means at or below the paper's "
-                           f"8.80%. Absolute errors depend on the data's noise floor"})
+    seeds = ", ".join(str(x) for x in summary["seeds"])
+    rows.append(Claim(paper="PGHS", finding="group simulation error of the fused simulator",
+                      paper_value="8.80%", measured=pct(e["pghs"]), holds=bool(holds),
+                      detail=f"{head} on held-out merchants of a synthetic market (101 merchants, "
+                             f"{len(summary['seeds'])} seeds); holds means at or below the paper's "
+                             f"8.80%. Absolute errors depend on the data's noise floor",
+                      spread="± std over seeds", seeds=seeds, command=COMMAND))
     for finding, base, key in (
             ("fused better than the best reasoning-only baseline", "reasoning_only", "vs_reasoning"),
             ("fused better than the best fitting-only baseline", "fitting_only", "vs_fitting"),
@@ -404,8 +410,9 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
             ("policy guidance of the fitting branch lowers the fused error",
              "pghs_no_policy_fitting", "guidance_fitting")):
         rel, ok, detail = improvement(base, "pghs")
-        rows.append({"paper": "PGHS", "finding": finding, "paper_value": f"{100 * PAPER[key]:.1f}%",
-                     "measured": f"{100 * rel:.1f}%", "holds": bool(ok and rel > 0),
-                     "detail": f"holds means lower, per seed on the same split, by a mean margin larger "
-                               f"than the std of that paired difference; {detail}"})
+        rows.append(Claim(paper="PGHS", finding=finding, paper_value=f"{100 * PAPER[key]:.1f}%",
+                          measured=f"{100 * rel:.1f}%", holds=bool(ok and rel > 0),
+                          detail=f"holds means lower, per seed on the same split, by a mean margin larger "
+                                 f"than the std of that paired difference; {detail}",
+                          spread="paired over seeds (detail)", seeds=seeds, command=COMMAND))
     return rows

@@ -11,6 +11,7 @@ import polars as pl
 
 from distillery.pghs.evaluate import COMPARED, DESCRIPTIONS, METHODS
 from distillery.pghs.policies import PolicySet
+from distillery.types import Claim
 
 PLOTTED = ("reasoning_only", "fitting_only", "pghs")
 COLOURS = {"reasoning_only": "#d95f02", "fitting_only": "#7570b3", "pghs": "#1b9e77"}
@@ -55,7 +56,7 @@ def _ms(s: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
 
 
-def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Path],
+def render(summary: dict[str, Any], claims: list[Claim], plots: list[Path],
            report_path: str | Path, policies: PolicySet | None = None) -> str:
     head = summary["headline_target"]
     seeds = summary["seeds"]
@@ -110,8 +111,8 @@ def render(summary: dict[str, Any], claims: list[dict[str, Any]], plots: list[Pa
     lines += ["## Claims against the paper", "",
               "| finding | paper | measured | holds | detail |", "|---|---|---|---|---|"]
     for r in claims:
-        lines.append(f"| {r['finding']} | {r['paper_value']} | {r['measured']} | "
-                     f"{'yes' if r['holds'] else 'no'} | {r['detail']} |")
+        lines.append(f"| {r.finding} | {r.paper_value} | {r.measured} | "
+                     f"{'yes' if r.holds else 'no'} | {r.detail} |")
     if summary["ranking"]:
         lines += ["", "## Counterfactual test: ranking candidate strategies for held-out merchants",
                   "", "Each held-out merchant gets candidate strategies from the market catalog; "
