@@ -28,6 +28,7 @@ from typing import Any
 
 ENVS = "distillery.envs"
 FAMILIES = "distillery.families"
+POLICIES = "distillery.policies"    # policy backends beyond oracle, random, hf and openai
 
 
 class RegistryError(LookupError):

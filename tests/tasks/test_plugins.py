@@ -1,6 +1,6 @@
 """An environment and task families from a package of their own (tests/fixtures/toy_plugin),
 installed with `pip install -e`, are found through entry points and generate, validate and
-play tasks on a 2-process pool, with no edit to Distillery."""
+play tasks on a 2-process pool, with no edit to Distillery; so is its policy backend."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
         result = generate_tasks(TasksConfig(env="toy", n_train_per_family=6, n_test_per_family=2,
                                             random_probes=2, executor=pool), progress=False)
         played = {}
-        for kind in ("oracle", "random"):
+        for kind in ("oracle", "random", "lamplighter"):
             traj = run_episodes(result.tasks, PolicySpec(kind), RolloutConfig(k=1), executor=pool, progress=False)
             played[kind] = traj.episodes.select("env", "family", "success", "failure_mode").to_dicts()
         print(json.dumps({"envs": env_names(), "families": [(f.name, f.env) for f in families()],
@@ -69,6 +69,7 @@ def test_a_plugin_package_generates_validates_and_plays_tasks_on_a_process_pool(
     oracle, random_ = out["played"]["oracle"], out["played"]["random"]
     assert len(oracle) == len(tasks) and all(e["success"] and e["env"] == "toy" for e in oracle)
     assert len(random_) == len(tasks) and not any(e["failure_mode"] == "error" for e in random_)
+    assert all(e["success"] for e in out["played"]["lamplighter"])          # a policy plugin plays too
 
 
 def test_without_the_plugin_its_names_are_unknown_and_the_error_says_how_to_register():

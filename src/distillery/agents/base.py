@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from distillery import registry
 from distillery.types import ActionOutput, Context
 
 
@@ -62,4 +63,10 @@ def _build(spec: PolicySpec) -> Policy:
         from distillery.agents.openai import OpenAIPolicy  # type: ignore[import-not-found]
 
         return OpenAIPolicy(**spec.kwargs)
-    raise ValueError(f"unknown policy kind {spec.kind!r}; known: oracle, random, hf, openai")
+    # Any other kind is a plugin: a package registers its policy class under the
+    # `distillery.policies` entry-point group, and it is built with the spec's kwargs.
+    try:
+        cls = registry.load(registry.POLICIES, spec.kind)
+    except registry.RegistryError as e:
+        raise ValueError(f"unknown policy kind {spec.kind!r}; built in: oracle, random, hf, openai; {e}") from e
+    return cls(**spec.kwargs)
