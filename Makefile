@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench grid objectives-grid server deploy clean-outputs help
+.PHONY: setup repro test lint bench grid objectives-grid server deploy clean-outputs help results deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,12 @@ TEST_WORKERS ?= 2
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxschedchunk 2 --durations=15)
+
+results:  ## copy reports/claims.md's tables into docs/results.md (after make repro)
+	$(BIN)/python -m tools.results
+
+deps:  ## rewrite the stages' code dependencies in dvc.yaml from their imports
+	$(BIN)/python -m tools.stage_deps --fix
 
 lint:  ## ruff over the code
 	$(BIN)/ruff check src stages flows tests bench tools

@@ -1,4 +1,4 @@
-"""The library's import rule and each DVC stage's code dependencies (tools/stage_deps.py)."""
+"""tools/: the import rule and each DVC stage's code dependencies (stage_deps.py), the results splice."""
 
 from __future__ import annotations
 
@@ -76,3 +76,13 @@ def test_upward_imports_and_circles_are_found(tmp_path):
     assert ["distillery.registry", "distillery.types"] in sd.cycles(graph)
     # type-only imports count for the rule: toy -> rollout runs upward (layer 2 -> 3)
     assert any(v.startswith("distillery.envs.toy (layer 2) imports distillery.rollout") for v in sd.layer_violations(graph))
+
+
+def test_results_splice_replaces_only_the_marked_part():
+    from tools.results import END, START, splice
+
+    doc = f"# Results\n\nintro\n\n{START}\nold\n{END}\n\n## Notes\n"
+    page = "# Claims\n\nlead\n\n## pghs\n\n| a |\n\n## rl\n\n| b |\n"
+    out = splice(doc, page)
+    assert out == f"# Results\n\nintro\n\n{START}\n### pghs\n\n| a |\n\n### rl\n\n| b |\n{END}\n\n## Notes\n"
+    assert splice(out, page) == out
