@@ -15,12 +15,14 @@ from distillery.envs.stage.families import COMPANIES
 from distillery.envs.stage.phrasebook import PHRASEBOOK
 from distillery.mining import rules
 from distillery.mining.evidence import Call, EpisodeEvidence
+from distillery.mining.pool import principle_id
 from distillery.mining.principles import update_pool
 from distillery.mining.rules import (
     GENERIC_PHRASES,
     RulesSummariser,
     corrected_calls,
     parse_condition,
+    reword_neutrally,
     rule_text,
     template,
 )
@@ -199,6 +201,59 @@ def test_a_lesson_reads_in_the_phrasebook_words_else_neutrally():
     assert parse_condition("send_mail.body mood") is None and parse_condition("") is None
     # Every aspect STAGE's phrasebook words is one the miner finds.
     assert {k[-1] for k in [*PHRASEBOOK.phrases, *PHRASEBOOK.family_phrases]} <= set(GENERIC_PHRASES)
+
+
+@pytest.fixture(scope="module")
+def lessons() -> tuple[dict[str, Task], Trajectories]:
+    """Alex's tasks, each run three times: the first by the oracle, the others with the
+    default user's habits (failures that contrast, and whose checks correct them)."""
+    tasks = make_tasks("alex", 3)
+    return blind(tasks), habit_run(tasks, lambda ep: not ep.endswith(":k0"), k=3)
+
+
+def test_neutral_wording_gives_the_same_lessons_in_generic_words(lessons):
+    tasks, traj = lessons
+    worded = update_pool([], tasks, traj.episodes, traj.steps, RulesSummariser(lessons_only=True))
+    neutral = update_pool([], tasks, traj.episodes, traj.steps,
+                          RulesSummariser(lessons_only=True, wording="neutral"))
+    assert len(worded.pool) >= 4
+
+    def lesson(e: Experience) -> tuple:
+        return e.family, e.condition, e.counter, e.provenance, e.status
+
+    assert [lesson(e) for e in neutral.pool] == [lesson(e) for e in worded.pool]
+    assert [(o.op, o.family, o.condition, o.provenance) for o in neutral.ops] == \
+        [(o.op, o.family, o.condition, o.provenance) for o in worded.ops]
+    assert "Every mail ends with the sign-off 'Cheers, Alex'." in {e.text for e in worded.pool}
+    assert "The body of send_mail ends with 'Cheers, Alex'." in {e.text for e in neutral.pool}
+    for w, n in zip(worded.pool, neutral.pool, strict=True):
+        tool, arg, aspect = parse_condition(w.condition)
+        assert n.text != w.text or PHRASEBOOK.phrase(w.family, tool, arg, aspect) is None
+        assert n.exp_id == principle_id(n.text, n.family, n.condition)
+    # The same pool reworded after mining, without mining again.
+    assert reword_neutrally(worded.pool, PHRASEBOOK) == neutral.pool
+
+
+def test_reword_neutrally_keeps_what_it_cannot_read_and_touches_nothing():
+    mined = rule("Invoices are filed in paperwork/bills/.", 3, family="file_invoice", condition="move.dst dir",
+                 provenance=["e1", "e2"])
+    by_hand = rule("Meetings start at 09:00.", 2, family="schedule_meeting", condition="create_event.start value")
+    free = rule("Check the calendar before booking.", 2)
+    neutral = rule("Create_event gets start '09:00'.", 2, condition="create_event.start value")
+    pool = [mined, by_hand, free, neutral]
+    before = [replace(e, provenance=list(e.provenance)) for e in pool]
+    out = reword_neutrally(pool, PHRASEBOOK)
+    assert [e.text for e in out] == ["Move puts dst at paperwork/bills/.", by_hand.text, free.text, neutral.text]
+    assert out[0].exp_id == principle_id(out[0].text, "file_invoice", "move.dst dir") != mined.exp_id
+    assert (out[0].counter, out[0].provenance, out[0].family) == (3, ["e1", "e2"], "file_invoice")
+    assert out[1:] == pool[1:] and pool == before                            # input untouched
+    # A pool worded neutrally reads the same reworded; without a phrasebook it already is.
+    assert reword_neutrally(out, PHRASEBOOK) == out and reword_neutrally(out, None) == out
+
+
+def test_wording_must_be_known():
+    with pytest.raises(ValueError, match="wording"):
+        RulesSummariser(wording="profile")
 
 
 def test_an_environment_without_a_phrasebook_gets_neutral_words_and_no_corrections(monkeypatch, alex):

@@ -16,11 +16,14 @@ What it knows of an environment comes from the environment's phrasebook
 (`distillery.envs.phrasebook`, through `env_spec(env).phrasebook`): which tools a failed check
 is about, what value it wanted, and how lessons read (as the users word their preferences,
 the text a student learned to follow). Without one, lessons read in the neutral
-`GENERIC_PHRASES` and failed checks correct nothing.
+`GENERIC_PHRASES` and failed checks correct nothing. `wording="neutral"`, and
+`reword_neutrally` for a pool already mined, give the same lessons in the neutral wording, to
+measure what the environment's wording is worth.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 import re
@@ -32,7 +35,7 @@ from typing import Any
 from distillery.envs.base import ToolParam, ToolSpec, env_spec, tool_specs
 from distillery.envs.phrasebook import BASENAME, Phrasebook
 from distillery.mining.evidence import Call, EpisodeEvidence, Evidence
-from distillery.mining.pool import MAX_PROVENANCE, PrincipleOp, normalise_rule
+from distillery.mining.pool import MAX_PROVENANCE, PrincipleOp, normalise_rule, principle_id
 from distillery.mining.principles import Proposal
 from distillery.types import Experience, Task
 
@@ -107,8 +110,12 @@ def _checked_tools(failure: EpisodeEvidence, phrasebook: Phrasebook | None) -> s
 # How a lesson reads
 # ---------------------------------------------------------------------------------------
 
+# How a `RulesSummariser` words its rules: through the environment's phrasebook, or neutrally.
+WORDINGS: tuple[str, ...] = ("environment", "neutral")
+
 # The neutral wording of each aspect a regularity can have: what the lesson says about the
-# call, in the tool's own terms, for environments without a phrasebook.
+# call, in the tool's own terms, for environments without a phrasebook and for measuring how
+# much an environment's wording matters (`RulesSummariser.wording`, `reword_neutrally`).
 GENERIC_PHRASES: dict[str, str] = {
     "value": "{tool} gets {arg} '{value}'",
     "dir": "{tool} puts {arg} at {value}",
@@ -306,6 +313,11 @@ class RulesSummariser:
     already did in every episode, failures included, tells it nothing new, and such rules
     (title templates, which fields an event gets) cost the held-out user's teacher 0.592 ->
     0.483 when shown beside the lessons (greedy, 120 test tasks, family-scoped).
+
+    `wording` is how rules read: ``environment`` (the phrasebook's words) or ``neutral``
+    (`GENERIC_PHRASES`; the phrasebook's check knowledge is still used, so the regularities,
+    conditions, support and provenance are the same). Rules are compared with the pool by
+    their text, so update a pool in the wording it was mined in.
     """
 
     min_tasks: int = 3
@@ -313,11 +325,14 @@ class RulesSummariser:
     max_ext_set: int = 3
     min_constant_chars: int = 3
     lessons_only: bool = False
+    wording: str = "environment"
     name: str = "rules"
 
     def __post_init__(self) -> None:
         if self.min_tasks < 2 or self.min_tasks_contrast < 2:
             raise ValueError("a regularity needs at least 2 tasks (min_tasks, min_tasks_contrast >= 2)")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"wording must be one of {WORDINGS}, not {self.wording!r}")
 
     # -- collecting ----------------------------------------------------------------------
 
@@ -514,7 +529,7 @@ class RulesSummariser:
 
     def propose(self, pool: Sequence[Experience], evidence: Evidence) -> Proposal:
         regs, judged, messages = self.regularities(evidence)
-        words = env_spec(evidence.env).phrasebook
+        words = env_spec(evidence.env).phrasebook if self.wording == "environment" else None
         fam_value = {(r.family, r.condition): r for r in regs if r.family}
         glob = {r.condition: r for r in regs if not r.family}
         glob_fams = {r.condition: {f for f, t, a in judged if f"{t}.{a}" == r.condition.split(" ")[0]}
@@ -591,3 +606,45 @@ class RulesSummariser:
                         f"{evidence.n_successes} successful episode(s) in {len(evidence.groups)} task group(s) "
                         f"({n_contrast} with a contrasting failure)")
         return Proposal(ops, messages)
+
+
+# ---------------------------------------------------------------------------------------
+# The same pool in neutral words
+# ---------------------------------------------------------------------------------------
+
+
+def reword_neutrally(pool: Sequence[Experience], phrasebook: Phrasebook | None) -> list[Experience]:
+    """`pool` with every rule worded through `phrasebook` (by `rule_text`) reworded in the
+    neutral `GENERIC_PHRASES`: the same lessons (family, condition, counter, provenance,
+    status, order), only the text and, with it, the id change. Pure: `pool` is not touched.
+
+    A rule's value is read back from its text with the phrase its family and condition
+    select; a rule whose condition is not a lesson's (`parse_condition`) or whose text is
+    not that phrase's sentence (written by hand, by an LLM, or in other words) is kept as it
+    is.
+    """
+    out: list[Experience] = []
+    for item in pool:
+        new = copy.deepcopy(item)
+        parsed = parse_condition(item.condition)
+        if parsed is not None:
+            tool, arg, aspect = parsed
+            value = _value_of(item.text, _phrase(phrasebook, item.family, tool, arg, aspect), tool, arg)
+            if value is not None:
+                new.text = _sentence(GENERIC_PHRASES[aspect], tool, arg, value)
+                new.exp_id = principle_id(new.text, new.family, new.condition)
+        out.append(new)
+    return out
+
+
+def _value_of(text: str, phrase: str, tool: str, arg: str) -> str | None:
+    """The value that `phrase` turns into `text` (`_sentence`), else None."""
+    head, slot, tail = phrase.partition("{value}")
+    if not slot or "{value}" in tail:      # no value, or one said twice: not read back
+        return None
+    head, tail = head.format(tool=tool, arg=arg), tail.format(tool=tool, arg=arg) + "."
+    if len(text) < len(head) + len(tail) or not text.endswith(tail):
+        return None
+    value = text[len(head):len(text) - len(tail)]
+    # The sentence capitalises its first letter; rendering the value again checks the rest.
+    return value if _sentence(phrase, tool, arg, value) == text else None
