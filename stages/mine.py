@@ -73,7 +73,8 @@ def main() -> int:
     import polars as pl
 
     from distillery.mining.instances import mine_instances
-    from distillery.mining.principles import LLMSummariser, RulesSummariser, update_pool
+    from distillery.mining.principles import LLMSummariser, update_pool
+    from distillery.mining.rules import RulesSummariser
     from distillery.mining.skills import mine_skills, write_validation_table
 
     cfg = load_section(MineConfig, "mine")

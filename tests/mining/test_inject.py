@@ -25,7 +25,8 @@ from distillery.mining.inject import (
     make_selector,
     parse_id_list,
 )
-from distillery.mining.principles import RulesSummariser, update_pool
+from distillery.mining.principles import update_pool
+from distillery.mining.rules import RulesSummariser
 from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
 from distillery.tasks.generate import generate_tasks
 from distillery.types import Context, Experience, Task

@@ -13,11 +13,14 @@ Two modes, one trajectory format:
   go back as `tool_calls` with their observations as `tool` messages, and the returned call
   is written as canonical text with `format_call`. A trajectory reads the same in both modes.
 
-Failures: retries are the `openai` client's own (exponential backoff with jitter from 0.5 s
-up to 8 s, honouring `Retry-After`; on connection errors, timeouts, 408, 409, 429 and 5xx),
-configured with `max_retries` and `timeout`. A request that still fails becomes an
-`ActionOutput` with `error` set, which ends that episode as errored; it never raises, so one
-dead endpoint cannot take down a rollout.
+Each context is answered with the tools of its own task's environment.
+
+Transport, retries, timeouts and the key are `distillery.llm.ChatEndpoint`'s: the `openai`
+client's own retries (exponential backoff with jitter from 0.5 s up to 8 s, honouring
+`Retry-After`; on connection errors, timeouts, 408, 409, 429 and 5xx), configured with
+`max_retries` and `timeout`. A request that still fails becomes an `ActionOutput` with
+`error` set, which ends that episode as errored; it never raises, so one dead endpoint cannot
+take down a rollout.
 """
 
 from __future__ import annotations
@@ -25,28 +28,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
-
-import openai
 
 from distillery.agents.prompts import render_messages
 from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import ToolSpec, tool_specs
+from distillery.llm import DEFAULT_KEY_ENV, ChatEndpoint, EndpointError
 from distillery.types import ActionOutput, Context, ToolCall
 
 log = logging.getLogger(__name__)
 
 MODES = ("text", "tools")
-PLACEHOLDER_KEY = "EMPTY"   # what local servers (vLLM, Ollama, distillery serve) accept
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-_MAX_ERROR_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -196,7 +193,7 @@ class OpenAIPolicy:
         self,
         base_url: str,
         model: str,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str = DEFAULT_KEY_ENV,
         mode: str = "text",
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -205,7 +202,6 @@ class OpenAIPolicy:
         timeout: float = 60.0,
         max_retries: int = 4,
         prices: dict[str, dict[str, float]] | None = None,
-        env: str = "stage",
         label: str = "",
         logprobs: bool = False,
     ) -> None:
@@ -221,18 +217,15 @@ class OpenAIPolicy:
             timeout: seconds per attempt; max_retries: the client's retries after the first.
             prices: ``{model: {input_per_mtok, output_per_mtok}}`` in US dollars; a model
                 missing from the table costs 0.
-            env: whose tools the model is told about.
             label: the policy name recorded on trajectories (default ``openai``).
             logprobs: ask for the sampled tokens' log-probabilities (not every server has them).
         """
         if mode not in MODES:
             raise ValueError(f"openai policy: mode must be one of {MODES}, not {mode!r}")
-        parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"openai policy: base_url must be an http(s) URL such as "
-                             f"http://127.0.0.1:8000/v1, not {base_url!r}")
-        if not model:
-            raise ValueError("openai policy: `model` is required (the name the endpoint serves)")
+        try:
+            self.endpoint = ChatEndpoint(base_url, model, api_key_env, timeout, max_retries)
+        except ValueError as exc:
+            raise ValueError(f"openai policy: {exc}") from None
         if concurrency < 1:
             raise ValueError(f"openai policy: concurrency must be >= 1, not {concurrency}")
         if max_tokens < 1:
@@ -240,27 +233,15 @@ class OpenAIPolicy:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"openai policy: need temperature >= 0 and 0 < top_p <= 1, "
                              f"got temperature={temperature}, top_p={top_p}")
-        if timeout <= 0 or max_retries < 0:
-            raise ValueError(f"openai policy: need timeout > 0 and max_retries >= 0, "
-                             f"got timeout={timeout}, max_retries={max_retries}")
         self.name = label or "openai"
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.endpoint.base_url
         self.mode = mode
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-        self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
+        self.concurrency = concurrency
         self.logprobs = logprobs
         self.prices = parse_prices(prices)
         self.price = self.prices.get(model)
-        self.specs = tool_specs(env)
-        self.tools = [s.json_schema() for s in self.specs]
-        self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "")
-        if not key and parsed.hostname not in _LOCAL_HOSTS:
-            log.warning("openai policy: $%s is unset; sending a placeholder key to %s",
-                        api_key_env, self.base_url)
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key or PLACEHOLDER_KEY,
-                                    timeout=timeout, max_retries=max_retries)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openai-policy")
         self.notes: Counter[str] = Counter()   # replies that needed repair, by kind
 
@@ -271,7 +252,7 @@ class OpenAIPolicy:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.client.close()
+        self.endpoint.close()
 
     def __enter__(self) -> OpenAIPolicy:
         return self
@@ -283,14 +264,15 @@ class OpenAIPolicy:
 
     def request(self, ctx: Context) -> dict[str, Any]:
         """The keyword arguments of `chat.completions.create` for one context."""
-        messages: list[dict[str, Any]] = render_messages(ctx, self.specs)
+        specs = tool_specs(ctx.task.env)
+        messages: list[dict[str, Any]] = render_messages(ctx, specs)
         kwargs: dict[str, Any] = {
             "model": self.model, "temperature": self.temperature, "top_p": self.top_p,
             "max_tokens": self.max_tokens, "seed": request_seed(ctx),
         }
         if self.mode == "tools":
-            messages = tools_messages(messages, self.specs)
-            kwargs["tools"] = self.tools
+            messages = tools_messages(messages, specs)
+            kwargs["tools"] = [s.json_schema() for s in specs]
         if self.logprobs:
             kwargs["logprobs"] = True
         kwargs["messages"] = messages
@@ -302,35 +284,19 @@ class OpenAIPolicy:
             log.warning("openai policy (%s): %s at %s step %d %s", self.model, kind,
                         ctx.episode_id, ctx.t, detail)
 
-    def _error(self, exc: openai.APIError) -> str:
-        where = f"{self.base_url}/chat/completions (model {self.model!r})"
-        retried = f"after {self.max_retries} retries"
-        if isinstance(exc, openai.APITimeoutError):
-            msg = f"timed out after {self.timeout:g}s per attempt, {retried}: {where}"
-        elif isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            msg = f"cannot connect, {retried}: {where}: {cause or exc}"
-        elif isinstance(exc, openai.APIStatusError):
-            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-            msg = f"HTTP {exc.status_code}{' ' + retried if retryable else ''} from {where}: {exc.message}"
-            if exc.status_code == 401 and not os.environ.get(self.api_key_env):
-                msg += f" (no key sent: ${self.api_key_env} is unset)"
-        else:
-            msg = f"{type(exc).__name__} from {where}: {exc}"
-        return msg[:_MAX_ERROR_CHARS]
-
     def act_one(self, ctx: Context) -> ActionOutput:
         try:
-            resp = self.client.chat.completions.create(**self.request(ctx))
-        except openai.APIError as exc:
-            return ActionOutput(text="", error=self._error(exc))
+            resp = self.endpoint.create(**self.request(ctx))
+        except EndpointError as exc:
+            return ActionOutput(text="", error=str(exc))
         usage = resp.usage
         tokens_in = int(usage.prompt_tokens or 0) if usage else 0
         tokens_out = int(usage.completion_tokens or 0) if usage else 0
         cost = self.price.cost(tokens_in, tokens_out) if self.price else 0.0
         if not resp.choices:
             return ActionOutput(text="", tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
-                                error=f"no choices in the reply from {self.base_url} (model {self.model!r})")
+                                error=f"no choices in the reply from {self.endpoint.where}")
+        specs = tool_specs(ctx.task.env)
         choice = resp.choices[0]
         msg = choice.message
         calls = [c for c in (msg.tool_calls or []) if getattr(c, "function", None) is not None]
@@ -339,11 +305,11 @@ class OpenAIPolicy:
                 self._note("several tool calls, took the first", ctx, f"({len(calls)} calls)")
             if self.mode == "text":
                 self._note("tool call in text mode", ctx)
-            text = tool_call_text(calls[0].function.name, calls[0].function.arguments, self.specs)
+            text = tool_call_text(calls[0].function.name, calls[0].function.arguments, specs)
         else:
             if self.mode == "tools" and msg.content:
                 self._note("text reply in tools mode", ctx)
-            text, note = extract_action(msg.content or "", self.specs)
+            text, note = extract_action(msg.content or "", specs)
             if note:
                 self._note(note, ctx)
             if not text:

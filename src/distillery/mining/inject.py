@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from distillery.mining.principles import ChatEndpoint, EndpointError
+from distillery.llm import ChatEndpoint, EndpointError
 from distillery.types import Context, Experience
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from distillery.envs.base import tool_specs
-from distillery.mining.principles import call_text
+from distillery.mining.evidence import call_text
 from distillery.types import Experience, Task, ToolCall
 
 INSTANCE_TEMPLATE = "Solved by: {calls}."

@@ -8,7 +8,7 @@ One interface (`predict(frame) -> frame + pred_<target>`), two backends:
   to every user. That is the over-rationalising reasoner the PGHS paper warns about: it
   cannot see habits or inertia (most of a habitual group's orders ignore the strategy), so
   it gets levels wrong and responses too large.
-* `llm` (`LLMReasoner`): any OpenAI-compatible endpoint through the official `openai` client,
+* `llm` (`LLMReasoner`): any OpenAI-compatible endpoint through `distillery.llm.ChatEndpoint`,
   prompted (see `prompts.py`) with the market averages, the group descriptions, the merchant,
   the strategy and, when given, the policies that fire for them.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from distillery.config import PghsLLMConfig
+from distillery.llm import ChatEndpoint
 from distillery.pghs import prompts
 from distillery.pghs.data import MERCHANT_FEATURES, STRATEGY_FEATURES, GroupDescription
 from distillery.pghs.policies import PolicySet, apply_policies
@@ -156,7 +156,10 @@ class _Request:
 
 class LLMReasoner:
     """Reasoning by an LLM behind any OpenAI-compatible endpoint (vLLM, SGLang, Ollama,
-    `distillery serve`). One request per merchant and strategy covers every group."""
+    `distillery serve`). One request per merchant and strategy covers every group.
+
+    A request that fails after the client's retries raises `distillery.llm.EndpointError`;
+    `client`, when given, is used instead of the client built from `cfg`."""
 
     backend = "llm"
 
@@ -170,12 +173,8 @@ class LLMReasoner:
         self.policies = policies
         self.progress = progress
         self._cache: dict[str, dict[str, dict[str, float]]] = {}
-        if client is None:
-            from openai import OpenAI
-
-            client = OpenAI(base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
-                            timeout=cfg.timeout_s, max_retries=cfg.max_retries)
-        self.client = client
+        self.endpoint = ChatEndpoint(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s, cfg.max_retries,
+                                     temperature=cfg.temperature, max_tokens=cfg.max_tokens, client=client)
 
     @property
     def guided(self) -> bool:
@@ -207,24 +206,18 @@ class LLMReasoner:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _complete(self, messages: list[dict[str, str]]) -> str:
-        reply = self.client.chat.completions.create(
-            model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
-            max_tokens=self.cfg.max_tokens)
-        return reply.choices[0].message.content or ""
-
     def _ask(self, req: _Request) -> dict[str, dict[str, float]]:
         messages = self.messages(req)
         key = json.dumps(messages, sort_keys=True)
         if key in self._cache:
             return self._cache[key]
-        content = self._complete(messages)
+        content = self.endpoint.complete(messages)
         try:
             parsed = parse_reply(content, req.groups, self.targets)
         except ValueError as e:
             retry = [*messages, {"role": "assistant", "content": content},
                      {"role": "user", "content": prompts.RETRY.format(error=e)}]
-            content = self._complete(retry)
+            content = self.endpoint.complete(retry)
             try:
                 parsed = parse_reply(content, req.groups, self.targets)
             except ValueError as e2:

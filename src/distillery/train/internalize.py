@@ -142,7 +142,8 @@ def update_experience(pool: Sequence[Experience], granularity: str, tasks: Mappi
                       lessons_only: bool = False) -> tuple[list[Experience], list[str]]:
     """The pool after learning from `traj` (never lost: failures keep the old pool)."""
     if granularity == "principle":
-        from distillery.mining.principles import RulesSummariser, update_pool
+        from distillery.mining.principles import update_pool
+        from distillery.mining.rules import RulesSummariser
 
         up = update_pool(pool, tasks, traj.episodes, traj.steps, RulesSummariser(lessons_only=lessons_only),
                          max_rules=max_rules)

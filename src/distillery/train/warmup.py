@@ -148,7 +148,8 @@ def _mined_injectors(episodes: pl.DataFrame, steps: pl.DataFrame, tasks: Mapping
                      top_k: int) -> dict[str, Any]:
     """Per training user: a step-wise injector over the principles mined from their episodes."""
     from distillery.mining.inject import StepwiseInjector, TfidfSelector
-    from distillery.mining.principles import RulesSummariser, update_pool
+    from distillery.mining.principles import update_pool
+    from distillery.mining.rules import RulesSummariser
 
     eps = episodes.with_columns(pl.col("task_id").replace_strict(
         {t: tasks[t].profile for t in tasks}, default="").alias("_profile"))

@@ -9,6 +9,7 @@ from typing import Any
 
 from distillery.envs.base import EnvSpec
 from distillery.envs.stage.env import StageEnv
+from distillery.envs.stage.phrasebook import PHRASEBOOK
 from distillery.envs.stage.profiles import get_profile, vocabulary_text
 from distillery.envs.stage.tools import TOOL_SPECS
 
@@ -37,6 +38,7 @@ def check_profile(name: str) -> None:
 ENV = EnvSpec(
     name="stage", factory=StageEnv, tools=tuple(TOOL_SPECS), description=DESCRIPTION,
     state_texts=state_texts, vocabulary=vocabulary_text, check_profile=check_profile,
+    phrasebook=PHRASEBOOK,
 )
 
 __all__ = ["ENV", "TOOL_SPECS", "StageEnv"]
