@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 from tests.e2e.conftest import PIPELINE_TIMEOUT, run
+
 from tools import stage_deps as sd
 
 DVC = [sys.executable, "-m", "dvc"]
