@@ -35,7 +35,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from distillery.agents.hf import HFPolicy
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
 from distillery.rollout import Injector, RolloutConfig, Trajectories, make_jobs, run_batch
@@ -126,9 +126,8 @@ def run_policy(model: Any, tok: Any, tasks: Sequence[Task], *, injector: Injecto
                temperature: float, seed: int, iteration: int, batch_size: int, label: str,
                prompt: PromptConfig, max_new_tokens: int = 96) -> Trajectories:
     """Roll `model` out on `tasks` (K each) with an optional injector; greedy at temperature 0."""
-    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=max_new_tokens)
-    policy.name = label
+    policy = policy_from_model(model, tok, label, prompt=prompt, temperature=temperature,
+                               max_new_tokens=max_new_tokens)
     cfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size)
     return run_batch(policy, make_jobs(tasks, label, cfg), cfg, injector)
 

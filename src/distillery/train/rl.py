@@ -45,6 +45,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
@@ -354,8 +355,6 @@ def learning_slice(tasks: Sequence[Task], per_family: int, iteration: int) -> li
 
 def _rollout(model: Any, tok: Any, tasks: Sequence[Task], skills: Sequence[Experience], cfg: RLConfig,
              it: int, prompt: PromptConfig, use_skills: bool) -> Trajectories:
-    from distillery.agents.hf import HFPolicy
-
     rcfg = RolloutConfig(k=cfg.k, seed=cfg.seed * 1000 + it, iteration=it, batch_size=cfg.batch_size)
     jobs, guided = [], {}
     for task in tasks:
@@ -366,9 +365,8 @@ def _rollout(model: Any, tok: Any, tasks: Sequence[Task], skills: Sequence[Exper
                                    episode_id=ep, group=f"{task.task_id}:i{it}"))
             if sk is not None and s < cfg.k // 2:
                 guided[ep] = sk
-    policy = HFPolicy("rl", temperature=cfg.temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=cfg.max_new_tokens)
-    policy.name = f"rl-{cfg.method}"
+    policy = policy_from_model(model, tok, f"rl-{cfg.method}", prompt=prompt, temperature=cfg.temperature,
+                               max_new_tokens=cfg.max_new_tokens)
     return run_batch(policy, jobs, rcfg, EpisodeSkillInjector(guided) if guided else None)
 
 

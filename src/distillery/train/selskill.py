@@ -69,6 +69,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
 from distillery.envs.actions import format_call, parse_action
@@ -496,15 +497,6 @@ def dpo_update(model: Any, examples: Sequence[Example], ref_sums: Sequence[float
 # ---------------------------------------------------------------------------------------
 
 
-def _policy(model: Any, tok: Any, cfg: SelSkillConfig, prompt: PromptConfig, temperature: float, label: str) -> Any:
-    from distillery.agents.hf import HFPolicy
-
-    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=cfg.max_new_tokens)
-    policy.name = label
-    return policy
-
-
 def rollout(model: Any, tok: Any, tasks: Sequence[Task], library: Mapping[str, Experience] | None,
             cfg: SelSkillConfig, prompt: PromptConfig, *, k: int, temperature: float, seed: int, label: str,
             forced: Mapping[str, Sequence[str]] | None = None, jobs: Sequence[EpisodeJob] | None = None
@@ -514,7 +506,8 @@ def rollout(model: Any, tok: Any, tasks: Sequence[Task], library: Mapping[str, E
     if jobs is None:
         jobs = [EpisodeJob(task=t, sample=s, seed=episode_seed(seed, t.task_id, s),
                            episode_id=f"{t.task_id}:{label}:k{s}", group=t.task_id) for t in tasks for s in range(k)]
-    policy = _policy(model, tok, cfg, prompt, temperature, label)
+    policy = policy_from_model(model, tok, label, prompt=prompt, temperature=temperature,
+                               max_new_tokens=cfg.max_new_tokens)
     if forced:
         policy = ForcedPrefixPolicy(policy, forced)
     wrap = (lambda env: SkillToolEnv(env, library)) if library is not None else None
