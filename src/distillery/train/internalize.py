@@ -71,7 +71,7 @@ class InternalizeConfig:
                        "words) | embedding (all-MiniLM-L6-v2 cosine, offline)")
     k: int = _f(4, "samples per learning task per iteration")
     temperature: float = _f(1.0, "sampling temperature of the rollouts")
-    max_tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
+    tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
     batch_size: int = _f(128, "episodes decoded together")
     max_new_tokens: int = _f(96, "cap on one action's tokens in every rollout and evaluation")
     replay_episodes: int = _f(400, "warm-up teacher episodes replayed with their principles shown")
@@ -274,11 +274,11 @@ def run_internalize(
     if not learn or not test:
         raise ValueError(f"internalize: no {cfg.learn_split!r} or {cfg.test_split!r} tasks; set "
                          "tasks.heldout_profiles so the tasks stage generates them")
-    if cfg.max_tasks_per_family:
+    if cfg.tasks_per_family:
         kept: dict[str, list[Task]] = {}
         for t in learn:
             kept.setdefault(t.family, []).append(t)
-        learn = [t for fam in kept.values() for t in fam[: cfg.max_tasks_per_family]]
+        learn = [t for fam in kept.values() for t in fam[: cfg.tasks_per_family]]
     by_id = {t.task_id: t for t in tasks}
     model, tok = _load(Path(cfg.model_dir))
     prompt = model_prompt(cfg.model_dir)
