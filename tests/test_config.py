@@ -7,6 +7,7 @@ from distillery.config import (
     ExecutorConfig,
     TasksConfig,
     from_dict,
+    help_of,
     load_policy,
     load_section,
     read_params,
@@ -108,3 +109,25 @@ def test_collect_runs_the_first_tasks_per_family():
     assert load_section(CollectConfig, "play", {"play": {"tasks_per_family": 3}}).tasks_per_family == 3
     with pytest.raises(ConfigError, match="unknown key"):
         load_section(CollectConfig, "play", {"play": {"max_tasks_per_family": 3}})
+
+
+def test_the_on_policy_trainers_share_their_loop_fields_and_check_their_choices():
+    from distillery.train.config import OnPolicyConfig
+    from distillery.train.distill import DistillConfig
+    from distillery.train.internalize import InternalizeConfig
+    from distillery.train.rl import RLConfig
+    from distillery.train.selskill import SelSkillConfig
+
+    shared = {"learn_split", "test_split", "tasks_per_family", "k", "temperature", "max_new_tokens", "batch_size",
+              "seed"}
+    for cls, section, choice in ((InternalizeConfig, "internalize", "regime"), (RLConfig, "rl", "method"),
+                                 (SelSkillConfig, "selskill", None), (DistillConfig, "distill", "start")):
+        assert issubclass(cls, OnPolicyConfig) and shared <= set(help_of(cls)), cls
+        with pytest.raises(ConfigError, match=rf"{section}: {section}.temperature must be > 0"):
+            load_section(cls, section, {section: {"temperature": 0.0}})
+        if choice:
+            with pytest.raises(ConfigError, match=rf"{section}.{choice}: 'nope' is not one of"):
+                load_section(cls, section, {section: {choice: "nope"}})
+            with pytest.raises(ValueError, match=rf"{section}.{choice} must be one of"):
+                cls(**{choice: "nope"})
+    assert load_section(InternalizeConfig, "internalize", {"internalize": {"tasks_per_family": 0}}).tasks_per_family == 0

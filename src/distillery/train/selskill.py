@@ -64,7 +64,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import torch
@@ -75,7 +75,7 @@ from distillery.config import _f
 from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import Environment, ToolParam, ToolSpec
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
-from distillery.train.config import TrainConfig
+from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Example, collate
 from distillery.train.internalize import model_prompt
 from distillery.train.loop import action_logits
@@ -90,20 +90,18 @@ ARMS = ("never", "always", "free")
 
 
 @dataclass
-class SelSkillConfig:
+class SelSkillConfig(OnPolicyConfig):
     """`selskill` stage: DPO on invoke/skip pairs so the policy learns when a skill helps."""
 
+    section: ClassVar[str] = "selskill"
+
     model_dir: str = _f("models/warmup", "the policy to start from")
-    learn_split: str = _f("heldout_train", "tasks the pairs are sampled on")
-    test_split: str = _f("heldout_test", "tasks every arm is evaluated on, greedy")
     include_retired: bool = _f(True, "offer a family's best skill even if validation retired it: "
                                      "the policy must learn to skip a skill that does not help")
     rounds: int = _f(3, "sample pairs -> DPO rounds (the paper: 2-3)")
     tasks_per_family: int = _f(2, "learning tasks per family per round (a different slice each round)")
     k: int = _f(4, "base episodes per task")
     temperature: float = _f(0.7, "sampling temperature of the base episodes and branches")
-    max_new_tokens: int = _f(96, "cap on one action's tokens")
-    batch_size: int = _f(128, "episodes decoded together")
     branches_per_episode: int = _f(1, "decision points branched per base episode (highest entropy first)")
     episode_pairs_per_task: int = _f(2, "success/failure pairs per task group at most")
     local_turns: int = _f(3, "assistant turns from the branch point a local pair is scored on (paper's best)")
@@ -121,14 +119,13 @@ class SelSkillConfig:
         keep_checkpoints=1), metadata={"help": "the optimiser of the initialisation (max_steps is init_steps)"})
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.k < 1 or self.tasks_per_family < 1 or self.epochs < 1:
-            raise ValueError("selskill.rounds, k, tasks_per_family and epochs must be >= 1")
+        super().__post_init__()
+        if self.rounds < 1 or self.tasks_per_family < 1 or self.epochs < 1:
+            raise ValueError("selskill.rounds, tasks_per_family and epochs must be >= 1")
         if self.branches_per_episode < 0 or self.local_turns < 1 or self.pairs_per_batch < 1:
             raise ValueError("selskill.branches_per_episode must be >= 0, local_turns and pairs_per_batch >= 1")
-        if self.temperature <= 0:
-            raise ValueError("selskill.temperature must be > 0 (the base episodes and branches sample)")
-        if self.beta <= 0:
-            raise ValueError("selskill.beta must be > 0")
+        if self.beta <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("selskill.beta and selskill.max_grad_norm must be > 0")
 
 
 # ---------------------------------------------------------------------------------------
