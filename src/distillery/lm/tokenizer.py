@@ -11,9 +11,9 @@ call. Two granularities (`TokenizerConfig.granularity`):
   seen before is made of familiar parts. Measured on the default task set: 270 distinct
   tokens in the teacher's actions, none seen fewer than 4 times (vocabulary 1,127).
 - **names**. A compound name (``invoice_acme.pdf``, ``ann.lee@acme.com``, ``2024-05-03``)
-  is one pre-token, so BPE makes every name it saw a single token. Issue 3 records that a
-  1.3M-parameter model copied names perfectly when each was one token and failed when
-  they were spelled out character by character. On the STAGE task set it did worse than
+  is one pre-token, so BPE makes every name it saw a single token. The first warm-up runs
+  recorded that a 1.3M-parameter model copied names perfectly when each was one token and
+  failed when they were spelled out character by character. On the STAGE task set it did worse than
   parts: there every person and address is a different token, most seen 1–3 times (3,067
   of the 3,634 distinct tokens in the teacher's actions), and BPE cut unseen ones
   inconsistently (``jade.`` + ``nash@wayne.com``, ``17`` + ``10``); the student trained on

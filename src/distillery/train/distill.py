@@ -8,7 +8,7 @@ Each iteration k (reference/algorithms.md section 4):
    ones neither model was trained on (default: the held-out user's learning tasks). On
    the training users' tasks, which both models have memorised (the strong student
    samples 0.83 of them right at temperature 1), the teacher had next to nothing to
-   teach: OPD left the test success where it started (README, issue 5).
+   teach: OPD left the test success where it started (README, on-policy distillation).
 2. **Teacher signal.** The teacher scores the same tokens (it must share the student's
    tokenizer). A sample the teacher cannot score (its context window is shorter, or the
    call raised) gets NaN teacher log-probs and is skipped by every loss, counted and

@@ -14,7 +14,7 @@ A student meets a held-out user. Each iteration k:
      prefixes with the experience in its prompt; per-token reverse KL as an advantage
      (`train.losses.opd_loss`, reference 4b).
    Both mix in replayed warm-up episodes with their principles in the prompt, so the
-   student keeps following principle text when it is given (the issue's forgetting check).
+   student keeps following principle text when it is given (the forgetting check).
 4. **Evaluation** on `heldout_test`: success without experience (what was internalized)
    and with it (what the teacher can do), logged per iteration through DVCLive.
 

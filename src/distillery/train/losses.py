@@ -230,7 +230,7 @@ def teacher_coverage(
     `teacher_logprobs` [B, T] or, when given, in `teacher_topk_logprobs` [B, T, K]. Only
     positions inside `mask` are inspected, so padding may hold anything. A missing signal
     cannot be repaired by zero-filling (that would read as "the teacher agrees"), so the
-    whole rollout is skipped and counted. [ours: the robustness rule of issue 5]
+    whole rollout is skipped and counted. [ours: on-policy distillation's robustness rule]
     """
     mask = mask.bool()
     teacher = teacher_logprobs.detach()
