@@ -19,6 +19,7 @@ lists only what it changes::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -116,15 +117,20 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
+@functools.cache
+def _choices(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """(field, allowed values) of each `Literal[...]` field of dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, typing.get_args(hints[f.name])) for f in dataclasses.fields(cls)
+                 if typing.get_origin(hints[f.name]) is typing.Literal)
+
+
 def check_choices(cfg: Any, where: str) -> None:
     """Raise ValueError if a `Literal[...]` field of dataclass `cfg` holds a value outside
     its choices (for configs built in code: `from_dict` already checks what params.yaml says)."""
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        tp = hints[f.name]
-        if typing.get_origin(tp) is typing.Literal and getattr(cfg, f.name) not in typing.get_args(tp):
-            raise ValueError(f"{where}.{f.name} must be one of {list(typing.get_args(tp))}, "
-                             f"not {getattr(cfg, f.name)!r}")
+    for name, allowed in _choices(type(cfg)):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{where}.{name} must be one of {list(allowed)}, not {getattr(cfg, name)!r}")
 
 
 BASE_KEY = "base"
