@@ -56,7 +56,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from distillery.agents.prompts import MARKERS, render_prompt_ids  # noqa: E402
+from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
 from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
 
@@ -336,7 +336,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from distillery.agents.hf import HFPolicy
+    from distillery.agents.hf import HFPolicy, policy_from_model
     from distillery.lm.model import n_params
 
     torch.manual_seed(args.seed)
@@ -347,8 +347,8 @@ def main() -> int:
         what = model_dir
     else:
         model, tok = untrained_model(tasks, args.seed)
-        policy = HFPolicy("untrained", temperature=0.0, max_new_tokens=args.max_new_tokens,
-                          device="cpu", model=model, tokenizer=tok)
+        policy = policy_from_model(model, tok, "untrained", prompt=PromptConfig(), max_new_tokens=args.max_new_tokens,
+                                   device="cpu")
         what = ("UNTRAINED default ModelConfig (no --model-dir and no models/warmup), tokenizer "
                 "trained on these tasks' oracle text")
     lm = policy.lm

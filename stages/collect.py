@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(CollectConfig, section, params)
     entry = load_policy(name, params)
     frame = read_parquet(TASKS, "tasks").filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
-    if cfg.max_tasks_per_family:
-        frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.max_tasks_per_family)
+    if cfg.tasks_per_family:
+        frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.tasks_per_family)
     tasks = tasks_from_frame(frame)
     spec = PolicySpec(kind=entry.kind, kwargs={**entry.kwargs, **cfg.policy_overrides}, label=name)
     traj = run_episodes(

@@ -1,5 +1,5 @@
-"""Stage `teacher`: the distillation teacher of issue 5 (`train/teacher.py`: the warm-up
-student deepened and trained on the same data).
+"""Stage `teacher`: the distillation teacher (`train/teacher.py`: the warm-up student
+deepened and trained on the same data).
 
 Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, the student
 (`teacher.student_dir`) and `params.yaml:teacher`; writes `models/teacher/`,
@@ -9,7 +9,6 @@ Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, t
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from distillery.config import load_section, to_dict
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
+from distillery.train.card import card_prompt
 from distillery.train.teacher import TeacherConfig, grow_teacher
 from distillery.types import tasks_from_frame
 
@@ -38,10 +38,8 @@ def main() -> int:
     t0 = time.perf_counter()
     tok, model, result, sizes = grow_teacher(cfg, tasks, episodes, steps, CKPT)
     metrics = {**result.metrics, **sizes, "wall_s": round(time.perf_counter() - t0, 1)}
-    card_path = Path(cfg.student_dir) / "card.json"
-    prompt = json.loads(card_path.read_text()).get("prompt", {}) if card_path.is_file() else {}
-    save_model_dir(OUT, model, tok, {"prompt": prompt, "metrics": metrics, "params": to_dict(cfg),
-                                     "grown_from": cfg.student_dir})
+    save_model_dir(OUT, model, tok, {"prompt": card_prompt(cfg.student_dir), "metrics": metrics,
+                                     "params": to_dict(cfg), "grown_from": cfg.student_dir})
     write_json(metrics, METRICS)
     print(f"teacher: {sizes['student_params'] / 1e6:.2f}M -> {sizes['teacher_params'] / 1e6:.2f}M params "
           f"({cfg.n_layers} layers), {result.steps} steps, eval loss {result.metrics.get('eval_loss', float('nan')):.4f}"

@@ -5,9 +5,9 @@ trajectories.
 `data/trajectories/<teacher>/` and `params.yaml:<NAME>`; writes `models/<NAME>/` (weights,
 tokenizer, config, card.json), `metrics/<NAME>.json` and the DVCLive curves under
 `dvclive/<NAME>/`. Checkpoints go to `checkpoints/<NAME>/` (declared `persist`, so a killed
-run resumes from the last one on the next `dvc repro`). `student_weak` is the same recipe
-stopped early, the distill stage's weak start; it trains the same tokenizer from the same
-corpus, so it shares the student's vocabulary.
+run resumes from the last one on the next `dvc repro`). `student_weak` (`base: warmup` in
+params.yaml) is the same recipe stopped early, the distill stage's weak start; it trains the
+same tokenizer from the same corpus, so it shares the student's vocabulary.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from distillery.config import load_section, to_dict
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import build_card
-from distillery.train.warmup import WarmupConfig, warmup
+from distillery.train.warmup import WarmupConfig, warmup, warmup_metrics
 from distillery.types import tasks_from_frame
 
 TASKS = "data/tasks/tasks.parquet"
@@ -43,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = read_parquet(traj / "steps.parquet", f"collect@{cfg.teacher}")
     t0 = time.perf_counter()
     tok, model, result, stats = warmup(cfg, tasks, episodes, steps, ckpt)
-    metrics = {**result.metrics, "wall_s": round(time.perf_counter() - t0, 1), **{
-        "n_params": stats.n_params, "vocab_size": stats.vocab_size,
-        "train_examples": stats.train.examples, "eval_examples": stats.eval.examples,
-        "train_target_tokens": stats.train.target_tokens}}
+    metrics = warmup_metrics(result, stats, round(time.perf_counter() - t0, 1))
     card = build_card(prompt=cfg.prompt, seed=cfg.train.seed,
                       data_files=[TASKS, traj / "episodes.parquet", traj / "steps.parquet"],
                       metrics=metrics, params=to_dict(cfg), model_cfg=cfg.model, train_cfg=cfg.train,

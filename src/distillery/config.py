@@ -3,16 +3,28 @@
 Every field has a default and a one-line help (`metadata={"help": ...}`); `load_section`
 rejects unknown keys and wrong types with a message that names the key and says what to
 change, so a typo in `params.yaml` or in `dvc exp run -S` fails before any work starts.
+A field with a fixed set of choices is annotated `Literal[...]`: `from_dict` checks the
+value, and `check_choices` (called by the config's `__post_init__`) checks a config built
+in code.
+
+A section may start from another: ``base: <section>`` takes that section (itself resolved
+the same way) and deep-merges the section's own keys over it, so a variant of a recipe
+lists only what it changes::
+
+    student_weak:
+      base: warmup
+      train: {max_steps: 400}     # every other key is warmup's
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -105,11 +117,62 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
+@functools.cache
+def _choices(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """(field, allowed values) of each `Literal[...]` field of dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, typing.get_args(hints[f.name])) for f in dataclasses.fields(cls)
+                 if typing.get_origin(hints[f.name]) is typing.Literal)
+
+
+def check_choices(cfg: Any, where: str) -> None:
+    """Raise ValueError if a `Literal[...]` field of dataclass `cfg` holds a value outside
+    its choices (for configs built in code: `from_dict` already checks what params.yaml says)."""
+    for name, allowed in _choices(type(cfg)):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{where}.{name} must be one of {list(allowed)}, not {getattr(cfg, name)!r}")
+
+
+BASE_KEY = "base"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over`'s keys on top of `base`'s: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_section(params: dict[str, Any], section: str) -> dict[str, Any] | None:
+    """`params[section]` with its `base:` chain merged in (None when the section is absent)."""
+    if params.get(section) is None:
+        return None
+    return _resolved(params, section, [])
+
+
+def _resolved(params: dict[str, Any], name: str, seen: list[str]) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"{seen[0]}: circular base ({' -> '.join([*seen, name])}); a section cannot "
+                          "start from itself")
+    body = params[name]
+    if not isinstance(body, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {type(body).__name__}")
+    base = body.get(BASE_KEY)
+    own = {k: v for k, v in body.items() if k != BASE_KEY}
+    if base is None:
+        return own
+    if not isinstance(base, str) or not isinstance(params.get(base), dict):
+        raise ConfigError(f"{name}.{BASE_KEY}: {base!r} is not a section of params.yaml; "
+                          f"sections: {sorted(params)}")
+    return _deep_merge(_resolved(params, base, [*seen, name]), own)
+
+
 def load_section(cls: type[T], section: str, params: dict[str, Any] | None = None,
                  path: str | Path = PARAMS_FILE) -> T:
-    """Read `section` of params.yaml into `cls`; a missing section uses every default."""
+    """Read `section` of params.yaml into `cls` (`base:` resolved); a missing section uses every default."""
     params = read_params(path) if params is None else params
-    return from_dict(cls, params.get(section), where=section)
+    return from_dict(cls, resolve_section(params, section), where=section)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -140,13 +203,13 @@ def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses.fiel
 class ExecutorConfig:
     """Where rollout and evaluation shards run."""
 
-    kind: str = _f("process", "'process' (a local process pool), 'thread', or 'inline' (no pool)")
+    kind: Literal["process", "thread", "inline"] = _f(
+        "process", "'process' (a local process pool), 'thread', or 'inline' (no pool)")
     workers: int = _f(2, "pool size for 'process'/'thread'; ignored when `address` is set")
     address: str = _f("", "a dask.distributed scheduler address (tcp://host:8786); empty = local pool")
 
     def __post_init__(self) -> None:
-        if self.kind not in ("process", "thread", "inline"):
-            raise ValueError(f"executor.kind must be 'process', 'thread' or 'inline', not {self.kind!r}")
+        check_choices(self, "executor")
         if self.workers < 1:
             raise ValueError("executor.workers must be at least 1")
 
@@ -204,7 +267,7 @@ class CollectConfig:
     executor: ExecutorConfig = _f(ExecutorConfig, "where shards run")
     policy_overrides: dict[str, Any] = _f({}, "constructor arguments that override the policy's own "
                                           "(e.g. temperature: 1.0 to sample groups)")
-    max_tasks_per_family: int = _f(0, "run only the first N tasks of each family and split (by id); 0 = all")
+    tasks_per_family: int = _f(0, "run only the first N tasks of each family and split (by id); 0 = all")
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -223,12 +286,11 @@ class EvaluateConfig:
 class PolicyEntry:
     """One named policy under `policies:` in params.yaml (what `collect <name>` runs)."""
 
-    kind: str = _f("oracle", "oracle | random | hf | openai")
+    kind: Literal["oracle", "random", "hf", "openai"] = _f("oracle", "oracle | random | hf | openai")
     kwargs: dict[str, Any] = _f({}, "keyword arguments of the policy's constructor")
 
     def __post_init__(self) -> None:
-        if self.kind not in ("oracle", "random", "hf", "openai"):
-            raise ValueError(f"policy kind must be oracle, random, hf or openai, not {self.kind!r}")
+        check_choices(self, "policy")
 
 
 def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
@@ -240,7 +302,7 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
 
 
 # ---------------------------------------------------------------------------------------
-# PGHS (issue 6): group-level user simulation
+# PGHS: group-level user simulation
 # ---------------------------------------------------------------------------------------
 
 
@@ -302,12 +364,12 @@ class PghsLLMConfig:
 class PghsReasonConfig:
     """The reasoning branch."""
 
-    backend: str = _f("rules", "'rules' (deterministic policy composition) or 'llm' (OpenAI-compatible endpoint)")
+    backend: Literal["rules", "llm"] = _f(
+        "rules", "'rules' (deterministic policy composition) or 'llm' (OpenAI-compatible endpoint)")
     llm: PghsLLMConfig = _f(PghsLLMConfig, "endpoint for backend 'llm'")
 
     def __post_init__(self) -> None:
-        if self.backend not in ("rules", "llm"):
-            raise ValueError(f"pghs.reason.backend must be 'rules' or 'llm', not {self.backend!r}")
+        check_choices(self, "pghs.reason")
 
 
 @dataclass
@@ -336,12 +398,14 @@ class PghsConfig:
     test_fraction: float = _f(0.25, "with folds = 1: share of merchants held out for evaluation")
     holdout_strategies: float = _f(0.2, "share of strategies removed from training (held-out strategies)")
     n_candidates: int = _f(8, "candidate strategies ranked per held-out merchant (counterfactual test)")
-    fuse_method: str = _f("weights", "'weights' (alpha per group) or 'stacking' (linear model per group)")
+    fuse_method: Literal["weights", "stacking"] = _f(
+        "weights", "'weights' (alpha per group) or 'stacking' (linear model per group)")
     policies: PghsPoliciesConfig = _f(PghsPoliciesConfig, "policy mining")
     reason: PghsReasonConfig = _f(PghsReasonConfig, "reasoning branch")
     fit: PghsFitConfig = _f(PghsFitConfig, "fitting branch")
 
     def __post_init__(self) -> None:
+        check_choices(self, "pghs")
         if not self.seeds:
             raise ValueError("pghs.seeds must list at least one seed")
         bad = [t for t in self.targets if t not in ("order_rate", "ctr", "cvr")]
@@ -354,5 +418,3 @@ class PghsConfig:
             raise ValueError("pghs.holdout_strategies must be in [0, 1)")
         if self.folds < 1:
             raise ValueError("pghs.folds must be at least 1")
-        if self.fuse_method not in ("weights", "stacking"):
-            raise ValueError(f"pghs.fuse_method must be 'weights' or 'stacking', not {self.fuse_method!r}")

@@ -31,20 +31,15 @@ MICRO = {
                   "num_threads": 1},
         "induction_steps": 4,
     },
-    # Issue 5's teacher (the micro student grown by a layer) and weak start (the micro recipe, shorter).
+    # The distillation teacher (the micro student grown by a layer) and the weak start (the
+    # micro warm-up, shorter: student_weak is `base: warmup` plus its own keys).
     "teacher": {"n_layers": 3, "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "eval_every": 4,
                                          "save_every": 4, "num_threads": 1}},
-    "student_weak": {
-        "tokenizer": {"vocab_size": 1024},
-        "model": {"hidden_size": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "intermediate_size": 64},
-        "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "save_every": 4,
-                  "num_threads": 1},
-        "induction_steps": 4,
-    },
+    "student_weak": {"train": {"max_steps": 4, "eval_every": 4, "save_every": 4}},
     "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},
     "mine": {"max_groups": 1, "pairs_per_group": 1},
-    "internalize": {"iterations": 2, "k": 2, "max_new_tokens": 24, "replay_episodes": 4, "eval_seeds": [0], "max_tasks_per_family": 1,
+    "internalize": {"iterations": 2, "k": 2, "max_new_tokens": 24, "replay_episodes": 4, "eval_seeds": [0], "tasks_per_family": 1,
                     "train": {"max_steps": 3, "batch_size": 4, "save_every": 2, "num_threads": 1}},
     "rl": {"method": "siri", "iterations": 2, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24,
            "siri_min_successes": 0, "siri_mine_every": 1, "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},

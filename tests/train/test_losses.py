@@ -19,7 +19,6 @@ from distillery.train.losses import (
     generalized_jsd_loss,
     importance_sampling_loss,
     linear_warmup,
-    local_dpo_loss,
     low_var_kl,
     low_var_kl_loss,
     masked_token_mean,
@@ -29,13 +28,11 @@ from distillery.train.losses import (
     ppo_clip_loss,
     scope_loss,
     scope_path_weights,
-    sequence_logprob,
     sequence_mean_logprob,
     siri_internalization_loss,
     teacher_coverage,
     token_logprobs,
     topk_reverse_kl,
-    turn_window_mask,
 )
 
 LN = math.log
@@ -465,7 +462,7 @@ def test_linear_warmup():
         linear_warmup(-1, warmup_steps=10, max_value=2.0)
 
 
-# --- DPO and SelSkill ---------------------------------------------------------------------------
+# --- DPO ----------------------------------------------------------------------------------------
 
 
 def test_dpo_loss_by_hand():
@@ -478,31 +475,6 @@ def test_dpo_loss_by_hand():
     # d/d pc = -beta * sigmoid(-z) / N < 0: raising the chosen log-prob lowers the loss
     sig = 1 / (1 + math.exp(1))
     assert pc.grad.tolist() == pytest.approx([-0.5 * sig / 2, -0.5 * 0.5 / 2])
-
-
-def test_sequence_logprob_sums_selected_tokens():
-    assert sequence_logprob(t([[-1.0, -2.0, -4.0]]), mask_of([[1, 0, 1]])).tolist() == [-5.0]
-
-
-def test_turn_window_mask_first_turns_after_branch():
-    turns = torch.tensor([[-1, -1, 0, 0, -1, 1, 2, 2, -1, 3, 4, -1]])
-    got = turn_window_mask(turns, torch.tensor([1]), n_turns=3)
-    # turns 1, 2, 3 selected; prefix turn 0, turn 4 and non-assistant tokens (-1) excluded
-    assert got.long().tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 0, 1, 0, 0]]
-
-
-def test_local_dpo_loss_restricts_to_the_window():
-    # chosen: prefix turn 0, window turns 1-3, turn 4 after the window
-    c_turns = torch.tensor([[0, 1, 2, 3, 4]])
-    r_turns = torch.tensor([[0, 1, -1, 2, 3, 4, 4]])  # a tool-output token (-1) inside
-    pc = t([[-9.0, -1.0, -1.0, -1.0, -9.0]])
-    pr = t([[-9.0, -2.0, -9.0, -2.0, -2.0, -9.0, -9.0]])
-    rc = t([[-5.0, -1.5, -1.5, -1.5, -5.0]])
-    rr = t([[-5.0, -1.5, -5.0, -1.5, -1.5, -5.0, -5.0]])
-    loss = local_dpo_loss(pc, pr, rc, rr, c_turns, r_turns, torch.tensor([1]), n_turns=3, beta=1.0)
-    # window sums: policy chosen -3, policy rejected -6, ref chosen -4.5, ref rejected -4.5
-    # margin (-3 + 4.5) - (-6 + 4.5) = 3 -> log(1 + e^-3)
-    assert loss.item() == pytest.approx(math.log1p(math.exp(-3)))
 
 
 # --- robustness: empty action masks ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,23 @@ def test_card_errors_are_specific(tmp_path):
         build_card(prompt=PromptConfig(), seed=0, extra={"seed": 1})
 
 
-def test_iteration_logger_puts_the_starting_model_at_step_0(tmp_path):
-    from dvclive import Live
+def test_iteration_log_puts_the_starting_model_at_step_0(tmp_path):
+    from distillery.train.card import iteration_log
 
-    from distillery.train.card import iteration_logger
-
-    with Live(str(tmp_path / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        log = iteration_logger(live)
+    with iteration_log(tmp_path / "live") as log:
         log({"test_success": 0.5}, -1)
         log({"test_success": 0.75}, 0)
     rows = (tmp_path / "live/plots/metrics/test_success.tsv").read_text().split()
     assert rows == ["step", "test_success", "0", "0.5", "1", "0.75"]
+    assert not list(tmp_path.rglob("dvc.yaml"))
+
+
+def test_card_prompt_is_what_the_card_records(tmp_path):
+    from distillery.train.card import card_prompt
+
+    assert card_prompt(tmp_path) == {}
+    (tmp_path / "card.json").write_text(json.dumps({"prompt": {"style": "compact", "max_prompt_tokens": 64}}))
+    assert card_prompt(tmp_path) == {"style": "compact", "max_prompt_tokens": 64}
 
 
 def test_source_fingerprint_follows_the_code_and_ignores_bytecode(tmp_path):

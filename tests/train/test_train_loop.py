@@ -14,7 +14,14 @@ from distillery.agents.prompts import PromptConfig, episode_example_ids
 from distillery.lm.model import ModelConfig, build_model
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.train.config import TrainConfig
-from distillery.train.data import Example, collate, example_from_mask, examples_from_masks
+from distillery.train.data import (
+    Example,
+    ExampleGroups,
+    GroupBatch,
+    collate,
+    example_from_mask,
+    examples_from_masks,
+)
 from distillery.train.loop import action_logits, checkpoint_dirs, lr_lambda, sft_loss_fn, train
 from distillery.types import Turn
 
@@ -201,3 +208,55 @@ def test_warmup_flow_end_to_end_trained_model_acts_through_hf_policy(tok, tmp_pa
     assert out.token_ids and len(out.token_logprobs) == len(out.token_ids)
     # 60 steps teach the constant part of the first action (names need longer).
     assert out.text.startswith('move_file(src="downloads/'), out.text
+
+
+def test_groups_train_in_the_callers_order_and_the_objective_sees_each_groups_rows(tok, tmp_path):
+    """A run on ExampleGroups: batch_size counts groups, the caller's order is followed epoch
+    by epoch, every needed example is collated once (in index order) and the objective
+    knows which rows are whose."""
+    examples = make_examples(tok, 6, 0)
+    groups = ExampleGroups(members=[[0, 2], [2, 5], [1], [3, 4]],
+                           order=lambda epoch: [[3, 0], [1, 2]] if epoch == 0 else [[2, 1], [0, 3]])
+    seen = []
+
+    def objective(model, gb):
+        assert isinstance(gb, GroupBatch)
+        need = sorted({i for g in gb.groups for i in groups.members[g]})
+        assert gb.rows == {i: r for r, i in enumerate(need)}
+        assert gb.batch.input_ids.shape[0] == len(need)
+        for i, r in gb.rows.items():
+            n = len(examples[i])
+            assert gb.batch.input_ids[r, :n].tolist() == examples[i].input_ids
+        seen.append(gb.groups)
+        return sft_loss_fn(model, gb.batch)
+
+    model = build_model(ModelConfig(**TINY), tok)
+    result = train(model, examples, [], quiet(max_steps=0, epochs=2.0, batch_size=2, dvclive=False), tmp_path,
+                   objective, groups=groups)
+    assert seen == [[3, 0], [1, 2], [2, 1], [0, 3]] and result.steps == 4
+
+    with pytest.raises(ValueError, match="order has 3 micro-batches, not 2"):
+        bad = ExampleGroups(members=groups.members, order=lambda epoch: [[0], [1], [2, 3]])
+        train(model, examples, [], quiet(max_steps=1, batch_size=2, dvclive=False), tmp_path, objective, groups=bad)
+    with pytest.raises(ValueError, match="takes no eval_examples"):
+        train(model, examples, examples[:1], quiet(max_steps=1, dvclive=False), tmp_path, objective, groups=groups)
+
+
+def test_gradients_left_on_the_model_do_not_leak_into_the_first_step(tok, tmp_path):
+    examples = make_examples(tok, 8, 0)
+    cfg = quiet(max_steps=2, batch_size=4, dvclive=False)
+    clean, stale = build_model(ModelConfig(**TINY), tok), build_model(ModelConfig(**TINY), tok)
+    stale(torch.tensor([examples[0].input_ids])).logits.sum().backward()
+    train(clean, examples, [], cfg, tmp_path / "a")
+    train(stale, examples, [], cfg, tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(clean.parameters(), stale.parameters(), strict=True))
+
+
+def test_fused_and_unfused_adamw_are_the_same_update_up_to_rounding(tok, tmp_path):
+    examples = make_examples(tok, 8, 0)
+    cfg = quiet(max_steps=3, batch_size=4, dvclive=False)
+    fused, plain = build_model(ModelConfig(**TINY), tok), build_model(ModelConfig(**TINY), tok)
+    train(fused, examples, [], cfg, tmp_path / "a")
+    train(plain, examples, [], cfg, tmp_path / "b", fused_adamw=False)
+    for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

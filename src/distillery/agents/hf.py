@@ -48,7 +48,7 @@ class HFPolicy:
         reuse_prefix: bool = True,
     ) -> None:
         """Load `model_dir` (a directory written by lm.model.save_model_dir, or any local
-        checkpoint), or use an already-loaded `model`/`tokenizer` pair (training loops)."""
+        checkpoint), or use an already-loaded `model`/`tokenizer` pair (`policy_from_model`)."""
         if model is None:
             from distillery.lm.model import load_model_dir
 
@@ -100,3 +100,17 @@ class HFPolicy:
             )
             for p, g in zip(prompts, gens, strict=True)
         ]
+
+
+def policy_from_model(model: Any, tokenizer: Any, name: str, *, prompt: PromptConfig, temperature: float = 0.0,
+                      max_new_tokens: int = 96, device: str = "auto") -> HFPolicy:
+    """A model held in memory (a training loop's, between its updates) as a policy.
+
+    `name` is what its trajectories record as the policy and as the model: there is no
+    model directory to name. `prompt` is required because there is no card to read it from:
+    it must be the format the model was trained with.
+    """
+    policy = HFPolicy(name, temperature=temperature, max_new_tokens=max_new_tokens, prompt=asdict(prompt),
+                      device=device, model=model, tokenizer=tokenizer)
+    policy.name = name
+    return policy

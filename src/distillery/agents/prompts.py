@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from distillery.config import check_choices
 from distillery.envs.base import ToolSpec, env_spec
 from distillery.lm.markers import MARKERS
 from distillery.types import Context, Turn
@@ -42,15 +43,15 @@ TRUNCATED = " …"
 
 @dataclass
 class PromptConfig:
-    style: str = field(default="compact", metadata={"help": "compact (small models) | chat (instruct checkpoints)"})
+    style: Literal["compact", "chat"] = field(default="compact",
+                                              metadata={"help": "compact (small models) | chat (instruct checkpoints)"})
     max_prompt_tokens: int = field(default=640, metadata={"help": "hard cap on prompt length in tokens"})
     max_observation_tokens: int = field(default=200, metadata={"help": "cap per past observation"})
     max_experience_tokens: int = field(default=160, metadata={"help": "cap on the injected experience"})
     max_history_turns: int = field(default=8, metadata={"help": "most recent turns kept at most"})
 
     def __post_init__(self) -> None:
-        if self.style not in ("compact", "chat"):
-            raise ValueError(f"prompt style must be 'compact' or 'chat', not {self.style!r}")
+        check_choices(self, "prompt")
         if self.max_prompt_tokens < 32:
             raise ValueError("max_prompt_tokens must be at least 32")
 

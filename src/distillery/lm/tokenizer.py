@@ -11,9 +11,9 @@ call. Two granularities (`TokenizerConfig.granularity`):
   seen before is made of familiar parts. Measured on the default task set: 270 distinct
   tokens in the teacher's actions, none seen fewer than 4 times (vocabulary 1,127).
 - **names**. A compound name (``invoice_acme.pdf``, ``ann.lee@acme.com``, ``2024-05-03``)
-  is one pre-token, so BPE makes every name it saw a single token. An early measurement here: a
-  1.3M-parameter model copied names perfectly when each was one token and failed when
-  they were spelled out character by character. On the STAGE task set it did worse than
+  is one pre-token, so BPE makes every name it saw a single token. The first warm-up runs
+  recorded that a 1.3M-parameter model copied names perfectly when each was one token and
+  failed when they were spelled out character by character. On the STAGE task set it did worse than
   parts: there every person and address is a different token, most seen 1–3 times (3,067
   of the 3,634 distinct tokens in the teacher's actions), and BPE cut unseen ones
   inconsistently (``jade.`` + ``nash@wayne.com``, ``17`` + ``10``); the student trained on
@@ -56,9 +56,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from distillery.config import _f
+from distillery.config import _f, check_choices
 from distillery.lm.markers import MARKERS
 
 PAD = "<|pad|>"
@@ -96,18 +96,17 @@ class TokenizerConfig:
     vocab_size: int = _f(8192, "upper bound on the vocabulary, special tokens and 256 bytes included")
     min_frequency: int = _f(1, "a merge must occur this often; 1 lets every seen word become a token")
     model_max_length: int = _f(2048, "the length the tokenizer reports as its maximum (warnings only)")
-    granularity: str = _f("parts", "parts: words split at . _ - @ and digits one by one (every token "
+    granularity: Literal["parts", "names"] = _f("parts", "parts: words split at . _ - @ and digits one by one (every token "
                           "frequent); names: each seen compound name one token")
     learn_name_parts: bool = _f(True, "granularity=names: also train on the parts of compound names "
                                 "(invoice, acme, pdf) so unseen combinations are a few whole parts")
 
     def __post_init__(self) -> None:
+        check_choices(self, "tokenizer")
         floor = 256 + len(SPECIAL_TOKENS)
         if self.vocab_size <= floor:
             raise ValueError(f"tokenizer.vocab_size must exceed {floor} (256 bytes and "
                              f"{len(SPECIAL_TOKENS)} special tokens); got {self.vocab_size}")
-        if self.granularity not in ("parts", "names"):
-            raise ValueError(f"tokenizer.granularity must be 'parts' or 'names', not {self.granularity!r}")
         if self.min_frequency < 1:
             raise ValueError("tokenizer.min_frequency must be at least 1")
 

@@ -1,14 +1,19 @@
 """Training: one loop for every objective.
 
-- `train.config.TrainConfig`: optimiser, schedule, batching, eval, checkpoints, logging.
+- `train.config.TrainConfig`: optimiser, schedule, batching, eval, checkpoints, logging;
+  `OnPolicyConfig`: what the on-policy trainers' configs share.
 - `train.data`: `Example` (input_ids, labels with -100 off-target, extras),
   `example_from_mask` / `examples_from_masks` (from `agents.prompts.episode_example_ids`),
-  `example_from_prompt` (one step: prompt ids + action ids), `collate`, `batch_order`.
-- `train.loop.train(model, train_examples, eval_examples, cfg, out_dir, loss_fn=None)
-  -> TrainResult(metrics, steps, tokens_per_s, history, resumed_from)`; objectives are
-  ``loss_fn(model, batch) -> (loss, stats)`` built on `train.loop.action_logits`.
+  `example_from_prompt` (one step: prompt ids + action ids), `collate`, `batch_order`;
+  `ExampleGroups` / `GroupBatch` for objectives over groups of examples (preference pairs).
+- `train.loop.train(model, train_examples, eval_examples, cfg, out_dir, loss_fn=None, *,
+  groups=None) -> TrainResult(metrics, steps, tokens_per_s, history, resumed_from)`;
+  objectives are ``loss_fn(model, batch) -> (loss, stats)`` built on `train.loop.action_logits`.
 - `train.losses`: every objective as a pure function over tensors.
 - `train.card.build_card(...)`: the model directory's card.json.
+- The trainers: `warmup`, `teacher`, and the on-policy `internalize`, `rl`, `selskill`,
+  `distill`, each with a `*_report` module (what its stage measures beside the loop, its
+  metrics record and its claims as `types.Claim`).
 
 A warm-up (SFT from scratch) in full::
 

@@ -13,12 +13,13 @@ a directory hashes its files by relative path), ``metrics``, ``n_params``, ``ver
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import platform
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,8 @@ def resumable_run_dir(root: str | Path, cfg: Any, inputs: Iterable[str | Path]) 
 
 def iteration_logger(live: Any) -> Callable[[dict[str, float], int], None]:
     """`log(row, it)` for a DVCLive `Live`: row's metrics at step it + 1, so step 0 is the
-    starting model (it = -1) and step k the model after iteration k - 1. The rl, distill and
-    selskill stages pass it to their loops."""
+    starting model (it = -1) and step k the model after iteration k - 1. The internalize,
+    rl, distill and selskill stages pass it to their loops (through `iteration_log`)."""
 
     def log(row: dict[str, float], it: int) -> None:
         live.step = it + 1
@@ -96,6 +97,23 @@ def iteration_logger(live: Any) -> Callable[[dict[str, float], int], None]:
         live.next_step()
 
     return log
+
+
+@contextlib.contextmanager
+def iteration_log(live_dir: str | Path) -> Iterator[Callable[[dict[str, float], int], None]]:
+    """An `iteration_logger` on a DVCLive run in `live_dir` that leaves dvc.yaml and the
+    experiment refs alone (DVC owns those)."""
+    from dvclive import Live
+
+    with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        yield iteration_logger(live)
+
+
+def card_prompt(model_dir: str | Path) -> dict[str, Any]:
+    """The prompt format a model directory's card records, as written ({} without a card):
+    a model trained from it is run with the same format."""
+    card = Path(model_dir) / "card.json"
+    return json.loads(card.read_text()).get("prompt", {}) if card.is_file() else {}
 
 
 def versions() -> dict[str, str]:

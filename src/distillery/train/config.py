@@ -1,4 +1,5 @@
-"""`TrainConfig`: the one configuration of the one training loop (`train.loop.train`).
+"""`TrainConfig`: the one configuration of the one training loop (`train.loop.train`); and
+`OnPolicyConfig`, the fields every on-policy trainer's config shares.
 
 Every field has a default and a one-line help; `__post_init__` says what to change.
 Fields that decide the sequence of updates (learning rate, batch, seed...) form the
@@ -11,12 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from distillery.config import _f
-
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+from distillery.config import _f, check_choices
 
 
 @dataclass
@@ -44,8 +42,9 @@ class TrainConfig:
     save_every: int = _f(0, "checkpoint every N steps (and at the end); 0 = no checkpoints")
     keep_checkpoints: int = _f(2, "how many of the latest checkpoints to keep")
     resume: bool = _f(True, "continue from the latest complete checkpoint of the same config and data")
-    mixed_precision: str = _f("auto", "auto (bf16 on a CUDA GPU that has it, else none) | no | bf16 | fp16")
-    device: str = _f("auto", "auto (CUDA when present) | cpu | cuda")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f(
+        "auto", "auto (bf16 on a CUDA GPU that has it, else none) | no | bf16 | fp16")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto (CUDA when present) | cpu | cuda")
     num_threads: int = _f(0, "CPU threads for torch during training; 0 = as set (torch's default: the "
                              "physical cores). On a CPU shared with other busy processes, 1 can be many times faster")
     dvclive: bool = _f(True, "log metrics with DVCLive")
@@ -53,6 +52,7 @@ class TrainConfig:
     progress: bool = _f(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
+        check_choices(self, "train")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -68,10 +68,6 @@ class TrainConfig:
             raise ValueError("train.eval_every, train.save_every and train.num_threads must be >= 0 (0 = off/default)")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, not {self.mixed_precision!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {DEVICES}, not {self.device!r}")
 
     def fingerprint(self) -> str:
         """Hash of the fields that decide the sequence of updates."""
@@ -87,3 +83,29 @@ TRAJECTORY_FIELDS = frozenset({
     "max_seq_len", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip",
     "bucket_by_length", "bucket_window", "seed", "mixed_precision",
 })
+
+
+@dataclass
+class OnPolicyConfig:
+    """What the on-policy trainers (internalize, rl, selskill, distill) share: the tasks a
+    policy learns on and is tested on, and how it samples them. Each trainer's config
+    extends it (and restates a field whose default or meaning is its own); `section` names
+    the params.yaml section in error messages."""
+
+    section: ClassVar[str] = "on_policy"
+
+    learn_split: str = _f("heldout_train", "tasks the policy samples and learns from")
+    test_split: str = _f("heldout_test", "tasks it is evaluated on, greedy")
+    tasks_per_family: int = _f(5, "learning tasks per family per iteration (a different slice each time)")
+    k: int = _f(4, "episodes sampled per learning task (one group)")
+    temperature: float = _f(1.0, "sampling temperature of the rollouts")
+    max_new_tokens: int = _f(96, "cap on one action's tokens in every rollout and evaluation")
+    batch_size: int = _f(128, "episodes decoded together")
+    seed: int = _f(0, "seeds rollouts, data order and training")
+
+    def __post_init__(self) -> None:
+        check_choices(self, self.section)
+        if self.k < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(f"{self.section}.k, max_new_tokens and batch_size must be at least 1")
+        if self.temperature <= 0:
+            raise ValueError(f"{self.section}.temperature must be > 0 (the rollouts sample)")

@@ -15,12 +15,17 @@ Objectives beyond SFT attach per-sequence numbers (an advantage) or per-token nu
 Batching (`batch_order`) is deterministic in (seed, epoch): shuffle, then optionally sort
 by length within windows of ``bucket_window`` micro-batches (so each micro-batch holds
 sequences of similar length and little padding), then shuffle the micro-batches.
+
+An objective over *groups* of examples (a preference pair: the steps of its chosen and its
+rejected episode) trains on `ExampleGroups` instead: the caller orders groups, a
+micro-batch collates every example its groups need once (`collate_groups`), and the
+objective gets a `GroupBatch` that says which rows belong to which group.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +142,41 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         else:
             extras[k] = torch.tensor(vals, dtype=torch.float32)
     return Batch(ids, labels, mask, extras, sum(lengths), int((labels != IGNORE_INDEX).sum()))
+
+
+@dataclass(frozen=True)
+class ExampleGroups:
+    """Training items that are groups of examples. `members[g]` are group g's indices into
+    the training examples (they may overlap between groups); `order(epoch)` is that epoch's
+    micro-batches of group indices, every group once, deterministic in the epoch (a
+    resumed run asks for it again)."""
+
+    members: Sequence[Sequence[int]]
+    order: Callable[[int], list[list[int]]]
+
+
+@dataclass
+class GroupBatch:
+    """A micro-batch of groups: `batch` holds every example they need once, in index order;
+    `rows[i]` is the row of training example i; `groups` are the groups' indices in the
+    order `ExampleGroups.order` gave them."""
+
+    batch: Batch
+    groups: list[int]
+    rows: dict[int, int]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.batch.n_tokens
+
+    def to(self, device: torch.device | str) -> GroupBatch:
+        return GroupBatch(self.batch.to(device), self.groups, self.rows)
+
+
+def collate_groups(examples: Sequence[Example], groups: ExampleGroups, idx: Sequence[int], pad_id: int) -> GroupBatch:
+    """The `GroupBatch` of groups `idx`."""
+    need = sorted({i for g in idx for i in groups.members[g]})
+    return GroupBatch(collate([examples[i] for i in need], pad_id), list(idx), {i: r for r, i in enumerate(need)})
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int,

@@ -8,7 +8,7 @@ Each iteration k (reference/algorithms.md section 4):
    ones neither model was trained on (default: the held-out user's learning tasks). On
    the training users' tasks, which both models have memorised (the strong student
    samples 0.83 of them right at temperature 1), the teacher had next to nothing to
-   teach: OPD left the test success where it started (README, issue 5).
+   teach: OPD left the test success where it started (README, on-policy distillation).
 2. **Teacher signal.** The teacher scores the same tokens (it must share the student's
    tokenizer). A sample the teacher cannot score (its context window is shorter, or the
    call raised) gets NaN teacher log-probs and is skipped by every loss, counted and
@@ -37,7 +37,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import torch
@@ -45,7 +45,7 @@ import torch
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
 from distillery.rollout import Trajectories
-from distillery.train.config import TrainConfig
+from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example, collate
 from distillery.train.examples import sft_examples
 from distillery.train.internalize import model_prompt, run_policy, success_rate
@@ -64,15 +64,15 @@ from distillery.train.losses import (
 from distillery.train.rl import learning_slice, score_examples, step_examples
 from distillery.types import Task
 
-METHODS = ("gkd", "opd", "aopd", "scope")
-
 
 @dataclass
-class DistillConfig:
+class DistillConfig(OnPolicyConfig):
     """`distill` stage: a student learns from a teacher on its own samples."""
 
-    method: str = _f("opd", "gkd | opd | aopd | scope")
-    start: str = _f("strong", "strong (the warm-up student) | weak (a briefly trained one)")
+    section: ClassVar[str] = "distill"
+
+    method: Literal["gkd", "opd", "aopd", "scope"] = _f("opd", "gkd | opd | aopd | scope")
+    start: Literal["strong", "weak"] = _f("strong", "strong (the warm-up student) | weak (a briefly trained one)")
     student_dirs: dict[str, str] = _f({"strong": "models/warmup", "weak": "models/student_weak"},
                                       "the student model directory of each start")
     teacher_dir: str = _f("models/teacher", "the teacher: any model directory with the student's tokenizer")
@@ -80,11 +80,8 @@ class DistillConfig:
                           "(both have memorised the training users' tasks, where the teacher has little to teach)")
     test_split: str = _f("test", "tasks both are evaluated on, greedy")
     iterations: int = _f(4, "sample -> teacher -> update cycles")
-    tasks_per_family: int = _f(5, "learning tasks per family per iteration (a different slice each time)")
     k: int = _f(4, "student samples per task (SCOPE's prompt group)")
     temperature: float = _f(1.0, "student sampling temperature (the distribution that is distilled)")
-    max_new_tokens: int = _f(96, "cap on one action's tokens")
-    batch_size: int = _f(128, "episodes decoded together")
     epochs: int = _f(1, "update passes over each iteration's samples")
     gkd_beta: float = _f(0.5, "GKD: JSD beta (0 forward KL, 1 reverse KL); TRL's default")
     gkd_lambda: float = _f(0.5, "GKD: share of student-sampled steps (the rest from the dataset); TRL's default")
@@ -94,23 +91,19 @@ class DistillConfig:
     aopd_top_k: int = _f(20, "AOPD: the teacher's top-K support of the local divergence")
     scope_tau: float = _f(1.0, "SCOPE: perplexity-softmax temperature")
     clip: float = _f(0.2, "PPO clip of AOPD and SCOPE")
-    seed: int = _f(0, "seeds rollouts, data order and training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=1e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=1.0, batch_size=32, weight_decay=0.0,
         save_every=20, keep_checkpoints=1), metadata={"help": "the optimiser of each update"})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"distill.method must be one of {METHODS}, not {self.method!r}")
+        super().__post_init__()
         if self.start not in self.student_dirs:
             raise ValueError(f"distill.start {self.start!r} is not a key of distill.student_dirs "
                              f"({sorted(self.student_dirs)})")
-        if self.iterations < 1 or self.k < 1 or self.tasks_per_family < 1 or self.epochs < 1:
-            raise ValueError("distill.iterations, k, tasks_per_family and epochs must be >= 1")
+        if self.iterations < 1 or self.tasks_per_family < 1 or self.epochs < 1:
+            raise ValueError("distill.iterations, tasks_per_family and epochs must be >= 1")
         if not 0 <= self.gkd_lambda <= 1 or not 0 <= self.gkd_beta <= 1:
             raise ValueError("distill.gkd_lambda and distill.gkd_beta must lie in [0, 1]")
-        if self.temperature <= 0:
-            raise ValueError("distill.temperature must be > 0 (the student samples)")
 
     @property
     def student_dir(self) -> str:

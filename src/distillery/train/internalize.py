@@ -14,7 +14,7 @@ A student meets a held-out user. Each iteration k:
      prefixes with the experience in its prompt; per-token reverse KL as an advantage
      (`train.losses.opd_loss`, reference 4b).
    Both mix in replayed warm-up episodes with their principles in the prompt, so the
-   student keeps following principle text when it is given (the issue's forgetting check).
+   student keeps following principle text when it is given (the forgetting check).
 4. **Evaluation** on `heldout_test`: success without experience (what was internalized)
    and with it (what the teacher can do), logged per iteration through DVCLive.
 
@@ -30,16 +30,16 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import torch
 
-from distillery.agents.hf import HFPolicy
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
 from distillery.rollout import Injector, RolloutConfig, Trajectories, make_jobs, run_batch
-from distillery.train.config import TrainConfig
+from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example
 from distillery.train.examples import episode_turns, sft_examples
 from distillery.train.loop import action_logits, train
@@ -47,50 +47,40 @@ from distillery.train.losses import opd_loss
 from distillery.train.warmup import principle_experience
 from distillery.types import Context, Experience, Task
 
-GRANULARITIES = ("principle", "instance")
-INJECTIONS = ("stepwise", "global")
-REGIMES = ("off_policy", "on_policy")
-SELECTORS = ("tfidf", "embedding")   # step-wise selectors that need no endpoint
-
 
 @dataclass
-class InternalizeConfig:
+class InternalizeConfig(OnPolicyConfig):
     """`internalize` stage: N iterations of rollout -> experience update -> distil -> evaluate."""
 
+    section: ClassVar[str] = "internalize"
+
     model_dir: str = _f("models/warmup", "the model to start from (the warm-up student)")
-    learn_split: str = _f("heldout_train", "tasks the deployed agent meets and learns from")
-    test_split: str = _f("heldout_test", "tasks it is evaluated on")
+    tasks_per_family: int = _f(10, "learning tasks per family, the same first N every iteration (0 = all)")
     iterations: int = _f(3, "rollout -> update -> distil -> evaluate cycles")
-    granularity: str = _f("principle", "principle | instance: which experience is injected and distilled")
-    injection: str = _f("stepwise", "stepwise (top items per step, that call only) | global (whole pool)")
-    regime: str = _f("off_policy", "off_policy (likelihood on teacher successes) | on_policy (reverse KL)")
+    granularity: Literal["principle", "instance"] = _f(
+        "principle", "principle | instance: which experience is injected and distilled")
+    injection: Literal["stepwise", "global"] = _f(
+        "stepwise", "stepwise (top items per step, that call only) | global (whole pool)")
+    regime: Literal["off_policy", "on_policy"] = _f(
+        "off_policy", "off_policy (likelihood on teacher successes) | on_policy (reverse KL)")
     top_k: int = _f(3, "step-wise injection: items per step")
     scope_family: bool = _f(True, "step-wise injection: offer only the task family's items and the general ones")
     lessons_only: bool = _f(True, "principle updates: keep only regularities a failure contrasted (lessons)")
-    selector: str = _f("tfidf", "step-wise injection: what ranks the items against the step, tfidf (shared "
-                       "words) | embedding (all-MiniLM-L6-v2 cosine, offline)")
-    k: int = _f(4, "samples per learning task per iteration")
-    temperature: float = _f(1.0, "sampling temperature of the rollouts")
-    max_tasks_per_family: int = _f(10, "learning tasks per family per iteration (0 = all)")
-    batch_size: int = _f(128, "episodes decoded together")
-    max_new_tokens: int = _f(96, "cap on one action's tokens in every rollout and evaluation")
+    # Step-wise selectors that need no endpoint.
+    selector: Literal["tfidf", "embedding"] = _f(
+        "tfidf", "step-wise injection: what ranks the items against the step, tfidf (shared words) | "
+        "embedding (all-MiniLM-L6-v2 cosine, offline)")
     replay_episodes: int = _f(400, "warm-up teacher episodes replayed with their principles shown")
     max_rules: int = _f(20, "principle pool cap (ExpeL max_num_rules)")
-    seed: int = _f(0, "seeds rollouts, data order and training")
     eval_seeds: list[int] = _f([0, 1, 2], "sampling seeds of the teacher-vs-plain comparison before training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=1e-3, warmup_steps=10, max_steps=120, batch_size=16, weight_decay=0.0, save_every=40,
         keep_checkpoints=1), metadata={"help": "the training loop of each distillation step"})
 
     def __post_init__(self) -> None:
-        for name, allowed in (("granularity", GRANULARITIES), ("injection", INJECTIONS), ("regime", REGIMES),
-                              ("selector", SELECTORS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"internalize.{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        if self.iterations < 1 or self.k < 1 or self.top_k < 1:
-            raise ValueError("internalize.iterations, k and top_k must be at least 1")
-        if self.temperature <= 0:
-            raise ValueError("internalize.temperature must be > 0 (the rollouts sample)")
+        super().__post_init__()
+        if self.iterations < 1 or self.top_k < 1 or self.tasks_per_family < 0:
+            raise ValueError("internalize.iterations and top_k must be at least 1, tasks_per_family >= 0 (0 = all)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,9 +116,8 @@ def run_policy(model: Any, tok: Any, tasks: Sequence[Task], *, injector: Injecto
                temperature: float, seed: int, iteration: int, batch_size: int, label: str,
                prompt: PromptConfig, max_new_tokens: int = 96) -> Trajectories:
     """Roll `model` out on `tasks` (K each) with an optional injector; greedy at temperature 0."""
-    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=max_new_tokens)
-    policy.name = label
+    policy = policy_from_model(model, tok, label, prompt=prompt, temperature=temperature,
+                               max_new_tokens=max_new_tokens)
     cfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size)
     return run_batch(policy, make_jobs(tasks, label, cfg), cfg, injector)
 
@@ -276,11 +265,11 @@ def run_internalize(
     if not learn or not test:
         raise ValueError(f"internalize: no {cfg.learn_split!r} or {cfg.test_split!r} tasks; set "
                          "tasks.heldout_profiles so the tasks stage generates them")
-    if cfg.max_tasks_per_family:
+    if cfg.tasks_per_family:
         kept: dict[str, list[Task]] = {}
         for t in learn:
             kept.setdefault(t.family, []).append(t)
-        learn = [t for fam in kept.values() for t in fam[: cfg.max_tasks_per_family]]
+        learn = [t for fam in kept.values() for t in fam[: cfg.tasks_per_family]]
     by_id = {t.task_id: t for t in tasks}
     model, tok = _load(Path(cfg.model_dir))
     prompt = model_prompt(cfg.model_dir)

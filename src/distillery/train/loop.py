@@ -11,6 +11,9 @@
   (seed, epoch); ``grad_accum`` micro-batches per optimizer step, each weighted
   1/grad_accum; AdamW with weight decay on matrices only; cosine decay to
   ``lr * min_lr_ratio`` after a linear warm-up; global gradient-norm clipping.
+- **Groups.** With ``groups`` (`train.data.ExampleGroups`), an objective over groups of
+  examples (preference pairs) trains here too: the data order is the caller's, over
+  groups, ``batch_size`` counts groups, and ``loss_fn`` gets a `train.data.GroupBatch`.
 - **Evaluation.** The held-out loss (weighted by target tokens) every ``eval_every`` steps
   and at the end.
 - **Checkpoints and exact resume.** Every ``save_every`` steps and at the end,
@@ -36,6 +39,7 @@ The model is trained in place; save it with `lm.model.save_model_dir` afterwards
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -53,12 +57,22 @@ import torch
 
 from distillery.train.card import source_fingerprint
 from distillery.train.config import TrainConfig
-from distillery.train.data import Batch, Example, batch_order, collate, fingerprint
+from distillery.train.data import (
+    Batch,
+    Example,
+    ExampleGroups,
+    GroupBatch,
+    batch_order,
+    collate,
+    collate_groups,
+    fingerprint,
+)
 from distillery.train.losses import IGNORE_INDEX, sft_loss
 
 log = logging.getLogger("distillery.train")
 
-LossFn = Callable[[Any, Batch], tuple[torch.Tensor, dict[str, float]]]
+# A GroupBatch when the run trains on ExampleGroups.
+LossFn = Callable[[Any, Batch | GroupBatch], tuple[torch.Tensor, dict[str, float]]]
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -297,21 +311,22 @@ def _load_checkpoint(path: Path, acc: Any, model: Any, optimizer: Any, scheduler
 
 
 class _Stream:
-    """Global micro-batch k of the endless stream epoch 0, epoch 1, ... (cached per epoch)."""
+    """Global micro-batch k of the endless stream epoch 0, epoch 1, ... (cached per epoch):
+    `order(epoch)` gives an epoch's `per_epoch` micro-batches of item indices."""
 
-    def __init__(self, examples: Sequence[Example], cfg: TrainConfig) -> None:
-        self.lengths = [len(e) for e in examples]
-        self.cfg = cfg
-        self.per_epoch = math.ceil(len(examples) / cfg.batch_size)
-        self._epoch, self._order = -1, []
+    def __init__(self, order: Callable[[int], list[list[int]]], per_epoch: int) -> None:
+        self.order, self.per_epoch = order, per_epoch
+        self._epoch, self._batches = -1, []
 
     def __getitem__(self, k: int) -> list[int]:
         epoch, i = divmod(k, self.per_epoch)
         if epoch != self._epoch:
-            self._order = batch_order(self.lengths, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
-                                      bucket=self.cfg.bucket_by_length, window=self.cfg.bucket_window)
+            self._batches = self.order(epoch)
+            if len(self._batches) != self.per_epoch:
+                raise ValueError(f"train: epoch {epoch}'s order has {len(self._batches)} micro-batches, not "
+                                 f"{self.per_epoch} (ceil(items / batch_size))")
             self._epoch = epoch
-        return self._order[i]
+        return self._batches[i]
 
 
 def evaluate(model: Any, examples: Sequence[Example], loss_fn: LossFn, *, batch_size: int,
@@ -349,26 +364,36 @@ def train(
     loss_fn: LossFn | None = None,
     *,
     pad_id: int | None = None,
+    groups: ExampleGroups | None = None,
+    fused_adamw: bool = True,
 ) -> TrainResult:
     """Train `model` in place on `train_examples`; see the module docstring.
 
     `out_dir` receives ``checkpoints/`` and (by default) ``dvclive/``. `pad_id` fills
     padding (it is never attended to nor a target); default: the model config's pad id, else 0.
-    ``cfg.num_threads`` applies for the duration of the call only.
+    ``cfg.num_threads`` applies for the duration of the call only. `groups`: train on groups
+    of the examples (no held-out evaluation then). `fused_adamw=False` runs torch's default
+    AdamW implementation (per parameter on the CPU, foreach on CUDA) instead of the fused
+    kernel: the same update, rounded differently (about 1e-7 relative per step), for a
+    trainer whose recorded results were made with it.
     """
     if not train_examples:
         raise ValueError("train: no training examples")
+    if groups is not None and eval_examples:
+        raise ValueError("train: held-out evaluation is per example; a run on groups takes no eval_examples")
     threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _train(model, train_examples, eval_examples, cfg, Path(out_dir), loss_fn or sft_loss_fn, pad_id)
+        return _train(model, train_examples, eval_examples, cfg, Path(out_dir), loss_fn or sft_loss_fn, pad_id,
+                      groups, fused_adamw)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequence[Example], cfg: TrainConfig,
-           out_dir: Path, loss_fn: LossFn, pad_id: int | None) -> TrainResult:
+           out_dir: Path, loss_fn: LossFn, pad_id: int | None, groups: ExampleGroups | None,
+           fused_adamw: bool) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -383,10 +408,24 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     n_truncated = sum(1 for e in train_examples if len(e) > cfg.max_seq_len)
     train_ex = [e.truncated(cfg.max_seq_len) for e in train_examples]
     eval_ex = [e.truncated(cfg.max_seq_len) for e in eval_examples]
-    stream = _Stream(train_ex, cfg)
+    data = fingerprint(train_ex)
+    if groups is None:
+        lengths = [len(e) for e in train_ex]
+        stream = _Stream(lambda epoch: batch_order(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                                   bucket=cfg.bucket_by_length, window=cfg.bucket_window),
+                         math.ceil(len(train_ex) / cfg.batch_size))
+
+        def micro_batch(idx: list[int]) -> Batch | GroupBatch:
+            return collate([train_ex[i] for i in idx], pad_id)
+    else:
+        stream = _Stream(groups.order, math.ceil(len(groups.members) / cfg.batch_size))
+        data = hashlib.sha256(json.dumps([data, [list(m) for m in groups.members]]).encode()).hexdigest()[:16]
+
+        def micro_batch(idx: list[int]) -> Batch | GroupBatch:
+            return collate_groups(train_ex, groups, idx, pad_id)
     per_step = cfg.grad_accum * acc.num_processes
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * stream.per_epoch / per_step))
-    meta = {"config": cfg.fingerprint(), "data": fingerprint(train_ex), "code": source_fingerprint(),
+    meta = {"config": cfg.fingerprint(), "data": data, "code": source_fingerprint(),
             "max_steps": max_steps, "world": acc.num_processes, "trajectory": cfg.trajectory()}
 
     model = model.to(acc.device)
@@ -397,7 +436,7 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     # ops: about 5x faster a step on the small models here, and just as deterministic.
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  fused=all(p.is_floating_point() for p in params))
+                                  fused=all(p.is_floating_point() for p in params) if fused_adamw else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max_steps))
     model, optimizer = acc.prepare(model, optimizer)
 
@@ -437,6 +476,7 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     bar = tqdm(total=max_steps, initial=state.step, desc="train", dynamic_ncols=True,
                disable=not (cfg.progress and acc.is_main_process))
     model.train()
+    optimizer.zero_grad(set_to_none=True)   # gradients left on the model by earlier work are not this run's
     window_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     window_stats: dict[str, float] = {}
     window_micro, window_tokens, window_time = 0, 0, 0.0
@@ -444,8 +484,7 @@ def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequenc
     while state.step < max_steps:
         t0 = time.perf_counter()
         for k in range(cfg.grad_accum):
-            idx = stream[state.micro + k * acc.num_processes + acc.process_index]
-            batch = collate([train_ex[i] for i in idx], pad_id).to(acc.device)
+            batch = micro_batch(stream[state.micro + k * acc.num_processes + acc.process_index]).to(acc.device)
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.
             sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else acc.no_sync(model)
             with sync:

@@ -230,7 +230,7 @@ def teacher_coverage(
     `teacher_logprobs` [B, T] or, when given, in `teacher_topk_logprobs` [B, T, K]. Only
     positions inside `mask` are inspected, so padding may hold anything. A missing signal
     cannot be repaired by zero-filling (that would read as "the teacher agrees"), so the
-    whole rollout is skipped and counted. [ours: the robustness rule of issue 5]
+    whole rollout is skipped and counted. [ours: on-policy distillation's robustness rule]
     """
     mask = mask.bool()
     teacher = teacher_logprobs.detach()
@@ -616,14 +616,8 @@ def linear_warmup(step: int, *, warmup_steps: int, max_value: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# DPO and SelSkill's local (branch-point) variant
+# DPO (SelSkill's episode and local pairs alike)
 # ---------------------------------------------------------------------------------------
-
-
-def sequence_logprob(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the selected tokens' log-probs per row, [B] (DPO's log pi(y))."""
-    mask = mask.bool()
-    return torch.where(mask, token_logprobs, torch.zeros_like(token_logprobs)).sum(dim=-1)
 
 
 def dpo_loss(
@@ -636,63 +630,13 @@ def dpo_loss(
 ) -> torch.Tensor:
     """DPO: L = mean_pairs -log sigmoid(beta * [(pi_w - ref_w) - (pi_l - ref_l)]).
 
-    Inputs are [N] sequence log-prob sums (`sequence_logprob`) of the chosen (w) and
-    rejected (l) responses under the policy and the frozen reference. -log sigmoid(z) is
-    computed as softplus(-z), which does not overflow. No pairs give a zero with a gradient
-    path. [read-from-source: the DPO objective as in TRL; beta 0.1 is TRL's default, SelSkill
-    does not report its beta]
+    Inputs are [N] sequence log-prob sums of the chosen (w) and rejected (l) responses
+    under the policy and the frozen reference. -log sigmoid(z) is computed as softplus(-z),
+    which does not overflow. No pairs give a zero with a gradient path. [read-from-source:
+    the DPO objective as in TRL; beta 0.1 is TRL's default, SelSkill does not report its beta]
     """
     margin = (policy_chosen - ref_chosen.detach()) - (policy_rejected - ref_rejected.detach())
     losses = F.softplus(-beta * margin)
     if losses.numel() == 0:
         return losses.sum() * 0.0
     return losses.mean()
-
-
-def turn_window_mask(
-    assistant_turn: torch.Tensor, branch_turn: torch.Tensor, *, n_turns: int = 3
-) -> torch.Tensor:
-    """Tokens of the first `n_turns` assistant turns from the branch point on, [B, T] bool.
-
-    `assistant_turn` [B, T] numbers each token's assistant turn (0, 1, ...) and is -1 on
-    every other token (prompt, tool output, padding); `branch_turn` [B] is the first
-    assistant turn after the shared prefix, i.e. the forced invoke-or-skip turn itself.
-    Selected: branch_turn <= turn < branch_turn + n_turns; the shared prefix is excluded.
-    [secondary: SelSkill restricts local pairs to the first 3 assistant turns after the
-    branch point (its best ablation); counting the branch turn itself as the first is our
-    reading]
-    """
-    start = branch_turn.reshape(-1, 1).long()
-    turn = assistant_turn.long()
-    return (turn >= 0) & (turn >= start) & (turn < start + n_turns)
-
-
-def local_dpo_loss(
-    policy_chosen_tokens: torch.Tensor,
-    policy_rejected_tokens: torch.Tensor,
-    ref_chosen_tokens: torch.Tensor,
-    ref_rejected_tokens: torch.Tensor,
-    chosen_turns: torch.Tensor,
-    rejected_turns: torch.Tensor,
-    branch_turn: torch.Tensor,
-    *,
-    n_turns: int = 3,
-    beta: float = 0.1,
-) -> torch.Tensor:
-    """SelSkill's step-level DPO on invoke/skip pairs that share a prefix.
-
-    The same `dpo_loss`, with each side's sequence log-prob summed only over the tokens of
-    `turn_window_mask(turns, branch_turn, n_turns)`. Token tensors are [N, T_side] per-token
-    log-probs; chosen and rejected may differ in length. The joint SelSkill objective is
-    `dpo_loss`(episode pairs) + `local_dpo_loss`(local pairs), weighted 1 : 1 (the paper
-    does not report a weighting). [secondary]
-    """
-    chosen_window = turn_window_mask(chosen_turns, branch_turn, n_turns=n_turns)
-    rejected_window = turn_window_mask(rejected_turns, branch_turn, n_turns=n_turns)
-    return dpo_loss(
-        sequence_logprob(policy_chosen_tokens, chosen_window),
-        sequence_logprob(policy_rejected_tokens, rejected_window),
-        sequence_logprob(ref_chosen_tokens, chosen_window),
-        sequence_logprob(ref_rejected_tokens, rejected_window),
-        beta=beta,
-    )

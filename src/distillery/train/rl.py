@@ -40,16 +40,17 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import torch
 
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
 from distillery.train.advantages import gigpo_advantages, grpo_advantages
-from distillery.train.config import TrainConfig
+from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example, collate
 from distillery.train.examples import episode_turns
 from distillery.train.internalize import model_prompt, run_policy, success_rate
@@ -64,28 +65,26 @@ from distillery.train.losses import (
 )
 from distillery.types import Context, Experience, Task
 
-METHODS = ("grpo", "gigpo", "siri")
+NormMode = Literal["mean_norm", "mean_std_norm"]
 
 
 @dataclass
-class RLConfig:
+class RLConfig(OnPolicyConfig):
     """`rl` stage: on-policy RL of the student on the held-out user's learning tasks."""
 
-    method: str = _f("gigpo", "grpo | gigpo | siri")
+    section: ClassVar[str] = "rl"
+
+    method: Literal["grpo", "gigpo", "siri"] = _f("gigpo", "grpo | gigpo | siri")
     model_dir: str = _f("models/warmup", "the policy to start from (and the frozen KL reference)")
-    learn_split: str = _f("heldout_train", "tasks the policy is trained on")
-    test_split: str = _f("heldout_test", "tasks it is evaluated on, greedy, every iteration")
     iterations: int = _f(6, "rollout -> advantages -> update cycles")
     tasks_per_family: int = _f(3, "learning tasks per family per iteration (a different slice each time)")
     k: int = _f(8, "episodes per task: one group (GiGPO's N)")
     temperature: float = _f(0.7, "sampling temperature; the loss scores the same tempered distribution")
-    max_new_tokens: int = _f(96, "cap on one action's tokens")
-    batch_size: int = _f(128, "episodes decoded together")
     invalid_penalty: float = _f(0.1, "reward subtracted per invalid action (GiGPO's ALFWorld value)")
     gamma: float = _f(0.95, "GiGPO: discount of the step returns")
     step_weight: float = _f(1.0, "GiGPO: omega, weight of the step advantage")
-    grpo_mode: str = _f("mean_std_norm", "GRPO normalisation: mean_std_norm | mean_norm")
-    gigpo_mode: str = _f("mean_norm", "GiGPO normalisation (both levels): mean_norm | mean_std_norm")
+    grpo_mode: NormMode = _f("mean_std_norm", "GRPO normalisation: mean_std_norm | mean_norm")
+    gigpo_mode: NormMode = _f("mean_norm", "GiGPO normalisation (both levels): mean_norm | mean_std_norm")
     clip_low: float = _f(0.2, "PPO clip, lower bound")
     clip_high: float = _f(0.28, "PPO clip, upper bound (DAPO's decoupled value)")
     kl_coef: float = _f(0.01, "low_var_kl to the frozen starting model")
@@ -96,22 +95,15 @@ class RLConfig:
     siri_weight_clip: float = _f(1.0, "SIRI: c in w = clip(A, 0, c)")
     siri_min_successes: int = _f(20, "SIRI Phase 0: plain successes needed before skills are used (N_req)")
     siri_mine_every: int = _f(3, "SIRI: mine new skills from plain successes every this many iterations")
-    seed: int = _f(0, "seeds rollouts, data order and training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=2e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=2.0, batch_size=32, weight_decay=0.0,
         save_every=20, keep_checkpoints=1), metadata={"help": "the optimiser of each update (epochs is set from `epochs`)"})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"rl.method must be one of {METHODS}, not {self.method!r}")
+        super().__post_init__()
         if self.iterations < 1 or self.k < 2 or self.tasks_per_family < 1 or self.epochs < 1:
             raise ValueError("rl.iterations, rl.tasks_per_family and rl.epochs must be >= 1 and rl.k >= 2 "
                              "(a group of one has no baseline)")
-        if self.temperature <= 0:
-            raise ValueError("rl.temperature must be > 0 (the rollouts sample)")
-        for name in ("grpo_mode", "gigpo_mode"):
-            if getattr(self, name) not in ("mean_norm", "mean_std_norm"):
-                raise ValueError(f"rl.{name} must be mean_norm or mean_std_norm")
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,8 +346,6 @@ def learning_slice(tasks: Sequence[Task], per_family: int, iteration: int) -> li
 
 def _rollout(model: Any, tok: Any, tasks: Sequence[Task], skills: Sequence[Experience], cfg: RLConfig,
              it: int, prompt: PromptConfig, use_skills: bool) -> Trajectories:
-    from distillery.agents.hf import HFPolicy
-
     rcfg = RolloutConfig(k=cfg.k, seed=cfg.seed * 1000 + it, iteration=it, batch_size=cfg.batch_size)
     jobs, guided = [], {}
     for task in tasks:
@@ -366,9 +356,8 @@ def _rollout(model: Any, tok: Any, tasks: Sequence[Task], skills: Sequence[Exper
                                    episode_id=ep, group=f"{task.task_id}:i{it}"))
             if sk is not None and s < cfg.k // 2:
                 guided[ep] = sk
-    policy = HFPolicy("rl", temperature=cfg.temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=cfg.max_new_tokens)
-    policy.name = f"rl-{cfg.method}"
+    policy = policy_from_model(model, tok, f"rl-{cfg.method}", prompt=prompt, temperature=cfg.temperature,
+                               max_new_tokens=cfg.max_new_tokens)
     return run_batch(policy, jobs, rcfg, EpisodeSkillInjector(guided) if guided else None)
 
 

@@ -35,12 +35,15 @@ Each round k:
    failure; if both succeed, fewer environment steps after the branch point win (the
    `use_skill` call itself is not an environment step); a tie or two failures are discarded.
 5. **Update.** Joint DPO, L = L_DPO(episode pairs) + L_DPO(local pairs), weighted 1 : 1
-   (`train.losses.dpo_loss`). Log pi(y) is the sum of the action tokens' log-probs over the
-   episode's steps, each scored under the prompt the policy acted on; for a local pair only
-   the first `local_turns` assistant turns from the branch point count (the same selection
-   as `train.losses.turn_window_mask`; the shared prefix is excluded). The reference is the
-   policy at the start of the round (our reading: the pairs are regenerated each round with
-   the updated policy, and the paper does not say which reference it keeps).
+   (`train.losses.dpo_loss`; the paper reports no weighting), run by the training loop
+   (`JointDPO` over `train.data.ExampleGroups`: a pair is a group). Log pi(y) is the sum of
+   the action tokens' log-probs over the episode's steps, each scored under the prompt the
+   policy acted on; for a local pair only the steps of the first `local_turns` assistant
+   turns from the branch point count, the branch turn itself first (the shared prefix is
+   excluded; `pair_sides`). [secondary: SelSkill's best ablation scores 3 turns after the
+   branch point; counting the branch turn as the first is our reading.] The reference is
+   the policy at the start of the round (our reading: the pairs are regenerated each round
+   with the updated policy, and the paper does not say which reference it keeps).
 6. **Evaluation.** Greedy on the test tasks: the trained policy deciding for itself
    (`selskill`), with task success, calls per episode, environment steps per episode and
    *execution precision* = valid, complete invocations / attempted invocations (an attempt
@@ -61,23 +64,25 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import torch
 
+from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
 from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import Environment, ToolParam, ToolSpec
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
-from distillery.train.config import TrainConfig
-from distillery.train.data import Example, collate
+from distillery.train.config import OnPolicyConfig, TrainConfig
+from distillery.train.data import Example, ExampleGroups, GroupBatch, collate
 from distillery.train.internalize import model_prompt
-from distillery.train.loop import action_logits
+from distillery.train.loop import action_logits, train
 from distillery.train.losses import dpo_loss
 from distillery.train.rl import learning_slice, score_examples, step_examples, tempered_logprobs
 from distillery.types import ActionOutput, Context, Experience, StepResult, Task, ToolCall
@@ -89,20 +94,18 @@ ARMS = ("never", "always", "free")
 
 
 @dataclass
-class SelSkillConfig:
+class SelSkillConfig(OnPolicyConfig):
     """`selskill` stage: DPO on invoke/skip pairs so the policy learns when a skill helps."""
 
+    section: ClassVar[str] = "selskill"
+
     model_dir: str = _f("models/warmup", "the policy to start from")
-    learn_split: str = _f("heldout_train", "tasks the pairs are sampled on")
-    test_split: str = _f("heldout_test", "tasks every arm is evaluated on, greedy")
     include_retired: bool = _f(True, "offer a family's best skill even if validation retired it: "
                                      "the policy must learn to skip a skill that does not help")
     rounds: int = _f(3, "sample pairs -> DPO rounds (the paper: 2-3)")
     tasks_per_family: int = _f(2, "learning tasks per family per round (a different slice each round)")
     k: int = _f(4, "base episodes per task")
     temperature: float = _f(0.7, "sampling temperature of the base episodes and branches")
-    max_new_tokens: int = _f(96, "cap on one action's tokens")
-    batch_size: int = _f(128, "episodes decoded together")
     branches_per_episode: int = _f(1, "decision points branched per base episode (highest entropy first)")
     episode_pairs_per_task: int = _f(2, "success/failure pairs per task group at most")
     local_turns: int = _f(3, "assistant turns from the branch point a local pair is scored on (paper's best)")
@@ -120,14 +123,13 @@ class SelSkillConfig:
         keep_checkpoints=1), metadata={"help": "the optimiser of the initialisation (max_steps is init_steps)"})
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.k < 1 or self.tasks_per_family < 1 or self.epochs < 1:
-            raise ValueError("selskill.rounds, k, tasks_per_family and epochs must be >= 1")
+        super().__post_init__()
+        if self.rounds < 1 or self.tasks_per_family < 1 or self.epochs < 1:
+            raise ValueError("selskill.rounds, tasks_per_family and epochs must be >= 1")
         if self.branches_per_episode < 0 or self.local_turns < 1 or self.pairs_per_batch < 1:
             raise ValueError("selskill.branches_per_episode must be >= 0, local_turns and pairs_per_batch >= 1")
-        if self.temperature <= 0:
-            raise ValueError("selskill.temperature must be > 0 (the base episodes and branches sample)")
-        if self.beta <= 0:
-            raise ValueError("selskill.beta must be > 0")
+        if self.beta <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("selskill.beta and selskill.max_grad_norm must be > 0")
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +379,6 @@ def skill_enabled_init(model: Any, tok: Any, by_id: Mapping[str, Task], demos: t
                        out_dir: Path) -> dict[str, Any]:
     """Fine-tune `model` in place for `cfg.init_steps` on the skill-enabled demonstrations."""
     from distillery.train.examples import sft_examples
-    from distillery.train.loop import train
 
     episodes, steps = demos
     episodes = episodes.filter(pl.col("task_id").is_in(list(by_id)))
@@ -436,73 +437,88 @@ def pair_sides(pairs: Sequence[PreferencePair], keys: Sequence[tuple[str, int]],
     return [(side(p.chosen, p), side(p.rejected, p)) for p in pairs]
 
 
+def pair_order(n_pairs: int, pairs_per_batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """Epoch `epoch`'s micro-batches of pair indices: the (epoch + 1)-th permutation a torch
+    generator seeded with `seed` draws, cut into runs of `pairs_per_batch`."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epoch + 1):
+        perm = torch.randperm(n_pairs, generator=gen).tolist()
+    return [perm[s: s + pairs_per_batch] for s in range(0, n_pairs, pairs_per_batch)]
+
+
+class JointDPO:
+    """SelSkill's loss on a `GroupBatch` of preference pairs (one group per pair: its two
+    sides' scored steps): `dpo_loss` over its episode pairs plus `dpo_loss` over its local
+    pairs (1 : 1), each side's log pi the sum of its steps' action log-probs, plus
+    `sft_weight` x the chosen sides' mean NLL. Records every pair's implicit-reward margin
+    as it goes: the update reports their mean and the share above 0."""
+
+    def __init__(self, pairs: Sequence[PreferencePair], sides: Sequence[tuple[list[int], list[int]]],
+                 ref_sums: Sequence[float], *, beta: float, sft_weight: float) -> None:
+        self.pairs, self.sides, self.beta, self.sft_weight = pairs, sides, beta, sft_weight
+        self.ref = torch.tensor(ref_sums, dtype=torch.float32)
+        self.accuracies: list[float] = []
+        self.margins: list[float] = []
+
+    def __call__(self, model: Any, gb: GroupBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        logp, al = tempered_logprobs(model, gb.batch, 1.0)
+        sums = torch.zeros(len(gb.rows), device=logp.device).index_add(0, al.rows, logp)
+        pos, sides, ref = gb.rows, self.sides, self.ref
+
+        def total(members: list[int]) -> torch.Tensor:
+            return sums[[pos[i] for i in members]].sum() if members else sums.new_zeros(())
+
+        loss = logp.new_zeros(())
+        if self.sft_weight > 0:
+            # Mean NLL over the chosen sides' tokens: DPO alone can lower the likelihood of
+            # chosen and rejected alike (a known failure on small policies).
+            chosen = sorted({pos[i] for j in gb.groups for i in sides[j][0]})
+            token_rows = torch.isin(al.rows, torch.tensor(chosen, dtype=al.rows.dtype, device=al.rows.device))
+            if bool(token_rows.any()):
+                loss = loss - self.sft_weight * logp[token_rows].mean()
+        for kind in ("episode", "local"):
+            js = [j for j in gb.groups if self.pairs[j].kind == kind]
+            if not js:
+                continue
+            pc = torch.stack([total(sides[j][0]) for j in js])
+            pr = torch.stack([total(sides[j][1]) for j in js])
+            rc = torch.stack([ref[sides[j][0]].sum() for j in js]).to(pc.device)
+            rr = torch.stack([ref[sides[j][1]].sum() for j in js]).to(pc.device)
+            loss = loss + dpo_loss(pc, pr, rc, rr, beta=self.beta)
+            with torch.no_grad():
+                m = (pc - rc) - (pr - rr)
+                self.accuracies += (m > 0).float().tolist()
+                self.margins += m.tolist()
+        return loss, {}
+
+
 def dpo_update(model: Any, examples: Sequence[Example], ref_sums: Sequence[float], pairs: Sequence[PreferencePair],
                sides: Sequence[tuple[list[int], list[int]]], cfg: SelSkillConfig, *, pad_id: int, seed: int
                ) -> dict[str, float]:
-    """`cfg.epochs` passes of joint DPO over `pairs` (episode + local, 1 : 1). Each step
-    scores the steps its pairs need, sums each side's action log-probs and applies
-    `dpo_loss` to the episode pairs and to the local pairs."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    ref = torch.tensor(ref_sums, dtype=torch.float32)
-    model.train()
-    losses, accs, margins = [], [], []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(pairs), generator=gen).tolist()
-        for s in range(0, len(order), cfg.pairs_per_batch):
-            idx = order[s: s + cfg.pairs_per_batch]
-            need = sorted({i for j in idx for i in sides[j][0] + sides[j][1]})
-            pos = {ex: n for n, ex in enumerate(need)}
-            batch = collate([examples[i] for i in need], pad_id).to(model.device)
-            logp, al = tempered_logprobs(model, batch, 1.0)
-            sums = torch.zeros(len(need), device=logp.device).index_add(0, al.rows, logp)
-
-            def total(members: list[int], sums: torch.Tensor = sums, pos: dict[int, int] = pos) -> torch.Tensor:
-                return sums[[pos[i] for i in members]].sum() if members else sums.new_zeros(())
-
-            loss = logp.new_zeros(())
-            if cfg.sft_weight > 0:
-                # Mean NLL over the chosen sides' tokens: DPO alone can lower the likelihood of
-                # chosen and rejected alike (a known failure on small policies).
-                chosen = sorted({pos[i] for j in idx for i in sides[j][0]})
-                token_rows = torch.isin(al.rows, torch.tensor(chosen, dtype=al.rows.dtype, device=al.rows.device))
-                if bool(token_rows.any()):
-                    loss = loss - cfg.sft_weight * logp[token_rows].mean()
-            for kind in ("episode", "local"):
-                js = [j for j in idx if pairs[j].kind == kind]
-                if not js:
-                    continue
-                pc = torch.stack([total(sides[j][0]) for j in js])
-                pr = torch.stack([total(sides[j][1]) for j in js])
-                rc = torch.stack([ref[sides[j][0]].sum() for j in js]).to(pc.device)
-                rr = torch.stack([ref[sides[j][1]].sum() for j in js]).to(pc.device)
-                loss = loss + dpo_loss(pc, pr, rc, rr, beta=cfg.beta)
-                with torch.no_grad():
-                    m = (pc - rc) - (pr - rr)
-                    accs += (m > 0).float().tolist()
-                    margins += m.tolist()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            losses.append(float(loss.detach()))
-    model.eval()
-    return {"dpo_loss": sum(losses) / max(len(losses), 1), "reward_accuracy": sum(accs) / max(len(accs), 1),
-            "margin": sum(margins) / max(len(margins), 1), "optimizer_steps": len(losses)}
+    """`cfg.epochs` passes of `JointDPO` over `pairs`, `cfg.pairs_per_batch` pairs a step in
+    `pair_order`, through the training loop: AdamW (weight decay 0, torch's default
+    implementation) at the constant `cfg.lr`, the gradient norm clipped to `cfg.max_grad_norm`.
+    Each step scores only the steps its pairs need."""
+    objective = JointDPO(pairs, sides, ref_sums, beta=cfg.beta, sft_weight=cfg.sft_weight)
+    groups = ExampleGroups(members=[chosen + rejected for chosen, rejected in sides],
+                           order=lambda epoch: pair_order(len(pairs), cfg.pairs_per_batch, seed, epoch))
+    tcfg = TrainConfig(lr=cfg.lr, min_lr_ratio=1.0, warmup_steps=0, epochs=float(cfg.epochs),
+                       batch_size=cfg.pairs_per_batch, max_seq_len=max(len(e) for e in examples), weight_decay=0.0,
+                       adam_beta2=0.999, grad_clip=cfg.max_grad_norm, seed=seed, log_every=1, resume=False,
+                       mixed_precision="no", dvclive=False, progress=False)
+    # Nothing is written there (no checkpoints, no DVCLive): a round, not a step, is what resumes.
+    with tempfile.TemporaryDirectory() as scratch:
+        result = train(model, examples, [], tcfg, scratch, objective, pad_id=pad_id, groups=groups,
+                       fused_adamw=False)
+    losses = [row["train/loss"] for row in result.history if "train/loss" in row]
+    acc, margins = objective.accuracies, objective.margins
+    return {"dpo_loss": sum(losses) / max(len(losses), 1), "reward_accuracy": sum(acc) / max(len(acc), 1),
+            "margin": sum(margins) / max(len(margins), 1), "optimizer_steps": result.steps}
 
 
 # ---------------------------------------------------------------------------------------
 # Rollouts
 # ---------------------------------------------------------------------------------------
-
-
-def _policy(model: Any, tok: Any, cfg: SelSkillConfig, prompt: PromptConfig, temperature: float, label: str) -> Any:
-    from distillery.agents.hf import HFPolicy
-
-    policy = HFPolicy(label, temperature=temperature, model=model, tokenizer=tok, prompt=asdict(prompt),
-                      max_new_tokens=cfg.max_new_tokens)
-    policy.name = label
-    return policy
 
 
 def rollout(model: Any, tok: Any, tasks: Sequence[Task], library: Mapping[str, Experience] | None,
@@ -514,7 +530,8 @@ def rollout(model: Any, tok: Any, tasks: Sequence[Task], library: Mapping[str, E
     if jobs is None:
         jobs = [EpisodeJob(task=t, sample=s, seed=episode_seed(seed, t.task_id, s),
                            episode_id=f"{t.task_id}:{label}:k{s}", group=t.task_id) for t in tasks for s in range(k)]
-    policy = _policy(model, tok, cfg, prompt, temperature, label)
+    policy = policy_from_model(model, tok, label, prompt=prompt, temperature=temperature,
+                               max_new_tokens=cfg.max_new_tokens)
     if forced:
         policy = ForcedPrefixPolicy(policy, forced)
     wrap = (lambda env: SkillToolEnv(env, library)) if library is not None else None

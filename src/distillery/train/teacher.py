@@ -1,4 +1,4 @@
-"""The distillation teacher (issue 5): the warm-up student grown deeper and trained on.
+"""The distillation teacher: the warm-up student grown deeper and trained on.
 
 A larger model trained from scratch needs the student's whole schedule and more (a
 3-layer, 192-wide model trained for 1,200 steps scored 0.05 on the test split against the

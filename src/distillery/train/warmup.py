@@ -175,6 +175,14 @@ class WarmupStats:
                 "n_params": self.n_params}
 
 
+def warmup_metrics(result: TrainResult, stats: WarmupStats, wall_s: float) -> dict[str, Any]:
+    """The stage's metrics: the training loop's final numbers, the wall time, the model's and
+    the data's size."""
+    return {**result.metrics, "wall_s": wall_s, "n_params": stats.n_params, "vocab_size": stats.vocab_size,
+            "train_examples": stats.train.examples, "eval_examples": stats.eval.examples,
+            "train_target_tokens": stats.train.target_tokens}
+
+
 def warmup(cfg: WarmupConfig, tasks: Sequence[Task], episodes: pl.DataFrame, steps: pl.DataFrame,
            ckpt_dir: str | Path) -> tuple[Any, Any, TrainResult, WarmupStats]:
     """Train tokenizer and model; returns (tokenizer, model, training result, data stats)."""
