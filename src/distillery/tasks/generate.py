@@ -64,9 +64,20 @@ def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: i
     )
 
 
-def _content_key(task: Task) -> str:
+def content_key(task: Task) -> str:
+    """What makes two tasks the same task: their instruction and initial state."""
     blob = json.dumps([task.instruction, task.initial_state], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def random_probe(tasks: list[Task], probes: int, seed: int) -> Counter[str]:
+    """How many of `probes` random-policy episodes per task solved it, by task id (a task no
+    episode solved is absent): one batched rollout for all of `tasks`."""
+    if not tasks or probes <= 0:
+        return Counter()
+    rcfg = RolloutConfig(k=probes, seed=seed, batch_size=64)
+    traj = run_batch(make_policy(PolicySpec("random", {"seed": seed})), make_jobs(tasks, "random", rcfg), rcfg)
+    return Counter(traj.episodes.filter("success")["task_id"].to_list())
 
 
 def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
@@ -111,7 +122,6 @@ def generate_family(cfg: TasksConfig, family_name: str,
     rejected: list[Rejection] = []
     seen: dict[str, str] = {}
     env = make_env(family(family_name).env)
-    random_policy = PolicySpec("random", {"seed": cfg.seed})
     try:
         for split, need in wanted.items():
             attempt = 0
@@ -127,7 +137,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                     again = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
                     attempt += 1
                     reasons = static_checks(task, env, again)
-                    key = _content_key(task)
+                    key = content_key(task)
                     if key in seen:
                         reasons.append(f"duplicate of {seen[key]}")
                     if reasons:
@@ -135,12 +145,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                         continue
                     seen[key] = task.task_id
                     batch.append(task)
-                if batch and cfg.random_probes > 0:
-                    rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
-                    traj = run_batch(make_policy(random_policy), make_jobs(batch, "random", rcfg), rcfg)
-                    solved = set(traj.episodes.filter("success")["task_id"].to_list())
-                else:
-                    solved = set()
+                solved = set(random_probe(batch, cfg.random_probes, cfg.seed))
                 for task in batch:
                     if task.task_id in solved:
                         rejected.append(Rejection(task.task_id, family_name, split,
@@ -225,7 +230,7 @@ def _check_no_duplicates_across_families(tasks: list[Task]) -> None:
     bug in their templates, so it stops the stage rather than being quietly dropped."""
     seen: dict[str, str] = {}
     for t in tasks:
-        key = _content_key(t)
+        key = content_key(t)
         if key in seen:
             raise RuntimeError(f"tasks {seen[key]} and {t.task_id} of different families are the same task "
                                "(same instruction and initial state): fix one family's template")
