@@ -29,6 +29,7 @@ from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
 from distillery.envs.base import Environment, env_spec, families, family, make_env
 from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
+from distillery.tasks.drafted import read_kept
 from distillery.types import Task
 
 
@@ -193,6 +194,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
     spec = env_spec(cfg.env)
     for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
         spec.check_profile(p)
+    drafted = read_kept(cfg.drafted, cfg.env) if cfg.drafted else []
     wanted, _ = _split_plan(cfg)
     by_family: dict[str, tuple[list[Task], list[Rejection]]] = {}
     bar = tqdm(total=sum(wanted.values()) * len(names), desc="tasks", unit="task", disable=not progress)
@@ -208,7 +210,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                     bar.update(len(by_family[futures[fut]][0]))
     finally:
         bar.close()
-    kept = [t for f in names for t in by_family[f][0]]
+    kept = [t for f in names for t in by_family[f][0]] + drafted
     rejected = [r for f in names for r in by_family[f][1]]
     _check_no_duplicates_across_families(kept)
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
@@ -222,6 +224,8 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                        "reference solution passes every check", f"{cfg.random_probes} random episodes fail",
                        "no duplicates"],
     }
+    if cfg.drafted:
+        report["drafted"] = {"path": cfg.drafted, "tasks": len(drafted)}
     return GenerationResult(kept, rejected, report)
 
 
