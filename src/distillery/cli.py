@@ -245,7 +245,7 @@ def tasks_draft(
         where = f"{a.family} (draft {a.draft_no}, round {a.round})"
         if a.verdict == "kept":
             instruction = json.loads(a.draft_json)["instruction"]
-            bar.write(f"KEPT    {a.task_id} {where}: {instruction[:100]}")
+            bar.write(f"KEPT    {a.task_id} (draft {a.draft_no}, round {a.round}): {instruction[:100]}")
         else:
             bar.write(f"{'REJECT ' if a.verdict == 'rejected' else 'ERROR  '} {where}:")
             for kind, reason in zip(a.reason_kinds, a.reasons, strict=True):

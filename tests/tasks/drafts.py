@@ -233,3 +233,18 @@ def scripted_endpoint(replies: dict[str, list[str | int]]) -> Iterator[Scripted]
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# What the tiny model in test_draft_serve.py is trained to write: short, and valid.
+SMALL_INVOICE: dict[str, Any] = {
+    "instruction": "File the Acme invoice from my downloads with my other invoices.",
+    "initial_state": {"user": USER, "today": "2026-03-10",
+                      "files": {"downloads/invoice-acme-7.pdf": "INVOICE Acme",
+                                "downloads/invoice-hooli-3.pdf": "INVOICE Hooli",
+                                "finance/invoices/invoice-wonka-1.pdf": "INVOICE Wonka"}},
+    "reference_solution": [call("move", src="downloads/invoice-acme-7.pdf", dst="finance/invoices/invoice-acme-7.pdf"),
+                           FINISH],
+    "checks": [{"type": "file_exists", "path": "finance/invoices/invoice-acme-7.pdf"},
+               {"type": "unchanged_except",
+                "paths": ["downloads/invoice-acme-7.pdf", "finance/invoices/invoice-acme-7.pdf"]}],
+}

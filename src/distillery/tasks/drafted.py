@@ -103,14 +103,16 @@ class DraftSummary:
 
     def lines(self) -> list[str]:
         def num(x: float | None, fmt: str) -> str:
-            return "n/a (nothing kept)" if x is None else format(x, fmt)
+            if x is None:
+                return "n/a (nothing kept)"
+            return "$" + format(x, fmt[1:]) if fmt.startswith("$") else format(x, fmt)
 
         return [
             f"drafts: {self.drafts}, kept: {self.kept} (acceptance {self.acceptance_rate:.1%}; "
             f"{self.kept_first_try} at the first reply), replies judged: {self.attempts}, endpoint errors: {self.errors}",
             f"repair rounds per kept task: {num(self.repair_rounds_per_kept, '.2f')}",
             f"tokens per kept task: {num(self.tokens_per_kept, ',.0f')} ({self.tokens:,} in all); "
-            f"cost per kept task: ${num(self.cost_per_kept, '.4f')} (${self.cost_usd:.4f} in all)",
+            f"cost per kept task: {num(self.cost_per_kept, '$.4f')} (${self.cost_usd:.4f} in all)",
         ]
 
 

@@ -87,7 +87,9 @@ def extract_json(reply: str) -> tuple[dict[str, Any] | None, str]:
                 if not first_error:
                     first_error = (f"the JSON object starting on line {_line(source, i)} does not parse: "
                                    f"{e.msg} (line {e.lineno}, column {e.colno})")
-                i = source.find("{", i + 1)
+                # Objects that start inside the broken one are parts of it, never the draft:
+                # skipping them keeps the scan linear in the reply's length.
+                i = source.find("{", max(i + 1, e.pos))
                 continue
             except RecursionError:
                 return None, "the JSON is nested too deeply"
