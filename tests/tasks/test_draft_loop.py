@@ -211,6 +211,20 @@ def test_family_level_probes_reject_what_random_solves_and_bound_the_rest(sandbo
     assert power.episodes >= 59 and power.bound < 0.05
 
 
+def test_a_task_the_family_level_probes_solve_leaves_the_kept_tasks(sandbox):
+    hint = "write a note, any note"
+    with scripted_endpoint({hint: [json.dumps(D.RANDOM_SOLVABLE)]}) as ep:
+        endpoint = ChatEndpoint(ep.base_url, "scripted", max_retries=0, timeout=30)
+        shown: list[DraftAttempt] = []
+        result = draft_tasks([Hint(hint)], endpoint, DraftConfig(max_repairs=0, probes=0), on_attempt=shown.append)
+        endpoint.close()
+    assert result.kept == []
+    (a,) = result.attempts
+    assert (a.verdict, a.reason_kinds, a.task_id) == ("rejected", ["random_solved"], "")
+    assert [x.verdict for x in shown] == ["kept", "rejected"]   # shown when judged, and again when overturned
+    assert result.power[0].rejected == 1 and result.power[0].bound is None
+
+
 def test_kept_drafts_join_the_task_table_and_play_like_any_task(run, tmp_path, sandbox):
     result = run[0]
     path = tmp_path / "kept.parquet"

@@ -301,8 +301,8 @@ def draft_tasks(hints: Sequence[Hint], endpoint: ChatEndpoint, cfg: DraftConfig,
                 if on_draft is not None:
                     on_draft(1)
     power = family_power_check(kept, attempts, cfg, on_attempt)
-    rejected = {a.task_id for a in attempts if a.verdict == "rejected"}
-    kept = [t for t in kept if t.task_id not in rejected]
+    still_kept = {a.task_id for a in attempts if a.verdict == "kept"}
+    kept = [t for t in kept if t.task_id in still_kept]
     return DraftResult(run_id, endpoint.model, attempts, kept, power)
 
 
