@@ -237,6 +237,8 @@ class TasksConfig:
     max_steps: int = _f(15, "step limit of every generated task")
     random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept")
     max_attempts_factor: int = _f(4, "give up on a family after this many x the wanted tasks")
+    drafted: str = _f("", "kept drafted tasks to merge into the task table (`distillery tasks draft` writes "
+                          "data/tasks/drafted/kept.parquet); empty = none")
     # Inline by default (a library call stays in its process); params.yaml runs the stage's
     # families on a process pool. The tasks are the same either way.
     executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig(kind="inline", workers=1),

@@ -403,3 +403,86 @@ class Claim:
         if unknown:
             raise ValueError(f"a claim row has unknown field(s) {unknown}: {d}")
         return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# Drafted tasks: every attempt of a model to write a task from a hint, with its verdict
+# ---------------------------------------------------------------------------------------
+
+DRAFT_VERDICTS: tuple[str, ...] = ("kept", "rejected", "error")
+
+# Why a draft was rejected (or why no draft came back: endpoint_error). `distillery.tasks`
+# assigns them; the attempts gate accepts no other.
+DRAFT_REASON_KINDS: tuple[str, ...] = (
+    "not_json",          # no JSON object in the reply
+    "oversized",         # the reply or the state is larger than allowed
+    "schema",            # a field is missing, mistyped, out of range or unknown
+    "unknown_check",     # a check type the environment does not declare
+    "unknown_tool",      # a reference-solution call of a tool the environment lacks
+    "outside_sandbox",   # a path that could leave the episode's sandbox
+    "code",              # code, a script or a template in a field
+    "missing_check",     # a check every task of the environment must carry is absent
+    "build_failed",      # the environment could not build the initial state
+    "nondeterministic",  # two resets of the state differ
+    "trivial",           # the untouched initial state already passes every check
+    "unsolvable",        # the reference solution is invalid, too long or fails a check
+    "duplicate",         # the same task as one already kept
+    "random_solved",     # a random policy solved it (per task or in the family's probes)
+    "endpoint_error",    # the endpoint did not answer
+)
+
+
+@dataclass
+class DraftAttempt:
+    """One reply of a drafting model, judged. `round` 0 is the first draft for a hint, each
+    repair round (the verdict's reasons fed back) adds one; `task_id` is set when kept."""
+
+    attempt_id: str
+    run_id: str
+    env: str
+    family: str
+    hint: str
+    draft_no: int
+    round: int
+    verdict: str
+    reasons: list[str]
+    reason_kinds: list[str]
+    task_id: str
+    reply: str
+    draft_json: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    model: str
+    base_url: str
+    wall_s: float
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DRAFT_ATTEMPT_SCHEMA: dict[str, pl.DataType] = {
+    "attempt_id": pl.String,
+    "run_id": pl.String,
+    "env": pl.String,
+    "family": pl.String,
+    "hint": pl.String,
+    "draft_no": pl.Int64,
+    "round": pl.Int64,
+    "verdict": pl.String,
+    "reasons": pl.List(pl.String),
+    "reason_kinds": pl.List(pl.String),
+    "task_id": pl.String,
+    "reply": pl.String,
+    "draft_json": pl.String,
+    "tokens_in": pl.Int64,
+    "tokens_out": pl.Int64,
+    "cost_usd": pl.Float64,
+    "model": pl.String,
+    "base_url": pl.String,
+    "wall_s": pl.Float64,
+}
+
+
+def draft_attempts_to_frame(attempts: list[DraftAttempt]) -> pl.DataFrame:
+    return pl.DataFrame([a.to_row() for a in attempts], schema=DRAFT_ATTEMPT_SCHEMA, orient="row")

@@ -102,6 +102,35 @@ def _any_profile(name: str) -> None:
     return None
 
 
+# The JSON Schema `format` an environment puts on every path a draft may name (state keys,
+# check and tool arguments): `distillery.tasks.schema` refuses any such value that could
+# leave the episode's sandbox (absolute, `..`, a drive, `~`, control characters).
+PATH_FORMAT = "sandbox-path"
+
+
+@dataclass(frozen=True)
+class DraftFormat:
+    """What a model may write when it drafts a task for this environment: data only.
+
+    `state_schema` is the JSON Schema of a task's `initial_state`; `check_schemas` maps each
+    declarative check type the verifier knows to the JSON Schema of one check object (its
+    `type` included). Paths carry `"format": PATH_FORMAT`. `required_checks` must appear in
+    every draft (e.g. a collateral-damage check); `example` is a complete draft that
+    validates, shown to drafting models; `max_state_chars` bounds the state's JSON text.
+    """
+
+    state_schema: dict[str, Any]
+    check_schemas: dict[str, dict[str, Any]]
+    required_checks: tuple[str, ...] = ()
+    example: dict[str, Any] = field(default_factory=dict)
+    example_hint: str = ""
+    max_state_chars: int = 60_000
+
+    @property
+    def check_types(self) -> tuple[str, ...]:
+        return tuple(self.check_schemas)
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """What an environment plugin registers under `distillery.envs`."""
@@ -120,6 +149,9 @@ class EnvSpec:
     check_profile: Callable[[str], None] = _any_profile
     # How lessons mined from this environment's episodes read (None: the miner's neutral wording).
     phrasebook: Phrasebook | None = None
+    # The state and check vocabularies a model drafts tasks in (None: tasks cannot be drafted
+    # from hints for this environment; `distillery tasks draft` says so).
+    draft_format: DraftFormat | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,16 @@ from typing import Any
 
 import polars as pl
 
-from distillery.types import EPISODE_SCHEMA, FAILURE_MODES, SPLITS, STEP_SCHEMA, TASK_SCHEMA
+from distillery.types import (
+    DRAFT_ATTEMPT_SCHEMA,
+    DRAFT_REASON_KINDS,
+    DRAFT_VERDICTS,
+    EPISODE_SCHEMA,
+    FAILURE_MODES,
+    SPLITS,
+    STEP_SCHEMA,
+    TASK_SCHEMA,
+)
 
 Refs = dict[str, pl.DataFrame]
 
@@ -250,4 +259,53 @@ STEPS = Suite(
 )
 
 
-SUITES: dict[str, Suite] = {s.name: s for s in (TASKS, EPISODES, STEPS)}
+# ---------------------------------------------------------------------------------------
+# draft attempts (distillery tasks draft)
+# ---------------------------------------------------------------------------------------
+
+
+def _draft_attempt_expectations(refs: Refs) -> list:
+    return [
+        *not_null("attempt_id", "run_id", "env", "family", "hint", "draft_no", "round", "verdict",
+                  "reasons", "reason_kinds", "tokens_in", "tokens_out", "cost_usd", "wall_s"),
+        *unique("attempt_id"),
+        *unique("run_id", "draft_no", "round"),
+        *one_of("verdict", DRAFT_VERDICTS),
+        *at_least(0, "draft_no", "round", "tokens_in", "tokens_out", "cost_usd", "wall_s"),
+        *holds("_kinds_known", f"every reason kind is one of {', '.join(DRAFT_REASON_KINDS)}",
+               show=("reason_kinds",)),
+        *holds("_verdict_consistent", "kept: no reasons and a task_id; rejected or error: one kind "
+               "per reason, at least one, and no task_id", show=("verdict", "reasons", "reason_kinds", "task_id")),
+        *holds("_draft_json_ok", "draft_json is empty (no JSON found) or a JSON object", show=("draft_json",)),
+    ]
+
+
+def _derive_draft_attempts(frame: pl.DataFrame, refs: Refs) -> pl.DataFrame:
+    known, kinds_ok, consistent = set(DRAFT_REASON_KINDS), [], []
+    for verdict, reasons, kinds, task_id in frame.select(
+            "verdict", "reasons", "reason_kinds", "task_id").iter_rows():
+        kinds_ok.append(None if kinds is None else all(k in known for k in kinds))
+        if verdict is None or reasons is None or kinds is None:
+            consistent.append(None)
+        elif verdict == "kept":
+            consistent.append(not reasons and not kinds and bool(task_id))
+        else:
+            consistent.append(bool(reasons) and len(reasons) == len(kinds) and not task_id)
+    json_ok = [None if text is None else (text == "" or _json_is(text, dict)) for text in frame["draft_json"]]
+    return frame.with_columns(pl.Series("_kinds_known", kinds_ok, dtype=pl.Boolean),
+                              pl.Series("_verdict_consistent", consistent, dtype=pl.Boolean),
+                              pl.Series("_draft_json_ok", json_ok, dtype=pl.Boolean))
+
+
+DRAFT_ATTEMPTS = Suite(
+    name="draft_attempts",
+    id_columns=("attempt_id",),
+    schema=DRAFT_ATTEMPT_SCHEMA,
+    expectations=_draft_attempt_expectations,
+    derive=_derive_draft_attempts,
+    description="Every drafting attempt: unique ids, known verdicts and reason kinds, a kept draft "
+                "with a task and no reasons, a rejection with its reasons.",
+)
+
+
+SUITES: dict[str, Suite] = {s.name: s for s in (TASKS, EPISODES, STEPS, DRAFT_ATTEMPTS)}

@@ -29,6 +29,7 @@ from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
 from distillery.envs.base import Environment, env_spec, families, family, make_env
 from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
+from distillery.tasks.drafted import read_kept
 from distillery.types import Task
 
 
@@ -64,9 +65,20 @@ def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: i
     )
 
 
-def _content_key(task: Task) -> str:
+def content_key(task: Task) -> str:
+    """What makes two tasks the same task: their instruction and initial state."""
     blob = json.dumps([task.instruction, task.initial_state], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def random_probe(tasks: list[Task], probes: int, seed: int) -> Counter[str]:
+    """How many of `probes` random-policy episodes per task solved it, by task id (a task no
+    episode solved is absent): one batched rollout for all of `tasks`."""
+    if not tasks or probes <= 0:
+        return Counter()
+    rcfg = RolloutConfig(k=probes, seed=seed, batch_size=64)
+    traj = run_batch(make_policy(PolicySpec("random", {"seed": seed})), make_jobs(tasks, "random", rcfg), rcfg)
+    return Counter(traj.episodes.filter("success")["task_id"].to_list())
 
 
 def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
@@ -111,7 +123,6 @@ def generate_family(cfg: TasksConfig, family_name: str,
     rejected: list[Rejection] = []
     seen: dict[str, str] = {}
     env = make_env(family(family_name).env)
-    random_policy = PolicySpec("random", {"seed": cfg.seed})
     try:
         for split, need in wanted.items():
             attempt = 0
@@ -127,7 +138,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                     again = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
                     attempt += 1
                     reasons = static_checks(task, env, again)
-                    key = _content_key(task)
+                    key = content_key(task)
                     if key in seen:
                         reasons.append(f"duplicate of {seen[key]}")
                     if reasons:
@@ -135,12 +146,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                         continue
                     seen[key] = task.task_id
                     batch.append(task)
-                if batch and cfg.random_probes > 0:
-                    rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
-                    traj = run_batch(make_policy(random_policy), make_jobs(batch, "random", rcfg), rcfg)
-                    solved = set(traj.episodes.filter("success")["task_id"].to_list())
-                else:
-                    solved = set()
+                solved = set(random_probe(batch, cfg.random_probes, cfg.seed))
                 for task in batch:
                     if task.task_id in solved:
                         rejected.append(Rejection(task.task_id, family_name, split,
@@ -188,6 +194,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
     spec = env_spec(cfg.env)
     for p in cfg.train_profiles + cfg.test_profiles + cfg.heldout_profiles:
         spec.check_profile(p)
+    drafted = read_kept(cfg.drafted, cfg.env) if cfg.drafted else []
     wanted, _ = _split_plan(cfg)
     by_family: dict[str, tuple[list[Task], list[Rejection]]] = {}
     bar = tqdm(total=sum(wanted.values()) * len(names), desc="tasks", unit="task", disable=not progress)
@@ -203,7 +210,7 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                     bar.update(len(by_family[futures[fut]][0]))
     finally:
         bar.close()
-    kept = [t for f in names for t in by_family[f][0]]
+    kept = [t for f in names for t in by_family[f][0]] + drafted
     rejected = [r for f in names for r in by_family[f][1]]
     _check_no_duplicates_across_families(kept)
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
@@ -217,6 +224,8 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                        "reference solution passes every check", f"{cfg.random_probes} random episodes fail",
                        "no duplicates"],
     }
+    if cfg.drafted:
+        report["drafted"] = {"path": cfg.drafted, "tasks": len(drafted)}
     return GenerationResult(kept, rejected, report)
 
 
@@ -225,7 +234,7 @@ def _check_no_duplicates_across_families(tasks: list[Task]) -> None:
     bug in their templates, so it stops the stage rather than being quietly dropped."""
     seen: dict[str, str] = {}
     for t in tasks:
-        key = _content_key(t)
+        key = content_key(t)
         if key in seen:
             raise RuntimeError(f"tasks {seen[key]} and {t.task_id} of different families are the same task "
                                "(same instruction and initial state): fix one family's template")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillery.envs.base import EnvSpec
+from distillery.envs.stage.drafting import DRAFT_FORMAT
 from distillery.envs.stage.env import StageEnv
 from distillery.envs.stage.phrasebook import PHRASEBOOK
 from distillery.envs.stage.profiles import get_profile, vocabulary_text
@@ -38,7 +39,7 @@ def check_profile(name: str) -> None:
 ENV = EnvSpec(
     name="stage", factory=StageEnv, tools=tuple(TOOL_SPECS), description=DESCRIPTION,
     state_texts=state_texts, vocabulary=vocabulary_text, check_profile=check_profile,
-    phrasebook=PHRASEBOOK,
+    phrasebook=PHRASEBOOK, draft_format=DRAFT_FORMAT,
 )
 
 __all__ = ["ENV", "TOOL_SPECS", "StageEnv"]
