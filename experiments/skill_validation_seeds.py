@@ -1,8 +1,8 @@
 """Does the `mine` stage's skill verdict depend on the validation seed?
 
-Mines the skills exactly as `stages/mine.py` does (the warm-up student's rollouts on the
+Mines the skills exactly as the `mine` stage does (the warm-up student's rollouts on the
 held-out user's learning tasks) and runs its paired validation
-(`stages.mine.validate_mined_skills`, with `params.yaml:mine`) once per seed, recording every
+(`mining.experience.validate_mined_skills`, with `params.yaml:mine`) once per seed, recording every
 skill's utility and status per seed.
 
     python -m experiments.skill_validation_seeds --seeds 0 1 2   # from the repository root, after `dvc repro mine`
@@ -21,9 +21,9 @@ import polars as pl
 
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
+from distillery.mining.experience import MineConfig, validate_mined_skills
 from distillery.mining.skills import mine_skills
 from distillery.types import tasks_from_frame
-from stages.mine import TASKS, MineConfig, validate_mined_skills
 
 OUT = Path("experiments/skill_validation_seeds.json")
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a = ap.parse_args(argv)
     cfg = load_section(MineConfig, "mine")
-    tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
+    tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
     src = Path("data/rollouts") / cfg.rollouts
     episodes = read_parquet(src / "episodes.parquet", f"rollout@{cfg.rollouts}").filter(pl.col("split") == cfg.split)
     steps = read_parquet(src / "steps.parquet", f"rollout@{cfg.rollouts}")

@@ -47,7 +47,7 @@ def test_load_section_reads_params_file(tmp_path):
 
 
 def test_mine_max_groups_must_not_be_negative():
-    from stages.mine import MineConfig
+    from distillery.mining.experience import MineConfig
 
     assert load_section(MineConfig, "mine", params={"mine": {"max_groups": 0}}).max_groups == 0   # 0 = every group
     with pytest.raises(ConfigError, match=r"mine: max_groups must be 0 \(every group\) or positive, got -1"):

@@ -37,14 +37,14 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     validation = json.loads((repo / "data/tasks/validation.json").read_text())
     assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families),
                                   "heldout_train": 2 * len(families), "heldout_test": len(families)}
-    # Issue 4: mined experience and the internalization loop, one record per iteration.
+    # Mined experience and the internalization loop, one record per iteration.
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["episodes"] == rollouts.height
     assert (repo / "data/experience/skill_validation.md").exists()
     inter = json.loads((repo / "metrics/internalize.json").read_text())
     assert [r["iteration"] for r in inter["iterations"]] == [0, 1]
     assert (repo / "models/internalized/card.json").exists()
-    # Issue 5: RL (SIRI on the micro config) and distillation (AOPD), one record per iteration.
+    # RL (SIRI on the micro config) and distillation (AOPD), one record per iteration.
     rl = json.loads((repo / "metrics/rl.json").read_text())
     assert rl["method"] == "siri" and [r["iteration"] for r in rl["iterations"]] == [0, 1]
     assert len(rl["curve"]) == 3 and (repo / "models/rl/card.json").exists()
@@ -53,6 +53,8 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     assert {"student_before", "teacher"} <= set(dist["before"])
     claims = (repo / "reports/claims.md").read_text()
     assert "siri raises" in claims and "aopd closes" in claims
+    wording = json.loads((repo / "metrics/wording.json").read_text())
+    assert set(wording["greedy"]) == {"plain", "environment", "neutral"} and "phrasebook's words" in claims
     # SelSkill: every arm measured on the held-out test tasks, one record per round.
     sel = json.loads((repo / "metrics/selskill.json").read_text())
     assert set(sel["final"]) >= {"selskill", "always", "never"} and [r["round"] for r in sel["rounds"]] == [0]

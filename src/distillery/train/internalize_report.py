@@ -122,7 +122,7 @@ def internalize_claims(m: dict[str, Any]) -> list[Claim]:
               detail=f"{here}, greedy success on the held-out user's test tasks before and after each of "
                      f"{len(curve) - 1} iterations; one training seed ({cell['seed']}): no spread measured here",
               seeds=f"training {cell['seed']}", command=COMMAND),
-        Claim(paper=PAPER, finding="internalizing does not erase principle following (issue: drop <= 5 points)",
+        Claim(paper=PAPER, finding="internalizing does not erase principle following (our bound: a drop of at most 5 points)",
               paper_value="-", measured=f"{m['before']['others_with_principles']:.3f} -> "
                                         f"{m['final']['others_with_principles']:.3f}",
               # 1e-9: six tasks of 120 is a 5-point drop, whatever the float subtraction rounds to

@@ -1,0 +1,37 @@
+"""Stage `wording`: the mined pool in the environment's phrasebook words against the same
+lessons in neutral words, injected into the warm-up model (`train.wording`).
+
+Reads the tasks, `data/experience/principles.jsonl`, the model and the injection settings of
+`params.yaml:internalize`; writes `metrics/wording.json` and `metrics/wording_claims.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from distillery.config import load_section
+from distillery.io import read_parquet, write_json
+from distillery.mining.store import read_pool
+from distillery.train.internalize import InternalizeConfig
+from distillery.train.wording import wording_claims, wording_effect
+from distillery.types import tasks_from_frame
+
+
+def main() -> int:
+    cfg = load_section(InternalizeConfig, "internalize")
+    t0 = time.perf_counter()
+    tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
+    pool = read_pool("data/experience/principles.jsonl")
+    metrics = wording_effect(cfg, tasks, pool)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(metrics, "metrics/wording.json")
+    write_json([c.to_dict() for c in wording_claims(metrics)], "metrics/wording_claims.json")
+    g = metrics["greedy"]
+    print(f"wording: greedy phrasebook {g['environment']:.3f}, neutral {g['neutral']:.3f}, plain {g['plain']:.3f} "
+          f"({metrics['reworded']} of {len(pool)} lessons reworded; {metrics['seconds']} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
