@@ -271,7 +271,7 @@ def _fillers(spec: DbSpec, dom: Domain, namer: Namer, taken: set[str]) -> list[P
             continue
         taken.add(name.lower())
         cols: list[ColumnDef] = [ColumnDef(f"{words[0]}_id" if rng.random() < 0.5 else "id", "pk", "seq")]
-        for t, c in rng.sample(core_cols, rng.randint(2, 4)):
+        for _t, c in rng.sample(core_cols, rng.randint(2, 4)):
             cols.append(c if c.kind != "fk" else ColumnDef(c.key, "int", "int:1:60", c.english, c.comment))
         cols += rng.sample(FILLER_COLUMNS, rng.randint(0, 2))
         keys: list[str] = []

@@ -613,7 +613,7 @@ def join3_list(ctx: Ctx) -> Iterator[Candidate]:
         if low.label is None or top.label is None:
             continue
         row = ctx.rng.choice(ctx.data[low.key])         # walk up from a row that exists
-        for child, fk, parent in chain:
+        for _child, fk, parent in chain:
             row = _row_of(ctx, parent, row[fk.key])
         name = row[top.label.key]
         b = B(ctx)

@@ -65,7 +65,7 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _load(path: str, size: int, mtime_ns: int) -> DbMeta:
     conn = sqlite3.connect(ro_uri(Path(path)), uri=True)
     conn.text_factory = lambda b: b.decode("utf-8", "replace")
