@@ -22,7 +22,8 @@ from distillery.config import load_section
 from distillery.envs.sql.config import SqlRealConfig
 from distillery.envs.sql.real import build_real_databases, download, real_tasks
 from distillery.io import write_json, write_parquet
-from distillery.quality import SUITES, GateError, gate
+from distillery.quality import GateError, gate
+from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import tasks_to_frame
 
 PACKAGES = "data/sql/packages"
@@ -53,7 +54,7 @@ def convert(cfg: SqlRealConfig) -> int:
     frame = tasks_to_frame(tasks)
     Path(QUARANTINE).mkdir(parents=True, exist_ok=True)
     try:
-        gate(frame, SUITES["sql_tasks"], source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
+        gate(frame, SQL_TASKS, source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
     except GateError as e:
         print(e, file=sys.stderr)
         return 1

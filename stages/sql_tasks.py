@@ -17,7 +17,8 @@ from distillery.config import load_section
 from distillery.envs.sql.config import SqlTasksConfig
 from distillery.envs.sql.taskset import generate_sql_tasks
 from distillery.io import write_json, write_parquet
-from distillery.quality import SUITES, GateError, gate
+from distillery.quality import GateError, gate
+from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import Task, tasks_to_frame
 
 OUT_DIR = "data/sql"
@@ -48,7 +49,7 @@ def main() -> int:
     frame = tasks_to_frame(result.tasks)
     Path(QUARANTINE).mkdir(parents=True, exist_ok=True)  # a declared out, even when empty
     try:
-        gate(frame, SUITES["sql_tasks"], source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
+        gate(frame, SQL_TASKS, source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
     except GateError as e:
         print(e, file=sys.stderr)
         return 1

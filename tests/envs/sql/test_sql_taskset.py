@@ -14,7 +14,8 @@ from distillery.config import ConfigError, from_dict
 from distillery.envs.sql.config import SqlTasksConfig
 from distillery.envs.sql.env import SqlEnv
 from distillery.envs.sql.taskset import generate_sql_tasks
-from distillery.quality import SUITES, GateError, gate
+from distillery.quality import GateError, gate
+from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import tasks_to_frame
 
 
@@ -79,10 +80,10 @@ def test_the_config_says_what_to_change():
 def test_the_gx_suite_passes_the_set_and_catches_a_broken_row(small_set, tmp_path):
     frame = tasks_to_frame(small_set.tasks)
     dirs = {"report_dir": tmp_path / "reports", "quarantine_dir": tmp_path / "quarantine"}
-    assert gate(frame, SUITES["sql_tasks"], source="mem", **dirs).success
+    assert gate(frame, SQL_TASKS, source="mem", **dirs).success
     import polars as pl
 
     bad = frame.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit('[{"type": "execution", '
                              '"gold_sql": "DROP TABLE x"}]')).otherwise(pl.col("checks")).alias("checks"))
     with pytest.raises(GateError, match="_sql_gold_ok"):
-        gate(bad, SUITES["sql_tasks"], source="mem2", **dirs)
+        gate(bad, SQL_TASKS, source="mem2", **dirs)
