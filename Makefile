@@ -64,7 +64,7 @@ pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro
 	$(BIN)/dvc pull
 
 # The experiments side by side, only the params and metrics that differ, in 120 columns.
-COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor'
+COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|seconds' --precision 3
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
 	COLUMNS=120 $(BIN)/dvc exp show $(COMPARE_ARGS)
