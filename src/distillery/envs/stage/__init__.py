@@ -37,6 +37,7 @@ def check_profile(name: str) -> None:
 ENV = EnvSpec(
     name="stage", factory=StageEnv, tools=tuple(TOOL_SPECS), description=DESCRIPTION,
     state_texts=state_texts, vocabulary=vocabulary_text, check_profile=check_profile,
+    reward_range=(0.0, 1.0),      # steps carry 0, the last one the episode's score
 )
 
 __all__ = ["ENV", "TOOL_SPECS", "StageEnv"]
