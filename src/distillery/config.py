@@ -172,7 +172,8 @@ class TasksConfig:
     n_heldout_train_per_family: int = _f(20, "kept heldout_train tasks per family")
     n_heldout_test_per_family: int = _f(12, "kept heldout_test tasks per family")
     max_steps: int = _f(15, "step limit of every generated task")
-    random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept")
+    random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept; 0 turns "
+                            "every random-policy check off, the family check included")
     # The family check (tasks.generate.family_check_plan): random episodes over a family's kept
     # tasks, as many as it takes to fail a family this solvable with this probability.
     family_detect_rate: float = _f(0.02, "a family whose kept tasks a random policy solves at this rate "

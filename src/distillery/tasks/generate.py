@@ -14,7 +14,7 @@ more than c succeed, with n and c the cheapest pair such that a family solved at
 `family_detect_rate` (2%) or more fails with probability >= `family_power` (95%) and one solved
 at `family_tolerated_rate` (0.2%) or less passes with probability >= 1 - `family_false_alarm`
 (99%): 386 episodes, at most 3 solved. The check adds episodes; it never changes which tasks
-a passing family keeps.
+a passing family keeps. `random_probes: 0` turns it off with the per-task probes.
 Human audit (e) has no stand-in here; `validation.json` lists every rejection with its
 reasons so a person can audit them, and a family that fails (a split it cannot fill, or the
 family check) is reported there with its reasons before the stage fails. Nothing here knows
@@ -137,7 +137,9 @@ def family_check_plan(detect_rate: float = 0.02, power: float = 0.95, tolerated_
 
 
 def plan_of(cfg: TasksConfig) -> FamilyCheckPlan | None:
-    if not cfg.family_detect_rate:
+    """The family check `cfg` asks for; None when it is off (`family_detect_rate: 0`, or
+    `random_probes: 0`, which turns every random-policy check off)."""
+    if not cfg.family_detect_rate or cfg.random_probes <= 0:
         return None
     return family_check_plan(cfg.family_detect_rate, cfg.family_power, cfg.family_tolerated_rate,
                              cfg.family_false_alarm)
