@@ -2,8 +2,9 @@
 
 Reads `data/vision/` (scenes, images, POPE questions), `models/vision/` and
 `params.yaml:vision_eval` (and `vision_train.seeds`, `vision_data` for the geometry); writes
-`metrics/vision.json` (every table, paired comparison and tuned hyper-parameter),
-`metrics/vision_claims.json` (`types.Claim` rows for `reports/claims.md`),
+`reports/details/vision_eval.json` (every table, paired comparison and tuned
+hyper-parameter), its headline `metrics/vision_eval.json`, `reports/claims/vision.json`
+(`types.Claim` rows for `reports/claims.md`),
 `reports/vision.md` with example images under `reports/vision/`, and
 `data/vision_eval/runs.json` (every run's numbers and captions).
 """
@@ -19,13 +20,14 @@ from distillery.config import load_section
 from distillery.io import write_json, write_text
 from distillery.vision.config import SceneConfig, VisionEvalConfig, VisionTrainConfig
 from distillery.vision.report import render_report
-from distillery.vision.run import run_eval
+from distillery.vision.run import eval_headline, run_eval
 
 SCENES = "data/vision/scenes.parquet"
 POPE = "data/vision/pope.parquet"
 MODELS = "models/vision"
-METRICS = "metrics/vision.json"
-CLAIMS = "metrics/vision_claims.json"
+METRICS = "metrics/vision_eval.json"
+DETAILS = "reports/details/vision_eval.json"
+CLAIMS = "reports/claims/vision.json"
 REPORT = "reports/vision.md"
 REPORT_IMAGES = "reports/vision"
 RUNS = "data/vision_eval/runs.json"
@@ -40,7 +42,8 @@ def main() -> int:
                    image_size=scene.image_size)
     shutil.rmtree(REPORT_IMAGES, ignore_errors=True)
     write_text(render_report(out, out["claims"], REPORT_IMAGES, Path(REPORT_IMAGES).name, cfg), REPORT)
-    write_json(out["metrics"], METRICS)
+    write_json(out["metrics"], DETAILS)
+    write_json(eval_headline(out["metrics"]), METRICS)
     write_json([c.to_dict() for c in out["claims"]], CLAIMS)
     write_json({"runs": out["runs"], "captions": out["captions"]}, RUNS)
     t = out["metrics"]["table"]["trained"]

@@ -4,7 +4,8 @@ and the ITM saliency model, each through the project's training loop.
 Reads `data/vision/scenes.parquet` and `data/vision/images/` and `params.yaml:vision_train`
 (and `vision_data` for the image geometry); writes `models/vision/vlm-s<seed>/`,
 `models/vision/vlm-weak-s<seed>/` and `models/vision/itm/` (weights, tokenizer, config,
-card.json), `metrics/vision_train.json` and DVCLive curves under `dvclive/vision_train/`.
+card.json), `reports/details/vision_train.json` (every model's training numbers), its
+headline `metrics/vision_train.json` and DVCLive curves under `dvclive/vision_train/`.
 Checkpoints go to `checkpoints/vision_train/` (persisted: a killed run resumes). The models
 train side by side on `workers` processes of one thread each.
 """
@@ -17,13 +18,14 @@ import time
 from distillery.config import load_section, to_dict
 from distillery.io import write_json
 from distillery.vision.config import SceneConfig, VisionTrainConfig
-from distillery.vision.train import TrainJob, run_train_jobs
+from distillery.vision.train import TrainJob, run_train_jobs, train_headline
 
 SCENES = "data/vision/scenes.parquet"
 MODELS = "models/vision"
 CHECKPOINTS = "checkpoints/vision_train"
 LIVE = "dvclive/vision_train"
 METRICS = "metrics/vision_train.json"
+DETAILS = "reports/details/vision_train.json"
 
 
 def main() -> int:
@@ -34,7 +36,9 @@ def main() -> int:
                   checkpoint_root=CHECKPOINTS, live_root=LIVE, params=to_dict(cfg))
     jobs = [TrainJob("vlm", s, **common) for s in cfg.seeds] + [TrainJob("itm", cfg.itm_train.seed, **common)]
     results = run_train_jobs(jobs, cfg.workers)
-    write_json({"models": results, "seconds": round(time.perf_counter() - t0, 1)}, METRICS)
+    details = {"models": results, "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(details, DETAILS)
+    write_json(train_headline(details), METRICS)
     for r in results:
         print(f"vision_train: {r['name']}: {int(r['steps'])} steps, loss {r.get('train_loss', float('nan')):.4f}, "
               f"{r['seconds']} s", file=sys.stderr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from distillery.vision.evaluate import chair, parse_yes_no, pope_metrics
-from distillery.vision.run import grid_points, paired, prior_check
+from distillery.evaluate.headline import MAX_VALUES
+from distillery.vision.run import HEADLINE, eval_headline, grid_points, paired, prior_check
+from distillery.vision.train import train_headline
 
 
 def test_parse_yes_no_follows_pope():
@@ -65,3 +67,27 @@ def test_prior_check_uses_two_seed_stds():
     p = prior_check(runs)
     assert p["trained"]["gap"] == pytest.approx(0.10) and p["trained"]["visible"]
     assert not p["weak"]["visible"] or p["weak"]["gap"] > 0
+
+
+def _entry(adv: float, chair_i: float) -> dict:
+    ms = lambda v: {"mean": v, "std": 0.0, "runs": [v]}       # noqa: E731
+    return {ps: {"accuracy": ms(adv + (0.1 if ps == "random" else 0.0))} for ps in ("random", "popular", "adversarial")} \
+        | {"chair": {"chair_i": ms(chair_i)}}
+
+
+def test_eval_headline_picks_the_test_means_and_marks_methods_not_run():
+    table = {"greedy": _entry(0.70, 0.30), "pnd": _entry(0.75, 0.20)}      # VCD not run
+    metrics = {"table": {"trained": table, "weak": table}, "seconds": {"total": 12.5}}
+    h = eval_headline(metrics)
+    assert list(h) == list(HEADLINE) and len(h) <= MAX_VALUES
+    assert h["pope_adv_greedy"] == 0.7 and h["pope_random_greedy"] == pytest.approx(0.8)
+    assert h["pope_adv_pnd"] == 0.75 and h["chair_i_pnd"] == 0.2 and h["weak_pope_adv_pnd"] == 0.75
+    assert h["pope_adv_vcd"] is None and h["chair_i_vcd"] is None and h["seconds"] == 12.5
+
+
+def test_train_headline_means_the_vlms_held_out_loss():
+    details = {"models": [{"kind": "vlm", "eval_loss": 0.2, "steps": 900}, {"kind": "vlm", "eval_loss": 0.4, "steps": 900},
+                          {"kind": "itm", "steps": 1000}], "seconds": 60.0}
+    assert train_headline(details) == {"loss": pytest.approx(0.3), "steps": 900.0, "seconds": 60.0}
+    with pytest.raises(ValueError, match="no VLM"):
+        train_headline({"models": [{"kind": "itm", "steps": 1}], "seconds": 1.0})

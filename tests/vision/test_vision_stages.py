@@ -1,5 +1,7 @@
-"""The vision track's three stages on the micro configuration, in a temporary directory:
-their outputs, the gate, the model cards, the claim rows the claims page reads."""
+"""The vision track end to end through DVC on the micro configuration, in a temporary copy of
+the repository (its own git and DVC): `dvc repro vision_eval` runs vision_data, vision_train
+and vision_eval; their outputs, the gate, the model cards, the headline metrics, the claim
+rows the claims page reads; a second `dvc repro` finds everything up to date."""
 
 from __future__ import annotations
 
@@ -7,42 +9,65 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
+from tests.e2e.conftest import STAGE_ENV, make_micro_repo, run
 
 from distillery.evaluate.claims import read_claims
-from tests.conftest import REPO
+from distillery.evaluate.headline import MAX_VALUES, count_leaves
+from distillery.vision.run import HEADLINE
 
 pytestmark = pytest.mark.slow
 
-
-def _run(module: str, cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", module], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, f"{module} failed:\n{p.stderr[-3000:]}"
+DVC = [sys.executable, "-m", "dvc"]
+VISION_STAGES = {"vision_data", "vision_train", "vision_eval"}
 
 
-def test_the_vision_stages_run_end_to_end(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    micro = yaml.safe_load((REPO / "tests/vision/micro_params.yaml").read_text())
-    for section, over in micro.items():
-        for k, v in over.items():
-            params[section][k] = {**params[section][k], **v} if isinstance(v, dict) else v
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({k: params[k] for k in micro}))
-    for stage in ("stages.vision_data", "stages.vision_train", "stages.vision_eval"):
-        _run(stage, tmp_path)
-    assert len(list((tmp_path / "data/vision/images").glob("*.png"))) == 78
-    assert (tmp_path / "reports/quality/vision_data/vision_scenes.json").is_file()
+def test_dvc_repro_runs_the_vision_track_end_to_end(tmp_path, monkeypatch):
+    for k, v in STAGE_ENV.items():
+        monkeypatch.setenv(k, v)
+    # the copy's own code, whatever the installed package points at (relative: DVC runs each
+    # stage in the copy)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["src", "."]))
+    repo = make_micro_repo(tmp_path / "repo")
+    out = run([*DVC, "repro", "vision_eval"], repo, timeout=900)
+    ran = {s for s in VISION_STAGES if f"Running stage '{s}'" in out.stdout}
+    assert ran == VISION_STAGES, out.stdout[-3000:]
+    assert "Running stage 'warmup'" not in out.stdout          # the track stands alone
+
+    assert len(list((repo / "data/vision/images").glob("*.png"))) == 78     # 60 + 8 + 10 scenes
+    assert (repo / "reports/quality/vision_data/vision_scenes.json").is_file()
     for name in ("vlm-s0", "vlm-weak-s0", "vlm-s1", "vlm-weak-s1", "itm"):
-        card = json.loads((tmp_path / "models/vision" / name / "card.json").read_text())
+        card = json.loads((repo / "models/vision" / name / "card.json").read_text())
         assert card["prompt"]["style"] == "vision" and card["data"]
-    m = json.loads((tmp_path / "metrics/vision.json").read_text())
+    weak = json.loads((repo / "models/vision/vlm-weak-s0/card.json").read_text())
+    assert weak["checkpoint"] == "weak" and weak["step"] == 4
+
+    # headline metrics: small and flat; the full record in reports/details
+    train_head = json.loads((repo / "metrics/vision_train.json").read_text())
+    assert set(train_head) == {"loss", "steps", "seconds"} and train_head["steps"] == 8
+    head = json.loads((repo / "metrics/vision_eval.json").read_text())
+    assert set(head) == set(HEADLINE) and count_leaves(head) <= MAX_VALUES
+    assert all(v is None or isinstance(v, float) for v in head.values())
+    m = json.loads((repo / "reports/details/vision_eval.json").read_text())
+    assert head["pope_adv_pnd"] == pytest.approx(m["table"]["trained"]["pnd"]["adversarial"]["accuracy"]["mean"])
     for kind in ("trained", "weak"):
         assert set(m["table"][kind]) == {"greedy", "vcd", "agla", "icd", "m3id", "pnd", "pnd_attn"}
         assert m["table"][kind]["pnd"]["forwards_per_token"] == 3.0
+        assert m["table"][kind]["greedy"]["forwards_per_token"] == 1.0
         assert len(m["table"][kind]["pnd"]["adversarial"]["accuracy"]["runs"]) == 4      # 2 seeds x 2 noise seeds
-    claims = read_claims(tmp_path / "metrics/vision_claims.json")
+    assert set(m["tuned"]["trained"]["pnd"]["params"]) == {"alpha", "gamma", "beta"}
+
+    claims = read_claims(repo / "reports/claims/vision.json")
     assert any("PND beats greedy on adversarial POPE" in c.finding for c in claims)
-    assert "![" in (tmp_path / "reports/vision.md").read_text()
+    assert any("PND beats vcd on CHAIR_i" in c.finding for c in claims)
+    assert all(c.holds in (True, False, None) and c.seeds and c.command for c in claims)
+    assert "![" in (repo / "reports/vision.md").read_text()
+    assert list((repo / "reports/vision").glob("example-*.png"))
+
+    # the claims page picks the vision rows up (stage `claims` globs reports/claims/)
+    subprocess.run([sys.executable, "-m", "stages.claims"], cwd=repo, check=True, capture_output=True)
+    assert "## vision" in (repo / "reports/claims.md").read_text()
+
+    again = run([*DVC, "repro", "vision_eval"], repo)
+    assert "Running stage" not in again.stdout, again.stdout[-2000:]

@@ -135,7 +135,7 @@ def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: st
                 key = f"{meth}@0" if f"{meth}@0" in caps else next(kk for kk in caps if kk.startswith(meth + "@"))
                 lines.append(f"| {LABELS[meth]} | {caps[key]['captions'][idx]} |")
             lines.append("")
-    lines += ["## Claims", "", "The rows on `reports/claims.md` (`metrics/vision_claims.json`).", ""]
+    lines += ["## Claims", "", "The rows on `reports/claims.md` (`reports/claims/vision.json`).", ""]
     for c in claims:
         lines.append(f"- **{c.finding}**: {c.measured} — holds: {c.holds} ({c.detail})")
     return "\n".join(lines) + "\n"

@@ -350,6 +350,20 @@ def run_train_job(job: TrainJob) -> dict[str, Any]:
     return {"name": name, "kind": "itm", "seed": job.seed, **metrics}
 
 
+def train_headline(details: dict[str, Any]) -> dict[str, float | None]:
+    """`metrics/vision_train.json`: the trained VLMs' mean held-out (validation) loss, their
+    optimizer steps and the stage's seconds (each model's numbers are in the details)."""
+    from distillery.evaluate.headline import number
+
+    vlms = [m for m in details["models"] if m["kind"] == "vlm"]
+    if not vlms:
+        raise ValueError("vision_train: no VLM was trained (vision_train.seeds is empty?)")
+    losses = [m["eval_loss"] for m in vlms if m.get("eval_loss") is not None]
+    return {"loss": number(sum(losses) / len(losses), "vision_train loss") if losses else None,
+            "steps": number(max(m["steps"] for m in vlms), "vision_train steps"),
+            "seconds": number(details["seconds"], "vision_train seconds")}
+
+
 def run_train_jobs(jobs: Sequence[TrainJob], workers: int) -> list[dict[str, Any]]:
     """The jobs on `workers` spawned processes (inline when 1), results in job order."""
     if workers <= 1 or len(jobs) <= 1:
