@@ -68,3 +68,11 @@ def test_model_directory_round_trip(tmp_path, vlm, tok, pixels):
     with torch.no_grad():
         assert torch.allclose(model(**inp).logits, vlm(**inp).logits, atol=1e-5)
     assert tok2.padding_side == "left"
+
+
+def test_serve_refuses_a_vision_model_by_name(tmp_path, vlm, tok):
+    from distillery.serve import ServeError, load_engine
+
+    save_model_dir(tmp_path / "vlm", vlm, tok, {"prompt": {"style": "vision"}})
+    with pytest.raises(ServeError, match=r"vlm is a vision-language model.*text models only"):
+        load_engine(tmp_path / "vlm")

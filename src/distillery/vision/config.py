@@ -96,7 +96,7 @@ class VisionTrainConfig:
     """Stage `vision_train`: the VLM over seeds (its weak checkpoint on the way) and the ITM model."""
 
     seeds: list[int] = _f([0, 1, 2], "training seeds of the VLM (each a model directory)")
-    weak_step: int = _f(300, "the weak checkpoint: the same run saved at this optimizer step")
+    weak_step: int = _f(900, "the weak checkpoint: the same run saved at this optimizer step")
     questions_per_image: int = _f(4, "yes/no questions per training scene (half about present, half about absent shapes)")
     captions_per_image: int = _f(1, "caption examples per training scene")
     text_questions: bool = _f(True, "also the same questions over the scene written as a grid of words (text only)")

@@ -368,10 +368,10 @@ def prior_check(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]) -
 
 
 # Where our setting departs from the paper's, or our reading fills a gap it leaves.
-READING = ("Our reading: a 0.8M-parameter LLaVA trained here on synthetic scenes (the paper: pretrained "
-           "7B-class VLMs); PND's saliency from a tiny BLIP-style ITM model trained here (the paper: BLIP ITM), its "
-           "Grad-CAM blocks mapped to the same relative depths; argmax decoding after the contrast (the paper "
-           "samples at temperature 1); CHAIR over the closed shape vocabulary.")
+READING = ("Our reading: a LLaVA of well under a million parameters trained here on synthetic scenes (the "
+           "paper: pretrained 7B-class VLMs); PND's saliency from a tiny BLIP-style ITM model trained here (the "
+           "paper: BLIP ITM), its Grad-CAM blocks mapped to the same relative depths; argmax decoding after the "
+           "contrast (the paper samples at temperature 1); CHAIR over the closed shape vocabulary.")
 
 
 def _pm(x: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
