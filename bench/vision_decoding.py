@@ -31,7 +31,13 @@ from distillery.vision.decoding import contrastive_generate
 from distillery.vision.evaluate import ItmMaps, ViewConfig, ViewSet, method_of, method_views
 from distillery.vision.saliency import build_itm, itm_gradcam, pnd_maps
 from distillery.vision.scenes import generate_scenes, render
-from distillery.vision.vlm import CAPTION_PROMPT, build_tokenizer, build_vlm, load_vlm_dir, to_pixels
+from distillery.vision.vlm import (
+    CAPTION_PROMPT,
+    build_tokenizer,
+    build_vlm,
+    load_vlm_dir,
+    to_pixels,
+)
 
 METHODS = ("greedy", "vcd", "agla", "icd", "m3id", "pnd", "pnd_attn")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distillery.vision.evaluate import chair, parse_yes_no, pope_metrics
 from distillery.evaluate.headline import MAX_VALUES
+from distillery.vision.evaluate import chair, parse_yes_no, pope_metrics
 from distillery.vision.run import HEADLINE, eval_headline, grid_points, paired, prior_check
 from distillery.vision.train import train_headline
 

@@ -10,6 +10,7 @@ import pytest
 
 from distillery.quality import GateError, gate
 from distillery.quality.vision_suites import VISION_POPE, VISION_SCENES
+from distillery.vision.scenes import palette_frame as palette
 from distillery.vision.scenes import (
     png_bytes,
     pope_frame,
@@ -18,7 +19,6 @@ from distillery.vision.scenes import (
     render,
     scenes_frame,
 )
-from distillery.vision.scenes import palette_frame as palette
 
 
 @pytest.fixture

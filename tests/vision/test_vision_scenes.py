@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from tests.vision.conftest import TINY
 
 from distillery.vision.config import SceneConfig
 from distillery.vision.scenes import (
@@ -18,8 +19,6 @@ from distillery.vision.scenes import (
     prior_stats,
     render,
 )
-
-from tests.vision.conftest import TINY
 
 
 def test_same_config_same_scenes_and_bytes(scenes):

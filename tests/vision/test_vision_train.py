@@ -9,7 +9,14 @@ import torch
 
 from distillery.train.config import TrainConfig
 from distillery.vision.config import ITMConfig, VisionTrainConfig, VLMConfig
-from distillery.vision.train import NO_IMAGE, cell_words, itm_examples, train_itm, train_vlm, vlm_examples
+from distillery.vision.train import (
+    NO_IMAGE,
+    cell_words,
+    itm_examples,
+    train_itm,
+    train_vlm,
+    vlm_examples,
+)
 from distillery.vision.vlm import EMPTY, n_image_tokens
 
 SMALL = VLMConfig(vision_hidden=32, vision_intermediate=64, hidden_size=32, intermediate_size=64, n_heads=4,

@@ -84,28 +84,28 @@ def plausibility_cutoff(final: torch.Tensor, original: torch.Tensor, beta: float
     return final.masked_fill(original < cut, float("-inf"))
 
 
-def vcd_logits(l: torch.Tensor, l_noised: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    return plausibility_cutoff((1 + alpha) * l - alpha * l_noised, l, beta)
+def vcd_logits(orig: torch.Tensor, l_noised: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    return plausibility_cutoff((1 + alpha) * orig - alpha * l_noised, orig, beta)
 
 
-def icd_logits(l: torch.Tensor, l_disturbed: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    return plausibility_cutoff((1 + alpha) * l - alpha * l_disturbed, l, beta)
+def icd_logits(orig: torch.Tensor, l_disturbed: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    return plausibility_cutoff((1 + alpha) * orig - alpha * l_disturbed, orig, beta)
 
 
-def agla_logits(l: torch.Tensor, l_aug: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    return plausibility_cutoff(l + alpha * l_aug, l, beta)
+def agla_logits(orig: torch.Tensor, l_aug: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    return plausibility_cutoff(orig + alpha * l_aug, orig, beta)
 
 
-def m3id_logits(l: torch.Tensor, l_noimage: torch.Tensor, t: int, lam: float, beta: float) -> torch.Tensor:
+def m3id_logits(orig: torch.Tensor, l_noimage: torch.Tensor, t: int, lam: float, beta: float) -> torch.Tensor:
     """t: the 1-based index of the token being generated."""
-    lc, lu = torch.log_softmax(l.float(), -1), torch.log_softmax(l_noimage.float(), -1)
+    lc, lu = torch.log_softmax(orig.float(), -1), torch.log_softmax(l_noimage.float(), -1)
     gamma_t = math.exp(-lam * t)
-    return plausibility_cutoff(lc + (1 - gamma_t) / gamma_t * (lc - lu), l, beta)
+    return plausibility_cutoff(lc + (1 - gamma_t) / gamma_t * (lc - lu), orig, beta)
 
 
-def pnd_logits(l: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor, alpha: float, gamma: float,
+def pnd_logits(orig: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor, alpha: float, gamma: float,
                beta: float) -> torch.Tensor:
-    return plausibility_cutoff(alpha * l_pos - gamma * l_neg, l, beta)
+    return plausibility_cutoff(alpha * l_pos - gamma * l_neg, orig, beta)
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,21 +145,21 @@ class Method:
     def value(self, name: str) -> float:
         return float(self.params.get(name, DEFAULTS[self.kind][name]))
 
-    def combine(self, l: torch.Tensor, views: Mapping[str, torch.Tensor], t: int) -> torch.Tensor:
-        """The method's next-token scores from the original logits `l` [B, V], each view's
+    def combine(self, orig: torch.Tensor, views: Mapping[str, torch.Tensor], t: int) -> torch.Tensor:
+        """The method's next-token scores from the original logits `orig` [B, V], each view's
         logits (by name) and t, the 1-based index of the token being generated."""
         v = self.value
         if self.kind == "greedy":
-            return l
+            return orig
         if self.kind == "vcd":
-            return vcd_logits(l, views["noised"], v("alpha"), v("beta"))
+            return vcd_logits(orig, views["noised"], v("alpha"), v("beta"))
         if self.kind == "agla":
-            return agla_logits(l, views["positive"], v("alpha"), v("beta"))
+            return agla_logits(orig, views["positive"], v("alpha"), v("beta"))
         if self.kind == "icd":
-            return icd_logits(l, views["disturbed"], v("alpha"), v("beta"))
+            return icd_logits(orig, views["disturbed"], v("alpha"), v("beta"))
         if self.kind == "m3id":
-            return m3id_logits(l, views["no_image"], t, v("lam"), v("beta"))
-        return pnd_logits(l, views["positive"], views["negative"], v("alpha"), v("gamma"), v("beta"))
+            return m3id_logits(orig, views["no_image"], t, v("lam"), v("beta"))
+        return pnd_logits(orig, views["positive"], views["negative"], v("alpha"), v("gamma"), v("beta"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,11 +375,11 @@ def first_token_logits(model: Any, inputs: Mapping[str, Any], *, output_attentio
     return (out.logits[:, -1].float(), out.attentions) if output_attentions else out.logits[:, -1].float()
 
 
-def decode_first_token(method: Method, l: torch.Tensor, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def decode_first_token(method: Method, orig: torch.Tensor, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The token `method` picks first, from precomputed first-step logits: exactly what
     `contrastive_generate` picks at its first step (the processors call `combine` on the
     same numbers)."""
-    return method.combine(l, views, 1).argmax(-1)
+    return method.combine(orig, views, 1).argmax(-1)
 
 
 __all__ = [

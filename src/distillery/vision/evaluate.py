@@ -44,7 +44,13 @@ from distillery.vision.decoding import (
     with_pixels,
     without_image,
 )
-from distillery.vision.saliency import attention_map, attention_saliency, fuse_min, negative_view, positive_view
+from distillery.vision.saliency import (
+    attention_map,
+    attention_saliency,
+    fuse_min,
+    negative_view,
+    positive_view,
+)
 from distillery.vision.scenes import mentioned_shapes
 from distillery.vision.vlm import normalize, prompt_ids, vlm_inputs
 

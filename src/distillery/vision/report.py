@@ -100,12 +100,15 @@ def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: st
               "How often the Grad-CAM peak falls on the asked shape's cell (POPE rows whose shape is present): " +
               ", ".join(f"{k} {v * 100:.0f}%" for k, v in loc.items()) + ".", ""]
     # examples
-    lines += ["## Examples (trained checkpoint, seed 0, noise seed 0)", "",
+    # the first training seed's trained checkpoint, its first noise seed
+    first = next(n for n in out["captions"] if "-weak-" not in n)
+    noise = cfg.noise_seeds[0]
+    lines += [f"## Examples (trained checkpoint {first}, noise seed {noise})", "",
               "Panels: the image; PND's positive view for the adversarial question (ITM Grad-CAM, salient pixels "
               "kept, the rest black); PND's negative view (the core region replaced by diffusion noise).", ""]
     sal = out["saliency"]
     image_dir = Path(image_dir)
-    caps = out["captions"]["vlm-s0"]["captions"]
+    caps = out["captions"][first]["captions"]
     for k, image_id in enumerate(example_ids(data, cfg.n_examples)):
         q = next((q for q in data.questions if q.image_id == image_id and q.pope_split == "adversarial"
                   and q.label == "no"), None)
@@ -114,7 +117,7 @@ def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: st
         if q is not None:
             r = data.row_of[(q.image_id, q.shape)]
             mp = itm_maps(sal, [r], px.shape[-1])
-            g = torch.Generator().manual_seed(0)
+            g = torch.Generator().manual_seed(noise)
             panels += [positive_view(px, mp.positive, mp.keep)[0],
                        negative_view(px, mp.negative, threshold=cfg.pnd_threshold, step=cfg.pnd_noise_step,
                                      generator=g)[0]]
@@ -123,16 +126,16 @@ def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: st
         truth = ", ".join(data.scenes[image_id].shapes)
         lines += [f"### {image_id}: {truth}", "", f"![{image_id}]({rel}/{name})", ""]
         if q is not None:
-            answers = answers_for(out, "vlm-s0", q)
+            answers = answers_for(out, first, q, noise)
             lines.append(f"Adversarial question \"is there a {q.shape} in the image ?\" (truth: no): " +
                          "; ".join(f"{LABELS[mm]} **{a}**" for mm, a in answers.items()))
             lines.append("")
-        idx = out["captions"]["vlm-s0"]["image_ids"].index(image_id) if image_id in out["captions"]["vlm-s0"][
-            "image_ids"] else None
+        shown = out["captions"][first]["image_ids"]
+        idx = shown.index(image_id) if image_id in shown else None
         if idx is not None:
             lines += ["| method | caption |", "|---|---|"]
             for meth in methods:
-                key = f"{meth}@0" if f"{meth}@0" in caps else next(kk for kk in caps if kk.startswith(meth + "@"))
+                key = f"{meth}@{noise}" if f"{meth}@{noise}" in caps else next(kk for kk in caps if kk.startswith(meth + "@"))
                 lines.append(f"| {LABELS[meth]} | {caps[key]['captions'][idx]} |")
             lines.append("")
     lines += ["## Claims", "", "The rows on `reports/claims.md` (`reports/claims/vision.json`).", ""]
@@ -141,7 +144,8 @@ def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: st
     return "\n".join(lines) + "\n"
 
 
-def answers_for(out: Mapping[str, Any], name: str, q: Any) -> dict[str, str]:
+def answers_for(out: Mapping[str, Any], name: str, q: Any, noise_seed: int) -> dict[str, str]:
+    """Each method's first answer token to POPE question `q` for checkpoint `name`."""
     from distillery.vision.evaluate import first_answers
 
     data: EvalData = out["data"]
@@ -149,6 +153,6 @@ def answers_for(out: Mapping[str, Any], name: str, q: Any) -> dict[str, str]:
     lt = {k: torch.as_tensor(v[r:r + 1]) for k, v in out["logits"][name].items()}
     res = {}
     for meth, t in out["tuned"]["trained"].items():
-        tok = int(first_answers(meth, t["params"], lt, 0)[0])
+        tok = int(first_answers(meth, t["params"], lt, noise_seed)[0])
         res[meth] = out["words"][tok]
     return res

@@ -102,7 +102,7 @@ def itm_gradcam(model: Any, tok: Any, pixels: torch.Tensor, texts: Sequence[str]
         ids, mask = _pad([itm_text_ids(tok, t) for t in texts[start:start + batch_size]], tok.pad_token_id)
         probs: list[torch.Tensor] = []
 
-        def keep(_module: Any, _inp: Any, out: Any) -> None:
+        def keep(_module: Any, _inp: Any, out: Any, probs: list[torch.Tensor] = probs) -> None:
             out[1].retain_grad()
             probs.append(out[1])
 

@@ -154,7 +154,12 @@ def build_vlm(cfg: VLMConfig, tok: Any, *, image_size: int = 64, seed: int = 0,
               attn_implementation: str = "eager") -> Any:
     """A LLaVA model with random weights, initialised from its own seeded stream (the
     caller's RNG is left alone). Eager attention: the PND ablation reads attention maps."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     if image_size % cfg.patch_size:
         raise ValueError(f"vlm.patch_size ({cfg.patch_size}) must divide the image size ({image_size})")
