@@ -1,11 +1,12 @@
 """Stage `sql_evaluate`: the SQL policies on held-out databases, on real databases and on the
 schema-size sets, under the track's options; the run's metrics, report and claim rows.
 
-Reads `data/sql/tasks.parquet` (test split), `data/sql/real/tasks.parquet`,
+Reads `data/sql/tasks.parquet` (the held-out train databases and the test split), `data/sql/real/tasks.parquet`,
 `data/sql/scale/tasks.parquet`, the students `models/<name>` of `sql_evaluate.models`, the
 named entries of `policies:` in `sql_evaluate.policies` (the oracle, the random policy, any
 `openai` endpoint), `metrics/sql_warmup.json` and `metrics/sql_rl.json`. Every policy plays
-the test tasks; the last student, the oracle, the random policy and the named policies also
+the held-out databases (unseen databases of the training domains and naming styles) and the
+test split (unseen databases, domains and styles); the last student, the oracle, the random policy and the named policies also
 play the real databases; the last student plays the schema-size sets. Writes
 `data/sql/eval/{episodes,steps,outcomes}.parquet` (gated: `episodes`, `steps`,
 `sql_outcomes`), `metrics/sql.json`, `reports/sql.md` and `metrics/sql_claims.json`.
@@ -34,7 +35,7 @@ from distillery.train.sql_eval import (
     summarise_by,
 )
 from distillery.train.sql_report import claim_rows, markdown
-from distillery.train.sql_rl import SqlTrackConfig, adapt_tasks, spread_slice
+from distillery.train.sql_rl import SqlTrackConfig, adapt_tasks, split_train, spread_slice
 from distillery.types import tasks_from_frame
 
 TASKS = "data/sql/tasks.parquet"
@@ -52,22 +53,23 @@ def main() -> int:
     cfg = load_section(SqlEvaluateConfig, "sql_evaluate", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
     t0 = time.perf_counter()
-    test = adapt_tasks(spread_slice([t for t in tasks_from_frame(read_parquet(TASKS, "sql_tasks"))
-                                     if t.split == "test"], cfg.test_tasks), track)
+    every = tasks_from_frame(read_parquet(TASKS, "sql_tasks"))
+    heldout = adapt_tasks(spread_slice(split_train(every, track).heldout, cfg.heldout_tasks), track)
+    test = adapt_tasks(spread_slice([t for t in every if t.split == "test"], cfg.test_tasks), track)
     real = adapt_tasks(pick_real(tasks_from_frame(read_parquet(REAL, "sql_real")), cfg.real_tasks_per_db),
                        track) if cfg.transfer else []
     scale = adapt_tasks(tasks_from_frame(read_parquet(SCALE, "sql_scale")), track) if cfg.scale else []
-    by_id = {t.task_id: t for t in [*test, *real, *scale]}
+    by_id = {t.task_id: t for t in [*heldout, *test, *real, *scale]}
     specs = {name: PolicySpec(e.kind, e.kwargs, name) for name in cfg.policies for e in [load_policy(name, params)]}
     specs |= {name: PolicySpec("hf", {"model_dir": f"models/{name}", "temperature": 0.0,
                                       "max_new_tokens": cfg.max_new_tokens}, name) for name in cfg.models}
     final = cfg.models[-1] if cfg.models else None
     parts: list[Trajectories] = []
     outs: list[pl.DataFrame] = []
-    metrics: dict = {"track": params.get("sql_track", {}), "label": track.label, "test": {}, "real": {}, "scale": {},
-                     "timing_s": {}}
+    metrics: dict = {"track": params.get("sql_track", {}), "label": track.label, "heldout": {}, "test": {},
+                     "real": {}, "scale": {}, "timing_s": {}}
     for name, spec in specs.items():
-        sets = [("test", test)]
+        sets = [("heldout", heldout), ("test", test)]
         if real and (name == final or name not in cfg.models):
             sets.append(("real", real))
         if scale and name == final:
@@ -78,8 +80,8 @@ def main() -> int:
                                             seed=cfg.seed)
             parts.append(traj)
             outs.append(outcomes)
-            if set_name == "test":
-                metrics["test"][name] = summarise(outcomes)
+            if set_name in ("heldout", "test"):
+                metrics[set_name][name] = summarise(outcomes)
             elif set_name == "real":
                 metrics["real"][name] = summarise_by(outcomes, by_id, "db_id")
             else:

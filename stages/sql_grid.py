@@ -27,7 +27,9 @@ def main() -> int:
     sets = record.get("sets") or []
     header = (f"# SQL grid `{record.get('tag', '-')}`\n\n{len(runs)} finished runs; overrides on top of params.yaml: "
               f"{', '.join(f'`{s}`' for s in sets) or 'none'}. Accuracy: test-suite execution accuracy of the "
-              "final student (greedy) on held-out databases; `acc@N`: on the schema-size set of about N tables. "
+              "final student (greedy) on held-out databases of the training domains and naming styles; "
+              "`test_accuracy`: on the test split (unseen domains and styles); `acc@N`: on the schema-size set of "
+              "about N tables. "
               "Make or refresh the record with `make sql-grid`.")
     write_text(markdown(runs, header), REPORT)
     write_json([c.to_dict() for c in claim_rows(runs)], CLAIMS)

@@ -40,8 +40,9 @@ def main() -> int:
     track = load_section(SqlTrackConfig, "sql_track", params)
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "sql_tasks"))
-    learn, validation = split_train(tasks, track.validation_dbs)
-    validation = spread_slice(validation, cfg.validation_tasks) if cfg.validation_tasks else []
+    split = split_train(tasks, track)
+    learn = split.learn
+    validation = spread_slice(split.validation, cfg.validation_tasks) if cfg.validation_tasks else []
     run_dir = resumable_run_dir("checkpoints/sql_rl", SqlRLRun(cfg, track),
                                 [Path(__file__), Path(cfg.model_dir) / "model.safetensors", TASKS])
     with iteration_log("dvclive/sql_rl") as log:

@@ -1,5 +1,8 @@
 """Stage `sql_scale`: held-out databases of about 20, 50 and 200 tables, for comparing schema
-discovery with tools against the schema in the prompt as the schema grows.
+discovery with tools against the schema in the prompt as the schema grows. New databases
+(their own seeds) of the training domains and naming styles by default: the student trained
+here does not transfer to unseen domains (docs/sql.md), so a comparison there would compare
+zeros.
 
 Reads `params.yaml:sql_scale`; writes `data/sql/scale/databases/`, `data/sql/scale/tasks.parquet`
 (gated by the `sql_tasks` suite) and `data/sql/scale/validation.json` (each database's real
@@ -32,6 +35,10 @@ class SqlScaleConfig:
     sizes: list[int] = field(default_factory=lambda: [20, 50, 200], metadata={"help": "wanted table counts"})
     dbs_per_size: int = _f(4, "databases per size (test domains x naming styles)")
     questions_per_db: int = _f(8, "validated questions per database (one per template at most)")
+    domains: list[str] = field(default_factory=lambda: ["retail", "hr", "logistics", "finance"],
+                               metadata={"help": "domains of the databases (default: the training ones, new databases)"})
+    styles: list[str] = field(default_factory=lambda: ["snake", "snake_abbr", "camel", "upper"],
+                              metadata={"help": "naming styles of the databases (default: the training ones)"})
     seed: int = _f(0, "seed of the databases and questions")
 
     def __post_init__(self) -> None:
@@ -44,7 +51,8 @@ def main() -> int:
     t0 = time.perf_counter()
     shutil.rmtree(Path(OUT_DIR) / "databases", ignore_errors=True)
     tasks, report = scale_tasks(ScaleConfig(sizes=list(cfg.sizes), dbs_per_size=cfg.dbs_per_size,
-                                            questions_per_db=cfg.questions_per_db, seed=cfg.seed), OUT_DIR)
+                                            questions_per_db=cfg.questions_per_db, domains=tuple(cfg.domains),
+                                            styles=tuple(cfg.styles), seed=cfg.seed), OUT_DIR)
     frame = tasks_to_frame(tasks)
     Path("data/quarantine/sql_scale").mkdir(parents=True, exist_ok=True)
     try:

@@ -58,7 +58,7 @@ MICRO = {
     "sql_rl": {"iterations": 1, "tasks_per_iteration": 2, "k": 2, "max_new_tokens": 16, "validation_tasks": 2,
                "train": {"batch_size": 4, "num_threads": 1}},
     "sql_scale": {"sizes": [20], "dbs_per_size": 1, "questions_per_db": 2},
-    "sql_evaluate": {"test_tasks": 4, "real_tasks_per_db": 1, "max_steps": 4, "max_new_tokens": 16},
+    "sql_evaluate": {"heldout_tasks": 4, "test_tasks": 4, "real_tasks_per_db": 1, "max_steps": 4, "max_new_tokens": 16},
 }
 
 

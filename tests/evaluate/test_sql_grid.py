@@ -23,8 +23,9 @@ def summary(acc, hall=0.1, calls=4.0, share=0.02):
 
 
 def metrics(warm, rl, hall=0.1, scale=None, calls=4.0, share=0.02):
-    return {"test": {"oracle": summary(1.0), "random": summary(0.0), "sql_warmup": summary(warm),
-                     "sql_rl": summary(rl, hall, calls, share)},
+    held = {"oracle": summary(1.0), "random": summary(0.0), "sql_warmup": summary(warm),
+            "sql_rl": summary(rl, hall, calls, share)}
+    return {"heldout": held, "test": {k: summary(v["accuracy"] / 2) for k, v in held.items()},
             "scale": {"sql_rl": {k: summary(v) for k, v in (scale or {}).items()}},
             "rl": {"method": "dual", "seed": 0, "curve": [warm, rl]}, "seconds": 9.0}
 
@@ -44,6 +45,7 @@ def test_cells_names_round_trip_and_overrides():
 def test_run_numbers_reads_a_sql_metrics_record():
     r = run_numbers(metrics(0.1, 0.2, scale={"20": 0.3}))
     assert r.accuracy == 0.2 and r.gain == pytest.approx(0.1) and r.scale["20"]["accuracy"] == 0.3
+    assert r.test_accuracy == 0.1
     with pytest.raises(ValueError, match="metrics/sql.json"):
         run_numbers({"rl": {}})
 

@@ -58,11 +58,15 @@ def _play(policy, tasks, k=1, **env_kwargs) -> Trajectories:
 
 def test_validation_slice_and_spread(tiny):
     _, tasks = tiny
-    learn, val = split_train(tasks, 1)
-    assert {t.initial_state["db_id"] for t in val} == {max(t.initial_state["db_id"] for t in tasks)}
-    assert not {t.task_id for t in learn} & {t.task_id for t in val}
-    picked = spread_slice(learn, 3)
-    assert len(picked) == 3 and len({t.initial_state["db_id"] for t in picked}) >= 2
+    split = split_train(tasks, SqlTrackConfig(validation_dbs=1, heldout_dbs=1, learn_reference_calls=0))
+    learn, val = split.learn, split.validation
+    ids = sorted({t.initial_state["db_id"] for t in tasks})
+    assert {t.initial_state["db_id"] for t in split.heldout} == {ids[-1]}
+    assert {t.initial_state["db_id"] for t in val} == {ids[-2]} and {t.initial_state["db_id"] for t in learn} == {ids[0]}
+    short = split_train(tasks, SqlTrackConfig(validation_dbs=1, heldout_dbs=1, learn_reference_calls=5)).learn
+    assert short and all(len(t.reference_solution) <= 5 for t in short) and len(short) <= len(learn)
+    picked = spread_slice(tasks, 3)
+    assert len(picked) == 3 and len({t.initial_state["db_id"] for t in picked}) == 3
     assert learning_slice(learn, 2, 0) != learning_slice(learn, 2, 1)
 
 
@@ -175,7 +179,8 @@ def test_a_micro_run_resumes_its_finished_iterations(tiny, tmp_path, monkeypatch
     root, tasks = tiny
     monkeypatch.chdir(root)
     short = [replace(t, max_steps=3) for t in tasks]
-    learn, val = split_train(short, 1)
+    split = split_train(short, SqlTrackConfig(validation_dbs=1, heldout_dbs=0, learn_reference_calls=0))
+    learn, val = split.learn, split.validation
     traj = _play(OraclePolicy(), learn[:2])
     tok, model = _tokenizer_and_model(short, traj, seed=2)
     save_model_dir(tmp_path / "start", model, tok, {"prompt": {"style": "compact", "max_prompt_tokens": 1024,
@@ -184,11 +189,11 @@ def test_a_micro_run_resumes_its_finished_iterations(tiny, tmp_path, monkeypatch
                       batch_size=8, validation_tasks=2, train=TrainConfig(lr=1e-3, warmup_steps=0, batch_size=4,
                                                                           progress=False, dvclive=False, num_threads=1))
     run = tmp_path / "run"
-    _, _, before, results = run_sql_rl(cfg, SqlTrackConfig(validation_dbs=1), learn, val[:2], run)
+    _, _, before, results = run_sql_rl(cfg, SqlTrackConfig(), learn, val[:2], run)
     assert before == 0.0 and len(results) == 1 and (run / "iter-0" / "result.json").is_file()
     recorded = json.loads((run / "iter-0" / "result.json").read_text())
     assert recorded["iteration"] == 0 and 0.0 <= recorded["rollout_accuracy"] <= 1.0
-    _, _, _, again = run_sql_rl(cfg, SqlTrackConfig(validation_dbs=1), learn, val[:2], run)
+    _, _, _, again = run_sql_rl(cfg, SqlTrackConfig(), learn, val[:2], run)
     assert again == results                      # read back, not rerun
 
 

@@ -18,7 +18,7 @@ from distillery.types import Claim, tasks_to_frame
 
 PARAMS = {
     "policies": {"oracle": {"kind": "oracle"}, "random": {"kind": "random", "kwargs": {"seed": 0}}},
-    "sql_track": {"validation_dbs": 1},
+    "sql_track": {"validation_dbs": 1, "heldout_dbs": 1},
     "sql_collect": {"train_tasks": 8},
     "sql_warmup": {"principles_fraction": 0.0, "eval_fraction": 0.2, "tokenizer": {"vocab_size": 1500},
                    "model": {"hidden_size": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "intermediate_size": 64,
@@ -30,7 +30,8 @@ PARAMS = {
     "sql_rl": {"iterations": 1, "tasks_per_iteration": 2, "k": 2, "max_new_tokens": 8, "validation_tasks": 2,
                "train": {"batch_size": 4, "num_threads": 1, "progress": False}},
     "sql_scale": {"sizes": [20], "dbs_per_size": 1, "questions_per_db": 2},
-    "sql_evaluate": {"test_tasks": 2, "real_tasks_per_db": 1, "max_steps": 12, "max_new_tokens": 8},
+    # the micro task set has 4 train databases: learn from 2, validate on 1, hold out 1
+    "sql_evaluate": {"heldout_tasks": 2, "test_tasks": 2, "real_tasks_per_db": 1, "max_steps": 12, "max_new_tokens": 8},
 }
 
 
@@ -39,7 +40,7 @@ def test_the_sql_training_stages_chain(tmp_path, monkeypatch):
     from stages import sql_collect, sql_evaluate, sql_grid, sql_rl, sql_scale, sql_warmup
 
     monkeypatch.chdir(tmp_path)
-    cfg = SqlTasksConfig(n_train_dbs=3, n_test_dbs=1, questions_per_db=4, min_fillers=100, max_fillers=110,
+    cfg = SqlTasksConfig(n_train_dbs=4, n_test_dbs=1, questions_per_db=4, min_fillers=100, max_fillers=110,
                          random_probes=0, min_kept_fraction=0.5)
     tasks = generate_sql_tasks(cfg, "data/sql").tasks
     write_parquet(tasks_to_frame(tasks), "data/sql/tasks.parquet")
@@ -50,8 +51,8 @@ def test_the_sql_training_stages_chain(tmp_path, monkeypatch):
 
     assert sql_collect.main(["oracle"]) == 0 and sql_collect.main(["random"]) == 0
     oracle = pl.read_parquet("data/sql/trajectories/oracle/outcomes.parquet")
-    val_db = max(t.initial_state["db_id"] for t in tasks if t.split == "train")
-    assert oracle["correct"].all() and not any(val_db in t for t in oracle["task_id"].to_list())
+    ids = sorted({t.initial_state["db_id"] for t in tasks if t.split == "train"})
+    assert oracle["correct"].all() and not any(db in t for t in oracle["task_id"].to_list() for db in ids[-2:])
     assert sql_collect.main([]) == 2
     assert sql_warmup.main() == 0
     card = json.loads((tmp_path / "models/sql_warmup/card.json").read_text())
@@ -62,7 +63,8 @@ def test_the_sql_training_stages_chain(tmp_path, monkeypatch):
     assert sql_scale.main() == 0
     assert sql_evaluate.main() == 0
     m = json.loads((tmp_path / "metrics/sql.json").read_text())
-    assert set(m["test"]) == {"oracle", "random", "sql_warmup", "sql_rl"} and m["test"]["oracle"]["accuracy"] == 1.0
+    assert set(m["test"]) == set(m["heldout"]) == {"oracle", "random", "sql_warmup", "sql_rl"}
+    assert m["test"]["oracle"]["accuracy"] == m["heldout"]["oracle"]["accuracy"] == 1.0
     assert set(m["real"]) == {"oracle", "random", "sql_rl"} and set(m["scale"]) == {"sql_rl"}
     assert "Held-out databases" in (tmp_path / "reports/sql.md").read_text()
     claims = [Claim.from_dict(d) for d in json.loads((tmp_path / "metrics/sql_claims.json").read_text())]

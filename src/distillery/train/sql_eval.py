@@ -54,6 +54,8 @@ class SqlEvaluateConfig:
     policies: list[str] = _f(["oracle", "random"], "entries of `policies:` (oracle, random, any hf or openai "
                                                    "entry such as `served`) evaluated beside the students")
     models: list[str] = _f(["sql_warmup", "sql_rl"], "trained students (models/<name>), greedy")
+    heldout_tasks: int = _f(120, "tasks of the held-out train databases (unseen databases of the training domains "
+                                 "and styles), spread; 0 = all")
     test_tasks: int = _f(120, "test-split tasks (unseen databases, domains and naming styles), spread; 0 = all")
     real_tasks_per_db: int = _f(20, "real-database tasks per database (Chinook, enterprise Chinook, Lahman); 0 = all")
     transfer: bool = _f(True, "evaluate on the real databases")
@@ -64,7 +66,8 @@ class SqlEvaluateConfig:
     seed: int = _f(0, "rollout seed")
 
     def __post_init__(self) -> None:
-        if self.max_steps < 4 or self.batch_size < 1 or self.test_tasks < 0 or self.real_tasks_per_db < 0:
+        if self.max_steps < 4 or self.batch_size < 1 or min(self.heldout_tasks, self.test_tasks,
+                                                              self.real_tasks_per_db) < 0:
             raise ValueError("sql_evaluate.max_steps must be >= 4, batch_size >= 1, task counts >= 0")
 
 

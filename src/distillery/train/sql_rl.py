@@ -84,13 +84,18 @@ class SqlTrackConfig:
         "schema_prompt_chars) | gold (the gold tables prefilled)")
     schema_prompt_chars: int = _f(DEFAULT_SCHEMA_CHARS, "character budget of the prefilled schema text")
     propose_phase: bool = _f(True, "false: no Propose phase (SQL runs without a proposal; the oracle does not propose)")
-    validation_dbs: int = _f(10, "train databases (the last by id) held out for validation: no demonstration "
-                                 "or RL task comes from them")
+    validation_dbs: int = _f(10, "train databases held out to tune on (before the held-out ones by id): no "
+                                 "demonstration or RL task comes from them")
+    heldout_dbs: int = _f(10, "train databases (the last by id) held out for reporting only: unseen databases "
+                              "of the training domains and naming styles")
+    learn_reference_calls: int = _f(5, "learning tasks (demonstrations and RL) are the questions the oracle answers "
+                                       "in at most this many calls (5: one table); 0 = all")
 
     def __post_init__(self) -> None:
         check_choices(self, self.section)
-        if self.schema_prompt_chars < 100 or self.validation_dbs < 0:
-            raise ValueError("sql_track.schema_prompt_chars must be at least 100 and validation_dbs >= 0")
+        if self.schema_prompt_chars < 100 or min(self.validation_dbs, self.heldout_dbs, self.learn_reference_calls) < 0:
+            raise ValueError("sql_track.schema_prompt_chars must be at least 100; validation_dbs, heldout_dbs and "
+                             "learn_reference_calls >= 0")
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `SqlEnv` (only the non-defaults, so that a default run builds
@@ -161,18 +166,31 @@ class SqlRLRun:
 # ---------------------------------------------------------------------------------------
 
 
-def validation_db_ids(tasks: Sequence[Task], n_dbs: int) -> set[str]:
-    """The last `n_dbs` train databases by id: the validation slice (never trained on)."""
-    ids = sorted({t.initial_state.get("db_id", "") for t in tasks if t.split == "train"})
-    return set(ids[len(ids) - n_dbs:]) if n_dbs > 0 else set()
+@dataclass(frozen=True)
+class TrainSplit:
+    """The train split's tasks by database: learning (demonstrations and RL, filtered by
+    `learn_reference_calls`), validation (tuning) and held-out (reporting); all templates in
+    the last two."""
+
+    learn: list[Task]
+    validation: list[Task]
+    heldout: list[Task]
 
 
-def split_train(tasks: Sequence[Task], n_validation_dbs: int) -> tuple[list[Task], list[Task]]:
-    """(learning tasks, validation tasks) of the train split, by database."""
-    val = validation_db_ids(tasks, n_validation_dbs)
+def split_train(tasks: Sequence[Task], track: SqlTrackConfig) -> TrainSplit:
+    """Train databases sorted by id: the last `heldout_dbs` are held out, the `validation_dbs`
+    before them validate, the rest are learned from."""
+    ids = sorted({str(t.initial_state.get("db_id", "")) for t in tasks if t.split == "train"})
+    n_out = min(len(ids), track.heldout_dbs)
+    n_val = min(len(ids) - n_out, track.validation_dbs)
+    heldout = set(ids[len(ids) - n_out:])
+    val = set(ids[len(ids) - n_out - n_val: len(ids) - n_out])
     train_tasks = sorted((t for t in tasks if t.split == "train"), key=lambda t: t.task_id)
-    return ([t for t in train_tasks if t.initial_state.get("db_id") not in val],
-            [t for t in train_tasks if t.initial_state.get("db_id") in val])
+    limit = track.learn_reference_calls
+    learn = [t for t in train_tasks if t.initial_state.get("db_id") not in heldout | val
+             and (limit == 0 or len(t.reference_solution) <= limit)]
+    return TrainSplit(learn, [t for t in train_tasks if t.initial_state.get("db_id") in val],
+                      [t for t in train_tasks if t.initial_state.get("db_id") in heldout])
 
 
 def spread_slice(tasks: Sequence[Task], n: int) -> list[Task]:

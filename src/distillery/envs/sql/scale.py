@@ -1,8 +1,8 @@
 """Held-out databases of a chosen size (about 20, 50 or 200 tables), for comparing schema
 discovery with tools against the schema in the prompt as the schema grows.
 
-Each database is a test-split one (test domains and naming styles: unseen in training)
-whose filler count is set so that core tables + decoys + fillers come to the wanted size
+Each database is new (its own seed; split `test`: never trained on), of the given domains
+and naming styles, and its filler count is set so that core tables + decoys + fillers come to the wanted size
 (a domain's core tables and decoys alone can exceed a small size: the database then has
 no fillers and its real size is recorded). Questions are drawn and validated exactly as
 `taskset.generate_database` does for the main task set (execution, decoy swap, siblings,
