@@ -14,6 +14,7 @@ from distillery.agents.oracle import OraclePolicy
 from distillery.agents.prompts import PromptConfig
 from distillery.envs.sql.config import SqlTasksConfig
 from distillery.envs.sql.taskset import generate_sql_tasks
+from distillery.lm.markers import MARKERS
 from distillery.lm.model import ModelConfig, build_model, save_model_dir
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.quality import SUITES, gate
@@ -143,6 +144,26 @@ def test_sequences_carry_per_token_advantages_and_the_prefix(tiny):
             else:
                 assert ex.extras["adv_exec"][i] == ex.extras["adv_schema"][i] == ex.extras["prefix"][i] == 0.0
         assert step + 1 == n
+
+
+def test_an_action_cut_at_the_token_cap_has_no_end_marker_target(tiny):
+    _, tasks = tiny
+    by_id = {t.task_id: t for t in tasks}
+    task = sorted(tasks, key=lambda t: (len(t.reference_solution), t.task_id))[0]
+    traj = _play(OraclePolicy(), [task])
+    tok, _ = _tokenizer_and_model(tasks, traj)
+    end = tok.convert_tokens_to_ids(MARKERS["end"])
+    adv = sql_outcomes(by_id, traj).select("episode_id", "proposal_step").with_columns(
+        adv_exec=pl.lit(1.0), adv_schema=pl.lit(0.0))
+    whole, _ = rl_sequences(by_id, traj, adv, tok, PROMPT, max_new_tokens=100)
+    cut_traj = Trajectories(traj.episodes, traj.steps.with_columns(
+        tokens_out=pl.when(pl.col("t") == 1).then(100).otherwise(pl.col("tokens_out"))))
+    cut, _ = rl_sequences(by_id, cut_traj, adv, tok, PROMPT, max_new_tokens=100)
+    a, b = whole[0], cut[0]
+    assert a.input_ids == b.input_ids                  # the same tokens: the marker stays as context
+    lost = [i for i, (x, y) in enumerate(zip(a.labels, b.labels, strict=True)) if x != y]
+    assert len(lost) == 1 and b.labels[lost[0]] == -100 and b.extras["adv_exec"][lost[0]] == 0.0
+    assert a.input_ids[lost[0]] == end and a.labels[lost[0] - 1] != -100      # the action's own tokens stay
 
 
 def test_the_loss_trains_through_the_loop(tiny, tmp_path):

@@ -41,7 +41,8 @@ CELLS: dict[str, tuple[str, ...]] = {
     "no_propose": ("sql_rl.method=dual", "sql_track.propose_phase=false"),
     "full_schema": ("sql_rl.method=dual", "sql_track.schema_prompt=full"),
     "gold_schema": ("sql_rl.method=dual", "sql_track.schema_prompt=gold"),
-    "no_warmup": ("sql_rl.method=dual", "sql_warmup.teacher=random", "sql_warmup.only_success=false"),
+    "no_warmup": ("sql_rl.method=dual", "sql_collect.policies=[oracle,random]", "sql_warmup.teacher=random",
+                  "sql_warmup.only_success=false"),
 }
 
 

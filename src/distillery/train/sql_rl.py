@@ -126,7 +126,8 @@ class SqlRLConfig:
     tasks_per_iteration: int = _f(24, "learning tasks per iteration (a different slice each time)")
     k: int = _f(8, "episodes per task: one group (the reference's 8)")
     temperature: float = _f(0.8, "sampling temperature (the reference's 0.8); the loss scores the same distribution")
-    max_new_tokens: int = _f(160, "cap on one action's tokens")
+    max_new_tokens: int = _f(120, "cap on one action's tokens")
+    max_steps: int = _f(10, "turn cap of every rollout and validation episode (the reference's 10)")
     batch_size: int = _f(96, "episodes decoded together")
     schema_weight: float = _f(DEFAULT_SCHEMA_WEIGHT, "w_s, weight of the exploration track (dual only)")
     schema_gate: Literal["correct", "always"] = _f(
@@ -146,7 +147,7 @@ class SqlRLConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, self.section)
-        if self.iterations < 1 or self.k < 2 or self.tasks_per_iteration < 1 or self.epochs < 1:
+        if self.iterations < 1 or self.k < 2 or self.tasks_per_iteration < 1 or self.epochs < 1 or self.max_steps < 1:
             raise ValueError("sql_rl.iterations, tasks_per_iteration and epochs must be >= 1 and k >= 2 "
                              "(a group of one has no baseline)")
         if self.temperature <= 0 or self.schema_weight < 0 or self.format_reward < 0:
@@ -303,13 +304,22 @@ class SequenceStats:
 
 
 def rl_sequences(tasks: Mapping[str, Task], traj: Trajectories, advantages: pl.DataFrame, tok: Any,
-                 prompt: PromptConfig) -> tuple[list[Example], SequenceStats]:
+                 prompt: PromptConfig, max_new_tokens: int | None = None) -> tuple[list[Example], SequenceStats]:
     """One sequence per episode with per-token extras `adv_exec`, `adv_schema` and `prefix`
     (1 on the action tokens of steps t <= proposal_step), 0 off the action tokens; an
     episode that does not fit as one sequence gives one sequence per step, each rendered as
-    acting rendered it."""
+    acting rendered it.
+
+    An action cut off at `max_new_tokens` never produced the end marker that the rendering
+    puts after it, so that marker is context there, not a target: reinforcing (or, with a
+    negative advantage, suppressing) a stop the policy never chose would teach it to stop
+    (or not to stop) for nothing it did."""
     adv = {r["episode_id"]: r for r in advantages.select(
         "episode_id", "adv_exec", "adv_schema", "proposal_step").iter_rows(named=True)}
+    cut: set[tuple[str, int]] = set()
+    if max_new_tokens is not None and "tokens_out" in traj.steps.columns:
+        cut = {(e, t) for e, t, n in traj.steps.select("episode_id", "t", "tokens_out").iter_rows()
+               if n >= max_new_tokens}
     turns = episode_turns(traj.steps)
     out: list[Example] = []
     whole = per_step = 0
@@ -323,6 +333,7 @@ def rl_sequences(tasks: Mapping[str, Task], traj: Trajectories, advantages: pl.D
         if pair is not None:
             ids, mask = pair
             step_of = _step_of_tokens(mask)
+            mask = _unmark_cut_ends(mask, step_of, {t for e, t in cut if e == ep_id})
             out.append(_with_advantages(ids, mask, step_of, a))
             whole += 1
             continue
@@ -331,6 +342,8 @@ def rl_sequences(tasks: Mapping[str, Task], traj: Trajectories, advantages: pl.D
             ctx = Context(episode_id=ep_id, task=task, t=t, observation=turn.observation, history=ts[:t])
             p, act = render_compact_ids(ctx, tok, prompt), action_ids(tok, turn.action)
             mask = [False] * len(p) + [True] * len(act)
+            if (ep_id, t) in cut:
+                mask[-1] = False
             out.append(_with_advantages(p + act, mask, [t if m else -1 for m in mask], a))
     return out, SequenceStats(traj.episodes.height, whole, per_step, sum(len(e) for e in out))
 
@@ -343,6 +356,16 @@ def _step_of_tokens(mask: Sequence[bool]) -> list[int]:
             t += 1
         out.append(t if m else -1)
         prev = m
+    return out
+
+
+def _unmark_cut_ends(mask: Sequence[bool], step_of: Sequence[int], cut_steps: set[int]) -> list[bool]:
+    """`mask` without the last target token (the end marker) of each step in `cut_steps`."""
+    out = list(mask)
+    for i in range(len(out)):
+        last_of_run = out[i] and (i + 1 == len(out) or not mask[i + 1])
+        if last_of_run and step_of[i] in cut_steps:
+            out[i] = False
     return out
 
 
@@ -406,9 +429,10 @@ def learning_slice(tasks: Sequence[Task], n: int, iteration: int) -> list[Task]:
 
 def rollout(model: Any, tok: Any, tasks: Sequence[Task], *, k: int, temperature: float, seed: int, iteration: int,
             batch_size: int, prompt: PromptConfig, max_new_tokens: int, env_kwargs: Mapping[str, Any], label: str,
-            ) -> Trajectories:
+            max_steps: int | None = None) -> Trajectories:
     """K episodes of every task with the in-memory model (greedy at temperature 0)."""
-    rcfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size, env_kwargs=dict(env_kwargs))
+    rcfg = RolloutConfig(k=k, seed=seed, iteration=iteration, batch_size=batch_size, max_steps=max_steps,
+                         env_kwargs=dict(env_kwargs))
     jobs = [EpisodeJob(task=t, sample=s, seed=episode_seed(rcfg.seed, t.task_id, s),
                        episode_id=f"{t.task_id}:{label}:i{iteration}:k{s}", group=f"{t.task_id}:i{iteration}")
             for t in tasks for s in range(k)]
@@ -464,7 +488,8 @@ def run_sql_rl(cfg: SqlRLConfig, track: SqlTrackConfig, learn: Sequence[Task], v
         if not val:
             return math.nan
         tr = rollout(model, tok, val, k=1, temperature=0.0, seed=cfg.seed, iteration=0, batch_size=cfg.batch_size,
-                     prompt=prompt, max_new_tokens=cfg.max_new_tokens, env_kwargs=env_kwargs, label="sql-val")
+                     prompt=prompt, max_new_tokens=cfg.max_new_tokens, env_kwargs=env_kwargs, label="sql-val",
+                     max_steps=cfg.max_steps)
         return accuracy(sql_outcomes(by_id, tr, env_kwargs))
 
     start_file = run_dir / "before.json"
@@ -489,11 +514,11 @@ def run_sql_rl(cfg: SqlRLConfig, track: SqlTrackConfig, learn: Sequence[Task], v
         model.eval()
         traj = rollout(model, tok, tasks, k=cfg.k, temperature=cfg.temperature, seed=cfg.seed * 1000 + it,
                        iteration=it, batch_size=cfg.batch_size, prompt=prompt, max_new_tokens=cfg.max_new_tokens,
-                       env_kwargs=env_kwargs, label=f"sql-rl-{cfg.method}")
+                       env_kwargs=env_kwargs, label=f"sql-rl-{cfg.method}", max_steps=cfg.max_steps)
         outcomes = sql_outcomes(by_id, traj, env_kwargs)
         adv = episode_advantages(outcomes, cfg)
         nonzero = float(((adv["adv_exec"] != 0) | (adv["adv_schema"] != 0)).mean()) if adv.height else 0.0
-        examples, _ = rl_sequences(by_id, traj, adv, tok, prompt)
+        examples, _ = rl_sequences(by_id, traj, adv, tok, prompt, cfg.max_new_tokens)
         messages: list[str] = []
         trained = bool(examples) and nonzero > 0
         if not trained:
