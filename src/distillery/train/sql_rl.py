@@ -122,8 +122,8 @@ class SqlRLConfig:
 
     method: Literal["dual", "grpo"] = _f("dual", "dual (Dual-Track GRPO) | grpo (one summed reward)")
     model_dir: str = _f("models/sql_warmup", "the policy to start from (and the KL reference)")
-    iterations: int = _f(4, "rollout -> advantages -> update cycles")
-    tasks_per_iteration: int = _f(24, "learning tasks per iteration (a different slice each time)")
+    iterations: int = _f(3, "rollout -> advantages -> update cycles")
+    tasks_per_iteration: int = _f(16, "learning tasks per iteration (a different slice each time)")
     k: int = _f(8, "episodes per task: one group (the reference's 8)")
     temperature: float = _f(0.8, "sampling temperature (the reference's 0.8); the loss scores the same distribution")
     max_new_tokens: int = _f(120, "cap on one action's tokens")
@@ -138,10 +138,10 @@ class SqlRLConfig:
     clip_high: float = _f(0.28, "PPO clip, upper bound (decoupled)")
     kl_coef: float = _f(0.0, "low_var_kl to the starting model (the reference's 0)")
     epochs: int = _f(1, "update passes over each iteration's sequences")
-    validation_tasks: int = _f(60, "validation tasks evaluated greedily after every iteration (0: none)")
+    validation_tasks: int = _f(40, "validation tasks evaluated greedily after every iteration (0: none)")
     seed: int = _f(0, "seeds rollouts, data order and training")
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        lr=3e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=1.0, batch_size=16, weight_decay=0.0,
+        lr=1e-4, min_lr_ratio=1.0, warmup_steps=0, epochs=1.0, batch_size=64, weight_decay=0.0,
         max_seq_len=1280, save_every=0, keep_checkpoints=1),
         metadata={"help": "the optimiser of each update (epochs is set from `epochs`)"})
 
