@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps
+.PHONY: setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,18 @@ TEST_WORKERS ?= 2
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxschedchunk 2 --durations=15)
+
+push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
+	$(BIN)/dvc push
+
+pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro then runs nothing
+	$(BIN)/dvc pull
+
+# The experiments side by side, only the params and metrics that differ, in 120 columns.
+COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|seconds' --precision 3
+
+compare:  ## dvc exp show of the workspace and its experiments, what changed only
+	COLUMNS=120 $(BIN)/dvc exp show $(COMPARE_ARGS)
 
 results:  ## copy reports/claims.md's tables into docs/results.md (after make repro)
 	$(BIN)/python -m tools.results

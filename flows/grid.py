@@ -17,11 +17,11 @@ What it does, as a Prefect flow (`experiment-grid`):
    internalize.injection=... -S internalize.regime=... -S internalize.seed=...` per cell and
    seed (plus every `--set`), named `ig-<tag>-<cell>-s<seed>`;
 2. runs the queue (`dvc exp run --run-all -j N`); a failed experiment is reported, not fatal;
-3. reads each finished experiment's `metrics/internalize.json` (a DVC-cached output) at its Git ref;
+3. reads each finished experiment's `reports/details/internalize.json` (a DVC-cached output) at its Git ref;
 4. records them in `experiments/internalize_grid.json` (kept in Git: the measurements, an
    input like params.yaml) and runs `dvc repro claims`: the `internalize_grid` stage renders
    `reports/internalize_grid.{md,png}` (every run, and success per iteration, mean ± std
-   over seeds) and `metrics/internalize_grid_claims.json`, and `claims` puts them on
+   over seeds) and `reports/claims/internalize_grid.json`, and `claims` puts them on
    `reports/claims.md`; publishes the table and the findings as Prefect artifacts.
 
 Needs the pipeline's upstream outputs in the DVC cache (run `make repro` first) and a Git
@@ -70,15 +70,15 @@ class Grid:
         return getattr(cell, "target", "internalize")
 
     def metrics_file(self, cell: Any) -> str:
-        return getattr(cell, "metrics_file", "metrics/internalize.json")
+        return getattr(cell, "metrics_file", "reports/details/internalize.json")
 
 
 GRIDS = {
     "internalize": Grid("internalize", internalize_spec, "experiments/internalize_grid.json",
-                        "metrics/internalize_grid_claims.json", "Internalization grid"),
+                        "reports/claims/internalize_grid.json", "Internalization grid"),
     "objectives": Grid("objectives", objectives_spec, "experiments/objectives_grid.json",
-                       "metrics/objectives_grid_claims.json", "RL and distillation grid"),
-    "sql": Grid("sql", sql_spec, "experiments/sql_grid.json", "metrics/sql_grid_claims.json", "SQL grid"),
+                       "reports/claims/objectives_grid.json", "RL and distillation grid"),
+    "sql": Grid("sql", sql_spec, "experiments/sql_grid.json", "reports/claims/sql_grid.json", "SQL grid"),
 }
 RECORD = GRIDS["internalize"].record
 
@@ -151,7 +151,7 @@ def exp_refs(repo: Path) -> dict[str, str]:
 
 @task(cache_policy=NO_CACHE)
 def collect(repo: str, tag: str, grid: str = "internalize") -> list[dict[str, Any]]:
-    """Every finished run of grid `tag`: its cell, seed and metrics (e.g. `metrics/internalize.json`)."""
+    """Every finished run of grid `tag`: its cell, seed and record (e.g. `reports/details/internalize.json`)."""
     g = GRIDS[grid]
     runs = []
     for name, sha in sorted(exp_refs(Path(repo)).items()):

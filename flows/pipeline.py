@@ -108,7 +108,7 @@ def publish_gates(repo: str, stage: str) -> list[dict[str, Any]]:
 
 @task(cache_policy=NO_CACHE)
 def publish_benchmark(repo: str) -> list[dict[str, Any]]:
-    path = Path(repo) / "metrics/benchmark.json"
+    path = Path(repo) / "reports/details/benchmark.json"
     if not path.exists():
         return []
     bench = json.loads(path.read_text())

@@ -1,6 +1,6 @@
 """Stage `claims`: one page of what the papers found beside what we measured.
 
-Reads every `metrics/*_claims.json` a stage or flow wrote (`types.Claim` rows) and shows
+Reads every `reports/claims/<area>.json` a stage or flow wrote (`types.Claim` rows) and shows
 `reports/<area>.png` under its table when there is one; writes `reports/claims.md`.
 """
 
@@ -16,11 +16,11 @@ OUT = Path("reports/claims.md")
 
 
 def main() -> int:
-    files = sorted(Path("metrics").glob("*_claims.json"))
+    files = sorted(Path("reports/claims").glob("*.json"))
     if not files:
-        print("claims: no metrics/*_claims.json to assemble", file=sys.stderr)
+        print("claims: no reports/claims/*.json to assemble", file=sys.stderr)
         return 1
-    sources = {f.name.removesuffix("_claims.json"): read_claims(f) for f in files}
+    sources = {f.stem: read_claims(f) for f in files}
     figures = {src: f"{src}.png" for src in sources if (OUT.parent / f"{src}.png").is_file()}
     write_text(render_page(sources, figures), OUT)
     print(f"claims: {sum(len(v) for v in sources.values())} rows from {len(files)} file(s) -> {OUT}", file=sys.stderr)

@@ -3,8 +3,8 @@ AOPD, SCOPE).
 
 Reads `data/tasks/tasks.parquet`, the student (`distill.start`: `models/warmup`, strong, or
 `models/student_weak`, weak), the teacher (`models/teacher`), the oracle's trajectories (GKD's
-dataset part) and `params.yaml:distill`; writes `models/distilled/`, `metrics/distill.json`
-(`train.distill_report`), `metrics/distill_claims.json` and DVCLive curves under
+dataset part) and `params.yaml:distill`; writes `models/distilled/`, `reports/details/distill.json`
+(`train.distill_report`) and its headline `metrics/distill.json`, `reports/claims/distill.json` and DVCLive curves under
 `dvclive/distill/`. Iterations are checkpointed under `checkpoints/distill/` and resume like
 the rl stage's. Compare methods and starts with `dvc exp run -S distill.method=aopd -S
 distill.start=weak` (or the grid: `make objectives-grid`).
@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.config import load_section
+from distillery.evaluate.headline import DISTILL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
@@ -43,8 +44,9 @@ def main() -> int:
     save_model_dir("models/distilled", model, tok, {
         "metrics": metrics["final"], "config": asdict(cfg), "started_from": cfg.student_dir,
         "teacher": cfg.teacher_dir, "prompt": card_prompt(cfg.student_dir)})
-    write_json(metrics, "metrics/distill.json")
-    write_json([c.to_dict() for c in distill_claims(metrics)], "metrics/distill_claims.json")
+    write_json(metrics, "reports/details/distill.json")
+    write_json(pick(metrics, DISTILL), "metrics/distill.json")
+    write_json([c.to_dict() for c in distill_claims(metrics)], "reports/claims/distill.json")
     closed = metrics["final"]["gap_closed"]
     print(f"distill: {cfg.method} from the {cfg.start} start: test success "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} (teacher {refs['teacher']:.3f}, gap closed "

@@ -1,7 +1,8 @@
 """Stage `evaluate`: the benchmark of every policy's trajectories on the test split.
 
-Writes `metrics/benchmark.json` (for `dvc metrics`), `plots/benchmark/success.json` (for
-`dvc plots`) and `reports/benchmark.html` (tables and a chart).
+Writes `reports/details/benchmark.json` (policy -> family -> every number), its headline
+`metrics/benchmark.json` (success and validity per policy, for `dvc metrics`),
+`plots/benchmark/success.json` (for `dvc plots`) and `reports/benchmark.html`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import polars as pl
 
 from distillery.config import EvaluateConfig, load_section
 from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table, success_plot_rows
+from distillery.evaluate.headline import benchmark_headline
 from distillery.evaluate.report import render_html
 from distillery.io import read_parquet, write_json, write_text
 
@@ -28,7 +30,9 @@ def main() -> int:
     episodes, all_steps = pl.concat(eps), pl.concat(steps)
     table = benchmark_table(episodes, all_steps, split=cfg.split)
     n_tasks = episodes.filter(pl.col("split") == cfg.split)["task_id"].n_unique()
-    write_json(benchmark_metrics(table), "metrics/benchmark.json")
+    details = benchmark_metrics(table)
+    write_json(details, "reports/details/benchmark.json")
+    write_json(benchmark_headline(details), "metrics/benchmark.json")
     write_json(success_plot_rows(table), "plots/benchmark/success.json")
     write_text(render_html(table, cfg.split, n_tasks), "reports/benchmark.html")
     for r in table.filter(pl.col("family") == "all").iter_rows(named=True):

@@ -2,8 +2,8 @@
 
 Reads the tasks, the starting pool (principles or instances), the oracle's trajectories
 (replayed with their principles) and `params.yaml:internalize`; writes `models/internalized/`,
-`data/experience/internalized_pool.jsonl`, `metrics/internalize{,_claims}.json` (see
-`train.internalize_report`) and `dvclive/internalize/`; resumes from `checkpoints/internalize/`.
+`data/experience/internalized_pool.jsonl`, `reports/details/internalize.json` (see
+`train.internalize_report`), its headline `metrics/internalize.json`, `reports/claims/internalize.json` and `dvclive/internalize/`; resumes from `checkpoints/internalize/`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.config import load_section
+from distillery.evaluate.headline import INTERNALIZE, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.mining.store import read_pool, write_pool
@@ -49,8 +50,9 @@ def main() -> int:
                                                         "metrics": metrics["final"], "config": asdict(cfg),
                                                         "started_from": cfg.model_dir})
     write_pool("data/experience/internalized_pool.jsonl", final_pool)
-    write_json(metrics, "metrics/internalize.json")
-    write_json([c.to_dict() for c in report.internalize_claims(metrics)], "metrics/internalize_claims.json")
+    write_json(metrics, "reports/details/internalize.json")
+    write_json(pick(metrics, INTERNALIZE), "metrics/internalize.json")
+    write_json([c.to_dict() for c in report.internalize_claims(metrics)], "reports/claims/internalize.json")
     print(f"internalize: {cfg.test_split} plain {before['heldout_plain']:.3f} -> {results[-1].success_plain:.3f} "
           f"({metrics['seconds']} s)", file=sys.stderr)
     return 0

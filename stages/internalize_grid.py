@@ -3,7 +3,7 @@
 Reads `experiments/internalize_grid.json` (the runs `flows/grid.py` collected from its DVC
 experiments; kept in Git, like params.yaml); writes `reports/internalize_grid.md` (every
 run), `reports/internalize_grid.png` (success per iteration, mean ± std over seeds) and
-`metrics/internalize_grid_claims.json` (the paper's findings and one row per cell), which the
+`reports/claims/internalize_grid.json` (the paper's findings and one row per cell), which the
 `claims` stage puts on `reports/claims.md`. Without a record there is nothing to render: the
 stage says how to make one.
 """
@@ -14,13 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from distillery.evaluate.grid import claim_rows, markdown, plot, runs_from_record
+from distillery.evaluate.grid import claim_rows, html_page, markdown, plot, runs_from_record, table
 from distillery.io import write_json, write_text
 
 RECORD = Path("experiments/internalize_grid.json")
 REPORT = Path("reports/internalize_grid.md")
+PAGE = Path("reports/internalize_grid.html")
 FIGURE = Path("reports/internalize_grid.png")
-CLAIMS = "metrics/internalize_grid_claims.json"
+CLAIMS = "reports/claims/internalize_grid.json"
 
 
 def main() -> int:
@@ -40,6 +41,7 @@ def main() -> int:
     else:   # DVC expects every declared output: an empty grid still gets its (empty) figure
         FIGURE.write_bytes(b"")
     write_text(markdown(runs, header, FIGURE.name if runs else None), REPORT)
+    write_text(html_page(table(runs), f"Internalization grid {record.get('tag', '?')}", FIGURE.name if runs else None), PAGE)
     write_json([c.to_dict() for c in claim_rows(runs)], CLAIMS)
     print(f"internalize_grid: {len(runs)} runs -> {REPORT}, {FIGURE}, {CLAIMS}", file=sys.stderr)
     return 0

@@ -5,7 +5,7 @@ Reads `experiments/objectives_grid.json` (the runs `python -m flows.grid --grid 
 collected from its DVC experiments; kept in Git, like params.yaml); writes
 `reports/objectives_grid.md` (every run), `reports/objectives_grid.png` (greedy test success
 per iteration, mean ± std over seeds: RL, distillation from the strong and the weak start)
-and `metrics/objectives_grid_claims.json` (the papers' findings, the issue's bars and one row
+and `reports/claims/objectives_grid.json` (the papers' findings, the issue's bars and one row
 per cell, and GKD against its no-teacher control when `experiments/gkd_sft_control.json`
 exists), which the `claims` stage puts on `reports/claims.md`. Without a record the stage
 writes an empty report that says how to make one, so `dvc repro` never needs the grid.
@@ -17,20 +17,23 @@ import json
 import sys
 from pathlib import Path
 
+from distillery.evaluate.grid import html_page
 from distillery.evaluate.objectives_grid import (
     claim_rows,
     control_rows,
     markdown,
     plot,
     runs_from_record,
+    table,
 )
 from distillery.io import write_json, write_text
 
 RECORD = Path("experiments/objectives_grid.json")
 GKD_CONTROL = Path("experiments/gkd_sft_control.json")   # experiments/gkd_sft_control.py (kept in Git)
 REPORT = Path("reports/objectives_grid.md")
+PAGE = Path("reports/objectives_grid.html")
 FIGURE = Path("reports/objectives_grid.png")
-CLAIMS = "metrics/objectives_grid_claims.json"
+CLAIMS = "reports/claims/objectives_grid.json"
 
 
 def main() -> int:
@@ -47,6 +50,7 @@ def main() -> int:
     else:   # DVC expects every declared output: an empty grid still gets its (empty) figure
         FIGURE.write_bytes(b"")
     write_text(markdown(runs, header, FIGURE.name if runs else None), REPORT)
+    write_text(html_page(table(runs), f"RL and distillation grid {record.get('tag', '-')}", FIGURE.name if runs else None), PAGE)
     control = json.loads(GKD_CONTROL.read_text()) if GKD_CONTROL.is_file() else None
     write_json([c.to_dict() for c in claim_rows(runs) + control_rows(runs, control)], CLAIMS)
     print(f"objectives_grid: {len(runs)} runs -> {REPORT}, {FIGURE}, {CLAIMS}", file=sys.stderr)

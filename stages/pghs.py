@@ -1,7 +1,7 @@
 """Stage `pghs`: mine policies, fit both branches, fuse, evaluate over seeds, save the simulator.
 
-Reads `params.yaml:pghs` and the gated outputs of `pghs_data`. Writes `metrics/pghs.json`,
-`metrics/pghs_claims.json` (rows for reports/claims.md), `reports/pghs.md` with one plot per
+Reads `params.yaml:pghs` and the gated outputs of `pghs_data`. Writes `reports/details/pghs.json`
+(every number), its headline `metrics/pghs.json`, `reports/claims/pghs.json` (rows for reports/claims.md), `reports/pghs.md` with one plot per
 group under `reports/pghs/`, and the fitted simulator of the first seed under `models/pghs/`
 (what `distillery simulate` loads).
 """
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from distillery.config import PghsConfig, load_section
+from distillery.evaluate.headline import pghs_headline
 from distillery.io import read_parquet, write_json, write_text
 from distillery.pghs.data import World, groups_from_json
 from distillery.pghs.evaluate import claims, run_experiment
@@ -23,8 +24,7 @@ from distillery.pghs.report import plot_groups, render
 TRAJECTORIES = "data/pghs/trajectories.parquet"
 GROUPS = "data/pghs/groups.json"
 WORLD = "data/pghs/world.json"
-METRICS = "metrics/pghs.json"
-CLAIMS = "metrics/pghs_claims.json"
+CLAIMS = "reports/claims/pghs.json"
 REPORT = "reports/pghs.md"
 PLOTS = "reports/pghs"
 MODEL = "models/pghs"
@@ -46,7 +46,8 @@ def main() -> int:
     shutil.rmtree(MODEL, ignore_errors=True)
     first.simulator.save(MODEL)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(summary, METRICS)
+    write_json(summary, "reports/details/pghs.json")
+    write_json(pghs_headline(summary), "metrics/pghs.json")
     write_json([r.to_dict() for r in rows], CLAIMS)
     write_text(render(summary, rows, plots, REPORT, first.policies) + "\n", REPORT)
     head = summary["headline_target"]

@@ -3,8 +3,8 @@
 Reads `data/tasks/tasks.parquet`, the starting model (`rl.model_dir`, the warm-up student),
 SIRI's starting skill bank `data/experience/skills.jsonl` (mined and validated by `mine`)
 and `params.yaml:rl`; writes `models/rl/`, the final skill bank `data/experience/rl_skills.jsonl`,
-`metrics/rl.json` (greedy test success before and after every iteration),
-`metrics/rl_claims.json` and DVCLive curves under `dvclive/rl/`. Iterations are checkpointed
+`reports/details/rl.json` (greedy test success before and after every iteration) and its
+headline `metrics/rl.json`, `reports/claims/rl.json` and DVCLive curves under `dvclive/rl/`. Iterations are checkpointed
 under `checkpoints/rl/` (persisted: a killed run resumes after its last finished one, and
 inside an unfinished one from the training checkpoint).
 
@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.config import load_section
+from distillery.evaluate.headline import RL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.mining.store import read_pool, write_pool
@@ -44,8 +45,9 @@ def main() -> int:
     save_model_dir("models/rl", model, tok, {"metrics": metrics["final"], "config": asdict(cfg),
                                              "started_from": cfg.model_dir, "prompt": card_prompt(cfg.model_dir)})
     write_pool("data/experience/rl_skills.jsonl", skills)
-    write_json(metrics, "metrics/rl.json")
-    write_json([c.to_dict() for c in rl_claims(metrics)], "metrics/rl_claims.json")
+    write_json(metrics, "reports/details/rl.json")
+    write_json(pick(metrics, RL), "metrics/rl.json")
+    write_json([c.to_dict() for c in rl_claims(metrics)], "reports/claims/rl.json")
     print(f"rl: {cfg.method}, {cfg.iterations} iterations: {cfg.test_split} greedy success "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} ({metrics['seconds']} s)", file=sys.stderr)
     return 0

@@ -4,8 +4,8 @@
 Reads `data/tasks/tasks.parquet`, the starting model (`selskill.model_dir`, the warm-up
 student), the skill library `data/experience/skills.jsonl` (mined and validated by `mine`),
 the oracle's demonstrations (the skill-enabled initialisation) and `params.yaml:selskill`;
-writes `models/selskill/`, `metrics/selskill.json` (`train.selskill_report`),
-`metrics/selskill_claims.json` and DVCLive curves under `dvclive/selskill/`. Rounds are
+writes `models/selskill/`, `reports/details/selskill.json` (`train.selskill_report`),
+its headline `metrics/selskill.json`, `reports/claims/selskill.json` and DVCLive curves under `dvclive/selskill/`. Rounds are
 checkpointed under `checkpoints/selskill/` (persisted: a killed run resumes after its last
 finished round). Seeds: `dvc exp run -S selskill.seed=1` (or `make objectives-grid`).
 """
@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.config import load_section
+from distillery.evaluate.headline import SELSKILL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.mining.store import read_pool
@@ -47,8 +48,9 @@ def main() -> int:
     final = metrics["final"]["selskill"]
     save_model_dir("models/selskill", model, tok, {"metrics": final, "config": asdict(cfg),
                                                    "started_from": cfg.model_dir, "prompt": card_prompt(cfg.model_dir)})
-    write_json(metrics, "metrics/selskill.json")
-    write_json([c.to_dict() for c in selskill_claims(metrics)], "metrics/selskill_claims.json")
+    write_json(metrics, "reports/details/selskill.json")
+    write_json(pick(metrics, SELSKILL), "metrics/selskill.json")
+    write_json([c.to_dict() for c in selskill_claims(metrics)], "reports/claims/selskill.json")
     print(f"selskill: never {before['never']['success']:.3f}, always {before['always']['success']:.3f}, selskill "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} (precision {precision_text(final['precision'])}; "
           f"{metrics['seconds']} s)", file=sys.stderr)

@@ -4,12 +4,13 @@ schema-size sets, under the track's options; the run's metrics, report and claim
 Reads `data/sql/tasks.parquet` (the held-out train databases and the test split), `data/sql/real/tasks.parquet`,
 `data/sql/scale/tasks.parquet`, the students `models/<name>` of `sql_evaluate.models`, the
 named entries of `policies:` in `sql_evaluate.policies` (the oracle, the random policy, any
-`openai` endpoint), `metrics/sql_warmup.json` and `metrics/sql_rl.json`. Every policy plays
+`openai` endpoint), `reports/details/sql_warmup.json` and `reports/details/sql_rl.json`. Every policy plays
 the held-out databases (unseen databases of the training domains and naming styles) and the
 test split (unseen databases, domains and styles); the last student, the oracle, the random policy and the named policies also
 play the real databases; the last student plays the schema-size sets. Writes
 `data/sql/eval/{episodes,steps,outcomes}.parquet` (gated: `episodes`, `steps`,
-`sql_outcomes`), `metrics/sql.json`, `reports/sql.md` and `metrics/sql_claims.json`.
+`sql_outcomes`), `reports/details/sql_evaluate.json` and its headline
+`metrics/sql_evaluate.json`, `reports/sql.md` and `reports/claims/sql.json`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import polars as pl
 
 from distillery.agents.base import PolicySpec
 from distillery.config import load_policy, load_section, read_params
+from distillery.evaluate.headline import sql_headline
 from distillery.io import read_parquet, write_json, write_parquet, write_text
 from distillery.quality import SUITES, GateError, gate
 from distillery.quality.sql_traj_suites import SQL_OUTCOMES
@@ -104,15 +106,16 @@ def main() -> int:
     write_parquet(traj.episodes.sort("episode_id"), OUT / "episodes.parquet")
     write_parquet(traj.steps.sort(["episode_id", "t"]), OUT / "steps.parquet")
     write_parquet(outcomes.sort("episode_id"), OUT / "outcomes.parquet")
-    rl, wu = _read("metrics/sql_rl.json"), _read("metrics/sql_warmup.json")
+    rl, wu = _read("reports/details/sql_rl.json"), _read("reports/details/sql_warmup.json")
     metrics["rl"] = {k: rl[k] for k in ("method", "seed", "curve", "seconds") if k in rl}
     metrics["warmup"] = {k: wu[k] for k in ("steps", "eval_loss", "train_loss", "wall_s", "n_params",
                                              "train_examples") if k in wu}
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(metrics, "metrics/sql.json")
+    write_json(metrics, "reports/details/sql_evaluate.json")
+    write_json(sql_headline(metrics), "metrics/sql_evaluate.json")
     write_text(markdown(metrics), "reports/sql.md")
-    write_json([c.to_dict() for c in claim_rows(metrics)], "metrics/sql_claims.json")
-    print(f"sql_evaluate: {traj.episodes.height} episodes in {metrics['seconds']} s -> metrics/sql.json, "
+    write_json([c.to_dict() for c in claim_rows(metrics)], "reports/claims/sql.json")
+    print(f"sql_evaluate: {traj.episodes.height} episodes in {metrics['seconds']} s -> reports/details/sql_evaluate.json, "
           "reports/sql.md", file=sys.stderr)
     return 0
 

@@ -2,7 +2,8 @@
 
 Reads `experiments/sql_grid.json` (the runs `python -m flows.grid --grid sql` collected from
 its DVC experiments; kept in Git); writes `reports/sql_grid.md` (every run) and
-`metrics/sql_grid_claims.json` (TRUST-SQL's findings judged over seeds, one row per cell),
+`reports/sql_grid.html` and
+`reports/claims/sql_grid.json` (TRUST-SQL's findings judged over seeds, one row per cell),
 which the `claims` stage puts on `reports/claims.md`. Without a record it writes an empty
 report that says how to make one, so `dvc repro` never needs the grid.
 """
@@ -13,12 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from distillery.evaluate.sql_grid import claim_rows, markdown, runs_from_record
+from distillery.evaluate.grid import html_page
+from distillery.evaluate.sql_grid import claim_rows, markdown, runs_from_record, table
 from distillery.io import write_json, write_text
 
 RECORD = Path("experiments/sql_grid.json")
 REPORT = Path("reports/sql_grid.md")
-CLAIMS = "metrics/sql_grid_claims.json"
+PAGE = Path("reports/sql_grid.html")
+CLAIMS = "reports/claims/sql_grid.json"
 
 
 def main() -> int:
@@ -32,6 +35,7 @@ def main() -> int:
               "about N tables. "
               "Make or refresh the record with `make sql-grid`.")
     write_text(markdown(runs, header), REPORT)
+    write_text(html_page(table(runs), f"SQL grid {record.get('tag', '-')}", None), PAGE)
     write_json([c.to_dict() for c in claim_rows(runs)], CLAIMS)
     print(f"sql_grid: {len(runs)} runs -> {REPORT}, {CLAIMS}", file=sys.stderr)
     return 0

@@ -3,7 +3,8 @@
 Reads `data/sql/tasks.parquet`, the warm-up student (`sql_rl.model_dir`) and
 `params.yaml:sql_rl` and `sql_track`; learns on train-split tasks outside the validation
 databases and logs greedy validation accuracy after every iteration (the test split is
-never read here); writes `models/sql_rl/`, `metrics/sql_rl.json` and DVCLive curves under
+never read here); writes `models/sql_rl/`, `reports/details/sql_rl.json`, its headline
+`metrics/sql_rl.json` and DVCLive curves under
 `dvclive/sql_rl/`. Iterations are checkpointed under `checkpoints/sql_rl/` (persisted).
 
 Compare the methods with `dvc exp run -S sql_rl.method=grpo` (or the grid: `make sql-grid`).
@@ -17,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.config import load_section, read_params
+from distillery.evaluate.headline import SQL_RL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
@@ -51,7 +53,8 @@ def main() -> int:
     save_model_dir("models/sql_rl", model, tok, {"metrics": metrics["final"], "config": asdict(cfg),
                                                  "track": asdict(track), "started_from": cfg.model_dir,
                                                  "prompt": card_prompt(cfg.model_dir)})
-    write_json(metrics, "metrics/sql_rl.json")
+    write_json(metrics, "reports/details/sql_rl.json")
+    write_json(pick(metrics, SQL_RL), "metrics/sql_rl.json")
     print(f"sql_rl: {cfg.method}, {cfg.iterations} iterations, validation accuracy "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} ({metrics['seconds']} s)", file=sys.stderr)
     return 0

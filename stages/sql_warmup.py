@@ -3,7 +3,8 @@ teacher's SQL episodes: TRUST-SQL's supervised warm-up before RL.
 
 Reads `data/sql/tasks.parquet`, `data/sql/trajectories/<teacher>/` and `params.yaml:sql_warmup`
 (a `WarmupConfig`, the agent track's recipe: the same library function, `train.warmup.warmup`);
-writes `models/sql_warmup/` (weights, tokenizer, card.json), `metrics/sql_warmup.json` and the
+writes `models/sql_warmup/` (weights, tokenizer, card.json), `reports/details/sql_warmup.json`, its
+headline `metrics/sql_warmup.json` and the
 DVCLive curves under `dvclive/sql_warmup/`; checkpoints go to `checkpoints/sql_warmup/`
 (persisted: a killed run resumes). The validation databases never reach it: `sql_collect`
 ran the teacher on learning databases only.
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from distillery.config import load_section, to_dict
+from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import build_card
@@ -43,7 +45,8 @@ def main() -> int:
                       metrics=metrics, params=to_dict(cfg), model_cfg=cfg.model, train_cfg=cfg.train,
                       model=model, extra={"teacher": cfg.teacher, "data_stats": stats.as_dict()})
     save_model_dir(f"models/{SECTION}", model, tok, card)
-    write_json(metrics, f"metrics/{SECTION}.json")
+    write_json(metrics, f"reports/details/{SECTION}.json")
+    write_json(pick(metrics, TRAINING), f"metrics/{SECTION}.json")
     print(f"{SECTION}: {stats.n_params / 1e6:.2f}M params, {result.steps} steps on {stats.train.examples} "
           f"sequences, eval loss {result.metrics.get('eval_loss', float('nan')):.4f}, "
           f"{result.tokens_per_s:.0f} tokens/s, {metrics['wall_s']} s", file=sys.stderr)

@@ -3,7 +3,7 @@ deepened and trained on the same data).
 
 Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, the student
 (`teacher.student_dir`) and `params.yaml:teacher`; writes `models/teacher/`,
-`metrics/teacher.json` and DVCLive curves under `dvclive/teacher/`. Checkpoints go to
+`reports/details/teacher.json` with its headline `metrics/teacher.json` and DVCLive curves under `dvclive/teacher/`. Checkpoints go to
 `checkpoints/teacher/` (persisted: a killed run resumes from the last one).
 """
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from distillery.config import load_section, to_dict
+from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import card_prompt
@@ -22,7 +23,6 @@ from distillery.types import tasks_from_frame
 
 TASKS = "data/tasks/tasks.parquet"
 OUT = "models/teacher"
-METRICS = "metrics/teacher.json"
 CKPT = "checkpoints/teacher"
 LIVE = "dvclive/teacher"
 
@@ -40,7 +40,8 @@ def main() -> int:
     metrics = {**result.metrics, **sizes, "wall_s": round(time.perf_counter() - t0, 1)}
     save_model_dir(OUT, model, tok, {"prompt": card_prompt(cfg.student_dir), "metrics": metrics,
                                      "params": to_dict(cfg), "grown_from": cfg.student_dir})
-    write_json(metrics, METRICS)
+    write_json(metrics, "reports/details/teacher.json")
+    write_json(pick(metrics, {**TRAINING, "params": "teacher_params"}), "metrics/teacher.json")
     print(f"teacher: {sizes['student_params'] / 1e6:.2f}M -> {sizes['teacher_params'] / 1e6:.2f}M params "
           f"({cfg.n_layers} layers), {result.steps} steps, eval loss {result.metrics.get('eval_loss', float('nan')):.4f}"
           f" -> {OUT}", file=sys.stderr)

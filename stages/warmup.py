@@ -3,7 +3,7 @@ trajectories.
 
 `python -m stages.warmup [--section NAME]` (default `warmup`) reads `data/tasks/tasks.parquet`,
 `data/trajectories/<teacher>/` and `params.yaml:<NAME>`; writes `models/<NAME>/` (weights,
-tokenizer, config, card.json), `metrics/<NAME>.json` and the DVCLive curves under
+tokenizer, config, card.json), `reports/details/<NAME>.json` with its headline `metrics/<NAME>.json` and the DVCLive curves under
 `dvclive/<NAME>/`. Checkpoints go to `checkpoints/<NAME>/` (declared `persist`, so a killed
 run resumes from the last one on the next `dvc repro`). `student_weak` (`base: warmup` in
 params.yaml) is the same recipe stopped early, the distill stage's weak start; it trains the
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from distillery.config import load_section, to_dict
+from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import build_card
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.warmup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--section", default="warmup", help="params.yaml section and output name (default: warmup)")
     section = ap.parse_args(argv).section
-    out, metrics_path = f"models/{section}", f"metrics/{section}.json"
+    out = f"models/{section}"
     ckpt, live = f"checkpoints/{section}", f"dvclive/{section}"
     cfg = load_section(WarmupConfig, section)
     if not cfg.train.log_dir:
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                       metrics=metrics, params=to_dict(cfg), model_cfg=cfg.model, train_cfg=cfg.train,
                       model=model, extra={"teacher": cfg.teacher, "data_stats": stats.as_dict()})
     save_model_dir(out, model, tok, card)
-    write_json(metrics, metrics_path)
+    write_json(metrics, f"reports/details/{section}.json")
+    write_json(pick(metrics, TRAINING), f"metrics/{section}.json")
     print(f"{section}: {stats.n_params / 1e6:.2f}M params, {result.steps} steps, "
           f"eval loss {result.metrics.get('eval_loss', float('nan')):.4f}, "
           f"{result.tokens_per_s:.0f} tokens/s -> {out}", file=sys.stderr)

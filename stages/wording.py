@@ -2,7 +2,8 @@
 lessons in neutral words, injected into the warm-up model (`train.wording`).
 
 Reads the tasks, `data/experience/principles.jsonl`, the model and the injection settings of
-`params.yaml:internalize`; writes `metrics/wording.json` and `metrics/wording_claims.json`.
+`params.yaml:internalize`; writes `reports/details/wording.json`, its headline `metrics/wording.json` and
+`reports/claims/wording.json`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 
 from distillery.config import load_section
+from distillery.evaluate.headline import WORDING, pick
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool
 from distillery.train.internalize import InternalizeConfig
@@ -25,8 +27,9 @@ def main() -> int:
     pool = read_pool("data/experience/principles.jsonl")
     metrics = wording_effect(cfg, tasks, pool)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(metrics, "metrics/wording.json")
-    write_json([c.to_dict() for c in wording_claims(metrics)], "metrics/wording_claims.json")
+    write_json(metrics, "reports/details/wording.json")
+    write_json(pick(metrics, WORDING), "metrics/wording.json")
+    write_json([c.to_dict() for c in wording_claims(metrics)], "reports/claims/wording.json")
     g = metrics["greedy"]
     print(f"wording: greedy phrasebook {g['environment']:.3f}, neutral {g['neutral']:.3f}, plain {g['plain']:.3f} "
           f"({metrics['reworded']} of {len(pool)} lessons reworded; {metrics['seconds']} s)", file=sys.stderr)

@@ -235,7 +235,17 @@ class TasksConfig:
     n_heldout_train_per_family: int = _f(20, "kept heldout_train tasks per family")
     n_heldout_test_per_family: int = _f(12, "kept heldout_test tasks per family")
     max_steps: int = _f(15, "step limit of every generated task")
-    random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept")
+    random_probes: int = _f(3, "random-policy episodes a task must survive unsolved to be kept; 0 turns "
+                            "every random-policy check off, the family check included")
+    # The family check (tasks.generate.family_check_plan): random episodes over a family's kept
+    # tasks, as many as it takes to fail a family this solvable with this probability.
+    family_detect_rate: float = _f(0.02, "a family whose kept tasks a random policy solves at this rate "
+                                   "or more fails the family check with probability >= family_power; "
+                                   "0 turns the check off")
+    family_power: float = _f(0.95, "probability that a family at family_detect_rate fails the check")
+    family_tolerated_rate: float = _f(0.002, "a family solved at this rate or less passes the check with "
+                                      "probability >= 1 - family_false_alarm")
+    family_false_alarm: float = _f(0.01, "probability that a family at family_tolerated_rate fails")
     max_attempts_factor: int = _f(4, "give up on a family after this many x the wanted tasks")
     drafted: str = _f("", "kept drafted tasks to merge into the task table (`distillery tasks draft` writes "
                           "data/tasks/drafted/kept.parquet); empty = none")
@@ -253,6 +263,12 @@ class TasksConfig:
                              "are also train profiles: a held-out user must be unseen in training")
         if self.max_steps < 2:
             raise ValueError("max_steps must be at least 2 (one action and finish)")
+        if self.family_detect_rate and not (
+                0 <= self.family_tolerated_rate < self.family_detect_rate < 1
+                and 0 < self.family_power < 1 and 0 < self.family_false_alarm < 1):
+            raise ValueError("tasks.family_*: need 0 <= family_tolerated_rate < family_detect_rate < 1 and "
+                             "family_power, family_false_alarm in (0, 1) (family_detect_rate: 0 turns the "
+                             "family check off)")
 
 
 @dataclass

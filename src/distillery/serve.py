@@ -17,6 +17,13 @@ one another (and those that queued while the previous batch ran) are decoded tog
 one batched, KV-cached `generate` call; a single worker thread owns the model. Streaming
 sends the chunks once the request's batch has finished decoding (`generate` has no
 per-token hook), so a stream has the protocol but not an earlier first token.
+
+A bad request is a 4xx in the OpenAI error format and costs the server nothing: a body
+over `max_request_bytes` (413) or without a length (411) is refused before it is read,
+`max_tokens` beyond the model's whole context is a 400 (within it, it is clipped to the
+room the prompt leaves), text that is not UTF-8 is a 400 before it reaches the tokenizer,
+and a client that goes away mid-stream or mid-batch leaves the others' requests as they
+were. `bench/serve_load.py` measures the server under concurrent load.
 """
 
 from __future__ import annotations
@@ -61,6 +68,11 @@ from distillery.types import Context, Task, Turn
 log = logging.getLogger("distillery.serve")
 
 API_KEY_ENV = "DISTILLERY_API_KEY"
+# Larger bodies are refused unread (413): tokenizing megabytes holds the tokenizer, and with
+# it every other request, for seconds. A long agent conversation is tens of kilobytes.
+MAX_REQUEST_BYTES = 1 << 20
+# The most new tokens a request may ask of a model whose context length is unknown.
+MAX_NEW_TOKENS_UNKNOWN_CONTEXT = 32_768
 
 
 class ServeError(RuntimeError):
@@ -345,10 +357,16 @@ class Engine:
         return ids
 
     def max_new_tokens(self, prompt_len: int, requested: int | None) -> int:
-        """What was asked for, clipped to the context left after the prompt."""
+        """What was asked for, clipped to the context left after the prompt. Asking for more
+        than the model's whole context (or, context unknown, more than
+        MAX_NEW_TOKENS_UNKNOWN_CONTEXT) is a 400: no prompt could make that possible."""
         room = self.max_context - prompt_len if self.max_context is not None else None
         if requested is None:
             return room if room is not None else 512
+        limit = self.max_context if self.max_context is not None else MAX_NEW_TOKENS_UNKNOWN_CONTEXT
+        if requested > limit:
+            raise APIError(400, f"max_tokens={requested} is more than this model's context of {limit} "
+                           "tokens", param="max_tokens", code="context_length_exceeded")
         return min(requested, room) if room is not None else requested
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -569,9 +587,25 @@ def _tool_call(r: GenResult, specs: list[ToolSpec]) -> dict[str, Any] | None:
         "name": parsed.call.tool, "arguments": json.dumps(parsed.call.args, ensure_ascii=False)}}
 
 
+def _not_utf8(messages: list[dict[str, Any]]) -> str | None:
+    """The first message field that is not valid UTF-8 text (lone surrogates from JSON
+    escapes), as `messages[i].field`, else None."""
+    for i, m in enumerate(messages):
+        fields = [("content", m.get("content")), *[(f"tool_calls.{j}.function", json.dumps(c))
+                                                     for j, c in enumerate(m.get("tool_calls") or [])]]
+        for name, text in fields:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"messages.{i}.{name}"
+    return None
+
+
 def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 32,
-               batch_wait_ms: float = 5.0) -> FastAPI:
-    """The ASGI app serving `engine`. `api_key` set: /v1 routes need `Bearer <key>`."""
+               batch_wait_ms: float = 5.0, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+    """The ASGI app serving `engine`. `api_key` set: /v1 routes need `Bearer <key>`.
+    Request bodies over `max_request_bytes` are refused unread."""
     state: dict[str, Batcher] = {}
 
     @asynccontextmanager
@@ -615,6 +649,11 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
                                     "<key>'", type="authentication_error", code="invalid_api_key").response()
                 _log_request(request, response.status_code, t0)
                 return response
+        if request.method == "POST":
+            refused = _body_refused(request, max_request_bytes)
+            if refused is not None:
+                _log_request(request, refused.status, t0)
+                return refused.response()
         try:
             response = await call_next(request)
         except Exception as e:  # noqa: BLE001 - the request boundary: answer 500, keep serving
@@ -652,6 +691,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
             if m.tool_call_id:
                 d["tool_call_id"] = m.tool_call_id
             messages.append(d)
+        bad = _not_utf8(messages)
+        if bad:
+            raise APIError(400, f"{bad} is not valid UTF-8 text (a lone surrogate escape)", param=bad)
         specs = _tool_specs(body.tools or []) if body.tool_choice != "none" else []
         prompt = await asyncio.to_thread(engine.render, messages, body.tools)
         temperature = 1.0 if body.temperature is None else body.temperature   # the API's default
@@ -688,6 +730,19 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
                 "usage": _usage(result)}
 
     return app
+
+
+def _body_refused(request: Request, limit: int) -> APIError | None:
+    """A POST whose body is too large (413) or of unstated length (411), else None; decided
+    from the headers, before a byte of the body is read."""
+    length = request.headers.get("content-length")
+    if length is None:
+        return APIError(411, "send the request body with a Content-Length header",
+                        code="length_required")
+    if not length.isdecimal() or int(length) > limit:
+        return APIError(413, f"the request body is {length} bytes; this server accepts at most {limit}",
+                        code="request_too_large")
+    return None
 
 
 def _log_request(request: Request, status: int, t0: float) -> None:
@@ -749,7 +804,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, max_batch: int = 32, batch_wait_ms: float = 5.0,
-          model_name: str | None = None, device: str = "auto", log_level: str = "info") -> None:
+          model_name: str | None = None, device: str = "auto", log_level: str = "info",
+          max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
     """Serve `model_dir` until interrupted (Ctrl-C / SIGTERM shut it down cleanly)."""
     import uvicorn
 
@@ -760,7 +816,8 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     sock = _bind(host, port)
     try:
         engine = load_engine(model_dir, name=model_name, device=device)
-        app = create_app(engine, api_key=api_key, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+        app = create_app(engine, api_key=api_key, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                         max_request_bytes=max_request_bytes)
         where = f"[{host}]" if ":" in host else host
         log.info("listening on http://%s:%d/v1", where, sock.getsockname()[1])
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
@@ -778,14 +835,15 @@ class RunningServer:
 
 @contextmanager
 def serve_in_thread(engine: Engine, *, host: str = "127.0.0.1", port: int = 0,
-                    api_key: str | None = None, max_batch: int = 32,
-                    batch_wait_ms: float = 5.0) -> Iterator[RunningServer]:
+                    api_key: str | None = None, max_batch: int = 32, batch_wait_ms: float = 5.0,
+                    max_request_bytes: int = MAX_REQUEST_BYTES) -> Iterator[RunningServer]:
     """Serve an already-loaded engine from a background thread (tests, notebooks, a stage
     evaluating a model through the API); port 0 picks a free port."""
     import uvicorn
 
     sock = _bind(host, port)
-    app = create_app(engine, api_key=api_key, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    app = create_app(engine, api_key=api_key, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                     max_request_bytes=max_request_bytes)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="distillery-serve")

@@ -19,7 +19,7 @@ DVC = [sys.executable, "-m", "dvc"]
 @pytest.mark.timeout(PIPELINE_TIMEOUT)
 def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     repo = micro_copy()
-    bench = json.loads((repo / "metrics/benchmark.json").read_text())
+    bench = json.loads((repo / "reports/details/benchmark.json").read_text())
     families = {f for f in bench["oracle"] if f != "all"}
     assert len(families) >= 8
     assert all(bench["oracle"][f]["success_rate"] == 1.0 for f in families)
@@ -41,22 +41,22 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     mined = json.loads((repo / "metrics/mine.json").read_text())
     assert mined["episodes"] == rollouts.height
     assert (repo / "data/experience/skill_validation.md").exists()
-    inter = json.loads((repo / "metrics/internalize.json").read_text())
+    inter = json.loads((repo / "reports/details/internalize.json").read_text())
     assert [r["iteration"] for r in inter["iterations"]] == [0, 1]
     assert (repo / "models/internalized/card.json").exists()
     # RL (SIRI on the micro config) and distillation (AOPD), one record per iteration.
-    rl = json.loads((repo / "metrics/rl.json").read_text())
+    rl = json.loads((repo / "reports/details/rl.json").read_text())
     assert rl["method"] == "siri" and [r["iteration"] for r in rl["iterations"]] == [0, 1]
     assert len(rl["curve"]) == 3 and (repo / "models/rl/card.json").exists()
-    dist = json.loads((repo / "metrics/distill.json").read_text())
+    dist = json.loads((repo / "reports/details/distill.json").read_text())
     assert dist["method"] == "aopd" and [r["iteration"] for r in dist["iterations"]] == [0, 1]
     assert {"student_before", "teacher"} <= set(dist["before"])
     claims = (repo / "reports/claims.md").read_text()
     assert "siri raises" in claims and "aopd closes" in claims
-    wording = json.loads((repo / "metrics/wording.json").read_text())
+    wording = json.loads((repo / "reports/details/wording.json").read_text())
     assert set(wording["greedy"]) == {"plain", "environment", "neutral"} and "phrasebook's words" in claims
     # SelSkill: every arm measured on the held-out test tasks, one record per round.
-    sel = json.loads((repo / "metrics/selskill.json").read_text())
+    sel = json.loads((repo / "reports/details/selskill.json").read_text())
     assert set(sel["final"]) >= {"selskill", "always", "never"} and [r["round"] for r in sel["rounds"]] == [0]
     assert len(sel["curve"]) == 2 and (repo / "models/selskill/card.json").exists()
     assert "selskill: success and execution precision over always-invoke" in claims

@@ -19,7 +19,7 @@ from distillery.evaluate.grid import (
 
 def record(plain: list[float], taught: list[float], teacher: float, plain_s: float = 0.5,
            others: tuple[float, float] = (0.8, 0.78)) -> dict:
-    """A metrics/internalize.json as the stage writes it (only what the grid reads)."""
+    """A reports/details/internalize.json as the stage writes it (only what the grid reads)."""
     return {
         "before": {"heldout_plain": plain[0], "heldout_with_experience": taught[0],
                    "others_with_principles": others[0],

@@ -36,11 +36,11 @@ def test_cells_names_round_trip_and_overrides():
         assert parse_exp_name(exp_name(c, 1, "t2"), "t2") == (c, 1)
         assert parse_exp_name(exp_name(c, 1, "t2"), "t3") is None
     assert Cell("distill", "aopd", "weak").overrides(2) == ["distill.method=aopd", "distill.seed=2", "distill.start=weak"]
-    assert Cell("rl", "siri").target == "rl" and Cell("rl", "siri").metrics_file == "metrics/rl.json"
+    assert Cell("rl", "siri").target == "rl" and Cell("rl", "siri").metrics_file == "reports/details/rl.json"
     assert parse_exp_name("og-t2-ds-aopd-medium-s1", "t2") is None
     # SelSkill has one method: only its seed is overridden (a `selskill.method` key would be refused)
     assert Cell("selskill", "selskill").overrides(2) == ["selskill.seed=2"]
-    assert Cell("selskill", "selskill").metrics_file == "metrics/selskill.json"
+    assert Cell("selskill", "selskill").metrics_file == "reports/details/selskill.json"
 
 
 def test_run_numbers_gain_and_gap_closed():

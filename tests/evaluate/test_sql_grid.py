@@ -36,7 +36,7 @@ def test_cells_names_round_trip_and_overrides():
     for c in cs:
         assert parse_exp_name(exp_name(c, 2, "t1"), "t1") == (c, 2)
         assert parse_exp_name(exp_name(c, 2, "t1"), "t9") is None
-        assert c.target == "sql_evaluate" and c.metrics_file == "metrics/sql.json"
+        assert c.target == "sql_evaluate" and c.metrics_file == "reports/details/sql_evaluate.json"
     assert Cell("grpo").overrides(1) == ["sql_rl.method=grpo", "sql_rl.seed=1"]
     assert "sql_track.propose_phase=false" in Cell("no_propose").overrides(0)
     assert parse_exp_name("sg-t1-nosuch-s0", "t1") is None and parse_exp_name("sg-t1-dual-x", "t1") is None
@@ -46,7 +46,7 @@ def test_run_numbers_reads_a_sql_metrics_record():
     r = run_numbers(metrics(0.1, 0.2, scale={"20": 0.3}))
     assert r.accuracy == 0.2 and r.gain == pytest.approx(0.1) and r.scale["20"]["accuracy"] == 0.3
     assert r.test_accuracy == 0.1
-    with pytest.raises(ValueError, match="metrics/sql.json"):
+    with pytest.raises(ValueError, match="reports/details/sql_evaluate.json"):
         run_numbers({"rl": {}})
 
 

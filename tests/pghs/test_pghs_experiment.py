@@ -163,9 +163,9 @@ def test_dvc_repro_pghs_on_the_micro_configuration(tmp_path):
     assert _dvc(["init", "--no-scm", "-q"], repo).returncode == 0
     done = _dvc(["repro", "pghs"], repo)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for out in ("data/pghs/trajectories.parquet", "metrics/pghs.json", "metrics/pghs_claims.json",
+    for out in ("data/pghs/trajectories.parquet", "metrics/pghs.json", "reports/details/pghs.json", "reports/claims/pghs.json",
                 "reports/pghs.md", "models/pghs/simulator.json", "reports/quality/pghs"):
         assert (repo / out).exists(), out
     assert list((repo / "reports/pghs").glob("pred_vs_actual_*.png"))
-    rows = json.loads((repo / "metrics/pghs_claims.json").read_text())
+    rows = json.loads((repo / "reports/claims/pghs.json").read_text())
     assert rows and all(Claim.from_dict(r).finding for r in rows)

@@ -39,7 +39,8 @@ def make_trajectories(n_episodes: int = 6, steps_per_episode: int = 3
             sample=i, seed=i, success=success, score=1.0 if success else 0.5,
             n_steps=steps_per_episode, invalid_actions=0 if success else 1, tokens_in=100 + i,
             tokens_out=20, cost_usd=0.001, wall_s=0.5, finished=True,
-            failure_mode="none" if success else "incomplete"))
+            failure_mode="none" if success else "incomplete",
+            failed_checks=[] if success else ["file_exists(path=archive/x.pdf)"]))
         for t in range(steps_per_episode):
             valid = success or t > 0
             steps.append(Step(

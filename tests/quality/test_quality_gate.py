@@ -134,14 +134,83 @@ def _n_steps_mismatch(tasks, episodes, steps):
 
 def _success_below_full_score(tasks, episodes, steps):
     return Case("episodes", set_at(episodes, 0, "score", 0.5), {"steps": steps},
-                "_success_implies_full_score", "expect_column_values_to_be_in_set",
+                "_success_iff_full_score", "expect_column_values_to_be_in_set",
                 "episode_id=ep-000 (success=True, score=0.5)", [0])
 
 
+def _failure_with_full_score(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 1, "score", 1.0), {"steps": steps},
+                "_success_iff_full_score", "expect_column_values_to_be_in_set",
+                "episode_id=ep-001 (success=False, score=1.0)", [1])
+
+
+def _success_with_failed_checks(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 2, "failed_checks", ["mail_sent(to=a@b.co)"]),
+                {"steps": steps}, "_success_iff_no_failed_checks", "expect_column_values_to_be_in_set",
+                "episode_id=ep-002 (success=True, failed_checks=['mail_sent(to=a@b.co)'])", [2])
+
+
+def _failure_without_failed_checks(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 3, "failed_checks", []), {"steps": steps},
+                "_success_iff_no_failed_checks", "expect_column_values_to_be_in_set",
+                "episode_id=ep-003 (success=False, failed_checks=[])", [3])
+
+
+def _success_with_a_failure_mode(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 4, "failure_mode", "incomplete"), {"steps": steps},
+                "_success_iff_mode_none", "expect_column_values_to_be_in_set",
+                "episode_id=ep-004 (success=True, failure_mode='incomplete')", [4])
+
+
+def _failure_with_mode_none(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 5, "failure_mode", "none"), {"steps": steps},
+                "_success_iff_mode_none", "expect_column_values_to_be_in_set",
+                "episode_id=ep-005 (success=False, failure_mode='none')", [5])
+
+
+def _nan_score(tasks, episodes, steps):
+    return Case("episodes", set_at(episodes, 1, "score", float("nan")), {"steps": steps},
+                "_numbers_finite", "expect_column_values_to_be_in_set",
+                "episode_id=ep-001 (score=nan, cost_usd=0.001, wall_s=0.5)", [1])
+
+
+def _unknown_column(tasks, episodes, steps):
+    frame = episodes.with_columns(pl.lit("debug").alias("notes"))
+    return Case("episodes", frame, {"steps": steps}, "notes", "expect_table_columns_to_match_set",
+                "episode_id=ep-000 (notes='debug')", list(range(episodes.height)))
+
+
 def _orphan_steps(tasks, episodes, steps):
-    return Case("steps", set_at(steps, 7, "episode_id", "ep-999"), {"episodes": episodes},
+    # The last step of ep-002, so that ep-002 stays numbered 0..n-1.
+    return Case("steps", set_at(steps, 8, "episode_id", "ep-999"), {"episodes": episodes},
                 "_episode_known", "expect_column_values_to_be_in_set",
-                "e.g. episode_id=ep-999, t=1\n", [7])
+                "e.g. episode_id=ep-999, t=2\n", [8])
+
+
+def _step_numbers_with_a_gap(tasks, episodes, steps):
+    # 0, 1, 5: unique, non-negative and the right count, but not 0..n-1.
+    return Case("steps", set_at(steps, 2, "t", 5), {"episodes": episodes},
+                "_t_in_sequence", "expect_column_values_to_be_in_set",
+                "episode_id=ep-000, t=5", [2])
+
+
+def _step_numbers_not_from_zero(tasks, episodes, steps):
+    frame = steps.with_columns(pl.when(pl.col("episode_id") == "ep-001").then(pl.col("t") + 1)
+                               .otherwise(pl.col("t")).alias("t"))
+    return Case("steps", frame, {"episodes": episodes}, "_t_in_sequence",
+                "expect_column_values_to_be_in_set", "episode_id=ep-001, t=1", [3, 4, 5])
+
+
+def _reward_out_of_range(tasks, episodes, steps):
+    return Case("steps", set_at(steps, 5, "reward", 2.0), {"episodes": episodes},
+                "_reward_in_range", "expect_column_values_to_be_in_set",
+                "episode_id=ep-001, t=2 (reward=2.0)", [5])
+
+
+def _nan_reward(tasks, episodes, steps):
+    return Case("steps", set_at(steps, 5, "reward", float("nan")), {"episodes": episodes},
+                "_reward_finite", "expect_column_values_to_be_in_set",
+                "episode_id=ep-001, t=2 (reward=nan)", [5])
 
 
 def _duplicate_step(tasks, episodes, steps):
@@ -177,8 +246,12 @@ def _max_steps_below_reference(tasks, episodes, steps):
 CASES: dict[str, Callable[[pl.DataFrame, pl.DataFrame, pl.DataFrame], Case]] = {
     f.__name__.lstrip("_"): f for f in (
         _null_key, _score_out_of_range, _duplicate_ids, _score_as_strings, _missing_column,
-        _n_steps_mismatch, _success_below_full_score, _orphan_steps, _duplicate_step,
-        _valid_step_with_error, _infinite_reward, _task_json_broken, _max_steps_below_reference)
+        _n_steps_mismatch, _success_below_full_score, _failure_with_full_score,
+        _success_with_failed_checks, _failure_without_failed_checks, _success_with_a_failure_mode,
+        _failure_with_mode_none, _nan_score, _unknown_column, _orphan_steps, _duplicate_step,
+        _step_numbers_with_a_gap, _step_numbers_not_from_zero, _valid_step_with_error,
+        _infinite_reward, _reward_out_of_range, _nan_reward, _task_json_broken,
+        _max_steps_below_reference)
 }
 
 
@@ -210,6 +283,42 @@ def test_corruption_fails_names_it_and_quarantines_only_offending_rows(name, tmp
     assert result.quarantine_path == dirs["quarantine_dir"] / f"{case.suite}.parquet"
     assert_frame_equal(quarantined.drop("_reason"), case.frame[case.rows])
     assert all(case.expectation in reason for reason in quarantined["_reason"])
+
+
+def test_a_nan_reward_is_reported_as_not_finite_not_as_null(dirs, trajectories):
+    episodes, steps = trajectories
+    with pytest.raises(GateError) as err:
+        gate(set_at(steps, 5, "reward", float("nan")), SUITES["steps"], source="mem",
+             refs={"episodes": episodes}, **dirs)
+    failed = {(f["column"], f["expectation"]) for f in err.value.result.failures}
+    assert failed == {("_reward_finite", "expect_column_values_to_be_in_set")}, failed
+
+
+def test_the_reward_range_is_the_environments_declared_one(dirs, trajectories):
+    from distillery.envs.base import env_spec
+    from distillery.quality.suites import declared_reward_range
+
+    assert declared_reward_range("stage") == env_spec("stage").reward_range == (0.0, 1.0)
+    assert declared_reward_range("no-such-env") is None
+    episodes, steps = trajectories
+    with pytest.raises(GateError, match=r"declared reward_range \(stage: \[0, 1\]\)"):
+        gate(set_at(steps, 0, "reward", -0.5), SUITES["steps"], source="mem",
+             refs={"episodes": episodes}, **dirs)
+    # An environment no plugin registers has no range to hold its rewards to.
+    other = episodes.with_columns(pl.lit("unregistered").alias("env"))
+    assert gate(set_at(steps, 0, "reward", 7.0), SUITES["steps"], source="mem",
+                refs={"episodes": other}, **dirs).success
+
+
+def test_a_suite_may_allow_extra_columns_explicitly(dirs, trajectories):
+    import dataclasses
+
+    episodes, steps = trajectories
+    suite = dataclasses.replace(SUITES["episodes"], extra_columns=("notes",))
+    frame = episodes.with_columns(pl.lit("debug").alias("notes"))
+    assert gate(frame, suite, source="mem", refs={"steps": steps}, **dirs).success
+    with pytest.raises(ValueError, match="extra_columns"):
+        dataclasses.replace(SUITES["episodes"], extra_columns=("score",))
 
 
 def test_truncated_parquet_fails_and_is_copied_not_moved(tmp_path, dirs, trajectories):
@@ -260,7 +369,7 @@ def test_row_failing_several_expectations_gets_every_reason(dirs, trajectories):
     parts = reasons[0].split("; ")
     assert "expect_column_values_to_be_between(score) [min 0, max 1]" in parts
     assert "expect_column_values_to_be_between(invalid_actions) [min 0]" in parts
-    assert any(p.startswith("expect_column_values_to_be_in_set(_success_implies_full_score)")
+    assert any(p.startswith("expect_column_values_to_be_in_set(_success_iff_full_score)")
                for p in parts)
     assert len(parts) == 3
 

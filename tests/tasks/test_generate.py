@@ -11,7 +11,14 @@ from distillery.envs.stage import families as fam_mod
 from distillery.envs.stage.env import StageEnv
 from distillery.envs.stage.families import StageDraft, file_invoice, stage_family
 from distillery.envs.stage.profiles import Profile
-from distillery.tasks.generate import draft_task, generate_tasks, static_checks
+from distillery.tasks.generate import (
+    ValidationFailed,
+    binomial_sf,
+    draft_task,
+    family_check_plan,
+    generate_tasks,
+    static_checks,
+)
 from distillery.types import ToolCall
 
 
@@ -93,8 +100,94 @@ def test_random_probes_reject_trivially_solvable_tasks(monkeypatch):
                       max_attempts_factor=2)
     with pytest.raises(RuntimeError, match="only 0 of 2"):
         generate_tasks(cfg, progress=False)
-    cfg.random_probes = 0
+    cfg.random_probes = 0           # no random-policy check at all: the drafts are kept
     assert len(generate_tasks(cfg, progress=False).tasks) == 2
+
+
+def _coin(rng: random.Random, p: Profile) -> StageDraft:
+    """Solved by any mail sent to the user: a random agent solves such tasks about a third of
+    the time (it must pick send_mail and the user's own address), so two probes per task keep
+    nearly half of the drafts (20 of 44 for 20 train tasks)."""
+    d = file_invoice(rng, p)
+    return StageDraft(d.instruction, d.state,
+                      [ToolCall("send_mail", {"to": p.user_email, "subject": "x", "body": "y"}),
+                       ToolCall("finish", {})],
+                      [{"type": "mail_sent", "to": [p.user_email]}], d.preferences)
+
+
+def test_the_family_check_has_the_power_it_states():
+    plan = family_check_plan()            # TasksConfig's defaults
+    assert (plan.episodes, plan.max_solved) == (386, 3)
+    assert plan.fail_probability(0.02) >= 0.95 and plan.fail_probability(0.05) > 0.999
+    assert plan.fail_probability(0.002) <= 0.01 and plan.fail_probability(0.0) == 0.0
+    # The cheapest: one episode fewer, or one success fewer allowed, misses a bound.
+    assert binomial_sf(3, 385, 0.02) < 0.95 and binomial_sf(2, 386, 0.002) > 0.01
+    assert binomial_sf(0, 149, 0.02) == pytest.approx(1 - 0.98 ** 149)   # worked by hand: 0.9507
+    # The decision rule itself, simulated (seeded): families at 2% fail about 95% of the time.
+    rng = random.Random(0)
+    fails = sum(sum(rng.random() < 0.02 for _ in range(plan.episodes)) > plan.max_solved
+                for _ in range(2000))
+    assert 0.94 <= fails / 2000 <= 0.96
+
+
+def test_a_random_solvable_family_fails_the_family_check(monkeypatch):
+    monkeypatch.setitem(fam_mod.FAMILIES, "coin", stage_family("coin", "a coin flip", _coin, ("mail",)))
+    cfg = TasksConfig(families=["coin", "save_note"], n_train_per_family=4, n_test_per_family=1,
+                      random_probes=2, max_attempts_factor=8)
+    with pytest.raises(ValidationFailed) as err:
+        generate_tasks(cfg, progress=False)
+    report = err.value.result.report
+    assert list(report["failed_families"]) == ["coin"], report["failed_families"]
+    assert "coin: family check: a random policy solved" in str(err.value)
+    coin = report["families"]["coin"]
+    # Two probes per task let its drafts through; the family check does not.
+    assert coin["kept"] == 5 and coin["rejection_reasons"]["a random policy solved it (trivially solvable)"] > 0
+    check = coin["family_check"]
+    assert not check["passed"] and check["episodes"] == 386 and check["solved"] > 3
+    assert report["families"]["save_note"]["family_check"] == {
+        "passed": True, "episodes": 386, "solved": 0, "solved_tasks": []}
+    assert report["family_check"]["episodes"] == 386 and any("family check" in v for v in report["validation"])
+
+
+def test_the_family_check_is_off_with_the_random_probes():
+    cfg = TasksConfig(families=["save_note"], n_train_per_family=1, n_test_per_family=0, random_probes=0)
+    assert "family_check" not in generate_tasks(cfg, progress=False).report["families"]["save_note"]
+
+
+def test_the_family_check_does_not_change_the_kept_tasks():
+    base = dict(families=["file_invoice", "email_contact"], n_train_per_family=3, n_test_per_family=1,
+                random_probes=1)
+    checked = generate_tasks(TasksConfig(**base), progress=False)
+    unchecked = generate_tasks(TasksConfig(**base, family_detect_rate=0), progress=False)
+    assert [t.to_row() for t in checked.tasks] == [t.to_row() for t in unchecked.tasks]
+    assert checked.rejected == unchecked.rejected
+    assert all(f["family_check"]["passed"] for f in checked.report["families"].values())
+    assert "family_check" not in unchecked.report["families"]["file_invoice"]
+
+
+@pytest.mark.parametrize("builder, why", [(_coin, "family check"), (_broken, "only 0 of 2 drafts validated")])
+def test_the_stage_writes_validation_json_with_the_reasons_when_a_family_fails(
+        monkeypatch, tmp_path, builder, why):
+    import json
+
+    import yaml
+    from stages import tasks as stage
+
+    monkeypatch.setitem(fam_mod.FAMILIES, "bad", stage_family("bad", "a bad family", builder, ("mail",)))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tasks": {
+        "families": ["bad", "save_note"], "n_train_per_family": 2, "n_test_per_family": 0,
+        "random_probes": 1, "max_attempts_factor": 3, "executor": {"kind": "inline", "workers": 1}}}))
+    monkeypatch.chdir(tmp_path)
+    assert stage.main() == 1
+    report = json.loads((tmp_path / stage.VALIDATION).read_text())
+    assert not (tmp_path / stage.OUT).exists()
+    assert list(report["failed_families"]) == ["bad"] and why in report["failed_families"]["bad"][0]
+    assert report["families"]["bad"]["failed"] == report["failed_families"]["bad"]
+    assert "save_note" not in report["failed_families"]
+    if builder is _broken:
+        assert all(r["reasons"][0].startswith("reference solution fails")
+                   for r in report["rejected"] if r["family"] == "bad")
+        assert "reference solution fails" in report["failed_families"]["bad"][0]
 
 
 def test_families_on_a_process_pool_give_the_same_tasks_as_inline():

@@ -50,7 +50,8 @@ from distillery.types import Experience
 
 @pytest.fixture(scope="module")
 def tasks():
-    return generate_tasks(TasksConfig(n_train_per_family=1, n_test_per_family=0, random_probes=1),
+    return generate_tasks(TasksConfig(n_train_per_family=1, n_test_per_family=0, random_probes=1,
+                                      family_detect_rate=0),   # the family check is tested in tests/tasks
                           progress=False).tasks
 
 

@@ -58,18 +58,22 @@ def test_the_sql_training_stages_chain(tmp_path, monkeypatch):
     card = json.loads((tmp_path / "models/sql_warmup/card.json").read_text())
     assert card["prompt"]["max_prompt_tokens"] == 1024 and card["teacher"] == "oracle"
     assert sql_rl.main() == 0
-    rl = json.loads((tmp_path / "metrics/sql_rl.json").read_text())
+    rl = json.loads((tmp_path / "reports/details/sql_rl.json").read_text())
     assert rl["method"] == "dual" and len(rl["curve"]) == 2 and rl["label"] == "tools"
     assert sql_scale.main() == 0
     assert sql_evaluate.main() == 0
-    m = json.loads((tmp_path / "metrics/sql.json").read_text())
+    m = json.loads((tmp_path / "reports/details/sql_evaluate.json").read_text())
     assert set(m["test"]) == set(m["heldout"]) == {"oracle", "random", "sql_warmup", "sql_rl"}
     assert m["test"]["oracle"]["accuracy"] == m["heldout"]["oracle"]["accuracy"] == 1.0
     assert set(m["real"]) == {"oracle", "random", "sql_rl"} and set(m["scale"]) == {"sql_rl"}
+    head = json.loads((tmp_path / "metrics/sql_evaluate.json").read_text())
+    assert head["success"] == m["test"]["sql_rl"]["accuracy"] and len(head) <= 12
+    assert head["gain"] == pytest.approx(head["success"] - head["success_start"])
     assert "Held-out databases" in (tmp_path / "reports/sql.md").read_text()
-    claims = [Claim.from_dict(d) for d in json.loads((tmp_path / "metrics/sql_claims.json").read_text())]
+    claims = [Claim.from_dict(d) for d in json.loads((tmp_path / "reports/claims/sql.json").read_text())]
     assert any(c.finding.startswith("RL after the warm-up") for c in claims)
     eps = pl.read_parquet("data/sql/eval/episodes.parquet")
     assert eps.height == pl.read_parquet("data/sql/eval/outcomes.parquet").height
     assert sql_grid.main() == 0
     assert "0 finished runs" in (tmp_path / "reports/sql_grid.md").read_text()
+    assert (tmp_path / "reports/sql_grid.html").is_file() and (tmp_path / "reports/claims/sql_grid.json").is_file()

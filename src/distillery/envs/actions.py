@@ -7,12 +7,20 @@ The text syntax is a single call with keyword (or positional) literal arguments:
 It is parsed with `ast` into a syntax tree that is inspected, never evaluated: only a call
 of a bare name with string/integer literals is accepted, so no text an agent writes can
 execute. A JSON object `{"tool": ..., "args": {...}}` is accepted too (some LLMs prefer it).
+
+`parse_action` is total: whatever it is given (text that is not valid UTF-8, JSON or
+expressions nested thousands deep, numbers too long to convert, not a string at all) it
+answers with a `ParsedAction`, never an exception. The bounds below are checked before the
+text reaches `json` or `ast`, whose recursion would otherwise depend on the caller's stack.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import json
+import keyword
+import tokenize
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +29,26 @@ from distillery.envs.base import ToolSpec
 from distillery.types import ParsedAction, ToolCall
 
 MAX_ACTION_CHARS = 8192
+MAX_JSON_DEPTH = 32        # a JSON action needs 2 levels ({"tool", "args": {...}})
+MAX_OPERATORS = 200        # operator and keyword tokens in a call; a valid one has ~15
+# Python refuses to print integers with more digits than this (sys.int_info.default_max_str_digits);
+# a fixed bound, so the answer does not depend on a process-wide setting.
+_INT_LIMIT = 10 ** 4300
+
+
+def utf8_error(text: str) -> str:
+    """'' if `text` is valid UTF-8 text, else what is wrong with it (lone surrogates, which
+    neither files, SQLite nor parquet can store)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}"
+    return ""
+
+
+def _shown(text: str) -> str:
+    """Text safe to put in an error message: undecodable characters as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def format_call(call: ToolCall) -> str:
@@ -33,13 +61,74 @@ def format_call(call: ToolCall) -> str:
     return f"{call.tool}({', '.join(parts)})"
 
 
-def _literal(node: ast.expr) -> Any:
+def _literal(node: ast.expr, src: str) -> Any:
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
             and isinstance(node.operand.value, int):
         return -node.operand.value
-    raise ValueError(f"argument must be a string or integer literal, not `{ast.unparse(node)}`")
+    raise ValueError(f"argument must be a string or integer literal, not `{_unparse(node, src)}`")
+
+
+def _unparse(node: ast.expr, src: str) -> str:
+    try:
+        return ast.unparse(node)
+    except RecursionError:
+        # Nested too deep for the unparser: quote the source instead (clipped).
+        text = ast.get_source_segment(src, node) or "?"
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """The bracket depth of JSON text, counted up to `limit` + 1 (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _loads(text: str, what: str) -> tuple[Any, str]:
+    """json.loads within the depth bound: (object, '') or (None, the error)."""
+    if _json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return None, f"malformed JSON {what}: nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        return json.loads(text), ""
+    except json.JSONDecodeError as e:
+        return None, f"malformed JSON {what}: {e.msg}"
+    except ValueError as e:   # e.g. a number longer than Python converts
+        return None, f"malformed JSON {what}: {_shown(str(e))[:120]}"
+
+
+def _too_complex(src: str) -> bool:
+    """More operator or keyword tokens than any call of literals has: `ast` would build (and
+    recurse through) a tree that deep. Tokenizing is iterative; its errors are left for
+    `ast.parse` to report."""
+    n = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.OP or (tok.type == tokenize.NAME and keyword.iskeyword(tok.string)):
+                n += 1
+                if n > MAX_OPERATORS:
+                    return True
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass
+    return False
 
 
 def _extract(text: str) -> str:
@@ -54,6 +143,12 @@ def _extract(text: str) -> str:
 
 
 def _bind(name: str, pos: list[Any], kw: dict[str, Any], specs: dict[str, ToolSpec]) -> ParsedAction:
+    for v in [name, *kw, *pos, *kw.values()]:
+        bad = utf8_error(v) if isinstance(v, str) else ""
+        if bad:
+            return ParsedAction(None, False, f"{_shown(name)}: an argument is not valid UTF-8 text ({bad})")
+        if isinstance(v, int) and not -_INT_LIMIT < v < _INT_LIMIT:
+            return ParsedAction(None, False, f"{_shown(name)}: an integer argument has more than 4300 digits")
     spec = specs.get(name)
     if spec is None:
         return ParsedAction(None, False, f"unknown tool '{name}'; tools: {', '.join(sorted(specs))}")
@@ -76,7 +171,15 @@ def _bind(name: str, pos: list[Any], kw: dict[str, Any], specs: dict[str, ToolSp
         v = args[p.name]
         if p.type == "integer":
             if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-                args[p.name] = int(v.strip())
+                # isdigit() admits what int() refuses ("²", "--5", too many digits).
+                try:
+                    number = int(v.strip())
+                except ValueError:
+                    number = None
+                if number is None or not -_INT_LIMIT < number < _INT_LIMIT:
+                    return ParsedAction(None, False, f"{name}: '{p.name}' must be an integer, "
+                                                     f"got {_clip(v)!r}")
+                args[p.name] = number
             elif not isinstance(v, int):
                 return ParsedAction(None, False, f"{name}: '{p.name}' must be an integer, got {v!r}")
         elif not isinstance(v, str):
@@ -85,37 +188,50 @@ def _bind(name: str, pos: list[Any], kw: dict[str, Any], specs: dict[str, ToolSp
     return ParsedAction(ToolCall(name, ordered), True)
 
 
-def parse_action(text: str, specs: Sequence[ToolSpec]) -> ParsedAction:
-    """Parse agent text into a call of one of `specs`; never raises.
+def _clip(text: str, limit: int = 80) -> str:
+    text = _shown(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_action(text: Any, specs: Sequence[ToolSpec]) -> ParsedAction:
+    """Parse agent text into a call of one of `specs`; never raises, whatever `text` is.
 
     Returns `ParsedAction(call, valid=True)` or `ParsedAction(None, valid=False, error)`
-    where `error` tells the agent what was wrong and what was expected.
+    where `error` tells the agent what was wrong and what was expected. A valid call's
+    string arguments are valid UTF-8 text and its integers have at most 4300 digits.
     """
     by_name = {s.name: s for s in specs}
+    if not isinstance(text, str):
+        return ParsedAction(None, False, f"an action must be text, not {type(text).__name__}; "
+                                         "write one tool call such as finish()")
     if len(text) > MAX_ACTION_CHARS:
         return ParsedAction(None, False, f"action too long ({len(text)} chars > {MAX_ACTION_CHARS})")
+    bad = utf8_error(text)
+    if bad:
+        return ParsedAction(None, False, f"the action is not valid UTF-8 text ({bad})")
     src = _extract(text)
     if not src:
         return ParsedAction(None, False, "empty action; write one tool call such as finish()")
     if src.startswith("{"):
-        try:
-            obj = json.loads(src)
-        except json.JSONDecodeError as e:
-            return ParsedAction(None, False, f"malformed JSON action: {e.msg}")
+        obj, error = _loads(src, "action")
+        if error:
+            return ParsedAction(None, False, error)
         if not isinstance(obj, dict) or not isinstance(obj.get("tool", obj.get("name")), str):
             return ParsedAction(None, False, 'a JSON action needs "tool" and "args"')
         args = obj.get("args", obj.get("arguments", {}))
         if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError as e:
-                return ParsedAction(None, False, f"malformed JSON arguments: {e.msg}")
+            args, error = _loads(args, "arguments")
+            if error:
+                return ParsedAction(None, False, error)
         if not isinstance(args, dict):
             return ParsedAction(None, False, '"args" must be an object')
         for k, v in args.items():
             if isinstance(v, bool) or not isinstance(v, (str, int)):
-                return ParsedAction(None, False, f"argument '{k}' must be a string or integer")
+                return ParsedAction(None, False, f"argument '{_shown(k)}' must be a string or integer")
         return _bind(obj.get("tool", obj.get("name")), [], args, by_name)
+    if _too_complex(src):
+        return ParsedAction(None, False, f"malformed action (more than {MAX_OPERATORS} operators); "
+                                         'expected tool(arg="value", ...)')
     try:
         # Model output is often malformed: its SyntaxWarnings (e.g. "invalid decimal
         # literal") are not ours to print; the error below tells the agent instead.
@@ -124,16 +240,21 @@ def parse_action(text: str, specs: Sequence[ToolSpec]) -> ParsedAction:
             tree = ast.parse(src, mode="eval")
     except SyntaxError as e:
         return ParsedAction(None, False, f"malformed action ({e.msg}); expected tool(arg=\"value\", ...)")
+    except (ValueError, RecursionError, MemoryError) as e:
+        # Python 3.11 says ValueError for a NUL byte; the others are bounded above, kept
+        # as a last line of defence.
+        return ParsedAction(None, False, f"malformed action ({type(e).__name__}: {_clip(str(e))}); "
+                                         'expected tool(arg="value", ...)')
     node = tree.body
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         return ParsedAction(None, False, "expected a single tool call such as list_dir(path=\"downloads\")")
     try:
-        pos = [_literal(a) for a in node.args]
+        pos = [_literal(a, src) for a in node.args]
         kw = {}
         for k in node.keywords:
             if k.arg is None:
                 raise ValueError("**kwargs are not allowed")
-            kw[k.arg] = _literal(k.value)
+            kw[k.arg] = _literal(k.value, src)
     except ValueError as e:
         return ParsedAction(None, False, f"{node.func.id}: {e}")
     return _bind(node.func.id, pos, kw, by_name)

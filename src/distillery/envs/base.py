@@ -28,8 +28,15 @@ class Environment(Protocol):
     """A real, sandboxed environment that one episode runs in.
 
     `reset` builds the task's initial state from scratch and returns the first observation;
-    `step` takes raw action text and never raises for a bad action (the observation says what
-    was wrong); `verify` reads the final state back and scores the task's declarative checks.
+    `verify` reads the final state back and scores the task's declarative checks.
+
+    `step` is total: for *any* input — text that is not valid UTF-8, JSON or expressions
+    nested thousands deep, numbers too long to convert, paths of a thousand components, not a
+    string at all — it returns a `StepResult` whose observation says what was wrong, and
+    never raises. Arguments are validated before state is touched, nothing outside the
+    episode's sandbox changes, and `verify` and `state_hash` keep working whatever the
+    agent (or anything planted in the sandbox) left behind. `tests/envs/test_hostile_actions.py`
+    holds every registered environment to this with generated hostile actions.
     """
 
     name: str
@@ -152,6 +159,13 @@ class EnvSpec:
     # The state and check vocabularies a model drafts tasks in (None: tasks cannot be drafted
     # from hints for this environment; `distillery tasks draft` says so).
     draft_format: DraftFormat | None = None
+    # The rewards a step can carry, (low, high): the steps gate rejects any outside it.
+    reward_range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        low, high = self.reward_range
+        if not low <= high:
+            raise ValueError(f"EnvSpec {self.name!r}: reward_range {self.reward_range} needs low <= high")
 
 
 @dataclass(frozen=True)

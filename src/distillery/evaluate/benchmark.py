@@ -64,7 +64,7 @@ def _clean(v: Any) -> Any:
 
 
 def benchmark_metrics(table: pl.DataFrame) -> dict[str, Any]:
-    """Nested dict for `metrics/benchmark.json`: policy -> family -> metric (dvc metrics show)."""
+    """Nested dict for `reports/details/benchmark.json`: policy -> family -> metric."""
     out: dict[str, Any] = {}
     for row in table.iter_rows(named=True):
         pol, fam = row.pop("policy"), row.pop("family")

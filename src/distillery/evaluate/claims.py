@@ -1,6 +1,6 @@
 """The claims page: each paper's findings beside what we measured (`types.Claim` rows).
 
-Rows are written by the code that measured them (`metrics/<area>_claims.json`); this page
+Rows are written by the code that measured them (`reports/claims/<area>.json`); this page
 copies them as measured, whichever way they fall: it reports, it does not judge.
 """
 
@@ -50,7 +50,7 @@ def render_page(sources: Mapping[str, Sequence[Claim]], figures: Mapping[str, st
     image (relative to the page) shown under that source's table."""
     figures = figures or {}
     lines = ["# Claims: the papers' findings beside our measurements", "",
-             "Each row is written by the stage that measured it (`metrics/<area>_claims.json`); "
+             "Each row is written by the stage that measured it (`reports/claims/<area>.json`); "
              "`holds` is that stage's verdict, with its rule in the detail (`-`: nothing comparable "
              "was measured). Spread and seeds say how sure each number is; the last column reproduces it.", ""]
     for source, rows in sorted(sources.items()):

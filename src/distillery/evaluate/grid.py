@@ -3,7 +3,7 @@
 Pure pieces the grid flow (`flows/grid.py`) and the `internalize_grid` stage are built
 from: the cells and their `-S` overrides, experiment names, and the summary of finished runs: per-cell mean ± std over
 seeds, the three paper findings as claim rows, a Markdown table of every run, and the
-per-iteration plot. Each run is one `metrics/internalize.json` of the `internalize` stage.
+per-iteration plot. Each run is one `reports/details/internalize.json` of the `internalize` stage.
 
 The findings are judged on paired runs (same other two axes, same seed), the rule the PGHS
 claims use: a finding holds when the mean paired margin is positive and larger than the
@@ -82,7 +82,7 @@ def parse_exp_name(name: str, tag: str) -> tuple[Cell, int] | None:
 
 @dataclass(frozen=True)
 class RunNumbers:
-    """What the grid compares, from one run's `metrics/internalize.json`."""
+    """What the grid compares, from one run's `reports/details/internalize.json`."""
 
     plain_curve: tuple[float, ...]         # greedy, no experience: before, after each iteration
     taught_curve: tuple[float, ...]        # greedy, the run's pool injected: before, after each
@@ -255,6 +255,21 @@ def markdown_page(rows: Sequence[Mapping[str, Any]], header: str, figure: str | 
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def html_page(rows: Sequence[Mapping[str, Any]], title: str, figure: str | None) -> str:
+    """The same comparison as a standalone HTML page: the figure if any, one row per run."""
+    from html import escape
+
+    cols = list(rows[0]) if rows else []
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
+    img = f'<p><img src="{escape(figure)}" alt="success per iteration"></p>' if figure else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head>"
+            f"<body><h1>{escape(title)}</h1>{img}<table><tr>{head}</tr>{body}</table>"
+            f"<p>{len(rows)} runs</p></body></html>\n")
 
 
 def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:

@@ -5,11 +5,11 @@ stage are built from, mirroring `evaluate.grid` (the internalization grid): the 
 their `dvc exp run -S` overrides, experiment names, and the summary of finished runs.
 
 - RL cells (`rl` stage): GRPO, GiGPO, SIRI on the held-out user; a run is one
-  `metrics/rl.json` (greedy test success before and after each iteration).
+  `reports/details/rl.json` (greedy test success before and after each iteration).
 - Distillation cells (`distill` stage): OPD, AOPD, SCOPE and GKD from the strong and the
-  weak start; a run is one `metrics/distill.json` (the student's curve and the teacher's
+  weak start; a run is one `reports/details/distill.json` (the student's curve and the teacher's
   success).
-- The SelSkill cell (`selskill` stage): one run is one `metrics/selskill.json`, which holds
+- The SelSkill cell (`selskill` stage): one run is one `reports/details/selskill.json`, which holds
   all three arms (never-invoke and always-invoke measured on the skill-enabled
   starting policy, and SelSkill's curve over its DPO rounds), with execution precision.
 
@@ -62,7 +62,7 @@ class Cell:
 
     @property
     def metrics_file(self) -> str:
-        return f"metrics/{self.stage}.json"
+        return f"reports/details/{self.stage}.json"
 
 
 def cells(distill_methods: Sequence[str] = DISTILL_METHODS) -> list[Cell]:
@@ -108,7 +108,7 @@ def parse_exp_name(name: str, tag: str) -> tuple[Cell, int] | None:
 
 @dataclass(frozen=True)
 class RunNumbers:
-    """What the grid compares, from one `metrics/rl.json` or `metrics/distill.json`."""
+    """What the grid compares, from one `reports/details/rl.json` or `reports/details/distill.json`."""
 
     curve: tuple[float, ...]     # greedy test success: before, then after each iteration
     teacher: float               # distill: the teacher's greedy test success; rl: NaN

@@ -2,7 +2,7 @@
 
 Pure pieces the grid flow (`flows/grid.py --grid sql`) and the `sql_grid` stage are built
 from, mirroring `evaluate.grid`: the cells and their `dvc exp run -S` overrides, experiment
-names, and the summary of finished runs. A run is one `metrics/sql.json` of the
+names, and the summary of finished runs. A run is one `reports/details/sql_evaluate.json` of the
 `sql_evaluate` stage (which reproduces collect -> warm-up -> RL -> evaluation as needed);
 the seed is `sql_rl.seed`, so the cells that change only the RL share one warm-up.
 
@@ -64,7 +64,7 @@ class Cell:
 
     @property
     def metrics_file(self) -> str:
-        return "metrics/sql.json"
+        return "reports/details/sql_evaluate.json"
 
 
 def cells() -> list[Cell]:
@@ -97,7 +97,7 @@ def parse_exp_name(name: str, tag: str) -> tuple[Cell, int] | None:
 
 @dataclass(frozen=True)
 class RunNumbers:
-    """What the grid compares, from one `metrics/sql.json`."""
+    """What the grid compares, from one `reports/details/sql_evaluate.json`."""
 
     warmup: dict[str, float]               # the warm-up student on the held-out databases
     student: dict[str, float]              # the RL student on the held-out databases
@@ -129,7 +129,7 @@ def run_numbers(m: Mapping[str, Any]) -> RunNumbers:
                           tuple(float(x) for x in m.get("rl", {}).get("curve", [])), float(m.get("seconds", math.nan)),
                           dict(m.get("test", {}).get(final, {})))
     except (KeyError, TypeError, IndexError) as e:
-        raise ValueError(f"not a metrics/sql.json record (missing {e}); was it written by stages/sql_evaluate.py?") from e
+        raise ValueError(f"not a reports/details/sql_evaluate.json record (missing {e}); was it written by stages/sql_evaluate.py?") from e
 
 
 def runs_from_record(record: Mapping[str, Any]) -> dict[tuple[Cell, int], RunNumbers]:

@@ -2,11 +2,12 @@
 
 `gate(frame, suite, source=...)`
 1. checks the schema in polars (exact dtypes: pandas cannot tell Int64-with-nulls from
-   Float64). A missing or mistyped column makes every row offend; the GX suite records the
-   same contract as `expect_column_to_exist` / `expect_column_values_to_be_of_type`;
+   Float64). A missing or mistyped column, or one the suite does not know (and does not list
+   in `extra_columns`), makes every row offend; the GX suite records the same contract as
+   `expect_column_to_exist` / `expect_column_values_to_be_of_type`;
 2. adds the suite's derived "_" columns and a row number, converts to pandas with nullable
-   dtypes (so GX sees ints as ints even with nulls) and validates with result format
-   COMPLETE keyed by the suite's id columns plus the row number;
+   dtypes (so GX sees ints as ints even with nulls, and a NaN stays a NaN, not a null) and
+   validates with result format COMPLETE keyed by the suite's id columns plus the row number;
 3. writes `<report_dir>/<suite>.json` (the GX result), `<suite>.html` (the Data Docs page GX
    renders for a validation result) and `<suite>.summary.json` (flat rows for a Prefect table);
 4. writes the offending rows, with every reason, to `<quarantine_dir>/<suite>.parquet` (or
@@ -120,7 +121,7 @@ def gate(
         raise ValueError(f"gate {suite.name!r} on {source}: column {ROW!r} is reserved for "
                          f"the gate's row numbers")
 
-    problems = _schema_problems(frame, suite.schema)
+    problems = _schema_problems(frame, suite)
     broken = {p.column for p in problems}
     validated = _frame_to_validate(frame, suite, refs, problems)
     expectations = _schema_expectations(suite, frame) + [
@@ -272,21 +273,32 @@ _GX_TYPES: dict[Any, str] = {
 @dataclass(frozen=True)
 class _SchemaProblem:
     column: str
-    expected: pl.DataType
+    expected: pl.DataType | None   # None: a column the suite does not know
     found: pl.DataType | None      # None: the column is missing
 
     @property
     def expectation(self) -> str:
+        if self.expected is None:
+            return _UNKNOWN_KIND
         return _SCHEMA_KINDS[0] if self.found is None else _SCHEMA_KINDS[1]
 
     def text(self) -> str:
+        if self.expected is None:
+            return f"not in the suite's schema (found {self.found}); write only the schema's columns " \
+                   f"or list it in the suite's extra_columns"
         return "missing" if self.found is None else f"expected {self.expected}, found {self.found}"
 
 
-def _schema_problems(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> list[_SchemaProblem]:
+# How an unknown column is reported (GX's name for "the table's columns are these").
+_UNKNOWN_KIND = "expect_table_columns_to_match_set"
+
+
+def _schema_problems(frame: pl.DataFrame, suite: Suite) -> list[_SchemaProblem]:
     found = frame.schema
-    return [_SchemaProblem(c, dtype, found.get(c)) for c, dtype in schema.items()
-            if found.get(c) != dtype]
+    problems = [_SchemaProblem(c, dtype, found.get(c)) for c, dtype in suite.schema.items()
+                if found.get(c) != dtype]
+    return problems + [_SchemaProblem(c, None, dtype) for c, dtype in found.items()
+                       if c not in suite.schema and c not in suite.extra_columns]
 
 
 def _frame_to_validate(frame: pl.DataFrame, suite: Suite, refs: Refs,
@@ -298,8 +310,12 @@ def _frame_to_validate(frame: pl.DataFrame, suite: Suite, refs: Refs,
     applicable", and the schema failure already names the column. GX then sees the columns
     as written, so its type check observes the wrong dtype.
     """
+    unknown = [p.column for p in problems if p.expected is None]
+    known = [p for p in problems if p.expected is not None]
+    # Unknown columns are reported as such and play no part in the checks.
+    frame = frame.drop(unknown)
     conformed = frame.with_columns(
-        [_conform(frame, p.column, p.expected) for p in problems]) if problems else frame
+        [_conform(frame, p.column, p.expected) for p in known]) if known else frame
     try:
         derived = suite.derive(conformed, refs) if suite.derive else conformed
     except pl.exceptions.PolarsError as e:
@@ -310,8 +326,8 @@ def _frame_to_validate(frame: pl.DataFrame, suite: Suite, refs: Refs,
     if derived.height != frame.height:
         raise ValueError(f"suite {suite.name!r}: derive changed the row count "
                          f"({frame.height} -> {derived.height}); it must only add columns")
-    mistyped = [frame.get_column(p.column) for p in problems if p.found is not None]
-    missing = [p.column for p in problems if p.found is None]
+    mistyped = [frame.get_column(p.column) for p in known if p.found is not None]
+    missing = [p.column for p in known if p.found is None]
     return (derived.with_columns(mistyped).drop(missing)
             .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)))
 
@@ -353,7 +369,18 @@ def _arrow_to_pandas_dtype(t: Any) -> Any:
 
 
 def _to_pandas(frame: pl.DataFrame) -> Any:
-    return frame.to_pandas(types_mapper=_arrow_to_pandas_dtype)
+    out = frame.to_pandas(types_mapper=_arrow_to_pandas_dtype)
+    # pandas' nullable floats read an Arrow NaN as a null; rebuilt from values and validity,
+    # a NaN stays a NaN (not null, and not finite), as polars and the derived checks see it.
+    import pandas as pd
+
+    for name, dtype in frame.schema.items():
+        if dtype in (pl.Float32, pl.Float64):
+            col = frame.get_column(name)
+            if col.is_nan().any():
+                out[name] = pd.arrays.FloatingArray(col.fill_null(0).to_numpy(),
+                                                    col.is_null().to_numpy())
+    return out
 
 
 def _columns(expectation: Any) -> list[str]:
@@ -385,6 +412,9 @@ def _failures(gx_result: Any, frame: pl.DataFrame, suite: Suite, problems: list[
         failure["examples"] = [_schema_example(frame, suite, p.column, i)
                                for i in range(min(N_EXAMPLES, frame.height))]
         failures.append(failure)
+        if p.expected is None:      # GX never saw it: the summary still lists the check
+            rows.append({"expectation": p.expectation, "column": p.column, "success": False,
+                         "unexpected_count": frame.height})
 
     for r in gx_result.results:
         config = r.expectation_config

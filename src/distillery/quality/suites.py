@@ -3,9 +3,11 @@
 A `Suite` is data: the artifact's name, the columns that identify a row, its polars schema
 (from `types.py`, nowhere else), the GX expectations its rows must meet, and an optional
 `derive` step. `derive` adds the facts GX cannot compute from one row of one table (JSON that
-parses, a step count read from another table) as boolean or numeric columns prefixed "_",
-which the expectations then check like any other column. The gate checks the schema itself
-(every column present, with its dtype), so the expectations below are about values only.
+parses, a step count read from another table, steps numbered without gaps, an outcome whose
+fields agree) as boolean or numeric columns prefixed "_", which the expectations then check
+like any other column. The gate checks the schema itself (every column present, with its
+dtype, and no column the suite does not name unless it lists it in `extra_columns`), so the
+expectations below are about values only.
 
 Great Expectations takes ~3 s to import, so it is imported inside the expectation builders,
 never at module level: naming a suite must stay cheap for every stage.
@@ -13,9 +15,12 @@ never at module level: naming a suite must stay cheap for every stage.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import polars as pl
@@ -41,6 +46,8 @@ class Suite:
     `expectations(refs)` returns fresh GX expectation objects; `refs` are other artifacts of
     the same run (e.g. the steps when gating episodes) and may switch cross-table checks on.
     `derive(frame, refs)` returns `frame` plus derived "_" columns, same rows, same order.
+    `extra_columns` are columns a frame may carry beyond the schema, unchecked; any other
+    column the schema does not name fails the gate (a writer that adds one says so here).
     """
 
     name: str
@@ -49,12 +56,17 @@ class Suite:
     expectations: Callable[[Refs], list]
     derive: Callable[[pl.DataFrame, Refs], pl.DataFrame] | None = None
     description: str = ""
+    extra_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.id_columns if c not in self.schema]
         if not self.id_columns or unknown:
             raise ValueError(f"suite {self.name!r}: id_columns {list(self.id_columns)} must be "
                              f"non-empty columns of its schema (unknown: {unknown})")
+        both = [c for c in self.extra_columns if c in self.schema or c.startswith("_")]
+        if both:
+            raise ValueError(f"suite {self.name!r}: extra_columns {both} are schema columns or "
+                             f"start with '_' (reserved for derived columns)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,8 +192,15 @@ def _episode_expectations(refs: Refs) -> list:
         *unique("episode_id"),
         *one_of("split", SPLITS),
         *between("score", 0, 1),
-        *holds("_success_implies_full_score", "success implies score == 1",
+        *holds("_numbers_finite", "score, cost_usd and wall_s are finite numbers",
+               show=("score", "cost_usd", "wall_s")),
+        # One outcome, four fields: success <=> score 1 <=> no failed check <=> mode "none".
+        *holds("_success_iff_full_score", "success if and only if score == 1",
                show=("success", "score")),
+        *holds("_success_iff_no_failed_checks", "success if and only if no check failed",
+               show=("success", "failed_checks")),
+        *holds("_success_iff_mode_none", 'success if and only if failure_mode is "none"',
+               show=("success", "failure_mode")),
         *at_least(0, "n_steps", "invalid_actions", "tokens_in", "tokens_out", "cost_usd",
                   "wall_s"),
         *a_at_least_b("n_steps", "invalid_actions"),
@@ -193,9 +212,14 @@ def _episode_expectations(refs: Refs) -> list:
 
 
 def _derive_episodes(frame: pl.DataFrame, refs: Refs) -> pl.DataFrame:
-    # Kleene logic: an unsuccessful episode holds whatever its score; a null stays null.
+    # A null on either side stays null ("not applicable"): not_null reports it.
+    success = pl.col("success")
     frame = frame.with_columns(
-        (~pl.col("success") | (pl.col("score") == 1.0)).alias("_success_implies_full_score"))
+        pl.all_horizontal(pl.col("score", "cost_usd", "wall_s").is_finite()).alias("_numbers_finite"),
+        (success == (pl.col("score") == 1.0)).alias("_success_iff_full_score"),
+        (success == (pl.col("failed_checks").list.len() == 0)).alias("_success_iff_no_failed_checks"),
+        (success == (pl.col("failure_mode") == "none")).alias("_success_iff_mode_none"),
+    )
     if "steps" in refs:
         counts = (refs["steps"].group_by("episode_id")
                   .agg(pl.len().cast(pl.Int64).alias("_observed_steps")))
@@ -213,7 +237,8 @@ EPISODES = Suite(
     schema=EPISODE_SCHEMA,
     expectations=_episode_expectations,
     derive=_derive_episodes,
-    description="One row per episode: unique ids, scores in [0, 1], counts that add up.",
+    description="One row per episode: unique ids, scores in [0, 1], counts that add up, one outcome "
+                "(success, score, failed checks and failure mode agree).",
 )
 
 
@@ -227,6 +252,8 @@ def _step_expectations(refs: Refs) -> list:
         *not_null("episode_id", "t", "valid", "reward"),
         *unique("episode_id", "t"),
         *at_least(0, "t", "tokens_in", "tokens_out"),
+        *holds("_t_in_sequence", "an episode's steps are numbered 0, 1, ..., n-1",
+               show=("t",)),
         *holds("_reward_finite", "reward is finite", show=("reward",)),
         *holds("_error_empty_when_valid", "a valid step has an empty error",
                show=("valid", "error")),
@@ -234,18 +261,63 @@ def _step_expectations(refs: Refs) -> list:
     if "episodes" in refs:
         checks += holds("_episode_known", "episode_id is one of the gated run's episodes",
                         show=("episode_id",))
+        ranges = _ranges_text(refs["episodes"])
+        checks += holds("_reward_in_range", "reward is within its environment's declared "
+                        f"reward_range ({ranges})", show=("reward",))
     return checks
 
 
+@functools.cache
+def declared_reward_range(env: str) -> tuple[float, float] | None:
+    """The `reward_range` environment `env` declares in its plugin entry (`EnvSpec`), or None
+    for a name no installed plugin registers. Read through the entry point, as every plugin
+    is found: the gate needs no import of the environments' layer."""
+    for ep in entry_points(group="distillery.envs", name=env):
+        low, high = getattr(ep.load(), "reward_range", (-math.inf, math.inf))
+        return float(low), float(high)
+    return None
+
+
+def _ranges(episodes: pl.DataFrame) -> pl.DataFrame:
+    """env -> (_reward_low, _reward_high) for the environments of `episodes`."""
+    rows = [(env, *rr) for env in sorted(episodes.get_column("env").drop_nulls().unique().to_list())
+            if (rr := declared_reward_range(env)) is not None]
+    return pl.DataFrame(rows, schema={"env": pl.String, "_reward_low": pl.Float64,
+                                      "_reward_high": pl.Float64}, orient="row")
+
+
+def _ranges_text(episodes: pl.DataFrame) -> str:
+    def num(x: float) -> str:
+        return str(int(x)) if x.is_integer() else str(x)
+
+    return ", ".join(f"{env}: [{num(lo)}, {num(hi)}]" for env, lo, hi in _ranges(episodes).iter_rows()) \
+        or "no registered environment"
+
+
 def _derive_steps(frame: pl.DataFrame, refs: Refs) -> pl.DataFrame:
+    t = pl.col("t")
     frame = frame.with_columns(
+        # The k-th smallest t of an episode must be k-1: a gap, a repeat or a start other than
+        # 0 puts some step out of place (the count is checked against the episode's n_steps).
+        pl.when(t.is_not_null() & pl.col("episode_id").is_not_null())
+        .then(t == t.rank("ordinal").over("episode_id").cast(pl.Int64) - 1)
+        .alias("_t_in_sequence"),
         pl.col("reward").is_finite().alias("_reward_finite"),
         (~pl.col("valid") | (pl.col("error").fill_null("") == "")).alias("_error_empty_when_valid"),
     )
     if "episodes" in refs:
-        known = refs["episodes"].get_column("episode_id").drop_nulls().unique()
+        episodes = refs["episodes"]
+        known = episodes.get_column("episode_id").drop_nulls().unique()
+        env_of = (episodes.select("episode_id", "env").drop_nulls("episode_id")
+                  .unique("episode_id", keep="first").join(_ranges(episodes), on="env", how="left"))
+        frame = (frame.with_columns(pl.col("episode_id").is_in(known.implode()).alias("_episode_known"))
+                 .join(env_of.drop("env"), on="episode_id", how="left", maintain_order="left"))
+        reward = pl.col("reward")
+        # A non-finite reward is _reward_finite's to report; an unknown environment has no range.
         frame = frame.with_columns(
-            pl.col("episode_id").is_in(known.implode()).alias("_episode_known"))
+            pl.when(reward.is_finite())
+            .then(reward.is_between(pl.col("_reward_low"), pl.col("_reward_high")))
+            .alias("_reward_in_range")).drop("_reward_low", "_reward_high")
     return frame
 
 
@@ -255,7 +327,8 @@ STEPS = Suite(
     schema=STEP_SCHEMA,
     expectations=_step_expectations,
     derive=_derive_steps,
-    description="One row per step: (episode_id, t) unique, finite rewards, no orphan steps.",
+    description="One row per step: (episode_id, t) unique and numbered 0..n-1 in each episode, finite "
+                "rewards within the environment's range, no orphan steps.",
 )
 
 

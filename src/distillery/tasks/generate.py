@@ -7,16 +7,27 @@ Validation follows STAGE-Claw (reference/algorithms.md section 10a). A draft is 
   (c) the reference solution runs with every call valid and passes every check;
   (d) it is not trivially solvable: `random_probes` random-policy episodes all fail;
   and it is not a duplicate of a task already kept (same instruction and initial state).
+Two probes per task have little power: a family whose tasks a random agent solves a third of
+the time still keeps two in five of its drafts. So each family then passes a family check
+with stated power (`family_check_plan`): n random episodes over its kept tasks, failing it if
+more than c succeed, with n and c the cheapest pair such that a family solved at
+`family_detect_rate` (2%) or more fails with probability >= `family_power` (95%) and one solved
+at `family_tolerated_rate` (0.2%) or less passes with probability >= 1 - `family_false_alarm`
+(99%): 386 episodes, at most 3 solved. The check adds episodes; it never changes which tasks
+a passing family keeps. `random_probes: 0` turns it off with the per-task probes.
 Human audit (e) has no stand-in here; `validation.json` lists every rejection with its
-reasons so a person can audit them. Nothing here knows an environment: families and
-environments are found by name (`envs.base.family`, `envs.base.make_env`), and the random
-probes run through the rollout engine like any other policy.
+reasons so a person can audit them, and a family that fails (a split it cannot fill, or the
+family check) is reported there with its reasons before the stage fails. Nothing here knows
+an environment: families and environments are found by name (`envs.base.family`,
+`envs.base.make_env`), and the random probes run through the rollout engine like any other
+policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +57,111 @@ class GenerationResult:
     tasks: list[Task]
     rejected: list[Rejection]
     report: dict[str, Any] = field(default_factory=dict)
+
+
+class ValidationFailed(RuntimeError):
+    """One or more families could not be validated. `.result` holds what was generated, the
+    rejections and the report (each family's failure with its reasons): what `validation.json`
+    records even when the stage fails."""
+
+    def __init__(self, message: str, result: GenerationResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self):  # keep `.result` when pickled across a process pool
+        return (type(self), (str(self), self.result))
+
+
+# ---------------------------------------------------------------------------------------
+# The family check: random episodes over a family's kept tasks, with stated power
+# ---------------------------------------------------------------------------------------
+
+
+def binomial_sf(c: int, n: int, p: float) -> float:
+    """P(X > c) for X ~ Binomial(n, p)."""
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0 if n > c else 0.0
+    return max(0.0, 1.0 - math.fsum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(c + 1)))
+
+
+@dataclass(frozen=True)
+class FamilyCheckPlan:
+    """n random episodes over a family's kept tasks; the family fails if more than
+    `max_solved` succeed. `power` and `false_alarm` are the probabilities of failing at the
+    detected and the tolerated rate (binomial; the episodes spread evenly over tasks of
+    unequal difficulty make the count less spread, which only raises the power and lowers the
+    false alarm: Hoeffding 1956)."""
+
+    episodes: int
+    max_solved: int
+    detect_rate: float
+    power: float
+    tolerated_rate: float
+    false_alarm: float
+
+    def fail_probability(self, rate: float) -> float:
+        return binomial_sf(self.max_solved, self.episodes, rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"episodes": self.episodes, "max_solved": self.max_solved,
+                "detect_rate": self.detect_rate, "power": round(self.power, 4),
+                "tolerated_rate": self.tolerated_rate, "false_alarm": round(self.false_alarm, 4)}
+
+
+def family_check_plan(detect_rate: float = 0.02, power: float = 0.95, tolerated_rate: float = 0.002,
+                      false_alarm: float = 0.01) -> FamilyCheckPlan:
+    """The fewest episodes n, with the smallest allowance c, such that
+    P(fail | detect_rate) >= power and P(fail | tolerated_rate) <= false_alarm.
+
+    For a fixed c the power grows with n and so does the false alarm, so the smallest n with
+    the power is the best n for that c; c then rises until the false alarm is low enough."""
+    if not 0 <= tolerated_rate < detect_rate < 1 or not 0 < power < 1 or not 0 < false_alarm < 1:
+        raise ValueError(f"no family check plan for detect_rate={detect_rate}, power={power}, "
+                         f"tolerated_rate={tolerated_rate}, false_alarm={false_alarm}")
+    for c in range(0, 10_000):
+        lo, hi = c + 1, c + 1
+        while binomial_sf(c, hi, detect_rate) < power:
+            lo, hi = hi, hi * 2
+        while lo < hi:                      # the smallest n with the power (monotone in n)
+            mid = (lo + hi) // 2
+            if binomial_sf(c, mid, detect_rate) >= power:
+                hi = mid
+            else:
+                lo = mid + 1
+        fa = binomial_sf(c, lo, tolerated_rate)
+        if fa <= false_alarm:
+            return FamilyCheckPlan(lo, c, detect_rate, binomial_sf(c, lo, detect_rate),
+                                   tolerated_rate, fa)
+    raise ValueError("no family check plan under 10,000 allowed successes")
+
+
+def plan_of(cfg: TasksConfig) -> FamilyCheckPlan | None:
+    """The family check `cfg` asks for; None when it is off (`family_detect_rate: 0`, or
+    `random_probes: 0`, which turns every random-policy check off)."""
+    if not cfg.family_detect_rate or cfg.random_probes <= 0:
+        return None
+    return family_check_plan(cfg.family_detect_rate, cfg.family_power, cfg.family_tolerated_rate,
+                             cfg.family_false_alarm)
+
+
+def family_check(tasks: list[Task], plan: FamilyCheckPlan, seed: int) -> dict[str, Any]:
+    """Run the plan's random episodes over `tasks` (round robin) and say whether the family
+    passes. The episodes are the random policy's under its own label, so they are new
+    episodes, not the per-task probes again, and they change nothing that is kept."""
+    if not tasks:
+        return {"passed": True, "episodes": 0, "solved": 0, "solved_tasks": [], **plan.to_dict()}
+    k = math.ceil(plan.episodes / len(tasks))
+    rcfg = RolloutConfig(k=k, seed=seed, batch_size=64)
+    jobs = make_jobs(tasks, "random-family-check", rcfg)
+    # Sample 0 of every task, then sample 1, ...: the first n jobs spread evenly over tasks.
+    jobs = sorted(jobs, key=lambda j: j.sample)[: plan.episodes]
+    traj = run_batch(make_policy(PolicySpec("random", {"seed": seed}, label="random-family-check")), jobs, rcfg)
+    solved = traj.episodes.filter("success")
+    n_solved = solved.height
+    return {"passed": n_solved <= plan.max_solved, "episodes": traj.episodes.height, "solved": n_solved,
+            "solved_tasks": sorted(set(solved["task_id"].to_list()))[:20], **plan.to_dict()}
 
 
 def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) -> int:
@@ -109,9 +225,23 @@ def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
     return reasons
 
 
+@dataclass
+class FamilyResult:
+    """One family's outcome: what it kept, what it rejected and why, and, if it failed, why
+    (`failures`: a split it could not fill, the family check)."""
+
+    family: str
+    kept: list[Task]
+    rejected: list[Rejection]
+    failures: list[str] = field(default_factory=list)
+    check: dict[str, Any] | None = None      # the family check's record (None: not run)
+
+
 def generate_family(cfg: TasksConfig, family_name: str,
-                    on_kept: Callable[[int], Any] | None = None) -> tuple[list[Task], list[Rejection]]:
-    """Draft and validate one family's tasks, every split; a pure function of (cfg, family).
+                    on_kept: Callable[[int], Any] | None = None) -> FamilyResult:
+    """Draft and validate one family's tasks, every split, then run the family check; a pure
+    function of (cfg, family). Never raises for tasks that do not validate: the result says
+    why the family failed, so the reasons reach `validation.json`.
 
     Families are independent (their own seeds, their own duplicate check: the instruction
     templates of two families never coincide), so `generate_tasks` can run them in parallel
@@ -121,6 +251,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
     wanted, profiles = _split_plan(cfg)
     kept: list[Task] = []
     rejected: list[Rejection] = []
+    failures: list[str] = []
     seen: dict[str, str] = {}
     env = make_env(family(family_name).env)
     try:
@@ -156,13 +287,29 @@ def generate_family(cfg: TasksConfig, family_name: str,
                     if on_kept is not None:
                         on_kept(1)
             if len(got) < need:
-                raise RuntimeError(
-                    f"family {family_name} ({split}): only {len(got)} of {need} drafts validated after "
-                    f"{attempt} attempts; see the rejections, or raise tasks.max_attempts_factor")
+                failures.append(
+                    f"{split}: only {len(got)} of {need} drafts validated after {attempt} attempts "
+                    f"({_top_reasons(r for r in rejected if r.split == split)}); raise "
+                    "tasks.max_attempts_factor or fix the family")
             kept += got
     finally:
         env.close()
-    return kept, rejected
+    plan = plan_of(cfg)
+    check = None
+    if plan is not None and not failures:
+        check = family_check(kept, plan, cfg.seed)
+        if not check["passed"]:
+            failures.append(
+                f"family check: a random policy solved {check['solved']} of {check['episodes']} episodes "
+                f"over its {len(kept)} kept tasks (at most {plan.max_solved} allowed: a family solved "
+                f"{plan.detect_rate:.0%} of the time fails with probability {plan.power:.3f}); solved: "
+                f"{', '.join(check['solved_tasks'][:5])}")
+    return FamilyResult(family_name, kept, rejected, failures, check)
+
+
+def _top_reasons(rejections: Any, n: int = 3) -> str:
+    counts = Counter(r.reasons[0].split(":")[0] for r in rejections if r.reasons)
+    return "; ".join(f"{reason} x{k}" for reason, k in counts.most_common(n)) or "no draft rejected"
 
 
 def _split_plan(cfg: TasksConfig) -> tuple[dict[str, int], dict[str, list[str]]]:
@@ -196,7 +343,8 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
         spec.check_profile(p)
     drafted = read_kept(cfg.drafted, cfg.env) if cfg.drafted else []
     wanted, _ = _split_plan(cfg)
-    by_family: dict[str, tuple[list[Task], list[Rejection]]] = {}
+    plan = plan_of(cfg)
+    by_family: dict[str, FamilyResult] = {}
     bar = tqdm(total=sum(wanted.values()) * len(names), desc="tasks", unit="task", disable=not progress)
     try:
         with make_executor(cfg.executor) as ex:
@@ -207,26 +355,51 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
                 futures = {ex.submit(generate_family, cfg, f): f for f in names}
                 for fut in as_completed(futures):
                     by_family[futures[fut]] = fut.result()
-                    bar.update(len(by_family[futures[fut]][0]))
+                    bar.update(len(by_family[futures[fut]].kept))
     finally:
         bar.close()
-    kept = [t for f in names for t in by_family[f][0]] + drafted
-    rejected = [r for f in names for r in by_family[f][1]]
-    _check_no_duplicates_across_families(kept)
+    kept = [t for f in names for t in by_family[f].kept] + drafted
+    rejected = [r for f in names for r in by_family[f].rejected]
     reasons = Counter(r.reasons[0].split(":")[0] for r in rejected)
+    validation = ["deterministic generator and reset", "initial state fails a check",
+                  "reference solution passes every check", f"{cfg.random_probes} random episodes fail",
+                  "no duplicates"]
+    if plan is not None:
+        validation.append(
+            f"family check: at most {plan.max_solved} of {plan.episodes} random episodes over the family's "
+            f"kept tasks succeed (a family solved {plan.detect_rate:.1%} of the time or more fails with "
+            f"probability >= {plan.power:.3f}; one solved {plan.tolerated_rate:.1%} of the time or less "
+            f"fails with probability <= {plan.false_alarm:.3f})")
     report = {
         "kept": {s: sum(t.split == s for t in kept) for s in wanted},
         "n_rejected": len(rejected),
-        "families": {f: {"kept": sum(t.family == f for t in kept),
-                         "rejected": sum(r.family == f for r in rejected)} for f in names},
+        "families": {f: _family_report(by_family[f]) for f in names},
         "rejection_reasons": dict(reasons.most_common()),
-        "validation": ["deterministic generator and reset", "initial state fails a check",
-                       "reference solution passes every check", f"{cfg.random_probes} random episodes fail",
-                       "no duplicates"],
+        "validation": validation,
+        "family_check": None if plan is None else plan.to_dict(),
+        "failed_families": {f: by_family[f].failures for f in names if by_family[f].failures},
     }
     if cfg.drafted:
         report["drafted"] = {"path": cfg.drafted, "tasks": len(drafted)}
-    return GenerationResult(kept, rejected, report)
+    result = GenerationResult(kept, rejected, report)
+    if report["failed_families"]:
+        lines = [f"  - {f}: {'; '.join(why)}" for f, why in report["failed_families"].items()]
+        raise ValidationFailed(
+            f"task validation failed for {len(lines)} of {len(names)} families (validation.json lists "
+            "every rejection with its reasons):\n" + "\n".join(lines), result)
+    _check_no_duplicates_across_families(kept)
+    return result
+
+
+def _family_report(fr: FamilyResult) -> dict[str, Any]:
+    counts = Counter(r.reasons[0].split(":")[0] for r in fr.rejected if r.reasons)
+    out: dict[str, Any] = {"kept": len(fr.kept), "rejected": len(fr.rejected),
+                           "rejection_reasons": dict(counts.most_common())}
+    if fr.check is not None:
+        out["family_check"] = {k: fr.check[k] for k in ("passed", "episodes", "solved", "solved_tasks")}
+    if fr.failures:
+        out["failed"] = fr.failures
+    return out
 
 
 def _check_no_duplicates_across_families(tasks: list[Task]) -> None:

@@ -17,7 +17,7 @@ PAPER_VALUES = {"aopd": "+4.09 (strong) / +8.34 (weak) points over OPD", "scope"
 
 def distill_metrics(cfg: DistillConfig, refs: dict[str, float], results: Sequence[DistillIteration],
                     seconds: float) -> dict[str, Any]:
-    """`metrics/distill.json`: the student's greedy test success before and after every
+    """`reports/details/distill.json`: the student's greedy test success before and after every
     iteration, the teacher's, and the share of the gap between them closed."""
     curve = [refs["student_before"]] + [r.test_success for r in results]
     closed = gap_closed(curve[0], curve[-1], refs["teacher"])

@@ -6,8 +6,8 @@ and with the user's true principles; and on the training users' test tasks with 
 principles in the prompt (`others_with_principles`, measured again after training: the
 forgetting check). The teacher criterion is also measured over sampling seeds. The
 metrics record (`internalize_metrics`) and the claims beside the paper
-(`internalize_claims`) are what `metrics/internalize.json` and
-`metrics/internalize_claims.json` hold.
+(`internalize_claims`) are what `reports/details/internalize.json` and
+`reports/claims/internalize.json` hold.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def reference_points(cfg: InternalizeConfig, tasks: Sequence[Task], pool: Sequen
 
 def internalize_metrics(cfg: InternalizeConfig, tasks: Sequence[Task], before: dict[str, Any],
                         results: Sequence[IterationResult], others_after: float, seconds: float) -> dict[str, Any]:
-    """`metrics/internalize.json`: the reference points, every iteration, the final numbers."""
+    """`reports/details/internalize.json`: the reference points, every iteration, the final numbers."""
     return {
         "before": before,
         "iterations": [asdict(r) for r in results],

@@ -15,7 +15,7 @@ PAPER_VALUES = {"gigpo": "ALFWorld: above GRPO by more than 12 points", "siri": 
 
 
 def rl_metrics(cfg: RLConfig, before: float, results: Sequence[RLIteration], seconds: float) -> dict[str, Any]:
-    """`metrics/rl.json`: greedy test success before and after every iteration, each
+    """`reports/details/rl.json`: greedy test success before and after every iteration, each
     iteration's record and the config (its training loop's apart)."""
     curve = [before] + [r.test_success for r in results]
     return {

@@ -18,7 +18,7 @@ def precision_text(x: float | None) -> str:
 
 def selskill_metrics(cfg: SelSkillConfig, skills: Sequence[Experience], before: dict[str, Any],
                      rounds: Sequence[SelSkillRound], seconds: float) -> dict[str, Any]:
-    """`metrics/selskill.json`: the library offered, the starting policy never / always
+    """`reports/details/selskill.json`: the library offered, the starting policy never / always
     invoking / deciding (`before`), then the trained policy after every round."""
     library = skill_library(skills, include_retired=cfg.include_retired)
     return {

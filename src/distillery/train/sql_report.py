@@ -1,5 +1,5 @@
-"""What the SQL track's stages report: `metrics/sql_rl.json`, `metrics/sql.json`,
-`reports/sql.md` and the claim rows of one run (`metrics/sql_claims.json`).
+"""What the SQL track's stages report: `reports/details/sql_rl.json`, `reports/details/sql_evaluate.json`,
+`reports/sql.md` and the claim rows of one run (`reports/claims/sql.json`).
 
 One run is one seed of one setting; comparisons over seeds and settings (Dual-Track against
 GRPO, tools against the schema in the prompt, without the Propose phase, without the
@@ -23,7 +23,7 @@ REAL_DBS = {"chinook": "Chinook", "chinook_enterprise": "enterprise-ified Chinoo
 
 def sql_rl_metrics(cfg: SqlRLConfig, track: SqlTrackConfig, before: float, results: Sequence[SqlRLIteration],
                    seconds: float) -> dict[str, Any]:
-    """`metrics/sql_rl.json`: greedy validation accuracy before and after every iteration,
+    """`reports/details/sql_rl.json`: greedy validation accuracy before and after every iteration,
     each iteration's record, the config (its training loop's apart) and the track."""
     curve = [before] + [r.validation_accuracy for r in results]
     return {
@@ -42,7 +42,7 @@ def _f(x: float, digits: int = 3) -> str:
 
 
 def claim_rows(m: Mapping[str, Any]) -> list[Claim]:
-    """The run's rows beside the paper (`m`: `metrics/sql.json`)."""
+    """The run's rows beside the paper (`m`: `reports/details/sql_evaluate.json`)."""
     rows: list[Claim] = []
     held, test = m.get("heldout", {}), m.get("test", {})
     seed = str(m.get("rl", {}).get("seed", "-"))

@@ -171,7 +171,9 @@ def test_hostile_sql_is_an_observation_and_never_changes_a_database(small_set, e
             res = env.step(json.dumps({"tool": tool, "args": {"sql": f"SELECT '\\udcff' FROM {t}"}}).replace("\\\\", "\\"))
         else:
             res = call(env, tool, sql=HOSTILE_SQL[i].format(t=t, c=col))
-        assert not res.valid and res.observation.startswith("Error:"), res.observation
+        # a lone surrogate is refused by the action parser, before any SQL runs
+        prefix = "Invalid action:" if i == len(HOSTILE_SQL) else "Error:"
+        assert not res.valid and res.observation.startswith(prefix), res.observation
         res.observation.encode("utf-8")
     assert env.phase in ("generate", "confirm") and env.submitted is None
     assert digest(task) == before

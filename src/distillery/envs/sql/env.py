@@ -205,14 +205,7 @@ class SqlEnv:
             return StepResult(msg, 0.0, True, valid=False, error=msg, state_hash=self.state_hash())
         step_index = self.t
         self.t += 1
-        try:
-            action_text.encode("utf-8")
-        except UnicodeEncodeError:
-            # parse_action would hand these to ast.parse, which raises on them
-            err = "the action is not valid UTF-8 text"
-            return StepResult(f"Invalid action: {err}", 0.0, False, valid=False, error=err,
-                              state_hash=self.state_hash())
-        parsed = parse_action(action_text, TOOL_SPECS)
+        parsed = parse_action(action_text, TOOL_SPECS)     # total: any input is an observation
         if not parsed.valid or parsed.call is None:
             err = _clean(parsed.error)
             return StepResult(f"Invalid action: {err}", 0.0, False, valid=False, error=err,

@@ -40,6 +40,7 @@ ENV = EnvSpec(
     name="stage", factory=StageEnv, tools=tuple(TOOL_SPECS), description=DESCRIPTION,
     state_texts=state_texts, vocabulary=vocabulary_text, check_profile=check_profile,
     phrasebook=PHRASEBOOK, draft_format=DRAFT_FORMAT,
+    reward_range=(0.0, 1.0),      # steps carry 0, the last one the episode's score
 )
 
 __all__ = ["ENV", "TOOL_SPECS", "StageEnv"]

@@ -3,8 +3,11 @@
 One instance runs one episode at a time and is reused across episodes (reset rebuilds the
 state from the task's data). A bad action — unparseable text, an unknown tool, a path that
 leaves the sandbox, a search term with SQL metacharacters, an oversized payload, a missing
-file — comes back as an observation that says what was wrong, with `valid=False`; nothing
-raises and nothing outside the episode's directory and database changes.
+file, text that is not UTF-8, nesting beyond any real call, something that is not a string at
+all — comes back as an observation that says what was wrong, with `valid=False`; nothing
+raises and nothing outside the episode's directory and database changes. Arguments are
+checked before state is touched, and a file is truncated only once its new content is
+ready and every check on the file has passed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from distillery.envs.actions import parse_action
 from distillery.envs.stage.checks import verify_checks
-from distillery.envs.stage.state import Snapshot, ToolError, Workspace, split_addresses
+from distillery.envs.stage.state import Snapshot, ToolError, Workspace, clean_text, split_addresses
 from distillery.envs.stage.tools import TOOL_SPECS
 from distillery.types import StepResult, Task, Verification
 
@@ -156,7 +159,7 @@ class StageEnv:
         p = self.ws.resolve(path, must_exist=True)
         if not p.is_dir():
             raise ToolError(f"{path} is a file, not a folder")
-        entries = sorted(e.name + ("/" if e.is_dir() else "") for e in p.iterdir())
+        entries = sorted(clean_text(e.name) + ("/" if e.is_dir() else "") for e in p.iterdir())
         shown = entries[:MAX_LISTED]
         more = f" (+{len(entries) - len(shown)} more)" if len(entries) > len(shown) else ""
         where = self.ws.rel(p) if p != self.ws.home else "."
@@ -166,6 +169,11 @@ class StageEnv:
         p = self.ws.resolve(path, must_exist=True)
         if p.is_dir():
             raise ToolError(f"{path} is a folder; use list_dir")
+        if not p.is_file():     # a FIFO or device: reading it could block or never end
+            raise ToolError(f"{path} is not a regular file")
+        if not self.ws.own_file(p):
+            raise ToolError(f"{path} is shared with something outside the home folder (a hard link "
+                            "or another device); refusing to read it")
         text = p.read_text(encoding="utf-8", errors="replace")
         return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + " …(truncated)"
 
@@ -174,13 +182,11 @@ class StageEnv:
         if p == self.ws.home or p.is_dir():
             raise ToolError(f"{path} is a folder")
         self._payload("content", content)
+        data = content.encode("utf-8")      # before anything on disk changes
         p.parent.mkdir(parents=True, exist_ok=True)
         self.ws.resolve(path)  # re-check: a parent we just created cannot be a link, but be sure
         existed = p.exists()
-        # O_NOFOLLOW: never write through a symlink, wherever it points.
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
+        self.ws.write_file(p, data)
         self._dirty = True
         return f"{'Overwrote' if existed else 'Wrote'} {self.ws.rel(p)} ({len(content)} characters)."
 

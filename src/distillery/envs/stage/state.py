@@ -3,9 +3,16 @@
 `Workspace` owns both. It builds them from a task's `initial_state` (JSON data), answers the
 tools' reads and writes, and reads everything back as a canonical `Snapshot` for
 verification and hashing. Every path an agent names goes through `resolve()`, which refuses
-anything that could leave the sandbox: absolute paths, `..`, and symlinks pointing outside.
-SQL always uses bound parameters; search terms with SQL metacharacters are refused before
-that anyway, so the agent is told why rather than silently matching nothing.
+anything that could leave the sandbox: absolute paths, `..`, symlinks pointing outside, text
+that is not UTF-8, more components than any real folder has. `write_file` refuses to write
+through anything that could reach outside all the same: a symlink, a file with a second hard
+link, a file on another device, anything not a regular file. SQL always uses bound
+parameters; search terms with SQL metacharacters are refused before that anyway, so the
+agent is told why rather than silently matching nothing.
+
+Reading back never trusts the disk either: names that are not UTF-8 are escaped, and only
+regular files are read (a planted FIFO would block), so `snapshot()` and the state hash work
+whatever is in the home folder.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +48,27 @@ CREATE TABLE contact (
 """
 
 
+# A real home folder is a few levels deep; `Path.mkdir(parents=True)` recurses once per
+# missing level, and ~1,000 would exhaust the interpreter's stack.
+MAX_PATH_PARTS = 128
+
+
 class ToolError(Exception):
     """A bad action: the message is shown to the agent as the observation."""
+
+
+def clean_text(text: str) -> str:
+    """`text` itself if it is valid UTF-8, else with the undecodable parts as backslash escapes
+    (a file name on disk need not be UTF-8: Python hands it over with surrogates)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:    # the bytes the name has on disk, shown as \xff escapes
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -58,7 +85,9 @@ class Snapshot:
         blob = json.dumps(
             {"files": self.files, "dirs": self.dirs, "mail": self.mail, "events": self.events,
              "contacts": self.contacts}, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        # surrogatepass: the same bytes as plain UTF-8 for any valid text, and no exception
+        # for task data that is not.
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def split_addresses(text: str) -> list[str]:
@@ -74,6 +103,7 @@ class Workspace:
         self.db_path = root / "state.sqlite"
         self.db: sqlite3.Connection | None = None
         self._home_real = ""
+        self._home_dev = -1
 
     # ---- building -------------------------------------------------------------------
 
@@ -86,6 +116,7 @@ class Workspace:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
         self._home_real = os.path.realpath(self.home)
+        self._home_dev = os.stat(self.home).st_dev
         for d in state.get("dirs", []):
             (self.home / d).mkdir(parents=True, exist_ok=True)
         for rel, text in state.get("files", {}).items():
@@ -130,6 +161,8 @@ class Workspace:
         """The real path of `rel` inside the sandbox, or ToolError saying why not."""
         if not isinstance(rel, str):
             raise ToolError("a path must be text")
+        if clean_text(rel) != rel:
+            raise ToolError(f"the path '{clean_text(rel)}' is not valid UTF-8 text")
         rel = rel.strip()
         if rel in ("", ".", "./", "~", "~/"):
             return self.home
@@ -140,6 +173,8 @@ class Workspace:
         parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts:
             raise ToolError(f"'{rel}' leaves the home folder ('..' is not allowed)")
+        if len(parts) > MAX_PATH_PARTS:
+            raise ToolError(f"the path has {len(parts)} components; at most {MAX_PATH_PARTS} are allowed")
         path = self.home.joinpath(*parts)
         # realpath follows every symlink on the way: a link inside the sandbox that points
         # outside it is caught here, whatever component it sits at.
@@ -153,6 +188,46 @@ class Workspace:
     def rel(self, path: Path) -> str:
         return path.relative_to(self.home).as_posix()
 
+    def own_file(self, path: Path) -> bool:
+        """Whether the file at `path` (followed, as reading follows it) is the sandbox's
+        alone: one link, on the home folder's device. A hard link planted in the home would
+        otherwise hand out (or take in) a file that lives outside it."""
+        st = path.stat()
+        return st.st_nlink == 1 and st.st_dev == self._home_dev
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write `data` as the whole content of the file at `path`, refusing anything that
+        could reach outside the sandbox. Nothing is truncated until every check passed; a
+        file this call created is removed again if a check fails."""
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        created = True
+        try:
+            # O_NOFOLLOW: never through a symlink; O_NONBLOCK: a FIFO without a reader
+            # fails instead of blocking (a regular file ignores it).
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            created = False
+            fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            problem = ""
+            if not stat.S_ISREG(st.st_mode):
+                problem = "is not a regular file"
+            elif st.st_nlink > 1:
+                problem = f"has {st.st_nlink} hard links; refusing to write through a shared file"
+            elif st.st_dev != self._home_dev:
+                problem = "is on another device than the home folder; refusing to write to it"
+            if problem:
+                if created:
+                    os.unlink(path)
+                raise ToolError(f"{self.rel(path)} {problem}")
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
     # ---- reading back ---------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -162,13 +237,20 @@ class Workspace:
             dirnames.sort()
             base = Path(dirpath)
             if not filenames and not dirnames and base != self.home:
-                dirs.append(self.rel(base))
+                dirs.append(clean_text(self.rel(base)))
             for f in sorted(filenames):
                 p = base / f
-                if p.is_symlink():
-                    files[self.rel(p)] = "<symlink>"
-                    continue
-                files[self.rel(p)] = p.read_bytes().decode("utf-8", errors="replace")
+                name = clean_text(self.rel(p))
+                try:
+                    mode = p.lstat().st_mode
+                    if stat.S_ISLNK(mode):
+                        files[name] = "<symlink>"
+                    elif not stat.S_ISREG(mode):
+                        files[name] = "<not a regular file>"      # a FIFO would block a read
+                    else:
+                        files[name] = p.read_bytes().decode("utf-8", errors="replace")
+                except OSError as e:    # vanished or unreadable: the state says so
+                    files[name] = f"<unreadable: {e.strerror or e}>"
         assert self.db is not None
         mail = {}
         for row in self.db.execute(
