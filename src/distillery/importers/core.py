@@ -528,7 +528,12 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
                 yield raw
 
     judged = judge(records(), cfg, known, previous)
-    logs, gates = write_imported(out, previous, judged)
+    if judged.records or not (out / "records.parquet").exists():
+        logs, gates = write_imported(out, previous, judged)
+    else:
+        # Every record was imported before: nothing is written, so a repeated import leaves
+        # the folder byte for byte (and mtime for mtime) as it was, and `dvc repro` sees no change.
+        logs, gates = previous, {}
     new = pl.DataFrame(judged.records, schema=IMPORT_RECORD_SCHEMA, orient="row") if judged.records \
         else _empty(IMPORT_RECORD_SCHEMA)
     per_file = []
