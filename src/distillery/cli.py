@@ -479,17 +479,27 @@ def eval_cmd(
     label: str = typer.Option("", show_default=False, help="The policy's name in the tables (default: the "
                                                            "model's name, or the policy)."),
     out: str = typer.Option("", show_default=False, help="Output folder (default: reports/eval/<label>)."),
+    imported: str = typer.Option("", show_default=False,
+                                 help="Instead: score --policy hf --model DIR offline on an import folder "
+                                      "(`distillery import --out`): held-out next-action accuracy."),
+    held_out: float = typer.Option(-1.0, help="With --imported: share of the imported tasks scored (by the "
+                                              "warm-up's hash; default: the model card's eval_fraction, else 0.1; "
+                                              "1 = all)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Benchmark a policy on an environment's test split: the benchmark tables and the HTML report.
 
     Plays every test task (from the task table, or generated and validated for --env) with the policy, gates the trajectories, and writes OUT/{episodes,steps,tasks}.parquet, OUT/benchmark.json (every number per family), OUT/headline.json and OUT/benchmark.html, the same tables the `evaluate` stage writes.
 
+    With --imported DIR (imported logs cannot be replayed): the model sees each held-out logged step's context (instruction, logged actions and observations so far) and its greedy action is compared with the logged one; writes OUT/next_action.json and OUT/next_action_steps.parquet.
+
     Examples:
 
       distillery eval --env stage --policy openai --base-url http://127.0.0.1:8000/v1 --model models/warmup
 
       distillery eval --env stage --policy hf --model models/warmup --device cpu
+
+      distillery eval --policy hf --model models/warmup --imported data/imports/chat
     """
     from pathlib import Path
 
@@ -522,6 +532,11 @@ def eval_cmd(
         kwargs = {}
     name = label or (Path(model.rstrip("/")).name if model else policy)
     folder = Path(out or f"reports/eval/{name}")
+    if imported:
+        if policy != "hf":
+            _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
+        _offline_score(model, imported, folder, held_out, max_tokens, device, progress)
+        return
     console = Console(stderr=True)
     table_path: str | None = tasks
     if tasks == "auto":
@@ -561,6 +576,41 @@ def eval_cmd(
     if result.notes:
         console.print(f"policy notes: {result.notes}")
     typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")
+
+
+def _offline_score(model_dir: str, imported: str, folder: object, held_out: float, max_tokens: int,
+                   device: str, progress: bool) -> None:
+    """`distillery eval --imported`: held-out next-action accuracy on an import folder."""
+    from pathlib import Path
+
+    from distillery.importers import ImportedLogs, next_action_accuracy
+    from distillery.io import write_json, write_parquet
+    from distillery.types import tasks_from_frame
+
+    src, out = Path(imported), Path(str(folder))
+    if not (src / "records.parquet").is_file():
+        _fail("eval", f"--imported {src}: not an import folder (no records.parquet; write one with "
+                      "`distillery import`)")
+    try:
+        logs = ImportedLogs.read(src)
+        res = next_action_accuracy(model_dir, tasks_from_frame(logs.tasks), logs.episodes, logs.steps,
+                                   fraction=held_out if held_out > 0 else None, max_new_tokens=max_tokens,
+                                   device=device, progress=progress)
+    except ValueError as e:
+        _fail("eval", str(e))
+    write_json(res.to_dict(), out / "next_action.json")
+    write_parquet(res.steps, out / "next_action_steps.parquet")
+    if res.accuracy is None:
+        _fail("eval", f"no held-out imported step to score ({res.held_out_tasks} held-out tasks, skipped: "
+                      f"{res.skipped}); raise --held-out", code=1)
+    typer.echo(f"held-out next-action accuracy {res.accuracy:.3f} ({res.n_correct}/{res.n_steps} steps, "
+               f"{res.n_episodes} episodes of {res.held_out_tasks} held-out tasks, fraction {res.fraction:g}, "
+               f"seed {res.seed})")
+    for fam, acc in res.by_family().items():
+        typer.echo(f"  {fam:>24}: {acc:.3f}")
+    if res.skipped:
+        typer.echo(f"skipped episodes: {res.skipped}")
+    typer.echo(f"wrote {out / 'next_action.json'}, {out / 'next_action_steps.parquet'}")
 
 
 def pl_family_key() -> object:
