@@ -21,7 +21,6 @@ LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
 def imported(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("offline") / "imported"
     result = import_logs("openai", [LOGS / "openai"], out, ImportConfig(env="stage"), tasks=LOGS / "tasks.parquet")
-    result.logs.folder = out    # where the CLI finds it
     return result.logs
 
 
@@ -50,53 +49,78 @@ def test_held_out_is_the_warmups_own_slice():
     assert held_out_tasks(ids, 0.3, 5) == held_out(ids, 0.3, 5)
 
 
+def test_mining_reads_imported_trajectories(imported):
+    """The miner takes the import folder's frames as it takes rollouts: instances and skills
+    whose provenance is the imported episodes."""
+    from distillery.mining.experience import MineConfig, mine
+
+    tasks = tasks_from_frame(pl.read_parquet(LOGS / "tasks.parquet"))
+    mined = mine(MineConfig(split="train", validate_skills=False), tasks, imported.episodes, imported.steps)
+    assert mined.instances and mined.skills
+    ids = set(imported.episodes["episode_id"])
+    for item in mined.instances:
+        assert set(item.provenance) <= ids
+
+
+WARMUP_PARAMS = """
+warmup:
+  teacher: imported
+  eval_fraction: 0.3
+  tokenizer: {vocab_size: 1024}
+  model: {hidden_size: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, intermediate_size: 128,
+          max_position_embeddings: 1024}
+  train: {lr: 0.003, warmup_steps: 5, max_steps: 60, batch_size: 4, seed: 3, progress: false,
+          num_threads: 1, dvclive: false}
+  principles_fraction: 0.0
+  induction_steps: 0
+"""
+
+
 @pytest.mark.slow
-def test_warmup_on_imported_logs_then_scored_on_their_held_out_steps(imported, tmp_path):
-    """A tiny student warmed up on imported trajectories (the warm-up's own function, fed the
-    import folder's frames), then scored on the imported episodes of the tasks it held out."""
-    import torch
+def test_the_documented_path_import_then_warmup_stage_then_offline_score(tmp_path, monkeypatch):
+    """docs/importing.md's recipe in a project folder: `distillery import ... --out
+    data/trajectories/imported`, `warmup.teacher: imported`, the warm-up stage itself, then
+    `distillery eval --imported` scores the student on exactly the tasks it held out."""
+    import os
+    import subprocess
+    import sys
 
-    from distillery.config import to_dict
-    from distillery.lm.model import ModelConfig, save_model_dir
-    from distillery.lm.tokenizer import TokenizerConfig
-    from distillery.train.card import build_card
-    from distillery.train.config import TrainConfig
-    from distillery.train.warmup import WarmupConfig, held_out, warmup
-
-    torch.set_num_threads(1)
-    tasks = tasks_from_frame(imported.tasks)
-    cfg = WarmupConfig(
-        teacher="imported", eval_fraction=0.3, principles_fraction=0.0, induction_steps=0,
-        tokenizer=TokenizerConfig(vocab_size=1024),
-        model=ModelConfig(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,
-                          max_position_embeddings=1024),
-        train=TrainConfig(lr=3e-3, warmup_steps=5, max_steps=60, batch_size=4, grad_accum=1, save_every=0,
-                          eval_every=0, log_every=20, seed=3, progress=False, num_threads=1, dvclive=False))
-    tok, model, result, stats = warmup(cfg, tasks, imported.episodes, imported.steps, tmp_path / "ckpt")
-    hold = held_out(sorted(t.task_id for t in tasks if t.split == "train"), cfg.eval_fraction, cfg.train.seed)
-    assert hold and stats.train.episodes > 0
-    card = build_card(prompt=cfg.prompt, seed=cfg.train.seed, params=to_dict(cfg), model_cfg=cfg.model,
-                      train_cfg=cfg.train)
-    model_dir = save_model_dir(tmp_path / "student", model, tok, card)
-    res = next_action_accuracy(str(model_dir), tasks, imported.episodes, imported.steps, device="cpu",
-                               max_new_tokens=48)
-    # the card's held-out slice, not a guess: exactly the tasks the warm-up did not train on
-    assert (res.fraction, res.seed) == (0.3, 3)
-    assert set(res.steps["task_id"]) == hold & set(imported.episodes["task_id"])
-    assert res.n_steps == imported.steps.join(
-        imported.episodes.filter(pl.col("task_id").is_in(sorted(hold))).select("episode_id"),
-        on="episode_id", how="semi").height
-    assert res.accuracy is not None and 0.0 <= res.accuracy <= 1.0
-    # the same score from the command line
     from typer.testing import CliRunner
 
     from distillery.cli import app
+    from distillery.train.warmup import held_out
 
-    cli = CliRunner().invoke(app, ["eval", "--policy", "hf", "--model", str(model_dir), "--imported",
-                                   str(imported.folder), "--device", "cpu", "--max-tokens", "48",
-                                   "--out", str(tmp_path / "score"), "--no-progress"], catch_exceptions=False)
-    assert cli.exit_code == 0, cli.output
-    assert f"held-out next-action accuracy {res.accuracy:.3f}" in cli.output
-    assert json.loads((tmp_path / "score" / "next_action.json").read_text())["n_steps"] == res.n_steps
-    print(f"held-out next-action accuracy of a student warmed up on imported logs: {res.accuracy:.3f} "
-          f"({res.n_correct}/{res.n_steps} steps, {res.n_episodes} episodes)")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "tasks").mkdir(parents=True)
+    (tmp_path / "data" / "tasks" / "tasks.parquet").write_bytes((LOGS / "tasks.parquet").read_bytes())
+    (tmp_path / "params.yaml").write_text(WARMUP_PARAMS)
+    runner = CliRunner()
+    # --tasks auto: the project's data/tasks/tasks.parquet
+    imp = runner.invoke(app, ["import", "openai", str(LOGS / "openai"), "--out", "data/trajectories/imported",
+                              "--env", "stage", "--no-progress"], catch_exceptions=False)
+    assert imp.exit_code == 0, imp.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])}
+    stage = subprocess.run([sys.executable, "-m", "stages.warmup"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    card = json.loads((tmp_path / "models" / "warmup" / "card.json").read_text())
+    assert card["teacher"] == "imported" and card["data_stats"]["train"]["episodes"] > 0
+
+    score = runner.invoke(app, ["eval", "--policy", "hf", "--model", "models/warmup", "--imported",
+                                "data/trajectories/imported", "--device", "cpu", "--max-tokens", "48",
+                                "--out", "reports/eval/imported", "--no-progress"], catch_exceptions=False)
+    assert score.exit_code == 0, score.output
+    res = json.loads((tmp_path / "reports" / "eval" / "imported" / "next_action.json").read_text())
+    steps = pl.read_parquet(tmp_path / "reports" / "eval" / "imported" / "next_action_steps.parquet")
+    episodes = pl.read_parquet(tmp_path / "data" / "trajectories" / "imported" / "episodes.parquet")
+    train_ids = sorted(t.task_id for t in tasks_from_frame(pl.read_parquet(LOGS / "tasks.parquet"))
+                       if t.split == "train")
+    hold = held_out(train_ids, 0.3, 3)
+    # the card's held-out slice, not a guess: exactly the tasks the warm-up did not train on
+    assert (res["fraction"], res["seed"]) == (0.3, 3)
+    assert set(steps["task_id"]) == hold & set(episodes["task_id"]) != set()
+    assert res["accuracy"] is not None and 0.0 <= res["accuracy"] <= 1.0
+    print(f"held-out next-action accuracy of the warm-up stage's student on imported logs: "
+          f"{res['accuracy']:.3f} ({res['n_correct']}/{res['n_steps']} steps, {res['n_episodes']} episodes)")
