@@ -407,8 +407,8 @@ def import_cmd(
             seen: Counter[str] = Counter()
 
             def on_record(raw: object) -> None:
-                seen[getattr(raw, "source")] += 1
-                bar.update(job, advance=1, description=f"import {getattr(raw, 'source')}")
+                seen[raw.source] += 1
+                bar.update(job, advance=1, description=f"import {raw.source}")
 
             result = import_logs(fmt, paths, out, cfg, tasks=task_table, outcomes=outcomes or None,
                                  on_record=on_record)

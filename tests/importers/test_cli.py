@@ -123,7 +123,6 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def model_and_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     import torch
-
     from tests.agents.test_serve_parity import build_model_dir, parity_tasks
 
     before = torch.get_num_threads()
