@@ -419,7 +419,8 @@ def import_cmd(
     except GateError as e:
         _fail("import", f"the imported trajectories fail their gate (nothing written): {e}", code=1)
     table = Table(title=f"import {fmt} -> {out}")
-    for col in ("file", "read", "kept", "kept as failure", "rejected", "already imported"):
+    # short headers leave the file names room on an 80-column terminal
+    for col in ("file", "read", "kept", "as failure", "rejected", "already"):
         table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
     for f in result.files:
         table.add_row(f["source"], *[str(f[k]) for k in ("read", "kept", "kept_as_failure", "rejected",

@@ -31,6 +31,9 @@ EPOCHS = LOGS / "inspect" / "stage_epochs.json"
 # The documented counts (docs/importing.md): file -> (read, kept, kept_as_failure, rejected).
 OPENAI_COUNTS = {CORRUPT: (6, 2, 0, 4), CHAT: (22, 9, 1, 12), SIDE: (3, 2, 0, 1)}
 INSPECT_COUNTS = {EVAL: (10, 7, 0, 3), EPOCHS: (2, 1, 0, 1)}
+# ... and of the folder: episodes, successes, steps, tasks.
+OPENAI_TOTALS = {"episodes": 14, "successes": 10, "steps": 48, "tasks": 14}
+INSPECT_TOTALS = {"episodes": 8, "successes": 6, "steps": 32, "tasks": 8}
 
 
 def digest(folder: Path) -> dict[str, tuple[str, int]]:
@@ -73,8 +76,9 @@ def rejects_of(result, path: Path, record: str) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fixture", "counts"), [("openai_import", OPENAI_COUNTS), ("inspect_import", INSPECT_COUNTS)])
-def test_fixture_counts_are_the_documented_ones(fixture, counts, request):
+@pytest.mark.parametrize(("fixture", "counts", "totals"), [("openai_import", OPENAI_COUNTS, OPENAI_TOTALS),
+                                                      ("inspect_import", INSPECT_COUNTS, INSPECT_TOTALS)])
+def test_fixture_counts_are_the_documented_ones(fixture, counts, totals, request):
     result = request.getfixturevalue(fixture)
     got = {f["source"]: (f["read"], f["kept"], f["kept_as_failure"], f["rejected"]) for f in result.files}
     assert got == {source_name(p): c for p, c in counts.items()}
@@ -86,6 +90,7 @@ def test_fixture_counts_are_the_documented_ones(fixture, counts, request):
     assert logs.episodes["n_steps"].sum() == logs.steps.height
     summary = json.loads((result.out_dir / "summary.json").read_text())
     assert summary["records"] == logs.records.height and summary["episodes"] == n_kept
+    assert {k: summary[k] for k in totals} == totals
 
 
 def test_every_record_not_plainly_kept_has_a_reason_naming_file_and_record(openai_import, inspect_import):
