@@ -337,3 +337,30 @@ def test_refuses_an_output_folder_inside_the_inputs_and_a_partial_folder(tmp_pat
         run("openai", [CHAT], partial)
     with pytest.raises(FileNotFoundError, match="no such file"):
         run("openai", [tmp_path / "missing.jsonl"], tmp_path / "o")
+
+
+def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path, monkeypatch):
+    """records.parquet is written last; killed just before it, the folder reads as before the
+    run, and the next import completes it without doubling a single episode."""
+    import distillery.importers.core as core
+
+    out = tmp_path / "out"
+    run("openai", [CHAT], out)
+    before = ImportedLogs.read(out)
+    real = core.write_parquet
+
+    def killed(frame, path):
+        if Path(path).name == "records.parquet":
+            raise KeyboardInterrupt("killed")
+        return real(frame, path)
+
+    monkeypatch.setattr(core, "write_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run("openai", [SIDE], out)
+    monkeypatch.setattr(core, "write_parquet", real)
+    assert pl.read_parquet(out / "episodes.parquet").height == before.episodes.height + 2   # written ahead
+    assert ImportedLogs.read(out).episodes.equals(before.episodes)                          # read as committed
+    result = run("openai", [SIDE], out)
+    assert result.files[0]["kept"] == 2 and result.files[0]["already_imported"] == 0
+    episodes = pl.read_parquet(out / "episodes.parquet")
+    assert episodes.height == before.episodes.height + 2 and episodes["episode_id"].is_unique().all()

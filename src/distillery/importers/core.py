@@ -122,10 +122,20 @@ class ImportedLogs:
         missing = [n for n in OUTPUTS if n not in present]
         if missing:
             raise ValueError(f"{out} holds {', '.join(present)} but not {', '.join(missing)}: not a complete "
-                             "import folder; choose another --out or restore the missing files")
-        return cls(pl.read_parquet(out / "tasks.parquet"), pl.read_parquet(out / "episodes.parquet"),
-                   pl.read_parquet(out / "steps.parquet"), pl.read_parquet(out / "records.parquet"),
-                   pl.read_parquet(out / "rejects.parquet"), json.loads((out / "tools.json").read_text()))
+                             "import folder (a first import into it killed before it finished, or another "
+                             "program's files); choose another --out, or remove the folder and import again")
+        records = pl.read_parquet(out / "records.parquet")
+        # records.parquet is written last: it is the commit point. An import killed after writing
+        # some files but not it leaves the others ahead of it, so they are read as of the records
+        # it lists, and the next import redoes the rest instead of doubling it.
+        kept = records.filter(pl.col("verdict") != "rejected").select("episode_id")
+        episodes = pl.read_parquet(out / "episodes.parquet").join(kept, on="episode_id", how="semi")
+        steps = pl.read_parquet(out / "steps.parquet").join(kept, on="episode_id", how="semi")
+        tasks = pl.read_parquet(out / "tasks.parquet").join(episodes.select("task_id").unique(), on="task_id",
+                                                            how="semi")
+        rejects = pl.read_parquet(out / "rejects.parquet").join(records.select("episode_id", "sha256"),
+                                                                on=["episode_id", "sha256"], how="semi")
+        return cls(tasks, episodes, steps, records, rejects, json.loads((out / "tools.json").read_text()))
 
 
 # ---------------------------------------------------------------------------------------
