@@ -3,7 +3,8 @@
 A log that carries a credential must not become training data: a model learns to write what
 it was trained on. The patterns are the well-known key formats (each with its fixed prefix and
 length, so ordinary prose does not match) plus assignments of a long random-looking value to a
-name like `api_key` or `password`. A finding names the pattern and where it was, never the
+name like `api_key` or `password` (also as the end of a longer name: `OPENAI_API_KEY=`, hence
+no word boundary before it, only no letter or digit). A finding names the pattern and where it was, never the
 matched text: the import's reports must not copy the secret either.
 """
 
@@ -26,7 +27,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "jwt": re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),
     "bearer_token": re.compile(r"\bBearer\s+[A-Za-z0-9_\-.=]{24,}"),
     "assigned_secret": re.compile(
-        r"(?i)\b(?:api[_\-]?key|secret(?:[_\-]?key)?|access[_\-]?token|auth[_\-]?token|password|passwd)"
+        r"(?i)(?<![a-z0-9])(?:api[_\-]?key|secret(?:[_\-]?key)?|access[_\-]?token|auth[_\-]?token|password|passwd)"
         r"[\"']?\s*[:=]\s*[\"']?(?=[A-Za-z0-9_\-/+]*\d)(?=[A-Za-z0-9_\-/+]*[A-Za-z])[A-Za-z0-9_\-/+]{16,}"),
 }
 

@@ -1,0 +1,49 @@
+"""Damaged inputs: an eval log cut off mid-write, and the secret patterns on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from distillery.importers import ImportConfig, import_logs
+from distillery.importers.secrets import find_secrets
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+
+
+@pytest.mark.parametrize("name", ["stage_agent.eval", "stage_epochs.json"])
+def test_a_cut_off_eval_log_is_reported_and_the_other_files_are_imported(tmp_path, name):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = (LOGS / "inspect" / name).read_bytes()
+    (logs / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    other = "stage_epochs.json" if name == "stage_agent.eval" else "stage_agent.eval"
+    (logs / other).write_bytes((LOGS / "inspect" / other).read_bytes())
+    result = import_logs("inspect", [logs], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    by_file = {Path(f["source"]).name: f for f in result.files}
+    cut = by_file[f"cut_{name}"]
+    assert cut["rejected"] >= 1
+    rejects = result.logs.rejects.filter(pl.col("source").str.ends_with(f"cut_{name}"))
+    assert set(rejects["kind"]) == {"malformed"}
+    assert all(("cannot read the eval log" in r) or ("breaks off" in r) for r in rejects["reason"])
+    assert by_file[other]["kept"] == {"stage_epochs.json": 1, "stage_agent.eval": 7}[other]
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("export OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx0123", ["openai_key", "assigned_secret"]),
+    ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz", ["anthropic_key"]),
+    ("aws AKIAIOSFODNN7EXAMPLE here", ["aws_access_key_id"]),
+    ("token ghp_" + "a1" * 18, ["github_token"]),
+    ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", ["bearer_token"]),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----", ["private_key"]),
+    ('{"password": "hunter2hunter2hunter2x9"}', ["assigned_secret"]),
+    ("MY_SERVICE_API_KEY=9f8e7d6c5b4a39281726", ["assigned_secret"]),
+    ("Please file the invoice under finance/2024 and tell Ann.", []),
+    ("the task-specific key is skipped when sk- prefixes are short: sk-abc", []),
+    ("password: see the vault", []),
+])
+def test_secret_patterns(text, names):
+    assert find_secrets(text) == names
