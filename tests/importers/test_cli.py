@@ -209,3 +209,15 @@ def test_eval_needs_what_its_policy_needs(tmp_path):
     assert r.exit_code == 2 and "no such model directory" in r.output
     r = invoke("eval", "--env", "nope", "--policy", "oracle", "--tasks", str(LOGS / "tasks.parquet"))
     assert r.exit_code == 2 and "not registered" in r.output
+
+
+def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):
+    out = tmp_path / "oracle"
+    r = invoke("eval", "--env", "stage", "--policy", "oracle", "--tasks", "", "--family", "save_note",
+               "--generate-per-family", "2", "--out", str(out), "--no-progress")
+    assert r.exit_code == 0, r.output
+    details = json.loads((out / "benchmark.json").read_text())
+    assert details["oracle"]["all"]["episodes"] == 2 and details["oracle"]["all"]["success_rate"] == 1.0
+    assert json.loads((out / "headline.json").read_text()) == {"success_oracle": 1.0, "valid_oracle": 1.0}
+    assert {t.split for t in tasks_from_frame(pl.read_parquet(out / "tasks.parquet"))} == {"test"}
+    assert "save_note" in (out / "benchmark.html").read_text()

@@ -28,11 +28,13 @@ DEFAULT_TASKS = "data/tasks/tasks.parquet"
 
 def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "test",
                families: Sequence[str] = (), per_family: int = 0, generate_per_family: int = 4,
-               seed: int = 0, max_steps: int = 15, progress: bool = False) -> list[Task]:
+               seed: int = 0, max_steps: int = 15, progress: bool = False,
+               warn: Callable[[str], None] | None = None) -> list[Task]:
     """The tasks to benchmark: `split` of the task table at `tasks_path` restricted to `env`
     (and `families`, and the first `per_family` of each, 0 = all); with no table, `split`
     tasks generated and validated for `env`'s families (`generate_per_family` each) exactly
-    as the `tasks` stage does."""
+    as the `tasks` stage does. A family whose tasks do not all validate keeps those that did:
+    a benchmark is still worth running on the others, and `warn` is told which and why."""
     from distillery.envs.base import env_names
 
     if env not in env_names():
@@ -55,9 +57,19 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if frame.is_empty():
             raise ValueError(f"{path} has no {split} tasks of environment {env!r}")
         return tasks_from_frame(frame)
-    tasks = generate(env, families, n_train=0, n_test=generate_per_family if split == "test" else 0,
-                     seed=seed, max_steps=max_steps, progress=progress).tasks
-    return [t for t in tasks if t.split == split]
+    from distillery.tasks.generate import ValidationFailed
+
+    try:
+        tasks = generate(env, families, n_train=0, n_test=generate_per_family if split == "test" else 0,
+                         seed=seed, max_steps=max_steps, progress=progress).tasks
+    except ValidationFailed as e:
+        if warn is not None:
+            warn(f"{e}\nbenchmarking the {len(e.result.tasks)} tasks that validated")
+        tasks = e.result.tasks
+    tasks = [t for t in tasks if t.split == split]
+    if not tasks:
+        raise ValueError(f"no {split} task of {env} validated")
+    return tasks
 
 
 def generate(env: str, families: Sequence[str], *, n_train: int, n_test: int, seed: int = 0,
