@@ -403,7 +403,13 @@ def import_cmd(
                            max_context_tokens=max_context_tokens, tokenizer=tokenizer)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not progress, transient=True) as bar:
-            job = bar.add_task(f"import {fmt}", total=None)
+            total = None
+            if fmt == "openai" and progress:
+                from distillery.importers.core import input_files
+                from distillery.importers.openai_jsonl import count_records
+
+                total = sum(count_records(f) for f in input_files(fmt, paths))
+            job = bar.add_task(f"import {fmt}", total=total)
             seen: Counter[str] = Counter()
 
             def on_record(raw: object) -> None:

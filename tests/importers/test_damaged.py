@@ -47,3 +47,13 @@ def test_a_cut_off_eval_log_is_reported_and_the_other_files_are_imported(tmp_pat
 ])
 def test_secret_patterns(text, names):
     assert find_secrets(text) == names
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_read_as_the_same_records(tmp_path):
+    lines = (LOGS / "openai" / "stage_chat.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    windows = tmp_path / "in" / "windows.jsonl"
+    windows.parent.mkdir()
+    windows.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    result = import_logs("openai", [windows], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 3 and result.files[0]["kept"] == 3, result.new_rejects["reason"].to_list()

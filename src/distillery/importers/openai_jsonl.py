@@ -88,11 +88,23 @@ def read_openai(path: str | Path, source: str,
     """The records of one JSONL file, in order. `source` is the name records carry."""
     by_sample, by_line = outcomes or ({}, {})
     position = 0
-    for n, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        yield _record(raw, n, position, source, by_sample, by_line)
-        position += 1
+    # Streamed line by line (binary, so a line that is not UTF-8 is reported, not fatal): a log
+    # of millions of episodes is never held in memory whole.
+    with Path(path).open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.rstrip(b"\r\n")
+            if n == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")     # a byte-order mark some editors write
+            if not raw.strip():
+                continue
+            yield _record(raw, n, position, source, by_sample, by_line)
+            position += 1
+
+
+def count_records(path: str | Path) -> int:
+    """How many records `read_openai` will yield (non-blank lines): a progress bar's total."""
+    with Path(path).open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _record(raw: bytes, line: int, position: int, source: str, by_sample: dict[str, dict[str, Any]],
