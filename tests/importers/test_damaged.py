@@ -57,3 +57,27 @@ def test_crlf_line_ends_and_a_byte_order_mark_read_as_the_same_records(tmp_path)
     result = import_logs("openai", [windows], tmp_path / "out", ImportConfig(env="stage"),
                          tasks=LOGS / "tasks.parquet")
     assert result.files[0]["read"] == 3 and result.files[0]["kept"] == 3, result.new_rejects["reason"].to_list()
+
+
+def test_an_eval_log_without_task_metadata_derives_its_tasks(tmp_path):
+    """Samples that name no task (plain inspect datasets): the task id is `<eval task>/<sample
+    id>`, the instruction the sample's input; a test task's instruction is still refused."""
+    from inspect_ai.log import read_eval_log, write_eval_log
+
+    log = read_eval_log(str(LOGS / "inspect" / "stage_agent.eval"))
+    for sample in log.samples:
+        sample.metadata = {}
+    plain = tmp_path / "in" / "plain.eval"
+    plain.parent.mkdir()
+    write_eval_log(log, str(plain))
+    result = import_logs("inspect", [plain], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 10
+    recs = result.logs.records
+    assert set(recs["task_id"]) == {f"stage/s{i:02d}" for i in range(1, 11)}
+    s09 = recs.filter(pl.col("sample") == "s09").row(0, named=True)
+    assert s09["verdict"] == "rejected" and s09["rule_test_task"] == [
+        "the instruction is that of test task cleanup_temp-test-default-0000"]
+    tasks = result.logs.tasks.filter(pl.col("task_id") == "stage/s01").row(0, named=True)
+    assert tasks["env"] == "stage" and tasks["split"] == "train" and tasks["n_ref_steps"] == 4
+    assert result.gates["imported_tasks"].success
