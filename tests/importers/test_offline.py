@@ -62,6 +62,23 @@ def test_mining_reads_imported_trajectories(imported):
         assert set(item.provenance) <= ids
 
 
+def test_imported_successes_are_internalizations_replay(imported):
+    """Internalization mixes replayed episodes, principles shown, into its training data
+    (`run_internalize(..., replay=(episodes, steps))`): imported successes serve as that replay."""
+    from distillery.agents.prompts import PromptConfig
+    from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+    from distillery.train.internalize import replay_examples
+
+    tasks = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(LOGS / "tasks.parquet")) if t.split == "train"}
+    texts = [t.instruction for t in tasks.values()] + imported.steps["observation"].to_list() + \
+        imported.steps["action_text"].to_list()
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=1024))
+    examples = replay_examples(tasks, imported.episodes, imported.steps, tok, PromptConfig(), 100, 0)
+    successes = imported.episodes.filter(pl.col("success") & pl.col("task_id").is_in(list(tasks)))
+    assert successes.height == 10 and len(examples) >= successes.height     # whole episodes, or per step
+    assert all(any(label != -100 for label in ex.labels) for ex in examples)
+
+
 WARMUP_PARAMS = """
 warmup:
   teacher: imported
