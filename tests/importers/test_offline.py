@@ -141,3 +141,44 @@ def test_the_documented_path_import_then_warmup_stage_then_offline_score(tmp_pat
     assert res["accuracy"] is not None and 0.0 <= res["accuracy"] <= 1.0
     print(f"held-out next-action accuracy of the warm-up stage's student on imported logs: "
           f"{res['accuracy']:.3f} ({res['n_correct']}/{res['n_steps']} steps, {res['n_episodes']} episodes)")
+
+
+MINE_PARAMS = """
+mine:
+  rollouts: imported
+  split: train
+  summariser: rules
+  validate_skills: false
+"""
+
+
+def test_the_documented_path_import_then_mine_stage(tmp_path, monkeypatch):
+    """`distillery import ... --out data/rollouts/imported`, `mine.rollouts: imported`, the mine
+    stage itself: a pool whose provenance is the imported episodes."""
+    import os
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from distillery.cli import app
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "tasks").mkdir(parents=True)
+    (tmp_path / "data" / "tasks" / "tasks.parquet").write_bytes((LOGS / "tasks.parquet").read_bytes())
+    (tmp_path / "params.yaml").write_text(MINE_PARAMS)
+    imp = CliRunner().invoke(app, ["import", "openai", str(LOGS / "openai"), "--out", "data/rollouts/imported",
+                                   "--env", "stage", "--no-progress"], catch_exceptions=False)
+    assert imp.exit_code == 0, imp.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])}
+    stage = subprocess.run([sys.executable, "-m", "stages.mine"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
+    assert metrics["episodes"] == 14 and metrics["instances"] > 0
+    ids = set(pl.read_parquet(tmp_path / "data" / "rollouts" / "imported" / "episodes.parquet")["episode_id"])
+    instances = [json.loads(line) for line in (tmp_path / "data" / "experience" / "instances.jsonl").read_text()
+                 .splitlines() if line.strip()]
+    assert instances and all(set(i["provenance"]) <= ids for i in instances)
