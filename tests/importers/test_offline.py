@@ -182,3 +182,34 @@ def test_the_documented_path_import_then_mine_stage(tmp_path, monkeypatch):
     instances = [json.loads(line) for line in (tmp_path / "data" / "experience" / "instances.jsonl").read_text()
                  .splitlines() if line.strip()]
     assert instances and all(set(i["provenance"]) <= ids for i in instances)
+
+
+def test_the_warmup_function_takes_tasks_derived_from_logs(tmp_path):
+    """Logs that name no task (derived `imported-…` tasks, not in the project's table): the
+    warm-up function trains on the import folder's own tasks.parquet."""
+    import torch
+
+    from distillery.lm.model import ModelConfig
+    from distillery.lm.tokenizer import TokenizerConfig
+    from distillery.train.config import TrainConfig
+    from distillery.train.warmup import WarmupConfig, warmup
+
+    torch.set_num_threads(1)
+    plain = []
+    for line in (LOGS / "openai" / "stage_chat.jsonl").read_text().splitlines()[:9]:
+        record = json.loads(line)
+        record["metadata"] = {k: record["metadata"][k] for k in ("success", "score")}   # no task id, no env
+        plain.append(json.dumps(record))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "plain.jsonl").write_text("\n".join(plain) + "\n")
+    result = import_logs("openai", [tmp_path / "in" / "plain.jsonl"], tmp_path / "out", ImportConfig(env="stage"))
+    assert result.totals["kept"] == 9
+    assert all(t.startswith("imported-") for t in result.logs.tasks["task_id"])
+    cfg = WarmupConfig(teacher="imported", eval_fraction=0.3, induction_steps=0,
+                       tokenizer=TokenizerConfig(vocab_size=1024),
+                       model=ModelConfig(hidden_size=32, n_layers=1, n_heads=4, n_kv_heads=2, intermediate_size=64,
+                                         max_position_embeddings=1024),
+                       train=TrainConfig(max_steps=5, batch_size=4, progress=False, num_threads=1, dvclive=False))
+    tasks = tasks_from_frame(pl.read_parquet(tmp_path / "out" / "tasks.parquet"))
+    _, _, trained, stats = warmup(cfg, tasks, result.logs.episodes, result.logs.steps, tmp_path / "ckpt")
+    assert trained.steps == 5 and stats.train.examples > 0 and stats.train.skipped_unsuccessful == 2
