@@ -360,6 +360,9 @@ def import_cmd(
     outcomes: str = typer.Option("", show_default=False, help="openai: a side file of outcomes for the one file "
                                                               "given (default: <file>.outcomes.jsonl beside it)."),
     scorer: str = typer.Option("", show_default=False, help="inspect: the score to read (default: the only or first)."),
+    min_score: float = typer.Option(0.0, min=0.0, max=1.0, help="The reward filter: records scored below it are "
+                                                                 "rejected (low_score); 0 keeps failures, which "
+                                                                 "mining learns from."),
     max_context_tokens: int = typer.Option(8192, min=0, help="The student's context: longer episodes are "
                                                              "rejected; 0 = no check."),
     tokenizer: str = typer.Option("", show_default=False, help="Count tokens with this tokenizer (a model dir) "
@@ -399,7 +402,7 @@ def import_cmd(
         console.print("[yellow]no task table (--tasks): test-split leaks are caught only by the records' own "
                       "split labels[/yellow]")
     try:
-        cfg = ImportConfig(env=env, assume_success=assume_success, scorer=scorer,
+        cfg = ImportConfig(env=env, assume_success=assume_success, scorer=scorer, min_score=min_score,
                            max_context_tokens=max_context_tokens, tokenizer=tokenizer)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not progress, transient=True) as bar:

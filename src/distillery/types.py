@@ -508,6 +508,7 @@ IMPORT_RULES: tuple[tuple[str, str], ...] = (
     ("errored", "the run did not end in an error"),
     ("no_outcome", "the record has an outcome (a score or success), or the import assumes success"),
     ("bad_outcome", "the outcome is one number in [0, 1] and agrees with the success label"),
+    ("low_score", "the score reaches the import's reward filter (--min-score; off by default)"),
     ("task_conflict", "a known task id comes with that task's instruction"),
     ("test_task", "neither the task nor its instruction belongs to a test split"),
     ("too_long", "the episode fits the student's context"),

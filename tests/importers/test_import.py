@@ -364,3 +364,14 @@ def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path
     assert result.files[0]["kept"] == 2 and result.files[0]["already_imported"] == 0
     episodes = pl.read_parquet(out / "episodes.parquet")
     assert episodes.height == before.episodes.height + 2 and episodes["episode_id"].is_unique().all()
+
+
+def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
+    result = run("openai", [CHAT, SIDE], tmp_path / "out", min_score=0.5)
+    for record in ("line 7", "line 8"):                       # score 0.25
+        assert rejects_of(result, CHAT, record) == {"low_score": [
+            f"{source_name(CHAT)} {record}: the score reaches the import's reward filter (--min-score; off by "
+            "default): score 0.25 is below --min-score 0.5"]}
+    side = result.logs.records.filter(pl.col("source") == source_name(SIDE))
+    assert dict(side.select("record", "verdict").iter_rows())["line 2"] == "kept"      # score 0.5
+    assert result.files[0]["kept"] == 9 - 2

@@ -78,12 +78,15 @@ class ImportConfig:
     tokenizer: str = ""               # count tokens with this tokenizer (a model dir); '' = estimate
     chars_per_token: float = 4.0      # the estimate without a tokenizer
     policy: str = "imported"          # the policy name episodes record when the record names none
+    min_score: float = 0.0            # the reward filter: a lower score is rejected (0 = keep every score)
 
     def __post_init__(self) -> None:
         if self.max_context_tokens < 0:
             raise ValueError("max_context_tokens must be >= 0 (0 turns the check off)")
         if self.chars_per_token <= 0:
             raise ValueError("chars_per_token must be > 0")
+        if not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,6 +267,8 @@ def _judge_run(raw: RawRecord, cfg: ImportConfig, problems: dict[str, list[str]]
     elif o.missing and not cfg.assume_success:
         problems["no_outcome"] = ["no score or success label (give one in the metadata block or a side file, "
                                   "or import with --assume-success)"]
+    elif cfg.min_score > 0 and o.score is not None and o.score < cfg.min_score:
+        problems["low_score"] = [f"score {o.score:g} is below --min-score {cfg.min_score:g}"]
     assumed = o.missing and cfg.assume_success
     if raw.limit and (o.success or assumed):
         problems["truncated_success"] = [f"{raw.limit}, yet logged as a success: kept as a failure"]
