@@ -307,7 +307,7 @@ def tasks_generate(
         raise typer.Exit(code=0)
     from pathlib import Path
 
-    from distillery.evaluate.run import generate
+    from distillery.agents.evaluate_policy import generate
     from distillery.io import write_json, write_parquet
     from distillery.quality import SUITES, GateError, gate
     from distillery.registry import RegistryError
@@ -518,7 +518,7 @@ def eval_cmd(
     from rich.table import Table
 
     from distillery.agents.base import PolicySpec
-    from distillery.evaluate.run import DEFAULT_TASKS, eval_tasks, run_eval
+    from distillery.agents.evaluate_policy import DEFAULT_TASKS, eval_tasks, run_eval
     from distillery.quality import GateError
     from distillery.registry import RegistryError
 

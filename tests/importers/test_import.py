@@ -18,7 +18,8 @@ import pytest
 from distillery.envs.actions import format_call
 from distillery.importers import ImportConfig, import_logs
 from distillery.importers.core import OUTPUTS, ImportedLogs, source_name
-from distillery.types import IMPORT_RULE_KINDS, tasks_from_frame
+from distillery.quality.import_suites import IMPORT_RULE_KINDS
+from distillery.types import tasks_from_frame
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
 TASKS = LOGS / "tasks.parquet"

@@ -3,8 +3,8 @@
 Two formats: OpenAI chat JSONL (the fine-tuning format, with a documented `metadata` block or
 a side file for the task id and outcome; `openai_jsonl`) and inspect_ai eval logs (read
 through `inspect_ai.log`'s API; `inspect_log`). Every record is judged against the import
-rules (`types.IMPORT_RULES`, gated by `quality.import_suites`); nothing is dropped silently
-and the inputs are only read (`core`). Imported trajectories cannot be replayed: they feed the
+rules (`quality.import_suites.IMPORT_RULES`, gated by its `IMPORT_RECORDS` suite); nothing is
+dropped silently and the inputs are only read (`core`). Imported trajectories cannot be replayed: they feed the
 warm-up, mining and off-policy internalization, and `offline.next_action_accuracy` scores a
 model on them. docs/importing.md has the formats, the rules and the command line.
 

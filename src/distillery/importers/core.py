@@ -3,7 +3,7 @@
     result = import_logs("openai", ["logs/run1.jsonl"], "data/imports/run1", ImportConfig())
 
 reads every record (`openai_jsonl`, `inspect_log`), judges it against the import rules
-(`types.IMPORT_RULES`), gates the records with `quality.import_suites.IMPORT_RECORDS` and the
+(`quality.import_suites.IMPORT_RULES`), gates the records with `quality.import_suites.IMPORT_RECORDS` and the
 kept trajectories with the project's own `episodes` and `steps` suites, and writes the folder:
 
     tasks.parquet  episodes.parquet  steps.parquet   the project's schemas: ready to mine, warm up on
@@ -43,12 +43,16 @@ from distillery.importers.records import (
 )
 from distillery.io import write_json, write_parquet
 from distillery.quality import SUITES, gate
-from distillery.quality.import_suites import IMPORT_RECORDS, IMPORTED_TASKS, expected_verdict
-from distillery.types import (
+from distillery.quality.import_suites import (
     IMPORT_RECORD_SCHEMA,
+    IMPORT_RECORDS,
     IMPORT_REJECT_SCHEMA,
     IMPORT_RULE_KINDS,
     IMPORT_RULES,
+    IMPORTED_TASKS,
+    expected_verdict,
+)
+from distillery.types import (
     Episode,
     Step,
     Task,

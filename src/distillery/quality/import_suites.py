@@ -1,9 +1,9 @@
 """The import gate's contracts: every record read from a user's logs, and the tasks an import
 derives from them.
 
-`IMPORT_RECORDS` gates `records.parquet`, one row per record read (`types.IMPORT_RECORD_SCHEMA`).
+`IMPORT_RECORDS` gates `records.parquet`, one row per record read (`IMPORT_RECORD_SCHEMA`, below).
 The importer (`distillery.importers`) writes what it found against each rule of
-`types.IMPORT_RULES` into that rule's `rule_<kind>` column (an empty list: the rule holds); the
+`IMPORT_RULES` (below) into that rule's `rule_<kind>` column (an empty list: the rule holds); the
 suite turns each into a derived `_ok_<kind>` column and expects it true, so every offending
 record lands in the gate's quarantine with the rules it broke, and the GX report counts them
 per rule. `verdict` must agree: `rejected` exactly when a rule other than `truncated_success`
@@ -32,15 +32,85 @@ from distillery.quality.suites import (
     one_of,
     unique,
 )
-from distillery.types import (
-    IMPORT_FORMATS,
-    IMPORT_RECORD_SCHEMA,
-    IMPORT_RULES,
-    IMPORT_VERDICTS,
-    KEPT_AS_FAILURE_KINDS,
-    SPLITS,
-    TASK_SCHEMA,
+from distillery.types import SPLITS, TASK_SCHEMA
+
+# ---------------------------------------------------------------------------------------
+# Imported logs: every record read, judged, and why one was rejected. Here rather than in
+# types.py, beside the suite that gates them: types.py is a dependency of every DVC stage, and
+# no stage reads imports (adding these there would rerun the whole pipeline for nothing).
+# ---------------------------------------------------------------------------------------
+
+IMPORT_FORMATS: tuple[str, ...] = ("openai", "inspect")
+
+# What the import gate checks, one rule per kind: (kind, what a record must satisfy). A record
+# that breaks any rule but the last is rejected; one that breaks only the last is kept with its
+# outcome turned into a failure. `quality.import_suites` checks them; `importers` finds them.
+IMPORT_RULES: tuple[tuple[str, str], ...] = (
+    ("malformed", "the record reads as its format says: valid JSON with the documented fields and types"),
+    ("first_role", "the first message is a system (or developer) or user message"),
+    ("unknown_role", "every role is system, developer, user, assistant or tool"),
+    ("unanswered_call", "every tool call has a tool message answering it"),
+    ("duplicate_call_id", "no two tool calls share an id"),
+    ("unknown_call_id", "every tool message answers a call made before it"),
+    ("non_text", "text where text is required: no image, audio or file parts"),
+    ("errored", "the run did not end in an error"),
+    ("no_outcome", "the record has an outcome (a score or success), or the import assumes success"),
+    ("bad_outcome", "the outcome is one number in [0, 1] and agrees with the success label"),
+    ("low_score", "the score reaches the import's reward filter (--min-score; off by default)"),
+    ("task_conflict", "a known task id comes with that task's instruction"),
+    ("test_task", "neither the task nor its instruction belongs to a test split"),
+    ("too_long", "the episode fits the student's context"),
+    ("secret", "no content looks like a secret or an API key"),
+    ("duplicate", "no record kept before has the same instruction and actions (or the same id)"),
+    ("conflict", "a record imported before is not imported again with different content"),
+    ("truncated_success", "a run that hit a limit or was cut short is not labelled a success "
+                          "(such a run is kept as a failure)"),
 )
+IMPORT_RULE_KINDS: tuple[str, ...] = tuple(kind for kind, _ in IMPORT_RULES)
+KEPT_AS_FAILURE_KINDS: tuple[str, ...] = ("truncated_success",)
+IMPORT_VERDICTS: tuple[str, ...] = ("kept", "kept_as_failure", "rejected")
+
+# One row per record an import has read (records.parquet), kept or not: where it came from,
+# what it logged, and per rule the problems found (empty: the rule holds). Outcome columns are
+# as logged, before the gate; the kept episode's own outcome is in episodes.parquet.
+IMPORT_RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "episode_id": pl.String,     # deterministic: (source, sample, epoch)
+    "format": pl.String,         # openai | inspect
+    "source": pl.String,         # the file, as given (relative to where the import ran)
+    "record": pl.String,         # "line 7" | "sample add_contact-0001 epoch 2"
+    "position": pl.Int64,        # the record's place in its file, from 0 (the output's order)
+    "line": pl.Int64,            # JSONL line number (null for eval logs)
+    "sample": pl.String,
+    "epoch": pl.Int64,
+    "sha256": pl.String,         # of the record's content as read
+    "task_id": pl.String,
+    "env": pl.String,
+    "model": pl.String,
+    "toolset": pl.String,        # key into tools.json ("" when the record declares no tools)
+    "n_steps": pl.Int64,
+    "n_tokens": pl.Int64,        # the episode's length as the context check measured it
+    "logged_success": pl.Boolean,
+    "logged_score": pl.Float64,
+    "scorer": pl.String,
+    "limit": pl.String,          # the limit the run hit or why it was cut short ("" if none)
+    "answer": pl.String,         # the final text reply, if any
+    "dup_key": pl.String,        # hash of (instruction, actions): what duplicates share
+    "verdict": pl.String,
+    **{f"rule_{kind}": pl.List(pl.String) for kind in IMPORT_RULE_KINDS},
+}
+
+# One row per (record, broken rule): rejects.parquet. `reason` names file and record.
+IMPORT_REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String,
+    "record": pl.String,
+    "position": pl.Int64,
+    "line": pl.Int64,
+    "episode_id": pl.String,
+    "sha256": pl.String,
+    "kind": pl.String,
+    "reason": pl.String,
+    "verdict": pl.String,        # rejected | kept_as_failure
+}
 
 # ---------------------------------------------------------------------------------------
 # records.parquet
