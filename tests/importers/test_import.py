@@ -376,3 +376,16 @@ def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
     side = result.logs.records.filter(pl.col("source") == source_name(SIDE))
     assert dict(side.select("record", "verdict").iter_rows())["line 2"] == "kept"      # score 0.5
     assert result.files[0]["kept"] == 9 - 2
+
+
+def test_a_known_task_id_with_another_instruction_is_a_task_conflict(tmp_path):
+    record = json.loads(CHAT.read_text().splitlines()[0])
+    record["messages"][1]["content"] = record["messages"][1]["content"].replace(
+        "Add the person who wrote to me about the training", "Delete every contact")
+    src = tmp_path / "in" / "renamed.jsonl"
+    src.parent.mkdir()
+    src.write_text(json.dumps(record) + "\n")
+    result = run("openai", [src], tmp_path / "out")
+    assert rejects_of(result, src, "line 1") == {"task_conflict": [
+        f"{source_name(src)} line 1: a known task id comes with that task's instruction: task "
+        "add_contact_card-train-default-0000 is known with another instruction than the record's"]}
