@@ -389,3 +389,10 @@ def test_a_known_task_id_with_another_instruction_is_a_task_conflict(tmp_path):
     assert rejects_of(result, src, "line 1") == {"task_conflict": [
         f"{source_name(src)} line 1: a known task id comes with that task's instruction: task "
         "add_contact_card-train-default-0000 is known with another instruction than the record's"]}
+
+
+def test_every_rule_is_exercised_by_a_fixture_or_a_test_here():
+    """A rule added to IMPORT_RULES must come with a record that breaks it."""
+    covered = {k for _, _, k, _ in OPENAI_CASES + INSPECT_CASES}
+    covered |= {"truncated_success", "conflict", "task_conflict", "low_score"}   # their own tests above
+    assert covered == set(IMPORT_RULE_KINDS)
