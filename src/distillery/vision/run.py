@@ -352,7 +352,7 @@ def verdicts(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]], cfg:
 def prior_check(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]) -> dict[str, Any]:
     """Random-split minus adversarial-split accuracy of greedy decoding, per training seed:
     visible when its mean exceeds two standard deviations of the training seeds' adversarial
-    accuracy (the rule the brief set)."""
+    accuracy (the rule the track sets: the benchmark must be able to show hallucination)."""
     out = {}
     for kind, methods in runs.items():
         by_seed: dict[int, dict[str, float]] = {}
