@@ -351,8 +351,9 @@ def verdicts(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]], cfg:
 
 def prior_check(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]) -> dict[str, Any]:
     """Random-split minus adversarial-split accuracy of greedy decoding, per training seed:
-    visible when its mean exceeds two standard deviations of the training seeds' adversarial
-    accuracy (the rule the track sets: the benchmark must be able to show hallucination)."""
+    visible when its mean exceeds two standard deviations over the training seeds (of the
+    adversarial or the random split's accuracy, the larger), the rule the track sets: the
+    benchmark must be able to show hallucination."""
     out = {}
     for kind, methods in runs.items():
         by_seed: dict[int, dict[str, float]] = {}
