@@ -2,8 +2,8 @@
 
 Reads `data/tasks/tasks.parquet`, `data/rollouts/<mine.rollouts>/` and `params.yaml:mine`;
 writes `data/experience/{principles,instances,skills}.jsonl`, the skills' paired validation
-`data/experience/skill_validation.{parquet,md}` and `metrics/mine.json`
-(`mining.experience.mine`). Nothing it wrote before is read: an empty pool is written as such.
+`data/experience/skill_validation.{parquet,md}`, `reports/details/mine.json` and its headline
+`metrics/mine.json` (`mining.experience.mine`). Nothing it wrote before is read: an empty pool is written as such.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import polars as pl
 
 from distillery.config import load_section
 from distillery.io import read_parquet, write_json
+from distillery.evaluate.headline import MINE, pick
 from distillery.mining.experience import MineConfig, mine, mine_metrics
 from distillery.mining.skills import write_validation_table
 from distillery.mining.store import write_pool
@@ -42,7 +43,8 @@ def main() -> int:
     write_pool(OUT / "skills.jsonl", mined.skills)
     write_validation_table(OUT / "skill_validation.parquet", mined.validation)
     metrics = mine_metrics(mined, episodes, round(time.perf_counter() - t0, 1))
-    write_json(metrics, "metrics/mine.json")
+    write_json(metrics, "reports/details/mine.json")
+    write_json(pick(metrics, MINE), "metrics/mine.json")
     print(f"mine: {metrics['principles']} principles, {metrics['instances']} instances, {metrics['skills']} skills "
           f"({metrics['skills_active']} active, {metrics['skills_retired']} retired) from {episodes.height} "
           f"episodes in {metrics['seconds']} s -> {OUT}", file=sys.stderr)

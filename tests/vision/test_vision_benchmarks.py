@@ -80,9 +80,9 @@ def test_eval_headline_picks_the_test_means_and_marks_methods_not_run():
     metrics = {"table": {"trained": table, "weak": table}, "seconds": {"total": 12.5}}
     h = eval_headline(metrics)
     assert list(h) == list(HEADLINE) and len(h) <= MAX_VALUES
-    assert h["pope_adv_greedy"] == 0.7 and h["pope_random_greedy"] == pytest.approx(0.8)
+    assert h["pope_adv_greedy"] == 0.7
     assert h["pope_adv_pnd"] == 0.75 and h["chair_i_pnd"] == 0.2 and h["weak_pope_adv_pnd"] == 0.75
-    assert h["pope_adv_vcd"] is None and h["chair_i_vcd"] is None and h["seconds"] == 12.5
+    assert h["pope_adv_vcd"] is None and h["seconds"] == 12.5
 
 
 def test_train_headline_means_the_vlms_held_out_loss():
