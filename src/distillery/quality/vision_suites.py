@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from distillery.quality.suites import Refs, Suite, between, holds, not_null, one_of, unique
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCENE_SCHEMA: dict[str, pl.DataType] = {
     "image_id": pl.String,
@@ -55,7 +59,7 @@ def no_problem(column: str, description: str) -> list:
 POPE_SPLITS = ("random", "popular", "adversarial")
 
 
-def _cell_colours(path: str, grid: int, background: tuple[int, int, int]) -> list[list[tuple[int, int, int] | None]] | None:
+def _image_cell_colours(path: str, grid: int, background: tuple[int, int, int]) -> list[list[tuple[int, int, int] | None]] | None:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -69,7 +73,15 @@ def _cell_colours(path: str, grid: int, background: tuple[int, int, int]) -> lis
     h, w = pixels.shape[:2]
     if h != w or h % grid:
         return None
-    c = h // grid
+    return cell_colours(pixels, grid, background)
+
+
+def cell_colours(pixels: np.ndarray, grid: int, background: tuple[int, int, int]) -> list[list[tuple[int, int, int] | None]]:
+    """For each cell of an [H, W, 3] uint8 image: the most common non-background colour, or
+    None when the cell is empty (what the gate checks against a scene's object list)."""
+    import numpy as np
+
+    c = pixels.shape[0] // grid
     bg = np.asarray(background, dtype=pixels.dtype)
     out: list[list[tuple[int, int, int] | None]] = []
     for r in range(grid):
@@ -99,7 +111,7 @@ def scene_problem(path: str, objects_text: str, palette: dict[str, tuple[int, in
     if not isinstance(objects, list):
         return "objects is not a JSON list"
     full = Path(root) / path
-    cells = _cell_colours(str(full), grid, background)
+    cells = _image_cell_colours(str(full), grid, background)
     if cells is None:
         return f"{path}: not a readable square RGB PNG of {grid}x{grid} cells"
     listed: dict[tuple[int, int], str] = {}

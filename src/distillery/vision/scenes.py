@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from distillery.quality.vision_suites import cell_colours
 from distillery.vision.config import SceneConfig
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "ring", "frame", "bar",
@@ -288,21 +289,7 @@ def png_bytes(img: Any) -> bytes:
 def cell_occupancy(pixels: np.ndarray, grid: int = 4) -> list[list[tuple[int, int, int] | None]]:
     """For each cell of an [H, W, 3] uint8 image: the most common non-background colour, or
     None when the cell is empty. The gate checks it against the scene's object list."""
-    h = pixels.shape[0] // grid
-    out: list[list[tuple[int, int, int] | None]] = []
-    bg = np.asarray(BACKGROUND, dtype=pixels.dtype)
-    for r in range(grid):
-        row: list[tuple[int, int, int] | None] = []
-        for c in range(grid):
-            block = pixels[r * h:(r + 1) * h, c * h:(c + 1) * h].reshape(-1, 3)
-            fg = block[(block != bg).any(axis=1)]
-            if len(fg) == 0:
-                row.append(None)
-            else:
-                vals, counts = np.unique(fg, axis=0, return_counts=True)
-                row.append(tuple(int(v) for v in vals[counts.argmax()]))
-        out.append(row)
-    return out
+    return cell_colours(pixels, grid, BACKGROUND)
 
 
 # ---------------------------------------------------------------------------------------
