@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distillery.envs.actions import format_call
-from distillery.envs.base import Environment, ToolSpec, env_names, families, make_env, tool_specs
+from distillery.envs.base import Environment, ToolSpec, env_names, env_spec, families, make_env, tool_specs
 from distillery.tasks.generate import draft_task
 from distillery.types import StepResult, Task, Verification
 
@@ -213,6 +213,8 @@ def _text_ok(text: Any) -> bool:
 
 @pytest.mark.parametrize("env_name", env_names())
 def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch):
+    for module in env_spec(env_name).requires:     # an optional extra that is not installed
+        pytest.importorskip(module)
     monkeypatch.setenv("DISTILLERY_SANDBOX", str(tmp_path / "sandboxes"))
     canary = make_canary(tmp_path)
     canary_before = tree_digest(canary)
