@@ -6,6 +6,13 @@ shard runs up to its batch size of environments at once, so here the process sta
 gateway, lazily, and every environment gets its own game object (`PythonInterface`) on it:
 game objects share nothing, and creating one costs a remote call. The JVM ends with the
 process (py4j's `die_on_exit`).
+
+Game objects on one JVM are not fully independent: the sorting game keeps the game generated
+last in static state, so a sorting game stepped after another game object generated a game
+goes wrong (its first `put` is accepted, then nothing is). `generate` therefore records which
+game object generated last (`generated_last`), and an environment whose game has
+`Game.shared_state` regenerates and replays its own commands before stepping when it was not
+the last (env.py): the same game, the same state, at the cost of a replay.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ INSTALL_HINT = ("TextWorldExpress is not installed: pip install 'distillery[text
 _lock = threading.Lock()
 _gateway: Any = None
 _owner: Any = None          # the package's env object that owns the gateway (kept alive)
+_last: Any = None           # the game object that generated a game last on this JVM
 
 
 class EngineUnavailable(RuntimeError):
@@ -62,7 +70,15 @@ def load(game: Any, engine_name: str, params: str) -> None:
 
 
 def generate(game: Any, seed: int, fold: str, gold: bool) -> dict[str, Any]:
-    return parse(game.generateNewGameJSON(seed, fold, gold))
+    global _last
+    out = parse(game.generateNewGameJSON(seed, fold, gold))
+    _last = game
+    return out
+
+
+def generated_last(game: Any) -> bool:
+    """Whether `game` generated the last game on this process's JVM (module docstring)."""
+    return _last is game
 
 
 def gold_path(game: Any) -> list[str]:
@@ -79,8 +95,11 @@ def step(game: Any, command: str) -> dict[str, Any]:
 
 def release(game: Any) -> None:
     """Let the JVM collect a game object this process no longer uses."""
+    global _last
     if game is None or _gateway is None:
         return
+    if _last is game:
+        _last = None
     try:
         _gateway.detach(game)
     except Exception:  # noqa: BLE001 - the gateway is already gone: nothing to release

@@ -62,10 +62,13 @@ class TwxEnv:
 
     def __init__(self) -> None:
         self._game: Any = None
+        self._shared = True
         self._loaded: tuple[str, str] | None = None
         self.task: Task | None = None
         self._valid: dict[str, str] = {}       # normalised command -> the game's own spelling
-        self._played: list[str] = []
+        self._played: list[str] = []             # normalised, as the agent's calls render
+        self._sent: list[str] = []               # the same commands as the game spelled them
+        self._generated: tuple[int, str] | None = None
         self._info: dict[str, Any] = {}
         self._broken = ""
 
@@ -79,8 +82,10 @@ class TwxEnv:
             engine.load(self._game, name, params)
             self._loaded = (name, params)
         self.task = task
-        self._played = []
+        self._played, self._sent = [], []
         self._broken = ""
+        self._shared = GAMES[task.family].shared_state if task.family in GAMES else True
+        self._generated = (seed, fold)
         self._take(engine.generate(self._game, seed, fold, False))
         return str(self._info.get("observation", ""))
 
@@ -107,12 +112,15 @@ class TwxEnv:
             return StepResult(obs, 0.0, False, tool=call.tool, args_json=args_json, valid=False, error=bad,
                               state_hash=self.state_hash())
         try:
-            self._take(engine.step(self._game, self._valid[cmd]))
+            sent = self._valid[cmd]
+            self._resync()
+            self._take(engine.step(self._game, sent))
         except Exception as e:  # noqa: BLE001 - an engine failure is the episode's observation, not a raise
             self._broken = f"{type(e).__name__}: {str(e)[:200]}"
             return StepResult(f"The game engine failed: {self._broken}", 0.0, True, tool=call.tool,
                               args_json=args_json, valid=False, error=self._broken, state_hash=self.state_hash())
         self._played.append(cmd)
+        self._sent.append(sent)
         done = bool(self._info.get("tasksuccess") or self._info.get("taskfailure"))
         return StepResult(str(self._info.get("observation", "")), 0.0, done, tool=call.tool, args_json=args_json,
                           state_hash=self.state_hash())
@@ -149,6 +157,17 @@ class TwxEnv:
         self._loaded = None
 
     # ---- helpers --------------------------------------------------------------------
+
+    def _resync(self) -> None:
+        """Before a step of a game whose engine keeps the last generated game in shared state
+        (engine.py): if another game object generated since, generate this game again and
+        replay what was played, so the step acts on this episode's game."""
+        if not self._shared or engine.generated_last(self._game) or self._generated is None:
+            return
+        seed, fold = self._generated
+        engine.generate(self._game, seed, fold, False)
+        for c in self._sent:
+            engine.step(self._game, c)
 
     def _take(self, info: dict[str, Any]) -> None:
         self._info = info

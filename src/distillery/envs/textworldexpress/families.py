@@ -6,8 +6,9 @@ generate that game with its gold path, and keeps it as data: the game, its param
 and fold (the initial state), the game's task description (the instruction), the gold path as
 tool calls (the reference solution), the checks `won` and `not_lost`, and the game's
 mechanics under the setting (the principles). Seeds whose gold path is shorter than the
-game's `min_gold` (the goal already in sight) or longer than its `max_gold` are redrawn, and
-a gold path that goes on after the game is won is cut there.
+game's `min_gold` (the goal already in sight) or longer than its `max_gold` are redrawn, as are
+those with a command the game does not offer where the path reaches it or that never win; a
+gold path that goes on after the game is won is cut there.
 
 The coin game's gold agent explores at random (the same seed gives a different gold path from
 one call to the next), so its reference solution is instead the shortest route to the coin,
@@ -23,7 +24,7 @@ from typing import Any
 
 from distillery.envs.base import Draft, Family
 from distillery.envs.textworldexpress import engine
-from distillery.envs.textworldexpress.commands import from_command
+from distillery.envs.textworldexpress.commands import from_command, normalise
 from distillery.envs.textworldexpress.games import GAMES, Game, parse_setting
 
 ENV = "textworldexpress"
@@ -72,13 +73,18 @@ def shortest_route(g: Any, seed: int, fold: str, goal: str, max_places: int = 64
     return None
 
 
-def _until_won(g: Any, seed: int, fold: str, gold: list[str]) -> list[str]:
-    """The gold path cut where the game is won (some gold paths go on after it)."""
-    engine.generate(g, seed, fold, False)
+def _until_won(g: Any, seed: int, fold: str, gold: list[str]) -> list[str] | None:
+    """The gold path cut where the game is won (some gold paths go on after it); None when
+    a gold command is not valid where the path reaches it (the engine's cooking gold agent
+    sometimes opens a cupboard the game no longer offers to open) or the path never wins."""
+    info = engine.generate(g, seed, fold, False)
     for i, c in enumerate(gold):
-        if engine.step(g, c).get("tasksuccess"):
+        if normalise(c) not in {normalise(str(a)) for a in info.get("validActions") or ()}:
+            return None
+        info = engine.step(g, c)
+        if info.get("tasksuccess"):
             return gold[: i + 1]
-    return gold
+    return None
 
 
 def _replay(g: Any, seed: int, fold: str, commands: tuple[str, ...]) -> dict[str, Any]:
@@ -104,8 +110,9 @@ def draft_game(game: Game, rng: random.Random, profile: str) -> Draft:
         gold = engine.gold_path(g)
         if game.engine == "coin":
             gold = shortest_route(g, seed, setting.fold, "take coin") or gold
-        gold = _until_won(g, seed, setting.fold, gold)
-        if game.min_gold <= len(gold) <= game.max_gold:
+        won = _until_won(g, seed, setting.fold, gold)
+        if won is not None and game.min_gold <= len(won) <= game.max_gold:
+            gold = won
             break
     instruction = _spaces(engine.task_description(g))
     state = {"game": game.name, "engine": game.engine, "params": params, "seed": seed, "fold": setting.fold}

@@ -41,6 +41,10 @@ class Game:
     min_gold: int = 2                           # shorter gold paths are redrawn (the goal is in sight)
     max_gold: int = 16                          # longer ones are redrawn (a small agent's step budget)
     areas: tuple[str, ...] = ()
+    # The engine keeps this game's last generated instance in state shared by every game
+    # object on the JVM (engine.py): an environment regenerates and replays before stepping
+    # when another game object generated since (env.py).
+    shared_state: bool = False
 
     def params(self, knobs: tuple[str, ...]) -> dict[str, int]:
         out = dict(self.base)
@@ -88,7 +92,7 @@ GAMES: dict[str, Game] = {g.name: g for g in (
     Game("twx_arithmetic", "arithmetic", "solve the math problem and put the thing with that quantity in the box",
          mechanics=("Read the math problem first.", "Things go in the box."), areas=("objects", "arithmetic")),
     Game("twx_sorting", "sorting", "put the things in the box from the smallest quantity up",
-         mechanics=("Things go in the box.",), areas=("objects", "ordering")),
+         mechanics=("Things go in the box.",), areas=("objects", "ordering"), shared_state=True),
     Game("twx_simonsays", "simonsays", "do exactly what Simon says",
          base={"gameLength": 3, "numDistractors": 2},
          knobs={"longer": {"gameLength": 5}, "distractors": {"numDistractors": 4}},
