@@ -127,8 +127,7 @@ def main() -> int:
         print(f"ratio             TextWorldExpress / STAGE = {twx[0] / stage:.2f}x")
     tw = textworld_steps_per_s(args.seconds)
     if tw is None:
-        print("TextWorld         not installed (pip install textworld); reference figure on this kind of machine: "
-              "~390 steps/s")
+        print("TextWorld         not installed (pip install 'distillery[textworld]'): not measured")
         return 0
     print(f"TextWorld         {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset included, 1 core)")
     print(f"ratio             STAGE / TextWorld = {stage / tw[0]:.2f}x")

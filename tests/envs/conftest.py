@@ -31,6 +31,12 @@ def write_entry_points(site: Path, pyproject: Path = REPO / "pyproject.toml") ->
     return site
 
 
+def checkout_env_names(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
+    """The environments this checkout's pyproject.toml registers, whether installed or not."""
+    groups = tomllib.loads(pyproject.read_text())["project"].get("entry-points", {})
+    return sorted(groups.get(registry.ENVS, {}))
+
+
 @pytest.fixture
 def checkout_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """This checkout's entry points visible to `distillery.registry` for the test."""

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.envs.conftest import checkout_env_names
 
 from distillery.envs.actions import format_call
 from distillery.envs.base import Environment, ToolSpec, env_names, env_spec, families, make_env, tool_specs
@@ -211,8 +212,11 @@ def _text_ok(text: Any) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_name", env_names())
-def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch):
+# Installed environments and this checkout's own (whose entry points `checkout_plugins` registers
+# where the installed metadata is another checkout's).
+@pytest.mark.parametrize("env_name", sorted(set(env_names()) | set(checkout_env_names())))
+def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch,
+                                                                      checkout_plugins):
     for module in env_spec(env_name).requires:     # an optional extra that is not installed
         pytest.importorskip(module)
     monkeypatch.setenv("DISTILLERY_SANDBOX", str(tmp_path / "sandboxes"))
