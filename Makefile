@@ -37,16 +37,18 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DVC if needed
 
 # STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize:
-# tasks -> warm-up -> mine -> internalize); TRACK runs one track alone (agents, sql, pghs);
+# tasks -> warm-up -> mine -> internalize); TRACK runs one track alone (agents, sql, pghs,
+# textworldexpress: needs `pip install -e '.[textworld]'` and Java 17);
 # both empty: every stage.
 STAGES ?=
 TRACK ?=
 TRACK_agents := evaluate internalize wording rl selskill distill
 TRACK_sql := sql_tasks sql_real
 TRACK_pghs := pghs
+TRACK_textworldexpress := twx_internalize twx_rl twx_play@twx_warmup
 
-repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs for a part of it
-	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql or pghs" >&2; exit 2; fi
+repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|textworldexpress for a part of it
+	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs or textworldexpress" >&2; exit 2; fi
 	$(BIN)/dvc repro $(STAGES) $(TRACK_$(TRACK))
 
 # Two pytest-xdist workers, handed 2 tests at a time: one runs the shared micro pipeline (one
