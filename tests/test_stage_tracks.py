@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stages.track import Track
 
 from distillery.config import ConfigError, TasksConfig
-from stages.track import Track
 
 
 def test_the_agent_track_keeps_every_path_and_section():
