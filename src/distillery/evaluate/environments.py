@@ -8,9 +8,9 @@ plain and with the mined pool injected, then after each iteration of internaliza
 `environment_figures` reads one environment's numbers out of them; `environment_claims`
 puts the environments side by side, one row per measure.
 
-Throughput here is the oracle collect's own: environment steps over the episodes' wall time
-(reset, steps and verify, with the oracle's negligible cost), on whatever the machine was
-doing then; `bench/env_throughput.py` measures it side by side in one run.
+Steps per second are not in the table: a collect's episodes run interleaved in batches, so
+their wall times overlap and say nothing about the environment's own speed.
+`bench/env_throughput.py` measures every environment's side by side in one run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class EnvFigures:
     env: str
     oracle: float                # oracle success, every split
     n_oracle: int
-    steps_per_s: float           # oracle collect: steps / summed episode wall time
     warmup_test: float           # warm-up student, greedy, test split (training settings)
     n_test: int
     warmup_heldout: float        # the same model on the held-out setting's test tasks
@@ -67,11 +66,8 @@ def environment_figures(env: str, oracle_episodes: pl.DataFrame, play_episodes: 
         internalized = float(final["heldout_plain"])
     except (KeyError, TypeError) as e:
         raise ValueError(f"{env}: the internalize report lacks {e} (expected internalize_metrics' keys)") from e
-    wall = float(oracle_episodes["wall_s"].sum())
-    steps = int(oracle_episodes["n_steps"].sum())
     return EnvFigures(
         env=env, oracle=float(oracle_episodes["success"].mean()), n_oracle=oracle_episodes.height,
-        steps_per_s=steps / wall if wall > 0 else float("nan"),
         warmup_test=float(test["success"].mean()), n_test=test.height,
         warmup_heldout=warmup_heldout, teacher_heldout=teacher, internalized_heldout=internalized,
         iterations=iterations, n_heldout=n_heldout, pool_size=pool_size)
@@ -85,7 +81,7 @@ def environment_claims(figs: Sequence[EnvFigures], seeds: str, command: str) -> 
     """One row per measure, every environment's value in it (`env: value · env: value`).
     `holds` is stated only where there is a rule: every kept task won by the oracle; the
     mined pool helping (teacher above plain) and internalization helping (after above
-    before) on every environment; a drop, or a throughput, is a measurement, not a verdict."""
+    before) on every environment; a drop is a measurement, not a verdict."""
     if not figs:
         raise ValueError("environment_claims: no environment to report")
     envs = ", ".join(f.env for f in figs)
@@ -113,10 +109,6 @@ def environment_claims(figs: Sequence[EnvFigures], seeds: str, command: str) -> 
               holds=all(f.internalized_heldout > f.warmup_heldout for f in figs),
               detail=f"greedy, held-out test tasks, no experience in the prompt; holds when above on every "
                      f"environment ({envs})", seeds=seeds, command=command),
-        Claim(SOURCE, "environment steps per second under the oracle (reset and verify included)", "-",
-              _side_by_side(figs, lambda f: f"{f.steps_per_s:,.0f}"), holds=None,
-              detail="the collect stage's own episodes on a shared machine; bench/env_throughput.py measures "
-                     "them side by side", seeds=seeds, command=command),
     ]
 
 
