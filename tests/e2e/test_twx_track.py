@@ -12,12 +12,14 @@ import polars as pl
 import pytest
 from tests.e2e.conftest import make_micro_repo, run
 
-pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]'")
+pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
+                                                "(and Java 17)")
 
 TARGETS = ["twx_internalize", "twx_rl", "twx_play@twx_warmup"]
 
 
 @pytest.mark.slow
+@pytest.mark.heavy_env
 @pytest.mark.timeout(1500)
 def test_the_textworldexpress_track_runs_end_to_end_through_dvc(tmp_path):
     repo = make_micro_repo(tmp_path / "repo")

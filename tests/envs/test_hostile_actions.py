@@ -218,7 +218,7 @@ def _text_ok(text: Any) -> bool:
 def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch,
                                                                       checkout_plugins):
     for module in env_spec(env_name).requires:     # an optional extra that is not installed
-        pytest.importorskip(module)
+        pytest.importorskip(module, reason=f"{env_name} needs the optional package {module} (docs/environments.md)")
     monkeypatch.setenv("DISTILLERY_SANDBOX", str(tmp_path / "sandboxes"))
     canary = make_canary(tmp_path)
     canary_before = tree_digest(canary)

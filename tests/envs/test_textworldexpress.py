@@ -86,7 +86,7 @@ SETTINGS = ("default", "rooms-doors-test")
 
 @pytest.fixture(scope="module")
 def twx():
-    pytest.importorskip("textworld_express")
+    pytest.importorskip("textworld_express", reason="TextWorldExpress is an optional extra: pip install -e '.[textworld]' (needs Java 17)")
     from distillery.envs.textworldexpress import TwxEnv
 
     env = TwxEnv()
@@ -106,6 +106,7 @@ def _task(family: str, profile: str, attempt: int = 0):
                 checks=d.checks, preferences=d.preferences, max_steps=30, env="textworldexpress")
 
 
+@pytest.mark.heavy_env
 def test_the_engine_seed_folds_are_the_ones_drafts_draw_from(twx):
     from distillery.envs.textworldexpress import engine
 
@@ -119,6 +120,7 @@ def test_the_engine_seed_folds_are_the_ones_drafts_draw_from(twx):
         engine.release(g)
 
 
+@pytest.mark.heavy_env
 @pytest.mark.parametrize("family", sorted(GAMES))
 @pytest.mark.parametrize("profile", SETTINGS)
 def test_every_game_drafts_deterministically_fails_untouched_and_the_oracle_wins(twx, family, profile):
@@ -141,6 +143,7 @@ def test_every_game_drafts_deterministically_fails_untouched_and_the_oracle_wins
     assert ver.success and ver.score == 1.0 and [c.name for c in ver.checks] == ["won", "not_lost"]
 
 
+@pytest.mark.heavy_env
 @pytest.mark.parametrize("family", sorted(GAMES))
 def test_games_played_side_by_side_on_one_jvm_both_win(twx, family):
     """A rollout steps many games in turn on one JVM; the sorting game keeps the game generated
@@ -162,6 +165,7 @@ def test_games_played_side_by_side_on_one_jvm_both_win(twx, family):
         other.close()
 
 
+@pytest.mark.heavy_env
 def test_the_sorting_game_needs_the_replay(twx, monkeypatch):
     """The test above fails for sorting without `Game.shared_state`: the engine's behaviour
     the replay works around is still there (if this starts failing, the replay can go)."""
@@ -182,6 +186,7 @@ def test_the_sorting_game_needs_the_replay(twx, monkeypatch):
         other.close()
 
 
+@pytest.mark.heavy_env
 def test_gold_paths_with_a_command_the_game_does_not_offer_are_redrawn(twx):
     """The engine's cooking gold agent sometimes opens a cupboard the game no longer offers to
     open (seed 20921 of the test fold, with doors and 2 places): such a seed is redrawn."""
@@ -201,6 +206,7 @@ def test_gold_paths_with_a_command_the_game_does_not_offer_are_redrawn(twx):
         engine.release(g)
 
 
+@pytest.mark.heavy_env
 def test_bad_actions_are_observations_that_change_nothing(twx):
     task = _task("twx_coin", "doors")
     obs = twx.reset(task)
@@ -216,6 +222,7 @@ def test_bad_actions_are_observations_that_change_nothing(twx):
     assert twx.step("finish()").done
 
 
+@pytest.mark.heavy_env
 def test_a_partly_played_game_names_what_is_left(twx):
     task = _task("twx_mapreader", "default")
     twx.reset(task)
@@ -239,6 +246,7 @@ def test_the_entry_points_register_the_environment_and_its_eight_games(checkout_
         ENV.check_profile("h01")
 
 
+@pytest.mark.heavy_env
 @pytest.mark.slow
 def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine_and_gates(twx, checkout_plugins, tmp_path):
     from distillery.config import TasksConfig

@@ -35,7 +35,7 @@ class SkipsPolicy:
 
 @pytest.fixture(scope="module")
 def tasks() -> list[Task]:
-    pytest.importorskip("textworld_express")
+    pytest.importorskip("textworld_express", reason="TextWorldExpress is an optional extra: pip install -e '.[textworld]' (needs Java 17)")
     import random
 
     from distillery.envs.textworldexpress.families import FAMILIES
@@ -50,6 +50,7 @@ def tasks() -> list[Task]:
     return out
 
 
+@pytest.mark.heavy_env
 def test_failures_teach_the_games_mechanics_in_their_principles_words(tasks, checkout_plugins):
     from distillery.agents.base import PolicySpec, make_policy
 
