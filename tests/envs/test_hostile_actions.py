@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 from tests.envs.conftest import checkout_env_names
 
 from distillery.envs.actions import format_call
-from distillery.envs.base import Environment, ToolSpec, env_names, env_spec, families, make_env, tool_specs
+from distillery.envs.base import (
+    Environment,
+    ToolSpec,
+    env_names,
+    env_spec,
+    families,
+    make_env,
+    tool_specs,
+)
 from distillery.tasks.generate import draft_task
 from distillery.types import StepResult, Task, Verification
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 
 from distillery.envs.actions import format_call
-from distillery.envs.textworldexpress.commands import TOOL_SPECS, command_error, from_command, to_command
+from distillery.envs.textworldexpress.commands import (
+    TOOL_SPECS,
+    command_error,
+    from_command,
+    to_command,
+)
 from distillery.envs.textworldexpress.env import next_commands_name, remaining_gold
 from distillery.envs.textworldexpress.games import DOOR_RULE, GAMES, parse_setting
 from distillery.envs.textworldexpress.phrasebook import PHRASEBOOK, missing_calls, parse_check_name
@@ -249,10 +254,10 @@ def test_the_entry_points_register_the_environment_and_its_eight_games(checkout_
 @pytest.mark.heavy_env
 @pytest.mark.slow
 def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine_and_gates(twx, checkout_plugins, tmp_path):
+    from distillery.agents.base import PolicySpec
     from distillery.config import TasksConfig
     from distillery.quality import SUITES, gate
     from distillery.rollout import RolloutConfig, run_episodes
-    from distillery.agents.base import PolicySpec
     from distillery.tasks.generate import generate_tasks
 
     cfg = TasksConfig(env="textworldexpress", families=["twx_coin", "twx_peckingorder"], n_train_per_family=3,

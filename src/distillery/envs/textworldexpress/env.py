@@ -23,7 +23,12 @@ from typing import Any
 
 from distillery.envs.actions import parse_action
 from distillery.envs.textworldexpress import engine
-from distillery.envs.textworldexpress.commands import TOOL_SPECS, command_error, normalise, to_command
+from distillery.envs.textworldexpress.commands import (
+    TOOL_SPECS,
+    command_error,
+    normalise,
+    to_command,
+)
 from distillery.envs.textworldexpress.games import GAMES, parse_setting
 from distillery.types import CheckResult, StepResult, Task, Verification
 
