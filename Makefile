@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench grid objectives-grid server deploy clean-outputs help results deps push pull compare
+.PHONY: setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,7 +43,7 @@ setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DV
 STAGES ?=
 TRACK ?=
 TRACK_agents := evaluate internalize wording rl selskill distill
-TRACK_sql := sql_tasks sql_real
+TRACK_sql := sql_tasks sql_real sql_collect sql_evaluate sql_grid
 TRACK_pghs := pghs
 TRACK_textworldexpress := twx_internalize twx_rl twx_play@twx_warmup
 
@@ -99,6 +99,12 @@ OBJECTIVES_GRID_ARGS ?= --jobs 1
 
 objectives-grid: setup  ## RL and distillation grid: 9 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid --grid objectives $(OBJECTIVES_GRID_ARGS)
+
+# The SQL grid: Dual-Track / GRPO, no Propose, schema in the prompt, no warm-up x seeds (docs/sql.md).
+SQL_GRID_ARGS ?= --jobs 1
+
+sql-grid: setup  ## TRUST-SQL's comparisons: 6 cells x 3 seeds as queued dvc experiments (after make repro TRACK=sql)
+	$(BIN)/python -m flows.grid --grid sql $(SQL_GRID_ARGS)
 
 server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

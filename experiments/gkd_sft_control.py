@@ -1,4 +1,4 @@
-"""GKD's control (issue 5): is GKD's gain from the strong start the teacher's?
+"""GKD's control: is GKD's gain from the strong start the teacher's?
 
 Half of GKD's samples are the oracle's demonstrations (TRL's lambda = 0.5). This trains the
 strong-start student (`models/warmup`) with plain likelihood on exactly the demonstrations

@@ -3,10 +3,12 @@
     python -m flows.grid [--grid internalize|objectives] [--only PREFIX] [--seeds 0 1 2]
                          [--set internalize.train.max_steps=60 ...] [--jobs 1] [--tag NAME] [--collect-only]
 
-Two grids are defined (`GRIDS`): `internalize` (8 cells of granularity x injection
-x regime, the `internalize` stage; the default) and `objectives` (GRPO / GiGPO /
+Three grids are defined (`GRIDS`): `internalize` (8 cells of granularity x injection
+x regime, the `internalize` stage; the default), `objectives` (GRPO / GiGPO /
 SIRI with the `rl` stage, OPD / AOPD / SCOPE from the strong and the weak start with the
-`distill` stage; `evaluate.objectives_grid`). Below, the internalize grid's names; the
+`distill` stage; `evaluate.objectives_grid`) and `sql` (TRUST-SQL's comparisons through the
+`sql_evaluate` stage: Dual-Track / GRPO, no Propose phase, schema in the prompt, no warm-up;
+`evaluate.sql_grid`, record `experiments/sql_grid.json`, stage `sql_grid`). Below, the internalize grid's names; the
 objectives grid's are `og-<tag>-...`, `experiments/objectives_grid.json`, the
 `objectives_grid` stage and `reports/objectives_grid.{md,png}`.
 
@@ -47,6 +49,7 @@ from prefect.cache_policies import NO_CACHE
 
 from distillery.evaluate import grid as internalize_spec
 from distillery.evaluate import objectives_grid as objectives_spec
+from distillery.evaluate import sql_grid as sql_spec
 from distillery.evaluate.claims import claims_table, read_claims
 from distillery.io import write_json
 from flows.pipeline import run_dvc
@@ -75,6 +78,7 @@ GRIDS = {
                         "reports/claims/internalize_grid.json", "Internalization grid"),
     "objectives": Grid("objectives", objectives_spec, "experiments/objectives_grid.json",
                        "reports/claims/objectives_grid.json", "RL and distillation grid"),
+    "sql": Grid("sql", sql_spec, "experiments/sql_grid.json", "reports/claims/sql_grid.json", "SQL grid"),
 }
 RECORD = GRIDS["internalize"].record
 
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=sorted(GRIDS), default="internalize",
-                    help="internalize (the default: experience internalization) or objectives (RL and distillation)")
+                    help="internalize (the default: experience internalization), objectives (RL and distillation) "
+                         "or sql (TRUST-SQL's comparisons)")
     ap.add_argument("--only", default="", metavar="PREFIX",
                     help="queue only the cells whose label starts with PREFIX (e.g. rl/ or distill/opd; several "
                          "comma-separated: distill/opd/strong,distill/gkd/strong); the other "

@@ -1,4 +1,4 @@
-"""Stage `objectives_grid`: the recorded RL and distillation grid (issue 5) as a report and
+"""Stage `objectives_grid`: the recorded RL and distillation grid as a report and
 claim rows.
 
 Reads `experiments/objectives_grid.json` (the runs `python -m flows.grid --grid objectives`

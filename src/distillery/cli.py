@@ -132,7 +132,8 @@ def simulate(
 # ---------------------------------------------------------------------------------------
 
 tasks_app = typer.Typer(
-    help="Author tasks from hints with a model (kept only if they validate), and publish the draft format.",
+    help="Generate and validate tasks (`distillery tasks --env E --family F`), author tasks from hints with a "
+         "model (`draft`), and publish the draft format (`schema`).",
     no_args_is_help=True,
 )
 app.add_typer(tasks_app, name="tasks")
@@ -269,6 +270,362 @@ def tasks_draft(
                f"{written.report_json}, {written.report_md}")
     if result.attempts and all(a.verdict == "error" for a in result.attempts):
         _fail("tasks draft", "the endpoint answered no request (see the errors above)", code=1)
+
+
+# ---------------------------------------------------------------------------------------
+# distillery tasks --env ... --family ...   (generate and validate)
+# ---------------------------------------------------------------------------------------
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks_generate(
+    ctx: typer.Context,
+    env: str = typer.Option("", show_default=False, help="Generate tasks of this registered environment."),
+    family: list[str] = typer.Option([], show_default=False,
+                                     help="A family to generate (repeatable; default: every family of --env)."),
+    n_train: int = typer.Option(5, min=0, help="Kept train tasks per family."),
+    n_test: int = typer.Option(3, min=0, help="Kept test tasks per family."),
+    seed: int = typer.Option(0, help="Master seed: every task's own seed derives from it."),
+    max_steps: int = typer.Option(15, min=2, help="Step limit of every task."),
+    random_probes: int = typer.Option(3, min=0, help="Random-policy episodes a task must survive unsolved."),
+    out: str = typer.Option("data/tasks/generated", help="Folder of tasks.parquet (gated) and validation.json."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Generate tasks of an environment's families and keep those that validate.
+
+    With --env (and optionally --family): draft tasks, build each in a real environment, run its reference solution, verify its checks and probe it with random episodes, exactly as the `tasks` stage does; write OUT/tasks.parquet (gated by the tasks suite) and OUT/validation.json (every rejection and why). `distillery eval --tasks OUT/tasks.parquet` benchmarks on them.
+
+    Example: distillery tasks --env stage --family file_invoice --n-test 5
+    """
+    if ctx.invoked_subcommand is not None:
+        if env or family:
+            _fail("tasks", f"--env/--family generate tasks; give them without a subcommand, or after "
+                           f"`{ctx.invoked_subcommand}`")
+        return
+    if not env:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(code=0)
+    from pathlib import Path
+
+    from distillery.agents.evaluate_policy import generate
+    from distillery.io import write_json, write_parquet
+    from distillery.quality import SUITES, GateError, gate
+    from distillery.registry import RegistryError
+    from distillery.tasks.generate import ValidationFailed
+    from distillery.types import tasks_to_frame
+
+    if n_train + n_test == 0:
+        _fail("tasks", "--n-train and --n-test are both 0: nothing to generate")
+    folder = Path(out)
+    try:
+        result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
+                          random_probes=random_probes, progress=progress)
+    except ValidationFailed as e:
+        write_json(e.result.report, folder / "validation.json")
+        _fail("tasks", f"{e}\n(every rejection: {folder / 'validation.json'})", code=1)
+    except (ValueError, RegistryError) as e:
+        _fail("tasks", str(e))
+    frame = tasks_to_frame(result.tasks)
+    try:
+        gate(frame, SUITES["tasks"], source=str(folder / "tasks.parquet"), report_dir=folder / "quality",
+             quarantine_dir=folder / "quarantine")
+    except GateError as e:
+        _fail("tasks", f"the generated tasks fail their gate: {e}", code=1)
+    write_parquet(frame, folder / "tasks.parquet")
+    write_json(result.report, folder / "validation.json")
+    by = frame.group_by("family", "split").len().sort("family", "split")
+    for fam, split, n in by.iter_rows():
+        typer.echo(f"{fam:>24} {split:>14}: {n} kept")
+    typer.echo(f"kept {frame.height} tasks ({result.report['n_rejected']} drafts rejected) -> "
+               f"{folder / 'tasks.parquet'}; why each draft was rejected: {folder / 'validation.json'}")
+
+
+# ---------------------------------------------------------------------------------------
+# distillery import openai|inspect PATH...
+# ---------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_cmd(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="openai (chat JSONL) or inspect (inspect_ai .eval/.json logs)."),
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Log files, or folders of them."),
+    out: str = typer.Option(..., help="The import folder (created, or added to: records already in it are skipped)."),
+    assume_success: bool = typer.Option(False, help="A record with no outcome counts as a success "
+                                                    "(otherwise it is rejected)."),
+    tasks: str = typer.Option("auto", help="The project's task table: records naming its tasks take their env, "
+                                           "family and split, and its test split is refused. 'auto': "
+                                           "data/tasks/tasks.parquet when it exists; '' = none."),
+    env: str = typer.Option("imported", help="Environment of records whose metadata names none (a registered one "
+                                            "checks every call with its parser)."),
+    outcomes: str = typer.Option("", show_default=False, help="openai: a side file of outcomes for the one file "
+                                                              "given (default: <file>.outcomes.jsonl beside it)."),
+    scorer: str = typer.Option("", show_default=False, help="inspect: the score to read (default: the only or first)."),
+    min_score: float = typer.Option(0.0, min=0.0, max=1.0, help="The reward filter: records scored below it are "
+                                                                 "rejected (low_score); 0 keeps failures, which "
+                                                                 "mining learns from."),
+    max_context_tokens: int = typer.Option(8192, min=0, help="The student's context: longer episodes are "
+                                                             "rejected; 0 = no check."),
+    tokenizer: str = typer.Option("", show_default=False, help="Count tokens with this tokenizer (a model dir) "
+                                                               "instead of estimating."),
+    show: int = typer.Option(20, min=0, help="Print at most this many rejection reasons (all are in rejects.parquet)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Import agent logs as gated trajectories: tasks, episodes and steps in the project's schemas.
+
+    Every record is judged against the import rules (first message, roles, tool calls and their answers, errors, outcome, limits, duplicates, test-split leaks, context length, secrets). Kept records become OUT/{tasks,episodes,steps}.parquet with OUT/tools.json; every record read is in OUT/records.parquet and every rejection, naming file and line or sample, in OUT/rejects.parquet. Inputs are only read; importing the same files again changes nothing. docs/importing.md has the formats.
+
+    Examples:
+
+      distillery import openai runs/chat.jsonl --out data/imports/chat
+
+      distillery import inspect logs/ --out data/imports/inspect --assume-success
+    """
+    from collections import Counter
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from distillery.importers import ImportConfig, import_logs
+    from distillery.importers.core import FORMATS
+    from distillery.quality import GateError
+
+    if fmt not in FORMATS:
+        _fail("import", f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    task_table: str | None = tasks
+    if tasks == "auto":
+        task_table = "data/tasks/tasks.parquet" if Path("data/tasks/tasks.parquet").is_file() else None
+    task_table = task_table or None
+    console = Console(stderr=True)
+    if task_table is None:
+        console.print("[yellow]no task table (--tasks): test-split leaks are caught only by the records' own "
+                      "split labels[/yellow]")
+    try:
+        cfg = ImportConfig(env=env, assume_success=assume_success, scorer=scorer, min_score=min_score,
+                           max_context_tokens=max_context_tokens, tokenizer=tokenizer)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not progress, transient=True) as bar:
+            total = None
+            if fmt == "openai" and progress:
+                from distillery.importers.core import input_files
+                from distillery.importers.openai_jsonl import count_records
+
+                total = sum(count_records(f) for f in input_files(fmt, paths))
+            job = bar.add_task(f"import {fmt}", total=total)
+            seen: Counter[str] = Counter()
+
+            def on_record(raw: object) -> None:
+                seen[raw.source] += 1
+                bar.update(job, advance=1, description=f"import {raw.source}")
+
+            result = import_logs(fmt, paths, out, cfg, tasks=task_table, outcomes=outcomes or None,
+                                 on_record=on_record)
+    except ImportError as e:
+        _fail("import", str(e))
+    except (FileNotFoundError, ValueError) as e:
+        _fail("import", str(e))
+    except GateError as e:
+        _fail("import", f"the imported trajectories fail their gate (nothing written): {e}", code=1)
+    table = Table(title=f"import {fmt} -> {out}")
+    # short headers leave the file names room on an 80-column terminal
+    for col in ("file", "read", "kept", "as failure", "rejected", "already"):
+        table.add_column(col, justify="left" if col == "file" else "right", overflow="fold")
+    for f in result.files:
+        table.add_row(f["source"], *[str(f[k]) for k in ("read", "kept", "kept_as_failure", "rejected",
+                                                         "already_imported")])
+    out_console = Console()
+    out_console.print(table)
+    rejects = result.new_rejects
+    if rejects.height:
+        kinds = Counter(rejects["kind"].to_list())
+        out_console.print("rejections by rule: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+        for reason in rejects["reason"].to_list()[:show]:
+            out_console.print(f"  {reason}", markup=False, highlight=False)
+        if rejects.height > show:
+            out_console.print(f"  ... {rejects.height - show} more in {Path(out) / 'rejects.parquet'}")
+    totals = result.totals
+    if totals["read"] == totals["already_imported"]:
+        out_console.print(f"nothing new: every record was imported before; {out} is unchanged")
+    else:
+        logs = result.logs
+        out_console.print(f"{out}: {logs.episodes.height} episodes ({int(logs.episodes['success'].sum())} "
+                          f"successes), {logs.steps.height} steps, {logs.tasks.height} tasks in all")
+
+
+# ---------------------------------------------------------------------------------------
+# distillery eval
+# ---------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_cmd(
+    env: str = typer.Option("stage", help="A registered environment (see `distillery tasks --help`)."),
+    policy: str = typer.Option("openai", help="openai (any OpenAI-compatible endpoint), hf (a local model dir), "
+                                              "oracle, random, or a plugin policy."),
+    model: str = typer.Option("", show_default=False, help="openai: the model name the endpoint serves; hf: the "
+                                                           "model directory (or local HF checkpoint)."),
+    base_url: str = typer.Option("", show_default=False, help="openai: the API root, e.g. http://127.0.0.1:8000/v1 "
+                                                              "(vLLM, Ollama, OpenAI, `distillery serve`)."),
+    mode: str = typer.Option("text", help="openai: text (compact call syntax) or tools (function calling)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai: environment variable holding the key "
+                                                           "(local servers need none)."),
+    concurrency: int = typer.Option(8, min=1, help="openai: requests in flight at once."),
+    timeout: float = typer.Option(120.0, min=1.0, help="openai: seconds per request attempt."),
+    max_retries: int = typer.Option(2, min=0, help="openai: the client's retries per request."),
+    temperature: float = typer.Option(0.0, min=0.0, help="Sampling temperature (0: greedy)."),
+    max_tokens: int = typer.Option(96, min=1, help="Most tokens per action."),
+    device: str = typer.Option("auto", help="hf: auto, cpu, cuda, ..."),
+    tasks: str = typer.Option("auto", help="A task table; 'auto': data/tasks/tasks.parquet when it exists, "
+                                           "else test tasks are generated and validated for --env."),
+    split: str = typer.Option("test", help="The split benchmarked."),
+    family: list[str] = typer.Option([], show_default=False, help="Only this family (repeatable)."),
+    per_family: int = typer.Option(0, min=0, help="At most this many tasks per family (0: all)."),
+    generate_per_family: int = typer.Option(4, min=1, help="Test tasks generated per family when there is no "
+                                                           "task table."),
+    k: int = typer.Option(1, min=1, help="Episodes per task."),
+    seed: int = typer.Option(0, help="Seed of the episodes (and of generated tasks)."),
+    batch_size: int = typer.Option(64, min=1, help="Episodes played together."),
+    label: str = typer.Option("", show_default=False, help="The policy's name in the tables (default: the "
+                                                           "model's name, or the policy)."),
+    out: str = typer.Option("", show_default=False, help="Output folder (default: reports/eval/<label>)."),
+    imported: str = typer.Option("", show_default=False,
+                                 help="Instead: score --policy hf --model DIR offline on an import folder "
+                                      "(`distillery import --out`): held-out next-action accuracy."),
+    held_out: float = typer.Option(-1.0, help="With --imported: share of the imported tasks scored (by the "
+                                              "warm-up's hash; default: the model card's eval_fraction, else 0.1; "
+                                              "1 = all)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Benchmark a policy on an environment's test split: the benchmark tables and the HTML report.
+
+    Plays every test task (from the task table, or generated and validated for --env) with the policy, gates the trajectories, and writes OUT/{episodes,steps,tasks}.parquet, OUT/benchmark.json (every number per family), OUT/headline.json and OUT/benchmark.html, the same tables the `evaluate` stage writes.
+
+    With --imported DIR (imported logs cannot be replayed): the model sees each held-out logged step's context (instruction, logged actions and observations so far) and its greedy action is compared with the logged one; writes OUT/next_action.json and OUT/next_action_steps.parquet.
+
+    Examples:
+
+      distillery eval --env stage --policy openai --base-url http://127.0.0.1:8000/v1 --model models/warmup
+
+      distillery eval --env stage --policy hf --model models/warmup --device cpu
+
+      distillery eval --policy hf --model models/warmup --imported data/imports/chat
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from distillery.agents.base import PolicySpec
+    from distillery.agents.evaluate_policy import DEFAULT_TASKS, eval_tasks, run_eval
+    from distillery.quality import GateError
+    from distillery.registry import RegistryError
+
+    kwargs: dict[str, object]
+    if policy == "openai":
+        if not base_url or not model:
+            _fail("eval", "--policy openai needs --base-url and --model")
+        if mode not in ("text", "tools"):
+            _fail("eval", f"--mode must be text or tools, got {mode!r}")
+        kwargs = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "mode": mode,
+                  "temperature": temperature, "max_tokens": max_tokens, "concurrency": concurrency,
+                  "timeout": timeout, "max_retries": max_retries}
+    elif policy == "hf":
+        if not model:
+            _fail("eval", "--policy hf needs --model MODEL_DIR")
+        if not Path(model).is_dir():
+            _fail("eval", f"--model {model}: no such model directory")
+        kwargs = {"model_dir": model, "temperature": temperature, "max_new_tokens": max_tokens, "device": device}
+    else:
+        kwargs = {}
+    name = label or (Path(model.rstrip("/")).name if model else policy)
+    folder = Path(out or f"reports/eval/{name}")
+    if imported:
+        if policy != "hf":
+            _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
+        _offline_score(model, imported, folder, held_out, max_tokens, device, progress)
+        return
+    console = Console(stderr=True)
+    table_path: str | None = tasks
+    if tasks == "auto":
+        table_path = DEFAULT_TASKS if Path(DEFAULT_TASKS).is_file() else None
+    try:
+        if table_path is None:
+            console.print(f"no task table: generating {generate_per_family} {split} tasks per family of {env}")
+        todo = eval_tasks(env, tasks_path=table_path or None, split=split, families=family, per_family=per_family,
+                          generate_per_family=generate_per_family, seed=seed, progress=False,
+                          warn=lambda m: console.print(m, style="yellow", markup=False, highlight=False))
+    except (FileNotFoundError, ValueError, RegistryError) as e:
+        _fail("eval", str(e))
+    spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not progress, transient=True) as bar:
+            job = bar.add_task(f"eval {name} on {env}", total=len(todo) * k)
+            result = run_eval(todo, spec, folder, k=k, seed=seed, batch_size=batch_size, split=split,
+                              on_episode=lambda _: bar.update(job, advance=1))
+    except GateError as e:
+        _fail("eval", f"the trajectories fail their gate: {e}", code=1)
+    except (ValueError, OSError) as e:
+        _fail("eval", str(e))
+    cols = ["family", "episodes", "success_rate", "mean_score", "mean_steps", "validity_rate"]
+    table = Table(title=f"{name} on {env} ({split}: {len({t.task_id for t in todo})} tasks)")
+    heads = {"success_rate": "success", "mean_score": "score", "mean_steps": "steps", "validity_rate": "valid"}
+    for c in cols:
+        table.add_column(heads.get(c, c), justify="left" if c == "family" else "right", overflow="fold")
+    for r in result.table.sort(pl_family_key()).iter_rows(named=True):
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    Console().print(table)
+    errors = int(result.episodes["error"].ne("").sum()) if "error" in result.episodes.columns else 0
+    if errors:
+        console.print(f"[yellow]{errors} episodes ended with a policy error (see {folder / 'episodes.parquet'}, "
+                      "column error)[/yellow]")
+    if result.notes:
+        console.print(f"policy notes: {result.notes}")
+    typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")
+
+
+def _offline_score(model_dir: str, imported: str, folder: object, held_out: float, max_tokens: int,
+                   device: str, progress: bool) -> None:
+    """`distillery eval --imported`: held-out next-action accuracy on an import folder."""
+    from pathlib import Path
+
+    from distillery.importers import ImportedLogs, next_action_accuracy
+    from distillery.io import write_json, write_parquet
+    from distillery.types import tasks_from_frame
+
+    src, out = Path(imported), Path(str(folder))
+    if not (src / "records.parquet").is_file():
+        _fail("eval", f"--imported {src}: not an import folder (no records.parquet; write one with "
+                      "`distillery import`)")
+    try:
+        logs = ImportedLogs.read(src)
+        res = next_action_accuracy(model_dir, tasks_from_frame(logs.tasks), logs.episodes, logs.steps,
+                                   fraction=held_out if held_out > 0 else None, max_new_tokens=max_tokens,
+                                   device=device, progress=progress)
+    except ValueError as e:
+        _fail("eval", str(e))
+    write_json(res.to_dict(), out / "next_action.json")
+    write_parquet(res.steps, out / "next_action_steps.parquet")
+    if res.accuracy is None:
+        _fail("eval", f"no held-out imported step to score ({res.held_out_tasks} held-out tasks, skipped: "
+                      f"{res.skipped}); raise --held-out", code=1)
+    typer.echo(f"held-out next-action accuracy {res.accuracy:.3f} ({res.n_correct}/{res.n_steps} steps, "
+               f"{res.n_episodes} episodes of {res.held_out_tasks} held-out tasks, fraction {res.fraction:g}, "
+               f"seed {res.seed})")
+    for fam, acc in res.by_family().items():
+        typer.echo(f"  {fam:>24}: {acc:.3f}")
+    if res.skipped:
+        typer.echo(f"skipped episodes: {res.skipped}")
+    typer.echo(f"wrote {out / 'next_action.json'}, {out / 'next_action_steps.parquet'}")
+
+
+def pl_family_key() -> object:
+    """Families in order, the overall row ("all") last."""
+    import polars as pl
+
+    return [pl.col("family") == "all", pl.col("family")]
 
 
 if __name__ == "__main__":

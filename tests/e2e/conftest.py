@@ -48,6 +48,18 @@ MICRO = {
                 "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
     "selskill": {"rounds": 1, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24, "init_steps": 2,
                  "init": {"batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1}},
+    # The SQL track's training half on a few tasks and a micro student.
+    "sql_collect": {"train_tasks": 40},
+    "sql_warmup": {
+        "tokenizer": {"vocab_size": 1024},
+        "model": {"hidden_size": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "intermediate_size": 64},
+        "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1},
+        "induction_steps": 2,
+    },
+    "sql_rl": {"iterations": 1, "tasks_per_iteration": 2, "k": 2, "max_new_tokens": 16, "validation_tasks": 2,
+               "train": {"batch_size": 4, "num_threads": 1}},
+    "sql_scale": {"sizes": [20], "dbs_per_size": 1, "questions_per_db": 2},
+    "sql_evaluate": {"heldout_tasks": 4, "test_tasks": 4, "real_tasks_per_db": 1, "max_steps": 4, "max_new_tokens": 16},
     # The TextWorldExpress track (`--track twx`): most of its sections are `base: <agents' section>`,
     # so they inherit the micro budgets above; these shrink what they set themselves.
     "twx_tasks": {"families": ["twx_coin"], "n_train_per_family": 4, "n_test_per_family": 2,

@@ -62,6 +62,8 @@ RL = {"success_start": "before.test_success", "success": "final.test_success", "
       "best_success": "final.best_test_success", "seconds": "seconds"}
 DISTILL = {"success_start": "before.student_before", "success": "final.test_success", "teacher": "final.teacher",
            "gap_closed": "final.gap_closed", "seconds": "seconds"}
+SQL_RL = {"success_start": "before.validation_accuracy", "success": "final.validation_accuracy",
+          "gain": "final.gain", "seconds": "seconds"}
 SELSKILL = {"success": "final.selskill.success", "success_always": "final.always.success",
             "success_never": "final.never.success", "precision": "final.selskill.precision",
             "calls_per_episode": "final.selskill.calls_per_episode", "seconds": "seconds"}
@@ -91,4 +93,24 @@ def pghs_headline(summary: Mapping[str, Any]) -> dict[str, float | None]:
     if summary.get("ranking"):
         out["spearman"] = number(summary["ranking"]["pghs"]["spearman"]["mean"], "pghs spearman")
     out["seconds"] = number(summary.get("seconds", math.nan), "pghs seconds")
+    return out
+
+
+def sql_headline(record: Mapping[str, Any], start: str = "sql_warmup", final: str = "sql_rl") -> dict[str, float | None]:
+    """The SQL evaluation's headline: the final student's execution accuracy on the test split
+    (`success`) and on held-out databases, the warm-up's (`*_start`), the gain, the mean over
+    real databases, the random policy's, and the seconds. A student not evaluated is None."""
+    def acc(part: str, policy: str) -> float | None:
+        row = record.get(part, {}).get(policy)
+        return number(row["accuracy"], f"sql {part} {policy}") if row else None
+
+    out = {"success": acc("test", final), "success_start": acc("test", start),
+           "success_heldout": acc("heldout", final), "success_heldout_start": acc("heldout", start),
+           "success_random": acc("test", "random")}
+    out["gain"] = None if out["success"] is None or out["success_start"] is None else \
+        round(out["success"] - out["success_start"], 6)
+    real = record.get("real", {}).get(final) or {}
+    accs = [v["accuracy"] for v in real.values() if isinstance(v, Mapping) and "accuracy" in v]
+    out["success_real"] = number(sum(accs) / len(accs), "sql real") if accs else None
+    out["seconds"] = number(record.get("seconds"), "sql seconds")
     return out

@@ -34,6 +34,7 @@ from typing import Any
 from distillery.envs.actions import parse_action
 from distillery.envs.sql.engine import Limits, QueryError, ReadOnlyDb, format_rows, same_result
 from distillery.envs.sql.generator import DbSpec, build_database
+from distillery.envs.sql.prefill import DEFAULT_SCHEMA_CHARS, SCHEMA_PROMPTS, schema_prompt_text
 from distillery.envs.sql.schema import (
     DbMeta,
     SqlRefError,
@@ -100,7 +101,17 @@ class SqlEnv:
     name = "sql"
 
     def __init__(self, root: str | None = None, cache_dir: str | None = None,
-                 max_vm_steps: int | None = None, time_limit_s: float | None = None) -> None:
+                 max_vm_steps: int | None = None, time_limit_s: float | None = None,
+                 schema_prompt: str = "none", schema_prompt_chars: int = DEFAULT_SCHEMA_CHARS,
+                 propose_phase: bool = True) -> None:
+        """`schema_prompt` ("none" | "full" | "gold"), `schema_prompt_chars` and
+        `propose_phase` are the baselines' options (prefill.py); the defaults are the
+        unknown-schema setting with its four phases."""
+        if schema_prompt not in SCHEMA_PROMPTS:
+            raise ValueError(f"schema_prompt={schema_prompt!r}: one of {', '.join(SCHEMA_PROMPTS)}")
+        self.schema_prompt = schema_prompt
+        self.schema_prompt_chars = int(schema_prompt_chars)
+        self.propose_phase = bool(propose_phase)
         self.root = Path(root or os.environ.get("DISTILLERY_SQL_ROOT") or os.getcwd())
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         base = Limits()
@@ -163,10 +174,28 @@ class SqlEnv:
         self.sibling_paths = sibs
         self.meta = load_meta(main)
         self._reset_episode()
-        return (f"A SQLite database with {len(self.meta.tables)} tables; their names are not given. "
-                "Phase: EXPLORE. Find the tables and columns the question needs with the metadata tools, "
-                "then propose_schema(tables, columns); execute_sql works only after a proposal; "
-                "submit(sql) answers.")
+        if self.schema_prompt == "none" and self.propose_phase:
+            return (f"A SQLite database with {len(self.meta.tables)} tables; their names are not given. "
+                    "Phase: EXPLORE. Find the tables and columns the question needs with the metadata tools, "
+                    "then propose_schema(tables, columns); execute_sql works only after a proposal; "
+                    "submit(sql) answers.")
+        return self._baseline_observation(task)
+
+    def _baseline_observation(self, task: Task) -> str:
+        """The first observation under the baselines' options (prefill.py)."""
+        assert self.meta is not None
+        steps = ("then propose_schema(tables, columns); execute_sql works only after a proposal; "
+                 if self.propose_phase else "then execute_sql to try a query; ")
+        if self.schema_prompt == "none":
+            return (f"A SQLite database with {len(self.meta.tables)} tables; their names are not given. "
+                    f"Find the tables and columns the question needs with the metadata tools, {steps}"
+                    "submit(sql) answers.")
+        _, gold_tables, _ = task_checks(task)
+        pre = schema_prompt_text(self.meta, self.schema_prompt, gold_tables, self.schema_prompt_chars)
+        self.shown_tables |= set(pre.tables)
+        self.shown_columns |= set(pre.columns)
+        return (f"A SQLite database with {len(self.meta.tables)} tables. The metadata tools can look further; "
+                f"{steps}submit(sql) answers.\n{pre.text}")
 
     def step(self, action_text: str) -> StepResult:
         if self.task is None:
@@ -463,7 +492,7 @@ class SqlEnv:
 
     def _check_sql(self, step: int, tool: str, sql: str) -> SqlRefs:
         assert self.meta is not None
-        if self.phase == EXPLORE:
+        if self.phase == EXPLORE and self.propose_phase:
             self.violations.append(f"step {step}: {tool} before any proposal")
             raise ToolError(f"{tool} is refused in the EXPLORE phase: propose_schema(tables, columns) first")
         if not sql.strip():
@@ -485,6 +514,8 @@ class SqlEnv:
         unseen += [f"{t}.{c}" for t, c in sorted(refs.columns) if (t.lower(), c.lower()) not in self.shown_columns]
         if unseen:
             self.hallucinated.append(f"step {step}: {tool} uses identifiers no tool had shown: {', '.join(unseen[:10])}")
+        if not self.propose_phase:
+            return refs                  # no Propose phase: nothing limits the query
         allowed_t = {t.lower() for t in self.proposal_tables}
         allowed_c = {(t.lower(), c.lower()) for t, c in self.proposal_columns}
         outside = [t for t in sorted(refs.tables) if t.lower() not in allowed_t]
@@ -508,7 +539,7 @@ class SqlEnv:
 
     def _t_submit(self, step: int, sql: str) -> str:
         assert self._main is not None
-        if self.phase == GENERATE:
+        if self.phase == GENERATE or (self.phase == EXPLORE and not self.propose_phase):
             self.violations.append(f"step {step}: submit before any query ran under the proposal")
             raise ToolError("submit is refused before a query has run under the current proposal: execute_sql first")
         self._check_sql(step, "submit", sql)

@@ -1,0 +1,141 @@
+"""Benchmark one policy on an environment's test split: what `distillery eval` runs.
+
+    tasks = eval_tasks("stage", tasks_path="data/tasks/tasks.parquet")
+    result = run_eval(tasks, PolicySpec("openai", {"base_url": ..., "model": ...}, label="my-model"), "reports/eval/my-model")
+
+The episodes are played in-process (`rollout.run_batch`, one batch of at most `batch_size`
+episodes in flight: an endpoint policy then has that many requests to spread over its
+connections), gated with the project's `episodes` and `steps` suites, and summarised with the
+same functions as the `evaluate` stage: `benchmark_table`, `benchmark_metrics`,
+`benchmark_headline` and `render_html`. So a table from `distillery eval` reads like the
+pipeline's, and two runs (an endpoint and the same model in-process) compare column by column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from distillery.agents.base import PolicySpec, make_policy
+from distillery.types import Episode, Task, tasks_from_frame, tasks_to_frame
+
+DEFAULT_TASKS = "data/tasks/tasks.parquet"
+
+
+def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "test",
+               families: Sequence[str] = (), per_family: int = 0, generate_per_family: int = 4,
+               seed: int = 0, max_steps: int = 15, progress: bool = False,
+               warn: Callable[[str], None] | None = None) -> list[Task]:
+    """The tasks to benchmark: `split` of the task table at `tasks_path` restricted to `env`
+    (and `families`, and the first `per_family` of each, 0 = all); with no table, `split`
+    tasks generated and validated for `env`'s families (`generate_per_family` each) exactly
+    as the `tasks` stage does. A family whose tasks do not all validate keeps those that did:
+    a benchmark is still worth running on the others, and `warn` is told which and why."""
+    from distillery.envs.base import env_names
+
+    if env not in env_names():
+        raise ValueError(f"environment {env!r} is not registered; registered: {', '.join(env_names())}")
+    if tasks_path is not None:
+        path = Path(tasks_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such task table (write one with `distillery tasks` "
+                                    "or `dvc repro tasks`)")
+        frame = pl.read_parquet(path).filter((pl.col("env") == env) & (pl.col("split") == split))
+        if families:
+            unknown = sorted(set(families) - set(frame["family"]))
+            if unknown:
+                raise ValueError(f"{path} has no {split} tasks of {env} in families {unknown}; it has "
+                                 f"{sorted(set(frame['family']))}")
+            frame = frame.filter(pl.col("family").is_in(list(families)))
+        frame = frame.sort("task_id")
+        if per_family:
+            frame = frame.filter(pl.int_range(pl.len()).over("family") < per_family)
+        if frame.is_empty():
+            raise ValueError(f"{path} has no {split} tasks of environment {env!r}")
+        return tasks_from_frame(frame)
+    from distillery.tasks.generate import ValidationFailed
+
+    try:
+        tasks = generate(env, families, n_train=0, n_test=generate_per_family if split == "test" else 0,
+                         seed=seed, max_steps=max_steps, progress=progress).tasks
+    except ValidationFailed as e:
+        if warn is not None:
+            warn(f"{e}\nbenchmarking the {len(e.result.tasks)} tasks that validated")
+        tasks = e.result.tasks
+    tasks = [t for t in tasks if t.split == split]
+    if not tasks:
+        raise ValueError(f"no {split} task of {env} validated")
+    return tasks
+
+
+def generate(env: str, families: Sequence[str], *, n_train: int, n_test: int, seed: int = 0,
+             max_steps: int = 15, random_probes: int = 3, progress: bool = False) -> Any:
+    """Draft and validate tasks of `env` (`families`, or all its families) with the `tasks`
+    stage's own generator and checks; raises `tasks.generate.ValidationFailed` naming the
+    families that could not be filled."""
+    from distillery.config import TasksConfig
+    from distillery.tasks.generate import generate_tasks
+
+    cfg = TasksConfig(env=env, seed=seed, families=list(families), n_train_per_family=n_train,
+                      n_test_per_family=n_test, max_steps=max_steps, random_probes=random_probes)
+    return generate_tasks(cfg, progress=progress)
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    episodes: pl.DataFrame
+    steps: pl.DataFrame
+    table: pl.DataFrame            # benchmark_table: one row per (policy, family) and (policy, "all")
+    details: dict[str, Any]        # benchmark_metrics
+    headline: dict[str, Any]
+    notes: dict[str, int]          # an endpoint policy's repairs/errors, if it counts them
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        return self.table.filter(pl.col("family") == "all").row(0, named=True)
+
+
+def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k: int = 1, seed: int = 0,
+             batch_size: int = 64, split: str = "test",
+             on_episode: Callable[[Episode], None] | None = None) -> EvalResult:
+    """Play `k` episodes of every task with the policy `spec`, gate them, and write to `out_dir`:
+    episodes.parquet, steps.parquet, tasks.parquet (what was played), benchmark.json (every
+    number, policy -> family), headline.json and benchmark.html."""
+    from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table
+    from distillery.evaluate.headline import benchmark_headline
+    from distillery.evaluate.report import render_html
+    from distillery.io import write_json, write_parquet, write_text
+    from distillery.quality import SUITES, gate
+    from distillery.rollout import RolloutConfig, make_jobs, run_batch
+
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
+    out = Path(out_dir)
+    cfg = RolloutConfig(k=k, seed=seed, batch_size=batch_size)
+    policy = make_policy(spec)
+    try:
+        traj = run_batch(policy, make_jobs(tasks, policy.name, cfg), cfg, on_episode=on_episode)
+        notes = dict(getattr(policy, "notes", {}) or {})
+    finally:
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
+    refs = {"episodes": traj.episodes, "steps": traj.steps}
+    where = {"report_dir": out / "quality", "quarantine_dir": out / "quarantine"}
+    for suite, frame in (("episodes", traj.episodes), ("steps", traj.steps)):
+        gate(frame, SUITES[suite], source=str(out / f"{suite}.parquet"), refs=refs, **where)
+    table = benchmark_table(traj.episodes, traj.steps, split=split)
+    details = benchmark_metrics(table)
+    headline = benchmark_headline(details)
+    write_parquet(tasks_to_frame(list(tasks)), out / "tasks.parquet")
+    write_parquet(traj.episodes, out / "episodes.parquet")
+    write_parquet(traj.steps, out / "steps.parquet")
+    write_json(details, out / "benchmark.json")
+    write_json(headline, out / "headline.json")
+    write_text(render_html(table, split, len({t.task_id for t in tasks})), out / "benchmark.html")
+    return EvalResult(out, traj.episodes, traj.steps, table, details, headline, notes)

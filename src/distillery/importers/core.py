@@ -1,0 +1,566 @@
+"""Judging records, building trajectories, and the import's output folder.
+
+    result = import_logs("openai", ["logs/run1.jsonl"], "data/imports/run1", ImportConfig())
+
+reads every record (`openai_jsonl`, `inspect_log`), judges it against the import rules
+(`quality.import_suites.IMPORT_RULES`), gates the records with `quality.import_suites.IMPORT_RECORDS` and the
+kept trajectories with the project's own `episodes` and `steps` suites, and writes the folder:
+
+    tasks.parquet  episodes.parquet  steps.parquet   the project's schemas: ready to mine, warm up on
+    tools.json          the tool definitions the records declared, by toolset key
+    records.parquet     every record read, kept or not, with its provenance and findings
+    rejects.parquet     one row per broken rule of a record: file, record, kind, reason
+    summary.json        counts by file, verdict and rule (a function of the two tables above)
+    quality/  quarantine/   the gates' reports and quarantined rows
+
+An import adds to what the folder holds: a record already imported (the same episode id and
+content) is skipped, so importing the same files again changes nothing. Inputs are only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from distillery.envs.base import env_names, tool_specs
+from distillery.evaluate.failures import classify_failure
+from distillery.importers.records import (
+    Analysis,
+    RawRecord,
+    analyse,
+    episode_id,
+    normalise,
+    toolset_key,
+)
+from distillery.io import write_json, write_parquet
+from distillery.quality import SUITES, gate
+from distillery.quality.import_suites import (
+    IMPORT_RECORD_SCHEMA,
+    IMPORT_RECORDS,
+    IMPORT_REJECT_SCHEMA,
+    IMPORT_RULE_KINDS,
+    IMPORT_RULES,
+    IMPORTED_TASKS,
+    expected_verdict,
+)
+from distillery.types import (
+    Episode,
+    Step,
+    Task,
+    ToolCall,
+    episodes_to_frame,
+    steps_to_frame,
+    tasks_from_frame,
+    tasks_to_frame,
+)
+
+FORMATS = {"openai": (".jsonl",), "inspect": (".eval", ".json")}
+OUTCOMES_SUFFIX = ".outcomes.jsonl"
+TEST_SPLITS = ("test", "heldout_test")
+RULE_TEXT = dict(IMPORT_RULES)
+OUTPUTS = ("tasks.parquet", "episodes.parquet", "steps.parquet", "tools.json", "records.parquet",
+           "rejects.parquet", "summary.json")
+
+
+@dataclass
+class ImportConfig:
+    """How records are judged. Every field has a CLI option of the same name."""
+
+    env: str = "imported"             # the environment of records whose metadata names none
+    assume_success: bool = False      # a record with no outcome counts as a success
+    scorer: str = ""                  # inspect: the score to read ('' = the only one, or the first)
+    max_context_tokens: int = 8192    # the student's context: longer episodes are rejected; 0 = no check
+    tokenizer: str = ""               # count tokens with this tokenizer (a model dir); '' = estimate
+    chars_per_token: float = 4.0      # the estimate without a tokenizer
+    policy: str = "imported"          # the policy name episodes record when the record names none
+    min_score: float = 0.0            # the reward filter: a lower score is rejected (0 = keep every score)
+
+    def __post_init__(self) -> None:
+        if self.max_context_tokens < 0:
+            raise ValueError("max_context_tokens must be >= 0 (0 turns the check off)")
+        if self.chars_per_token <= 0:
+            raise ValueError("chars_per_token must be > 0")
+        if not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+
+
+# ---------------------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------------------
+
+
+def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+@dataclass
+class ImportedLogs:
+    """What an import folder holds (empty frames for a new folder)."""
+
+    tasks: pl.DataFrame
+    episodes: pl.DataFrame
+    steps: pl.DataFrame
+    records: pl.DataFrame
+    rejects: pl.DataFrame
+    tools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> ImportedLogs:
+        return cls(tasks_to_frame([]), episodes_to_frame([]), steps_to_frame([]),
+                   _empty(IMPORT_RECORD_SCHEMA), _empty(IMPORT_REJECT_SCHEMA), {})
+
+    @classmethod
+    def read(cls, out_dir: str | Path) -> ImportedLogs:
+        """The folder's content; a new folder reads as empty. A folder an import did not write
+        (some files, not all) is refused rather than overwritten."""
+        out = Path(out_dir)
+        present = [n for n in OUTPUTS if (out / n).exists()]
+        if not present:
+            return cls.empty()
+        missing = [n for n in OUTPUTS if n not in present]
+        if missing:
+            raise ValueError(f"{out} holds {', '.join(present)} but not {', '.join(missing)}: not a complete "
+                             "import folder (a first import into it killed before it finished, or another "
+                             "program's files); choose another --out, or remove the folder and import again")
+        records = pl.read_parquet(out / "records.parquet")
+        # records.parquet is written last: it is the commit point. An import killed after writing
+        # some files but not it leaves the others ahead of it, so they are read as of the records
+        # it lists, and the next import redoes the rest instead of doubling it.
+        kept = records.filter(pl.col("verdict") != "rejected").select("episode_id")
+        episodes = pl.read_parquet(out / "episodes.parquet").join(kept, on="episode_id", how="semi")
+        steps = pl.read_parquet(out / "steps.parquet").join(kept, on="episode_id", how="semi")
+        tasks = pl.read_parquet(out / "tasks.parquet").join(episodes.select("task_id").unique(), on="task_id",
+                                                            how="semi")
+        rejects = pl.read_parquet(out / "rejects.parquet").join(records.select("episode_id", "sha256"),
+                                                                on=["episode_id", "sha256"], how="semi")
+        return cls(tasks, episodes, steps, records, rejects, json.loads((out / "tools.json").read_text()))
+
+
+# ---------------------------------------------------------------------------------------
+# Judging
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Judged:
+    """One run's new records (rows of IMPORT_RECORD_SCHEMA), the trajectories of those kept,
+    the tasks they name, their tool definitions, and how many were already imported."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    episodes: list[Episode] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    tools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    already: Counter[str] = field(default_factory=Counter)     # by source
+
+
+def dup_key(instruction: str, actions: Sequence[str]) -> str:
+    blob = json.dumps([normalise(instruction), list(actions)], ensure_ascii=False)
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def derived_task_id(instruction: str) -> str:
+    """The task id of a record that names none: a function of its instruction."""
+    return "imported-" + hashlib.blake2b(normalise(instruction).encode("utf-8", "surrogatepass"),
+                                         digest_size=6).hexdigest()
+
+
+def token_counter(cfg: ImportConfig) -> Callable[[Sequence[str]], int]:
+    """How the context check measures an episode: the tokenizer's count of every text in it,
+    or without one an estimate of `chars_per_token` characters a token."""
+    if cfg.tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        return lambda texts: sum(len(tok.encode(t, add_special_tokens=False)) for t in texts if t)
+    return lambda texts: math.ceil(sum(len(t) for t in texts) / cfg.chars_per_token)
+
+
+def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] | None = None,
+          previous: ImportedLogs | None = None,
+          count_tokens: Callable[[Sequence[str]], int] | None = None) -> Judged:
+    """Judge every record against the rules; build the kept ones' episodes and steps.
+
+    `known` are the project's tasks (by id): a record naming one takes its environment,
+    family and split, and the test split's tasks and instructions are refused. `previous` is
+    what the output folder holds already: records in it are skipped, and its kept records
+    count for duplicates.
+    """
+    known = known or {}
+    previous = previous or ImportedLogs.empty()
+    count_tokens = count_tokens or token_counter(cfg)
+    registered = set(env_names())
+    test_instructions = {normalise(t.instruction): t.task_id for t in known.values() if t.split in TEST_SPLITS}
+    seen_before = set(previous.records.select("episode_id", "sha256").iter_rows())
+    kept_before = previous.records.filter(pl.col("verdict") != "rejected")
+    kept_sha = dict(kept_before.select("episode_id", "sha256").iter_rows())
+    dups: dict[str, str] = {k: f"{s} {r}" for k, s, r in kept_before.select("dup_key", "source", "record").iter_rows()}
+    ids_now: dict[str, str] = {}
+    out = Judged()
+
+    for raw in raws:
+        eid = episode_id(raw.format, raw.source, raw.sample, raw.epoch)
+        if (eid, raw.sha256) in seen_before:
+            out.already[raw.source] += 1
+            continue
+        problems: dict[str, list[str]] = {}
+        row: dict[str, Any] = {
+            "episode_id": eid, "format": raw.format, "source": raw.source, "record": raw.record,
+            "position": raw.position, "line": raw.line, "sample": raw.sample, "epoch": raw.epoch,
+            "sha256": raw.sha256, "task_id": raw.task_id, "env": raw.env, "model": raw.model,
+            "toolset": toolset_key(raw.tools), "n_steps": 0, "n_tokens": 0,
+            "logged_success": raw.outcome.success, "logged_score": raw.outcome.score,
+            "scorer": raw.outcome.scorer, "limit": raw.limit, "answer": "", "dup_key": "",
+        }
+        analysis = None
+        if raw.malformed:
+            problems["malformed"] = list(raw.malformed)
+        else:
+            task = known.get(raw.task_id)
+            env = task.env if task else raw.env or cfg.env
+            specs = tool_specs(env) if env in registered else []
+            analysis = analyse(raw, specs)
+            problems.update(analysis.problems)
+            task_id = raw.task_id or derived_task_id(analysis.instruction)
+            _judge_run(raw, cfg, problems)
+            _judge_task(task, task_id, raw, analysis, test_instructions, problems)
+            n_tokens = count_tokens(analysis.texts)
+            if cfg.max_context_tokens and n_tokens > cfg.max_context_tokens:
+                how = "tokens" if cfg.tokenizer else f"tokens (estimated at {cfg.chars_per_token:g} characters a token)"
+                problems["too_long"] = [f"{n_tokens} {how}, over the student's context of {cfg.max_context_tokens}"]
+            if eid in kept_sha and kept_sha[eid] != raw.sha256:
+                problems["conflict"] = [f"imported before with other content (sha256 {kept_sha[eid][:12]}, now "
+                                        f"{raw.sha256[:12]}): import the changed file under another name"]
+            key = dup_key(analysis.instruction, [s.action_text for s in analysis.steps])
+            hard = [k for k in problems if k not in ("truncated_success",)]
+            if not hard:
+                if eid in ids_now:
+                    problems["duplicate"] = [f"sample {raw.sample!r} epoch {raw.epoch} again (first: {ids_now[eid]})"]
+                elif key in dups:
+                    problems["duplicate"] = [f"the same instruction and actions as {dups[key]}"]
+                else:
+                    dups[key] = f"{raw.source} {raw.record}"
+                    ids_now[eid] = raw.record
+            row.update(task_id=task_id, env=env, n_steps=len(analysis.steps), n_tokens=n_tokens,
+                       answer=analysis.answer, dup_key=key)
+        verdict = expected_verdict([k for k in IMPORT_RULE_KINDS if problems.get(k)])
+        row["verdict"] = verdict
+        row.update({f"rule_{k}": list(problems.get(k, [])) for k in IMPORT_RULE_KINDS})
+        out.records.append(row)
+        if verdict != "rejected" and analysis is not None:
+            _keep(raw, row, analysis, known, cfg, problems, out)
+    return out
+
+
+def _judge_run(raw: RawRecord, cfg: ImportConfig, problems: dict[str, list[str]]) -> None:
+    """The run's own verdicts: an error, the outcome, a limit."""
+    if raw.error:
+        problems["errored"] = [f"the run ended in an error: {raw.error}"]
+    o = raw.outcome
+    if o.problems:
+        problems["bad_outcome"] = list(o.problems)
+    elif o.missing and not cfg.assume_success:
+        problems["no_outcome"] = ["no score or success label (give one in the metadata block or a side file, "
+                                  "or import with --assume-success)"]
+    elif cfg.min_score > 0 and o.score is not None and o.score < cfg.min_score:
+        problems["low_score"] = [f"score {o.score:g} is below --min-score {cfg.min_score:g}"]
+    assumed = o.missing and cfg.assume_success
+    if raw.limit and (o.success or assumed):
+        problems["truncated_success"] = [f"{raw.limit}, yet logged as a success: kept as a failure"]
+
+
+def _judge_task(task: Task | None, task_id: str, raw: RawRecord, analysis: Analysis,
+                test_instructions: dict[str, str], problems: dict[str, list[str]]) -> None:
+    """A known task is taken at its word (its split decides); an unknown one is refused when
+    its instruction is a test task's: the project's own tasks may share an instruction across
+    splits (their states differ), a log's task cannot show that it is not the test task."""
+    if task is not None and analysis.instruction and normalise(task.instruction) != normalise(analysis.instruction):
+        problems["task_conflict"] = [f"task {task_id} is known with another instruction than the record's"]
+    split = task.split if task is not None else raw.split or "train"
+    if split in TEST_SPLITS:
+        problems["test_task"] = [f"task {task_id} is in the {split} split"]
+    elif task is None and normalise(analysis.instruction) in test_instructions:
+        problems["test_task"] = [f"the instruction is that of test task {test_instructions[normalise(analysis.instruction)]}"]
+
+
+def _keep(raw: RawRecord, row: dict[str, Any], analysis: Analysis, known: dict[str, Task], cfg: ImportConfig,
+          problems: dict[str, list[str]], out: Judged) -> None:
+    eid, env, task_id = row["episode_id"], row["env"], row["task_id"]
+    task = known.get(task_id)
+    o = raw.outcome
+    truncated = bool(problems.get("truncated_success"))
+    success = bool(o.success) if not o.missing else True          # missing: --assume-success
+    score = float(o.score) if o.score is not None else 1.0
+    failed: list[str] = []
+    if truncated:
+        success, score = False, 0.0
+        failed = [f"truncated: {raw.limit} (logged as a success)"]
+    elif not success:
+        failed = list(o.failed_checks) or [f"imported outcome: {o.value or 'not a success'}"]
+    steps = analysis.steps
+    specs = tool_specs(env) if env in set(env_names()) else []
+    mutating_tools = {s.name for s in specs if s.mutates}
+    mode = classify_failure(
+        success=success, failed_check_types=[], actions=[s.action_text for s in steps],
+        valid=[s.valid for s in steps], mutating=[s.valid and s.call.name in mutating_tools for s in steps],
+        finished=analysis.finished, n_ref_mutations=sum(c.tool in mutating_tools for c in task.reference_solution)
+        if task else 0)
+    out.episodes.append(Episode(
+        episode_id=eid, env=env, task_id=task_id, family=task.family if task else raw.family or "imported",
+        split=task.split if task else raw.split or "train", profile=task.profile if task else raw.profile or "imported",
+        policy=raw.policy or cfg.policy, model=raw.model or "-", iteration=0, group=task_id, sample=raw.epoch - 1,
+        seed=0, success=success, score=score, n_steps=len(steps), invalid_actions=sum(not s.valid for s in steps),
+        tokens_in=raw.tokens_in, tokens_out=raw.tokens_out, cost_usd=0.0, wall_s=raw.wall_s,
+        finished=analysis.finished, failure_mode=mode, failed_checks=failed))
+    for t, s in enumerate(steps):
+        out.steps.append(Step(
+            episode_id=eid, t=t, observation=s.observation, action_text=s.action_text, tool=s.call.name,
+            args_json=s.args_json, valid=s.valid, error=s.error, feedback=s.feedback,
+            reward=score if t == len(steps) - 1 else 0.0, state_hash=""))
+    if task_id not in out.tasks:
+        out.tasks[task_id] = task if task is not None else Task(
+            task_id=task_id, env=env, family=raw.family or "imported", split=raw.split or "train",
+            profile=raw.profile or "imported", hint="", instruction=analysis.instruction, initial_state={},
+            reference_solution=[], checks=[], max_steps=1)
+    if row["toolset"]:
+        out.tools.setdefault(row["toolset"], raw.tools)
+
+
+# ---------------------------------------------------------------------------------------
+# Merging and writing
+# ---------------------------------------------------------------------------------------
+
+
+def reject_rows(records: pl.DataFrame) -> pl.DataFrame:
+    """One row per broken rule of each record that is not plainly kept."""
+    rows = []
+    for r in records.filter(pl.col("verdict") != "kept").iter_rows(named=True):
+        for kind in IMPORT_RULE_KINDS:
+            for detail in r[f"rule_{kind}"] or []:
+                rows.append({"source": r["source"], "record": r["record"], "position": r["position"],
+                             "line": r["line"], "episode_id": r["episode_id"], "sha256": r["sha256"],
+                             "kind": kind, "verdict": r["verdict"],
+                             "reason": f"{r['source']} {r['record']}: {RULE_TEXT[kind]}: {detail}"})
+    return pl.DataFrame(rows, schema=IMPORT_REJECT_SCHEMA, orient="row") if rows else _empty(IMPORT_REJECT_SCHEMA)
+
+
+def _derived(row: dict[str, Any]) -> bool:
+    """A task an import made up from its logs (no state, no checks), not one of the project's."""
+    return row["checks"] == "[]" and row["initial_state"] == "{}"
+
+
+def assemble_tasks(tasks: pl.DataFrame, episodes: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Tasks of the kept episodes. A derived task's reference solution is the valid calls of its
+    successful episode with the smallest id (none: empty), and its step limit the longest
+    episode's: the same whatever order the logs were imported in."""
+    longest = dict(episodes.group_by("task_id").agg(pl.col("n_steps").max()).iter_rows())
+    solved = (episodes.filter("success").sort("episode_id").group_by("task_id", maintain_order=True)
+              .agg(pl.col("episode_id").first()))
+    first_success = dict(solved.iter_rows())
+    calls: dict[str, list[ToolCall]] = {}
+    wanted = set(first_success.values())
+    for eid, tool, args_json, valid in steps.filter(pl.col("episode_id").is_in(sorted(wanted))).sort(
+            "episode_id", "t").select("episode_id", "tool", "args_json", "valid").iter_rows():
+        if valid and args_json:
+            calls.setdefault(eid, []).append(ToolCall(tool, json.loads(args_json)))
+    out = []
+    for task in tasks_from_frame(tasks.filter(pl.col("task_id").is_in(sorted(longest)))):
+        row = task.to_row()
+        if _derived(row):
+            task.reference_solution = calls.get(first_success.get(task.task_id, ""), [])
+            task.max_steps = max(1, longest[task.task_id], len(task.reference_solution))
+        out.append(task)
+    return tasks_to_frame(out).sort("task_id")
+
+
+def _concat(frames: list[pl.DataFrame], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.concat([f.select(list(schema)).cast(schema) for f in frames], how="vertical")
+
+
+@dataclass
+class ImportResult:
+    """One import run: what it read, what it judged, and the folder it wrote."""
+
+    out_dir: Path
+    files: list[dict[str, Any]]             # per input file: source, read, kept, kept_as_failure, rejected, already
+    new_rejects: pl.DataFrame               # this run's rows of rejects.parquet
+    logs: ImportedLogs                      # the whole folder after the run
+    gates: dict[str, Any] = field(default_factory=dict)   # suite -> GateResult
+
+    @property
+    def totals(self) -> dict[str, int]:
+        keys = ("read", "kept", "kept_as_failure", "rejected", "already_imported")
+        return {k: sum(f[k] for f in self.files) for k in keys}
+
+
+def summary(logs: ImportedLogs) -> dict[str, Any]:
+    """Counts of the whole folder, by file, verdict and rule: a function of records and rejects."""
+    by_source: dict[str, dict[str, int]] = {}
+    for source, verdict, n in logs.records.group_by("source", "verdict").len().sort("source", "verdict").iter_rows():
+        by_source.setdefault(source, {}).update({verdict: n})
+    kinds = dict(logs.rejects.group_by("kind").len().sort("kind").iter_rows())
+    eps = logs.episodes
+    return {"records": logs.records.height, "episodes": eps.height, "steps": logs.steps.height,
+            "tasks": logs.tasks.height, "successes": int(eps["success"].sum()) if eps.height else 0,
+            "verdicts": dict(logs.records.group_by("verdict").len().sort("verdict").iter_rows()),
+            "rejects_by_kind": kinds, "by_source": by_source, "toolsets": len(logs.tools)}
+
+
+def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) -> tuple[ImportedLogs, dict[str, Any]]:
+    """Merge this run into the folder, gate everything, then write it (only if the gates of the
+    trajectories pass; the records gate quarantines the records it rejects)."""
+    out = Path(out_dir)
+    new_records = pl.DataFrame(judged.records, schema=IMPORT_RECORD_SCHEMA, orient="row") if judged.records \
+        else _empty(IMPORT_RECORD_SCHEMA)
+    records = _concat([previous.records, new_records], IMPORT_RECORD_SCHEMA).sort("source", "position", "sha256")
+    episodes = _concat([previous.episodes, episodes_to_frame(judged.episodes)], dict(episodes_to_frame([]).schema)
+                       ).sort("episode_id")
+    steps = _concat([previous.steps, steps_to_frame(judged.steps)], dict(steps_to_frame([]).schema)
+                    ).sort("episode_id", "t")
+    base = [previous.tasks] + ([tasks_to_frame([t for tid, t in sorted(judged.tasks.items())
+                                                if tid not in set(previous.tasks["task_id"])])] if judged.tasks else [])
+    tasks = assemble_tasks(pl.concat(base), episodes, steps)
+    rejects = (pl.concat([previous.rejects, reject_rows(new_records)]).unique(maintain_order=True)
+               .sort("source", "position", "sha256", "kind", "reason"))
+    tools = {**previous.tools, **judged.tools}
+    logs = ImportedLogs(tasks, episodes, steps, records, rejects, dict(sorted(tools.items())))
+
+    reports, quarantine = out / "quality", out / "quarantine"
+    where = {"report_dir": reports, "quarantine_dir": quarantine}
+    gates = {"import_records": gate(records, IMPORT_RECORDS, source=str(out / "records.parquet"),
+                                    raise_on_failure=False, **where)}
+    _check_records_gate(gates["import_records"], records)
+    refs = {"episodes": episodes, "steps": steps}
+    gates["imported_tasks"] = gate(tasks, IMPORTED_TASKS, source=str(out / "tasks.parquet"), **where)
+    gates["episodes"] = gate(episodes, SUITES["episodes"], source=str(out / "episodes.parquet"), refs=refs, **where)
+    gates["steps"] = gate(steps, SUITES["steps"], source=str(out / "steps.parquet"), refs=refs, **where)
+
+    write_parquet(tasks, out / "tasks.parquet")
+    write_parquet(episodes, out / "episodes.parquet")
+    write_parquet(steps, out / "steps.parquet")
+    write_json(logs.tools, out / "tools.json")
+    write_parquet(rejects, out / "rejects.parquet")
+    write_json(summary(logs), out / "summary.json")
+    write_parquet(records, out / "records.parquet")      # last: a record listed here is fully written
+    return logs, gates
+
+
+def _check_records_gate(result: Any, records: pl.DataFrame) -> None:
+    """The records gate must quarantine exactly the records not plainly kept, and only for
+    their broken rules: anything else is a bug of the importer, not of the logs."""
+    allowed = {f"_ok_{k}" for k in IMPORT_RULE_KINDS}
+    other = [f["reason"] for f in result.failures if f["column"] not in allowed]
+    if other:
+        raise RuntimeError(f"the import_records gate failed on more than the import rules: {other}")
+    quarantined: set[tuple[str, str]] = set()
+    if result.quarantine_path is not None:
+        quarantined = set(pl.read_parquet(result.quarantine_path).select("episode_id", "sha256").iter_rows())
+    expected = set(records.filter(pl.col("verdict") != "kept").select("episode_id", "sha256").iter_rows())
+    if quarantined != expected:
+        raise RuntimeError(f"the import_records gate quarantined {len(quarantined)} records, the verdicts "
+                           f"say {len(expected)}")
+
+
+# ---------------------------------------------------------------------------------------
+# The whole import
+# ---------------------------------------------------------------------------------------
+
+
+def source_name(path: Path) -> str:
+    """How records name their file: relative to the current folder when inside it."""
+    rel = os.path.relpath(path.resolve())
+    return (rel if not rel.startswith("..") else str(path.resolve())).replace(os.sep, "/")
+
+
+def input_files(fmt: str, paths: Sequence[str | Path]) -> list[Path]:
+    """The files to read: each path given, or a folder's files of the format (sorted; side
+    files of outcomes and an import folder's own outputs left out)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(FORMATS[fmt])
+                           and not f.name.endswith(OUTCOMES_SUFFIX) and f.name not in OUTPUTS)
+            if not found:
+                raise FileNotFoundError(f"{p}: no {' or '.join(FORMATS[fmt])} files in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    seen: set[Path] = set()
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+
+
+def _refuse_overlap(files: Sequence[Path], out: Path) -> None:
+    """The import never writes where it reads: no input inside the output folder."""
+    o = out.resolve()
+    for f in files:
+        if o in f.resolve().parents:
+            raise ValueError(f"{f} is inside the output folder {out}: choose an --out apart from the inputs")
+
+
+def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg: ImportConfig | None = None,
+                *, tasks: str | Path | None = None, outcomes: str | Path | None = None,
+                on_record: Callable[[RawRecord], None] | None = None) -> ImportResult:
+    """Import `paths` (files or folders) of format `fmt` (openai | inspect) into `out_dir`.
+
+    `tasks` is a tasks parquet (the project's task table): records naming its tasks take their
+    environment, family and split, and its test split is refused. `outcomes` is a side file of
+    metadata blocks for a single OpenAI file (otherwise `<file>.outcomes.jsonl` beside each
+    file is used when present). `on_record` is called with each record as it is read.
+    """
+    from distillery.importers.inspect_log import read_inspect
+    from distillery.importers.openai_jsonl import read_openai, read_outcomes
+
+    cfg = cfg or ImportConfig()
+    out = Path(out_dir)
+    files = input_files(fmt, paths)
+    _refuse_overlap(files, out)
+    if outcomes and (fmt != "openai" or len(files) != 1):
+        raise ValueError("--outcomes names the side file of one OpenAI JSONL file; with several, put "
+                         f"<name>{OUTCOMES_SUFFIX} beside each")
+    known = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(tasks))} if tasks else {}
+    previous = ImportedLogs.read(out)
+
+    def records() -> Iterable[RawRecord]:
+        for f in files:
+            source = source_name(f)
+            if fmt == "openai":
+                side = Path(outcomes) if outcomes else f.with_name(f.name.removesuffix(".jsonl") + OUTCOMES_SUFFIX)
+                stream = read_openai(f, source, read_outcomes(side) if side.is_file() else None)
+            else:
+                stream = read_inspect(f, source, cfg.scorer)
+            for raw in stream:
+                if on_record is not None:
+                    on_record(raw)
+                yield raw
+
+    judged = judge(records(), cfg, known, previous)
+    if judged.records or not (out / "records.parquet").exists():
+        logs, gates = write_imported(out, previous, judged)
+    else:
+        # Every record was imported before: nothing is written, so a repeated import leaves
+        # the folder byte for byte (and mtime for mtime) as it was, and `dvc repro` sees no change.
+        logs, gates = previous, {}
+    new = pl.DataFrame(judged.records, schema=IMPORT_RECORD_SCHEMA, orient="row") if judged.records \
+        else _empty(IMPORT_RECORD_SCHEMA)
+    per_file = []
+    for f in files:
+        source = source_name(f)
+        mine = new.filter(pl.col("source") == source)
+        verdicts = Counter(mine["verdict"].to_list())
+        per_file.append({"source": source, "read": mine.height + judged.already[source],
+                         "kept": verdicts["kept"], "kept_as_failure": verdicts["kept_as_failure"],
+                         "rejected": verdicts["rejected"], "already_imported": judged.already[source]})
+    return ImportResult(out, per_file, reject_rows(new), logs, gates)

@@ -1,0 +1,223 @@
+"""The user's commands: `distillery import`, `distillery eval`, `distillery tasks --env`.
+
+`eval` runs for real against `distillery serve` started as its own process on 127.0.0.1 (a
+tiny Llama trained here on oracle episodes, the one `tests/agents/test_serve_parity.py`
+builds), and in-process with the `hf` policy on the same model directory and tasks: greedy,
+the two must score the same and play the same actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from distillery.cli import app
+from distillery.io import write_parquet
+from distillery.types import tasks_from_frame, tasks_to_frame
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# import
+# ---------------------------------------------------------------------------------------
+
+
+def test_import_cli_reports_counts_reasons_and_is_idempotent(tmp_path):
+    out = tmp_path / "imp"
+    args = ["import", "openai", str(LOGS / "openai"), "--out", str(out), "--tasks", str(LOGS / "tasks.parquet"),
+            "--env", "stage", "--no-progress", "--show", "100"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.output.split())
+    assert "corrupt.jsonl line 6: the record reads as its format says" in text
+    assert "stage_chat.jsonl line 13: no two tool calls share an id" in text
+    assert "14 episodes (10 successes)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"] == {"kept": 13, "kept_as_failure": 1, "rejected": 17}
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "nothing new" in again.output
+
+
+def test_import_cli_inspect_and_assume_success(tmp_path):
+    out = tmp_path / "imp"
+    result = invoke("import", "inspect", str(LOGS / "inspect"), "--out", str(out), "--tasks",
+                    str(LOGS / "tasks.parquet"), "--assume-success", "--no-progress")
+    assert result.exit_code == 0, result.output
+    verdicts = json.loads((out / "summary.json").read_text())["verdicts"]
+    # s07 errored: --assume-success gives it an outcome, the error still rejects it
+    assert verdicts == {"kept": 8, "rejected": 4}
+
+
+def test_import_cli_clear_errors(tmp_path):
+    bad = invoke("import", "langsmith", str(LOGS), "--out", str(tmp_path / "o"))
+    assert bad.exit_code == 2 and "unknown format 'langsmith'" in bad.output
+    missing = invoke("import", "openai", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"))
+    assert missing.exit_code == 2 and "nope.jsonl: no such file or folder" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = invoke("import", "inspect", str(empty), "--out", str(tmp_path / "o"))
+    assert none.exit_code == 2 and "no .eval or .json files in this folder" in none.output
+
+
+def test_help_says_how(tmp_path):
+    for cmd, words in ((["import", "--help"], ["--assume-success", "rejects.parquet", "openai"]),
+                       (["eval", "--help"], ["--base-url", "benchmark.html", "--policy"]),
+                       (["tasks", "--help"], ["--env", "--family", "draft", "schema"])):
+        result = invoke(*cmd)
+        assert result.exit_code == 0
+        text = " ".join(result.output.split())
+        for w in words:
+            assert w in text, (cmd, w)
+
+
+# ---------------------------------------------------------------------------------------
+# tasks --env --family
+# ---------------------------------------------------------------------------------------
+
+
+def test_tasks_generate_and_validate(tmp_path):
+    out = tmp_path / "tasks"
+    result = invoke("tasks", "--env", "stage", "--family", "save_note", "--n-train", "2", "--n-test", "1",
+                    "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    tasks = tasks_from_frame(pl.read_parquet(out / "tasks.parquet"))
+    assert sorted((t.family, t.split) for t in tasks) == [("save_note", "test"), ("save_note", "train"),
+                                                          ("save_note", "train")]
+    assert json.loads((out / "validation.json").read_text())["kept"] == {"train": 2, "test": 1}
+    unknown = invoke("tasks", "--env", "stage", "--family", "no_such_family", "--out", str(out))
+    assert unknown.exit_code == 2 and "no_such_family" in unknown.output
+
+
+# ---------------------------------------------------------------------------------------
+# eval: `distillery serve` + the openai policy == the hf policy, greedy
+# ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_and_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    import torch
+    from tests.agents.test_serve_parity import build_model_dir, parity_tasks
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    train, evaluate = parity_tasks()
+    model_dir = build_model_dir(root / "model", train)
+    # The benchmark reads the test split: the tasks the model memorised count as test tasks here
+    # (so that some episodes succeed), beside unseen ones (which mostly fail).
+    table = root / "tasks.parquet"
+    write_parquet(tasks_to_frame([dataclasses.replace(t, split="test") for t in evaluate]), table)
+    yield model_dir, table
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def served(model_and_tasks: tuple[Path, Path]) -> Iterator[str]:
+    model_dir, _ = model_and_tasks
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "distillery.cli", "serve", str(model_dir), "--port", str(port),
+                             "--device", "cpu", "--model-name", "tiny", "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"distillery serve exited {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("distillery serve did not answer /health within 180 s")
+            time.sleep(0.5)
+        yield f"{base}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_eval_through_distillery_serve_scores_as_the_hf_policy(model_and_tasks, served, tmp_path):
+    model_dir, table = model_and_tasks
+    common = ["--env", "stage", "--tasks", str(table), "--max-tokens", "40", "--label", "tiny", "--no-progress"]
+    api = invoke("eval", "--policy", "openai", "--base-url", served, "--model", "tiny", "--concurrency", "8",
+                 "--max-retries", "0", "--out", str(tmp_path / "api"), *common)
+    assert api.exit_code == 0, api.output
+    hf = invoke("eval", "--policy", "hf", "--model", str(model_dir), "--device", "cpu",
+                "--out", str(tmp_path / "hf"), *common)
+    assert hf.exit_code == 0, hf.output
+
+    def numbers(folder: Path) -> dict:
+        details = json.loads((folder / "benchmark.json").read_text())["tiny"]
+        keep = ("episodes", "success_rate", "mean_score", "mean_steps", "validity_rate", "mean_tokens_in",
+                "mean_tokens_out")
+        return {fam: {k: row[k] for k in keep} for fam, row in details.items()}
+
+    assert numbers(tmp_path / "api") == numbers(tmp_path / "hf")
+    eps = {name: pl.read_parquet(tmp_path / name / "episodes.parquet").sort("task_id") for name in ("api", "hf")}
+    overall = numbers(tmp_path / "hf")["all"]
+    # not vacuous: the model solves some test tasks and fails others
+    assert 0 < eps["hf"]["success"].sum() < eps["hf"].height, eps["hf"].select("task_id", "success")
+    assert eps["api"].select("task_id", "success", "score", "n_steps").equals(
+        eps["hf"].select("task_id", "success", "score", "n_steps"))
+    steps = {name: pl.read_parquet(tmp_path / name / "steps.parquet").sort("episode_id", "t")["action_text"].to_list()
+             for name in ("api", "hf")}
+    assert steps["api"] == steps["hf"]
+    assert (tmp_path / "api" / "benchmark.html").read_text().count("<table") >= 1
+    print(f"eval via serve == hf: success {overall['success_rate']:.3f} on {overall['episodes']} episodes")
+
+
+def test_eval_needs_what_its_policy_needs(tmp_path):
+    r = invoke("eval", "--policy", "openai", "--model", "x")
+    assert r.exit_code == 2 and "--base-url and --model" in r.output
+    r = invoke("eval", "--policy", "hf", "--model", str(tmp_path / "nowhere"))
+    assert r.exit_code == 2 and "no such model directory" in r.output
+    r = invoke("eval", "--env", "nope", "--policy", "oracle", "--tasks", str(LOGS / "tasks.parquet"))
+    assert r.exit_code == 2 and "not registered" in r.output
+
+
+def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):
+    out = tmp_path / "oracle"
+    r = invoke("eval", "--env", "stage", "--policy", "oracle", "--tasks", "", "--family", "save_note",
+               "--generate-per-family", "2", "--out", str(out), "--no-progress")
+    assert r.exit_code == 0, r.output
+    details = json.loads((out / "benchmark.json").read_text())
+    assert details["oracle"]["all"]["episodes"] == 2 and details["oracle"]["all"]["success_rate"] == 1.0
+    assert json.loads((out / "headline.json").read_text()) == {"success_oracle": 1.0, "valid_oracle": 1.0}
+    assert {t.split for t in tasks_from_frame(pl.read_parquet(out / "tasks.parquet"))} == {"test"}
+    assert "save_note" in (out / "benchmark.html").read_text()

@@ -1,0 +1,83 @@
+"""Damaged inputs: an eval log cut off mid-write, and the secret patterns on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from distillery.importers import ImportConfig, import_logs
+from distillery.importers.secrets import find_secrets
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+
+
+@pytest.mark.parametrize("name", ["stage_agent.eval", "stage_epochs.json"])
+def test_a_cut_off_eval_log_is_reported_and_the_other_files_are_imported(tmp_path, name):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = (LOGS / "inspect" / name).read_bytes()
+    (logs / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    other = "stage_epochs.json" if name == "stage_agent.eval" else "stage_agent.eval"
+    (logs / other).write_bytes((LOGS / "inspect" / other).read_bytes())
+    result = import_logs("inspect", [logs], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    by_file = {Path(f["source"]).name: f for f in result.files}
+    cut = by_file[f"cut_{name}"]
+    assert cut["rejected"] >= 1
+    rejects = result.logs.rejects.filter(pl.col("source").str.ends_with(f"cut_{name}"))
+    assert set(rejects["kind"]) == {"malformed"}
+    assert all(("cannot read the eval log" in r) or ("breaks off" in r) for r in rejects["reason"])
+    assert by_file[other]["kept"] == {"stage_epochs.json": 1, "stage_agent.eval": 7}[other]
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("export OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx0123", ["openai_key", "assigned_secret"]),
+    ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz", ["anthropic_key"]),
+    ("aws AKIAIOSFODNN7EXAMPLE here", ["aws_access_key_id"]),
+    ("token ghp_" + "a1" * 18, ["github_token"]),
+    ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", ["bearer_token"]),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----", ["private_key"]),
+    ('{"password": "hunter2hunter2hunter2x9"}', ["assigned_secret"]),
+    ("MY_SERVICE_API_KEY=9f8e7d6c5b4a39281726", ["assigned_secret"]),
+    ("Please file the invoice under finance/2024 and tell Ann.", []),
+    ("the task-specific key is skipped when sk- prefixes are short: sk-abc", []),
+    ("password: see the vault", []),
+])
+def test_secret_patterns(text, names):
+    assert find_secrets(text) == names
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_read_as_the_same_records(tmp_path):
+    lines = (LOGS / "openai" / "stage_chat.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    windows = tmp_path / "in" / "windows.jsonl"
+    windows.parent.mkdir()
+    windows.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    result = import_logs("openai", [windows], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 3 and result.files[0]["kept"] == 3, result.new_rejects["reason"].to_list()
+
+
+def test_an_eval_log_without_task_metadata_derives_its_tasks(tmp_path):
+    """Samples that name no task (plain inspect datasets): the task id is `<eval task>/<sample
+    id>`, the instruction the sample's input; a test task's instruction is still refused."""
+    from inspect_ai.log import read_eval_log, write_eval_log
+
+    log = read_eval_log(str(LOGS / "inspect" / "stage_agent.eval"))
+    for sample in log.samples:
+        sample.metadata = {}
+    plain = tmp_path / "in" / "plain.eval"
+    plain.parent.mkdir()
+    write_eval_log(log, str(plain))
+    result = import_logs("inspect", [plain], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 10
+    recs = result.logs.records
+    assert set(recs["task_id"]) == {f"stage/s{i:02d}" for i in range(1, 11)}
+    s09 = recs.filter(pl.col("sample") == "s09").row(0, named=True)
+    assert s09["verdict"] == "rejected" and s09["rule_test_task"] == [
+        "the instruction is that of test task cleanup_temp-test-default-0000"]
+    tasks = result.logs.tasks.filter(pl.col("task_id") == "stage/s01").row(0, named=True)
+    assert tasks["env"] == "stage" and tasks["split"] == "train" and tasks["n_ref_steps"] == 4
+    assert result.gates["imported_tasks"].success

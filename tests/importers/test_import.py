@@ -1,0 +1,398 @@
+"""Importing the fixture logs (tests/fixtures/logs, made by make_fixtures.py from episodes
+played in the real STAGE environment and a real offline inspect_ai eval run): the documented
+counts, one test per gate rule on the record that breaks it, and the import's promises (a
+second import changes nothing, inputs are only read, a damaged file loses nothing but its
+damaged lines, episode ids are deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from distillery.envs.actions import format_call
+from distillery.importers import ImportConfig, import_logs
+from distillery.importers.core import OUTPUTS, ImportedLogs, source_name
+from distillery.quality.import_suites import IMPORT_RULE_KINDS
+from distillery.types import tasks_from_frame
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+TASKS = LOGS / "tasks.parquet"
+CHAT = LOGS / "openai" / "stage_chat.jsonl"
+SIDE = LOGS / "openai" / "stage_chat_side.jsonl"
+CORRUPT = LOGS / "openai" / "corrupt.jsonl"
+EVAL = LOGS / "inspect" / "stage_agent.eval"
+EPOCHS = LOGS / "inspect" / "stage_epochs.json"
+
+# The documented counts (docs/importing.md): file -> (read, kept, kept_as_failure, rejected).
+OPENAI_COUNTS = {CORRUPT: (6, 2, 0, 4), CHAT: (22, 9, 1, 12), SIDE: (3, 2, 0, 1)}
+INSPECT_COUNTS = {EVAL: (10, 7, 0, 3), EPOCHS: (2, 1, 0, 1)}
+# ... and of the folder: episodes, successes, steps, tasks.
+OPENAI_TOTALS = {"episodes": 14, "successes": 10, "steps": 48, "tasks": 14}
+INSPECT_TOTALS = {"episodes": 8, "successes": 6, "steps": 32, "tasks": 8}
+
+
+def digest(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under `folder`: (sha256, mtime_ns)."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(fmt: str, paths: list[Path], out: Path, **cfg: object):
+    return import_logs(fmt, paths, out, ImportConfig(env="stage", **cfg), tasks=TASKS)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def openai_import(tmp_path_factory: pytest.TempPathFactory):
+    before = digest(LOGS)
+    result = run("openai", [LOGS / "openai"], tmp_path_factory.mktemp("imp") / "openai")
+    assert digest(LOGS) == before, "the import modified its input"
+    return result
+
+
+@pytest.fixture(scope="module")
+def inspect_import(tmp_path_factory: pytest.TempPathFactory):
+    before = digest(LOGS)
+    result = run("inspect", [LOGS / "inspect"], tmp_path_factory.mktemp("imp") / "inspect")
+    assert digest(LOGS) == before, "the import modified its input"
+    return result
+
+
+def rejects_of(result, path: Path, record: str) -> dict[str, list[str]]:
+    """kind -> reasons of one record's rejects rows."""
+    rows = result.logs.rejects.filter((pl.col("source") == source_name(path)) & (pl.col("record") == record))
+    out: dict[str, list[str]] = {}
+    for kind, reason in rows.select("kind", "reason").iter_rows():
+        out.setdefault(kind, []).append(reason)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Counts
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fixture", "counts", "totals"), [("openai_import", OPENAI_COUNTS, OPENAI_TOTALS),
+                                                      ("inspect_import", INSPECT_COUNTS, INSPECT_TOTALS)])
+def test_fixture_counts_are_the_documented_ones(fixture, counts, totals, request):
+    result = request.getfixturevalue(fixture)
+    got = {f["source"]: (f["read"], f["kept"], f["kept_as_failure"], f["rejected"]) for f in result.files}
+    assert got == {source_name(p): c for p, c in counts.items()}
+    logs = result.logs
+    n_kept = sum(c[1] + c[2] for c in counts.values())
+    assert logs.records.height == sum(c[0] for c in counts.values())      # every record read is listed
+    assert logs.episodes.height == n_kept
+    assert set(logs.steps["episode_id"]) <= set(logs.episodes["episode_id"])
+    assert logs.episodes["n_steps"].sum() == logs.steps.height
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    assert summary["records"] == logs.records.height and summary["episodes"] == n_kept
+    assert {k: summary[k] for k in totals} == totals
+
+
+def test_every_record_not_plainly_kept_has_a_reason_naming_file_and_record(openai_import, inspect_import):
+    for result in (openai_import, inspect_import):
+        records, rejects = result.logs.records, result.logs.rejects
+        assert set(rejects["kind"]) <= set(IMPORT_RULE_KINDS)
+        for r in records.filter(pl.col("verdict") != "kept").iter_rows(named=True):
+            mine = rejects.filter((pl.col("source") == r["source"]) & (pl.col("record") == r["record"]))
+            assert mine.height >= 1, r
+            for reason in mine["reason"]:
+                assert reason.startswith(f"{r['source']} {r['record']}: ")
+        kept = records.filter(pl.col("verdict") == "kept").select("source", "record")
+        assert rejects.join(kept, on=["source", "record"], how="semi").is_empty()
+        on_disk = pl.read_parquet(result.out_dir / "rejects.parquet")
+        assert on_disk.equals(rejects)
+
+
+# ---------------------------------------------------------------------------------------
+# One test per rule, on the record that breaks it
+# ---------------------------------------------------------------------------------------
+
+OPENAI_CASES = [
+    (CHAT, "line 10", "first_role", "messages[0] is a 'assistant' message"),
+    (CHAT, "line 11", "unknown_role", "messages[2] has role 'critic'"),
+    (CHAT, "line 12", "unanswered_call", "has no tool message answering it"),
+    (CHAT, "line 13", "duplicate_call_id", "call id 'call_0'"),
+    (CHAT, "line 14", "non_text", "image_url"),
+    (CHAT, "line 15", "no_outcome", "--assume-success"),
+    (CHAT, "line 17", "errored", "RateLimitError"),
+    (CHAT, "line 18", "duplicate", f"{source_name(CHAT)} line 1"),
+    (CHAT, "line 19", "test_task", "test task add_contact_card-test-default-0000"),
+    (CHAT, "line 20", "secret", "openai_key"),
+    (CHAT, "line 21", "too_long", "over the student's context of 8192"),
+    (CHAT, "line 22", "bad_outcome", "score 1.5 is outside [0, 1]"),
+    (SIDE, "line 3", "no_outcome", "no score or success label"),
+    (CORRUPT, "line 2", "malformed", "messages[1].content: expected a string"),
+    (CORRUPT, "line 4", "unknown_call_id", "answers call id 'call_9'"),
+    (CORRUPT, "line 5", "malformed", "function.arguments: expected a JSON string, got an object"),
+    (CORRUPT, "line 6", "malformed", "a truncated or corrupted line"),
+]
+INSPECT_CASES = [
+    (EVAL, "sample s07 epoch 1", "errored", "upstream model error: 500"),
+    (EVAL, "sample s09 epoch 1", "test_task", "is in the test split"),
+    (EVAL, "sample s10 epoch 1", "secret", "openai_key"),
+    (EPOCHS, "sample e01 epoch 2", "duplicate", f"{source_name(EPOCHS)} sample e01 epoch 1"),
+]
+
+
+@pytest.mark.parametrize(("path", "record", "kind", "text"), OPENAI_CASES,
+                         ids=[f"{p.name}:{r}:{k}" for p, r, k, _ in OPENAI_CASES])
+def test_openai_rejection(openai_import, path, record, kind, text):
+    found = rejects_of(openai_import, path, record)
+    assert kind in found, found
+    assert any(text in reason for reason in found[kind]), found[kind]
+    row = openai_import.logs.records.filter((pl.col("source") == source_name(path)) & (pl.col("record") == record))
+    assert row["verdict"].to_list() == ["rejected"]
+    assert row["episode_id"][0] not in set(openai_import.logs.episodes["episode_id"])
+
+
+@pytest.mark.parametrize(("path", "record", "kind", "text"), INSPECT_CASES,
+                         ids=[f"{p.name}:{r}:{k}" for p, r, k, _ in INSPECT_CASES])
+def test_inspect_rejection(inspect_import, path, record, kind, text):
+    found = rejects_of(inspect_import, path, record)
+    assert kind in found, found
+    assert any(text in reason for reason in found[kind]), found[kind]
+
+
+def test_secret_is_named_never_copied(openai_import, inspect_import):
+    from tests.fixtures.logs.make_fixtures import SECRET
+
+    for result in (openai_import, inspect_import):
+        for p in result.out_dir.rglob("*"):
+            if p.is_file():
+                assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_a_limit_hit_run_labelled_success_is_kept_as_a_failure(openai_import):
+    found = rejects_of(openai_import, CHAT, "line 16")
+    assert list(found) == ["truncated_success"]
+    assert "max_turns (8) reached" in found["truncated_success"][0]
+    rec = openai_import.logs.records.filter((pl.col("source") == source_name(CHAT)) & (pl.col("record") == "line 16"))
+    assert rec["verdict"].to_list() == ["kept_as_failure"] and rec["logged_success"].to_list() == [True]
+    ep = openai_import.logs.episodes.filter(pl.col("episode_id") == rec["episode_id"][0]).row(0, named=True)
+    assert ep["success"] is False and ep["score"] == 0.0 and not ep["finished"]
+    assert ep["failed_checks"] == ["truncated: max_turns (8) reached (logged as a success)"]
+
+
+def test_inspect_limit_hit_and_scores_read_through_inspect(inspect_import):
+    recs = inspect_import.logs.records.filter(pl.col("source") == source_name(EVAL))
+    s08 = recs.filter(pl.col("sample") == "s08").row(0, named=True)
+    assert s08["limit"] == "message limit (16) hit" and s08["verdict"] == "kept" and s08["logged_success"] is False
+    ep = inspect_import.logs.episodes.filter(pl.col("episode_id") == s08["episode_id"]).row(0, named=True)
+    assert ep["success"] is False and not ep["finished"]
+    # "C" / "I" converted by inspect's value_to_float; usage summed from model_usage.
+    assert dict(recs.select("sample", "logged_score").iter_rows())["s05"] == 0.0
+    assert dict(recs.select("sample", "logged_score").iter_rows())["s01"] == 1.0
+    s01 = inspect_import.logs.episodes.filter(pl.col("task_id") == recs.filter(pl.col("sample") == "s01")["task_id"][0])
+    assert s01["tokens_in"][0] > 0 and s01["tokens_out"][0] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# What is kept: the project's schemas, the real actions, the tools beside them
+# ---------------------------------------------------------------------------------------
+
+
+def test_kept_episodes_are_the_played_actions_of_the_known_tasks(openai_import, inspect_import):
+    tasks = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(TASKS))}
+    for result, where in ((openai_import, (CHAT, "line 1")), (inspect_import, (EVAL, "sample s01 epoch 1"))):
+        rec = result.logs.records.filter((pl.col("source") == source_name(where[0])) & (pl.col("record") == where[1]))
+        eid, task_id = rec["episode_id"][0], rec["task_id"][0]
+        task = tasks[task_id]
+        actions = result.logs.steps.filter(pl.col("episode_id") == eid).sort("t")["action_text"].to_list()
+        assert actions == [format_call(c) for c in task.reference_solution]
+        ep = result.logs.episodes.filter(pl.col("episode_id") == eid).row(0, named=True)
+        assert (ep["env"], ep["family"], ep["split"], ep["success"]) == ("stage", task.family, "train", True)
+        # the project's own task row, not one derived from the log
+        row = result.logs.tasks.filter(pl.col("task_id") == task_id).row(0, named=True)
+        assert row["checks"] != "[]" and json.loads(row["initial_state"])
+
+
+def test_a_failed_tool_call_is_an_invalid_step_with_its_error(openai_import):
+    rec = openai_import.logs.records.filter((pl.col("source") == source_name(CHAT)) & (pl.col("record") == "line 9"))
+    steps = openai_import.logs.steps.filter(pl.col("episode_id") == rec["episode_id"][0]).sort("t")
+    first = steps.row(0, named=True)
+    assert first["action_text"] == 'read_file(path="notes/missing.md")'
+    assert first["valid"] is False and "notes/missing.md" in first["error"]
+    assert steps["valid"][1:].all()
+
+
+def test_tool_definitions_are_kept_beside_the_trajectories(openai_import, inspect_import):
+    from distillery.envs.base import tool_specs
+
+    names = {s.name for s in tool_specs("stage")}
+    for result in (openai_import, inspect_import):
+        tools = json.loads((result.out_dir / "tools.json").read_text())
+        assert tools, "no tool definitions written"
+        for toolset in tools.values():
+            assert {t["function"]["name"] for t in toolset} == names
+        keys = set(result.logs.records.filter(pl.col("verdict") != "rejected")["toolset"])
+        assert keys <= set(tools)
+
+
+def test_assume_success_keeps_records_without_an_outcome(tmp_path):
+    result = run("openai", [CHAT], tmp_path / "out", assume_success=True)
+    found = rejects_of(result, CHAT, "line 15")
+    assert "no_outcome" not in found
+    rec = result.logs.records.filter(pl.col("record") == "line 15").row(0, named=True)
+    assert rec["verdict"] == "kept"
+    ep = result.logs.episodes.filter(pl.col("episode_id") == rec["episode_id"]).row(0, named=True)
+    assert ep["success"] is True and ep["score"] == 1.0
+
+
+def test_side_file_outcomes(openai_import):
+    eps = openai_import.logs.episodes
+    recs = openai_import.logs.records.filter(pl.col("source") == source_name(SIDE)).sort("position")
+    got = [(r["record"], r["logged_success"], r["logged_score"], r["verdict"]) for r in recs.iter_rows(named=True)]
+    assert got == [("line 1", True, 1.0, "kept"), ("line 2", False, 0.5, "kept"), ("line 3", None, None, "rejected")]
+    assert eps.filter(pl.col("episode_id") == recs["episode_id"][1])["score"].to_list() == [0.5]
+
+
+# ---------------------------------------------------------------------------------------
+# The import's promises
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_second_import_is_a_no_op(tmp_path):
+    out = tmp_path / "out"
+    first = run("openai", [LOGS / "openai"], out)
+    before = digest(out)
+    again = run("openai", [LOGS / "openai"], out)
+    assert digest(out) == before
+    assert again.totals["already_imported"] == again.totals["read"] == first.totals["read"]
+    assert again.totals["kept"] == again.totals["rejected"] == 0
+
+
+def test_episode_ids_are_deterministic_and_say_where_they_came_from(tmp_path, openai_import):
+    again = run("openai", [CHAT], tmp_path / "other")
+    mine = openai_import.logs.records.filter(pl.col("source") == source_name(CHAT)).select("record", "episode_id")
+    theirs = again.logs.records.select("record", "episode_id")
+    assert mine.sort("record").equals(theirs.sort("record"))
+    eid = mine.filter(pl.col("record") == "line 7")["episode_id"][0]
+    assert eid.startswith("openai:stage_chat:L7:e1:")
+
+
+def test_imports_add_up_and_duplicates_count_across_runs(tmp_path):
+    out = tmp_path / "out"
+    only_line_1 = tmp_path / "in" / "first.jsonl"
+    only_line_1.parent.mkdir()
+    only_line_1.write_text(CHAT.read_text().splitlines()[0] + "\n")
+    run("openai", [only_line_1], out)
+    result = run("openai", [CHAT], out)
+    # line 1 of the full file is now a duplicate of the record imported before
+    assert "duplicate" in rejects_of(result, CHAT, "line 1")
+    assert any(source_name(only_line_1) in r for r in rejects_of(result, CHAT, "line 1")["duplicate"])
+    assert ImportedLogs.read(out).records.height == 23
+
+
+def test_a_changed_file_under_the_same_name_is_a_conflict_not_an_overwrite(tmp_path):
+    src = tmp_path / "in" / "chat.jsonl"
+    src.parent.mkdir()
+    lines = CHAT.read_text().splitlines()
+    src.write_text("\n".join(lines[:3]) + "\n")
+    out = tmp_path / "out"
+    run("openai", [src], out)
+    kept_before = pl.read_parquet(out / "episodes.parquet")
+    changed = json.loads(lines[1])
+    changed["metadata"]["model"] = "another-model"
+    src.write_text("\n".join([lines[0], json.dumps(changed), lines[2]]) + "\n")
+    result = run("openai", [src], out)
+    assert result.files[0]["already_imported"] == 2
+    assert "conflict" in rejects_of(result, src, "line 2")
+    assert pl.read_parquet(out / "episodes.parquet").equals(kept_before)
+
+
+def test_a_corrupted_file_loses_only_its_damaged_lines(openai_import):
+    recs = openai_import.logs.records.filter(pl.col("source") == source_name(CORRUPT)).sort("line")
+    assert recs["line"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert dict(recs.select("line", "verdict").iter_rows()) == {
+        1: "kept", 2: "rejected", 3: "kept", 4: "rejected", 5: "rejected", 6: "rejected"}
+    reasons = rejects_of(openai_import, CORRUPT, "line 6")["malformed"]
+    assert reasons[0].startswith(f"{source_name(CORRUPT)} line 6: ")
+
+
+def test_outputs_are_complete_and_gated(openai_import):
+    out = openai_import.out_dir
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left behind"
+    assert set(openai_import.gates) == {"import_records", "imported_tasks", "episodes", "steps"}
+    assert all(g.success for name, g in openai_import.gates.items() if name != "import_records")
+    quarantined = pl.read_parquet(openai_import.gates["import_records"].quarantine_path)
+    assert quarantined.height == openai_import.logs.records.filter(pl.col("verdict") != "kept").height
+
+
+def test_refuses_an_output_folder_inside_the_inputs_and_a_partial_folder(tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(LOGS / "openai", logs)
+    with pytest.raises(ValueError, match="inside the output folder"):
+        run("openai", [logs / "stage_chat.jsonl"], logs)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "episodes.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a complete import folder"):
+        run("openai", [CHAT], partial)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run("openai", [tmp_path / "missing.jsonl"], tmp_path / "o")
+
+
+def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path, monkeypatch):
+    """records.parquet is written last; killed just before it, the folder reads as before the
+    run, and the next import completes it without doubling a single episode."""
+    import distillery.importers.core as core
+
+    out = tmp_path / "out"
+    run("openai", [CHAT], out)
+    before = ImportedLogs.read(out)
+    real = core.write_parquet
+
+    def killed(frame, path):
+        if Path(path).name == "records.parquet":
+            raise KeyboardInterrupt("killed")
+        return real(frame, path)
+
+    monkeypatch.setattr(core, "write_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run("openai", [SIDE], out)
+    monkeypatch.setattr(core, "write_parquet", real)
+    assert pl.read_parquet(out / "episodes.parquet").height == before.episodes.height + 2   # written ahead
+    assert ImportedLogs.read(out).episodes.equals(before.episodes)                          # read as committed
+    result = run("openai", [SIDE], out)
+    assert result.files[0]["kept"] == 2 and result.files[0]["already_imported"] == 0
+    episodes = pl.read_parquet(out / "episodes.parquet")
+    assert episodes.height == before.episodes.height + 2 and episodes["episode_id"].is_unique().all()
+
+
+def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
+    result = run("openai", [CHAT, SIDE], tmp_path / "out", min_score=0.5)
+    for record in ("line 7", "line 8"):                       # score 0.25
+        assert rejects_of(result, CHAT, record) == {"low_score": [
+            f"{source_name(CHAT)} {record}: the score reaches the import's reward filter (--min-score; off by "
+            "default): score 0.25 is below --min-score 0.5"]}
+    side = result.logs.records.filter(pl.col("source") == source_name(SIDE))
+    assert dict(side.select("record", "verdict").iter_rows())["line 2"] == "kept"      # score 0.5
+    assert result.files[0]["kept"] == 9 - 2
+
+
+def test_a_known_task_id_with_another_instruction_is_a_task_conflict(tmp_path):
+    record = json.loads(CHAT.read_text().splitlines()[0])
+    record["messages"][1]["content"] = record["messages"][1]["content"].replace(
+        "Add the person who wrote to me about the training", "Delete every contact")
+    src = tmp_path / "in" / "renamed.jsonl"
+    src.parent.mkdir()
+    src.write_text(json.dumps(record) + "\n")
+    result = run("openai", [src], tmp_path / "out")
+    assert rejects_of(result, src, "line 1") == {"task_conflict": [
+        f"{source_name(src)} line 1: a known task id comes with that task's instruction: task "
+        "add_contact_card-train-default-0000 is known with another instruction than the record's"]}
+
+
+def test_every_rule_is_exercised_by_a_fixture_or_a_test_here():
+    """A rule added to IMPORT_RULES must come with a record that breaks it."""
+    covered = {k for _, _, k, _ in OPENAI_CASES + INSPECT_CASES}
+    covered |= {"truncated_success", "conflict", "task_conflict", "low_score"}   # their own tests above
+    assert covered == set(IMPORT_RULE_KINDS)
