@@ -5,7 +5,9 @@ The observation is the game's own feedback text. A call is rendered as the game'
 current state; anything else — unparseable text, an unknown tool, a command the game does not
 accept here, control characters, text over 200 characters, not a string at all — is answered
 with an observation saying so (`valid=False`) and never reaches the engine. If the engine
-itself fails, the step says so and ends the episode; nothing raises.
+itself fails, the step says so and ends the episode; nothing raises. A game whose engine keeps
+shared state (the sorting game: engine.py) is regenerated and replayed before a step when
+another game object on the JVM generated since (`_resync`).
 
 Verification: `won` (the game says the task succeeded) and `not_lost` (it did not say the
 task failed). A failed `won` names the gold commands the agent never ran, in gold order
