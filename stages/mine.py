@@ -2,8 +2,8 @@
 
 Reads `data/tasks/tasks.parquet`, `data/rollouts/<mine.rollouts>/` and `params.yaml:mine`;
 writes `data/experience/{principles,instances,skills}.jsonl`, the skills' paired validation
-`data/experience/skill_validation.{parquet,md}` and `metrics/mine.json`
-(`mining.experience.mine`). Nothing it wrote before is read: an empty pool is written as such.
+`data/experience/skill_validation.{parquet,md}`, `reports/details/mine.json` and its headline
+`metrics/mine.json` (`mining.experience.mine`). Nothing it wrote before is read: an empty pool is written as such.
 `python -m stages.mine --track twx` reads `params.yaml:twx_mine` and keeps every file under the
 track's folders (stages/track.py).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from distillery.evaluate.headline import MINE, pick
 from distillery.io import read_parquet, write_json
 from distillery.mining.experience import MineConfig, mine, mine_metrics
 from distillery.mining.skills import write_validation_table
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     write_pool(out / "skills.jsonl", mined.skills)
     write_validation_table(out / "skill_validation.parquet", mined.validation)
     metrics = mine_metrics(mined, episodes, round(time.perf_counter() - t0, 1))
-    write_json(metrics, track.path("metrics/mine.json"))
+    write_json(metrics, track.path("reports/details/mine.json"))
+    write_json(pick(metrics, MINE), track.path("metrics/mine.json"))
     print(f"mine: {metrics['principles']} principles, {metrics['instances']} instances, {metrics['skills']} skills "
           f"({metrics['skills_active']} active, {metrics['skills_retired']} retired) from {episodes.height} "
           f"episodes in {metrics['seconds']} s -> {out}", file=sys.stderr)

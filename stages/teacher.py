@@ -41,7 +41,7 @@ def main() -> int:
     save_model_dir(OUT, model, tok, {"prompt": card_prompt(cfg.student_dir), "metrics": metrics,
                                      "params": to_dict(cfg), "grown_from": cfg.student_dir})
     write_json(metrics, "reports/details/teacher.json")
-    write_json(pick(metrics, {**TRAINING, "params": "teacher_params"}), "metrics/teacher.json")
+    write_json(pick(metrics, TRAINING), "metrics/teacher.json")
     print(f"teacher: {sizes['student_params'] / 1e6:.2f}M -> {sizes['teacher_params'] / 1e6:.2f}M params "
           f"({cfg.n_layers} layers), {result.steps} steps, eval loss {result.metrics.get('eval_loss', float('nan')):.4f}"
           f" -> {OUT}", file=sys.stderr)

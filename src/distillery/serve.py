@@ -446,6 +446,11 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ServeError(f"{path} is not a model directory (no config.json): expected a directory "
                          "written by lm.model.save_model_dir, or a Hugging Face checkpoint")
+    card_file = path / "card.json"
+    if card_file.is_file() and json.loads(card_file.read_text()).get("prompt", {}).get("style") == "vision":
+        # Its prompts are image tokens plus pixels, which this engine's text batching cannot carry.
+        raise ServeError(f"{path} is a vision-language model (the vision track): `distillery serve` serves text "
+                         "models only; decode it with distillery.vision (docs/vision.md)")
     from distillery.lm.model import load_model_dir
 
     try:

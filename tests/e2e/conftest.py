@@ -115,7 +115,9 @@ def make_micro_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     # PGHS's own micro world (a few merchants and weeks) keeps its stages in seconds.
     pghs_micro = yaml.safe_load((REPO / "tests/pghs/micro_params.yaml").read_text())
-    params = _merge(params, _merge(_merge(MICRO, pghs_micro), overrides or {}))
+    # ... and the vision track's (a few scenes, a few steps).
+    vision_micro = yaml.safe_load((REPO / "tests/vision/micro_params.yaml").read_text())
+    params = _merge(params, _merge(_merge(_merge(MICRO, pghs_micro), vision_micro), overrides or {}))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)

@@ -38,7 +38,7 @@ def test_repro_benchmark_then_unchanged_then_an_experiment(micro_copy):
     assert validation["kept"] == {"train": 2 * len(families), "test": 2 * len(families),
                                   "heldout_train": 2 * len(families), "heldout_test": len(families)}
     # Mined experience and the internalization loop, one record per iteration.
-    mined = json.loads((repo / "metrics/mine.json").read_text())
+    mined = json.loads((repo / "reports/details/mine.json").read_text())
     assert mined["episodes"] == rollouts.height
     assert (repo / "data/experience/skill_validation.md").exists()
     inter = json.loads((repo / "reports/details/internalize.json").read_text())

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from distillery.evaluate.headline import MAX_VALUES, RL, benchmark_headline, count_leaves, pick
+from distillery.evaluate.headline import (
+    MAX_VALUES,
+    RL,
+    benchmark_headline,
+    count_leaves,
+    pick,
+    sql_headline,
+)
 
 
 def test_pick_reads_dotted_paths_and_keeps_not_measured_as_none():
@@ -35,3 +42,13 @@ def test_benchmark_headline_is_success_and_validity_per_policy():
 
 def test_count_leaves_counts_what_dvc_prints():
     assert count_leaves({"a": 1, "b": {"c": [1, 2, {"d": 3}]}, "e": None}) == 5
+
+
+def test_sql_headline_is_the_final_student_against_its_warm_up():
+    record = {"test": {"sql_warmup": {"accuracy": 0.25}, "sql_rl": {"accuracy": 0.5}},
+              "heldout": {"sql_rl": {"accuracy": 0.4}},
+              "real": {"sql_rl": {"chinook": {"accuracy": 0.2}, "lahman": {"accuracy": 0.4}}}, "seconds": 10.0}
+    h = sql_headline(record)
+    assert h == {"success": 0.5, "success_start": 0.25, "success_heldout": 0.4, "gain": 0.25,
+                 "success_real": pytest.approx(0.3), "seconds": 10.0}
+    assert sql_headline({"test": {}, "seconds": 1.0})["gain"] is None      # no student evaluated

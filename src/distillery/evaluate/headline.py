@@ -50,8 +50,9 @@ def count_leaves(obj: Any) -> int:
     return 1
 
 
-TRAINING = {"loss": "eval_loss", "train_loss": "train_loss", "tokens_per_s": "tokens_per_s",
-            "steps": "steps", "params": "n_params", "seconds": "wall_s"}
+TRAINING = {"loss": "eval_loss", "tokens_per_s": "tokens_per_s", "seconds": "wall_s"}
+MINE = {"success": "success", "principles": "principles", "instances": "instances",
+        "skills_active": "skills_active", "seconds": "seconds"}
 INTERNALIZE = {"success_start": "before.heldout_plain", "success": "final.heldout_plain",
                "success_with_experience": "final.heldout_with_experience", "teacher": "before.heldout_with_experience",
                "others_start": "before.others_with_principles", "others": "final.others_with_principles",
@@ -98,15 +99,14 @@ def pghs_headline(summary: Mapping[str, Any]) -> dict[str, float | None]:
 
 def sql_headline(record: Mapping[str, Any], start: str = "sql_warmup", final: str = "sql_rl") -> dict[str, float | None]:
     """The SQL evaluation's headline: the final student's execution accuracy on the test split
-    (`success`) and on held-out databases, the warm-up's (`*_start`), the gain, the mean over
-    real databases, the random policy's, and the seconds. A student not evaluated is None."""
+    (`success`) and on held-out databases, the warm-up's (`success_start`), the gain, the mean
+    over real databases and the seconds (the rest is in the details). A student not evaluated is None."""
     def acc(part: str, policy: str) -> float | None:
         row = record.get(part, {}).get(policy)
         return number(row["accuracy"], f"sql {part} {policy}") if row else None
 
     out = {"success": acc("test", final), "success_start": acc("test", start),
-           "success_heldout": acc("heldout", final), "success_heldout_start": acc("heldout", start),
-           "success_random": acc("test", "random")}
+           "success_heldout": acc("heldout", final)}
     out["gain"] = None if out["success"] is None or out["success_start"] is None else \
         round(out["success"] - out["success_start"], 6)
     real = record.get("real", {}).get(final) or {}

@@ -86,7 +86,7 @@ def mine(cfg: MineConfig, tasks: Sequence[Task], episodes: pl.DataFrame, steps: 
 
 
 def mine_metrics(mined: Mined, episodes: pl.DataFrame, seconds: float) -> dict[str, Any]:
-    """`metrics/mine.json`."""
+    """`reports/details/mine.json` (its headline: `evaluate.headline.MINE`)."""
     return {
         "episodes": episodes.height, "success": float(episodes["success"].mean()),
         "principles": len(mined.principles), "instances": len(mined.instances), "skills": len(mined.skills),
