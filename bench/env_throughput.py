@@ -1,10 +1,14 @@
-"""Environment steps per second under an oracle policy, on one core, STAGE beside TextWorld.
+"""Environment steps per second under an oracle policy, on one core: STAGE, TextWorldExpress
+and TextWorld in one run.
 
-Both sides play their tasks' reference solutions over and over, resets included (a reset
+Every side plays its tasks' reference solutions over and over, resets included (a reset
 is part of running an episode), for the same wall-clock budget in the same run:
 
 - STAGE: the default task set's test split; an episode = reset (build the directory and
   the SQLite database) + every reference step + verify (read the state back and score it).
+- TextWorldExpress (if installed: `pip install 'distillery[textworld]'`): through its adapter
+  (`distillery.envs.textworldexpress`), 5 tasks of each of its 8 games in the default setting;
+  an episode = reset (generate the game) + every gold step as a tool call + verify.
 - TextWorld (the peer, if installed: `pip install textworld`): a generated 5-room game;
   an episode = reset + its walkthrough.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -29,6 +34,40 @@ def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
     tasks = generate_tasks(TasksConfig(n_train_per_family=0), progress=False).tasks
     actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
     env = StageEnv()
+    steps = episodes = 0
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            for task, acts in zip(tasks, actions, strict=True):
+                env.reset(task)
+                for a in acts:
+                    env.step(a)
+                assert env.verify().success, task.task_id
+                steps += len(acts)
+                episodes += 1
+    finally:
+        env.close()
+    return steps / (time.perf_counter() - t0), steps, episodes
+
+
+def textworldexpress_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    try:
+        import textworld_express  # noqa: F401
+    except ImportError:
+        return None
+    from distillery.envs.textworldexpress import TwxEnv
+    from distillery.envs.textworldexpress.families import FAMILIES
+    from distillery.types import Task
+
+    tasks = []
+    for name, fam in FAMILIES.items():
+        for i in range(5):
+            d = fam.draft(random.Random(f"{name}:{i}"), "default")
+            tasks.append(Task(task_id=f"{name}-{i}", family=name, split="test", profile="default", hint="",
+                              instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
+                              checks=d.checks, env="textworldexpress"))
+    actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
+    env = TwxEnv()
     steps = episodes = 0
     t0 = time.perf_counter()
     try:
@@ -78,13 +117,22 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks
     stage, s_steps, s_eps = stage_steps_per_s(args.seconds)
-    print(f"STAGE      {stage:8.0f} steps/s  ({s_steps} steps, {s_eps} episodes, reset+verify included, 1 core)")
+    print(f"STAGE             {stage:8.0f} steps/s  ({s_steps} steps, {s_eps} episodes, reset+verify included, 1 core)")
+    twx = textworldexpress_steps_per_s(args.seconds)
+    if twx is None:
+        print("TextWorldExpress  not installed (pip install 'distillery[textworld]')")
+    else:
+        print(f"TextWorldExpress  {twx[0]:8.0f} steps/s  ({twx[1]} steps, {twx[2]} episodes, reset+verify included, "
+              f"1 core for Python; its JVM runs beside it)")
+        print(f"ratio             TextWorldExpress / STAGE = {twx[0] / stage:.2f}x")
     tw = textworld_steps_per_s(args.seconds)
     if tw is None:
-        print("TextWorld  not installed (pip install textworld); reference figure on this kind of machine: ~390 steps/s")
+        print("TextWorld         not installed (pip install 'distillery[textworld]'): not measured")
         return 0
-    print(f"TextWorld  {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset included, 1 core)")
-    print(f"ratio      STAGE / TextWorld = {stage / tw[0]:.2f}x")
+    print(f"TextWorld         {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset included, 1 core)")
+    print(f"ratio             STAGE / TextWorld = {stage / tw[0]:.2f}x")
+    if twx is not None:
+        print(f"ratio             TextWorldExpress / TextWorld = {twx[0] / tw[0]:.2f}x")
     return 0
 
 

@@ -1,13 +1,15 @@
 """Stages `collect@<policy>`, `play@<policy>` and `rollout@<policy>`: run one named policy
 on the tasks and record gated trajectories.
 
-    python -m stages.collect <policy> [--section collect|play|rollout]
+    python -m stages.collect <policy> [--section collect|play|rollout] [--track NAME]
 
 Reads `data/tasks/tasks.parquet`, `params.yaml:<section>` and `params.yaml:policies.<name>`;
 writes `<out>/<name>/{episodes,steps}.parquet` only if both pass their gates, where <out> is
 `data/trajectories` (collect, play: what `evaluate` benchmarks) or `data/rollouts`
 (rollout: the student's K-sample groups that mining and RL learn from). Gate reports go to
 `reports/quality/<section>-<name>`, offending rows to `data/quarantine/<section>-<name>`.
+With `--track twx` the section is `twx_<section>` and every path is under the track's
+folders (`data/twx/tasks/tasks.parquet`, `data/twx/rollouts/...`: stages/track.py).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from pathlib import Path
 import polars as pl
 
 from distillery.agents.base import PolicySpec
-from distillery.config import CollectConfig, load_policy, load_section, read_params
+from distillery.config import CollectConfig, load_policy, read_params
 from distillery.io import read_parquet, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.rollout import RolloutConfig, run_episodes
 from distillery.types import tasks_from_frame
+from stages.track import Track, add_track_argument
 
 TASKS = "data/tasks/tasks.parquet"
 OUT_DIRS = {"collect": "data/trajectories", "play": "data/trajectories", "rollout": "data/rollouts"}
@@ -34,12 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("policy", help="a policy named under `policies:` in params.yaml")
     ap.add_argument("--section", default="collect", choices=sorted(OUT_DIRS),
                     help="the params.yaml section that configures the run (default: collect)")
+    add_track_argument(ap)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    name, section = args.policy, args.section
+    name, section, track = args.policy, args.section, Track(args.track)
     params = read_params()
-    cfg = load_section(CollectConfig, section, params)
+    cfg = track.load(CollectConfig, section, params)
     entry = load_policy(name, params)
-    frame = read_parquet(TASKS, "tasks").filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
+    frame = read_parquet(track.path(TASKS), "tasks").filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
     if cfg.tasks_per_family:
         frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.tasks_per_family)
     tasks = tasks_from_frame(frame)
@@ -47,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     traj = run_episodes(
         tasks, spec, RolloutConfig(k=cfg.k, seed=cfg.seed, batch_size=cfg.batch_size), cfg.executor
     )
-    out = Path(OUT_DIRS[section]) / name
-    reports = Path("reports/quality") / f"{section}-{name}"
-    quarantine = Path("data/quarantine") / f"{section}-{name}"
+    out = track.path(Path(OUT_DIRS[section]) / name)
+    reports = track.path(Path("reports/quality") / f"{section}-{name}")
+    quarantine = track.path(Path("data/quarantine") / f"{section}-{name}")
     quarantine.mkdir(parents=True, exist_ok=True)
     try:
         refs = {"episodes": traj.episodes, "steps": traj.steps}

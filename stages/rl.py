@@ -9,16 +9,18 @@ under `checkpoints/rl/` (persisted: a killed run resumes after its last finished
 inside an unfinished one from the training checkpoint).
 
 Compare the methods with `dvc exp run -S rl.method=grpo` (or the grid: `make objectives-grid`).
+`--track twx` reads `params.yaml:twx_rl` and keeps every file under the track's folders
+(stages/track.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from distillery.config import load_section
 from distillery.evaluate.headline import RL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -27,31 +29,36 @@ from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
 from distillery.train.rl import RLConfig, run_rl
 from distillery.train.rl_report import rl_claims, rl_metrics
 from distillery.types import tasks_from_frame
+from stages.track import Track, add_track_argument
 
 TASKS = "data/tasks/tasks.parquet"
 SKILLS = "data/experience/skills.jsonl"
 
 
-def main() -> int:
-    cfg = load_section(RLConfig, "rl")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.rl", description=__doc__.split("\n\n")[0])
+    add_track_argument(ap)
+    track = Track(ap.parse_args([] if argv is None else argv).track)   # main() alone: the agent track
+    cfg = track.load(RLConfig, "rl")
     t0 = time.perf_counter()
-    tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
-    skills = read_pool(SKILLS) if Path(SKILLS).is_file() else []
-    run_dir = resumable_run_dir("checkpoints/rl", cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors",
-                                                        TASKS, SKILLS])
-    with iteration_log("dvclive/rl") as log:
+    tasks_file, skills_file = track.path(TASKS), track.path(SKILLS)
+    tasks = tasks_from_frame(read_parquet(tasks_file, "tasks"))
+    skills = read_pool(skills_file) if skills_file.is_file() else []
+    run_dir = resumable_run_dir(track.path("checkpoints/rl"), cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors",
+                                                                    tasks_file, skills_file])
+    with iteration_log(track.path("dvclive/rl")) as log:
         model, tok, skills, before, results = run_rl(cfg, tasks, skills, run_dir, log=log)
     metrics = rl_metrics(cfg, before, results, round(time.perf_counter() - t0, 1))
-    save_model_dir("models/rl", model, tok, {"metrics": metrics["final"], "config": asdict(cfg),
+    save_model_dir(track.path("models/rl"), model, tok, {"metrics": metrics["final"], "config": asdict(cfg),
                                              "started_from": cfg.model_dir, "prompt": card_prompt(cfg.model_dir)})
-    write_pool("data/experience/rl_skills.jsonl", skills)
-    write_json(metrics, "reports/details/rl.json")
-    write_json(pick(metrics, RL), "metrics/rl.json")
-    write_json([c.to_dict() for c in rl_claims(metrics)], "reports/claims/rl.json")
+    write_pool(track.path("data/experience/rl_skills.jsonl"), skills)
+    write_json(metrics, track.path("reports/details/rl.json"))
+    write_json(pick(metrics, RL), track.path("metrics/rl.json"))
+    write_json([c.to_dict() for c in rl_claims(metrics)], track.path("reports/claims/rl.json"))
     print(f"rl: {cfg.method}, {cfg.iterations} iterations: {cfg.test_split} greedy success "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} ({metrics['seconds']} s)", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,22 +1,27 @@
-"""Stage `tasks`: generate STAGE tasks from the family hints, validate them, gate them.
+"""Stage `tasks`: generate an environment's tasks from its family hints, validate them, gate them.
+
+    python -m stages.tasks [--track NAME]
 
 Reads `params.yaml:tasks`; writes `data/tasks/tasks.parquet` (kept tasks, both splits) and
 `data/tasks/validation.json` (kept and rejected counts, with every rejection's reasons, the
 family check's plan and each family's result). A family that fails validation fails the
-stage, but `validation.json` is written first, with each failing family's reasons.
+stage, but `validation.json` is written first, with each failing family's reasons. With
+`--track twx` the section is `twx_tasks` and the files are under `data/twx/` (stages/track.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
-from distillery.config import TasksConfig, load_section
+from distillery.config import TasksConfig
 from distillery.io import write_json, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.tasks.generate import GenerationResult, ValidationFailed, generate_tasks
 from distillery.types import tasks_to_frame
+from stages.track import Track, add_track_argument
 
 OUT = "data/tasks/tasks.parquet"
 VALIDATION = "data/tasks/validation.json"
@@ -24,41 +29,46 @@ REPORTS = "reports/quality/tasks"
 QUARANTINE = "data/quarantine/tasks"
 
 
-def _write_validation(result: GenerationResult, seconds: float) -> dict:
+def _write_validation(result: GenerationResult, seconds: float, path: Path) -> dict:
     report = dict(result.report)
     report["seconds"] = round(seconds, 2)
     report["rejected"] = [
         {"task_id": r.task_id, "family": r.family, "split": r.split, "reasons": r.reasons}
         for r in result.rejected
     ]
-    write_json(report, VALIDATION)
+    write_json(report, path)
     return report
 
 
-def main() -> int:
-    cfg = load_section(TasksConfig, "tasks")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.tasks", description=__doc__.split("\n\n")[0])
+    add_track_argument(ap)
+    track = Track(ap.parse_args([] if argv is None else argv).track)   # main() alone: the agent track
+    out, validation = track.path(OUT), track.path(VALIDATION)
+    reports, quarantine = track.path(REPORTS), track.path(QUARANTINE)
+    cfg = track.load(TasksConfig, "tasks")
     t0 = time.perf_counter()
     try:
         result = generate_tasks(cfg)
     except ValidationFailed as e:
         # The reasons are what a person needs to fix the family: record them, then fail.
-        _write_validation(e.result, time.perf_counter() - t0)
-        print(f"{e}\n-> {VALIDATION}", file=sys.stderr)
+        _write_validation(e.result, time.perf_counter() - t0, validation)
+        print(f"{e}\n-> {validation}", file=sys.stderr)
         return 1
     frame = tasks_to_frame(result.tasks)
-    Path(QUARANTINE).mkdir(parents=True, exist_ok=True)  # a declared out, even when empty
+    quarantine.mkdir(parents=True, exist_ok=True)  # a declared out, even when empty
     try:
-        gate(frame, SUITES["tasks"], source=OUT, report_dir=REPORTS, quarantine_dir=QUARANTINE)
+        gate(frame, SUITES["tasks"], source=str(out), report_dir=reports, quarantine_dir=quarantine)
     except GateError as e:
         print(e, file=sys.stderr)
         return 1
-    write_parquet(frame, OUT)
-    report = _write_validation(result, time.perf_counter() - t0)
+    write_parquet(frame, out)
+    report = _write_validation(result, time.perf_counter() - t0, validation)
     counts = frame.group_by("split").len().sort("split").rows()
     print(f"tasks: kept {dict(counts)}, rejected {len(result.rejected)} "
-          f"in {report['seconds']} s -> {OUT}", file=sys.stderr)
+          f"in {report['seconds']} s -> {out}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -6,11 +6,13 @@ that go on from there (re-runs, experiments, a failing stage) each take a copy (
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,6 @@ MICRO = {
     "teacher": {"n_layers": 3, "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "eval_every": 4,
                                          "save_every": 4, "num_threads": 1}},
     "student_weak": {"train": {"max_steps": 4, "eval_every": 4, "save_every": 4}},
-    "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}},
     "rollout": {"k": 2},
     "mine": {"max_groups": 1, "pairs_per_group": 1},
     "internalize": {"iterations": 2, "k": 2, "max_new_tokens": 24, "replay_episodes": 4, "eval_seeds": [0], "tasks_per_family": 1,
@@ -59,6 +60,17 @@ MICRO = {
                "train": {"batch_size": 4, "num_threads": 1}},
     "sql_scale": {"sizes": [20], "dbs_per_size": 1, "questions_per_db": 2},
     "sql_evaluate": {"heldout_tasks": 4, "test_tasks": 4, "real_tasks_per_db": 1, "max_steps": 4, "max_new_tokens": 16},
+    # The TextWorldExpress track (`--track twx`): most of its sections are `base: <agents' section>`,
+    # so they inherit the micro budgets above; these shrink what they set themselves.
+    "twx_tasks": {"families": ["twx_coin"], "n_train_per_family": 4, "n_test_per_family": 2,
+                  "n_heldout_train_per_family": 2, "n_heldout_test_per_family": 2},
+    "twx_warmup": {"tokenizer": {"vocab_size": 1024}, "induction_steps": 4,
+                   "train": {"max_steps": 12, "eval_every": 6, "save_every": 6}},
+    "policies": {"warmup": {"kwargs": {"max_new_tokens": 24}}, "twx_warmup": {"kwargs": {"max_new_tokens": 24}}},
+    "twx_internalize": {"iterations": 1, "k": 2, "tasks_per_family": 1, "replay_episodes": 4, "max_new_tokens": 24,
+                        "train": {"max_steps": 3}},
+    "twx_rl": {"iterations": 1, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24},
+    "twx_rollout": {"k": 2},
 }
 
 
@@ -69,8 +81,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _checkout_site() -> str:
+    """A folder holding this checkout's entry points as installed metadata (tests/envs/conftest.py):
+    on PYTHONPATH, stages in a micro repo find the environments this checkout registers even
+    where the installed Distillery is another checkout (an entry also installed is the same entry)."""
+    from tests.envs.conftest import write_entry_points
+
+    return str(write_entry_points(Path(tempfile.mkdtemp(prefix="distillery-checkout-plugins-"))))
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), _checkout_site()) if p)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": pythonpath,
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -165,6 +189,8 @@ def _run_micro_pipeline(root: Path) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:       # a session fixture: set up before the autouse one
         for k, v in STAGE_ENV.items():
             mp.setenv(k, v)
+        # The flow runs DVC in subprocesses of its own: they need this checkout's plugins too.
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), _checkout_site()) if p))
         order = stage_order(repo)
         result = pipeline(repo=str(repo))
     # The artifacts are read here, from the server the flow ran against: a test on another

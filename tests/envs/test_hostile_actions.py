@@ -25,9 +25,18 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.envs.conftest import checkout_env_names
 
 from distillery.envs.actions import format_call
-from distillery.envs.base import Environment, ToolSpec, env_names, families, make_env, tool_specs
+from distillery.envs.base import (
+    Environment,
+    ToolSpec,
+    env_names,
+    env_spec,
+    families,
+    make_env,
+    tool_specs,
+)
 from distillery.tasks.generate import draft_task
 from distillery.types import StepResult, Task, Verification
 
@@ -211,8 +220,13 @@ def _text_ok(text: Any) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_name", env_names())
-def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch):
+# Installed environments and this checkout's own (whose entry points `checkout_plugins` registers
+# where the installed metadata is another checkout's).
+@pytest.mark.parametrize("env_name", sorted(set(env_names()) | set(checkout_env_names())))
+def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch,
+                                                                      checkout_plugins):
+    for module in env_spec(env_name).requires:     # an optional extra that is not installed
+        pytest.importorskip(module, reason=f"{env_name} needs the optional package {module} (docs/environments.md)")
     monkeypatch.setenv("DISTILLERY_SANDBOX", str(tmp_path / "sandboxes"))
     canary = make_canary(tmp_path)
     canary_before = tree_digest(canary)

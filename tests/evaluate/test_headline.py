@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from distillery.evaluate.headline import MAX_VALUES, RL, benchmark_headline, count_leaves, pick, sql_headline
+from distillery.evaluate.headline import (
+    MAX_VALUES,
+    RL,
+    benchmark_headline,
+    count_leaves,
+    pick,
+    sql_headline,
+)
 
 
 def test_pick_reads_dotted_paths_and_keeps_not_measured_as_none():

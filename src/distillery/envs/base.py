@@ -161,6 +161,9 @@ class EnvSpec:
     draft_format: DraftFormat | None = None
     # The rewards a step can carry, (low, high): the steps gate rejects any outside it.
     reward_range: tuple[float, float] = (0.0, 1.0)
+    # Python modules the environment needs beyond Distillery's own dependencies (an optional
+    # extra, imported lazily): where one is missing, tests of the environment are skipped.
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         low, high = self.reward_range

@@ -37,7 +37,7 @@ from distillery.envs.phrasebook import BASENAME, Phrasebook
 from distillery.mining.evidence import Call, EpisodeEvidence, Evidence
 from distillery.mining.pool import MAX_PROVENANCE, PrincipleOp, normalise_rule, principle_id
 from distillery.mining.principles import Proposal
-from distillery.types import Experience, Task
+from distillery.types import Experience, Task, ToolCall
 
 # ---------------------------------------------------------------------------------------
 # What a failed check says the call should have been
@@ -94,6 +94,19 @@ def corrected_calls(episode: EpisodeEvidence, specs: Mapping[str, ToolSpec],
                 fixed[arg] = value
     return [Call(episode.calls[i].tool, args, episode.calls[i].t, episode.calls[i].seen)
             for i, args in sorted(out.items()) if args != episode.calls[i].args]
+
+
+def missing_calls(episode: EpisodeEvidence, phrasebook: Phrasebook | None) -> list[ToolCall]:
+    """The calls a failed episode's failed checks say it still needed (`Phrasebook.missing_calls`:
+    e.g. the rest of a game's gold path), each distinct call once, in order; none without a
+    phrasebook."""
+    if phrasebook is None:
+        return []
+    out: dict[str, ToolCall] = {}
+    for name in episode.failed_checks:
+        for call in phrasebook.missing_calls(name):
+            out.setdefault(json.dumps([call.tool, call.args], sort_keys=True), call)
+    return list(out.values())
 
 
 def _checked_tools(failure: EpisodeEvidence, phrasebook: Phrasebook | None) -> set[str] | None:
@@ -368,6 +381,18 @@ class RulesSummariser:
                     if set(fixed.args) != set(before.args):
                         d.contrast.add(bad.episode_id)
                         d.omitted |= set(fixed.args) - set(before.args)
+            # Calls a failure's failed checks say it still needed (a game's remaining gold
+            # path: `Phrasebook.missing_calls`) count as what the task wanted, with the failure
+            # as the contrast on every argument it never gave that call.
+            for bad in g.failures:
+                for want in missing_calls(bad, phrasebook):
+                    made = [c for c in bad.calls if c.tool == want.tool]
+                    seen = bad.calls[-1].seen if bad.calls else g.task.instruction.lower()
+                    for arg, value in want.args.items():
+                        d = dim(fam, want.tool, arg)
+                        d.obs.append(_Obs(g.task, bad.episode_id, value, seen))
+                        if all(c.args.get(arg) != value for c in made):
+                            d.contrast.add(bad.episode_id)
             if not g.has_contrast:
                 continue
             ref = g.successes[0]

@@ -1,0 +1,49 @@
+"""The agent loop on TextWorldExpress through params alone: the `twx_*` stages (the agent
+track's modules with `--track twx`) reproduced by DVC in a micro copy of the repository, from
+tasks to internalization and RL, then the cross-environment table for this track. Skipped
+when the optional extra is not installed (`pip install -e '.[textworld]'`, Java 17)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import polars as pl
+import pytest
+from tests.e2e.conftest import make_micro_repo, run
+
+pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
+                                                "(and Java 17)")
+
+TARGETS = ["twx_internalize", "twx_rl", "twx_play@twx_warmup"]
+
+
+@pytest.mark.slow
+@pytest.mark.heavy_env
+@pytest.mark.timeout(1500)
+def test_the_textworldexpress_track_runs_end_to_end_through_dvc(tmp_path):
+    repo = make_micro_repo(tmp_path / "repo")
+    out = run([sys.executable, "-m", "dvc", "repro", *TARGETS], repo, timeout=1400)
+    ran = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"twx_tasks", "twx_collect@oracle", "twx_warmup", "twx_rollout@twx_warmup", "twx_mine", *TARGETS} <= ran
+    assert not any(not s.startswith("twx_") for s in ran), ran        # nothing of the agent track ran
+    assert not (repo / "data/tasks").exists() and not (repo / "models/warmup").exists()
+
+    tasks = pl.read_parquet(repo / "data/twx/tasks/tasks.parquet")
+    assert set(tasks["env"]) == {"textworldexpress"} and set(tasks["family"]) == {"twx_coin"}
+    assert set(tasks["split"]) == {"train", "test", "heldout_train", "heldout_test"}
+    oracle = pl.read_parquet(repo / "data/twx/trajectories/oracle/episodes.parquet")
+    assert oracle["success"].all() and oracle.height == tasks.filter(pl.col("split").is_in(["train", "test"])).height
+    rollouts = pl.read_parquet(repo / "data/twx/rollouts/twx_warmup/episodes.parquet")
+    assert set(rollouts["split"]) == {"heldout_train"} and set(rollouts["env"]) == {"textworldexpress"}
+    for f in ("models/twx/warmup/card.json", "models/twx/internalized/model.safetensors",
+              "models/twx/rl/model.safetensors", "metrics/twx/mine.json", "reports/claims/twx_internalize.json"):
+        assert (repo / f).is_file(), f
+    details = json.loads((repo / "reports/twx/details/internalize.json").read_text())
+    assert len(details["iterations"]) == 1
+
+    run([sys.executable, "-m", "stages.env_table", "--envs", "textworldexpress"], repo)
+    rows = json.loads((repo / "reports/claims/environments.json").read_text())
+    assert rows[0]["measured"].startswith("textworldexpress: 1.000") and rows[0]["holds"] is True
+    assert len(rows) == 5 and all(r["measured"].startswith("textworldexpress: ") for r in rows)
+    assert run([sys.executable, "-m", "dvc", "status", *TARGETS], repo).stdout.strip().endswith("up to date.")
