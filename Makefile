@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
+.PHONY: metrics setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,17 @@ pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro
 
 # The experiments side by side, only the params and metrics that differ, in 120 columns.
 COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|seconds' --precision 3
+
+# Each track's headline metrics files (a track's own `dvc metrics show`).
+METRICS_sql = $(wildcard metrics/sql_*.json)
+METRICS_vision = $(wildcard metrics/vision_*.json)
+METRICS_textworldexpress = $(wildcard metrics/twx/*.json)
+METRICS_pghs = $(wildcard metrics/pghs.json)
+METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_pghs),$(wildcard metrics/*.json))
+
+metrics:  ## dvc metrics show: every headline, or TRACK=agents|sql|pghs|vision|textworldexpress for one track's
+	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision or textworldexpress" >&2; exit 2; fi
+	$(BIN)/dvc metrics show $(METRICS_$(TRACK))
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
 	COLUMNS=120 $(BIN)/dvc exp show $(COMPARE_ARGS)
