@@ -176,7 +176,7 @@ def test_the_documented_path_import_then_mine_stage(tmp_path, monkeypatch):
     stage = subprocess.run([sys.executable, "-m", "stages.mine"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=600)
     assert stage.returncode == 0, stage.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "details" / "mine.json").read_text())
     assert metrics["episodes"] == 14 and metrics["instances"] > 0
     ids = set(pl.read_parquet(tmp_path / "data" / "rollouts" / "imported" / "episodes.parquet")["episode_id"])
     instances = [json.loads(line) for line in (tmp_path / "data" / "experience" / "instances.jsonl").read_text()
