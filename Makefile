@@ -67,7 +67,7 @@ pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro
 	$(BIN)/dvc pull
 
 # The experiments side by side, only the params and metrics that differ, in 120 columns.
-COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|seconds' --precision 3
+COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|.*seconds' --precision 3
 
 # Each track's headline metrics files (a track's own `dvc metrics show`).
 METRICS_sql = $(wildcard metrics/sql_*.json)
