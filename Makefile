@@ -76,9 +76,9 @@ METRICS_textworldexpress = $(wildcard metrics/twx/*.json)
 METRICS_pghs = $(wildcard metrics/pghs.json)
 METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_pghs),$(wildcard metrics/*.json))
 
-metrics:  ## dvc metrics show: every headline, or TRACK=agents|sql|pghs|vision|textworldexpress for one track's
+metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|textworldexpress for one track's
 	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision or textworldexpress" >&2; exit 2; fi
-	$(BIN)/dvc metrics show $(METRICS_$(TRACK))
+	@$(BIN)/dvc metrics show --json $(METRICS_$(TRACK)) | $(BIN)/python -m tools.metrics_view --width 120
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
 	COLUMNS=120 $(BIN)/dvc exp show $(COMPARE_ARGS)

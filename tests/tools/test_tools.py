@@ -86,3 +86,19 @@ def test_results_splice_replaces_only_the_marked_part():
     out = splice(doc, page)
     assert out == f"# Results\n\nintro\n\n{START}\n### pghs\n\n| a |\n\n### rl\n\n| b |\n{END}\n\n## Notes\n"
     assert splice(out, page) == out
+
+
+def test_metrics_view_puts_each_file_on_its_own_lines_and_never_splits_a_pair():
+    from tools.metrics_view import render
+
+    shown = {"": {"data": {"metrics/rl.json": {"data": {"success": 0.708333, "seconds": 339.0}},
+                           "metrics/a_long_one.json": {"data": {f"value_{i}": i / 3 for i in range(12)}},
+                           "metrics/broken.json": {"error": {"type": "FileNotFoundError"}}}}}
+    text = render(shown, width=80)
+    lines = text.splitlines()
+    assert lines[0].startswith("metrics/a_long_one.json") and all(len(line) <= 80 for line in lines)
+    assert "success 0.7083  seconds 339" in text and "error.type FileNotFoundError" in text
+    assert text.count("value_") == 12 and len(lines) > 4
+    pairs = " ".join(lines).split()
+    assert pairs[pairs.index("value_11") + 1] == "3.667"        # a name and its value stay together
+    assert render({}) == "no metrics (run `make repro` first)"
