@@ -30,10 +30,10 @@ from distillery.envs.stage import StageEnv
 from distillery.tasks.generate import generate_tasks
 
 
-def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
-    tasks = generate_tasks(TasksConfig(n_train_per_family=0), progress=False).tasks
+def replay_steps_per_s(env, tasks, seconds: float) -> tuple[float, int, int]:
+    """Steps/s of `env` replaying each task's reference solution (each must succeed) for about
+    `seconds`: (steps/s, steps, episodes). The environment is closed at the end."""
     actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
-    env = StageEnv()
     steps = episodes = 0
     t0 = time.perf_counter()
     try:
@@ -48,6 +48,11 @@ def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
     finally:
         env.close()
     return steps / (time.perf_counter() - t0), steps, episodes
+
+
+def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
+    tasks = generate_tasks(TasksConfig(n_train_per_family=0), progress=False).tasks
+    return replay_steps_per_s(StageEnv(), tasks, seconds)
 
 
 def textworldexpress_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
@@ -66,22 +71,7 @@ def textworldexpress_steps_per_s(seconds: float) -> tuple[float, int, int] | Non
             tasks.append(Task(task_id=f"{name}-{i}", family=name, split="test", profile="default", hint="",
                               instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
                               checks=d.checks, env="textworldexpress"))
-    actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
-    env = TwxEnv()
-    steps = episodes = 0
-    t0 = time.perf_counter()
-    try:
-        while time.perf_counter() - t0 < seconds:
-            for task, acts in zip(tasks, actions, strict=True):
-                env.reset(task)
-                for a in acts:
-                    env.step(a)
-                assert env.verify().success, task.task_id
-                steps += len(acts)
-                episodes += 1
-    finally:
-        env.close()
-    return steps / (time.perf_counter() - t0), steps, episodes
+    return replay_steps_per_s(TwxEnv(), tasks, seconds)
 
 
 def textworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
