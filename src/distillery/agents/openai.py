@@ -125,7 +125,7 @@ def extract_action(content: str, specs: Sequence[ToolSpec]) -> tuple[str, str]:
     return text, ""
 
 
-def _ordered_args(name: str, args: dict[str, Any], specs: Sequence[ToolSpec]) -> dict[str, Any]:
+def ordered_args(name: str, args: dict[str, Any], specs: Sequence[ToolSpec]) -> dict[str, Any]:
     """Arguments in the tool's parameter order (as `parse_action` orders them), so a call
     made through function calling has the same canonical text as one written out."""
     spec = next((s for s in specs if s.name == name), None)
@@ -150,7 +150,7 @@ def tool_call_text(name: str, arguments: str | None, specs: Sequence[ToolSpec]) 
         return json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)
     if not isinstance(args, dict):
         return json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)
-    return format_call(ToolCall(name, _ordered_args(name, args, specs)))
+    return format_call(ToolCall(name, ordered_args(name, args, specs)))
 
 
 def tools_messages(messages: list[dict[str, Any]], specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.agents.openai import ordered_args
 from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import ToolSpec
 from distillery.importers.secrets import find_secrets
@@ -164,14 +165,7 @@ def call_text(name: str, args: dict[str, Any] | None, raw_args: str, specs: Sequ
     the environment's parser rejects with a message naming the problem."""
     if args is None:
         return json.dumps({"tool": name, "arguments": raw_args}, ensure_ascii=False)
-    spec = next((s for s in specs if s.name == name), None)
-    order = [p.name for p in spec.params] if spec else []
-    keys = [k for k in order if k in args] + [k for k in args if k not in order]
-    ordered = {}
-    for k in keys:
-        v = args[k]
-        ordered[k] = int(v) if isinstance(v, float) and v.is_integer() else v   # 45.0 -> 45
-    return format_call(ToolCall(name, ordered))
+    return format_call(ToolCall(name, ordered_args(name, args, specs)))
 
 
 def split_first_user(text: str, instruction: str | None) -> tuple[str, str]:
