@@ -17,6 +17,7 @@ Advantages are computed in float64 and returned as plain floats in the frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from typing import Literal
 
@@ -292,3 +293,92 @@ def gigpo_advantages(
         "step_advantage",
         advantage=pl.col("episode_advantage") + step_weight * pl.col("step_advantage"),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# DAPO and PGPO: rewards and dynamic sampling (pure; the table track's trainer uses them)
+# ---------------------------------------------------------------------------------------
+
+
+def soft_overlong_penalty(lengths: torch.Tensor, *, max_length: int, cache: int) -> torch.Tensor:
+    """DAPO's soft length penalty per response, float64 [N]:
+
+        0                                 if L <= max_length - cache
+        (max_length - cache - L) / cache  if max_length - cache < L <= max_length
+        -1                                if L > max_length
+
+    [read-from-source: DAPO recipe, overlong buffer with penalty factor 1]
+    """
+    if cache <= 0 or cache > max_length:
+        raise ValueError(f"cache={cache}: it must lie in (0, max_length={max_length}]")
+    L = lengths.detach().to(torch.float64).reshape(-1)
+    start = max_length - cache
+    inside = (start - L) / cache
+    return torch.where(L <= start, torch.zeros_like(L), torch.where(L <= max_length, inside, -torch.ones_like(L)))
+
+
+def mixed_groups(values: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
+    """DAPO's dynamic-sampling filter: True for every member of a group whose values are not
+    all equal (for 0/1 outcomes: 0 < #correct < G), [N] bool. A group of one is never mixed.
+    Such groups have zero group-relative advantage and would only dilute the batch.
+    [read-from-source: DAPO `filter_groups`]"""
+    x = values.detach().to(torch.float64).reshape(-1)
+    gi = group_index.reshape(-1).long()
+    if x.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    n = int(gi.max()) + 1
+    g_max = torch.full((n,), -math.inf, dtype=torch.float64).scatter_reduce(0, gi, x, reduce="amax", include_self=True)
+    g_min = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, gi, x, reduce="amin", include_self=True)
+    return (g_max > g_min)[gi]
+
+
+def process_gated_rewards(
+    outcome: torch.Tensor,
+    step_scores: Sequence[Sequence[float]],
+    *,
+    coverage: torch.Tensor | None = None,
+    gate: Literal["min", "product"] = "min",
+    prefix_credit: float = 0.1,
+) -> torch.Tensor:
+    """PGPO's reward, our reading of the abstract (reference/vision.md), float64 [N]:
+
+        g_i = min_t s_it (or prod_t s_it) x coverage_i       (1 when a chain has no step)
+        R_i = r_i x g_i + (1 - r_i) x prefix_credit x p_i
+
+    where r_i is the outcome (1 right, 0 wrong), s_it in [0, 1] the critic's score of step t,
+    coverage_i the share of the gold program's cells the chain read (1 when not given), and
+    p_i the fraction of the chain's steps before its first step scored below 0.5 (a small
+    credit for a sound start when the answer is wrong). The outcome stays primary: the
+    process only gates it (a right answer reached by a misread or a shortcut earns little),
+    never adds to it (blending is unstable, PROF). [inferred: ours]
+    """
+    r = outcome.detach().to(torch.float64).reshape(-1)
+    if len(step_scores) != r.numel():
+        raise ValueError(f"{r.numel()} outcomes but {len(step_scores)} rows of step scores")
+    cov = torch.ones_like(r) if coverage is None else coverage.detach().to(torch.float64).reshape(-1)
+    g, p = torch.ones_like(r), torch.zeros_like(r)
+    for i, s in enumerate(step_scores):
+        if not len(s):
+            continue
+        st = torch.tensor([float(x) for x in s], dtype=torch.float64).clamp(0.0, 1.0)
+        g[i] = st.min() if gate == "min" else st.prod()
+        bad = (st < 0.5).nonzero()
+        p[i] = (int(bad[0]) if len(bad) else len(s)) / len(s)
+    return r * g * cov + (1.0 - r) * prefix_credit * p
+
+
+def length_balanced_groups(lengths: Sequence[int], n: int) -> list[int]:
+    """PGPO's length-aware batch (ours): the indices of up to `n` groups, taken round-robin
+    over the distinct program lengths `lengths[g]` (shortest length first, and in arrival
+    order within a length), so every length present is represented as equally as the pool
+    allows. Returned in ascending index order."""
+    by_len: dict[int, list[int]] = {}
+    for i, L in enumerate(lengths):
+        by_len.setdefault(int(L), []).append(i)
+    queues = [by_len[k] for k in sorted(by_len)]
+    picked: list[int] = []
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return sorted(picked)

@@ -640,3 +640,79 @@ def dpo_loss(
     if losses.numel() == 0:
         return losses.sum() * 0.0
     return losses.mean()
+
+
+# ---------------------------------------------------------------------------------------
+# GRPO, DAPO and PGPO as policy losses (their rewards and sampling: `train.advantages`)
+# ---------------------------------------------------------------------------------------
+
+
+def sequence_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GRPO's aggregation: the token mean within each sequence, then the mean over the
+    sequences that have at least one selected token.
+
+    L = (1 / |S|) * sum_{i in S} (sum_t m_it * v_it / sum_t m_it),  S = {i : sum_t m_it > 0}
+
+    Each sequence weighs the same whatever its length (DAPO's token mean weighs every token
+    the same instead). An empty mask gives a zero still connected to `values`.
+    """
+    mask = mask.bool()
+    per_row = torch.where(mask, values, torch.zeros_like(values)).sum(dim=-1)
+    n_tok = mask.sum(dim=-1)
+    has = n_tok > 0
+    if not bool(has.any()):
+        return values.sum() * 0.0
+    return (per_row[has] / n_tok[has]).mean()
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: float = 0.2,
+) -> torch.Tensor:
+    """GRPO's policy loss: PPO-clip with the symmetric bound `clip`, per-sequence token mean
+    then the mean over sequences (`sequence_token_mean`); no KL term here (add
+    `low_var_kl_loss` for one). The advantage is the group-normalised outcome reward
+    (`train.advantages.group_relative_advantages`). [read-from-source: verl GRPO,
+    loss_agg_mode "seq-mean-token-mean"]
+    """
+    losses = ppo_clip_token_losses(logprobs, sampler_logprobs, advantages, clip_low=clip, clip_high=clip)
+    return sequence_token_mean(losses, mask)
+
+
+def dapo_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+) -> torch.Tensor:
+    """DAPO's policy loss: PPO-clip with the decoupled bounds 1 - 0.2 / 1 + 0.28 (clip-higher),
+    token-mean over every action token of the batch, no KL. Overlong rows are removed from
+    `mask` and the soft length penalty is added to the reward before the advantage
+    (`train.advantages.soft_overlong_penalty`). [read-from-source: DAPO recipe in verl]
+    """
+    return ppo_clip_loss(logprobs, sampler_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high)
+
+
+def pgpo_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+) -> torch.Tensor:
+    """PGPO's policy loss, our reading of V-tableR1's abstract: DAPO's decoupled clip and
+    token mean; what makes it PGPO is the process-gated reward
+    (`train.advantages.process_gated_rewards`) and the length-balanced dynamic sampling
+    (`train.advantages.length_balanced_groups`). Pass clip_high = clip_low for the
+    ablation without the decoupled clip. [inferred: reference/vision.md, ours]
+    """
+    return ppo_clip_loss(logprobs, sampler_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high)
