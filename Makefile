@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DVC if needed
 
 # STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize:
-# tasks -> warm-up -> mine -> internalize); TRACK runs one track alone (agents, sql, pghs, vision,
+# tasks -> warm-up -> mine -> internalize); TRACK runs one track alone (agents, sql, pghs, vision, tables,
 # textworldexpress: needs `pip install -e '.[textworld]'` and Java 17);
 # both empty: every stage.
 STAGES ?=
@@ -46,10 +46,11 @@ TRACK_agents := evaluate internalize wording rl selskill distill
 TRACK_sql := sql_tasks sql_real sql_collect sql_evaluate sql_grid
 TRACK_pghs := pghs
 TRACK_vision := vision_eval
+TRACK_tables := table_rl
 TRACK_textworldexpress := twx_internalize twx_rl twx_play@twx_warmup
 
-repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|vision|textworldexpress for a part of it
-	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision or textworldexpress" >&2; exit 2; fi
+repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|vision|tables|textworldexpress for a part of it
+	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress" >&2; exit 2; fi
 	$(BIN)/dvc repro $(STAGES) $(TRACK_$(TRACK))
 
 # Two pytest-xdist workers, handed 2 tests at a time: one runs the shared micro pipeline (one
@@ -72,12 +73,13 @@ COMPARE_ARGS ?= --only-changed --drop 'Created|State|Executor|.*seconds' --preci
 # Each track's headline metrics files (a track's own `dvc metrics show`).
 METRICS_sql = $(wildcard metrics/sql_*.json)
 METRICS_vision = $(wildcard metrics/vision_*.json)
+METRICS_tables = $(wildcard metrics/table_*.json)
 METRICS_textworldexpress = $(wildcard metrics/twx/*.json)
 METRICS_pghs = $(wildcard metrics/pghs.json)
-METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_pghs),$(wildcard metrics/*.json))
+METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_tables) $(METRICS_pghs),$(wildcard metrics/*.json))
 
-metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|textworldexpress for one track's
-	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision or textworldexpress" >&2; exit 2; fi
+metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|tables|textworldexpress for one track's
+	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress" >&2; exit 2; fi
 	@$(BIN)/dvc metrics show --json $(METRICS_$(TRACK)) | $(BIN)/python -m tools.metrics_view --width 120
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
