@@ -95,12 +95,12 @@ def claims_rows(results: Sequence[Mapping[str, Any]]) -> list[Claim]:
 
 
 def headline(results: Sequence[Mapping[str, Any]], sft: Mapping[str, Any], seconds: float) -> dict[str, Any]:
-    """`metrics/table_rl.json`: the warm-up's and GRPO/DAPO/PGPO's test accuracy, valid-chain
-    and right-answer-wrong-process rates (means over seeds), seconds per RL step, the share of
-    groups PGPO's dynamic sampling kept, the stage's seconds."""
+    """`metrics/table_rl.json` (12 values): the warm-up's test accuracy; GRPO's, DAPO's and
+    PGPO's test accuracy, valid-chain and right-answer-wrong-process rates (means over seeds);
+    seconds per RL step; the share of groups PGPO's dynamic sampling kept. The stage's
+    seconds are in the details and the report."""
     runs = runs_by(results)
-    out: dict[str, Any] = {"sft": {"accuracy": number(sft["test"]["accuracy"], "sft accuracy"),
-                                   "valid_chain_rate": number(sft["test"]["valid_chain_rate"], "sft valid")}}
+    out: dict[str, Any] = {"sft_accuracy": number(sft["test"]["accuracy"], "sft accuracy")}
     for v in ("grpo", "dapo", "pgpo"):
         if v in runs:
             out[v] = {n: number(mean_std([metric(r, n) for r in runs[v].values()])[0], f"{v} {n}")
@@ -110,7 +110,6 @@ def headline(results: Sequence[Mapping[str, Any]], sft: Mapping[str, Any], secon
         if rl else None
     if "pgpo" in runs:
         out["pgpo_kept_fraction"] = number(mean_std([r["kept_fraction"] for r in runs["pgpo"].values()])[0], "kept")
-    out["seconds"] = number(seconds, "table_rl seconds")
     return out
 
 

@@ -98,7 +98,8 @@ class TableTrainConfig:
     train: TrainConfig = _f(TrainConfig, "the warm-up's training loop")
     critic_train: TrainConfig = _f(TrainConfig, "the learned critic's training loop")
     align_weight: float = _f(1.0, "weight of the patch-to-cell-word alignment loss")
-    text_tables: bool = _f(True, "also the chains over the table written as words (text only)")
+    text_tables: bool = _f(False, "also the chains over the table written as words (text only; no place "
+                                   "information there)")
     critic_items: int = _f(1500, "training items whose gold and perturbed chains teach the critic")
     critic_eval_items: int = _f(150, "held-out test items on which agreement with the rule critic is measured")
     seed: int = _f(0, "seed of both models")
@@ -111,7 +112,7 @@ class TableRLConfig:
 
     variants: list[str] = _f(list(VARIANTS), "objectives to run (see vision/table_rl.py VARIANTS)")
     seeds: list[int] = _f([0, 1, 2], "RL seeds (rollouts and data order); runs pair by seed")
-    iterations: int = _f(20, "rollout -> reward -> update cycles per run")
+    iterations: int = _f(12, "rollout -> reward -> update cycles per run")
     tasks_per_iteration: int = _f(8, "groups in each update batch")
     k: int = _f(8, "chains sampled per item (a group)")
     temperature: float = _f(1.0, "sampling temperature")
@@ -122,7 +123,7 @@ class TableRLConfig:
     prefix_credit: float = _f(0.1, "PGPO: reward share for a sound chain start when the answer is wrong")
     gate: Literal["min", "product"] = _f("min", "PGPO: how the step scores combine into the gate")
     critic: Literal["rule", "learned"] = _f("rule", "PGPO's critic: the rule verifier or the learned critic")
-    max_gen_batches: int = _f(3, "dynamic sampling: rollout batches drawn at most per update (refill)")
+    max_gen_batches: int = _f(2, "dynamic sampling: rollout batches drawn at most per update (refill)")
     epochs: int = _f(2, "passes over each update batch")
     minibatches: int = _f(2, "PPO mini-batches per pass")
     train: TrainConfig = _f(TrainConfig, "optimizer settings of the updates (lr, clipping)")
@@ -531,7 +532,10 @@ def run_rl(model: Any, tok: Any, variant_name: str, items: Sequence[TableItem], 
             sampled += len(groups)
             rolled += [r for g in groups for r in g]
             for grp, rew in zip(groups, rewards, strict=True):
-                if not variant["dynamic"] or bool(mixed_groups(rew, torch.zeros(len(rew), dtype=torch.long)).any()):
+                # DAPO keeps groups with mixed outcomes (0 < #correct < k), not mixed penalties;
+                # under the gate, a group of right answers with different processes is mixed too
+                signal = rew if variant["reward"] == "gated" else torch.tensor([float(r.verdict.correct) for r in grp])
+                if not variant["dynamic"] or bool(mixed_groups(signal, torch.zeros(len(grp), dtype=torch.long)).any()):
                     kept.append((grp, rew))
             if len(kept) >= cfg.tasks_per_iteration:
                 break
