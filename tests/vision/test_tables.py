@@ -153,3 +153,80 @@ def test_config_refuses_what_cannot_work():
         TableDataConfig(large_rows=[5, 5])
     with pytest.raises(ValueError, match="kinds"):
         TableDataConfig(kinds=["sorting"])
+
+
+# ---------------------------------------------------------------------------------------
+# The training side's pure pieces (no model)
+# ---------------------------------------------------------------------------------------
+
+
+def _table_item():
+    from distillery.vision.tables import TableItem
+
+    return TableItem("x", "test", TABLE, ITEM)
+
+
+def test_patches_name_their_content_and_place():
+    from distillery.vision.table_rl import place_targets, table_tokenizer
+
+    tok = table_tokenizer()
+    t = place_targets(tok, [_table_item()], 5)[0]
+    names = [[tok.convert_ids_to_tokens(int(i)) for i in row] for row in t]
+    assert names[6] == ["10", "r1", "A"] and names[12] == ["5", "r2", "B"]
+    assert names[1] == ["A", "A", "A"] and names[0] == ["empty"] * 3 and names[24] == ["empty"] * 3
+
+
+def test_critic_labels_come_from_the_rule_critic():
+    from distillery.vision.table_rl import critic_prefixes
+
+    it = _table_item()
+    assert [lab for _, lab in critic_prefixes(it, ITEM.chain)] == ["ok"] * 4
+    skipped = "look r2 A = 80 ; answer 80"
+    labels = critic_prefixes(it, skipped)
+    assert labels[0] == ("look r2 A = 80", "ok") and labels[1][1] == "bad"   # the answer misses r1 A
+    # a misread is bad where it happens; the steps after it are checked against what it wrote,
+    # and the answer stays bad (the cell was never read right)
+    misread = "look r2 A = 81 ; look r1 A = 10 ; sub 81 10 = 71 ; answer 71"
+    assert [lab for _, lab in critic_prefixes(it, misread)] == ["bad", "ok", "ok", "bad"]
+
+
+def test_each_variant_rewards_the_same_group_its_own_way():
+    import torch
+
+    from distillery.vision.table_rl import VARIANTS, Rollout, TableRLConfig, group_rewards
+
+    cfg = TableRLConfig(max_new_tokens=20, overlong_cache=5, prefix_credit=0.1)
+    chains = [ITEM.chain, "look r2 A = 80 ; look r1 A = 10 ; sub 80 10 = 70 ; answer 70 ; answer 70",
+              "look r2 A = 80 ; look r1 A = 10 ; sub 80 10 = 60 ; answer 60"]
+    lengths = [10, 18, 25]
+    grp = [Rollout(0, [1] * n, c, n > 20, verify_chain(TABLE, ITEM, c)) for c, n in zip(chains, lengths)]
+
+    def rule(g):
+        return [r.verdict.step_scores for r in g]
+
+    got = {v: group_rewards([grp], VARIANTS[v], cfg, rule)[0].tolist() for v in ("grpo", "dapo", "pgpo")}
+    assert got["grpo"] == [1.0, 1.0, 0.0]
+    assert got["dapo"] == pytest.approx([1.0, 1.0 - 0.6, -1.0])        # soft penalty from 15 tokens, -1 past 20
+    assert got["pgpo"] == pytest.approx([1.0, 0.0, 0.1 * 2 / 4])       # a step after the answer; wrong from step 3
+    assert torch.is_tensor(group_rewards([grp], VARIANTS["pgpo_no_gate"], cfg, rule)[0])
+
+
+def test_claims_follow_the_paired_rule():
+    from distillery.vision.table_report import claims_rows, judge
+
+    assert judge([0.1, 0.12, 0.11])[0] is True
+    assert judge([0.1, -0.1, 0.05])[0] is False
+    assert judge([0.1])[0] is None
+    assert judge([-0.01, 0.01], not_worse=True)[0] is True
+
+    def run(v, s, valid, rawp, acc):
+        ev = {"test": {"valid_chain_rate": valid, "right_answer_wrong_process": rawp, "accuracy": acc}}
+        return {"kind": "rl", "variant": v, "seed": s, "eval": ev}
+
+    results = [run("pgpo", s, 0.5 + s / 100, 0.05, 0.4) for s in range(3)]
+    results += [run("grpo", s, 0.3, 0.2, 0.4) for s in range(3)]
+    rows = {c.finding: c for c in claims_rows(results)}
+    assert rows["PGPO gives more fully valid chains than GRPO"].holds is True
+    assert rows["PGPO gives fewer right answers with a wrong process than GRPO"].holds is True
+    assert rows["PGPO's accuracy is not below GRPO's"].holds is True
+    assert "DAPO" not in " ".join(rows)             # no DAPO runs: no DAPO rows
