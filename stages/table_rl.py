@@ -26,7 +26,9 @@ from distillery.vision.table_report import claims_rows, headline, render_report
 from distillery.vision.table_rl import (
     TableJob,
     TableRLConfig,
+    agreement,
     evaluate_policy,
+    generate_chains,
     learned_step_scores,
     load_split,
     run_jobs,
@@ -66,6 +68,11 @@ def main() -> int:
     # with the rule critic's verdict per step and the learned critic's p(ok).
     critic = load_vlm_dir(CRITIC).model
     items, pixels = splits["test"]
+    # The learned critic on the warm-up's own greedy chains (not the synthetic perturbations
+    # it was trained and first measured on)
+    own = [text for _, text, _ in generate_chains(sft_model, tok, items, pixels, k=1, temperature=0.0,
+                                                  max_new_tokens=cfg.max_new_tokens, seed=0)]
+    own_agreement = agreement(critic, tok, items, pixels, own)
     shutil.rmtree(FIGURES, ignore_errors=True)
     FIGURES.mkdir(parents=True)
     examples = []
@@ -83,10 +90,12 @@ def main() -> int:
                                     for (w, c), lp in zip(who.items(), learned, strict=True)}})
     stats = json.loads(Path(STATS).read_text())
     train_details = json.loads(Path(TRAIN_DETAILS).read_text())
-    write_json({"sft": sft, "runs": results, "seconds": round(seconds, 1), "params": to_dict(cfg)}, DETAILS)
+    write_json({"sft": sft, "critic_on_policy_chains": own_agreement, "runs": results, "seconds": round(seconds, 1),
+                "params": to_dict(cfg)}, DETAILS)
     write_json(headline(results, sft, seconds), METRICS)
     write_json([c.to_dict() for c in claims], CLAIMS)
-    Path(REPORT).write_text(render_report(stats, train_details, results, sft, claims, examples, seconds, to_dict(cfg)))
+    Path(REPORT).write_text(render_report(stats, train_details, results, sft, claims, examples, seconds, to_dict(cfg),
+                                           own_agreement))
     print(f"table_rl: {len(results)} runs in {seconds:.0f} s; "
           + "; ".join(f"{c.finding}: {c.holds}" for c in claims), file=sys.stderr)
     shutil.rmtree("checkpoints/table_rl", ignore_errors=True)

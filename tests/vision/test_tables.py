@@ -199,7 +199,7 @@ def test_each_variant_rewards_the_same_group_its_own_way():
     chains = [ITEM.chain, "look r2 A = 80 ; look r1 A = 10 ; sub 80 10 = 70 ; answer 70 ; answer 70",
               "look r2 A = 80 ; look r1 A = 10 ; sub 80 10 = 60 ; answer 60"]
     lengths = [10, 18, 25]
-    grp = [Rollout(0, [1] * n, c, n > 20, verify_chain(TABLE, ITEM, c)) for c, n in zip(chains, lengths)]
+    grp = [Rollout(0, [1] * n, c, n > 20, verify_chain(TABLE, ITEM, c)) for c, n in zip(chains, lengths, strict=True)]
 
     def rule(g):
         return [r.verdict.step_scores for r in g]

@@ -7,6 +7,7 @@ paired differences (the project's paired rule); with fewer than 2 pairs it is no
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -70,10 +71,15 @@ def claims_rows(results: Sequence[Mapping[str, Any]]) -> list[Claim]:
         diffs = paired(runs, better, worse, lambda r: sign * metric(r, name))
         holds, rule = judge(diffs, not_worse=not_worse)
         seeds = sorted(set(runs[better]) & set(runs[worse]))
+        # The paired rule sees seed-to-seed spread only; the test items are a sample too.
+        n_items = next(iter(runs[better].values()))["eval"]["test"].get("n_items")
+        pooled = mean_std([metric(r, name) for v in (better, worse) for r in runs[v].values()])[0]
+        noise = (f"; {n_items} test items per run: the binomial standard error of a rate near {pooled:.3f} is "
+                 f"{math.sqrt(max(pooled * (1 - pooled), 1e-12) / n_items):.3f}") if n_items else ""
         rows.append(Claim(paper=PAPER, finding=finding, paper_value=paper_value,
                           measured=f"{better} {fmt(better, name)} vs {worse} {fmt(worse, name)} ({name}, test)",
-                          holds=holds, detail=f"{rule}; tiny LLaVA from scratch, SFT warm-up on oracle chains, "
-                                              "rule critic; our reading of PGPO",
+                          holds=holds, detail=f"{rule}{noise}; tiny LLaVA from scratch, SFT warm-up on oracle "
+                                              "chains, rule critic; our reading of PGPO",
                           spread="± std over seeds", seeds=",".join(map(str, seeds)), command=COMMAND))
 
     moves = "moves the model from pattern matching to verifiable derivation (abstract)"
@@ -164,7 +170,8 @@ def verdict_lines(rule: Any, learned: Sequence[float] | None) -> list[str]:
 
 def render_report(data_stats: Mapping[str, Any], train_details: Mapping[str, Any],
                   results: Sequence[Mapping[str, Any]], sft: Mapping[str, Any], claims: Sequence[Claim],
-                  examples: Sequence[Mapping[str, Any]], seconds: float, cfg: Mapping[str, Any]) -> str:
+                  examples: Sequence[Mapping[str, Any]], seconds: float, cfg: Mapping[str, Any],
+                  on_policy: Mapping[str, float] | None = None) -> str:
     from distillery.evaluate.claims import claims_table
 
     critic = next((m for m in train_details.get("models", []) if m["kind"] == "critic"), {})
@@ -182,8 +189,11 @@ def render_report(data_stats: Mapping[str, Any], train_details: Mapping[str, Any
              f"the rule critic on {agree.get('n_chains', 0)} held-out gold and perturbed chains: per-step agreement "
              f"{agree.get('step_agreement', float('nan')):.3f}, per-chain agreement "
              f"{agree.get('chain_agreement', float('nan')):.3f}, invalid chains it flags "
-             f"{agree.get('invalid_chains_caught', float('nan')):.3f}. The grid's PGPO uses the "
-             f"{cfg.get('critic', 'rule')} critic.", "",
+             f"{agree.get('invalid_chains_caught', float('nan')):.3f}."
+             + (f" On the warm-up's own greedy chains ({on_policy['n_chains']:.0f}, test): per-step agreement "
+                f"{on_policy['step_agreement']:.3f}, per-chain {on_policy['chain_agreement']:.3f}, invalid chains "
+                f"flagged {on_policy['invalid_chains_caught']:.3f}." if on_policy else "")
+             + f" The grid's PGPO uses the {cfg.get('critic', 'rule')} critic.", "",
              "## Results (greedy chains; mean ± std over seeds)", "", *results_table(results, sft), "",
              "## Claims", "", *claims_table(claims), "", "## Examples", ""]
     for ex in examples:

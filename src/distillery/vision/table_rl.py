@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import random
 import time
@@ -62,7 +61,14 @@ from distillery.train.losses import IGNORE_INDEX, dapo_loss, grpo_loss, pgpo_los
 from distillery.vision.config import VLMConfig
 from distillery.vision.tables import TableItem, cell_words
 from distillery.vision.train import NO_IMAGE
-from distillery.vision.vlm import build_tokenizer, build_vlm, encode_words, n_image_tokens, normalize, pixel_crc
+from distillery.vision.vlm import (
+    build_tokenizer,
+    build_vlm,
+    encode_words,
+    n_image_tokens,
+    normalize,
+    pixel_crc,
+)
 
 OK, BAD = "ok", "bad"
 
@@ -412,7 +418,7 @@ def evaluate_policy(model: Any, tok: Any, splits: dict[str, tuple[list[TableItem
         gens = generate_chains(model, tok, items, pixels, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
                                seed=0, batch_size=batch_size)
         verdicts = [verify_chain(it.table, it.item, text) for it, (_, text, _) in zip(items, gens, strict=True)]
-        out[name] = chain_numbers(verdicts, [len(g[0]) for g in gens])
+        out[name] = {**chain_numbers(verdicts, [len(g[0]) for g in gens]), "n_items": len(items)}
         sc = [v for it, v in zip(items, verdicts, strict=True) if it.item.shortcut]
         if sc:
             out[name]["shortcut_items"] = chain_numbers(sc, [1])
@@ -694,7 +700,16 @@ def critic_agreement(critic: Any, tok: Any, job: TableJob, cfg: TableTrainConfig
             rows_items.append(it)
             rows_px.append(i)
             chains.append(ch)
-    scores = learned_step_scores(critic, tok, rows_items, pixels[rows_px], chains)
+    return agreement(critic, tok, rows_items, pixels[rows_px], chains)
+
+
+def agreement(critic: Any, tok: Any, items: Sequence[TableItem], pixels: torch.Tensor,
+              chains: Sequence[str]) -> dict[str, float]:
+    """The learned critic against the rule critic on `chains` (chain i about items[i], whose
+    image is pixels[i]): per step (ok/bad at 0.5), per chain (all steps ok), and the share of
+    the rule critic's invalid chains the learned one flags."""
+    rows_items = list(items)
+    scores = learned_step_scores(critic, tok, rows_items, pixels, chains)
     step_agree, chain_agree, n_steps, bad_caught, n_bad = 0, 0, 0, 0, 0
     for it, ch, sc in zip(rows_items, chains, scores, strict=True):
         rule = [lab == OK for _, lab in critic_prefixes(it, ch)]

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.config import _f
-from distillery.quality.table_suites import TABLE_ITEM_SCHEMA
 from distillery.envs.table.chains import (
     KINDS,
     Item,
@@ -45,6 +44,7 @@ from distillery.envs.table.chains import (
     row_name,
     verify_chain,
 )
+from distillery.quality.table_suites import TABLE_ITEM_SCHEMA
 
 SPLITS: tuple[str, ...] = ("train", "test", "test_large", "test_long")
 EMPTY = "empty"
