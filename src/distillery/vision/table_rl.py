@@ -192,10 +192,10 @@ def place_targets(tok: Any, items: Sequence[TableItem], grid: int) -> torch.Tens
 def place_alignment_loss(model: Any, pixels: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Each projected patch feature, read through the LM's tied embeddings, must name its
     content *and its place*: cross-entropy against the uniform distribution over its
-    [word, row label, column letter] (`place_targets`). Why (ours, measured here): with the
-    content alone, the 2-layer LM found a cell by its row and column only on the tables it
-    had memorised (train accuracy 0.28, test 0.08 after 800 steps); a patch that also names
-    its row and column can be found by content, in one attention step."""
+    [word, row label, column letter] (`place_targets`), so a look-up can find a cell by
+    content rather than by its position in the sequence (ours). Measured here, 800 steps,
+    one seed: content only, 2,000 tables: train accuracy 0.28, test 0.08; with the place,
+    2,000 tables: train 0.54, test 0.08 (memorised); 12,000 tables: train 0.18, test 0.12."""
     feats = model.model.get_image_features(pixel_values=pixels).pooler_output
     feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
     logp = torch.log_softmax((feats @ model.get_input_embeddings().weight.T).float(), -1)
