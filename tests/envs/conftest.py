@@ -8,6 +8,7 @@ installed too is the same entry: the registry accepts it)."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,18 @@ def checkout_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     registry.clear_cache()
     yield site
     registry.clear_cache()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def textworld_games(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Generated TextWorld games cached in one folder per test session (`DISTILLERY_TEXTWORLD_GAMES`),
+    not in the user's cache."""
+    key = "DISTILLERY_TEXTWORLD_GAMES"
+    before = os.environ.get(key)
+    folder = tmp_path_factory.mktemp("textworld-games")
+    os.environ[key] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = before

@@ -49,6 +49,19 @@ def check_profile(profile: str) -> str:
     return FOLDS[profile]
 
 
+def until_completed(sim: object, task: str, variation: int, gold: list[str]) -> list[str]:
+    """The gold path cut where the task is completed (some go on after it); as it is if it
+    never completes (the task's validation then rejects it)."""
+    engine.load(sim, task, variation)
+    server = sim.server  # type: ignore[attr-defined]
+    server.step("look around")
+    for i, c in enumerate(gold):
+        server.step(c)
+        if server.getScore() >= 1.0 or server.getScore() < 0:
+            return gold[: i + 1]
+    return gold
+
+
 def draft_task(t: SwTask, rng: random.Random, profile: str) -> Draft:
     """One task variation of `t` under `profile`; a pure function of (rng state, profile)."""
     fold = check_profile(profile)
@@ -56,6 +69,7 @@ def draft_task(t: SwTask, rng: random.Random, profile: str) -> Draft:
         variation = rng.choice(engine.variations(sim, t.task, fold)[:N_VARIATIONS])
         gold = engine.gold_path(sim, t.task, variation)
         desc = str(sim.server.getTaskDescription())
+        gold = until_completed(sim, t.task, variation, gold)
     state = {"task": t.task, "variation": variation, "simplification": "", "fold": fold}
     return Draft(instruction=re.sub(r"\s+", " ", desc).strip(), state=state,
                  solution=[from_command(c) for c in gold],

@@ -12,6 +12,7 @@ ever reach jericho: it takes raw bytes, and some (a NUL) crash the process.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,11 @@ def start(path: Path) -> Any:
         import textworld
     except ImportError as e:
         raise EngineUnavailable(INSTALL_HINT) from e
-    return textworld.start(str(path), infos())
+    with warnings.catch_warnings():
+        # jericho does not know TextWorld's generated stories ("not fully supported"): TextWorld
+        # tracks the score and the state itself.
+        warnings.simplefilter("ignore")
+        return textworld.start(str(path), infos())
 
 
 def game_data(path: Path) -> dict[str, Any]:
