@@ -94,10 +94,21 @@ def load(sim: Any, task: str, variation: int, simplification: str = "", gold: bo
     sim.server.load(task, int(variation), simplification, gold)
 
 
+_gold: dict[tuple[str, int, str], list[str]] = {}
+
+
 def gold_path(sim: Any, task: str, variation: int, simplification: str = "") -> list[str]:
-    """The simulator's gold action sequence of a task variation (loads it with the gold path)."""
-    load(sim, task, variation, simplification, gold=True)
-    return [str(c) for c in sim.server.getGoldActionSequence()]
+    """The simulator's gold action sequence of a task variation (loads it with the gold path).
+
+    The simulator's gold agent picks at random where a task allows several answers (which
+    non-living thing to fetch), so the same variation can give another path on the next call:
+    the first path a process gets is kept for the process, so a draft is a function of its
+    coordinates (the task table stores the path, so a table never changes)."""
+    key = (task, int(variation), simplification)
+    if key not in _gold:
+        load(sim, task, variation, simplification, gold=True)
+        _gold[key] = [str(c) for c in sim.server.getGoldActionSequence()]
+    return list(_gold[key])
 
 
 def variations(sim: Any, task: str, fold: str) -> list[int]:

@@ -166,9 +166,10 @@ class ScienceWorldEnv:
         server = self._sim.server
         self._score = round(100 * float(server.getScore()), 3)
         self._completed = bool(server.getCompleted())
-        look = str(server.freeActionLook())
-        inv = str(server.freeActionInventory())
-        blob = "\x1f".join([look, inv, str(self._score), str(self._completed), self._broken])
+        # The simulator lists a room's contents in no fixed order: the lines are sorted.
+        look = sorted(str(server.freeActionLook()).splitlines())
+        inv = sorted(str(server.freeActionInventory()).splitlines())
+        blob = "\x1f".join([*look, "\x1e", *inv, str(self._score), str(self._completed), self._broken])
         self._hash = hashlib.sha256(blob.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
     def _engine_failed(self, tool: str, args_json: str) -> StepResult:

@@ -1,6 +1,7 @@
 """ScienceWorld's task families (evaluation only): a small fixed set of task variations.
 
-Each family is one ScienceWorld task whose gold paths are short enough for a step budget;
+Each family is one ScienceWorld task whose gold paths are short enough for a step budget and
+replay to completion (power-component's do not always: its circuit sometimes stays unpowered);
 its tasks are the first `N_VARIATIONS` variations of the fold a profile names (`default` =
 the test fold, `dev`, `train`). A draft picks one of them with the task's random
 generator and keeps it as data: the task, the variation (the initial state), the
@@ -38,7 +39,7 @@ TASKS: dict[str, SwTask] = {t.name: t for t in (
     SwTask("sw_find_non_living_thing", "find-non-living-thing",
            "find a non-living thing, focus on it and move it to the box", ("navigation",)),
     SwTask("sw_lifespan_longest", "lifespan-longest-lived", "focus on the animal that lives longest", ("biology",)),
-    SwTask("sw_power_component", "power-component", "build a circuit that powers a component", ("electricity",)),
+    SwTask("sw_find_plant", "find-plant", "find a plant, focus on it and move it to the box", ("biology", "navigation")),
 )}
 
 
@@ -68,6 +69,7 @@ def draft_task(t: SwTask, rng: random.Random, profile: str) -> Draft:
     with engine.borrowed() as sim:
         variation = rng.choice(engine.variations(sim, t.task, fold)[:N_VARIATIONS])
         gold = engine.gold_path(sim, t.task, variation)
+        engine.load(sim, t.task, variation)
         desc = str(sim.server.getTaskDescription())
         gold = until_completed(sim, t.task, variation, gold)
     state = {"task": t.task, "variation": variation, "simplification": "", "fold": fold}
