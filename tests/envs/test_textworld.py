@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -75,54 +74,59 @@ def test_the_entry_points_register_the_environment_and_its_challenges(checkout_p
 # ---------------------------------------------------------------------------------------
 
 
-def _task(family: str, profile: str = "default", attempt: int = 0) -> Task:
-    from distillery.envs.textworld.families import FAMILIES
+def _task(family: str, attempt: int = 0) -> Task:
+    """A test task of `family` at the coordinates the hostile-action harness and the oracle test
+    below draw too (seed 0, default setting), so each game is generated once per run."""
+    from distillery.tasks.generate import draft_task
 
-    d = FAMILIES[family].draft(random.Random(f"{family}:{profile}:{attempt}"), profile)
-    return Task(task_id=f"{family}-{profile}-{attempt}", family=family, split="test", profile=profile, hint="",
-                instruction=d.instruction, initial_state=d.state, reference_solution=d.solution, checks=d.checks,
-                preferences=d.preferences, max_steps=30, env="textworld")
+    return draft_task(family, "test", "default", attempt, seed=0, max_steps=30)
+
+
+def fingerprint(state: dict) -> list:
+    """What makes a game that game: its objective and walkthrough, the first observation, the
+    commands admitted there and the world's facts."""
+    from distillery.envs.textworld import engine
+    from distillery.envs.textworld.games import ensure_game
+
+    path = ensure_game(state)
+    env = engine.start(path)
+    try:
+        s = env.reset()
+        return [engine.game_data(path), s.feedback, sorted(s.admissible_commands), sorted(map(str, s.facts))]
+    finally:
+        env.close()
 
 
 FINGERPRINT = """
 import json, sys
-from distillery.envs.textworld import engine
-from distillery.envs.textworld.games import ensure_game
-path = ensure_game(json.loads(sys.argv[1]))
-env = engine.start(path)
-s = env.reset()
-print(json.dumps([engine.game_data(path), s.feedback, sorted(s.admissible_commands), sorted(map(str, s.facts))]))
-env.close()
+from tests.envs.test_textworld import fingerprint
+print(json.dumps(fingerprint(json.loads(sys.argv[1]))))
 """
 
 
-def _fingerprint(state: dict, hash_seed: str) -> list:
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    out = subprocess.run([sys.executable, "-c", FINGERPRINT, json.dumps(state)], capture_output=True, text=True,
-                         env=env, cwd=REPO, check=True, timeout=120)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.heavy_env
-def test_the_same_seed_gives_the_same_game_regenerated_when_missing_in_another_process(textworld_games):
+def test_the_same_seed_gives_the_same_game_regenerated_when_missing_in_another_process(textworld_games,
+                                                                                       checkout_plugins):
     pytest.importorskip("textworld", reason=INSTALL)
-    from distillery.envs.textworld.games import ensure_game, game_path
+    from distillery.envs.textworld.games import game_path
 
-    task, again = _task("tw_coin"), _task("tw_coin")
+    task, again = _task("tw_treasure"), _task("tw_treasure")
     assert task.to_row() == again.to_row()
-    path = ensure_game(task.initial_state)
-    assert path == game_path(task.initial_state) and path.is_relative_to(textworld_games)
-    first = _fingerprint(task.initial_state, "1")          # from the cache
+    first = json.loads(json.dumps(fingerprint(task.initial_state)))      # generated or cached in this process
+    path = game_path(task.initial_state)
+    assert path.is_file() and path.is_relative_to(textworld_games)
     path.unlink()
     path.with_suffix(".json").unlink()
-    second = _fingerprint(task.initial_state, "2")         # generated again, another hash seed
-    assert path.is_file() and first == second
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}     # another process, another hash seed
+    out = subprocess.run([sys.executable, "-c", FINGERPRINT, json.dumps(task.initial_state)], capture_output=True,
+                         text=True, env=env, cwd=REPO, check=True, timeout=120)
+    assert path.is_file() and json.loads(out.stdout.strip().splitlines()[-1]) == first
     other = dict(task.initial_state, seed=task.initial_state["seed"] + 1)
     assert game_path(other) != path
 
 
 @pytest.mark.heavy_env
-def test_a_partly_played_game_fails_naming_textworlds_plan_from_there():
+def test_a_partly_played_game_fails_naming_textworlds_plan_from_there(checkout_plugins):
     pytest.importorskip("textworld", reason=INSTALL)
     from distillery.envs.textworld import TextWorldEnv
 
@@ -153,10 +157,11 @@ def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine(chec
     from distillery.rollout import RolloutConfig, run_episodes
     from distillery.tasks.generate import generate_tasks
 
-    cfg = TasksConfig(env="textworld", families=sorted(CHALLENGES), n_train_per_family=0, n_test_per_family=1,
-                      test_profiles=["rooms-longer-test"], max_steps=30, random_probes=1, family_detect_rate=0)
+    # The hostile-action harness's tasks (seed 0, default setting, attempts 0 and 1): one generation each.
+    cfg = TasksConfig(env="textworld", families=sorted(CHALLENGES), n_train_per_family=0, n_test_per_family=2,
+                      max_steps=30, random_probes=1, family_detect_rate=0)
     tasks = generate_tasks(cfg, progress=False).tasks
-    assert len(tasks) == len(CHALLENGES)
+    assert len(tasks) == 2 * len(CHALLENGES)
     traj = run_episodes(tasks, PolicySpec("oracle"), RolloutConfig(k=1), progress=False)
     assert traj.episodes["success"].all() and set(traj.episodes["env"]) == {"textworld"}
     random_ = run_episodes(tasks, PolicySpec("random", {"seed": 0}), RolloutConfig(k=1), progress=False)

@@ -116,13 +116,13 @@ class ScienceWorldEnv:
                 return StepResult(f"Invalid action: {bad}", 0.0, False, tool=call.tool, args_json=args_json,
                                   valid=False, error=bad, state_hash=self._hash)
             obs = str(self._sim.server.step(cmd))
+            if obs.strip() == NO_MATCH:         # the parser refused it: nothing in the world changed
+                return StepResult(obs, 0.0, False, tool=call.tool, args_json=args_json, valid=False,
+                                  error=f"the simulator does not understand '{cmd}'", state_hash=self._hash)
             self._read_state()
         except Exception as e:  # noqa: BLE001 - a simulator failure is the episode's observation, not a raise
             self._broken = f"{type(e).__name__}: {str(e)[:200]}"
             return self._engine_failed(call.tool, args_json)
-        if obs.strip() == NO_MATCH:
-            return StepResult(obs, 0.0, False, tool=call.tool, args_json=args_json, valid=False,
-                              error=f"the simulator does not understand '{cmd}'", state_hash=self._hash)
         self._played.append(cmd)
         done = self._completed or self._score < 0
         return StepResult(obs.strip() or "(nothing happens)", 0.0, done, tool=call.tool, args_json=args_json,
