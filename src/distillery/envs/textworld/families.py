@@ -7,7 +7,8 @@ challenge, its settings and the seed (the initial state), the game's objective (
 instruction), its walkthrough as tool calls (the reference solution), the checks `won` and
 `not_lost`, and the challenge's mechanics (the principles). Seeds whose walkthrough is
 shorter than the challenge's `min_gold` or longer than its `max_gold`, holds a command the
-game does not admit where the walkthrough reaches it, or never wins, are redrawn; a
+game does not admit where the walkthrough reaches it, or never wins, are redrawn, as are
+seeds TextWorld cannot make a quest from (`QuestGenerationError`); a
 walkthrough that goes on after the game is won is cut there.
 """
 
@@ -20,7 +21,14 @@ from pathlib import Path
 from distillery.envs.base import Draft, Family
 from distillery.envs.textworld import engine
 from distillery.envs.textworld.commands import from_command, normalise
-from distillery.envs.textworld.games import CHALLENGES, Challenge, check_setting, ensure_game, seeds
+from distillery.envs.textworld.games import (
+    CHALLENGES,
+    Challenge,
+    EngineUnavailable,
+    check_setting,
+    ensure_game,
+    seeds,
+)
 
 ENV = "textworld"
 MAX_DRAWS = 8                  # seeds tried per draft before the last one is kept as it is
@@ -55,16 +63,27 @@ def draft_challenge(ch: Challenge, rng: random.Random, profile: str) -> Draft:
     state: dict = {}
     walk: list[str] = []
     objective = ""
+    failures: list[str] = []
     for _ in range(MAX_DRAWS):
         seed = rng.choice(pool)
-        state = {"challenge": ch.challenge, "settings": settings, "seed": seed, "fold": setting.fold}
-        path = ensure_game(state)
+        candidate = {"challenge": ch.challenge, "settings": settings, "seed": seed, "fold": setting.fold}
+        try:
+            path = ensure_game(candidate)
+        except EngineUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - TextWorld cannot make a quest from this seed: draw another
+            failures.append(f"seed {seed}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        state = candidate
         data = engine.game_data(path)
         objective, walk = data["objective"], data["walkthrough"]
         won = until_won(path, walk)
         if won is not None and ch.min_gold <= len(won) <= ch.max_gold:
             walk = won
             break
+    if not state:
+        raise ValueError(f"TextWorld made no game of {ch.challenge} with settings {settings} from {MAX_DRAWS} seeds: "
+                         + "; ".join(failures[:3]))
     instruction = re.sub(r"\s+", " ", objective).strip()
     return Draft(instruction=instruction, state=state, solution=[from_command(c) for c in walk],
                  checks=[{"type": "won"}, {"type": "not_lost"}], preferences=list(ch.mechanics))
