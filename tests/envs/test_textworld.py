@@ -166,3 +166,43 @@ def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine(chec
     assert traj.episodes["success"].all() and set(traj.episodes["env"]) == {"textworld"}
     random_ = run_episodes(tasks, PolicySpec("random", {"seed": 0}), RolloutConfig(k=1), progress=False)
     assert not random_.episodes["success"].any() and (random_.episodes["failure_mode"] != "error").all()
+
+
+class SkipsTheCoin:
+    """Plays the walkthrough but never takes the coin (then finishes)."""
+
+    name = "skips"
+    model = "-"
+
+    def act(self, contexts):
+        from distillery.types import ActionOutput
+
+        out = []
+        for ctx in contexts:
+            calls = [c for c in ctx.task.reference_solution if c != ToolCall("take", {"obj": "coin"})]
+            out.append(ActionOutput(text=format_call(calls[ctx.t]) if ctx.t < len(calls) else "finish()"))
+        return out
+
+
+@pytest.mark.heavy_env
+def test_failures_name_textworlds_plan_and_the_miner_learns_the_goal_from_it(checkout_plugins):
+    """The rules miner reads a failed game's plan (`won(next=take coin)`) through the phrasebook's
+    `missing_calls`, contrasts it with the failure and words the lesson as the challenge's mechanic."""
+    pytest.importorskip("textworld", reason=INSTALL)
+    from dataclasses import replace
+
+    from distillery.agents.base import PolicySpec, make_policy
+    from distillery.mining.principles import update_pool
+    from distillery.mining.rules import RulesSummariser
+    from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+
+    tasks = [_task("tw_coin", a) for a in range(3)]
+    cfg = RolloutConfig(k=1)
+    oracle = run_batch(make_policy(PolicySpec("oracle")), make_jobs(tasks, "oracle", cfg), cfg)
+    skips = run_batch(SkipsTheCoin(), make_jobs(tasks, "skips", cfg), cfg)
+    assert oracle.episodes["success"].all() and not skips.episodes["success"].any()
+    assert all("won(next=take coin)" in names for names in skips.episodes["failed_checks"])
+    traj = Trajectories.concat([oracle, skips])
+    blind = {t.task_id: replace(t, preferences=[], checks=[], reference_solution=[]) for t in tasks}
+    update = update_pool([], blind, traj.episodes, traj.steps, RulesSummariser(lessons_only=True))
+    assert "The goal is to take the coin." in {e.text for e in update.pool}, update.messages
