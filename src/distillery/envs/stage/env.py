@@ -202,11 +202,11 @@ class StageEnv:
             raise ToolError(f"{path} is a folder")
         self._payload("content", content)
         data = content.encode("utf-8")      # before anything on disk changes
+        self._dirty = True      # from here on, folders may be made even if the write fails
         p.parent.mkdir(parents=True, exist_ok=True)
         self.ws.resolve(path)  # re-check: a parent we just created cannot be a link, but be sure
         existed = p.exists()
         self.ws.write_file(p, data)
-        self._dirty = True
         return f"{'Overwrote' if existed else 'Wrote'} {self.ws.rel(p)} ({len(content)} characters)."
 
     def _t_move(self, src: str, dst: str) -> str:

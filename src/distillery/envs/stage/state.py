@@ -51,6 +51,7 @@ CREATE TABLE contact (
 # A real home folder is a few levels deep; `Path.mkdir(parents=True)` recurses once per
 # missing level, and ~1,000 would exhaust the interpreter's stack.
 MAX_PATH_PARTS = 128
+MAX_NAME_BYTES = 255    # NAME_MAX on Linux file systems: checked before any folder is made
 
 
 class ToolError(Exception):
@@ -197,6 +198,10 @@ class Workspace:
             raise ToolError(f"'{rel}' leaves the home folder ('..' is not allowed)")
         if len(parts) > MAX_PATH_PARTS:
             raise ToolError(f"the path has {len(parts)} components; at most {MAX_PATH_PARTS} are allowed")
+        for part in parts:
+            if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise ToolError(f"the name '{part[:40]}...' is longer than the {MAX_NAME_BYTES} bytes "
+                                "a file or folder name may have")
         path = self.home.joinpath(*parts)
         # realpath follows every symlink on the way: a link inside the sandbox that points
         # outside it is caught here, whatever component it sits at.
