@@ -12,7 +12,8 @@ is part of running an episode), for the same wall-clock budget in the same run:
 - TextWorld (if installed: `pip install 'distillery[textworld]'`): through its adapter
   (`distillery.envs.textworld`), 2 generated games of each of its 4 challenges; an episode =
   reset + every walkthrough step as a tool call + verify (TextWorld's state tracker lists the
-  admitted commands and its plan every step).
+  admitted commands and its plan every step). Also its engine alone, the peer: a generated
+  5-room game, reset + walkthrough through `textworld.start(...).step`, no adapter.
 - ScienceWorld (if installed: `pip install 'distillery[scienceworld]'`; skip with
   --no-scienceworld): through its adapter, 2 variations of each of its 4 tasks on one
   simulator; an episode = reset (load the variation) + every gold step + verify (subgoals).
@@ -67,16 +68,8 @@ def textworldexpress_steps_per_s(seconds: float) -> tuple[float, int, int] | Non
         return None
     from distillery.envs.textworldexpress import TwxEnv
     from distillery.envs.textworldexpress.families import FAMILIES
-    from distillery.types import Task
 
-    tasks = []
-    for name, fam in FAMILIES.items():
-        for i in range(5):
-            d = fam.draft(random.Random(f"{name}:{i}"), "default")
-            tasks.append(Task(task_id=f"{name}-{i}", family=name, split="test", profile="default", hint="",
-                              instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
-                              checks=d.checks, env="textworldexpress"))
-    return replay_steps_per_s(TwxEnv(), tasks, seconds)
+    return replay_steps_per_s(TwxEnv(), _drafted(FAMILIES, "textworldexpress", "default", 5), seconds)
 
 
 def _drafted(families: dict, env: str, profile: str, per_family: int) -> list:
@@ -106,6 +99,34 @@ def textworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
         os.environ.setdefault("DISTILLERY_TEXTWORLD_GAMES", d)
         tasks = _drafted(FAMILIES, "textworld", "default", 2)
         return replay_steps_per_s(TextWorldEnv(), tasks, seconds)
+
+
+def textworld_engine_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    """The peer, TextWorld's own engine with no adapter: a generated 5-room game (`make_game`,
+    seed 1234), an episode = `env.reset()` + its walkthrough through `env.step`."""
+    try:
+        import textworld
+        from textworld.generator import compile_game, make_game
+    except ImportError:
+        return None
+    opts = textworld.GameOptions()
+    opts.seeds = 1234
+    opts.nb_rooms, opts.nb_objects, opts.quest_length = 5, 10, 5
+    with tempfile.TemporaryDirectory() as d:
+        opts.path = os.path.join(d, "game.z8")
+        game = make_game(opts)
+        env = textworld.start(compile_game(game, opts))
+        walk = game.metadata["walkthrough"]
+        steps = episodes = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            env.reset()
+            for c in walk:
+                env.step(c)
+            steps += len(walk)
+            episodes += 1
+        env.close()
+    return steps / (time.perf_counter() - t0), steps, episodes
 
 
 def scienceworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
@@ -147,6 +168,11 @@ def main() -> int:
         print(f"ratio             STAGE / TextWorld = {stage / tw[0]:.2f}x")
         if twx is not None:
             print(f"ratio             TextWorldExpress / TextWorld = {twx[0] / tw[0]:.2f}x")
+        raw = textworld_engine_steps_per_s(args.seconds)
+        if raw is not None:
+            print(f"TextWorld engine  {raw[0]:8.0f} steps/s  ({raw[1]} steps, {raw[2]} episodes, reset included, "
+                  "1 core, no adapter: the peer)")
+            print(f"ratio             STAGE / TextWorld engine = {stage / raw[0]:.2f}x")
     if args.scienceworld:
         sw = scienceworld_steps_per_s(args.seconds)
         if sw is None:
