@@ -1,5 +1,5 @@
-"""Environment steps per second under an oracle policy, on one core: STAGE, TextWorldExpress
-and TextWorld in one run.
+"""Environment steps per second under an oracle policy, on one core: STAGE, TextWorldExpress,
+TextWorld and ScienceWorld in one run.
 
 Every side plays its tasks' reference solutions over and over, resets included (a reset
 is part of running an episode), for the same wall-clock budget in the same run:
@@ -9,10 +9,16 @@ is part of running an episode), for the same wall-clock budget in the same run:
 - TextWorldExpress (if installed: `pip install 'distillery[textworld]'`): through its adapter
   (`distillery.envs.textworldexpress`), 5 tasks of each of its 8 games in the default setting;
   an episode = reset (generate the game) + every gold step as a tool call + verify.
-- TextWorld (the peer, if installed: `pip install textworld`): a generated 5-room game;
-  an episode = reset + its walkthrough.
+- TextWorld (if installed: `pip install 'distillery[textworld]'`): through its adapter
+  (`distillery.envs.textworld`), 2 generated games of each of its 4 challenges; an episode =
+  reset + every walkthrough step as a tool call + verify (TextWorld's state tracker lists the
+  admitted commands and its plan every step). Also its engine alone, the peer: a generated
+  5-room game, reset + walkthrough through `textworld.start(...).step`, no adapter.
+- ScienceWorld (if installed: `pip install 'distillery[scienceworld]'`; skip with
+  --no-scienceworld): through its adapter, 2 variations of each of its 4 tasks on one
+  simulator; an episode = reset (load the variation) + every gold step + verify (subgoals).
 
-    python bench/env_throughput.py [--seconds 10]
+    python bench/env_throughput.py [--seconds 10] [--no-scienceworld]
 """
 
 from __future__ import annotations
@@ -62,19 +68,42 @@ def textworldexpress_steps_per_s(seconds: float) -> tuple[float, int, int] | Non
         return None
     from distillery.envs.textworldexpress import TwxEnv
     from distillery.envs.textworldexpress.families import FAMILIES
+
+    return replay_steps_per_s(TwxEnv(), _drafted(FAMILIES, "textworldexpress", "default", 5), seconds)
+
+
+def _drafted(families: dict, env: str, profile: str, per_family: int) -> list:
     from distillery.types import Task
 
     tasks = []
-    for name, fam in FAMILIES.items():
-        for i in range(5):
-            d = fam.draft(random.Random(f"{name}:{i}"), "default")
-            tasks.append(Task(task_id=f"{name}-{i}", family=name, split="test", profile="default", hint="",
+    for name, fam in families.items():
+        for i in range(per_family):
+            d = fam.draft(random.Random(f"{name}:{i}"), profile)
+            tasks.append(Task(task_id=f"{name}-{i}", family=name, split="test", profile=profile, hint="",
                               instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
-                              checks=d.checks, env="textworldexpress"))
-    return replay_steps_per_s(TwxEnv(), tasks, seconds)
+                              checks=d.checks, env=env))
+    return tasks
 
 
 def textworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    """Through the adapter: 2 generated games of each of its 4 challenges (default setting),
+    generated into a temporary games folder before the clock starts."""
+    try:
+        import textworld  # noqa: F401
+    except ImportError:
+        return None
+    from distillery.envs.textworld import TextWorldEnv
+    from distillery.envs.textworld.families import FAMILIES
+
+    with tempfile.TemporaryDirectory() as d:
+        os.environ.setdefault("DISTILLERY_TEXTWORLD_GAMES", d)
+        tasks = _drafted(FAMILIES, "textworld", "default", 2)
+        return replay_steps_per_s(TextWorldEnv(), tasks, seconds)
+
+
+def textworld_engine_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    """The peer, TextWorld's own engine with no adapter: a generated 5-room game (`make_game`,
+    seed 1234), an episode = `env.reset()` + its walkthrough through `env.step`."""
     try:
         import textworld
         from textworld.generator import compile_game, make_game
@@ -100,9 +129,24 @@ def textworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
     return steps / (time.perf_counter() - t0), steps, episodes
 
 
+def scienceworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
+    """Through the adapter: 2 variations of each of its 4 tasks, one simulator (a JVM)."""
+    try:
+        import scienceworld  # noqa: F401
+    except ImportError:
+        return None
+    from distillery.envs.scienceworld import ScienceWorldEnv
+    from distillery.envs.scienceworld.families import FAMILIES
+
+    tasks = _drafted(FAMILIES, "scienceworld", "default", 2)
+    return replay_steps_per_s(ScienceWorldEnv(), tasks, seconds)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget per side")
+    ap.add_argument("--scienceworld", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure ScienceWorld (starts a JVM of ~1.35 GB)")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks
@@ -118,13 +162,25 @@ def main() -> int:
     tw = textworld_steps_per_s(args.seconds)
     if tw is None:
         print("TextWorld         not installed (pip install 'distillery[textworld]'): not measured")
-        return 0
-    print(f"TextWorld         {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset included, 1 core)")
-    print(f"ratio             STAGE / TextWorld = {stage / tw[0]:.2f}x")
-    if twx is not None:
-        print(f"ratio             TextWorldExpress / TextWorld = {twx[0] / tw[0]:.2f}x")
+    else:
+        print(f"TextWorld         {tw[0]:8.0f} steps/s  ({tw[1]} steps, {tw[2]} episodes, reset+verify included, "
+              "1 core, through the adapter)")
+        print(f"ratio             STAGE / TextWorld = {stage / tw[0]:.2f}x")
+        if twx is not None:
+            print(f"ratio             TextWorldExpress / TextWorld = {twx[0] / tw[0]:.2f}x")
+        raw = textworld_engine_steps_per_s(args.seconds)
+        if raw is not None:
+            print(f"TextWorld engine  {raw[0]:8.0f} steps/s  ({raw[1]} steps, {raw[2]} episodes, reset included, "
+                  "1 core, no adapter: the peer)")
+            print(f"ratio             STAGE / TextWorld engine = {stage / raw[0]:.2f}x")
+    if args.scienceworld:
+        sw = scienceworld_steps_per_s(args.seconds)
+        if sw is None:
+            print("ScienceWorld      not installed (pip install 'distillery[scienceworld]'): not measured")
+        else:
+            print(f"ScienceWorld      {sw[0]:8.0f} steps/s  ({sw[1]} steps, {sw[2]} episodes, reset+verify included, "
+                  "1 core for Python; its JVM runs beside it; evaluation only)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ installed too is the same entry: the registry accepts it)."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,22 @@ def checkout_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     registry.clear_cache()
     yield site
     registry.clear_cache()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def textworld_games(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Generated TextWorld games cached in one folder per test run (`DISTILLERY_TEXTWORLD_GAMES`),
+    not in the user's cache: shared by pytest-xdist's workers (games are written atomically), so
+    the hostile-action harness and the TextWorld tests, which draw the same tasks, generate
+    each game once."""
+    key = "DISTILLERY_TEXTWORLD_GAMES"
+    before = os.environ.get(key)
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "textworld-games"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[key] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = before

@@ -220,9 +220,19 @@ def _text_ok(text: Any) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
+def _env_param(name: str) -> Any:
+    """An environment with an optional engine (`EnvSpec.requires`: a JVM, generated games) is
+    a `heavy_env` test, so `-m 'not heavy_env'` leaves it out with the engine's other tests."""
+    try:
+        heavy = bool(env_spec(name).requires)
+    except Exception:  # noqa: BLE001 - not installed here: the test registers it and decides
+        heavy = False
+    return pytest.param(name, marks=[pytest.mark.heavy_env] if heavy else [])
+
+
 # Installed environments and this checkout's own (whose entry points `checkout_plugins` registers
 # where the installed metadata is another checkout's).
-@pytest.mark.parametrize("env_name", sorted(set(env_names()) | set(checkout_env_names())))
+@pytest.mark.parametrize("env_name", [_env_param(n) for n in sorted(set(env_names()) | set(checkout_env_names()))])
 def test_hostile_actions_are_observations_and_change_nothing_outside(env_name, tmp_path, monkeypatch,
                                                                       checkout_plugins):
     for module in env_spec(env_name).requires:     # an optional extra that is not installed

@@ -251,10 +251,6 @@ def test_the_rollout_engine_records_no_errored_episode(task, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a write_file whose last name is too long for the file "
-                   "system keeps the folders it created and leaves state_hash stale until the next "
-                   "change; kept byte-for-byte while the default pipeline's results are being "
-                   "verified bit-identical")
 def test_a_failed_write_leaves_no_folders_behind(env):
     refused(env, f'write_file(path="fresh/{"n" * 300}", content="x")')
     assert not (env.ws.home / "fresh").exists()

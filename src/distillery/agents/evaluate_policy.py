@@ -116,7 +116,10 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     if not tasks:
         raise ValueError("no tasks to evaluate")
     out = Path(out_dir)
-    cfg = RolloutConfig(k=k, seed=seed, batch_size=batch_size)
+    from distillery.envs.base import env_spec
+
+    # An environment that limits its instances per worker (ScienceWorld's JVMs) caps the batch.
+    cfg = RolloutConfig(k=k, seed=seed, batch_size=env_spec(tasks[0].env).batch_limit(batch_size))
     policy = make_policy(spec)
     try:
         traj = run_batch(policy, make_jobs(tasks, policy.name, cfg), cfg, on_episode=on_episode)

@@ -229,7 +229,9 @@ def parse_action(text: Any, specs: Sequence[ToolSpec]) -> ParsedAction:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 return ParsedAction(None, False, f"argument '{_shown(k)}' must be a string or integer")
         return _bind(obj.get("tool", obj.get("name")), [], args, by_name)
-    if _too_complex(src):
+    # Every operator or keyword token is at least one character: a short action cannot
+    # have too many, and tokenizing it would only cost time.
+    if len(src) > MAX_OPERATORS and _too_complex(src):
         return ParsedAction(None, False, f"malformed action (more than {MAX_OPERATORS} operators); "
                                          'expected tool(arg="value", ...)')
     try:

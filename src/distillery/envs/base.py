@@ -164,6 +164,15 @@ class EnvSpec:
     # Python modules the environment needs beyond Distillery's own dependencies (an optional
     # extra, imported lazily): where one is missing, tests of the environment are skipped.
     requires: tuple[str, ...] = ()
+    # The most environments of this kind one worker process may hold at once (0: no limit),
+    # e.g. simulators that each start a large JVM. Building one more raises; code that plays
+    # episodes in batches caps its batch here (`batch_limit`).
+    max_instances: int = 0
+
+    def batch_limit(self, wanted: int, held: int = 0) -> int:
+        """`wanted` episodes at once, capped so that with `held` environments already built
+        the worker stays within `max_instances` (at least 1)."""
+        return wanted if not self.max_instances else max(1, min(wanted, self.max_instances - held))
 
     def __post_init__(self) -> None:
         low, high = self.reward_range

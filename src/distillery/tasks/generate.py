@@ -153,7 +153,7 @@ def family_check(tasks: list[Task], plan: FamilyCheckPlan, seed: int) -> dict[st
     if not tasks:
         return {"passed": True, "episodes": 0, "solved": 0, "solved_tasks": [], **plan.to_dict()}
     k = math.ceil(plan.episodes / len(tasks))
-    rcfg = RolloutConfig(k=k, seed=seed, batch_size=64)
+    rcfg = RolloutConfig(k=k, seed=seed, batch_size=env_spec(tasks[0].env).batch_limit(64))
     jobs = make_jobs(tasks, "random-family-check", rcfg)
     # Sample 0 of every task, then sample 1, ...: the first n jobs spread evenly over tasks.
     jobs = sorted(jobs, key=lambda j: j.sample)[: plan.episodes]
@@ -187,12 +187,13 @@ def content_key(task: Task) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def random_probe(tasks: list[Task], probes: int, seed: int) -> Counter[str]:
+def random_probe(tasks: list[Task], probes: int, seed: int, held: int = 0) -> Counter[str]:
     """How many of `probes` random-policy episodes per task solved it, by task id (a task no
-    episode solved is absent): one batched rollout for all of `tasks`."""
+    episode solved is absent): one batched rollout for all of `tasks`, in batches that keep
+    the worker within its environment's `max_instances` with `held` environments built."""
     if not tasks or probes <= 0:
         return Counter()
-    rcfg = RolloutConfig(k=probes, seed=seed, batch_size=64)
+    rcfg = RolloutConfig(k=probes, seed=seed, batch_size=env_spec(tasks[0].env).batch_limit(64, held))
     traj = run_batch(make_policy(PolicySpec("random", {"seed": seed})), make_jobs(tasks, "random", rcfg), rcfg)
     return Counter(traj.episodes.filter("success")["task_id"].to_list())
 
@@ -277,7 +278,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                         continue
                     seen[key] = task.task_id
                     batch.append(task)
-                solved = set(random_probe(batch, cfg.random_probes, cfg.seed))
+                solved = set(random_probe(batch, cfg.random_probes, cfg.seed, held=1))   # `env` is one
                 for task in batch:
                     if task.task_id in solved:
                         rejected.append(Rejection(task.task_id, family_name, split,

@@ -28,6 +28,7 @@ from distillery.types import StepResult, Task, Verification
 
 MAX_PAYLOAD_CHARS = 20_000      # file contents and mail bodies an agent may write
 MAX_SHOWN_CHARS = 1_500         # longest file or mail text shown in one observation
+INITIAL_CACHE_SIZE = 512       # tasks whose read-back initial state is kept (a few KB each)
 MAX_LISTED = 40                 # most entries one listing or search shows
 _SQL_META = re.compile(r"[;'\"\\%*]|--|/\*")
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
@@ -62,6 +63,7 @@ class StageEnv:
         self._hash = ""
         self._dirty = True
         self._next_id = 0
+        self._initial_cache: dict[str, tuple[dict[str, Any], tuple[Snapshot, str, list[str]]]] = {}
 
     # ---- protocol -------------------------------------------------------------------
 
@@ -73,11 +75,28 @@ class StageEnv:
         self.today = state.get("today", "")
         self.user_email = user.get("email", "")
         self._next_id = 1000
-        self.initial = self.ws.snapshot()
-        self._hash, self._dirty = self.initial.digest(), False
-        top = sorted(p.name + "/" for p in self.ws.home.iterdir() if p.is_dir())
+        self.initial, self._hash, top = self._initial_state(task)
+        self._dirty = False
         return (f"Workspace of {user.get('name', 'the user')} <{self.user_email}>. "
                 f"Today is {self.today}. Home folder: {' '.join(top) or '(empty)'}")
+
+    def _initial_state(self, task: Task) -> tuple[Snapshot, str, list[str]]:
+        """The state just built, read back: (snapshot, its digest, the home's folders).
+
+        Building is deterministic, so a task's read-back is kept and reused when the same
+        task (the same `initial_state` object: tasks are never modified) is reset again, as
+        it is for every sample of a group. Snapshots are only read, never changed."""
+        hit = self._initial_cache.get(task.task_id)
+        if hit is not None and hit[0] is task.initial_state:
+            return hit[1]
+        snap = self.ws.snapshot()
+        with os.scandir(self.ws.home) as it:
+            top = sorted(e.name + "/" for e in it if e.is_dir())
+        value = (snap, snap.digest(), top)
+        if len(self._initial_cache) >= INITIAL_CACHE_SIZE:
+            self._initial_cache.clear()
+        self._initial_cache[task.task_id] = (task.initial_state, value)
+        return value
 
     def step(self, action_text: str) -> StepResult:
         if self.task is None:
@@ -183,11 +202,11 @@ class StageEnv:
             raise ToolError(f"{path} is a folder")
         self._payload("content", content)
         data = content.encode("utf-8")      # before anything on disk changes
+        self._dirty = True      # from here on, folders may be made even if the write fails
         p.parent.mkdir(parents=True, exist_ok=True)
         self.ws.resolve(path)  # re-check: a parent we just created cannot be a link, but be sure
         existed = p.exists()
         self.ws.write_file(p, data)
-        self._dirty = True
         return f"{'Overwrote' if existed else 'Wrote'} {self.ws.rel(p)} ({len(content)} characters)."
 
     def _t_move(self, src: str, dst: str) -> str:

@@ -51,6 +51,7 @@ CREATE TABLE contact (
 # A real home folder is a few levels deep; `Path.mkdir(parents=True)` recurses once per
 # missing level, and ~1,000 would exhaust the interpreter's stack.
 MAX_PATH_PARTS = 128
+MAX_NAME_BYTES = 255    # NAME_MAX on Linux file systems: checked before any folder is made
 
 
 class ToolError(Exception):
@@ -94,6 +95,11 @@ def split_addresses(text: str) -> list[str]:
     return [a.strip().lower() for a in text.replace(";", ",").split(",") if a.strip()]
 
 
+def _join(home: str, rel: str) -> str:
+    """`Path(home) / rel` as a string: empty and '.' components dropped."""
+    return os.path.join(home, *[p for p in rel.split("/") if p not in ("", ".")])
+
+
 class Workspace:
     """Files under `root/home`, mail/calendar/contacts in `root/state.sqlite`."""
 
@@ -109,20 +115,55 @@ class Workspace:
 
     def build(self, state: dict[str, Any]) -> None:
         """Replace whatever was here with `state` (the task's initial_state)."""
-        self.close()
         if self.home.is_symlink():
             self.home.unlink()
         elif self.home.exists():
             shutil.rmtree(self.home)
-        self.home.mkdir(parents=True)
-        self._home_real = os.path.realpath(self.home)
-        self._home_dev = os.stat(self.home).st_dev
+        home = str(self.home)
+        os.makedirs(home)
+        self._home_real = os.path.realpath(home)
+        self._home_dev = os.stat(home).st_dev
         for d in state.get("dirs", []):
-            (self.home / d).mkdir(parents=True, exist_ok=True)
+            os.makedirs(_join(home, d), exist_ok=True)
         for rel, text in state.get("files", {}).items():
-            p = self.home / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text, encoding="utf-8")
+            path = _join(home, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        db = self.db if self.db is not None else self._open_db()
+        self.db = None      # until the new state is in: a failed build leaves no half state
+        db.execute("BEGIN")
+        try:
+            self._fill(db, state)
+        except BaseException:
+            # journal_mode=OFF leaves ROLLBACK undefined: drop the file, the next build makes a new one.
+            db.close()
+            raise
+        db.execute("COMMIT")
+        self.db = db
+
+    @staticmethod
+    def _fill(db: sqlite3.Connection, state: dict[str, Any]) -> None:
+        # The tools only ever write rows through bound parameters, never the schema: emptying
+        # the tables gives the same database as a new file, without re-parsing the schema.
+        for table in ("attachment", "mail", "event", "contact"):
+            db.execute(f"DELETE FROM {table}")
+        mail = state.get("mail", [])
+        db.executemany(
+            "INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(m["id"], m.get("folder", "inbox"), m["sender"], m.get("to", ""), m.get("cc", ""),
+              m["subject"], m["body"], m["date"], int(bool(m.get("read", False))), i)
+             for i, m in enumerate(mail)])
+        db.executemany("INSERT INTO attachment VALUES (?,?,?)",
+                       [(m["id"], a["name"], a["content"]) for m in mail for a in m.get("attachments", [])])
+        db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?)",
+                       [(e["id"], e["title"], e["date"], e["start"], int(e["duration"]),
+                         ", ".join(e.get("attendees", []))) for e in state.get("events", [])])
+        db.executemany("INSERT INTO contact VALUES (?,?,?,?,?)",
+                       [(c.get("id", f"c{i + 1}"), c["name"], c["email"], c.get("phone", ""),
+                         c.get("company", "")) for i, c in enumerate(state.get("contacts", []))])
+
+    def _open_db(self) -> sqlite3.Connection:
         if self.db_path.exists():
             self.db_path.unlink()
         # A per-episode scratch database: durability buys nothing, speed matters.
@@ -130,25 +171,7 @@ class Workspace:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.executescript(SCHEMA)
-        db.execute("BEGIN")
-        for i, m in enumerate(state.get("mail", [])):
-            db.execute(
-                "INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (m["id"], m.get("folder", "inbox"), m["sender"], m.get("to", ""), m.get("cc", ""),
-                 m["subject"], m["body"], m["date"], int(bool(m.get("read", False))), i),
-            )
-            for a in m.get("attachments", []):
-                db.execute("INSERT INTO attachment VALUES (?,?,?)", (m["id"], a["name"], a["content"]))
-        for e in state.get("events", []):
-            db.execute("INSERT INTO event VALUES (?,?,?,?,?,?)",
-                       (e["id"], e["title"], e["date"], e["start"], int(e["duration"]),
-                        ", ".join(e.get("attendees", []))))
-        for i, c in enumerate(state.get("contacts", [])):
-            db.execute("INSERT INTO contact VALUES (?,?,?,?,?)",
-                       (c.get("id", f"c{i + 1}"), c["name"], c["email"], c.get("phone", ""),
-                        c.get("company", "")))
-        db.execute("COMMIT")
-        self.db = db
+        return db
 
     def close(self) -> None:
         if self.db is not None:
@@ -175,6 +198,10 @@ class Workspace:
             raise ToolError(f"'{rel}' leaves the home folder ('..' is not allowed)")
         if len(parts) > MAX_PATH_PARTS:
             raise ToolError(f"the path has {len(parts)} components; at most {MAX_PATH_PARTS} are allowed")
+        for part in parts:
+            if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise ToolError(f"the name '{part[:40]}...' is longer than the {MAX_NAME_BYTES} bytes "
+                                "a file or folder name may have")
         path = self.home.joinpath(*parts)
         # realpath follows every symlink on the way: a link inside the sandbox that points
         # outside it is caught here, whatever component it sits at.
@@ -233,24 +260,10 @@ class Workspace:
     def snapshot(self) -> Snapshot:
         files: dict[str, str] = {}
         dirs: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.home):
-            dirnames.sort()
-            base = Path(dirpath)
-            if not filenames and not dirnames and base != self.home:
-                dirs.append(clean_text(self.rel(base)))
-            for f in sorted(filenames):
-                p = base / f
-                name = clean_text(self.rel(p))
-                try:
-                    mode = p.lstat().st_mode
-                    if stat.S_ISLNK(mode):
-                        files[name] = "<symlink>"
-                    elif not stat.S_ISREG(mode):
-                        files[name] = "<not a regular file>"      # a FIFO would block a read
-                    else:
-                        files[name] = p.read_bytes().decode("utf-8", errors="replace")
-                except OSError as e:    # vanished or unreadable: the state says so
-                    files[name] = f"<unreadable: {e.strerror or e}>"
+        try:
+            self._read_tree(str(self.home), "", files, dirs)
+        except OSError:     # the home folder itself unreadable: an empty tree, as os.walk says
+            pass
         assert self.db is not None
         mail = {}
         for row in self.db.execute(
@@ -269,3 +282,41 @@ class Workspace:
             for r in self.db.execute("SELECT id, name, email, phone, company FROM contact ORDER BY id")
         }
         return Snapshot(files, mail, events, contacts, sorted(dirs))
+
+    def _read_tree(self, path: str, prefix: str, files: dict[str, str], dirs: list[str]) -> None:
+        """`os.walk`'s view of the tree under `path` (symlinked folders listed, not entered;
+        a folder with nothing in it recorded in `dirs`), read with `os.scandir` and plain
+        strings: the state is read back after every change, so this is the environment's
+        hot loop."""
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subdirs.append(entry)
+                continue
+            name = clean_text(prefix + entry.name)
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    files[name] = "<symlink>"
+                elif not stat.S_ISREG(mode):
+                    files[name] = "<not a regular file>"      # a FIFO would block a read
+                else:
+                    with open(entry.path, "rb") as f:
+                        files[name] = f.read().decode("utf-8", errors="replace")
+            except OSError as e:    # vanished or unreadable: the state says so
+                files[name] = f"<unreadable: {e.strerror or e}>"
+        if not entries and prefix:
+            dirs.append(clean_text(prefix[:-1]))
+        for entry in subdirs:
+            if entry.is_symlink():
+                continue
+            try:
+                self._read_tree(entry.path, prefix + entry.name + "/", files, dirs)
+            except OSError:     # vanished or unreadable between listing and reading
+                pass
