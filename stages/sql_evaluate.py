@@ -79,7 +79,7 @@ def main() -> int:
         for set_name, tasks in sets:
             t1 = time.perf_counter()
             traj, outcomes = run_sql_policy(spec, tasks, track, batch_size=cfg.batch_size, max_steps=cfg.max_steps,
-                                            seed=cfg.seed)
+                                            seed=cfg.seed, workers=cfg.workers)
             parts.append(traj)
             outs.append(outcomes)
             if set_name in ("heldout", "test"):
