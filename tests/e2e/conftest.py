@@ -54,6 +54,7 @@ MICRO = {
     "sql_track": {"validation_dbs": 1, "heldout_dbs": 1},
     "sql_collect": {"train_tasks": 40},
     "sql_warmup": {
+        "eval_fraction": 0.25,        # the micro set's ~18 demonstrations: a few for the evaluation loss
         "tokenizer": {"vocab_size": 1024},
         "model": {"hidden_size": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "intermediate_size": 64},
         "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1},
