@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     entry = load_policy(name, params)
     t0 = time.perf_counter()
     traj, outcomes = run_sql_policy(PolicySpec(entry.kind, entry.kwargs, name), chosen, track,
-                                    batch_size=cfg.batch_size, seed=cfg.seed)
+                                    batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers)
     out = OUT / name
     quarantine = Path(f"data/quarantine/sql_collect-{name}")
     quarantine.mkdir(parents=True, exist_ok=True)

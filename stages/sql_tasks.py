@@ -30,13 +30,16 @@ QUARANTINE = "data/quarantine/sql_tasks"
 
 
 def random_probe(cfg: SqlTasksConfig) -> Callable[[list[Task]], set[str]]:
-    """The tasks `cfg.random_probes` random-policy episodes solve (run like any rollout)."""
+    """The tasks `cfg.random_probes` random-policy episodes solve (run like any rollout, on the
+    stage's `workers` processes: the episodes are the same however they are sharded)."""
     def probe(tasks: list[Task]) -> set[str]:
-        from distillery.agents.base import PolicySpec, make_policy
-        from distillery.rollout import RolloutConfig, make_jobs, run_batch
+        from distillery.agents.base import PolicySpec
+        from distillery.config import ExecutorConfig
+        from distillery.rollout import RolloutConfig, run_episodes
 
         rcfg = RolloutConfig(k=cfg.random_probes, seed=cfg.seed, batch_size=64)
-        traj = run_batch(make_policy(PolicySpec("random", {"seed": cfg.seed})), make_jobs(tasks, "random", rcfg), rcfg)
+        executor = ExecutorConfig(kind="process" if cfg.workers > 1 else "inline", workers=cfg.workers)
+        traj = run_episodes(tasks, PolicySpec("random", {"seed": cfg.seed}, "random"), rcfg, executor, progress=False)
         return set(traj.episodes.filter("success")["task_id"].to_list())
     return probe
 

@@ -48,9 +48,13 @@ MICRO = {
                 "train": {"batch_size": 4, "save_every": 2, "num_threads": 1}},
     "selskill": {"rounds": 1, "tasks_per_family": 1, "k": 2, "max_new_tokens": 24, "init_steps": 2,
                  "init": {"batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1}},
-    # The SQL track's training half on a few tasks and a micro student.
+    # The SQL track on a few small databases (learn from 4, validate on 1, hold out 1) and a micro student.
+    "sql_tasks": {"n_train_dbs": 6, "n_test_dbs": 2, "questions_per_db": 8, "min_fillers": 20, "max_fillers": 30,
+                  "random_probes": 1},
+    "sql_track": {"validation_dbs": 1, "heldout_dbs": 1},
     "sql_collect": {"train_tasks": 40},
     "sql_warmup": {
+        "eval_fraction": 0.25,        # the micro set's ~18 demonstrations: a few for the evaluation loss
         "tokenizer": {"vocab_size": 1024},
         "model": {"hidden_size": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "intermediate_size": 64},
         "train": {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "save_every": 2, "num_threads": 1},

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from distillery.agents.base import PolicySpec
-from distillery.config import _f
+from distillery.config import ExecutorConfig, _f
 from distillery.rollout import RolloutConfig, Trajectories, run_episodes
 from distillery.train.sql_rl import SqlTrackConfig, spread_slice, sql_outcomes
 from distillery.types import Task
@@ -38,10 +38,11 @@ class SqlCollectConfig:
     k: int = _f(1, "episodes per task")
     seed: int = _f(0, "rollout seed")
     batch_size: int = _f(64, "episodes advanced together")
+    workers: int = _f(2, "processes the episodes are sharded over (the episodes are the same for any number)")
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.train_tasks < 0 or self.batch_size < 1:
-            raise ValueError("sql_collect.k and batch_size must be >= 1 and train_tasks >= 0")
+        if self.k < 1 or self.train_tasks < 0 or self.batch_size < 1 or self.workers < 1:
+            raise ValueError("sql_collect.k, batch_size and workers must be >= 1 and train_tasks >= 0")
 
 
 @dataclass
@@ -63,12 +64,14 @@ class SqlEvaluateConfig:
     max_steps: int = _f(12, "turn cap of every episode (the oracle needs up to 11)")
     max_new_tokens: int = _f(160, "cap on one action's tokens (model policies)")
     batch_size: int = _f(64, "episodes advanced together")
+    workers: int = _f(2, "processes the oracle's and the random policy's episodes are sharded over (a model "
+                         "policy runs in one process: it batches)")
     seed: int = _f(0, "rollout seed")
 
     def __post_init__(self) -> None:
-        if self.max_steps < 4 or self.batch_size < 1 or min(self.heldout_tasks, self.test_tasks,
-                                                              self.real_tasks_per_db) < 0:
-            raise ValueError("sql_evaluate.max_steps must be >= 4, batch_size >= 1, task counts >= 0")
+        if self.max_steps < 4 or self.batch_size < 1 or self.workers < 1 or min(
+                self.heldout_tasks, self.test_tasks, self.real_tasks_per_db) < 0:
+            raise ValueError("sql_evaluate.max_steps must be >= 4, batch_size and workers >= 1, task counts >= 0")
 
 
 @dataclass
@@ -83,15 +86,24 @@ class PolicyRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Policies cheap to build in a worker process and independent of how episodes are batched
+# (the oracle replays, the random policy seeds per step): these shard over processes.
+SHARDABLE = ("oracle", "random")
+
+
 def run_sql_policy(spec: PolicySpec, tasks: Sequence[Task], track: SqlTrackConfig, *, batch_size: int = 64,
-                   max_steps: int | None = None, seed: int = 0, label: str = "") -> tuple[Trajectories, pl.DataFrame]:
+                   max_steps: int | None = None, seed: int = 0, label: str = "",
+                   workers: int = 1) -> tuple[Trajectories, pl.DataFrame]:
     """K = 1 episode of every task with the policy `spec`, under the track's options; the
-    episodes are labelled `label` (default: the spec's name), and replayed for outcomes."""
+    episodes are labelled `label` (default: the spec's name), and replayed for outcomes.
+    The oracle's and the random policy's episodes run on `workers` processes."""
     kwargs = track.env_kwargs()
     rcfg = RolloutConfig(k=1, seed=seed, batch_size=batch_size, max_steps=max_steps, env_kwargs=kwargs)
     if label:
         spec = PolicySpec(spec.kind, spec.kwargs, label)
-    traj = run_episodes(list(tasks), spec, rcfg, progress=False)
+    pool = workers > 1 and spec.kind in SHARDABLE and len(tasks) > batch_size
+    executor = ExecutorConfig(kind="process", workers=workers) if pool else None
+    traj = run_episodes(list(tasks), spec, rcfg, executor, progress=False)
     return traj, sql_outcomes({t.task_id: t for t in tasks}, traj, kwargs)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from distillery.envs.sql.engine import QueryError, QueryResult, ReadOnlyDb, same_result
 from distillery.envs.sql.questions import Candidate
-from distillery.envs.sql.schema import DbMeta, SqlRefError, analyse, swap_table
+from distillery.envs.sql.schema import DbMeta, SqlRefError, analyse, parse_select, swap_table
 
 
 @dataclass
@@ -68,9 +68,10 @@ def validate_candidate(cand: Candidate, main: ReadOnlyDb, siblings: list[ReadOnl
         base = _run(main, cand.baseline_sql)
         if not isinstance(base, str) and same_result(base.rows, gold.rows):
             reasons.append("the filter changes nothing (same result as without it)")
+    stmt = parse_select(cand.sql) if any(decoys.get(t) for t in cand.tables) else None
     for table in cand.tables:
         for decoy in decoys.get(table, []):
-            swapped = _run(main, swap_table(cand.sql, table, decoy))
+            swapped = _run(main, swap_table(stmt, table, decoy))
             if not isinstance(swapped, str) and same_result(swapped.rows, gold.rows):
                 reasons.append(f"result unchanged when {table} is swapped for its decoy {decoy}")
     for i, sib in enumerate(siblings, 1):
