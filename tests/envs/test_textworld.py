@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import REPO
 
 from distillery.envs.actions import format_call
+from distillery.envs.text_game import next_commands_name
 from distillery.envs.textworld.commands import TOOL_NAMES, from_command, to_command
 from distillery.envs.textworld.games import CHALLENGES, check_setting
 from distillery.envs.textworld.phrasebook import PHRASEBOOK, missing_calls
-from distillery.envs.textworldexpress.env import next_commands_name
 from distillery.types import Task, ToolCall
 
 WALKTHROUGH_COMMANDS = [

@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from distillery.envs.actions import format_call
+from distillery.envs.text_game import next_commands_name, remaining_gold
 from distillery.envs.textworldexpress.commands import (
     TOOL_SPECS,
     command_error,
     from_command,
     to_command,
 )
-from distillery.envs.textworldexpress.env import next_commands_name, remaining_gold
 from distillery.envs.textworldexpress.games import DOOR_RULE, GAMES, parse_setting
 from distillery.envs.textworldexpress.phrasebook import PHRASEBOOK, missing_calls, parse_check_name
 from distillery.types import ToolCall

@@ -19,17 +19,15 @@ the task, `subgoal(<its description>)`, read from the simulator's goal progress.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections import Counter
 from typing import Any
 
-from distillery.envs.actions import parse_action
 from distillery.envs.scienceworld import engine
 from distillery.envs.scienceworld.commands import BLOCKED, TOOL_SPECS, command_error, to_command
-from distillery.envs.textworldexpress.env import MAX_NEXT_SHOWN
+from distillery.envs.text_game import MAX_NEXT_SHOWN, engine_failed, open_step, remaining_gold
 from distillery.types import CheckResult, StepResult, Task, Verification
 
+SIMULATOR = "simulator"     # what a failure message names
 NO_MATCH = "No known action matches that input."
 MAX_VALID_SHOWN = 200
 _SUBGOAL = re.compile(r"^\d+\t(true|false)\t\s*\S+\t(.*)$")
@@ -46,17 +44,6 @@ def subgoals(progress: str) -> list[tuple[str, bool]]:
             section = "optional"
         elif section == "sequential" and (m := _SUBGOAL.match(line)):
             out.append((m[2].strip(), m[1] == "true"))
-    return out
-
-
-def remaining(gold: list[str], played: list[str]) -> list[str]:
-    left = Counter(played)
-    out = []
-    for c in gold:
-        if left[c] > 0:
-            left[c] -= 1
-        else:
-            out.append(c)
     return out
 
 
@@ -93,16 +80,10 @@ class ScienceWorldEnv:
     def step(self, action_text: Any) -> StepResult:
         if self.task is None or self._sim is None:
             return StepResult("No task: call reset first.", 0.0, True, valid=False, error="no task")
-        parsed = parse_action(action_text, TOOL_SPECS)
-        if not parsed.valid or parsed.call is None:
-            return StepResult(f"Invalid action: {parsed.error}", 0.0, False, valid=False, error=parsed.error,
-                              state_hash=self._hash)
-        call = parsed.call
-        args_json = json.dumps(call.args, ensure_ascii=False, sort_keys=True)
-        if call.tool == "finish":
-            return StepResult("Finished.", 0.0, True, tool="finish", args_json=args_json, state_hash=self._hash)
-        if self._broken:
-            return self._engine_failed(call.tool, args_json)
+        opened = open_step(action_text, TOOL_SPECS, self.state_hash, self._broken, SIMULATOR)
+        if isinstance(opened, StepResult):
+            return opened
+        call, args_json = opened
         try:
             if call.tool == "valid_actions":
                 acts = sorted(str(a) for a in self._sim.server.getValidActionObjectCombinations())
@@ -122,7 +103,7 @@ class ScienceWorldEnv:
             self._read_state()
         except Exception as e:  # noqa: BLE001 - a simulator failure is the episode's observation, not a raise
             self._broken = f"{type(e).__name__}: {str(e)[:200]}"
-            return self._engine_failed(call.tool, args_json)
+            return engine_failed(self._broken, call.tool, args_json, self._hash, SIMULATOR)
         self._played.append(cmd)
         done = self._completed or self._score < 0
         return StepResult(obs.strip() or "(nothing happens)", 0.0, done, tool=call.tool, args_json=args_json,
@@ -133,7 +114,7 @@ class ScienceWorldEnv:
         failed = self._score < 0
         done = self._score >= 100 and not failed
         gold = [to_command(c) for c in self.task.reference_solution]
-        left = remaining(gold, self._played)
+        left = remaining_gold(gold, self._played)
         shown = left[:MAX_NEXT_SHOWN]
         checks = [CheckResult("completed" if done or not shown else f"completed(next={' | '.join(shown)})",
                               "completed", done,
@@ -171,7 +152,3 @@ class ScienceWorldEnv:
         inv = sorted(str(server.freeActionInventory()).splitlines())
         blob = "\x1f".join([*look, "\x1e", *inv, str(self._score), str(self._completed), self._broken])
         self._hash = hashlib.sha256(blob.encode("utf-8", "backslashreplace")).hexdigest()[:16]
-
-    def _engine_failed(self, tool: str, args_json: str) -> StepResult:
-        return StepResult(f"The simulator failed: {self._broken}", 0.0, True, tool=tool, args_json=args_json,
-                          valid=False, error=self._broken, state_hash=self._hash)

@@ -19,17 +19,15 @@ won and not lost, 0 when lost, else the game's score over its maximum (below 1).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from distillery.envs.actions import parse_action
+from distillery.envs.text_game import engine_failed, next_commands_name, open_step
 from distillery.envs.textworld import engine
 from distillery.envs.textworld.commands import TOOL_SPECS, command_error, normalise, to_command
 from distillery.envs.textworld.games import ensure_game
-from distillery.envs.textworldexpress.env import next_commands_name
 from distillery.types import CheckResult, StepResult, Task, Verification
 
 NOT_ADMITTED = "That is not a command the game accepts here."
@@ -78,17 +76,10 @@ class TextWorldEnv:
     def step(self, action_text: Any) -> StepResult:
         if self.task is None or self._state is None:
             return StepResult("No game: call reset first.", 0.0, True, valid=False, error="no task")
-        parsed = parse_action(action_text, TOOL_SPECS)
-        if not parsed.valid or parsed.call is None:
-            return StepResult(f"Invalid action: {parsed.error}", 0.0, False, valid=False, error=parsed.error,
-                              state_hash=self.state_hash())
-        call = parsed.call
-        args_json = json.dumps(call.args, ensure_ascii=False, sort_keys=True)
-        if call.tool == "finish":
-            return StepResult("Finished.", 0.0, True, tool="finish", args_json=args_json, state_hash=self.state_hash())
-        if self._broken:
-            return StepResult(f"The game engine failed: {self._broken}", 0.0, True, tool=call.tool,
-                              args_json=args_json, valid=False, error=self._broken, state_hash=self.state_hash())
+        opened = open_step(action_text, TOOL_SPECS, self.state_hash, self._broken)
+        if isinstance(opened, StepResult):
+            return opened
+        call, args_json = opened
         cmd = to_command(call)
         bad = command_error(cmd)
         if bad:
@@ -102,8 +93,7 @@ class TextWorldEnv:
             self._take(state)
         except Exception as e:  # noqa: BLE001 - an engine failure is the episode's observation, not a raise
             self._broken = f"{type(e).__name__}: {str(e)[:200]}"
-            return StepResult(f"The game engine failed: {self._broken}", 0.0, True, tool=call.tool,
-                              args_json=args_json, valid=False, error=self._broken, state_hash=self.state_hash())
+            return engine_failed(self._broken, call.tool, args_json, self.state_hash())
         self._played.append(cmd)
         done = bool(self._state.won or self._state.lost)
         return StepResult(str(self._state.feedback or "").strip() or "(nothing happens)", 0.0, done, tool=call.tool,

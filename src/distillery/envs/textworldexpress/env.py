@@ -19,11 +19,9 @@ not lost, 0 when lost, else the game's own progress score (below 1).
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import Counter
 from typing import Any
 
-from distillery.envs.actions import parse_action
+from distillery.envs.text_game import engine_failed, next_commands_name, open_step, remaining_gold
 from distillery.envs.textworldexpress import engine
 from distillery.envs.textworldexpress.commands import (
     TOOL_SPECS,
@@ -34,26 +32,7 @@ from distillery.envs.textworldexpress.commands import (
 from distillery.envs.textworldexpress.games import GAMES, parse_setting
 from distillery.types import CheckResult, StepResult, Task, Verification
 
-MAX_NEXT_SHOWN = 10          # gold commands a failed `won` check names
 UNKNOWN = "Unknown action: I'm not sure what you mean."
-
-
-def next_commands_name(commands: list[str]) -> str:
-    """The name of a failed `won` check: the commands still needed, '|'-separated."""
-    shown = commands[:MAX_NEXT_SHOWN]
-    return f"won(next={' | '.join(shown)})" if shown else "won"
-
-
-def remaining_gold(gold: list[str], played: list[str]) -> list[str]:
-    """The gold commands the agent never ran, in gold order (each run cancels one)."""
-    left = Counter(played)
-    out = []
-    for c in gold:
-        if left[c] > 0:
-            left[c] -= 1
-        else:
-            out.append(c)
-    return out
 
 
 def game_of(task: Task) -> tuple[str, str, int, str]:
@@ -99,17 +78,10 @@ class TwxEnv:
     def step(self, action_text: Any) -> StepResult:
         if self.task is None:
             return StepResult("No game: call reset first.", 0.0, True, valid=False, error="no task")
-        parsed = parse_action(action_text, TOOL_SPECS)
-        if not parsed.valid or parsed.call is None:
-            return StepResult(f"Invalid action: {parsed.error}", 0.0, False, valid=False, error=parsed.error,
-                              state_hash=self.state_hash())
-        call = parsed.call
-        args_json = json.dumps(call.args, ensure_ascii=False, sort_keys=True)
-        if call.tool == "finish":
-            return StepResult("Finished.", 0.0, True, tool="finish", args_json=args_json, state_hash=self.state_hash())
-        if self._broken:
-            return StepResult(f"The game engine failed: {self._broken}", 0.0, True, tool=call.tool,
-                              args_json=args_json, valid=False, error=self._broken, state_hash=self.state_hash())
+        opened = open_step(action_text, TOOL_SPECS, self.state_hash, self._broken)
+        if isinstance(opened, StepResult):
+            return opened
+        call, args_json = opened
         cmd = to_command(call)
         bad = command_error(cmd)
         if not bad and cmd not in self._valid:
@@ -124,8 +96,7 @@ class TwxEnv:
             self._take(engine.step(self._game, sent))
         except Exception as e:  # noqa: BLE001 - an engine failure is the episode's observation, not a raise
             self._broken = f"{type(e).__name__}: {str(e)[:200]}"
-            return StepResult(f"The game engine failed: {self._broken}", 0.0, True, tool=call.tool,
-                              args_json=args_json, valid=False, error=self._broken, state_hash=self.state_hash())
+            return engine_failed(self._broken, call.tool, args_json, self.state_hash())
         self._played.append(cmd)
         self._sent.append(sent)
         done = bool(self._info.get("tasksuccess") or self._info.get("taskfailure"))
