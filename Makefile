@@ -46,7 +46,7 @@ TRACK_agents := evaluate internalize wording rl selskill distill
 TRACK_sql := sql_tasks sql_real sql_collect sql_evaluate sql_grid
 TRACK_pghs := pghs
 TRACK_vision := vision_eval
-TRACK_textworldexpress := twx_internalize twx_rl twx_play@twx_warmup
+TRACK_textworldexpress := twx_internalize twx_internalize_seeds twx_rl twx_play@twx_warmup
 
 repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|vision|textworldexpress for a part of it
 	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision or textworldexpress" >&2; exit 2; fi
