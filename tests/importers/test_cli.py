@@ -276,3 +276,31 @@ def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):
     assert json.loads((out / "headline.json").read_text()) == {"success_oracle": 1.0, "valid_oracle": 1.0}
     assert {t.split for t in tasks_from_frame(pl.read_parquet(out / "tasks.parquet"))} == {"test"}
     assert "save_note" in (out / "benchmark.html").read_text()
+
+
+def test_import_context_check_defaults_to_the_students_own(tmp_path):
+    from distillery.importers.core import student_context
+    from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+
+    student = tmp_path / "student"
+    tok = train_tokenizer(["list the files in docs", "save the note"] * 20, TokenizerConfig(vocab_size=300))
+    tok.save_pretrained(student)
+    (student / "card.json").write_text(json.dumps({"model": {"max_position_embeddings": 64}}))
+    assert student_context(student) == 64
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
+    assert student_context(tmp_path / "hf") == 2048 and student_context(tmp_path) is None
+
+    out = tmp_path / "imp"
+    r = invoke("import", "openai", str(LOGS / "openai"), "--out", str(out), "--tasks", str(LOGS / "tasks.parquet"),
+               "--env", "stage", "--no-progress", "--tokenizer", str(student))
+    assert r.exit_code == 0, r.output
+    assert "context check: 64 tokens (the student's" in " ".join(r.output.split())
+    reasons = pl.read_parquet(out / "rejects.parquet")["reason"].to_list()
+    assert any("over the student's context of 64" in x for x in reasons), reasons
+    # an explicit bound wins; without a student the default stays
+    wide = invoke("import", "openai", str(LOGS / "openai"), "--out", str(tmp_path / "wide"), "--tasks",
+                  str(LOGS / "tasks.parquet"), "--env", "stage", "--no-progress", "--tokenizer", str(student),
+                  "--max-context-tokens", "100000")
+    assert wide.exit_code == 0 and not any(
+        "student's context" in x for x in pl.read_parquet(tmp_path / "wide" / "rejects.parquet")["reason"].to_list())
