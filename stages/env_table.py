@@ -25,7 +25,12 @@ import polars as pl
 from distillery.config import load_section
 from distillery.envs import make_env
 from distillery.envs.throughput import replay_throughput
-from distillery.evaluate.environments import EnvTableConfig, environment_claims, environment_figures, grid_runs
+from distillery.evaluate.environments import (
+    EnvTableConfig,
+    environment_claims,
+    environment_figures,
+    grid_runs,
+)
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool
 from distillery.types import tasks_from_frame
