@@ -4,7 +4,8 @@
 
 Reads `params.yaml:env_table` and, per environment, its track's files (stages/track.py):
 `data/<track>/trajectories/oracle/episodes.parquet`, the warm-up student's play
-`data/<track>/trajectories/<play>/episodes.parquet`, the mined pool
+`data/<track>/trajectories/<play>/episodes.parquet`, the track's internalize report
+`reports/<track>/details/internalize.json` (its warm-up on the held-out setting), the mined pool
 `data/<track>/experience/principles.jsonl`, the track's test tasks (replayed for the
 environment's steps/s) and the internalize reports listed in `env_table.runs` (one per
 internalization seed: the track's `internalize` and `internalize --seed N` reports, or the
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         played = read_parquet(track.path(f"data/trajectories/{play}/episodes.parquet"), f"play@{play}")
         pool = read_pool(track.path("data/experience/principles.jsonl"))
         reports, runs_from = read_reports(runs, cfg.grid_cell)
-        figs.append(environment_figures(env, oracle, played, reports, len(pool),
+        own = json.loads(track.path("reports/details/internalize.json").read_text())
+        figs.append(environment_figures(env, oracle, played, own, reports, len(pool),
                                         runs_from=runs_from, steps_per_s=steps_per_s(env, track, cfg)))
     claims = environment_claims(figs, COMMAND)
     write_json([c.to_dict() for c in claims], OUT)

@@ -40,7 +40,7 @@ RUNS = [report(0, 0.5), report(1, 0.45), report(2, 0.55)]
 
 def test_figures_are_read_from_the_tracks_files_and_one_report_per_seed():
     f = environment_figures("twx", _eps([True] * 5), pl.concat([_eps([True, False, False, True]),
-                                                                 _eps([True], split="train")]), RUNS, 2)
+                                                                 _eps([True], split="train")]), RUNS[0], RUNS, 2)
     assert f.oracle == 1.0 and f.n_oracle == 5
     assert f.warmup_test == 0.5 and f.n_test == 4               # the train-split episode is not counted
     assert f.drop == pytest.approx(0.3)                         # 0.5 on test -> 0.2 held out
@@ -50,12 +50,11 @@ def test_figures_are_read_from_the_tracks_files_and_one_report_per_seed():
 
 
 def test_rows_say_their_seeds_and_judge_by_the_paired_rule():
-    a = environment_figures("stage", _eps([True] * 4), _eps([True, True]), RUNS, 3, steps_per_s=1000.0)
+    a = environment_figures("stage", _eps([True] * 4), _eps([True, True]), RUNS[0], RUNS, 3, steps_per_s=1000.0)
     # twx: the teacher is below plain on every sampling seed, internalization moves nothing
     flat = {"0": (0.1, 0.0), "1": (0.1, 0.05), "2": (0.0, 0.0)}
-    b = environment_figures("twx", _eps([True, False]), _eps([False, False]),
-                            [report(s, 0.0, start=0.0, teacher=0.0, sampled=flat) for s in (0, 1, 2)], 0,
-                            steps_per_s=1500.0)
+    twx = [report(s, 0.0, start=0.0, teacher=0.0, sampled=flat) for s in (0, 1, 2)]
+    b = environment_figures("twx", _eps([True, False]), _eps([False, False]), twx[0], twx, 0, steps_per_s=1500.0)
     rows = environment_claims([a, b], "make x")
     assert len(rows) == 7 and all(r.command == "make x" for r in rows)
     oracle, warm, drop, teacher, internalized, forgetting, speed = rows
@@ -72,11 +71,12 @@ def test_rows_say_their_seeds_and_judge_by_the_paired_rule():
     assert speed.measured == "stage: 1,000 · twx: 1,500 (1.50x stage)" and speed.holds is None
     alone = environment_claims([a], "c")
     assert alone[3].holds is True and alone[4].holds is True    # STAGE alone: both margins beat their spread
-    assert len(environment_claims([environment_figures("stage", _eps([True]), _eps([True]), RUNS, 3)], "c")) == 6
+    assert len(environment_claims([environment_figures("stage", _eps([True]), _eps([True]), RUNS[0], RUNS, 3)],
+                                  "c")) == 6
 
 
 def test_one_seed_is_not_enough_for_a_verdict():
-    one = environment_figures("stage", _eps([True]), _eps([True]), RUNS[:1], 3)
+    one = environment_figures("stage", _eps([True]), _eps([True]), RUNS[0], RUNS[:1], 3)
     internalized = environment_claims([one], "c")[4]
     assert internalized.holds is None and "the rule needs at least 2" in internalized.detail
 
@@ -85,23 +85,27 @@ def test_the_grid_record_stands_for_its_runs_of_the_recipe():
     record = json.loads((REPO / "experiments/internalize_grid.json").read_text())
     runs = grid_runs(record, "principle/stepwise/off_policy", "grid")
     assert [r["seed"] for r in runs] == [0, 1, 2]
-    f = environment_figures("stage", _eps([True]), _eps([True]), runs, 5)
+    # the drop is the track's own warm-up's; the seeded rows the record's runs (their own start)
+    f = environment_figures("stage", _eps([True]), _eps([True]), report(0, 0.7, start=0.6), runs, 5)
     assert len({(r.start, r.teacher) for r in f.runs}) == 1 and f.start.n_test == 120
+    assert f.drop == pytest.approx(0.4) and f.warmup_heldout == 0.6 != f.start.start
     with pytest.raises(ValueError, match="no run of the cell"):
         grid_runs(record, "principle/stepwise/sideways", "grid")
 
 
 def test_missing_pieces_are_named():
     with pytest.raises(ValueError, match="no oracle episodes"):
-        environment_figures("twx", _eps([]), _eps([True]), RUNS, 0)
+        environment_figures("twx", _eps([]), _eps([True]), RUNS[0], RUNS, 0)
     with pytest.raises(ValueError, match="test-split"):
-        environment_figures("twx", _eps([True]), _eps([True], split="train"), RUNS, 0)
+        environment_figures("twx", _eps([True]), _eps([True], split="train"), RUNS[0], RUNS, 0)
     with pytest.raises(ValueError, match="lacks"):
-        environment_figures("twx", _eps([True]), _eps([True]), [{"before": {}}], 0)
+        environment_figures("twx", _eps([True]), _eps([True]), RUNS[0], [{"before": {}}], 0)
+    with pytest.raises(ValueError, match="track's internalize report: the internalize report lacks"):
+        environment_figures("twx", _eps([True]), _eps([True]), {"before": {}}, RUNS, 0)
     with pytest.raises(ValueError, match="same seed"):
-        environment_figures("twx", _eps([True]), _eps([True]), [RUNS[0], RUNS[0]], 0)
+        environment_figures("twx", _eps([True]), _eps([True]), RUNS[0], [RUNS[0], RUNS[0]], 0)
     with pytest.raises(ValueError, match="same model and pool"):
-        environment_figures("twx", _eps([True]), _eps([True]), [RUNS[0], report(1, 0.3, start=0.9)], 0)
+        environment_figures("twx", _eps([True]), _eps([True]), RUNS[0], [RUNS[0], report(1, 0.3, start=0.9)], 0)
     with pytest.raises(ValueError, match="one entry per environment"):
         EnvTableConfig(envs=["a"], tracks=["", "twx"], play=["w"], runs=[["x"]])
 

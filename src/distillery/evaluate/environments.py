@@ -97,6 +97,8 @@ class EnvFigures:
     n_oracle: int
     warmup_test: float           # warm-up student, greedy, test split (training settings)
     n_test: int
+    warmup_heldout: float        # the same model on the held-out setting's test tasks (the track's
+    n_heldout: int               # own internalize report: the same model as warmup_test)
     runs: tuple[InternalizeRun, ...]   # one per internalization seed, same start and pool
     pool_size: int               # mined principles the teacher was given
     runs_from: str = ""          # where the runs come from (the table says it)
@@ -113,7 +115,7 @@ class EnvFigures:
     @property
     def drop(self) -> float:
         """Success lost moving the warm-up student from the training settings to the held-out one."""
-        return self.warmup_test - self.start.start
+        return self.warmup_test - self.warmup_heldout
 
     @property
     def seeds(self) -> list[int]:
@@ -125,15 +127,19 @@ class EnvFigures:
 
 
 def environment_figures(env: str, oracle_episodes: pl.DataFrame, play_episodes: pl.DataFrame,
-                        reports: Sequence[Mapping[str, Any]], pool_size: int, runs_from: str = "",
-                        steps_per_s: float | None = None) -> EnvFigures:
-    """One environment's figures from its track's files (module docstring): `reports` are the
-    internalize reports, one per internalization seed. ValueError naming what is missing."""
+                        track_report: Mapping[str, Any], reports: Sequence[Mapping[str, Any]], pool_size: int,
+                        runs_from: str = "", steps_per_s: float | None = None) -> EnvFigures:
+    """One environment's figures from its track's files (module docstring): `track_report` is
+    the track's own internalize report (its warm-up model on the held-out setting: the drop),
+    `reports` the internalize reports behind the seeded rows, one per internalization seed
+    (usually the track's own again and its other seeds; or a grid's record of the recipe).
+    ValueError naming what is missing."""
     if oracle_episodes.is_empty():
         raise ValueError(f"{env}: no oracle episodes: run the track's collect@oracle first")
     test = play_episodes.filter(pl.col("split") == "test")
     if test.is_empty():
         raise ValueError(f"{env}: the warm-up student's play has no test-split episodes")
+    own = internalize_run(track_report, f"{env} track's internalize report")
     runs = tuple(internalize_run(r, f"{env} internalize report {i}") for i, r in enumerate(reports))
     if len({r.seed for r in runs}) != len(runs):
         raise ValueError(f"{env}: two internalize reports with the same seed ({[r.seed for r in runs]})")
@@ -141,7 +147,8 @@ def environment_figures(env: str, oracle_episodes: pl.DataFrame, play_episodes: 
         raise ValueError(f"{env}: the internalize runs do not start from the same model and pool "
                          f"(greedy start/teacher differ: {[(r.start, r.teacher) for r in runs]})")
     return EnvFigures(env=env, oracle=float(oracle_episodes["success"].mean()), n_oracle=oracle_episodes.height,
-                      warmup_test=float(test["success"].mean()), n_test=test.height, runs=runs, pool_size=pool_size,
+                      warmup_test=float(test["success"].mean()), n_test=test.height, warmup_heldout=own.start,
+                      n_heldout=own.n_test, runs=runs, pool_size=pool_size,
                       runs_from=runs_from, steps_per_s=steps_per_s)
 
 
@@ -189,8 +196,8 @@ def environment_claims(figs: Sequence[EnvFigures], command: str) -> list[Claim]:
               _side_by_side(figs, lambda f: f"{f.warmup_test:.3f} (n={f.n_test})"), holds=None,
               detail="trained on the oracle's train-split trajectories", seeds=one, command=command),
         Claim(SOURCE, "drop moving to the held-out setting (warm-up, greedy)", "-",
-              _side_by_side(figs, lambda f: f"{f.drop:+.3f} ({f.warmup_test:.3f} -> {f.start.start:.3f}, "
-                                            f"n={f.start.n_test})"),
+              _side_by_side(figs, lambda f: f"{f.drop:+.3f} ({f.warmup_test:.3f} -> {f.warmup_heldout:.3f}, "
+                                            f"n={f.n_heldout})"),
               holds=None, detail="STAGE: the held-out user; TextWorldExpress: the held-out game setting",
               seeds=one, command=command),
         Claim(SOURCE, "the same model with the mined pool injected does better on the held-out setting (teacher)",
