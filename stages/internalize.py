@@ -9,14 +9,18 @@ folders (stages/track.py).
 
 `--seed N` runs the same recipe again with `internalize.seed` set to N (the seed of the
 teacher's rollouts, the student's samples and the training), from the same start and pool:
-the spread the cross-environment table reports. Such a run writes only its report,
-`reports/details/internalize-seed<N>.json`, and resumes from `checkpoints/internalize-seed<N>/`;
-the model, pool, headline metrics and claims rows stay the base run's.
+the spread the cross-environment table reports. Its start is the base run's: the measurements
+before training (`before`) do not depend on the seed, so they are read from the base run's
+`reports/details/internalize.json` (refused if that run's recipe differs) rather than taken
+again. Such a run writes only its report, `reports/details/internalize-seed<N>.json`, and
+resumes from `checkpoints/internalize-seed<N>/`; the model, pool, headline metrics and claims
+rows stay the base run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -35,6 +39,21 @@ from stages.track import Track, add_track_argument
 TASKS = "data/tasks/tasks.parquet"
 POOLS = {"principle": "data/experience/principles.jsonl", "instance": "data/experience/instances.jsonl"}
 REPLAY = Path("data/trajectories/oracle")
+
+
+def base_before(track: Track, cfg: InternalizeConfig) -> dict:
+    """The base run's reference points, for another seed of the same recipe (module docstring)."""
+    path = track.path("reports/details/internalize.json")
+    if not path.is_file():
+        raise SystemExit(f"internalize --seed: {path} is missing: run the base internalize stage first")
+    base = json.loads(path.read_text())
+    ours = {"granularity": cfg.granularity, "injection": cfg.injection, "regime": cfg.regime,
+            "iterations": cfg.iterations}
+    theirs = {k: base.get("config", {}).get(k) for k in ours}
+    if ours != theirs or base.get("temperature") != cfg.temperature:
+        raise SystemExit(f"internalize --seed: {path} is another recipe ({theirs}, temperature "
+                         f"{base.get('temperature')}) than this one ({ours}, temperature {cfg.temperature})")
+    return base["before"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     replay = tuple(read_parquet(f, "collect@oracle") for f in replay_files)
     run_dir = resumable_run_dir(track.path(f"checkpoints/{name}"), cfg, [Path(__file__), pool_file,
                                 Path(cfg.model_dir) / "model.safetensors", tasks_file, *replay_files])
-    before = report.reference_points(cfg, tasks, pool)
+    before = report.reference_points(cfg, tasks, pool) if args.seed is None else base_before(track, cfg)
     if args.seed is None:
         with iteration_log(track.path("dvclive/internalize")) as log:
             log({"success_plain": before["heldout_plain"],
