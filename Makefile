@@ -47,7 +47,7 @@ TRACK_sql := sql_tasks sql_real sql_collect sql_evaluate sql_grid
 TRACK_pghs := pghs
 TRACK_vision := vision_eval
 TRACK_tables := table_rl
-TRACK_textworldexpress := twx_internalize twx_rl twx_play@twx_warmup
+TRACK_textworldexpress := twx_internalize twx_internalize_seeds twx_rl twx_play@twx_warmup
 
 repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|vision|tables|textworldexpress for a part of it
 	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress" >&2; exit 2; fi

@@ -363,10 +363,11 @@ def import_cmd(
     min_score: float = typer.Option(0.0, min=0.0, max=1.0, help="The reward filter: records scored below it are "
                                                                  "rejected (low_score); 0 keeps failures, which "
                                                                  "mining learns from."),
-    max_context_tokens: int = typer.Option(8192, min=0, help="The student's context: longer episodes are "
-                                                             "rejected; 0 = no check."),
-    tokenizer: str = typer.Option("", show_default=False, help="Count tokens with this tokenizer (a model dir) "
-                                                               "instead of estimating."),
+    max_context_tokens: int | None = typer.Option(None, min=0, show_default=False, help="The student's context: "
+                                                  "longer episodes are rejected; 0 = no check. Default: the "
+                                                  "--tokenizer student's own (its model card), else 8192."),
+    tokenizer: str = typer.Option("", show_default=False, help="The student (a model dir): count tokens with its "
+                                                               "tokenizer instead of estimating."),
     show: int = typer.Option(20, min=0, help="Print at most this many rejection reasons (all are in rejects.parquet)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -388,7 +389,7 @@ def import_cmd(
     from rich.table import Table
 
     from distillery.importers import ImportConfig, import_logs
-    from distillery.importers.core import FORMATS
+    from distillery.importers.core import DEFAULT_CONTEXT, FORMATS, student_context
     from distillery.quality import GateError
 
     if fmt not in FORMATS:
@@ -401,6 +402,13 @@ def import_cmd(
     if task_table is None:
         console.print("[yellow]no task table (--tasks): test-split leaks are caught only by the records' own "
                       "split labels[/yellow]")
+    if max_context_tokens is None:
+        own = student_context(tokenizer) if tokenizer else None
+        max_context_tokens = own or DEFAULT_CONTEXT
+        if tokenizer:
+            console.print(f"context check: {max_context_tokens} tokens (" + (
+                f"the student's, from {tokenizer}" if own else f"{tokenizer} does not say its context: the default")
+                + "; --max-context-tokens to change)")
     try:
         cfg = ImportConfig(env=env, assume_success=assume_success, scorer=scorer, min_score=min_score,
                            max_context_tokens=max_context_tokens, tokenizer=tokenizer)

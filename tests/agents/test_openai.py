@@ -326,6 +326,10 @@ UNIT = [ToolSpec("send_mail", "send", (ToolParam("to"), ToolParam("subject"), To
     ('The call is {"tool": "finish", "args": {}} okay', '{"tool": "finish", "args": {}}'),
     ("I cannot help with that.", "I cannot help with that."),
     ("   ", ""),
+    # a reply that begins as a call is judged as written, as the same text from a local model is
+    ('finish()obj="coin")', 'finish()obj="coin")'),
+    ('send_mail(to="a", subject="s" send_mail(to="a", subject="s", body="b")',
+     'send_mail(to="a", subject="s" send_mail(to="a", subject="s", body="b")'),
 ])
 def test_extract_action(reply, action):
     assert extract_action(reply, UNIT)[0] == action

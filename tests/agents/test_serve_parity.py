@@ -62,8 +62,10 @@ def oracle_turns(tasks: list[Task]) -> dict[str, list[Turn]]:
     return turns
 
 
-def build_model_dir(path: Path, tasks: list[Task], steps: int = 120, seed: int = 0) -> Path:
-    """Tokenizer + tiny Llama trained on the tasks' oracle episodes, saved as a model dir."""
+def build_model_dir(path: Path, tasks: list[Task], steps: int = 120, seed: int = 0,
+                    prompt: PromptConfig = PROMPT) -> Path:
+    """Tokenizer + tiny Llama trained on the tasks' oracle episodes (rendered with `prompt`),
+    saved as a model dir."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from distillery.lm.model import save_model_dir
@@ -73,7 +75,7 @@ def build_model_dir(path: Path, tasks: list[Task], steps: int = 120, seed: int =
     texts = [t.instruction for t in tasks] + [x for ts in turns.values() for tr in ts
                                               for x in (tr.observation, tr.action)]
     tok = train_tokenizer(texts, TokenizerConfig(vocab_size=2048))
-    examples = [episode_example_ids(t.instruction, turns[t.task_id], tok, PROMPT) for t in tasks]
+    examples = [episode_example_ids(t.instruction, turns[t.task_id], tok, prompt) for t in tasks]
     examples = [e for e in examples if e is not None]
     assert len(examples) >= len(tasks) // 2, "most oracle episodes should fit the prompt budget"
     width = max(len(ids) for ids, _ in examples)
@@ -85,7 +87,8 @@ def build_model_dir(path: Path, tasks: list[Task], steps: int = 120, seed: int =
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=max(512, prompt.max_prompt_tokens + 64),
         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
         bos_token_id=None))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -100,7 +103,7 @@ def build_model_dir(path: Path, tasks: list[Task], steps: int = 120, seed: int =
         opt.step()
         first, last = (loss.item(), loss.item()) if step == 0 else (first, loss.item())
     assert last < first / 3, f"the tiny model did not learn ({first:.2f} -> {last:.2f})"
-    return save_model_dir(path, model.eval(), tok, {"prompt": asdict(PROMPT)})
+    return save_model_dir(path, model.eval(), tok, {"prompt": asdict(prompt)})
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tests.e2e.conftest import make_micro_repo, run
 pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
                                                 "(and Java 17)")
 
-TARGETS = ["twx_internalize", "twx_rl", "twx_play@twx_warmup"]
+TARGETS = ["twx_internalize", "twx_internalize_seeds", "twx_rl", "twx_play@twx_warmup"]
 
 
 @pytest.mark.slow
@@ -25,7 +25,8 @@ def test_the_textworldexpress_track_runs_end_to_end_through_dvc(tmp_path):
     repo = make_micro_repo(tmp_path / "repo")
     out = run([sys.executable, "-m", "dvc", "repro", *TARGETS], repo, timeout=1400)
     ran = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
-    assert {"twx_tasks", "twx_collect@oracle", "twx_warmup", "twx_rollout@twx_warmup", "twx_mine", *TARGETS} <= ran
+    assert {"twx_tasks", "twx_collect@oracle", "twx_warmup", "twx_rollout@twx_warmup", "twx_mine",
+            "twx_internalize_seeds@1", "twx_internalize_seeds@2", *TARGETS[:1], *TARGETS[2:]} <= ran
     assert not any(not s.startswith("twx_") for s in ran), ran        # nothing of the agent track ran
     assert not (repo / "data/tasks").exists() and not (repo / "models/warmup").exists()
 
@@ -41,9 +42,17 @@ def test_the_textworldexpress_track_runs_end_to_end_through_dvc(tmp_path):
         assert (repo / f).is_file(), f
     details = json.loads((repo / "reports/twx/details/internalize.json").read_text())
     assert len(details["iterations"]) == 1
+    # the other seeds: the same start (greedy, deterministic), their own iterations
+    for seed in (1, 2):
+        other = json.loads((repo / f"reports/twx/details/internalize-seed{seed}.json").read_text())
+        assert other["config"]["seed"] == seed and other["before"] == details["before"]
+    assert not (repo / "models/twx/internalized-seed1").exists()
 
     run([sys.executable, "-m", "stages.env_table", "--envs", "textworldexpress"], repo)
     rows = json.loads((repo / "reports/claims/environments.json").read_text())
     assert rows[0]["measured"].startswith("textworldexpress: 1.000") and rows[0]["holds"] is True
-    assert len(rows) == 5 and all(r["measured"].startswith("textworldexpress: ") for r in rows)
+    assert len(rows) == 7 and all(r["measured"].startswith("textworldexpress: ") for r in rows)
+    internalized = next(r for r in rows if r["finding"].startswith("internalized"))
+    assert internalized["seeds"] == "textworldexpress: internalization 0,1,2"
+    assert next(r for r in rows if "steps per second" in r["finding"])["measured"].endswith(tuple("0123456789"))
     assert run([sys.executable, "-m", "dvc", "status", *TARGETS], repo).stdout.strip().endswith("up to date.")

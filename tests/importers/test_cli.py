@@ -8,6 +8,7 @@ the two must score the same and play the same actions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -138,9 +139,10 @@ def model_and_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def served(model_and_tasks: tuple[Path, Path]) -> Iterator[str]:
-    model_dir, _ = model_and_tasks
+@contextlib.contextmanager
+def serving(model_dir: Path) -> Iterator[str]:
+    """`distillery serve MODEL_DIR` as its own process on 127.0.0.1 (a free port), named `tiny`:
+    its /v1 base URL once /health answers."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -171,15 +173,22 @@ def served(model_and_tasks: tuple[Path, Path]) -> Iterator[str]:
             proc.wait()
 
 
-@pytest.mark.slow
-def test_eval_through_distillery_serve_scores_as_the_hf_policy(model_and_tasks, served, tmp_path):
-    model_dir, table = model_and_tasks
-    common = ["--env", "stage", "--tasks", str(table), "--max-tokens", "40", "--label", "tiny", "--no-progress"]
-    api = invoke("eval", "--policy", "openai", "--base-url", served, "--model", "tiny", "--concurrency", "8",
-                 "--max-retries", "0", "--out", str(tmp_path / "api"), *common)
+@pytest.fixture(scope="module")
+def served(model_and_tasks: tuple[Path, Path]) -> Iterator[str]:
+    with serving(model_and_tasks[0]) as base_url:
+        yield base_url
+
+
+def assert_eval_parity(env: str, model_dir: Path, table: Path, base_url: str, out: Path) -> dict:
+    """`distillery eval --policy openai` against the served model and `--policy hf` on the same
+    model directory and tasks, greedy: the same benchmark numbers and the same actions step by
+    step, on a model that solves some tasks and fails others. Returns the overall row."""
+    common = ["--env", env, "--tasks", str(table), "--max-tokens", "40", "--label", "tiny", "--no-progress"]
+    api = invoke("eval", "--policy", "openai", "--base-url", base_url, "--model", "tiny", "--concurrency", "8",
+                 "--max-retries", "0", "--out", str(out / "api"), *common)
     assert api.exit_code == 0, api.output
     hf = invoke("eval", "--policy", "hf", "--model", str(model_dir), "--device", "cpu",
-                "--out", str(tmp_path / "hf"), *common)
+                "--out", str(out / "hf"), *common)
     assert hf.exit_code == 0, hf.output
 
     def numbers(folder: Path) -> dict:
@@ -188,18 +197,64 @@ def test_eval_through_distillery_serve_scores_as_the_hf_policy(model_and_tasks, 
                 "mean_tokens_out")
         return {fam: {k: row[k] for k in keep} for fam, row in details.items()}
 
-    assert numbers(tmp_path / "api") == numbers(tmp_path / "hf")
-    eps = {name: pl.read_parquet(tmp_path / name / "episodes.parquet").sort("task_id") for name in ("api", "hf")}
-    overall = numbers(tmp_path / "hf")["all"]
+    assert numbers(out / "api") == numbers(out / "hf")
+    eps = {name: pl.read_parquet(out / name / "episodes.parquet").sort("task_id") for name in ("api", "hf")}
     # not vacuous: the model solves some test tasks and fails others
     assert 0 < eps["hf"]["success"].sum() < eps["hf"].height, eps["hf"].select("task_id", "success")
     assert eps["api"].select("task_id", "success", "score", "n_steps").equals(
         eps["hf"].select("task_id", "success", "score", "n_steps"))
-    steps = {name: pl.read_parquet(tmp_path / name / "steps.parquet").sort("episode_id", "t")["action_text"].to_list()
+    cols = ["action_text", "valid", "observation"]
+    steps = {name: pl.read_parquet(out / name / "steps.parquet").sort("episode_id", "t").select(cols)
              for name in ("api", "hf")}
-    assert steps["api"] == steps["hf"]
-    assert (tmp_path / "api" / "benchmark.html").read_text().count("<table") >= 1
-    print(f"eval via serve == hf: success {overall['success_rate']:.3f} on {overall['episodes']} episodes")
+    for a, b in zip(steps["hf"].iter_rows(named=True), steps["api"].iter_rows(named=True), strict=True):
+        assert a == b, f"first differing step:\n hf     {a}\n openai {b}"
+    assert (out / "api" / "benchmark.html").read_text().count("<table") >= 1
+    return numbers(out / "hf")["all"]
+
+
+@pytest.mark.slow
+def test_eval_through_distillery_serve_scores_as_the_hf_policy(model_and_tasks, served, tmp_path):
+    model_dir, table = model_and_tasks
+    overall = assert_eval_parity("stage", model_dir, table, served, tmp_path)
+    print(f"eval via serve == hf on STAGE: success {overall['success_rate']:.3f} on {overall['episodes']} episodes")
+
+
+# The same on TextWorldExpress: a tiny model trained here on the coin game's gold paths.
+TWX_PROMPT = dict(max_prompt_tokens=1024, max_observation_tokens=400, max_history_turns=8)  # whole rooms fit
+TWX_STEPS = 200
+
+
+@pytest.fixture(scope="module")
+def twx_model_and_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    pytest.importorskip("textworld_express", reason="TextWorldExpress is an optional extra: "
+                                                    "pip install -e '.[textworld]' (needs Java 17)")
+    import torch
+    from tests.agents.test_serve_parity import build_model_dir
+
+    from distillery.agents.prompts import PromptConfig
+    from distillery.tasks.generate import draft_task
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval-twx")
+    train = [draft_task("twx_coin", "train", "default", i, seed=0, max_steps=12) for i in range(6)]
+    unseen = [draft_task("twx_coin", "test", "default-test", i, seed=0, max_steps=12) for i in range(2)]
+    model_dir = build_model_dir(root / "model", train, steps=TWX_STEPS, prompt=PromptConfig(**TWX_PROMPT))
+    table = root / "tasks.parquet"
+    write_parquet(tasks_to_frame([dataclasses.replace(t, split="test") for t in train[::2] + unseen]), table)
+    yield model_dir, table
+    torch.set_num_threads(before)
+
+
+
+@pytest.mark.slow
+@pytest.mark.heavy_env
+def test_eval_through_distillery_serve_scores_as_the_hf_policy_on_textworldexpress(twx_model_and_tasks, tmp_path):
+    model_dir, table = twx_model_and_tasks
+    with serving(model_dir) as base_url:
+        overall = assert_eval_parity("textworldexpress", model_dir, table, base_url, tmp_path)
+    print(f"eval via serve == hf on TextWorldExpress: success {overall['success_rate']:.3f} "
+          f"on {overall['episodes']} episodes")
 
 
 def test_eval_needs_what_its_policy_needs(tmp_path):
@@ -221,3 +276,31 @@ def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):
     assert json.loads((out / "headline.json").read_text()) == {"success_oracle": 1.0, "valid_oracle": 1.0}
     assert {t.split for t in tasks_from_frame(pl.read_parquet(out / "tasks.parquet"))} == {"test"}
     assert "save_note" in (out / "benchmark.html").read_text()
+
+
+def test_import_context_check_defaults_to_the_students_own(tmp_path):
+    from distillery.importers.core import student_context
+    from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+
+    student = tmp_path / "student"
+    tok = train_tokenizer(["list the files in docs", "save the note"] * 20, TokenizerConfig(vocab_size=300))
+    tok.save_pretrained(student)
+    (student / "card.json").write_text(json.dumps({"model": {"max_position_embeddings": 64}}))
+    assert student_context(student) == 64
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
+    assert student_context(tmp_path / "hf") == 2048 and student_context(tmp_path) is None
+
+    out = tmp_path / "imp"
+    r = invoke("import", "openai", str(LOGS / "openai"), "--out", str(out), "--tasks", str(LOGS / "tasks.parquet"),
+               "--env", "stage", "--no-progress", "--tokenizer", str(student))
+    assert r.exit_code == 0, r.output
+    assert "context check: 64 tokens (the student's" in " ".join(r.output.split())
+    reasons = pl.read_parquet(out / "rejects.parquet")["reason"].to_list()
+    assert any("over the student's context of 64" in x for x in reasons), reasons
+    # an explicit bound wins; without a student the default stays
+    wide = invoke("import", "openai", str(LOGS / "openai"), "--out", str(tmp_path / "wide"), "--tasks",
+                  str(LOGS / "tasks.parquet"), "--env", "stage", "--no-progress", "--tokenizer", str(student),
+                  "--max-context-tokens", "100000")
+    assert wide.exit_code == 0 and not any(
+        "student's context" in x for x in pl.read_parquet(tmp_path / "wide" / "rejects.parquet")["reason"].to_list())

@@ -103,6 +103,12 @@ def extract_action(content: str, specs: Sequence[ToolSpec]) -> tuple[str, str]:
         return text, ""
     body = _THINK.sub("", text).strip()   # reasoning models may think out loud in content
     names = {s.name for s in specs}
+    start = _CALL_START.match(body)
+    if start and start.group(1) in names and body == text:
+        # A reply that begins as a call of a known tool is that call, malformed or not: the
+        # environment says what is wrong, as it does for the same text from an in-process
+        # model (`hf`), so a served model scores what it scores locally.
+        return text, ""
     closes = [i for i, ch in enumerate(body) if ch == ")"]
     for m in _CALL_START.finditer(body):
         if m.group(1) not in names:

@@ -71,6 +71,9 @@ OUTPUTS = ("tasks.parquet", "episodes.parquet", "steps.parquet", "tools.json", "
            "rejects.parquet", "summary.json")
 
 
+DEFAULT_CONTEXT = 8192   # the context check's bound when no student says its own
+
+
 @dataclass
 class ImportConfig:
     """How records are judged. Every field has a CLI option of the same name."""
@@ -78,7 +81,7 @@ class ImportConfig:
     env: str = "imported"             # the environment of records whose metadata names none
     assume_success: bool = False      # a record with no outcome counts as a success
     scorer: str = ""                  # inspect: the score to read ('' = the only one, or the first)
-    max_context_tokens: int = 8192    # the student's context: longer episodes are rejected; 0 = no check
+    max_context_tokens: int = DEFAULT_CONTEXT   # the student's context: longer episodes are rejected; 0 = no check
     tokenizer: str = ""               # count tokens with this tokenizer (a model dir); '' = estimate
     chars_per_token: float = 4.0      # the estimate without a tokenizer
     policy: str = "imported"          # the policy name episodes record when the record names none
@@ -172,6 +175,23 @@ def derived_task_id(instruction: str) -> str:
     """The task id of a record that names none: a function of its instruction."""
     return "imported-" + hashlib.blake2b(normalise(instruction).encode("utf-8", "surrogatepass"),
                                          digest_size=6).hexdigest()
+
+
+def student_context(model_dir: str | Path) -> int | None:
+    """A student's context in tokens: `max_position_embeddings` from its model card
+    (`card.json`'s model section, written by the warm-up) or, for a local HF checkpoint, its
+    `config.json`; None when neither says."""
+    for name, keys in (("card.json", ("model", "max_position_embeddings")),
+                       ("config.json", ("max_position_embeddings",))):
+        f = Path(model_dir) / name
+        if not f.is_file():
+            continue
+        value: Any = json.loads(f.read_text())
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def token_counter(cfg: ImportConfig) -> Callable[[Sequence[str]], int]:
