@@ -31,29 +31,20 @@ import tempfile
 import time
 
 from distillery.config import TasksConfig
-from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
+from distillery.envs.throughput import replay_throughput
 from distillery.tasks.generate import generate_tasks
 
 
 def replay_steps_per_s(env, tasks, seconds: float) -> tuple[float, int, int]:
-    """Steps/s of `env` replaying each task's reference solution (each must succeed) for about
-    `seconds`: (steps/s, steps, episodes). The environment is closed at the end."""
-    actions = [[format_call(c) for c in t.reference_solution] for t in tasks]
-    steps = episodes = 0
-    t0 = time.perf_counter()
+    """(steps/s, steps, episodes) of `env` replaying each task's reference solution (each
+    must win) for about `seconds` (`envs.throughput`, the cross-environment table's measure);
+    the environment is closed at the end."""
     try:
-        while time.perf_counter() - t0 < seconds:
-            for task, acts in zip(tasks, actions, strict=True):
-                env.reset(task)
-                for a in acts:
-                    env.step(a)
-                assert env.verify().success, task.task_id
-                steps += len(acts)
-                episodes += 1
+        r = replay_throughput(env, tasks, seconds)
     finally:
         env.close()
-    return steps / (time.perf_counter() - t0), steps, episodes
+    return r.steps_per_s, r.steps, r.episodes
 
 
 def stage_steps_per_s(seconds: float) -> tuple[float, int, int]:
