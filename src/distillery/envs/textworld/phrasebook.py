@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from distillery.envs.phrasebook import Phrasebook
 from distillery.envs.textworld.commands import TOOL_NAMES, from_command
-from distillery.envs.textworldexpress.phrasebook import parse_check_name
+from distillery.envs.textworldexpress.phrasebook import next_commands, parse_check_name
 from distillery.types import ToolCall
 
 
 def missing_calls(name: str) -> list[ToolCall]:
     """The calls a failed `won` check says were still needed, in plan order."""
-    parsed = parse_check_name(name)
-    if parsed is None or parsed[0] != "won" or "next" not in parsed[1]:
-        return []
-    return [from_command(c) for c in parsed[1]["next"].split(" | ") if c.strip()]
+    return [from_command(c) for c in next_commands(name)]
 
 
 CHECK_TOOLS: dict[str, tuple[str, ...]] = {"won": tuple(sorted(TOOL_NAMES)), "not_lost": tuple(sorted(TOOL_NAMES))}

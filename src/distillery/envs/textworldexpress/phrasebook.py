@@ -33,12 +33,17 @@ def parse_check_name(name: str) -> tuple[str, dict[str, str]] | None:
     return m[1], args
 
 
-def missing_calls(name: str) -> list[ToolCall]:
-    """The calls a failed `won` check says were still needed, in gold order."""
+def next_commands(name: str) -> list[str]:
+    """The game commands a failed `won` check says were still needed, in order."""
     parsed = parse_check_name(name)
     if parsed is None or parsed[0] != "won" or "next" not in parsed[1]:
         return []
-    return [from_command(c) for c in parsed[1]["next"].split(" | ") if c.strip()]
+    return [c for c in parsed[1]["next"].split(" | ") if c.strip()]
+
+
+def missing_calls(name: str) -> list[ToolCall]:
+    """The calls a failed `won` check says were still needed, in gold order."""
+    return [from_command(c) for c in next_commands(name)]
 
 
 # A failed game speaks about every tool: any call may be what went wrong.
