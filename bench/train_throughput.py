@@ -3,8 +3,9 @@
 Same machine, same run, same model (a Llama from scratch, `lm.model.ModelConfig` defaults:
 about 3M parameters, identical initial weights), same data (synthetic STAGE-like
 episodes rendered by `agents.prompts.episode_example_ids`, loss on action tokens only),
-same batch size, sequence cap, optimizer steps, learning-rate schedule, fp32 on the CPU
-(bf16 autocast on a GPU for both), no evaluation, no checkpoints, no logging backends.
+same batch size, sequence cap, optimizer steps, learning-rate schedule, the same precision
+(``--precision``: fp32, or bf16 autocast over fp32 weights; on a GPU bf16 for both), no
+evaluation, no checkpoints, no logging backends.
 
 TRL gets its documented pre-tokenized path (``input_ids`` + ``completion_mask`` with
 ``completion_only_loss=True``, its default fused AdamW, activation checkpointing off as in
@@ -18,9 +19,12 @@ tokens/s = real (non-padding) tokens trained on / wall-clock seconds of the trai
 (``train(...)`` / ``trainer.train()``; model and dataset preparation excluded). The model
 FLOP rate is 6 * N * tokens/s with N the parameter count (the LM head counted once, the
 embedding lookup free), the usual estimate of useful training work; it is set against the
-machine's fp32 matmul peak, measured here on a 2048^3 matmul.
+machine's matmul peak in the run's precision, measured here on a 2048^3 matmul. (On a CPU
+with AMX, bf16 matmuls run several times faster than fp32 ones, so the two precisions have
+very different peaks.)
 
     python bench/train_throughput.py [--steps 30] [--rounds 2] [--batch-size 16] [--threads N]
+                                     [--precision auto|fp32|bf16] [--model-size bench|warmup]
 """
 
 from __future__ import annotations
@@ -75,10 +79,19 @@ def build_data(n: int, seed: int) -> tuple[object, list[Example]]:
     return tok, examples_from_masks(pairs)
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best-of-`reps` fp32 FLOP/s of an n^3 matmul on this machine (or GPU)."""
+# The agent track's warm-up student (params.yaml: warmup.model), profiled the same way.
+MODEL_SIZES = {"bench": {}, "warmup": dict(hidden_size=128, n_layers=2, n_heads=4, n_kv_heads=4,
+                                           intermediate_size=384)}
+
+
+def model_config(args) -> ModelConfig:
+    return ModelConfig(init_seed=args.seed, **MODEL_SIZES[args.model_size])
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-`reps` FLOP/s of an n^3 matmul in `dtype` on this machine (or GPU)."""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -93,10 +106,11 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
 
 
 def run_ours(tok, data: list[Example], args) -> tuple[float, float, int]:
-    model = build_model(ModelConfig(init_seed=args.seed), tok)
+    model = build_model(model_config(args), tok)
     cfg = TrainConfig(lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, batch_size=args.batch_size,
                       grad_accum=1, max_seq_len=args.max_len, seed=args.seed, log_every=args.steps,
-                      save_every=0, dvclive=False, progress=False)
+                      save_every=0, dvclive=False, progress=False,
+                      mixed_precision="bf16" if args.precision == "bf16" else "no")
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         result = train(model, data, [], cfg, out)
@@ -109,7 +123,7 @@ def run_trl(tok, data: list[Example], args, strategy: str) -> tuple[float, float
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model = build_model(ModelConfig(init_seed=args.seed), tok)
+    model = build_model(model_config(args), tok)
     ds = Dataset.from_dict({"input_ids": [e.input_ids for e in data],
                             "completion_mask": [[int(t != -100) for t in e.labels] for e in data]})
     use_gpu = torch.cuda.is_available()
@@ -120,7 +134,7 @@ def run_trl(tok, data: list[Example], args, strategy: str) -> tuple[float, float
             warmup_steps=args.warmup, weight_decay=0.1, max_grad_norm=1.0, adam_beta2=0.95,
             max_length=args.max_len, completion_only_loss=True, train_sampling_strategy=strategy,
             save_strategy="no", eval_strategy="no", logging_steps=args.steps, report_to="none",
-            disable_tqdm=True, use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(),
+            disable_tqdm=True, use_cpu=not use_gpu, bf16=args.precision == "bf16",
             dataloader_num_workers=0, seed=args.seed,
             # SFTConfig turns activation checkpointing on by default (memory for compute);
             # our loop does not checkpoint, so neither does TRL here: its fastest setting.
@@ -147,8 +161,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads for everything measured (0 = torch's default); on a machine "
                          "other processes keep busy, 1 gives steadier numbers")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="both sides: fp32, or bf16 autocast over fp32 weights; auto = bf16 on a GPU "
+                         "that has it, fp32 on the CPU (what the training loop's default does)")
+    ap.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="bench",
+                    help="bench: ModelConfig's defaults (about 3M parameters); warmup: the agent "
+                         "track's warm-up student")
     ap.add_argument("--skip-group-by-length", action="store_true", help="run TRL with its default sampler only")
     args = ap.parse_args()
+    if args.precision == "auto":
+        args.precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -156,16 +178,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok, data = build_data(args.episodes, args.seed)
     lengths = sorted(len(e) for e in data)
-    n = n_params(build_model(ModelConfig(init_seed=args.seed), tok))
+    n = n_params(build_model(model_config(args), tok))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
-    print(f"model: Llama from scratch, {n / 1e6:.2f}M parameters, vocab {len(tok)}")
+    print(f"model: Llama from scratch ({args.model_size}), {n / 1e6:.2f}M parameters, vocab {len(tok)}; "
+          f"precision {args.precision}")
     print(f"data: {len(data)} episodes, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
           f"{sum(e.n_labels for e in data) / sum(lengths):.0%} of tokens are targets; "
           f"batch {args.batch_size}, {args.steps} steps per side")
 
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s")
+    peak = matmul_peak(torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    print(f"{args.precision} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s")
 
     # Rounds alternate the sides, so a burst of load from elsewhere on the machine hits
     # both; each side reports its best round (the least disturbed) and its median.

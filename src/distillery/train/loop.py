@@ -124,12 +124,14 @@ def action_logits(model: Any, batch: Batch) -> ActionLogits:
     targets = batch.labels[:, 1:]
     rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # A Batch is right-padded, so under the causal mask no real token can see a pad: the
+    # padding mask changes only the pad positions' outputs, which nothing reads. Without it
+    # attention takes its plain causal kernel and the model builds no 4-D mask per step.
     if not hasattr(model, "module") and _head_only_on_targets_is_exact(base):
-        hidden = base.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                    use_cache=False).last_hidden_state
+        hidden = base.get_decoder()(input_ids=batch.input_ids, attention_mask=None, use_cache=False).last_hidden_state
         logits = base.get_output_embeddings()(hidden[:, :-1][rows, cols])
     else:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        out = model(input_ids=batch.input_ids, attention_mask=None, use_cache=False)
         logits = out.logits[:, :-1][rows, cols]
     return ActionLogits(logits, targets[rows, cols], rows, cols, tuple(targets.shape))
 
