@@ -1,10 +1,13 @@
 """A micro training run as a program, for the kill-and-resume test.
 
-    python tests/train/micro_train.py OUT_DIR [--sleep SECONDS]
+    python tests/train/micro_train.py OUT_DIR [--sleep SECONDS] [--grad-accum N]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/micro_train.py OUT_DIR --grad-accum 1
 
 Trains a tiny Llama on a copy task with checkpoints every 4 steps and writes the final
-trainable weights to OUT_DIR/final.safetensors. `--sleep` slows each micro-batch (through
-the loss function, so the arithmetic is untouched) to leave time to kill it mid-run.
+trainable weights to OUT_DIR/final.safetensors (the main process only). `--sleep` slows
+each micro-batch (through the loss function, so the arithmetic is untouched) to leave time
+to kill it mid-run. Under torchrun (as `accelerate launch` starts it) the processes train
+data-parallel on the CPU over gloo.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ def copy_examples(n: int, seed: int) -> list[Example]:
     return out
 
 
-def run_micro(out_dir: str, sleep: float = 0.0) -> TrainResult:
+def run_micro(out_dir: str, sleep: float = 0.0, grad_accum: int = CONFIG.grad_accum) -> TrainResult:
     """Train the micro model into `out_dir`; write its final weights; return the result."""
+    import dataclasses
+    import os
+
     from safetensors.torch import save_file
 
     def slow_loss(model, batch):
@@ -46,10 +52,12 @@ def run_micro(out_dir: str, sleep: float = 0.0) -> TrainResult:
         return sft_loss_fn(model, batch)
 
     model = build_model(MODEL)
-    result = train(model, copy_examples(60, 0), copy_examples(12, 1), CONFIG, out_dir,
-                   loss_fn=slow_loss, pad_id=0)
-    # named_parameters lists tied weights once (safetensors refuses shared tensors)
-    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, f"{out_dir}/final.safetensors")
+    result = train(model, copy_examples(60, 0), copy_examples(12, 1),
+                   dataclasses.replace(CONFIG, grad_accum=grad_accum), out_dir, loss_fn=slow_loss, pad_id=0)
+    if int(os.environ.get("RANK", "0")) == 0:
+        # named_parameters lists tied weights once (safetensors refuses shared tensors)
+        save_file({k: v.detach().contiguous() for k, v in model.named_parameters()},
+                  f"{out_dir}/final.safetensors")
     return result
 
 
@@ -57,8 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--grad-accum", type=int, default=CONFIG.grad_accum)
     args = ap.parse_args()
-    result = run_micro(args.out_dir, args.sleep)
+    result = run_micro(args.out_dir, args.sleep, args.grad_accum)
     print(f"done steps={result.steps} resumed_from={result.resumed_from}", flush=True)
 
 if __name__ == "__main__":

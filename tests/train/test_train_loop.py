@@ -260,3 +260,23 @@ def test_fused_and_unfused_adamw_are_the_same_update_up_to_rounding(tok, tmp_pat
     train(plain, examples, [], cfg, tmp_path / "b", fused_adamw=False)
     for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path):
+    # The GPU's default precision, run on the CPU through the same autocast path: the
+    # weights and the optimizer stay fp32, the matmuls run in bf16.
+    train_ex = make_examples(tok, 48, 0)
+    losses = {}
+    for precision in ("no", "bf16"):
+        model = build_model(ModelConfig(**TINY), tok)
+        cfg = quiet(lr=3e-3, warmup_steps=5, max_steps=30, batch_size=8, log_every=1, dvclive=False,
+                    mixed_precision=precision)
+        result = train(model, train_ex, [], cfg, tmp_path / precision)
+        losses[precision] = [r["train/loss"] for r in result.history if "train/loss" in r]
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32, bf16 = losses["no"], losses["bf16"]
+    assert bf16[-1] < 0.7 * bf16[0], bf16
+    # Same start, same data: the two runs' losses agree to bf16's precision all the way
+    # (measured: within 1e-3 over 30 steps), and neither is the other (bf16 really ran).
+    assert all(abs(b - f) < 0.02 * f for b, f in zip(bf16, fp32, strict=True)), (fp32, bf16)
+    assert bf16 != fp32

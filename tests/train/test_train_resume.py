@@ -1,5 +1,6 @@
-"""Exact resume: SIGKILL a training run after its first checkpoint, rerun it, and end with
-weights bitwise identical to a run that was never interrupted (CPU)."""
+"""Training as a program: SIGKILL a run after its first checkpoint, rerun it, and end with
+weights bitwise identical to a run that was never interrupted (CPU); two data-parallel
+processes train as one process accumulating two micro-batches."""
 
 from __future__ import annotations
 
@@ -66,3 +67,36 @@ def test_sigkill_then_rerun_ends_with_identical_weights(tmp_path):
     assert not different, f"weights differ after resume: {different}"
     # No half-written checkpoint is left behind or taken for a complete one.
     assert not list((killed / "checkpoints").glob(".tmp-*"))
+
+
+def test_two_processes_data_parallel_train_as_one_process_accumulating_two(tmp_path):
+    # torchrun is what `accelerate launch` runs for several processes; on the CPU the two
+    # processes all-reduce over gloo. Each takes every second micro-batch, so one optimizer
+    # step sees the same two micro-batches as one process accumulating two: the same update,
+    # up to the rounding of averaging the gradients in another order.
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(SCRIPT), str(tmp_path / "ddp"), "--grad-accum", "1"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("done steps=16 resumed_from=None") == 2, ddp.stdout
+    # Each process wrote its own RNG streams into the checkpoint; the weights once.
+    last = tmp_path / "ddp" / "checkpoints" / "step-16"
+    assert {p.name for p in last.glob("rng-*")} == {"rng-0.pt", "rng-0.json", "rng-1.pt", "rng-1.json"}
+
+    one = _micro().run_micro(str(tmp_path / "one"), grad_accum=2)
+    assert one.steps == 16
+    a = load_file(tmp_path / "ddp" / "final.safetensors")
+    b = load_file(tmp_path / "one" / "final.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=f"{k} differs")
+    moved = load_file(tmp_path / "one" / "final.safetensors")
+    assert any(not torch.equal(moved[k], v) for k, v in _initial_weights().items()), "nothing trained"
+
+
+def _initial_weights() -> dict[str, torch.Tensor]:
+    mod = _micro()
+    model = mod.build_model(mod.MODEL)
+    return {k: v.detach() for k, v in model.named_parameters()}

@@ -197,6 +197,19 @@ def _mixed_precision(cfg: TrainConfig, use_cuda: bool) -> str:
     return "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
 
 
+def _accelerator(use_cuda: bool, mixed_precision: str) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one state per process and refuses an Accelerator in another precision
+    # than the first one's; a later run in the same process (a grid, the train bench, tests)
+    # may ask for another. Only that state is dropped: the process group stays.
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not use_cuda, mixed_precision=mixed_precision)
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -396,13 +409,12 @@ def train(
 def _train(model: Any, train_examples: Sequence[Example], eval_examples: Sequence[Example], cfg: TrainConfig,
            out_dir: Path, loss_fn: LossFn, pad_id: int | None, groups: ExampleGroups | None,
            fused_adamw: bool) -> TrainResult:
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    acc = Accelerator(cpu=not use_cuda, mixed_precision=_mixed_precision(cfg, use_cuda))
+    acc = _accelerator(use_cuda, _mixed_precision(cfg, use_cuda))
     if pad_id is None:
         pad_id = getattr(model.config, "pad_token_id", None)
         pad_id = 0 if pad_id is None else int(pad_id)
