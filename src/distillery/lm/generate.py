@@ -6,7 +6,7 @@ are laid side by side, right-aligned, in one preallocated cache; every row then 
 one token per forward pass. The cache is written in place (transformers' DynamicCache
 concatenates, copying the whole cache at every token: most of a CPU decode step). Rows
 that hit a stop token leave the batch (their cache rows are dropped, in bulk once they are
-a quarter of it), so a long action does not make the short ones pay. A second call for the
+an eighth of it), so a long action does not make the short ones pay. A second call for the
 same episodes reuses the K/V of what they already processed and prefills only the new
 tokens, again in chunks of similar length. Sampling is per-row reproducible: each row draws its noise from its own generator
 seeded by the caller, so an episode samples the same tokens however it was batched
@@ -349,9 +349,9 @@ def generate(
         n_alive = int(alive.sum())
         if n_alive == 0 or last:
             break
-        # Finished rows leave the batch once they are a quarter of it: dropping rows copies
-        # the whole cache, and until then a finished row costs only its share of a forward
-        # pass (its tokens are computed and discarded).
+        # Finished rows leave the batch once they are an eighth of it: dropping rows copies the
+        # whole cache, and until then a finished row costs only its share of a forward pass
+        # (its tokens are computed and discarded).
         if (rows.numel() - n_alive) * DROP_FINISHED_SHARE >= rows.numel():
             keep = alive.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
