@@ -13,6 +13,8 @@ data-parallel on the CPU over gloo.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import random
 import time
 
@@ -42,9 +44,6 @@ def copy_examples(n: int, seed: int) -> list[Example]:
 
 def run_micro(out_dir: str, sleep: float = 0.0, grad_accum: int = CONFIG.grad_accum) -> TrainResult:
     """Train the micro model into `out_dir`; write its final weights; return the result."""
-    import dataclasses
-    import os
-
     from safetensors.torch import save_file
 
     def slow_loss(model, batch):
