@@ -139,15 +139,19 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
 
 class ForwardTimer:
     """Wall time inside the model's forward passes, split into prefill (more than one new
-    token per row) and decode (one), via forward hooks: it sees HF `generate` and ours alike."""
+    token per row) and decode (one), via forward hooks on the model (HF `generate`) and on
+    its lean Llama forward (lm/llama_forward.py, which our engine calls instead)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
+        from distillery.lm.llama_forward import fast_forward
+
         self.prefill = self.decode = 0.0
         self.calls = 0
         self.prefill_real = self.prefill_computed = 0   # prompt tokens, and with left padding
         self._t0 = 0.0
-        self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
-                         model.register_forward_hook(self._post, with_kwargs=True)]
+        modules = [model] + [m for m in [fast_forward(model)] if m is not None]
+        self._handles = [h for m in modules for h in (m.register_forward_pre_hook(self._pre, with_kwargs=True),
+                                                      m.register_forward_hook(self._post, with_kwargs=True))]
 
     def _pre(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         self._t0 = time.perf_counter()
@@ -157,7 +161,7 @@ class ForwardTimer:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[-1] > 1:
             self.prefill += dt
-            mask = kwargs.get("attention_mask")
+            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
             self.prefill_computed += ids.numel()
             # the mask also covers a reused cached prefix: count only the new positions
             self.prefill_real += int(mask[:, -ids.shape[-1]:].sum()) if mask is not None else ids.numel()

@@ -20,11 +20,13 @@ and distillation losses need. Sampling itself uses temperature and top-p.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from distillery.lm.llama_forward import fast_forward
 
 # Finished rows leave the decode batch once they are 1/DROP_FINISHED_SHARE of it.
 DROP_FINISHED_SHARE = 8
@@ -166,7 +168,26 @@ def _chunks(lengths: Sequence[int], chunk_tokens: int) -> list[range]:
     return out
 
 
-def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+Forward = Callable[..., torch.Tensor]
+
+
+def _forward_of(model: torch.nn.Module, lean: bool) -> Forward:
+    """`(input_ids, attention_mask, position_ids, cache, logits_to_keep) -> logits`: the lean
+    Llama forward (lm/llama_forward.py, bit-identical) where it applies, else the model's own."""
+    fast = fast_forward(model) if lean else None
+    if fast is not None:
+        return fast
+    ckw = cache_kwarg(model)
+
+    def own(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any,
+            logits_to_keep: int = 0) -> torch.Tensor:
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                     logits_to_keep=logits_to_keep, **{ckw: cache}).logits
+
+    return own
+
+
+def _prefill_fresh(forward: Forward, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
                    chunk_tokens: int) -> _Filled:
     """Prefill rows from scratch, longest first, in chunks of similar length (little
     padding; attention matrices that stay in cache)."""
@@ -175,7 +196,6 @@ def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad
     n = len(prompts)
     width = max(len(p) for p in prompts)
     lengths = [len(p) for p in prompts]
-    ckw = cache_kwarg(model)
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     mask = torch.zeros((n, width), dtype=torch.long, device=device)
@@ -190,9 +210,7 @@ def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad
         ids, m = ids.to(device), m.to(device)
         pos = (m.cumsum(-1) - 1).clamp(min=0)
         part = DynamicCache()
-        out = model(input_ids=ids, attention_mask=m, position_ids=pos, use_cache=True, logits_to_keep=1,
-                    **{ckw: part})
-        logits.append(out.logits[:, -1, :])
+        logits.append(forward(ids, m, pos, part, 1)[:, -1, :])
         for li, layer in enumerate(part.layers):
             if len(keys) <= li:
                 shape = (n, layer.keys.shape[1], width, layer.keys.shape[3])
@@ -204,7 +222,7 @@ def _prefill_fresh(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad
     return _Filled(keys, values, mask, torch.cat(logits))
 
 
-def _prefill_extend(model: torch.nn.Module, prompts: Sequence[Sequence[int]], states: Sequence[PrefixState],
+def _prefill_extend(forward: Forward, prompts: Sequence[Sequence[int]], states: Sequence[PrefixState],
                     reuse: Sequence[int], pad_id: int, device: torch.device) -> _Filled:
     """Rows whose first `reuse[i]` tokens have cached K/V: lay those out right-aligned at
     width P, then run only the new tokens (right-aligned after them, positions continuing
@@ -230,9 +248,8 @@ def _prefill_extend(model: torch.nn.Module, prompts: Sequence[Sequence[int]], st
         pos[i, S - s:] = torch.arange(r, len(p))
         mask[i, P + S - s:] = 1
     cache = _preallocated_cache(keys, values, P)
-    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=True,
-                logits_to_keep=1, **{cache_kwarg(model): cache})
-    return _Filled(keys, values, mask, out.logits[:, -1, :])
+    logits = forward(ids.to(device), mask, pos.to(device), cache, 1)
+    return _Filled(keys, values, mask, logits[:, -1, :])
 
 
 def _merge(parts: Sequence[_Filled], extra: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -274,6 +291,7 @@ def generate(
     prefill_chunk_tokens: int = 2048,
     prefixes: Sequence[PrefixState | None] | None = None,
     return_states: bool = False,
+    lean_forward: bool = True,
 ) -> list[Generation]:
     """Generate a continuation for every prompt (lists of token ids) in one batch.
 
@@ -282,6 +300,8 @@ def generate(
     common prefix with `prompts[i]` is reused instead of recomputed. With `return_states`,
     each Generation carries the PrefixState of its prompt and generated tokens (all but the
     last, which was sampled but never fed back), to pass as its next call's prefix.
+    `lean_forward=False` runs a Llama model through its own forward instead of
+    lm/llama_forward.py (the same logits, more Python per call).
     """
     n = len(prompts)
     if n == 0:
@@ -300,9 +320,10 @@ def generate(
 
     was_training = model.training
     model.eval()
+    forward = _forward_of(model, lean_forward)
     parts = []
     if fresh:
-        parts.append(_prefill_fresh(model, [prompts[i] for i in fresh], pad_id, device, prefill_chunk_tokens))
+        parts.append(_prefill_fresh(forward, [prompts[i] for i in fresh], pad_id, device, prefill_chunk_tokens))
     if cont:
         # Longest new part first, in chunks of similar length: one long observation would
         # otherwise pad every row's new tokens to its length (measured: half the prefilled
@@ -310,19 +331,18 @@ def generate(
         cont.sort(key=lambda i: -(len(prompts[i]) - reuse[i]))
         for chunk in _chunks([len(prompts[i]) - reuse[i] for i in cont], prefill_chunk_tokens):
             rows_ = [cont[j] for j in chunk]
-            parts.append(_prefill_extend(model, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
+            parts.append(_prefill_extend(forward, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
                                          [reuse[i] for i in rows_], pad_id, device))
     keys, values, mask, first_logits = _merge(parts, sampling.max_new_tokens)
     cache = _preallocated_cache(keys, values, mask.shape[1])
-    ckw = cache_kwarg(model)
     rows = torch.tensor(fresh + cont, device=device)   # original index of each live row
     last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)
     stops = torch.tensor(sorted(set(stop_ids)), device=device)
     results = [Generation([], [], False) for _ in range(n)]
     alive = torch.ones(len(fresh) + len(cont), dtype=torch.bool, device=device)
-    out = None
+    logits = first_logits
     for step in range(sampling.max_new_tokens):
-        logits = (first_logits if out is None else out.logits[:, -1, :]).float()
+        logits = logits[:, -1, :].float() if logits.dim() == 3 else logits.float()
         logp = logits.log_softmax(-1)
         tok = _choose(logits, sampling, [gens[int(r)] for r in rows.tolist()])
         tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
@@ -358,8 +378,7 @@ def generate(
             rows, tok, mask, last_pos, alive = rows[keep], tok[keep], mask[keep], last_pos[keep], alive[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_pos = last_pos + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                    use_cache=True, **{ckw: cache})
+        logits = forward(tok[:, None], mask, last_pos[:, None], cache)
     if was_training:
         model.train()
     return results

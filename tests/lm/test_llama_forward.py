@@ -1,0 +1,95 @@
+"""The lean Llama forward gives the model's own logits and cache, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from distillery.lm.generate import SamplingConfig, cache_kwarg, generate
+from distillery.lm.llama_forward import LlamaForward, fast_forward
+
+VOCAB, PAD, STOP = 64, 0, 1
+
+
+def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
+                      initializer_range=0.05, pad_token_id=PAD, eos_token_id=STOP, bos_token_id=None,
+                      attn_implementation=attn)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+# Prompts of different lengths: left padding in the fresh prefill, and one row alone.
+PROMPTS = [[5, 9, 12, 7], [30], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [40, 41, 17], [8] * 9]
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])   # plain and grouped-query attention
+@torch.inference_mode()
+def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads):
+    model = llama(kv_heads)
+    ids = torch.tensor([[PAD, PAD, 5, 6, 7], [9, 8, 7, 6, 5]])
+    mask = (ids != PAD).long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ours_cache, theirs_cache = DynamicCache(), DynamicCache()
+    ours = LlamaForward(model)(ids, mask, pos, ours_cache)
+    theirs = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                   **{cache_kwarg(model): theirs_cache}).logits
+    assert torch.equal(ours, theirs)
+    for a, b in zip(ours_cache.layers, theirs_cache.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    # One decode step on top, with the padding still in the mask.
+    nxt = torch.tensor([[3], [4]])
+    mask2 = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], -1)
+    pos2 = pos[:, -1:] + 1
+    ours = LlamaForward(model)(nxt, mask2, pos2, ours_cache)
+    theirs = model(input_ids=nxt, attention_mask=mask2, position_ids=pos2, use_cache=True,
+                   **{cache_kwarg(model): theirs_cache}).logits
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("chunk", [4096, 3])   # one prefill pass, or chunks of a few rows
+def test_generation_is_identical_with_the_lean_forward_and_the_models_own(kv_heads, chunk):
+    model = llama(kv_heads)
+    assert fast_forward(model) is not None
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10)
+    runs = []
+    for lean in (True, False):
+        first = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[1, 2, 3, 4, 5],
+                         prefill_chunk_tokens=chunk, return_states=True, lean_forward=lean)
+        # The next turn of each episode: its prompt and action, then a new observation,
+        # prefilled on top of the reused K/V.
+        follow = [p + g.token_ids + [20 + i] * (i + 1) for i, (p, g) in enumerate(zip(PROMPTS, first, strict=True))]
+        second = generate(model, follow, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[6, 7, 8, 9, 10],
+                          prefill_chunk_tokens=chunk, prefixes=[g.state for g in first], lean_forward=lean)
+        runs.append(first + second)
+    lean_run, own_run = runs
+    assert sum(len(g.token_ids) for g in lean_run) > 3 * len(lean_run)   # real decoding happened
+    for a, b in zip(lean_run, own_run, strict=True):
+        assert a.token_ids == b.token_ids and a.stopped == b.stopped
+        assert a.logprobs == b.logprobs          # bit for bit, not merely close
+        if a.state is not None:
+            assert all(torch.equal(x, y) for x, y in zip(a.state.keys, b.state.keys, strict=True))
+
+
+def test_a_lora_wrapped_llama_runs_lean_with_its_adapters():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(llama(2), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                init_lora_weights=False)).eval()
+    assert fast_forward(model) is not None
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    lean = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, lean_forward=True)
+    own = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, lean_forward=False)
+    assert [g.token_ids for g in lean] == [g.token_ids for g in own]
+    assert [g.logprobs for g in lean] == [g.logprobs for g in own]
+
+
+def test_models_it_cannot_reproduce_keep_their_own_forward():
+    assert fast_forward(llama(4, attn="eager")) is None
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+    assert fast_forward(gpt2) is None
+    gens = generate(gpt2, PROMPTS[:2], stop_ids=[STOP], pad_id=PAD, sampling=SamplingConfig(max_new_tokens=3))
+    assert all(len(g.token_ids) >= 1 for g in gens)
