@@ -253,20 +253,21 @@ def _prefill_extend(forward: Forward, prompts: Sequence[Sequence[int]], states: 
 
 
 def _merge(parts: Sequence[_Filled], extra: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Stack groups of rows, right-aligned at the widest, with room for `extra` tokens."""
+    """Stack groups of rows, right-aligned at the widest, with room for `extra` tokens (in
+    the K/V buffers, and in the boolean attention mask, whose extra columns are False)."""
     width = max(p.mask.shape[1] for p in parts)
     n = sum(p.mask.shape[0] for p in parts)
     ref = parts[0].keys
     keys = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
     values = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
-    mask = parts[0].mask.new_zeros((n, width))
+    mask = torch.zeros((n, width + extra), dtype=torch.bool, device=parts[0].mask.device)
     row = 0
     for p in parts:
         m, w = p.mask.shape
         for li in range(len(ref)):
             keys[li][row:row + m, :, width - w:width] = p.keys[li]
             values[li][row:row + m, :, width - w:width] = p.values[li]
-        mask[row:row + m, width - w:] = p.mask
+        mask[row:row + m, width - w:width] = p.mask
         row += m
     return keys, values, mask, torch.cat([p.logits for p in parts])
 
@@ -333,8 +334,11 @@ def generate(
             rows_ = [cont[j] for j in chunk]
             parts.append(_prefill_extend(forward, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
                                          [reuse[i] for i in rows_], pad_id, device))
-    keys, values, mask, first_logits = _merge(parts, sampling.max_new_tokens)
-    cache = _preallocated_cache(keys, values, mask.shape[1])
+    keys, values, mask_buffer, first_logits = _merge(parts, sampling.max_new_tokens)
+    # The attention mask grows one column per token inside its preallocated buffer.
+    width = mask_buffer.shape[1] - sampling.max_new_tokens
+    mask = mask_buffer[:, :width]
+    cache = _preallocated_cache(keys, values, width)
     rows = torch.tensor(fresh + cont, device=device)   # original index of each live row
     last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)
     stops = torch.tensor(sorted(set(stop_ids)), device=device)
@@ -344,13 +348,14 @@ def generate(
     for step in range(sampling.max_new_tokens):
         logits = logits[:, -1, :].float() if logits.dim() == 3 else logits.float()
         logp = logits.log_softmax(-1)
-        tok = _choose(logits, sampling, [gens[int(r)] for r in rows.tolist()])
+        row_ids = rows.tolist()
+        tok = _choose(logits, sampling, [gens[r] for r in row_ids])
         tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
         hit = torch.isin(tok, stops) & alive
         last = step == sampling.max_new_tokens - 1
         # One conversion per step, not one tensor indexing per row and token.
         toks, lps, hits, alives = tok.tolist(), tok_logp.tolist(), hit.tolist(), alive.tolist()
-        for j, r in enumerate(rows.tolist()):
+        for j, r in enumerate(row_ids):
             if not alives[j]:
                 continue
             results[r].token_ids.append(toks[j])
@@ -375,8 +380,11 @@ def generate(
         if (rows.numel() - n_alive) * DROP_FINISHED_SHARE >= rows.numel():
             keep = alive.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
-            rows, tok, mask, last_pos, alive = rows[keep], tok[keep], mask[keep], last_pos[keep], alive[keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            rows, tok, last_pos, alive = rows[keep], tok[keep], last_pos[keep], alive[keep]
+            mask_buffer = mask_buffer[keep]
+        mask_buffer[:, width] = True
+        width += 1
+        mask = mask_buffer[:, :width]
         last_pos = last_pos + 1
         logits = forward(tok[:, None], mask, last_pos[:, None], cache)
     if was_training:
