@@ -5,6 +5,8 @@
 - `lm.model`: `ModelConfig`, `build_model(cfg, tokenizer)`, `save_model_dir(path, model,
   tokenizer, card)`, `load_model_dir(path) -> LoadedModel(model, tokenizer, card)`.
 - `lm.generate`: `generate(model, prompts, stop_ids=..., pad_id=..., sampling=...)`.
+- `lm.llama_forward`: `fast_forward(model)`, the lean forward pass `generate` runs Llama
+  models with (bit-identical to transformers' own, less Python per call).
 
 Submodules import torch/transformers; import them directly (this package imports nothing).
 """
