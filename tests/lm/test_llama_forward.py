@@ -12,11 +12,21 @@ from distillery.lm.llama_forward import LlamaForward, fast_forward
 VOCAB, PAD, STOP = 64, 0, 1
 
 
-def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:
+# Rotary variants beside the default: the lean forward calls the model's own rotary module.
+ROPES = {
+    "default": None,
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+}
+
+
+def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa", rope: str = "default") -> LlamaForCausalLM:
+    extra = {"rope_parameters": ROPES[rope]} if ROPES[rope] else {}
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
                       initializer_range=0.05, pad_token_id=PAD, eos_token_id=STOP, bos_token_id=None,
-                      attn_implementation=attn)
+                      attn_implementation=attn, **extra)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg).eval()
 
@@ -25,10 +35,10 @@ def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:
 PROMPTS = [[5, 9, 12, 7], [30], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [40, 41, 17], [8] * 9]
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])   # plain and grouped-query attention
+@pytest.mark.parametrize(("kv_heads", "rope"), [(4, "default"), (2, "default"), (2, "linear"), (4, "llama3")])
 @torch.inference_mode()
-def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads):
-    model = llama(kv_heads)
+def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads, rope):
+    model = llama(kv_heads, rope=rope)
     ids = torch.tensor([[PAD, PAD, 5, 6, 7], [9, 8, 7, 6, 5]])
     mask = (ids != PAD).long()
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -93,3 +103,10 @@ def test_models_it_cannot_reproduce_keep_their_own_forward():
     assert fast_forward(gpt2) is None
     gens = generate(gpt2, PROMPTS[:2], stop_ids=[STOP], pad_id=PAD, sampling=SamplingConfig(max_new_tokens=3))
     assert all(len(g.token_ids) >= 1 for g in gens)
+
+
+def test_a_model_switched_to_another_attention_gets_its_own_forward_again():
+    model = llama(4)
+    assert fast_forward(model) is not None
+    model.set_attn_implementation("eager")
+    assert fast_forward(model) is None

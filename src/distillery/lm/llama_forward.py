@@ -7,15 +7,14 @@ per step batch, most of them one-token decode passes over a handful of rows (mea
 on the warm-up student: 0.9 ms per call for 0.3 ms of tensor work).
 
 `LlamaForward(model)` runs the same operations in the same order on the model's own
-modules (norms, projections, MLPs, head), so its logits and the K/V it writes into the
-cache are bit-identical to the model's forward; tests/lm/test_llama_forward.py holds it
-to that. Only what transformers computes per call is done here directly: the rotary
-angles, the SDPA mask (transformers' own rules: no mask where padding is absent and
-SDPA's `is_causal` can stand in), grouped-query packing, and the cache update.
+modules and functions (norms, projections, rotary embedding, MLPs, head), so its logits
+and the K/V it writes into the cache are bit-identical to the model's forward;
+tests/lm/test_llama_forward.py holds it to that. Only the plumbing between them is done
+here directly: the SDPA mask (transformers' own rules: no mask where padding is absent
+and SDPA's `is_causal` can stand in), grouped-query packing, and the cache update.
 
-`fast_forward(model)` returns one for a model it can run (a Llama with SDPA attention and
-the default rotary embedding, plain or PEFT-wrapped), else None: the caller then uses the
-model's own forward.
+`fast_forward(model)` returns one for a model it can run (a Llama with SDPA attention,
+plain or PEFT-wrapped), else None: the caller then uses the model's own forward.
 """
 
 from __future__ import annotations
@@ -43,28 +42,21 @@ def supports(model: torch.nn.Module) -> bool:
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "model_type", None) != _SUPPORTED_MODEL_TYPE:
         return False
-    rope = getattr(cfg, "rope_parameters", None) or {}
     return (getattr(cfg, "_attn_implementation", None) == _SUPPORTED_ATTENTION
-            and rope.get("rope_type", "default") == "default"
             and getattr(cfg, "pretraining_tp", 1) == 1
-            and hasattr(base, "model") and hasattr(base.model, "rotary_emb")
-            and float(getattr(base.model.rotary_emb, "attention_scaling", 1.0)) == 1.0)
+            and hasattr(base, "model") and hasattr(base.model, "rotary_emb"))
 
 
 def fast_forward(model: torch.nn.Module) -> LlamaForward | None:
-    """The lean forward of `model` (made once per model), or None if it cannot run it."""
-    if model in _instances:
-        return _instances[model]
+    """The lean forward of `model` (made once per model), or None if it cannot run it.
+    Checked on every call: a model switched to another attention implementation since
+    gets its own forward again."""
     if not supports(model):
         return None
-    inst = LlamaForward(model)
-    _instances[model] = inst
+    inst = _instances.get(model)
+    if inst is None:
+        inst = _instances[model] = LlamaForward(model)
     return inst
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class LlamaForward(torch.nn.Module):
@@ -82,6 +74,12 @@ class LlamaForward(torch.nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.n_rep = self.n_heads // self.n_kv_heads
         self.scaling = self.head_dim ** -0.5
+        # transformers' own rotary and GQA helpers, imported here so that importing this
+        # module (and lm.generate) does not import transformers.
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+        self._apply_rotary = apply_rotary_pos_emb
+        self._repeat_kv = repeat_kv
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
                 cache: Any, logits_to_keep: int = 0) -> torch.Tensor:
@@ -95,12 +93,7 @@ class LlamaForward(torch.nn.Module):
         kv_len = past + q_len
         mask = _sdpa_mask(attention_mask, batch, q_len, kv_len, past, hidden.device)
 
-        # Rotary angles as LlamaRotaryEmbedding computes them (attention_scaling is 1).
-        inv_freq = body.rotary_emb.inv_freq
-        freqs = position_ids[..., None].float() * inv_freq.to(device=hidden.device, dtype=torch.float)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = emb.cos().to(dtype=hidden.dtype)[:, None]
-        sin = emb.sin().to(dtype=hidden.dtype)[:, None]
+        cos, sin = body.rotary_emb(hidden, position_ids)
 
         shape = (batch, q_len, -1, self.head_dim)
         for li, layer in enumerate(body.layers):
@@ -110,8 +103,7 @@ class LlamaForward(torch.nn.Module):
             q = attn.q_proj(x).view(shape).transpose(1, 2)
             k = attn.k_proj(x).view(shape).transpose(1, 2)
             v = attn.v_proj(x).view(shape).transpose(1, 2)
-            q = (q * cos) + (_rotate_half(q) * sin)
-            k = (k * cos) + (_rotate_half(k) * sin)
+            q, k = self._apply_rotary(q, k, cos, sin)
             k, v = cache.update(k, v, li)
             out = self._attention(q, k, v, mask, q_len)
             hidden = residual + attn.o_proj(out.reshape(batch, q_len, -1).contiguous())
@@ -135,8 +127,8 @@ class LlamaForward(torch.nn.Module):
                 if mask.shape[1] != 1:
                     mask = mask.reshape(mask.shape[0], self.n_kv_heads, self.n_rep, mask.shape[-1])
             else:
-                k = _repeat_kv(k, self.n_rep)
-                v = _repeat_kv(v, self.n_rep)
+                k = self._repeat_kv(k, self.n_rep)
+                v = self._repeat_kv(v, self.n_rep)
         is_causal = q_len > 1 and mask is None
         if is_causal and k.shape[2] > q_len:
             k, v = k[:, :, :q_len], v[:, :, :q_len]
@@ -144,11 +136,6 @@ class LlamaForward(torch.nn.Module):
                                              is_causal=is_causal, **kwargs)
         out = out.reshape(out.shape[0], -1, q_len, v.shape[-1])
         return out.transpose(1, 2).contiguous()
-
-
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    b, h, n, d = x.shape
-    return x[:, :, None, :, :].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
 
 
 def _sdpa_mask(attention_mask: torch.Tensor | None, batch: int, q_len: int, kv_len: int, past: int,
