@@ -23,7 +23,9 @@ attention scores and padding are not counted, so it is the useful work, a lower 
 the arithmetic done) against the machine's fp32 matmul peak, measured in the same run by
 timing a 2048^3 matmul. A breakdown shows where each side's time goes: prefill forward
 passes, one-token decode forward passes, and the rest (environment, prompt rendering,
-the sampling loop).
+the sampling loop). A critical-path line sets the longest episode's generated tokens (a
+serial chain) against the tokens the batched side's per-step `act` calls decode (each call
+as long as its longest action): the share of decode passes no batching scheme can remove.
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 120]
         [--batch-size 128] [--naive-budget 45] [--rounds 3] [--threads N]
@@ -54,6 +56,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
@@ -201,6 +204,8 @@ class Side:
     forwards: int = 0
     prefill_padding: float = 0.0      # share of prefill positions that were left padding
     actions: dict[str, list[str]] = field(default_factory=dict)   # task_id -> actions
+    lockstep_tokens: int = 0          # batched: sum over steps t of the longest action at t
+    longest_chain: int = 0            # batched: the most tokens one episode generated
 
     @property
     def steps_per_s(self) -> float:
@@ -225,6 +230,11 @@ def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) 
     task_of = dict(zip(eps["episode_id"].to_list(), eps["task_id"].to_list(), strict=True))
     for row in steps.sort(["episode_id", "t"]).iter_rows(named=True):
         side.actions.setdefault(task_of[row["episode_id"]], []).append(row["action_text"])
+    # With every episode in one batch, step t of all live episodes is one `act` call, which
+    # decodes until its longest action is done; one episode's tokens are a serial chain.
+    if len(tasks) <= batch_size:
+        side.lockstep_tokens = int(steps.group_by("t").agg(pl.col("tokens_out").max())["tokens_out"].sum())
+        side.longest_chain = int(steps.group_by("episode_id").agg(pl.col("tokens_out").sum())["tokens_out"].max())
     return side
 
 
@@ -415,6 +425,11 @@ def main() -> int:
         print(f"  {name:8} prefill {s.prefill_s / n * 1e3:7.1f} ms   decode {s.decode_s / n * 1e3:7.1f} ms   "
               f"rest (env, prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
               f"({s.forwards} forward passes; {s.prefill_padding:.0%} of prefill positions padding)")
+    if batched.lockstep_tokens:
+        print(f"critical path: the longest episode generates {batched.longest_chain} of the {batched.lockstep_tokens} "
+              f"tokens the batched side's per-step act calls decode (each as long as its longest action); "
+              f"no batching of the others saves more than {1 - batched.longest_chain / batched.lockstep_tokens:.0%} "
+              f"of the decode passes")
     if naive.episodes < batched.episodes:
         cut = f" + {len(naive.actions[naive.partial])} steps of one cut short" if naive.partial else ""
         print(f"naive side: measured {naive.steps} steps ({naive.episodes} whole episodes{cut}) of "
