@@ -34,6 +34,7 @@ from distillery.config import TasksConfig
 from distillery.envs.stage import StageEnv
 from distillery.envs.throughput import replay_throughput
 from distillery.tasks.generate import generate_tasks
+from machine import cpu_line
 
 
 def replay_steps_per_s(env, tasks, seconds: float) -> tuple[float, int, int]:
@@ -141,6 +142,7 @@ def main() -> int:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks
+    print(f"machine: {cpu_line()}")
     stage, s_steps, s_eps = stage_steps_per_s(args.seconds)
     print(f"STAGE             {stage:8.0f} steps/s  ({s_steps} steps, {s_eps} episodes, reset+verify included, 1 core)")
     twx = textworldexpress_steps_per_s(args.seconds)

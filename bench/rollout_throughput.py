@@ -62,6 +62,7 @@ import torch  # noqa: E402
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
 from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 DEFAULT_MODEL_DIR = "models/warmup"
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
@@ -373,7 +374,7 @@ def main() -> int:
           f"prompt style {policy.prompt.style}, stop ids {policy.stop_ids} "
           f"({MARKERS['end']} + eos), max_new_tokens {args.max_new_tokens}, greedy")
     print(f"tasks: {where}")
-    print(f"machine: {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, {load_note()}")
+    print(f"machine: {cpu_line()}, torch threads {torch.get_num_threads()}, {load_note()}")
 
     peak = matmul_peak()
     print(f"fp32 matmul peak (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s")

@@ -44,6 +44,7 @@ from distillery.train.config import TrainConfig
 from distillery.train.data import Example, examples_from_masks
 from distillery.train.loop import train
 from distillery.types import Turn
+from machine import cpu_line
 
 STEMS = ["invoice", "report", "budget", "notes", "minutes", "contract", "receipt", "draft", "plan", "slides"]
 TAGS = ["acme", "2024", "q3", "final", "globex", "team"]
@@ -179,7 +180,8 @@ def main() -> None:
     tok, data = build_data(args.episodes, args.seed)
     lengths = sorted(len(e) for e in data)
     n = n_params(build_model(model_config(args), tok))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              else f"CPU ({cpu_line()}), {torch.get_num_threads()} threads")
     print(f"device: {device}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
     print(f"model: Llama from scratch ({args.model_size}), {n / 1e6:.2f}M parameters, vocab {len(tok)}; "
           f"precision {args.precision}")
