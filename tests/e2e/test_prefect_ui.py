@@ -39,6 +39,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--window-size=1600,2000"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RETRIES_ON_503 = 6     # 0.5 s doubling: about 30 s in all, as long as one request may take
 
 
 def chromium() -> tuple[str, str] | None:
@@ -101,12 +102,19 @@ class Server:
         return self.url + "/api"
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        r = httpx.post(f"{self.api}/{path}", json=body or {}, timeout=30)
-        r.raise_for_status()
-        return r.json()
+        return self._send("POST", path, json=body or {})
 
     def get(self, path: str) -> Any:
-        r = httpx.get(f"{self.api}/{path}", timeout=30)
+        return self._send("GET", path)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        # The server answers 503 when its SQLite file is busy (a flow run writing beside us); the
+        # transaction was rolled back, so Prefect's own client retries it, and so do we.
+        for attempt in range(RETRIES_ON_503):
+            r = httpx.request(method, f"{self.api}/{path}", timeout=30, **kwargs)
+            if r.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         r.raise_for_status()
         return r.json()
 
