@@ -2,7 +2,10 @@
 
 DVC owns lineage and skipping (an unchanged stage is a no-op); Prefect owns running,
 retrying, scheduling and showing. Stages run one after another in DAG order — never two
-`dvc repro` at once in one workspace (DVC's locks would make the second fail). After each
+`dvc repro` at once in one workspace (DVC's locks would make the second fail). One
+`dvc status` at the start says which stages are stale; a stage it does not name, none of whose
+upstream stages ran in this flow run, is recorded unchanged without starting DVC again (a
+nightly run with nothing new takes seconds, not one DVC start per stage). After each
 stage the flow publishes the summaries of the quality gates it wrote; at the end, the
 benchmark table. A failing stage (a failing gate included) fails the flow run.
 
@@ -43,6 +46,11 @@ def run_dvc(repo: Path, *args: str, env_extra: dict[str, str] | None = None) -> 
 
 def stage_order(repo: Path, targets: list[str] | None = None) -> list[str]:
     """Stages in a topological order of the DAG (`dvc dag --dot`), ties kept in file order."""
+    return stage_graph(repo, targets)[0]
+
+
+def stage_graph(repo: Path, targets: list[str] | None = None) -> tuple[list[str], dict[str, set[str]]]:
+    """`stage_order`, and each stage's direct upstream stages."""
     listed = run_dvc(repo, "stage", "list", "--name-only")
     if listed.returncode:
         raise StageFailed(f"`dvc stage list` failed in {repo}:\n{listed.stderr[-2000:]}")
@@ -64,13 +72,28 @@ def stage_order(repo: Path, targets: list[str] | None = None) -> list[str]:
         ready = sorted(ts.get_ready(), key=lambda n: rank.get(n, len(rank)))
         order.extend(ready)
         ts.done(*ready)
-    return order
+    return order, graph
+
+
+def stale_stages(repo: Path) -> set[str] | None:
+    """The stages `dvc status` reports changed now (deps, params, outs, command, always
+    changed); None when it cannot say, and then every stage is put to DVC."""
+    p = run_dvc(repo, "status", "--json")
+    try:
+        return set(json.loads(p.stdout)) if p.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
 
 
 @task(cache_policy=NO_CACHE)
-def repro_stage(repo: str, stage: str, force: bool = False) -> dict[str, Any]:
-    """`dvc repro --single-item <stage>`: DVC decides whether it needs to run."""
+def repro_stage(repo: str, stage: str, force: bool = False, known_unchanged: bool = False) -> dict[str, Any]:
+    """`dvc repro --single-item <stage>`: DVC decides whether it needs to run. With
+    `known_unchanged` (the run's `dvc status` did not name it, nothing upstream ran) DVC is not
+    started: it would say the same."""
     log = get_run_logger()
+    if known_unchanged:
+        log.info("stage %s unchanged (dvc status at the start of this run)", stage)
+        return {"stage": stage, "ran": False, "seconds": 0.0}
     t0 = time.perf_counter()
     p = run_dvc(Path(repo), "repro", "--single-item", *(["--force"] if force else []), stage)
     dt = time.perf_counter() - t0
@@ -131,17 +154,43 @@ def publish_benchmark(repo: str) -> list[dict[str, Any]]:
 def pipeline(repo: str = ".", targets: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Run the DVC stages of `repo` in DAG order; publish gate summaries and the benchmark."""
     repo_path = str(Path(repo).resolve())
-    order = stage_order(Path(repo_path), targets)
-    runs, gates = [], []
+    order, upstream = stage_graph(Path(repo_path), targets)
+    stale = None if force else stale_stages(Path(repo_path))
+    runs, gates, ran = [], [], set()
     for stage in order:
+        unchanged = stale is not None and stage not in stale and not upstream.get(stage, set()) & ran
         try:
-            runs.append(repro_stage(repo_path, stage, force))
+            runs.append(repro_stage(repo_path, stage, force, known_unchanged=unchanged))
+            if runs[-1]["ran"]:
+                ran.add(stage)
         finally:
             # A failed gate wrote its report before the stage exited: publish it either way.
             gates.extend(publish_gates(repo_path, stage))
     bench = publish_benchmark(repo_path)
     create_table_artifact(key="pipeline-stages", table=runs, description="Stages of this run")
     return {"stages": runs, "gates": gates, "benchmark": bench}
+
+
+def wait_for_task_runs(flow_run_id: Any, expected: int, timeout: float = 30.0) -> None:
+    """Wait until the server has recorded the flow run's `expected` task runs as finished.
+
+    Task runs reach the server as events, recorded a moment after the flow run's own final
+    state. The temporary server of `run` stops when this process exits: without the wait it
+    can stop mid-flush, losing the last task runs from the run's history (and logging the
+    flush's errors)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(flow_run_filter=only_this_run, limit=expected + 1)
+            if len(runs) >= expected and all(r.state is not None and r.state.is_final() for r in runs):
+                return
+            time.sleep(0.2)
+    print(f"warning: after {timeout:.0f} s the Prefect server had not recorded all {expected} task runs of "
+          f"flow run {flow_run_id}; its history may lack the last ones", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--name", default="nightly")
     a = ap.parse_args(argv)
     if a.cmd == "run":
-        pipeline(repo=a.repo, targets=a.targets or None, force=a.force)
+        state = pipeline(repo=a.repo, targets=a.targets or None, force=a.force, return_state=True)
+        result = state.result()                 # a failed run raises its stage's error here
+        # + publish_gates per stage, publish_benchmark
+        wait_for_task_runs(state.state_details.flow_run_id, 2 * len(result["stages"]) + 1)
     else:
         if not os.environ.get("PREFECT_API_URL"):
             sys.exit("PREFECT_API_URL is not set: start `prefect server start` (or `make server`) and "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from flows.pipeline import StageFailed, pipeline
+from flows.pipeline import StageFailed, pipeline, stale_stages
 from tests.e2e.conftest import PIPELINE_TIMEOUT
 
 
@@ -32,8 +32,16 @@ def test_flow_runs_stages_in_order_and_publishes_artifacts(micro_pipeline, micro
     assert [r["stage"] for r in again["stages"]] == order
     assert not any(r["ran"] for r in again["stages"])
 
-    # A stage that fails fails the flow run, with the stage's own error in the message.
+    # A new parameter of the PGHS data: the run's `dvc status` names pghs_data alone, and the
+    # simulator downstream of it runs too, because its input changed during the run.
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pghs_data"]["traffic"] = params["pghs_data"]["traffic"] * 1.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stale_stages(repo) == {"pghs_data"}
+    third = pipeline(repo=str(repo), targets=["pghs"])
+    assert [(r["stage"], r["ran"]) for r in third["stages"]] == [("pghs_data", True), ("pghs", True)]
+
+    # A stage that fails fails the flow run, with the stage's own error in the message.
     params["policies"]["random"]["kind"] = "no-such-backend"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(StageFailed, match="collect@random"):

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from flows.pipeline import stage_order
 from tests.e2e.conftest import PIPELINE_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -229,10 +230,19 @@ def test_the_ui_shows_the_pipeline_run_its_stage_tasks_and_artifacts(prefect_ser
     assert p.returncode == 0, p.stderr[-3000:]
     (run,) = [r for r in flow_runs(prefect_server) if r["id"] not in before]
     assert run["state_type"] == "COMPLETED"
-    tasks = task_run_names(prefect_server, run["id"])
+    # Task runs reach the server as events, recorded a moment after the flow run's own state:
+    # one repro_stage and one publish_gates per stage, and publish_benchmark.
+    n_stages = len(stage_order(repo))
+
+    def all_task_runs() -> list[str] | None:
+        names = task_run_names(prefect_server, run["id"])
+        return names if len(names) == 2 * n_stages + 1 else None
+
+    tasks = until("every task run recorded", all_task_runs, timeout=60,
+                  why=lambda: str(task_run_names(prefect_server, run["id"])))
     arts = artifacts_of(prefect_server, run["id"])
     stage_tasks = [t for t in tasks if t.startswith("repro_stage-")]
-    assert len(stage_tasks) >= 15 and len(tasks) == 2 * len(stage_tasks) + 1   # + publish_gates each, publish_benchmark
+    assert n_stages >= 15 and len(stage_tasks) == n_stages
     gates = sorted(k for k in arts if k.startswith("gate-"))
     assert {"gate-tasks-tasks", "gate-collect-oracle-episodes", "gate-collect-random-steps"} <= set(gates)
     assert {"benchmark", "benchmark-summary", "pipeline-stages"} <= set(arts)

@@ -1,7 +1,10 @@
 """The agent loop on TextWorldExpress through params alone: the `twx_*` stages (the agent
-track's modules with `--track twx`) reproduced by DVC in a micro copy of the repository, from
-tasks to internalization and RL, then the cross-environment table for this track. Skipped
-when the optional extra is not installed (`pip install -e '.[textworld]'`, Java 17)."""
+track's modules with `--track twx`), from tasks to internalization and RL, then the
+cross-environment table for this track. `dvc repro` of the track's targets plans those
+stages and nothing of the agent track; their outputs are read from a copy of the session's
+one micro-pipeline run, which ran every stage of the same configuration
+(tests/e2e/conftest.py). Skipped when the optional extra is not installed
+(`pip install -e '.[textworld]'`, Java 17)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import sys
 
 import polars as pl
 import pytest
-from tests.e2e.conftest import make_micro_repo, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, run
 
 pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
                                                 "(and Java 17)")
@@ -20,15 +23,15 @@ TARGETS = ["twx_internalize", "twx_internalize_seeds", "twx_rl", "twx_play@twx_w
 
 @pytest.mark.slow
 @pytest.mark.heavy_env
-@pytest.mark.timeout(1500)
-def test_the_textworldexpress_track_runs_end_to_end_through_dvc(tmp_path):
-    repo = make_micro_repo(tmp_path / "repo")
-    out = run([sys.executable, "-m", "dvc", "repro", *TARGETS], repo, timeout=1400)
-    ran = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+@pytest.mark.timeout(PIPELINE_TIMEOUT)
+def test_the_textworldexpress_track_runs_end_to_end_through_dvc(micro_copy):
+    repo = micro_copy()
+    # What `dvc repro` of the targets runs from scratch: forced, dry, in the finished copy.
+    out = run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *TARGETS], repo)
+    planned = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
     assert {"twx_tasks", "twx_collect@oracle", "twx_warmup", "twx_rollout@twx_warmup", "twx_mine",
-            "twx_internalize_seeds@1", "twx_internalize_seeds@2", *TARGETS[:1], *TARGETS[2:]} <= ran
-    assert not any(not s.startswith("twx_") for s in ran), ran        # nothing of the agent track ran
-    assert not (repo / "data/tasks").exists() and not (repo / "models/warmup").exists()
+            "twx_internalize_seeds@1", "twx_internalize_seeds@2", *TARGETS[:1], *TARGETS[2:]} <= planned
+    assert not any(not s.startswith("twx_") for s in planned), planned    # nothing of the agent track
 
     tasks = pl.read_parquet(repo / "data/twx/tasks/tasks.parquet")
     assert set(tasks["env"]) == {"textworldexpress"} and set(tasks["family"]) == {"twx_coin"}
