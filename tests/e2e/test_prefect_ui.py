@@ -165,6 +165,20 @@ def task_run_names(server: Server, flow_run_id: str) -> list[str]:
     return sorted(r["name"] for r in runs)
 
 
+def recorded_task_runs(server: Server, flow_run_id: str, repo: Path) -> list[str]:
+    """The flow run's task run names once all are recorded: they reach the server as events,
+    a moment after the flow run's own final state. One repro_stage and one publish_gates per
+    stage, and publish_benchmark."""
+    expected = 2 * len(stage_order(repo)) + 1
+
+    def all_task_runs() -> list[str] | None:
+        names = task_run_names(server, flow_run_id)
+        return names if len(names) == expected else None
+
+    return until("every task run recorded", all_task_runs, timeout=120,
+                 why=lambda: str(task_run_names(server, flow_run_id)))
+
+
 def artifacts_of(server: Server, flow_run_id: str) -> dict[str, dict[str, Any]]:
     arts = server.post("artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     return {a["key"]: a for a in arts if a["key"]}
@@ -230,16 +244,8 @@ def test_the_ui_shows_the_pipeline_run_its_stage_tasks_and_artifacts(prefect_ser
     assert p.returncode == 0, p.stderr[-3000:]
     (run,) = [r for r in flow_runs(prefect_server) if r["id"] not in before]
     assert run["state_type"] == "COMPLETED"
-    # Task runs reach the server as events, recorded a moment after the flow run's own state:
-    # one repro_stage and one publish_gates per stage, and publish_benchmark.
+    tasks = recorded_task_runs(prefect_server, run["id"], repo)
     n_stages = len(stage_order(repo))
-
-    def all_task_runs() -> list[str] | None:
-        names = task_run_names(prefect_server, run["id"])
-        return names if len(names) == 2 * n_stages + 1 else None
-
-    tasks = until("every task run recorded", all_task_runs, timeout=60,
-                  why=lambda: str(task_run_names(prefect_server, run["id"])))
     arts = artifacts_of(prefect_server, run["id"])
     stage_tasks = [t for t in tasks if t.startswith("repro_stage-")]
     assert n_stages >= 15 and len(stage_tasks) == n_stages
@@ -315,8 +321,8 @@ def test_the_served_deployment_has_its_schedule_and_a_triggered_run_executes(pre
         done = until("the triggered run finished", finished, timeout=1200, every=2, why=serving_log)
         assert done["state_type"] == "COMPLETED", (done["state"], serving_log())
         assert done["deployment_id"] == dep["id"]
-        tasks = task_run_names(prefect_server, run["id"])
-        assert sum(t.startswith("repro_stage-") for t in tasks) >= 15
+        tasks = recorded_task_runs(prefect_server, run["id"], repo)
+        assert sum(t.startswith("repro_stage-") for t in tasks) == len(stage_order(repo)) >= 15
         assert "benchmark" in artifacts_of(prefect_server, run["id"])
     finally:
         stop(proc)
