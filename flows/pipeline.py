@@ -171,6 +171,12 @@ def pipeline(repo: str = ".", targets: list[str] | None = None, force: bool = Fa
     return {"stages": runs, "gates": gates, "benchmark": bench}
 
 
+def task_runs_of_a_run(n_stages: int) -> int:
+    """How many task runs one flow run of `n_stages` stages records: one `repro_stage` and one
+    `publish_gates` per stage, and `publish_benchmark`."""
+    return 2 * n_stages + 1
+
+
 def wait_for_task_runs(flow_run_id: Any, expected: int, timeout: float = 30.0) -> None:
     """Wait until the server has recorded the flow run's `expected` task runs as finished.
 
@@ -208,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "run":
         state = pipeline(repo=a.repo, targets=a.targets or None, force=a.force, return_state=True)
         result = state.result()                 # a failed run raises its stage's error here
-        # + publish_gates per stage, publish_benchmark
-        wait_for_task_runs(state.state_details.flow_run_id, 2 * len(result["stages"]) + 1)
+        wait_for_task_runs(state.state_details.flow_run_id, task_runs_of_a_run(len(result["stages"])))
     else:
         if not os.environ.get("PREFECT_API_URL"):
             sys.exit("PREFECT_API_URL is not set: start `prefect server start` (or `make server`) and "
