@@ -23,9 +23,14 @@ attention scores and padding are not counted, so it is the useful work, a lower 
 the arithmetic done) against the machine's fp32 matmul peak, measured in the same run by
 timing a 2048^3 matmul. A breakdown shows where each side's time goes: prefill forward
 passes, one-token decode forward passes, and the rest (environment, prompt rendering,
-the sampling loop). A critical-path line sets the longest episode's generated tokens (a
-serial chain) against the tokens the batched side's per-step `act` calls decode (each call
-as long as its longest action): the share of decode passes no batching scheme can remove.
+the sampling loop). A decode pass's time is fitted as a fixed cost plus a cost per row. A
+critical-path line sets the longest episode's generated tokens (a serial chain) against the
+tokens the batched side's per-step `act` calls decode (each call as long as its longest
+action): the decode passes continuous batching could remove at most, and, at the fitted
+fixed cost each, the time and the ratio that would give at best (the rows those passes carry
+still have to be computed elsewhere). A history-window line counts the prompt tokens K/V
+reuse cannot save: a prompt that does not start with its episode's previous one (the window
+dropped a turn) is prefilled again from where they part.
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 120]
         [--batch-size 128] [--naive-budget 45] [--rounds 3] [--threads N]
@@ -152,6 +157,7 @@ class ForwardTimer:
         self.prefill = self.decode = 0.0
         self.calls = 0
         self.prefill_real = self.prefill_computed = 0   # prompt tokens, and with left padding
+        self.decode_passes: list[tuple[int, float]] = []   # (rows, seconds) of each decode pass
         self._t0 = 0.0
         modules = [model] + [m for m in [fast_forward(model)] if m is not None]
         self._handles = [h for m in modules for h in (m.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -171,14 +177,17 @@ class ForwardTimer:
             self.prefill_real += int(mask[:, -ids.shape[-1]:].sum()) if mask is not None else ids.numel()
         else:
             self.decode += dt
+            self.decode_passes.append((ids.shape[0] if ids is not None else 1, dt))
         self.calls += 1
 
-    def reset(self) -> tuple[float, float, int, float]:
-        """(prefill s, decode s, forward passes, padded share of prefill positions); zeroes."""
+    def reset(self) -> tuple[float, float, int, float, list[tuple[int, float]]]:
+        """(prefill s, decode s, forward passes, padded share of prefill positions, decode
+        passes as (rows, s)); zeroes."""
         pad = 1 - self.prefill_real / self.prefill_computed if self.prefill_computed else 0.0
-        out = (self.prefill, self.decode, self.calls, pad)
+        out = (self.prefill, self.decode, self.calls, pad, self.decode_passes)
         self.prefill = self.decode = 0.0
         self.calls = self.prefill_real = self.prefill_computed = 0
+        self.decode_passes = []
         return out
 
     def remove(self) -> None:
@@ -205,6 +214,8 @@ class Side:
     forwards: int = 0
     prefill_padding: float = 0.0      # share of prefill positions that were left padding
     actions: dict[str, list[str]] = field(default_factory=dict)   # task_id -> actions
+    observations: dict[str, list[str]] = field(default_factory=dict)   # task_id -> each step's observation
+    decode_passes: list[tuple[int, float]] = field(default_factory=list)   # (rows, s) per decode pass
     lockstep_tokens: int = 0          # batched: sum over steps t of the longest action at t
     longest_chain: int = 0            # batched: the most tokens one episode generated
 
@@ -231,6 +242,7 @@ def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) 
     task_of = dict(zip(eps["episode_id"].to_list(), eps["task_id"].to_list(), strict=True))
     for row in steps.sort(["episode_id", "t"]).iter_rows(named=True):
         side.actions.setdefault(task_of[row["episode_id"]], []).append(row["action_text"])
+        side.observations.setdefault(task_of[row["episode_id"]], []).append(row["observation"])
     # With every episode in one batch, step t of all live episodes is one `act` call, which
     # decodes until its longest action is done; one episode's tokens are a serial chain.
     if len(tasks) <= batch_size:
@@ -323,6 +335,63 @@ def first_difference(a: Side, b: Side) -> str:
     return ""
 
 
+def pass_cost(passes: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares fit of a decode pass's time as `fixed + per_row * rows`: (fixed s, per-row s).
+    The fixed part is what a pass costs whatever it carries (kernel launches, Python, the
+    sampling step): the part that fewer, fuller passes would save."""
+    n = len(passes)
+    if n < 2:
+        return (passes[0][1] if passes else 0.0), 0.0
+    mx = sum(r for r, _ in passes) / n
+    my = sum(t for _, t in passes) / n
+    var = sum((r - mx) ** 2 for r, _ in passes)
+    slope = sum((r - mx) * (t - my) for r, t in passes) / var if var else 0.0
+    return my - slope * mx, slope
+
+
+@dataclass
+class Reprefill:
+    later: int = 0          # prompts after an episode's first step
+    cut: int = 0            # ... that do not start with the step before's prompt
+    prefilled: int = 0      # prompt tokens prefilled in all (cached prefixes not counted)
+    cut_prefilled: int = 0  # ... of them in the cut prompts
+
+
+def reprefill(policy: Any, tasks: Sequence[Task], side: Side) -> Reprefill:
+    """Re-render the batched side's prompts and count what the K/V reuse cannot save: a step
+    whose prompt does not start with the previous step's (a turn fell out of the history
+    window, or the budget cut an observation) is prefilled again from where they part. The
+    previous step's generated tokens are taken as its action re-encoded (`action_ids`), so
+    the counts are of the prompts the engine saw, up to that round trip."""
+    from distillery.agents.prompts import action_ids
+
+    out = Reprefill()
+    by_id = {t.task_id: t for t in tasks}
+    for task_id, actions in side.actions.items():
+        task = by_id[task_id]
+        specs = tool_specs(task.env)
+        history: list[Turn] = []
+        prev: list[int] = []
+        for t, (obs, act) in enumerate(zip(side.observations[task_id], actions, strict=True)):
+            ids = render_prompt_ids(Context(task_id, task, t, obs, history=list(history)), policy.tok, specs,
+                                    policy.prompt)
+            if t == 0:
+                out.prefilled += len(ids)
+            else:
+                known = prev + action_ids(policy.tok, actions[t - 1])[:-1]
+                common = 0
+                while common < min(len(known), len(ids) - 1) and known[common] == ids[common]:
+                    common += 1
+                out.later += 1
+                out.prefilled += len(ids) - common
+                if ids[:len(prev)] != prev:
+                    out.cut += 1
+                    out.cut_prefilled += len(ids) - common
+            prev = ids
+            history.append(Turn(observation=obs, action=act))
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
@@ -394,9 +463,9 @@ def main() -> int:
     while len(rounds) < args.rounds:
         t0 = time.perf_counter()
         b = run_batched(policy, tasks, args.batch_size, args.seed)
-        b.prefill_s, b.decode_s, b.forwards, b.prefill_padding = timer.reset()
+        b.prefill_s, b.decode_s, b.forwards, b.prefill_padding, b.decode_passes = timer.reset()
         n = run_naive(policy, tasks, args.naive_budget)
-        n.prefill_s, n.decode_s, n.forwards, n.prefill_padding = timer.reset()
+        n.prefill_s, n.decode_s, n.forwards, n.prefill_padding, n.decode_passes = timer.reset()
         rounds.append((b, n))
         last = time.perf_counter() - t0
         if time.perf_counter() - t_start + last > args.max_seconds:
@@ -426,11 +495,26 @@ def main() -> int:
         print(f"  {name:8} prefill {s.prefill_s / n * 1e3:7.1f} ms   decode {s.decode_s / n * 1e3:7.1f} ms   "
               f"rest (env, prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
               f"({s.forwards} forward passes; {s.prefill_padding:.0%} of prefill positions padding)")
+    fixed, per_row = pass_cost(batched.decode_passes)
+    rows = [r for r, _ in batched.decode_passes]
+    print(f"decode pass cost (least squares over the batched side's {len(rows)} passes, "
+          f"{min(rows, default=0)}-{max(rows, default=0)} rows): {fixed * 1e3:.2f} ms + {per_row * 1e3:.3f} ms a row; "
+          f"the fixed part is {fixed * len(rows) / max(batched.decode_s, 1e-9):.0%} of decode time")
     if batched.lockstep_tokens:
+        saved = batched.lockstep_tokens - batched.longest_chain
+        best = batched.steps / max(batched.seconds - saved * fixed, 1e-9)
         print(f"critical path: the longest episode generates {batched.longest_chain} of the {batched.lockstep_tokens} "
-              f"tokens the batched side's per-step act calls decode (each as long as its longest action); "
-              f"no batching of the others saves more than {1 - batched.longest_chain / batched.lockstep_tokens:.0%} "
-              f"of the decode passes")
+              f"tokens the batched side's per-step act calls decode (each as long as its longest action). "
+              f"Continuous batching (a row whose action is done rejoins at once) could remove at most the other "
+              f"{saved} passes ({saved / batched.lockstep_tokens:.0%}), but the rows they carry still have to be "
+              f"computed: at most {saved} x {fixed * 1e3:.2f} ms = {saved * fixed:.2f} s of {batched.seconds:.2f} s, "
+              f"i.e. at best {best:.0f} steps/s, "
+              f"{best / naive.steps_per_s if naive.steps_per_s else float('inf'):.1f}x (an upper bound: it "
+              f"ignores the extra prefill passes of rows rejoining one by one)")
+    rp = reprefill(policy, tasks, batched)
+    print(f"history window: {rp.cut} of {rp.later} prompts after an episode's first step do not start with the "
+          f"step before's (a turn fell out of the window), so K/V reuse stops there: they prefill "
+          f"{rp.cut_prefilled} of the {rp.prefilled} prompt tokens prefilled ({rp.cut_prefilled / max(rp.prefilled, 1):.0%})")
     if naive.episodes < batched.episodes:
         cut = f" + {len(naive.actions[naive.partial])} steps of one cut short" if naive.partial else ""
         print(f"naive side: measured {naive.steps} steps ({naive.episodes} whole episodes{cut}) of "
