@@ -364,6 +364,7 @@ def reprefill(policy: Any, tasks: Sequence[Task], side: Side) -> Reprefill:
     previous step's generated tokens are taken as its action re-encoded (`action_ids`), so
     the counts are of the prompts the engine saw, up to that round trip."""
     from distillery.agents.prompts import action_ids
+    from distillery.lm.generate import _common_prefix  # the engine's own reuse rule
 
     out = Reprefill()
     by_id = {t.task_id: t for t in tasks}
@@ -378,10 +379,8 @@ def reprefill(policy: Any, tasks: Sequence[Task], side: Side) -> Reprefill:
             if t == 0:
                 out.prefilled += len(ids)
             else:
-                known = prev + action_ids(policy.tok, actions[t - 1])[:-1]
-                common = 0
-                while common < min(len(known), len(ids) - 1) and known[common] == ids[common]:
-                    common += 1
+                # as `generate` does: reuse at most all but the prompt's last token
+                common = min(_common_prefix(prev + action_ids(policy.tok, actions[t - 1])[:-1], ids), len(ids) - 1)
                 out.later += 1
                 out.prefilled += len(ids) - common
                 if ids[:len(prev)] != prev:
