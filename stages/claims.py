@@ -6,6 +6,7 @@ Reads every `reports/claims/<area>.json` a stage or flow wrote (`types.Claim` ro
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from distillery.io import write_text
 OUT = Path("reports/claims.md")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.claims", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     files = sorted(Path("reports/claims").glob("*.json"))
     if not files:
         print("claims: no reports/claims/*.json to assemble", file=sys.stderr)
@@ -28,4 +32,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

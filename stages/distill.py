@@ -12,6 +12,7 @@ distill.start=weak` (or the grid: `make objectives-grid`).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -30,7 +31,10 @@ TASKS = "data/tasks/tasks.parquet"
 DATASET = [Path("data/trajectories/oracle/episodes.parquet"), Path("data/trajectories/oracle/steps.parquet")]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.distill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(DistillConfig, "distill")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
@@ -55,4 +59,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

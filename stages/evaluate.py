@@ -7,6 +7,7 @@ Writes `reports/details/benchmark.json` (policy -> family -> every number), its 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from distillery.io import read_parquet, write_json, write_text
 TRAJ = Path("data/trajectories")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(EvaluateConfig, "evaluate")
     eps, steps = [], []
     for name in cfg.policies:
@@ -42,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

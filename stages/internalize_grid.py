@@ -10,6 +10,7 @@ stage says how to make one.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,10 @@ FIGURE = Path("reports/internalize_grid.png")
 CLAIMS = "reports/claims/internalize_grid.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.internalize_grid", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     if not RECORD.is_file():
         print(f"internalize_grid: no {RECORD}; run the grid first (`make grid`)", file=sys.stderr)
         return 1
@@ -48,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ group under `reports/pghs/`, and the fitted simulator of the first seed under `m
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -30,7 +31,10 @@ PLOTS = "reports/pghs"
 MODEL = "models/pghs"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.pghs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(PghsConfig, "pghs")
     t0 = time.perf_counter()
     trajectories = read_parquet(TRAJECTORIES, "pghs_data")
@@ -60,4 +64,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

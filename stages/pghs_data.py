@@ -9,6 +9,7 @@ that imported data has none). A failing gate writes none of them: nothing downst
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -28,7 +29,10 @@ REPORTS = "reports/quality/pghs"
 QUARANTINE = "data/quarantine/pghs"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.pghs_data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(PghsDataConfig, "pghs_data")
     t0 = time.perf_counter()
     for stale in (TRAJECTORIES, GROUPS, WORLD):      # a failed gate must not leave old data
@@ -66,4 +70,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

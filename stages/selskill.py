@@ -12,6 +12,7 @@ finished round). Seeds: `dvc exp run -S selskill.seed=1` (or `make objectives-gr
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -32,7 +33,10 @@ SKILLS = "data/experience/skills.jsonl"
 DEMOS = [Path("data/trajectories/oracle/episodes.parquet"), Path("data/trajectories/oracle/steps.parquet")]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.selskill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(SelSkillConfig, "selskill")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
@@ -58,4 +62,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

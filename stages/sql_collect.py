@@ -14,6 +14,7 @@ of the grid's no-warm-up cell (the call syntax without a strategy).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -32,11 +33,10 @@ OUT = Path("data/sql/trajectories")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m stages.sql_collect <policy>", file=sys.stderr)
-        return 2
-    name = argv[0]
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_collect", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("policy", help="a policy named under `policies:` in params.yaml (dvc.yaml runs oracle)")
+    name = ap.parse_args([] if argv is None else argv).policy
     params = read_params()
     cfg = load_section(SqlCollectConfig, "sql_collect", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -15,6 +15,7 @@ play the real databases; the last student plays the schema-size sets. Writes
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -50,7 +51,10 @@ def _read(path: str) -> dict:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     params = read_params()
     cfg = load_section(SqlEvaluateConfig, "sql_evaluate", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
@@ -126,4 +130,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ report that says how to make one, so `dvc repro` never needs the grid.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,10 @@ PAGE = Path("reports/sql_grid.html")
 CLAIMS = "reports/claims/sql_grid.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_grid", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": []}
     runs = runs_from_record(record)
     sets = record.get("sets") or []
@@ -42,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

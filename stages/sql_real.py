@@ -14,6 +14,7 @@ its reference solution. It writes `data/sql/real/{chinook,lahman,chinook_enterpr
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -68,15 +69,14 @@ def convert(cfg: SqlRealConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_real", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", nargs="?", choices=["download"],
+                    help="download: fetch the packages (stage sql_packages); none: convert them (stage sql_real)")
+    args = ap.parse_args([] if argv is None else argv)
     cfg = load_section(SqlRealConfig, "sql_real")
-    if argv == ["download"]:
-        return fetch(cfg)
-    if argv:
-        print("usage: python -m stages.sql_real [download]", file=sys.stderr)
-        return 2
-    return convert(cfg)
+    return fetch(cfg) if args.step == "download" else convert(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

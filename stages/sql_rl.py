@@ -12,6 +12,7 @@ Compare the methods with `dvc exp run -S sql_rl.method=grpo` (or the grid: `make
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -36,7 +37,10 @@ from distillery.types import tasks_from_frame
 TASKS = "data/sql/tasks.parquet"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_rl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     params = read_params()
     cfg = load_section(SqlRLConfig, "sql_rl", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
@@ -61,4 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -11,6 +11,7 @@ table count and kept questions).
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -46,7 +47,10 @@ class SqlScaleConfig:
             raise ValueError("sql_scale: sizes must be positive, dbs_per_size and questions_per_db >= 1")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_scale", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(SqlScaleConfig, "sql_scale")
     t0 = time.perf_counter()
     shutil.rmtree(Path(OUT_DIR) / "databases", ignore_errors=True)
@@ -69,4 +73,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -7,6 +7,7 @@ overlays), `data/sql/tasks.parquet` (train and test tasks) and `data/sql/validat
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -44,7 +45,10 @@ def random_probe(cfg: SqlTasksConfig) -> Callable[[list[Task]], set[str]]:
     return probe
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_tasks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(SqlTasksConfig, "sql_tasks")
     t0 = time.perf_counter()
     shutil.rmtree(DATABASES, ignore_errors=True)       # no database of an earlier configuration survives
@@ -71,4 +75,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@ ran the teacher on learning databases only.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,10 @@ TASKS = "data/sql/tasks.parquet"
 SECTION = "sql_warmup"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.sql_warmup", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(WarmupConfig, SECTION)
     if not cfg.train.log_dir:
         cfg.train.log_dir = f"dvclive/{SECTION}"
@@ -54,4 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ critic or the image check rejects, `data/quarantine/table_data/` with the reason
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import random
 import shutil
@@ -37,7 +38,10 @@ REPORTS = "reports/quality/table_data"
 QUARANTINE = "data/quarantine/table_data"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.table_data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(TableDataConfig, "table_data")
     t0 = time.perf_counter()
     items = generate_items(cfg)
@@ -88,4 +92,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

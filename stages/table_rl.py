@@ -11,6 +11,7 @@ under `reports/tables/`, and `reports/claims/tables.json`. The runs go side by s
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -49,7 +50,10 @@ FIGURES = Path("reports/tables")
 CLAIMS = "reports/claims/tables.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.table_rl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(TableRLConfig, "table_rl")
     data = load_section(TableDataConfig, "table_data")
     torch.set_num_threads(1)
@@ -103,4 +107,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ chains, and the stage's seconds).
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -27,7 +28,10 @@ DETAILS = "reports/details/table_train.json"
 METRICS = "metrics/table_train.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.table_train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(TableTrainConfig, "table_train")
     data = load_section(TableDataConfig, "table_data")
     t0 = time.perf_counter()
@@ -54,4 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, t
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,10 @@ CKPT = "checkpoints/teacher"
 LIVE = "dvclive/teacher"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.teacher", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(TeacherConfig, "teacher")
     if not cfg.train.log_dir:
         cfg.train.log_dir = LIVE
@@ -49,4 +53,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ split), `reports/quality/vision_data/` and `data/quarantine/vision_data/`.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import sys
@@ -40,7 +41,10 @@ REPORTS = "reports/quality/vision_data"
 QUARANTINE = "data/quarantine/vision_data"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.vision_data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(SceneConfig, "vision_data")
     t0 = time.perf_counter()
     scenes = generate_scenes(cfg)
@@ -84,4 +88,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

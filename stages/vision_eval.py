@@ -11,6 +11,7 @@ hyper-parameter), its headline `metrics/vision_eval.json`, `reports/claims/visio
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -33,7 +34,10 @@ REPORT_IMAGES = "reports/vision"
 RUNS = "data/vision_eval/runs.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.vision_eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(VisionEvalConfig, "vision_eval")
     seeds = load_section(VisionTrainConfig, "vision_train").seeds
     scene = load_section(SceneConfig, "vision_data")
@@ -54,4 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@ train side by side on `workers` processes of one thread each.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -28,7 +29,10 @@ METRICS = "metrics/vision_train.json"
 DETAILS = "reports/details/vision_train.json"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.vision_train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(VisionTrainConfig, "vision_train")
     scene = load_section(SceneConfig, "vision_data")
     t0 = time.perf_counter()
@@ -47,4 +51,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

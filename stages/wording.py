@@ -8,6 +8,7 @@ Reads the tasks, `data/experience/principles.jsonl`, the model and the injection
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -20,7 +21,10 @@ from distillery.train.wording import wording_claims, wording_effect
 from distillery.types import tasks_from_frame
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.wording", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
     cfg = load_section(InternalizeConfig, "internalize")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
@@ -37,4 +41,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

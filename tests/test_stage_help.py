@@ -1,0 +1,39 @@
+"""Every stage answers `--help` with its usage and touches nothing: asking a stage what it does
+must never run it (a training stage would overwrite its outputs)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+STAGES = sorted(p.stem for p in (Path(__file__).parents[1] / "stages").glob("*.py")
+                if p.stem not in {"__init__", "track"})
+
+
+def test_every_stage_module_is_listed():
+    assert {"claims", "warmup", "sql_real", "sql_collect", "table_rl"} <= set(STAGES)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_help_prints_usage_and_writes_nothing(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)   # were the stage to run, it would find no inputs here
+    module = importlib.import_module(f"stages.{name}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m stages.{name}")
+    # The first line of the module's docstring says what the stage does (argparse may rewrap it).
+    assert " ".join(module.__doc__.split("\n")[0].split()) in " ".join(out.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sql_real_takes_only_download(capsys):
+    from stages import sql_real
+
+    with pytest.raises(SystemExit) as done:
+        sql_real.main(["upload"])
+    assert done.value.code == 2
+    assert "invalid choice: 'upload'" in capsys.readouterr().err
