@@ -1,5 +1,5 @@
-"""Every stage answers `--help` with its usage and touches nothing: asking a stage what it does
-must never run it (a training stage would overwrite its outputs)."""
+"""Every stage (and `tools.results`) answers `--help` with its usage and touches nothing: asking
+a stage what it does must never run it (a training stage would overwrite its outputs)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def test_help_prints_usage_and_writes_nothing(name, tmp_path, monkeypatch, capsy
     # The first line of the module's docstring says what the stage does (argparse may rewrap it).
     assert " ".join(module.__doc__.split("\n")[0].split()) in " ".join(out.split())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tools_results_help_leaves_the_docs_alone(capsys):
+    from tools import results
+
+    before = (results.ROOT / "docs" / "results.md").read_bytes()
+    with pytest.raises(SystemExit) as done:
+        results.main(["--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m tools.results")
+    assert (results.ROOT / "docs" / "results.md").read_bytes() == before
 
 
 def test_sql_real_takes_only_download(capsys):

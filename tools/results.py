@@ -8,6 +8,7 @@ the documentation without anyone retyping a number.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def splice(doc: str, claims_page: str) -> str:
     return f"{head}{START}\n{sections.strip()}\n{END}{tail}"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.results", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args([] if argv is None else argv)   # no options: --help says what it does
     claims = ROOT / "reports" / "claims.md"
     if not claims.is_file():
         print(f"{claims.relative_to(ROOT)} not found: run `make repro` first", file=sys.stderr)
@@ -41,4 +45,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
