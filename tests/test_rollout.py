@@ -69,3 +69,41 @@ def test_policy_errors_become_errored_episodes_not_gaps(tasks):
     assert traj.episodes.height == len(tasks)
     bad = traj.episodes.filter(pl.col("family") == "save_note")
     assert bad["failure_mode"].to_list() == ["error"] and "endpoint unreachable" in bad["error"][0]
+
+
+def test_a_model_policy_sharded_over_processes_plays_as_inline(tasks, tmp_path):
+    """Per-row seeds make sampled episodes independent of the sharding; each worker loads the
+    model once and batches its whole shard."""
+    from distillery.lm.model import ModelConfig, build_model, save_model_dir
+    from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
+    from distillery.train.examples import corpus_texts
+
+    tok = train_tokenizer(corpus_texts(tasks), TokenizerConfig(vocab_size=400))
+    model = build_model(ModelConfig(hidden_size=16, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=32,
+                                    max_position_embeddings=512, init_seed=0), tok)
+    save_model_dir(tmp_path / "model", model, tok)
+    spec = PolicySpec("hf", {"model_dir": str(tmp_path / "model"), "temperature": 0.7, "max_new_tokens": 8,
+                             "device": "cpu"}, "tiny")
+    cfg = RolloutConfig(k=2, seed=1, batch_size=8, max_steps=3)
+    inline = run_episodes(tasks, spec, cfg, ExecutorConfig(kind="inline"), progress=False)
+    pool = run_episodes(tasks, spec, cfg, ExecutorConfig(kind="process", workers=2), progress=False)
+    assert inline.episodes.height == 2 * len(tasks) and inline.steps.height > 0
+    assert _stable(pool.episodes).equals(_stable(inline.episodes))
+    # The same tokens; their log-probs only to rounding, since a shard pads its batch differently.
+    assert _stable(pool.steps).drop("logprob").equals(_stable(inline.steps).drop("logprob"))
+    assert pool.steps["logprob"].to_list() == pytest.approx(inline.steps["logprob"].to_list(), rel=1e-5)
+
+
+def test_pool_workers_share_the_cores_and_keep_their_policy(monkeypatch):
+    import os
+
+    from distillery import rollout
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with rollout.make_executor(ExecutorConfig(kind="process", workers=2)) as ex:
+        threads = ex.submit(os.getenv, "OMP_NUM_THREADS").result()
+    assert threads == str(rollout.worker_threads(2)) and int(threads) >= 1
+
+    first = rollout._worker_policy(PolicySpec("random", {"seed": 1}))
+    assert rollout._worker_policy(PolicySpec("random", {"seed": 1})) is first
+    assert rollout._worker_policy(PolicySpec("random", {"seed": 2})) is not first

@@ -10,6 +10,9 @@ an episode whose environment raises becomes a row with failure mode ``error``, n
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -256,9 +259,41 @@ def run_batch(
     return Trajectories(episodes_to_frame(episodes), steps_to_frame(steps))
 
 
+# Policies that answer a whole batch of steps in one call (a model's forward pass, an
+# endpoint's concurrent requests): their shards should be as large as the pool allows, and
+# building one (loading a model) is worth doing once per worker, not once per shard.
+BATCHING_KINDS = frozenset({"hf", "openai"})
+
+_worker = threading.local()
+
+
+def _worker_policy(spec: PolicySpec) -> Policy:
+    """The policy `spec` describes, built once per worker thread and kept for its next shards
+    (only the latest spec: a long-lived Dask worker serving many models keeps one)."""
+    key = repr(spec)
+    if getattr(_worker, "key", None) != key:
+        _worker.policy, _worker.key = make_policy(spec), key
+    return _worker.policy
+
+
 def _run_shard(spec: PolicySpec, jobs: list[EpisodeJob], cfg: RolloutConfig,
                injector: Injector | None) -> Trajectories:
-    return run_batch(make_policy(spec), jobs, cfg, injector)
+    return run_batch(_worker_policy(spec), jobs, cfg, injector)
+
+
+def _limit_threads(threads: int) -> None:
+    """Pool initializer: this worker's share of the cores for torch's and BLAS's threads, so
+    that N workers do not each start one thread per core (set before torch is imported)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def worker_threads(workers: int) -> int:
+    """Cores per worker of a local pool of `workers` processes (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +320,8 @@ def make_executor(cfg: ExecutorConfig) -> Iterator[Executor | None]:
     import multiprocessing as mp
 
     # spawn, not fork: a forked child of a process holding torch/OpenMP threads can hang.
-    with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_limit_threads,
+                             initargs=(worker_threads(cfg.workers),)) as ex:
         yield ex
 
 
@@ -320,7 +356,12 @@ def run_episodes(
             policy = make_policy(spec)
             parts.append(run_batch(policy, jobs, cfg, injector, on_episode=lambda _: bar.update()))
         else:
-            n = executor.workers * 4 if not executor.address else max(8, len(jobs) // 50)
+            if executor.address:
+                n = max(8, len(jobs) // 50)
+            elif spec.kind in BATCHING_KINDS:
+                n = executor.workers        # one large batch per worker
+            else:
+                n = executor.workers * 4    # small shards balance cheap, uneven episodes
             futures: dict[Future[Trajectories], int] = {}
             for s in shard(jobs, n):
                 futures[ex.submit(_run_shard, spec, s, cfg, injector)] = len(s)
