@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     params = read_params()
     cfg = track.load(CollectConfig, section, params)
     entry = load_policy(name, params)
-    frame = read_parquet(track.path(TASKS), "tasks").filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
+    frame = read_parquet(track.path(TASKS), track.section("tasks"))
+    frame = frame.filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
     if cfg.tasks_per_family:
         frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.tasks_per_family)
     tasks = tasks_from_frame(frame)

@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg, name = replace(cfg, seed=args.seed), f"internalize-seed{args.seed}"
     t0 = time.perf_counter()
     tasks_file, pool_file, replay_dir = track.path(TASKS), track.path(POOLS[cfg.granularity]), track.path(REPLAY)
-    tasks = tasks_from_frame(read_parquet(tasks_file, "tasks"))
+    tasks = tasks_from_frame(read_parquet(tasks_file, track.section("tasks")))
     pool = read_pool(pool_file)
     if not pool:
         print(f"internalize: {pool_file} is empty; distillation will only replay", file=sys.stderr)
     replay_files = [replay_dir / "episodes.parquet", replay_dir / "steps.parquet"]
-    replay = tuple(read_parquet(f, "collect@oracle") for f in replay_files)
+    replay = tuple(read_parquet(f, track.section("collect@oracle")) for f in replay_files)
     run_dir = resumable_run_dir(track.path(f"checkpoints/{name}"), cfg, [Path(__file__), pool_file,
                                 Path(cfg.model_dir) / "model.safetensors", tasks_file, *replay_files])
     before = report.reference_points(cfg, tasks, pool) if args.seed is None else base_before(track, cfg)

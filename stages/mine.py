@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     out = track.path(OUT)
     cfg = track.load(MineConfig, "mine")
     t0 = time.perf_counter()
-    tasks = tasks_from_frame(read_parquet(track.path("data/tasks/tasks.parquet"), "tasks"))
+    tasks = tasks_from_frame(read_parquet(track.path("data/tasks/tasks.parquet"), track.section("tasks")))
     src = track.path(Path("data/rollouts") / cfg.rollouts)
-    episodes = read_parquet(src / "episodes.parquet", f"rollout@{cfg.rollouts}").filter(pl.col("split") == cfg.split)
-    steps = read_parquet(src / "steps.parquet", f"rollout@{cfg.rollouts}")
+    made_by = track.section(f"rollout@{cfg.rollouts}")
+    episodes = read_parquet(src / "episodes.parquet", made_by).filter(pl.col("split") == cfg.split)
+    steps = read_parquet(src / "steps.parquet", made_by)
     if episodes.is_empty():
         print(f"mine: no {cfg.split!r} episodes in {src}; set rollout.splits to [{cfg.split}]", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = track.load(RLConfig, "rl")
     t0 = time.perf_counter()
     tasks_file, skills_file = track.path(TASKS), track.path(SKILLS)
-    tasks = tasks_from_frame(read_parquet(tasks_file, "tasks"))
+    tasks = tasks_from_frame(read_parquet(tasks_file, track.section("tasks")))
     skills = read_pool(skills_file) if skills_file.is_file() else []
     run_dir = resumable_run_dir(track.path("checkpoints/rl"), cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors",
                                                                     tasks_file, skills_file])

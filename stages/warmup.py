@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import to_dict
+from distillery.config import read_params, to_dict
 from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -40,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     out = track.path(f"models/{section}")
     ckpt, live = str(track.path(f"checkpoints/{section}")), str(track.path(f"dvclive/{section}"))
     tasks_file = track.path(TASKS)
-    cfg = track.load(WarmupConfig, section)
+    params = read_params()
+    # A mistyped --section must not train a default model under its name (`warmup` alone may
+    # rely on every default, as any missing section may).
+    if section != "warmup" and track.section(section) not in params:
+        recipes = {k for k, v in params.items() if isinstance(v, dict) and (k == "warmup" or v.get("base") == "warmup")}
+        known = sorted(n for n in recipes | {r.removeprefix(f"{track.name}_") for r in recipes}
+                       if track.section(n) in params)
+        ap.error(f"params.yaml has no section {track.section(section)!r}; --section takes {', '.join(known)}")
+    cfg = track.load(WarmupConfig, section, params)
     if not cfg.train.log_dir:
         cfg.train.log_dir = live
     traj = track.path(Path("data/trajectories") / cfg.teacher)
-    tasks = tasks_from_frame(read_parquet(tasks_file, "tasks"))
-    episodes = read_parquet(traj / "episodes.parquet", f"collect@{cfg.teacher}")
-    steps = read_parquet(traj / "steps.parquet", f"collect@{cfg.teacher}")
+    tasks = tasks_from_frame(read_parquet(tasks_file, track.section("tasks")))
+    episodes = read_parquet(traj / "episodes.parquet", track.section(f"collect@{cfg.teacher}"))
+    steps = read_parquet(traj / "steps.parquet", track.section(f"collect@{cfg.teacher}"))
     t0 = time.perf_counter()
     tok, model, result, stats = warmup(cfg, tasks, episodes, steps, ckpt)
     metrics = warmup_metrics(result, stats, round(time.perf_counter() - t0, 1))

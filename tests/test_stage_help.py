@@ -47,3 +47,19 @@ def test_sql_real_takes_only_download(capsys):
         sql_real.main(["upload"])
     assert done.value.code == 2
     assert "invalid choice: 'upload'" in capsys.readouterr().err
+
+
+def test_warmup_refuses_a_section_params_yaml_lacks(tmp_path, monkeypatch, capsys):
+    """`--section` names the output too: a typo must fail, not train a default model under it."""
+    import shutil
+
+    from stages import warmup
+
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        warmup.main(["--section", "studnet_weak"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "no section 'studnet_weak'" in err and "--section takes student_weak, twx_warmup, warmup" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
