@@ -37,6 +37,17 @@ def test_bad_values_say_what_to_change(data, fragment):
         from_dict(TasksConfig, data, where="tasks")
 
 
+@pytest.mark.parametrize("data, fragment", [
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"splits": ["tset"]}, "splits must name some of train, test"),
+    ({"splits": []}, "splits must name some of"),
+    ({"tasks_per_family": -1}, "tasks_per_family must be >= 0"),
+])
+def test_collect_refuses_what_would_hang_or_run_nothing(data, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(CollectConfig, data, where="collect")
+
+
 def test_load_section_reads_params_file(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("tasks:\n  seed: 7\npolicies:\n  r: {kind: random, kwargs: {seed: 1}}\n")

@@ -107,3 +107,10 @@ def test_pool_workers_share_the_cores_and_keep_their_policy(monkeypatch):
     first = rollout._worker_policy(PolicySpec("random", {"seed": 1}))
     assert rollout._worker_policy(PolicySpec("random", {"seed": 1})) is first
     assert rollout._worker_policy(PolicySpec("random", {"seed": 2})) is not first
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"k": 0}, {"max_steps": 0}])
+def test_a_rollout_that_could_never_start_is_refused(bad):
+    # batch_size 0 used to start no episode and loop forever waiting for one.
+    with pytest.raises(ValueError, match="rollout: "):
+        RolloutConfig(**bad)

@@ -28,6 +28,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from distillery.types import SPLITS
+
 T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
@@ -290,6 +292,12 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.splits or any(s not in SPLITS for s in self.splits):
+            raise ValueError(f"splits must name some of {', '.join(SPLITS)}; got {self.splits}")
+        if self.tasks_per_family < 0:
+            raise ValueError(f"tasks_per_family must be >= 0 (0 = all), got {self.tasks_per_family}")
 
 
 @dataclass

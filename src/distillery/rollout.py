@@ -60,6 +60,14 @@ class RolloutConfig:
     max_steps: int | None = None    # None: each task's own limit
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # batch_size 0 would start no episode and wait for one forever.
+        if self.k < 1 or self.batch_size < 1:
+            raise ValueError(f"rollout: k and batch_size must be at least 1, got k={self.k}, "
+                             f"batch_size={self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"rollout: max_steps must be at least 1 (or None: each task's own), got {self.max_steps}")
+
 
 @dataclass(frozen=True)
 class EpisodeJob:
