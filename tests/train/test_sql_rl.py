@@ -225,3 +225,9 @@ def test_episodes_gate_applies_to_sql_trajectories(tiny):
     for name in ("episodes", "steps"):
         gate(getattr(traj, name), SUITES[name], source=f"{name}.parquet", refs=refs,
              report_dir="reports/q", quarantine_dir="data/q")
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"k": 1}, {"max_steps": 0}])
+def test_a_config_that_cannot_learn_or_start_is_refused(bad):
+    with pytest.raises(ValueError, match="sql_rl.iterations"):
+        SqlRLConfig(**bad)

@@ -147,9 +147,10 @@ class SqlRLConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, self.section)
-        if self.iterations < 1 or self.k < 2 or self.tasks_per_iteration < 1 or self.epochs < 1 or self.max_steps < 1:
-            raise ValueError("sql_rl.iterations, tasks_per_iteration and epochs must be >= 1 and k >= 2 "
-                             "(a group of one has no baseline)")
+        if (self.iterations < 1 or self.k < 2 or self.tasks_per_iteration < 1 or self.epochs < 1 or self.max_steps < 1
+                or self.batch_size < 1):
+            raise ValueError("sql_rl.iterations, tasks_per_iteration, epochs, max_steps and batch_size must be >= 1 "
+                             "and k >= 2 (a group of one has no baseline)")
         if self.temperature <= 0 or self.schema_weight < 0 or self.format_reward < 0:
             raise ValueError("sql_rl.temperature must be > 0; schema_weight and format_reward >= 0")
 
