@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     # rely on every default, as any missing section may).
     if section != "warmup" and track.section(section) not in params:
         recipes = {k for k, v in params.items() if isinstance(v, dict) and (k == "warmup" or v.get("base") == "warmup")}
-        known = sorted(n for n in recipes | {r.removeprefix(f"{track.name}_") for r in recipes}
-                       if track.section(n) in params)
+        known = sorted(n for n in {r.removeprefix(f"{track.name}_") for r in recipes} if track.section(n) in params)
         ap.error(f"params.yaml has no section {track.section(section)!r}; --section takes {', '.join(known)}")
     cfg = track.load(WarmupConfig, section, params)
     if not cfg.train.log_dir:

@@ -291,9 +291,12 @@ def _run_shard(spec: PolicySpec, jobs: list[EpisodeJob], cfg: RolloutConfig,
 
 def _limit_threads(threads: int) -> None:
     """Pool initializer: this worker's share of the cores for torch's and BLAS's threads, so
-    that N workers do not each start one thread per core (set before torch is imported)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
+    that N workers do not each start one thread per core (set before torch is imported). A
+    thread count already in the environment (the user's, or a grid job's) stands."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 
