@@ -1,0 +1,1 @@
+"""Repository tools: the stages' DVC dependencies, the results page, the metrics view."""

@@ -1,0 +1,1 @@
+"""Benchmarks, failure patterns, grid reports and the claims page, from recorded trajectories and metrics."""
