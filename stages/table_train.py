@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
                 "critic_chain_agreement": number(agree["chain_agreement"], "critic chain agreement"),
                 "seconds": number(seconds, "table_train seconds")}, METRICS)
     for r in results:
-        print(f"table_train: {r['kind']}: {r['steps']} steps, loss {r['train_loss']}, {r['seconds']} s",
-              file=sys.stderr)
-    print(f"table_train: critic agreement {agree}; {seconds} s -> {MODELS}", file=sys.stderr)
+        loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.4f}"
+        print(f"table_train: {r['kind']}: {r['steps']} steps, loss {loss}, {r['seconds']} s", file=sys.stderr)
+    print(f"table_train: critic agreement per step {agree['step_agreement']:.3f}, per chain "
+          f"{agree['chain_agreement']:.3f}, invalid chains caught {agree['invalid_chains_caught']:.3f} "
+          f"({agree['n_chains']} chains); {seconds} s -> {MODELS}", file=sys.stderr)
     return 0
 
 

@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 "cooccurrence": stats.cooccurrence, "partner_rate": rates,
                 "n_scenes": {sp: sum(s.split == sp for s in scenes) for sp in ("train", "val", "test")},
                 "n_pope": len(questions), "seconds": round(time.perf_counter() - t0, 2)}, STATS)
-    print(f"vision_data: {len(scenes)} scenes, {len(questions)} POPE questions, partner rate "
-          f"train {rates['train']} test {rates['test']} in {time.perf_counter() - t0:.1f} s -> {OUT}",
-          file=sys.stderr)
+    shown = {split: ", ".join(f"{pair} {rate:.2f}" for pair, rate in rates[split].items()) for split in ("train", "test")}
+    print(f"vision_data: {len(scenes)} scenes, {len(questions)} POPE questions; partner rates, train: "
+          f"{shown['train']}; test: {shown['test']}; {time.perf_counter() - t0:.1f} s -> {OUT}", file=sys.stderr)
     return 0
 
 
