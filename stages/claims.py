@@ -6,20 +6,18 @@ Reads every `reports/claims/<area>.json` a stage or flow wrote (`types.Claim` ro
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from distillery.evaluate.claims import read_claims, render_page
 from distillery.io import write_text
+from stages.usage import take_no_options
 
 OUT = Path("reports/claims.md")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.claims", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("claims", __doc__, argv)
     files = sorted(Path("reports/claims").glob("*.json"))
     if not files:
         print("claims: no reports/claims/*.json to assemble", file=sys.stderr)

@@ -12,7 +12,6 @@ distill.start=weak` (or the grid: `make objectives-grid`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -26,15 +25,14 @@ from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
 from distillery.train.distill import DistillConfig, run_distill
 from distillery.train.distill_report import distill_claims, distill_metrics
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/tasks/tasks.parquet"
 DATASET = [Path("data/trajectories/oracle/episodes.parquet"), Path("data/trajectories/oracle/steps.parquet")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.distill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("distill", __doc__, argv)
     cfg = load_section(DistillConfig, "distill")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))

@@ -7,7 +7,6 @@ Writes `reports/details/benchmark.json` (policy -> family -> every number), its 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,14 +17,13 @@ from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table, su
 from distillery.evaluate.headline import benchmark_headline
 from distillery.evaluate.report import render_html
 from distillery.io import read_parquet, write_json, write_text
+from stages.usage import take_no_options
 
 TRAJ = Path("data/trajectories")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("evaluate", __doc__, argv)
     cfg = load_section(EvaluateConfig, "evaluate")
     eps, steps = [], []
     for name in cfg.policies:

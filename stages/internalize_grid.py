@@ -10,13 +10,13 @@ stage says how to make one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from distillery.evaluate.grid import claim_rows, html_page, markdown, plot, runs_from_record, table
 from distillery.io import write_json, write_text
+from stages.usage import take_no_options
 
 RECORD = Path("experiments/internalize_grid.json")
 REPORT = Path("reports/internalize_grid.md")
@@ -26,9 +26,7 @@ CLAIMS = "reports/claims/internalize_grid.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.internalize_grid", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("internalize_grid", __doc__, argv)
     if not RECORD.is_file():
         print(f"internalize_grid: no {RECORD}; run the grid first (`make grid`)", file=sys.stderr)
         return 1

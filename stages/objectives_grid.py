@@ -13,7 +13,6 @@ writes an empty report that says how to make one, so `dvc repro` never needs the
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from distillery.evaluate.objectives_grid import (
     table,
 )
 from distillery.io import write_json, write_text
+from stages.usage import take_no_options
 
 RECORD = Path("experiments/objectives_grid.json")
 GKD_CONTROL = Path("experiments/gkd_sft_control.json")   # experiments/gkd_sft_control.py (kept in Git)
@@ -38,9 +38,7 @@ CLAIMS = "reports/claims/objectives_grid.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.objectives_grid", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("objectives_grid", __doc__, argv)
     record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": []}
     runs = runs_from_record(record)
     sets = record.get("sets") or []

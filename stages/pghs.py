@@ -8,7 +8,6 @@ group under `reports/pghs/`, and the fitted simulator of the first seed under `m
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -21,6 +20,7 @@ from distillery.io import read_parquet, write_json, write_text
 from distillery.pghs.data import World, groups_from_json
 from distillery.pghs.evaluate import claims, run_experiment
 from distillery.pghs.report import plot_groups, render
+from stages.usage import take_no_options
 
 TRAJECTORIES = "data/pghs/trajectories.parquet"
 GROUPS = "data/pghs/groups.json"
@@ -32,9 +32,7 @@ MODEL = "models/pghs"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.pghs", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("pghs", __doc__, argv)
     cfg = load_section(PghsConfig, "pghs")
     t0 = time.perf_counter()
     trajectories = read_parquet(TRAJECTORIES, "pghs_data")

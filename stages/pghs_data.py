@@ -9,7 +9,6 @@ that imported data has none). A failing gate writes none of them: nothing downst
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,6 +20,7 @@ from distillery.config import PghsDataConfig, load_section
 from distillery.io import write_json, write_parquet
 from distillery.pghs.data import generate, groups_from_json, groups_to_json, trajectory_suite
 from distillery.quality import GateError, gate
+from stages.usage import take_no_options
 
 TRAJECTORIES = "data/pghs/trajectories.parquet"
 GROUPS = "data/pghs/groups.json"
@@ -30,9 +30,7 @@ QUARANTINE = "data/quarantine/pghs"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.pghs_data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("pghs_data", __doc__, argv)
     cfg = load_section(PghsDataConfig, "pghs_data")
     t0 = time.perf_counter()
     for stale in (TRAJECTORIES, GROUPS, WORLD):      # a failed gate must not leave old data

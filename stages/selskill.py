@@ -12,7 +12,6 @@ finished round). Seeds: `dvc exp run -S selskill.seed=1` (or `make objectives-gr
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -27,6 +26,7 @@ from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
 from distillery.train.selskill import SelSkillConfig, run_selskill
 from distillery.train.selskill_report import precision_text, selskill_claims, selskill_metrics
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/tasks/tasks.parquet"
 SKILLS = "data/experience/skills.jsonl"
@@ -34,9 +34,7 @@ DEMOS = [Path("data/trajectories/oracle/episodes.parquet"), Path("data/trajector
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.selskill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("selskill", __doc__, argv)
     cfg = load_section(SelSkillConfig, "selskill")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))

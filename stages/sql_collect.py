@@ -14,7 +14,6 @@ of the grid's no-warm-up cell (the call syntax without a strategy).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,14 +26,14 @@ from distillery.quality.sql_traj_suites import SQL_OUTCOMES
 from distillery.train.sql_eval import SqlCollectConfig, run_sql_policy
 from distillery.train.sql_rl import SqlTrackConfig, adapt_tasks, split_train, spread_slice
 from distillery.types import tasks_from_frame
+from stages.usage import stage_parser
 
 TASKS = "data/sql/tasks.parquet"
 OUT = Path("data/sql/trajectories")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_collect", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser("sql_collect", __doc__)
     ap.add_argument("policy", help="a policy named under `policies:` in params.yaml (dvc.yaml runs oracle)")
     name = ap.parse_args([] if argv is None else argv).policy
     params = read_params()

@@ -15,7 +15,6 @@ play the real databases; the last student plays the schema-size sets. Writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -40,6 +39,7 @@ from distillery.train.sql_eval import (
 from distillery.train.sql_report import claim_rows, markdown
 from distillery.train.sql_rl import SqlTrackConfig, adapt_tasks, split_train, spread_slice
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/sql/tasks.parquet"
 REAL = "data/sql/real/tasks.parquet"
@@ -52,9 +52,7 @@ def _read(path: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_evaluate", __doc__, argv)
     params = read_params()
     cfg = load_section(SqlEvaluateConfig, "sql_evaluate", params)
     track = load_section(SqlTrackConfig, "sql_track", params)

@@ -10,7 +10,6 @@ report that says how to make one, so `dvc repro` never needs the grid.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from distillery.evaluate.grid import html_page
 from distillery.evaluate.sql_grid import claim_rows, markdown, runs_from_record, table
 from distillery.io import write_json, write_text
+from stages.usage import take_no_options
 
 RECORD = Path("experiments/sql_grid.json")
 REPORT = Path("reports/sql_grid.md")
@@ -26,9 +26,7 @@ CLAIMS = "reports/claims/sql_grid.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_grid", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_grid", __doc__, argv)
     record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": []}
     runs = runs_from_record(record)
     sets = record.get("sets") or []

@@ -14,7 +14,6 @@ its reference solution. It writes `data/sql/real/{chinook,lahman,chinook_enterpr
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from distillery.io import write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import tasks_to_frame
+from stages.usage import stage_parser
 
 PACKAGES = "data/sql/packages"
 REAL = "data/sql/real"
@@ -69,8 +69,7 @@ def convert(cfg: SqlRealConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_real", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser("sql_real", __doc__)
     ap.add_argument("step", nargs="?", choices=["download"],
                     help="download: fetch the packages (stage sql_packages); none: convert them (stage sql_real)")
     args = ap.parse_args([] if argv is None else argv)

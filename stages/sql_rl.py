@@ -12,7 +12,6 @@ Compare the methods with `dvc exp run -S sql_rl.method=grpo` (or the grid: `make
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -33,14 +32,13 @@ from distillery.train.sql_rl import (
     spread_slice,
 )
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/sql/tasks.parquet"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_rl", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_rl", __doc__, argv)
     params = read_params()
     cfg = load_section(SqlRLConfig, "sql_rl", params)
     track = load_section(SqlTrackConfig, "sql_track", params)

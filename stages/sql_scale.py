@@ -11,7 +11,6 @@ table count and kept questions).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -24,6 +23,7 @@ from distillery.io import write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import tasks_to_frame
+from stages.usage import take_no_options
 
 OUT_DIR = "data/sql/scale"
 OUT = "data/sql/scale/tasks.parquet"
@@ -48,9 +48,7 @@ class SqlScaleConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_scale", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_scale", __doc__, argv)
     cfg = load_section(SqlScaleConfig, "sql_scale")
     t0 = time.perf_counter()
     shutil.rmtree(Path(OUT_DIR) / "databases", ignore_errors=True)

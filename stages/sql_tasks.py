@@ -7,7 +7,6 @@ overlays), `data/sql/tasks.parquet` (train and test tasks) and `data/sql/validat
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -21,6 +20,7 @@ from distillery.io import write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.sql_suites import SQL_TASKS
 from distillery.types import Task, tasks_to_frame
+from stages.usage import take_no_options
 
 OUT_DIR = "data/sql"
 DATABASES = "data/sql/databases"
@@ -46,9 +46,7 @@ def random_probe(cfg: SqlTasksConfig) -> Callable[[list[Task]], set[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_tasks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_tasks", __doc__, argv)
     cfg = load_section(SqlTasksConfig, "sql_tasks")
     t0 = time.perf_counter()
     shutil.rmtree(DATABASES, ignore_errors=True)       # no database of an earlier configuration survives

@@ -12,7 +12,6 @@ ran the teacher on learning databases only.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,15 +23,14 @@ from distillery.lm.model import save_model_dir
 from distillery.train.card import build_card
 from distillery.train.warmup import WarmupConfig, warmup, warmup_metrics
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/sql/tasks.parquet"
 SECTION = "sql_warmup"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.sql_warmup", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("sql_warmup", __doc__, argv)
     cfg = load_section(WarmupConfig, SECTION)
     if not cfg.train.log_dir:
         cfg.train.log_dir = f"dvclive/{SECTION}"

@@ -10,7 +10,6 @@ critic or the image check rejects, `data/quarantine/table_data/` with the reason
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import random
 import shutil
@@ -28,6 +27,7 @@ from distillery.quality import GateError, gate
 from distillery.quality.table_suites import TABLE_ITEMS
 from distillery.vision.scenes import png_bytes
 from distillery.vision.tables import TableDataConfig, generate_items, items_frame, render_table
+from stages.usage import take_no_options
 
 OUT = Path("data/tables")
 IMAGES = "data/tables/images"
@@ -39,9 +39,7 @@ QUARANTINE = "data/quarantine/table_data"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.table_data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("table_data", __doc__, argv)
     cfg = load_section(TableDataConfig, "table_data")
     t0 = time.perf_counter()
     items = generate_items(cfg)

@@ -11,7 +11,6 @@ under `reports/tables/`, and `reports/claims/tables.json`. The runs go side by s
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -37,6 +36,7 @@ from distillery.vision.table_rl import (
 )
 from distillery.vision.tables import TableDataConfig
 from distillery.vision.vlm import load_vlm_dir
+from stages.usage import take_no_options
 
 ITEMS = "data/tables/items.parquet"
 STATS = "data/tables/stats.json"
@@ -51,9 +51,7 @@ CLAIMS = "reports/claims/tables.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.table_rl", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("table_rl", __doc__, argv)
     cfg = load_section(TableRLConfig, "table_rl")
     data = load_section(TableDataConfig, "table_data")
     torch.set_num_threads(1)

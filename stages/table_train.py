@@ -10,7 +10,6 @@ chains, and the stage's seconds).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -21,6 +20,7 @@ from distillery.evaluate.headline import number
 from distillery.io import write_json
 from distillery.vision.table_rl import TableJob, TableTrainConfig, run_jobs
 from distillery.vision.tables import TableDataConfig
+from stages.usage import take_no_options
 
 ITEMS = "data/tables/items.parquet"
 MODELS = Path("models/tables")
@@ -29,9 +29,7 @@ METRICS = "metrics/table_train.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.table_train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("table_train", __doc__, argv)
     cfg = load_section(TableTrainConfig, "table_train")
     data = load_section(TableDataConfig, "table_data")
     t0 = time.perf_counter()

@@ -9,7 +9,6 @@ Reads `data/tasks/tasks.parquet`, `data/trajectories/<teacher.trajectories>/`, t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from distillery.lm.model import save_model_dir
 from distillery.train.card import card_prompt
 from distillery.train.teacher import TeacherConfig, grow_teacher
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 TASKS = "data/tasks/tasks.parquet"
 OUT = "models/teacher"
@@ -29,9 +29,7 @@ LIVE = "dvclive/teacher"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.teacher", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("teacher", __doc__, argv)
     cfg = load_section(TeacherConfig, "teacher")
     if not cfg.train.log_dir:
         cfg.train.log_dir = LIVE

@@ -9,7 +9,6 @@ split), `reports/quality/vision_data/` and `data/quarantine/vision_data/`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import sys
@@ -31,6 +30,7 @@ from distillery.vision.scenes import (
     render,
     scenes_frame,
 )
+from stages.usage import take_no_options
 
 OUT = Path("data/vision")
 IMAGES = "data/vision/images"
@@ -42,9 +42,7 @@ QUARANTINE = "data/quarantine/vision_data"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.vision_data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("vision_data", __doc__, argv)
     cfg = load_section(SceneConfig, "vision_data")
     t0 = time.perf_counter()
     scenes = generate_scenes(cfg)

@@ -11,7 +11,6 @@ hyper-parameter), its headline `metrics/vision_eval.json`, `reports/claims/visio
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -22,6 +21,7 @@ from distillery.io import write_json, write_text
 from distillery.vision.config import SceneConfig, VisionEvalConfig, VisionTrainConfig
 from distillery.vision.report import render_report
 from distillery.vision.run import eval_headline, run_eval
+from stages.usage import take_no_options
 
 SCENES = "data/vision/scenes.parquet"
 POPE = "data/vision/pope.parquet"
@@ -35,9 +35,7 @@ RUNS = "data/vision_eval/runs.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.vision_eval", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("vision_eval", __doc__, argv)
     cfg = load_section(VisionEvalConfig, "vision_eval")
     seeds = load_section(VisionTrainConfig, "vision_train").seeds
     scene = load_section(SceneConfig, "vision_data")

@@ -12,7 +12,6 @@ train side by side on `workers` processes of one thread each.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -20,6 +19,7 @@ from distillery.config import load_section, to_dict
 from distillery.io import write_json
 from distillery.vision.config import SceneConfig, VisionTrainConfig
 from distillery.vision.train import TrainJob, run_train_jobs, train_headline
+from stages.usage import take_no_options
 
 SCENES = "data/vision/scenes.parquet"
 MODELS = "models/vision"
@@ -30,9 +30,7 @@ DETAILS = "reports/details/vision_train.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.vision_train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("vision_train", __doc__, argv)
     cfg = load_section(VisionTrainConfig, "vision_train")
     scene = load_section(SceneConfig, "vision_data")
     t0 = time.perf_counter()

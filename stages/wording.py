@@ -8,7 +8,6 @@ Reads the tasks, `data/experience/principles.jsonl`, the model and the injection
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -19,12 +18,11 @@ from distillery.mining.store import read_pool
 from distillery.train.internalize import InternalizeConfig
 from distillery.train.wording import wording_claims, wording_effect
 from distillery.types import tasks_from_frame
+from stages.usage import take_no_options
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.wording", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args([] if argv is None else argv)   # no options: --help says what the stage does
+    take_no_options("wording", __doc__, argv)
     cfg = load_section(InternalizeConfig, "internalize")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet("data/tasks/tasks.parquet", "tasks"))
