@@ -111,6 +111,6 @@ def test_pool_workers_share_the_cores_and_keep_their_policy(monkeypatch):
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"k": 0}, {"max_steps": 0}])
 def test_a_rollout_that_could_never_start_is_refused(bad):
-    # batch_size 0 used to start no episode and loop forever waiting for one.
+    # batch_size 0 would start no episode and wait for one forever.
     with pytest.raises(ValueError, match="rollout: "):
         RolloutConfig(**bad)
