@@ -6,6 +6,7 @@ that go on from there (re-runs, experiments, a failing stage) each take a copy (
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -96,7 +97,9 @@ def _checkout_site() -> str:
     where the installed Distillery is another checkout (an entry also installed is the same entry)."""
     from tests.envs.conftest import write_entry_points
 
-    return str(write_entry_points(Path(tempfile.mkdtemp(prefix="distillery-checkout-plugins-"))))
+    site = Path(tempfile.mkdtemp(prefix="distillery-checkout-plugins-"))
+    atexit.register(shutil.rmtree, site, ignore_errors=True)
+    return str(write_entry_points(site))
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:

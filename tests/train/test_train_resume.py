@@ -78,7 +78,8 @@ def test_two_processes_data_parallel_train_as_one_process_accumulating_two(tmp_p
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(SCRIPT), str(tmp_path / "ddp"), "--grad-accum", "1"],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+        # TMPDIR: torchrun writes its log folder there; under tmp_path it goes with the test.
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("done steps=16 resumed_from=None") == 2, ddp.stdout
     # Each process wrote its own RNG streams into the checkpoint; the weights once.
