@@ -33,7 +33,7 @@ reuse cannot save: a prompt that does not start with its episode's previous one 
 dropped a turn) is prefilled again from where they part.
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 120]
-        [--batch-size 128] [--naive-budget 45] [--rounds 3] [--threads N]
+        [--batch-size 128] [--naive-budget 45] [--rounds 3] [--threads N] [--device cpu|cuda|auto]
 
 The defaults run the whole test split in one batch, as the `play` stage does. Smaller
 batches amortise less: 40 tasks in batches of 64 measured 4.0x where 120 in one batch
@@ -134,14 +134,22 @@ def body_params(model: torch.nn.Module) -> tuple[int, int]:
     return body, head.numel()
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """The machine's fp32 matmul rate (FLOP/s): the best of `reps` timed n^3 matmuls."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: a CUDA call returns before its kernels finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """The device's fp32 matmul rate (FLOP/s): the best of `reps` timed n^3 matmuls."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    synchronize(device)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
@@ -149,11 +157,13 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
 class ForwardTimer:
     """Wall time inside the model's forward passes, split into prefill (more than one new
     token per row) and decode (one), via forward hooks on the model (HF `generate`) and on
-    its lean Llama forward (lm/llama_forward.py, which our engine calls instead)."""
+    its lean Llama forward (lm/llama_forward.py, which our engine calls instead). On CUDA
+    each pass is synchronised at both ends, so its time is the kernels' and not their launch."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         from distillery.lm.llama_forward import fast_forward
 
+        self.device = next(model.parameters()).device
         self.prefill = self.decode = 0.0
         self.calls = 0
         self.prefill_real = self.prefill_computed = 0   # prompt tokens, and with left padding
@@ -164,9 +174,11 @@ class ForwardTimer:
                                                       m.register_forward_hook(self._post, with_kwargs=True))]
 
     def _pre(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        synchronize(self.device)
         self._t0 = time.perf_counter()
 
     def _post(self, module: Any, args: Any, kwargs: dict[str, Any], out: Any) -> None:
+        synchronize(self.device)
         dt = time.perf_counter() - self._t0
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[-1] > 1:
@@ -414,8 +426,12 @@ def main() -> int:
                     help="no new round once another like the last would end past this")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads, both sides (0 = torch's default)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, cuda or auto (CUDA when present); both sides run there, in fp32")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.device not in ("cpu", "auto") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -426,12 +442,12 @@ def main() -> int:
     tasks, where = load_tasks(args.n_tasks, args.seed, args.tasks)
     model_dir = args.model_dir or (DEFAULT_MODEL_DIR if Path(DEFAULT_MODEL_DIR).is_dir() else None)
     if model_dir:
-        policy = HFPolicy(model_dir, temperature=0.0, max_new_tokens=args.max_new_tokens, device="cpu")
+        policy = HFPolicy(model_dir, temperature=0.0, max_new_tokens=args.max_new_tokens, device=args.device)
         what = model_dir
     else:
         model, tok = untrained_model(tasks, args.seed)
         policy = policy_from_model(model, tok, "untrained", prompt=PromptConfig(), max_new_tokens=args.max_new_tokens,
-                                   device="cpu")
+                                   device=args.device)
         what = ("UNTRAINED default ModelConfig (no --model-dir and no models/warmup), tokenizer "
                 "trained on these tasks' oracle text")
     lm = policy.lm
@@ -443,9 +459,12 @@ def main() -> int:
           f"({MARKERS['end']} + eos), max_new_tokens {args.max_new_tokens}, greedy")
     print(f"tasks: {where}")
     print(f"machine: {cpu_line()}, torch threads {torch.get_num_threads()}, {load_note()}")
+    device = next(lm.parameters()).device
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (the model and both sides' forward passes)")
 
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s")
+    peak = matmul_peak(device)
+    print(f"fp32 matmul peak on {device.type} (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s")
 
     # Warm both code paths up once (allocator, kernels), outside the timings.
     warm = render_prompt_ids(Context("warm", tasks[0], 0, "warm up"), policy.tok, tool_specs(tasks[0].env), policy.prompt)
