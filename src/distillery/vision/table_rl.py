@@ -62,12 +62,14 @@ from distillery.vision.config import VLMConfig
 from distillery.vision.tables import TableItem, cell_words
 from distillery.vision.train import NO_IMAGE
 from distillery.vision.vlm import (
+    answer_loss,
     build_tokenizer,
     build_vlm,
     encode_words,
     n_image_tokens,
     normalize,
     pixel_crc,
+    target_logits,
 )
 
 OK, BAD = "ok", "bad"
@@ -212,20 +214,12 @@ def table_objective(bank: torch.Tensor, places: torch.Tensor, align_weight: floa
     `bank` by its ``image`` extra (-1: a text-only sequence), plus ``align_weight`` x
     `place_alignment_loss` on the batch's images."""
     def loss_fn(model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        from distillery.train.losses import sft_loss
-
         base = model.module if hasattr(model, "module") else model
         idx = batch.extras["image"].long().cpu()
         has = idx >= 0
         pixels = model_input(bank[idx[has]]).to(batch.input_ids.device) if bool(has.any()) else None
-        hidden = base.model(input_ids=batch.input_ids, pixel_values=pixels, attention_mask=batch.attention_mask,
-                            use_cache=False).last_hidden_state
-        targets = batch.labels[:, 1:]
-        rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = base.lm_head(hidden[:, :-1][rows, cols])
-        tgt = targets[rows, cols]
-        loss = sft_loss(logits[None], tgt[None])
-        stats = {"token_acc": float((logits.argmax(-1) == tgt).float().mean()) if len(tgt) else 0.0}
+        loss, acc = answer_loss(base, batch, pixels)
+        stats = {"token_acc": acc}
         if align_weight and pixels is not None:
             al, acc = place_alignment_loss(base, pixels, places[idx[has]].to(batch.input_ids.device))
             loss = loss + align_weight * al
@@ -338,12 +332,7 @@ def _vlm_target_logits(model: Any, batch: Batch, pixel_bank: torch.Tensor) -> tu
     base = model.module if hasattr(model, "module") else model
     idx = batch.extras["image"].long().cpu()
     pixels = model_input(pixel_bank[idx]).to(batch.input_ids.device)
-    hidden = base.model(input_ids=batch.input_ids, pixel_values=pixels, attention_mask=batch.attention_mask,
-                        use_cache=False).last_hidden_state
-    targets = batch.labels[:, 1:]
-    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-    logits = base.lm_head(hidden[:, :-1][rows, cols])
-    return logits, targets[rows, cols], rows, cols
+    return target_logits(base, batch, pixels)
 
 
 @torch.no_grad()

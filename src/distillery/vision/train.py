@@ -40,7 +40,7 @@ import torch
 from distillery.train.config import TrainConfig
 from distillery.train.data import Example, example_from_mask
 from distillery.train.loop import TrainResult, checkpoint_dirs, train
-from distillery.train.losses import IGNORE_INDEX, sft_loss
+from distillery.train.losses import IGNORE_INDEX
 from distillery.vision.config import ITMConfig, VisionTrainConfig
 from distillery.vision.scenes import Scene, caption, training_questions
 from distillery.vision.vlm import (
@@ -48,6 +48,7 @@ from distillery.vision.vlm import (
     EMPTY,
     QUESTION,
     answer_example,
+    answer_loss,
     build_vlm,
     encode_words,
     n_image_tokens,
@@ -122,16 +123,8 @@ def vlm_objective(bank: torch.Tensor, cells: torch.Tensor, align_weight: float) 
         idx = batch.extras["image"].long().cpu()
         has = idx >= 0
         pixels = pixel_bank[idx[has]].to(batch.input_ids.device) if bool(has.any()) else None
-        hidden = base.model(input_ids=batch.input_ids, pixel_values=pixels, attention_mask=batch.attention_mask,
-                            use_cache=False).last_hidden_state
-        targets = batch.labels[:, 1:]
-        rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = base.lm_head(hidden[:, :-1][rows, cols])
-        tgt = targets[rows, cols]
-        loss = sft_loss(logits[None], tgt[None])
-        stats: dict[str, float] = {}
-        with torch.no_grad():
-            stats["token_acc"] = float((logits.argmax(-1) == tgt).float().mean()) if len(tgt) else 0.0
+        loss, acc = answer_loss(base, batch, pixels)
+        stats = {"token_acc": acc}
         if align_weight and pixels is not None:
             al, acc = cell_alignment_loss(base, pixels, cells[idx[has]].to(batch.input_ids.device))
             loss = loss + align_weight * al

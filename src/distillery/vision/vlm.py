@@ -16,7 +16,8 @@
   each space a token too, doubling the sequence).
 - **Training through the project's loop.** `train.loop.train` batches token sequences; the
   image rides along as a per-sequence extra (``image``: its row in a pixel bank), and the
-  objective `vlm_loss_fn(bank)` looks the pixels up. The loop itself is unchanged. The
+  objectives (`vision.train.vlm_objective`, `vision.table_rl.table_objective`, both over
+  `answer_loss`) look the pixels up. The loop itself is unchanged. The
   bank's content hash is a second extra (``image_crc``), so the loop's data fingerprint, and
   with it checkpoint resume, covers the pixels too.
 - **Inputs are checked.** `to_pixels` refuses an image of the wrong size or mode, `load_png`
@@ -233,28 +234,25 @@ def answer_example(tok: Any, n_image: int, instruction: str, answer: str, image:
                              {"image": float(image), "image_crc": float(crc)})
 
 
-def vlm_loss_fn(bank: torch.Tensor) -> Any:
-    """The objective `train.loop.train` calls: next-token loss on the answer tokens, the
-    image of each sequence looked up in `bank` ([N, 3, H, W] in [0, 1]) by its ``image`` extra.
-    Like `train.loop.action_logits`, the LM head runs on target positions only."""
-    pixel_bank = normalize(bank)
+def target_logits(base: Any, batch: Any, pixels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """(logits, targets, rows, cols) at `batch`'s labelled positions for a VLM (`base`,
+    unwrapped) given `pixels` for the batch's images (None: text only): logits [n, vocab] of
+    the n positions whose next token is a target, that token, and where it sits in the batch.
+    Like `train.loop.action_logits`, the LM head runs on those positions only."""
+    hidden = base.model(input_ids=batch.input_ids, pixel_values=pixels, attention_mask=batch.attention_mask,
+                        use_cache=False).last_hidden_state
+    targets = batch.labels[:, 1:]
+    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    return base.lm_head(hidden[:, :-1][rows, cols]), targets[rows, cols], rows, cols
 
-    def loss_fn(model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = batch.extras["image"].long().cpu()
-        pixels = pixel_bank[idx].to(batch.input_ids.device)
-        base = model.module if hasattr(model, "module") else model
-        hidden = base.model(input_ids=batch.input_ids, pixel_values=pixels, attention_mask=batch.attention_mask,
-                            use_cache=False).last_hidden_state
-        targets = batch.labels[:, 1:]
-        rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = base.lm_head(hidden[:, :-1][rows, cols])
-        tgt = targets[rows, cols]
-        loss = sft_loss(logits[None], tgt[None])
-        with torch.no_grad():
-            acc = (logits.argmax(-1) == tgt).float().mean() if len(tgt) else logits.new_zeros(())
-        return loss, {"token_acc": float(acc)}
 
-    return loss_fn
+def answer_loss(base: Any, batch: Any, pixels: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    """Next-token loss on `batch`'s labelled tokens (`target_logits`), and their token accuracy."""
+    logits, tgt, _, _ = target_logits(base, batch, pixels)
+    loss = sft_loss(logits[None], tgt[None])
+    with torch.no_grad():
+        acc = float((logits.argmax(-1) == tgt).float().mean()) if len(tgt) else 0.0
+    return loss, acc
 
 
 # ---------------------------------------------------------------------------------------
