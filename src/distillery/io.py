@@ -59,20 +59,6 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: not found")
-    rows = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{i}: not valid JSON ({e.msg})") from e
-    return rows
-
-
 def read_parquet(path: str | Path, what: str = "") -> pl.DataFrame:
     """Read a parquet file; a missing file says which stage makes it."""
     p = Path(path)

@@ -164,9 +164,6 @@ class PolicySet:
         return [p for p in self.policies if (group is None or p.group == group)
                 and (target is None or p.target == target) and (kind is None or p.kind == kind)]
 
-    def covers(self, group: str, target: str) -> bool:
-        return bool(self.select(group, target, "baseline"))
-
     def to_json(self) -> dict[str, Any]:
         return {"targets": self.targets, "groups": self.groups, "meta": self.meta,
                 "policies": [p.to_json() for p in self.policies]}

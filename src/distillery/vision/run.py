@@ -21,12 +21,10 @@ checkpoint, tuned on the validation split, with seeds and paired verdicts.
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -514,7 +512,3 @@ def run_eval(cfg: VisionEvalConfig, *, scenes_file: str, pope_file: str, model_r
     return {"metrics": metrics, "claims": claim_rows(summary["table"], checks, prior, cfg, seeds), "data": data,
             "runs": summary["runs"], "captions": captions, "logits": logits, "saliency": sal, "words": words,
             "tuned": tuned}
-
-
-def write_runs(path: str | Path, runs: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(runs, indent=1, sort_keys=True))

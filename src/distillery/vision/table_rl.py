@@ -23,7 +23,6 @@ training loop.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -157,10 +156,6 @@ class TableRLConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def prompt_words(item: TableItem) -> list[str]:
-    return item.item.question.split()
-
-
 def chain_example(tok: Any, n_image: int, item: TableItem, chain: str, image: int, crc: int,
                   table_words: list[int] | None = None) -> Example:
     prefix = table_words if table_words is not None else [tok.convert_tokens_to_ids("<image>")] * n_image
@@ -169,10 +164,6 @@ def chain_example(tok: Any, n_image: int, item: TableItem, chain: str, image: in
     return example_from_mask([*prompt, *target], [False] * len(prompt) + [True] * len(target),
                              {"image": float(image) if table_words is None else NO_IMAGE,
                               "image_crc": float(crc) if table_words is None else 0.0})
-
-
-def cell_targets(tok: Any, items: Sequence[TableItem], grid: int) -> torch.Tensor:
-    return torch.tensor([[tok.convert_tokens_to_ids(w) for w in cell_words(it.table, grid)] for it in items])
 
 
 def place_targets(tok: Any, items: Sequence[TableItem], grid: int) -> torch.Tensor:
@@ -720,7 +711,3 @@ def run_jobs(jobs: Sequence[TableJob], workers: int) -> list[dict[str, Any]]:
 
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
         return list(ex.map(run_table_job, jobs))
-
-
-def copy_model(model: Any) -> Any:
-    return copy.deepcopy(model)

@@ -194,11 +194,6 @@ def cell_words(table: Table, grid: int) -> list[str]:
     return [t or EMPTY for row in cell_texts(table, grid) for t in row]
 
 
-def table_as_words(table: Table, grid: int) -> str:
-    """The table written as its grid of cell words (the text-only view of the image)."""
-    return " ".join(cell_words(table, grid))
-
-
 # ---------------------------------------------------------------------------------------
 # Frames
 # ---------------------------------------------------------------------------------------

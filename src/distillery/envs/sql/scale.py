@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,3 @@ def scale_tasks(cfg: ScaleConfig, out_dir: str | Path) -> tuple[list[Task], dict
             tasks.append(replace(t, task_id=t.task_id.replace("sql-test-", "sql-scale-"), initial_state=state))
     report["kept"] = {str(s): sum(t.initial_state["size"] == s for t in tasks) for s in cfg.sizes}
     return tasks, report
-
-
-def sizes_of(tasks: Sequence[Task]) -> list[int]:
-    return sorted({int(t.initial_state["size"]) for t in tasks})

@@ -252,11 +252,6 @@ class ChainVerdict:
     def n_misread(self) -> int:
         return sum(s.reason.startswith("misread") for s in self.steps)
 
-    @property
-    def first_invalid(self) -> int:
-        """Index of the first invalid step (len(steps) when all are valid)."""
-        return next((i for i, s in enumerate(self.steps) if not s.valid), len(self.steps))
-
     def reasons(self) -> list[str]:
         out = [f"step {i + 1} ({s.text[:40]!r}): {s.reason}" for i, s in enumerate(self.steps) if not s.valid]
         if not self.has_answer:

@@ -29,7 +29,7 @@ from distillery.envs.textworldexpress.commands import (
     normalise,
     to_command,
 )
-from distillery.envs.textworldexpress.games import GAMES, parse_setting
+from distillery.envs.textworldexpress.games import GAMES
 from distillery.types import CheckResult, StepResult, Task, Verification
 
 UNKNOWN = "Unknown action: I'm not sure what you mean."
@@ -150,10 +150,3 @@ class TwxEnv:
     def _take(self, info: dict[str, Any]) -> None:
         self._info = info
         self._valid = {normalise(str(a)): str(a) for a in info.get("validActions") or ()}
-
-
-def setting_params(family: str, profile: str) -> tuple[str, str, str]:
-    """(engine game, gameParams, fold) a family's task under a profile is drawn from."""
-    game = GAMES[family]
-    setting = parse_setting(profile)
-    return game.engine, game.params_text(setting.knobs), setting.fold
