@@ -91,6 +91,12 @@ def test_scope_weights_are_count_scaled_softmaxes_within_each_path():
     assert w_stu == pytest.approx([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2), 0.0, 0.0])
     a, b = math.exp(-1.0), math.exp(-3.0)            # softmax(+l_T): the teacher-plausible wrong weighs more
     assert w_tea == pytest.approx([0.0, 0.0, 2 * a / (a + b), 2 * b / (a + b)])
+    # a hotter softmax flattens both paths: tau 2 halves the log-prob gaps
+    w_stu, w_tea = scope_weights(ex, old, tea, tau=2.0)
+    e1, e2 = math.exp(0.5), math.exp(1.0)
+    assert w_stu == pytest.approx([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2), 0.0, 0.0])
+    a, b = math.exp(-0.5), math.exp(-1.5)
+    assert w_tea == pytest.approx([0.0, 0.0, 2 * a / (a + b), 2 * b / (a + b)])
 
 
 class _Unigram(torch.nn.Module):
@@ -138,6 +144,8 @@ def test_config_names_what_is_wrong():
         DistillConfig(method="kd")
     with pytest.raises(ValueError, match="start"):
         DistillConfig(start="medium")
+    with pytest.raises(ValueError, match="scope_tau"):
+        DistillConfig(scope_tau=0.0)
 
 
 def _samples(n: int, on_policy: float = 1.0) -> list[Example]:

@@ -104,6 +104,8 @@ class DistillConfig(OnPolicyConfig):
             raise ValueError("distill.iterations, tasks_per_family and epochs must be >= 1")
         if not 0 <= self.gkd_lambda <= 1 or not 0 <= self.gkd_beta <= 1:
             raise ValueError("distill.gkd_lambda and distill.gkd_beta must lie in [0, 1]")
+        if self.scope_tau <= 0:
+            raise ValueError(f"distill.scope_tau must be > 0 (the perplexity-softmax temperature), got {self.scope_tau}")
 
     @property
     def student_dir(self) -> str:
@@ -158,9 +160,10 @@ def teacher_logprobs(teacher: Any, examples: Sequence[Example], *, pad_id: int,
 
 
 def scope_weights(examples: Sequence[Example], old: Sequence[Sequence[float]],
-                  teacher: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+                  teacher: Sequence[Sequence[float]], *, tau: float = 1.0) -> tuple[list[float], list[float]]:
     """SCOPE's w_stu, w_tea per sample, from the pre-update student and the teacher, within
-    each `group` extra (the task's samples), routed by the `correct` extra."""
+    each `group` extra (the task's samples), routed by the `correct` extra; `tau` is the
+    perplexity-softmax temperature."""
     n = len(examples)
     if n == 0:
         return [], []
@@ -175,7 +178,7 @@ def scope_weights(examples: Sequence[Example], old: Sequence[Sequence[float]],
     l_t = torch.where(mask, t_lp, torch.zeros_like(t_lp)).sum(-1) / mask.sum(-1).clamp(min=1)
     w = scope_path_weights(sequence_mean_logprob(s_lp, mask), l_t,
                            torch.tensor([e.extras["correct"] > 0 for e in examples]),
-                           torch.tensor([int(e.extras["group"]) for e in examples]))
+                           torch.tensor([int(e.extras["group"]) for e in examples]), tau=tau)
     return w.student.tolist(), w.teacher.tolist()
 
 
@@ -351,7 +354,8 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
         messages += reasons[:5] + ([f"... and {len(reasons) - 5} more"] if len(reasons) > 5 else [])
         old = score_examples(model, examples, temperature=1.0, pad_id=pad)
         ok = [not any(math.isnan(v) for v in row) for row in t_lp]
-        w_stu, w_tea = scope_weights(examples, old, [[0.0 if math.isnan(v) else v for v in r] for r in t_lp]) \
+        w_stu, w_tea = scope_weights(examples, old, [[0.0 if math.isnan(v) else v for v in r] for r in t_lp],
+                                     tau=cfg.scope_tau) \
             if cfg.method == "scope" else ([1.0] * len(examples), [1.0] * len(examples))
         if cfg.method == "scope":
             # a wrong sample without a teacher signal is left out of its group's weights
