@@ -124,7 +124,8 @@ METHODS: tuple[str, ...] = ("greedy", "vcd", "agla", "m3id", "icd", "pnd", "pnd_
 
 @dataclass
 class VisionEvalConfig:
-    """Stage `vision_eval`: POPE and CHAIR for every decoding method, tuned on validation."""
+    """Stage `vision_eval`: POPE and CHAIR for every decoding method, its hyper-parameters
+    tuned on the validation split, never on test."""
 
     methods: list[str] = _f(list(METHODS), "decoding methods to run (greedy always runs: it is the baseline)")
     noise_seeds: list[int] = _f([0, 1, 2], "seeds of the noised views (VCD, PND's negative)")
@@ -132,7 +133,6 @@ class VisionEvalConfig:
     max_caption_tokens: int = _f(24, "cap on a generated caption")
     batch_size: int = _f(256, "sequences per forward")
     workers: int = _f(2, "processes evaluating checkpoints side by side (one thread each)")
-    tune_on: Literal["val"] = _f("val", "the split hyper-parameters are chosen on (never test)")
     vcd_noise_step: int = _f(500, "VCD: diffusion step of the noised image (its POPE script's 500)")
     pnd_noise_step: int = _f(999, "PND: diffusion step of the destroyed region")
     pnd_threshold: float = _f(0.6, "PND: fused Grad-CAM at or above this is destroyed")
