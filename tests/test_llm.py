@@ -3,52 +3,35 @@ the key it sends, the client's retries, errors that name the URL and the model, 
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tests.json_server import JsonServer
 
 from distillery.llm import PLACEHOLDER_KEY, ChatEndpoint, EndpointError
 
 Script = Callable[[int, dict[str, Any]], tuple[int, dict[str, Any]]]   # (request number, body) -> reply
 
 
-class Server:
+class Server(JsonServer):
+    """Answers with `script`, after `delay_s`, and records each request's headers and body."""
+
     def __init__(self, script: Script, delay_s: float = 0.0) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                n = len(server.requests)
-                server.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                time.sleep(delay_s)
-                status, reply = script(n, body)
-                data = json.dumps(reply).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("retry-after-ms", "10")      # the client's backoff, kept short
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass                                          # the client gave up waiting (timeouts)
+        def answer(headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+            n = len(self.requests)
+            self.requests.append((headers, body))
+            time.sleep(delay_s)
+            status, reply = script(n, body)
+            return status, reply, {"retry-after-ms": "10"}   # the client's backoff, kept short
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        super().__init__(answer)
 
 
 @pytest.fixture
@@ -61,8 +44,7 @@ def server() -> Iterator[Callable[..., Server]]:
 
     yield start
     for s in started:
-        s.httpd.shutdown()
-        s.httpd.server_close()
+        s.close()
 
 
 def reply(content: str | None) -> tuple[int, dict[str, Any]]:
@@ -85,27 +67,27 @@ HELLO = [{"role": "user", "content": "hello"}]
 def test_complete_sends_the_model_and_sampling_and_returns_the_text(server, monkeypatch):
     monkeypatch.delenv("TEST_LLM_KEY", raising=False)
     srv = server(lambda n, body: reply("hi there"))
-    endpoint = ChatEndpoint(srv.url + "/", "m", api_key_env="TEST_LLM_KEY", temperature=0.3, max_tokens=7)
-    assert endpoint.base_url == srv.url
+    endpoint = ChatEndpoint(srv.base_url + "/", "m", api_key_env="TEST_LLM_KEY", temperature=0.3, max_tokens=7)
+    assert endpoint.base_url == srv.base_url
     assert endpoint.complete(HELLO) == "hi there"
     [(headers, body)] = srv.requests
     assert (body["model"], body["messages"], body["temperature"], body["max_tokens"]) == ("m", HELLO, 0.3, 7)
     assert headers["authorization"] == f"Bearer {PLACEHOLDER_KEY}"          # a local server takes any key
     monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
-    keyed = ChatEndpoint(srv.url, "m", api_key_env="TEST_LLM_KEY")
+    keyed = ChatEndpoint(srv.base_url, "m", api_key_env="TEST_LLM_KEY")
     assert keyed.create(messages=HELLO, model="other").choices[0].message.content == "hi there"
     assert srv.requests[-1][0]["authorization"] == "Bearer sk-test" and srv.requests[-1][1]["model"] == "other"
 
 
 def test_transient_errors_are_retried_then_named_with_the_url_and_model(server):
     srv = server(lambda n, body: (503, {"error": {"message": "overloaded"}}) if n < 2 else reply("ok"))
-    assert ChatEndpoint(srv.url, "m", max_retries=2).complete(HELLO) == "ok"
+    assert ChatEndpoint(srv.base_url, "m", max_retries=2).complete(HELLO) == "ok"
     assert len(srv.requests) == 3
     down = server(lambda n, body: (500, {"error": {"message": "boom"}}))
     with pytest.raises(EndpointError) as err:
-        ChatEndpoint(down.url, "m", max_retries=1).complete(HELLO)
+        ChatEndpoint(down.base_url, "m", max_retries=1).complete(HELLO)
     assert len(down.requests) == 2
-    assert "HTTP 500 after 1 retries" in str(err.value) and down.url in str(err.value) and "'m'" in str(err.value)
+    assert "HTTP 500 after 1 retries" in str(err.value) and down.base_url in str(err.value) and "'m'" in str(err.value)
     assert "boom" in str(err.value)
 
 
@@ -113,7 +95,7 @@ def test_client_errors_are_not_retried_and_a_missing_key_is_said(server, monkeyp
     monkeypatch.delenv("TEST_LLM_KEY", raising=False)
     srv = server(lambda n, body: (401, {"error": {"message": "invalid key"}}))
     with pytest.raises(EndpointError, match=r"HTTP 401 from .*invalid key \(no key sent: \$TEST_LLM_KEY is unset\)"):
-        ChatEndpoint(srv.url, "m", api_key_env="TEST_LLM_KEY", max_retries=3).complete(HELLO)
+        ChatEndpoint(srv.base_url, "m", api_key_env="TEST_LLM_KEY", max_retries=3).complete(HELLO)
     assert len(srv.requests) == 1
 
 
@@ -124,19 +106,19 @@ def test_down_slow_and_empty_endpoints_raise_endpoint_errors(server):
     assert url in str(err.value)
     slow = server(lambda n, body: reply("late"), delay_s=1.0)
     with pytest.raises(EndpointError, match=r"timed out after 0.2s per attempt"):
-        ChatEndpoint(slow.url, "m", timeout=0.2, max_retries=0).complete(HELLO)
+        ChatEndpoint(slow.base_url, "m", timeout=0.2, max_retries=0).complete(HELLO)
     empty = server(lambda n, body: (200, {**reply("x")[1], "choices": []}))
     with pytest.raises(EndpointError, match="no choices in the reply from"):
-        ChatEndpoint(empty.url, "m").complete(HELLO)
+        ChatEndpoint(empty.base_url, "m").complete(HELLO)
 
 
 def test_an_endpoint_pickles_without_its_client_and_works_after(server):
     srv = server(lambda n, body: reply("again"))
-    endpoint = ChatEndpoint(srv.url, "m", timeout=5.0, max_retries=1, max_tokens=9)
+    endpoint = ChatEndpoint(srv.base_url, "m", timeout=5.0, max_retries=1, max_tokens=9)
     assert endpoint.complete(HELLO) == "again"
     copy = pickle.loads(pickle.dumps(endpoint))
     assert copy._client is None and (copy.base_url, copy.model, copy.timeout, copy.max_tokens) == (
-        srv.url, "m", 5.0, 9)
+        srv.base_url, "m", 5.0, 9)
     assert copy.complete(HELLO) == "again" and len(srv.requests) == 2
     endpoint.close()
     assert endpoint.complete(HELLO) == "again"                             # a new client after close

@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tests.json_server import JsonServer
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.agents.openai import (
@@ -69,45 +69,31 @@ class Endpoint:
 
 @pytest.fixture
 def endpoint() -> Iterator[Callable[..., Endpoint]]:
-    servers: list[ThreadingHTTPServer] = []
+    servers: list[JsonServer] = []
 
     def start(script: Callable[[int, dict[str, Any]], Reply], delay_s: float = 0.0) -> Endpoint:
         ep = Endpoint(script, delay_s)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with ep.lock:
-                    n = len(ep.requests)
-                    ep.requests.append(body)
-                    ep.in_flight += 1
-                    ep.max_in_flight = max(ep.max_in_flight, ep.in_flight)
-                time.sleep(ep.delay_s)
-                status, reply, headers = ep.script(n, body)
+        def answer(headers: dict[str, str], body: dict[str, Any]) -> Reply:
+            with ep.lock:
+                n = len(ep.requests)
+                ep.requests.append(body)
+                ep.in_flight += 1
+                ep.max_in_flight = max(ep.max_in_flight, ep.in_flight)
+            time.sleep(ep.delay_s)
+            try:
+                return ep.script(n, body)
+            finally:
                 with ep.lock:
                     ep.in_flight -= 1
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(srv)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        ep.base_url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        servers.append(JsonServer(answer))
+        ep.base_url = servers[-1].base_url
         return ep
 
     yield start
     for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+        srv.close()
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,15 +3,13 @@ STAGE trajectories to mine."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tests.json_server import JsonServer
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
@@ -24,35 +22,21 @@ from distillery.types import ActionOutput, Context, Experience, Task
 
 @pytest.fixture
 def chat_server() -> Iterator[Callable[[Callable[[dict], tuple[int, dict]]], tuple[str, list[dict]]]]:
-    servers: list[ThreadingHTTPServer] = []
+    servers: list[JsonServer] = []
 
     def start(script: Callable[[dict], tuple[int, dict]]) -> tuple[str, list[dict]]:
         seen: list[dict] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append(body)
-                status, reply = script(body)
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def answer(headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+            seen.append(body)
+            return (*script(body), {})
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(srv)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1", seen
+        servers.append(JsonServer(answer))
+        return servers[-1].base_url, seen
 
     yield start
     for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+        srv.close()
 
 
 def chat_reply(content: str) -> tuple[int, dict]:

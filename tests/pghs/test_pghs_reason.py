@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import polars as pl
 import pytest
+from tests.json_server import JsonServer
 
 from distillery.config import PghsLLMConfig, PghsPoliciesConfig
 from distillery.pghs.data import STRATEGY_FEATURES, to_cells, true_rates
@@ -79,7 +78,7 @@ def test_parse_reply_accepts_fenced_json_and_rejects_bad_rates():
         parse_reply("I think about 2%", ["a"], ["order_rate"])
 
 
-class _Endpoint:
+class _Endpoint(JsonServer):
     """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol.
 
     It stands in for an external LLM endpoint (vLLM, Ollama, `distillery serve`): it reads
@@ -91,45 +90,23 @@ class _Endpoint:
     def __init__(self, bad_replies: int = 0) -> None:
         self.prompts: list[list[dict]] = []
         self.bad_replies = bad_replies
-        endpoint = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.prompts.append(body["messages"])
-                user = body["messages"][1]["content"]
-                groups = re.findall(r"^- (\w+): ", user, flags=re.M)
-                rate = 0.02 if "Decision policies" in user else 0.05
-                if endpoint.bad_replies > 0:
-                    endpoint.bad_replies -= 1
-                    content = "Roughly two percent for everyone."
-                else:
-                    content = json.dumps({"groups": {g: {"order_rate": rate} for g in groups}})
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": content}}],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Endpoint:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, headers: dict[str, str], body: dict) -> tuple[int, dict, dict[str, str]]:
+        self.prompts.append(body["messages"])
+        user = body["messages"][1]["content"]
+        groups = re.findall(r"^- (\w+): ", user, flags=re.M)
+        rate = 0.02 if "Decision policies" in user else 0.05
+        if self.bad_replies > 0:
+            self.bad_replies -= 1
+            content = "Roughly two percent for everyone."
+        else:
+            content = json.dumps({"groups": {g: {"order_rate": rate} for g in groups}})
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": content}}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return 200, reply, {}
 
 
 @pytest.fixture
@@ -147,7 +124,7 @@ def _cells(frame: pl.DataFrame, n_strategies: int = 3) -> pl.DataFrame:
 def test_llm_backend_one_request_per_merchant_strategy_with_and_without_policies(setup, endpoint):
     frame, groups, _, prior, policies = setup
     cells = _cells(frame)
-    cfg = PghsLLMConfig(base_url=endpoint.url, model="stand-in", concurrency=2, max_retries=0)
+    cfg = PghsLLMConfig(base_url=endpoint.base_url, model="stand-in", concurrency=2, max_retries=0)
     plain = make_reasoner("llm", groups, prior, ["order_rate"], None, cfg, progress=False)
     guided = make_reasoner("llm", groups, prior, ["order_rate"], policies, cfg, progress=False)
     assert isinstance(plain, LLMReasoner)
@@ -168,12 +145,12 @@ def test_llm_backend_retries_once_then_fails_loudly(setup):
     frame, groups, _, prior, _ = setup
     cells = _cells(frame, 1)
     with _Endpoint(bad_replies=1) as e:
-        cfg = PghsLLMConfig(base_url=e.url, concurrency=1, max_retries=0)
+        cfg = PghsLLMConfig(base_url=e.base_url, concurrency=1, max_retries=0)
         out = LLMReasoner(groups, prior, ["order_rate"], cfg, progress=False).predict(cells)
         assert out["pred_order_rate"].to_list() == [0.05] * cells.height
         assert "could not be used" in e.prompts[1][-1]["content"]
     with _Endpoint(bad_replies=2) as e:
-        cfg = PghsLLMConfig(base_url=e.url, concurrency=1, max_retries=0)
+        cfg = PghsLLMConfig(base_url=e.base_url, concurrency=1, max_retries=0)
         with pytest.raises(LLMError, match="no JSON object"):
             LLMReasoner(groups, prior, ["order_rate"], cfg, progress=False).predict(cells)
 

@@ -16,8 +16,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.json_server import JsonServer
 
 USER = {"name": "Sam Reed", "email": "sam.reed@home.net"}
 
@@ -209,30 +210,14 @@ class Scripted:
 def scripted_endpoint(replies: dict[str, list[str | int]]) -> Iterator[Scripted]:
     ep = Scripted(replies)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with ep.lock:
-                ep.requests.append(body)
-            status, reply = ep.answer(body)
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with ep.lock:
+            ep.requests.append(body)
+        return (*ep.answer(body), {})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    ep.base_url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    try:
+    with JsonServer(answer) as srv:
+        ep.base_url = srv.base_url
         yield ep
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 # What the tiny model in test_draft_serve.py is trained to write: short, and valid.
