@@ -21,7 +21,7 @@ import torch
 
 from distillery.config import load_section, to_dict
 from distillery.envs.table.chains import verify_chain
-from distillery.io import write_json
+from distillery.io import write_json, write_text
 from distillery.vision.table_report import claims_rows, headline, render_report
 from distillery.vision.table_rl import (
     TableJob,
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 "params": to_dict(cfg)}, DETAILS)
     write_json(headline(results, sft, seconds), METRICS)
     write_json([c.to_dict() for c in claims], CLAIMS)
-    Path(REPORT).write_text(render_report(stats, train_details, results, sft, claims, examples, seconds, to_dict(cfg),
-                                           own_agreement))
+    write_text(render_report(stats, train_details, results, sft, claims, examples, seconds, to_dict(cfg), own_agreement),
+               REPORT)
     print(f"table_rl: {len(results)} runs in {seconds:.0f} s; "
           + "; ".join(f"{c.finding}: {c.holds}" for c in claims), file=sys.stderr)
     shutil.rmtree("checkpoints/table_rl", ignore_errors=True)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from distillery.io import atomic_path
 from distillery.types import Claim
 
 AXES: dict[str, tuple[str, ...]] = {
@@ -304,5 +305,6 @@ def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:
     axes[0].set_ylabel("success (greedy), mean ± std over seeds")
     axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

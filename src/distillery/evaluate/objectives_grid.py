@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.evaluate.grid import fmt, markdown_page, mean_std, verdict
+from distillery.io import atomic_path
 from distillery.types import Claim
 
 RL_METHODS = ("grpo", "gigpo", "siri")
@@ -370,5 +371,6 @@ def plot(runs: Mapping[tuple[Cell, int], RunNumbers], path: str) -> None:
             ax.legend(fontsize=8)
     axes[0].set_ylabel("success (greedy), mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

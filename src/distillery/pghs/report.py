@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from distillery.io import atomic_path
 from distillery.pghs.evaluate import COMPARED, DESCRIPTIONS, METHODS
 from distillery.pghs.policies import PolicySet
 from distillery.types import Claim
@@ -46,7 +47,8 @@ def plot_groups(predictions: pl.DataFrame, target: str, out_dir: str | Path) -> 
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         path = out_dir / f"pred_vs_actual_{group}.png"
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         paths.append(path)
     return paths

@@ -44,6 +44,7 @@ import torch
 
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
+from distillery.io import write_text
 from distillery.rollout import Trajectories
 from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example, collate
@@ -326,7 +327,7 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
         refs = {"student_before": _greedy(student.model, tok, test, cfg, s_prompt),
                 "teacher": _greedy(teacher.model, teacher.tokenizer, test, cfg, t_prompt)}
         run_dir.mkdir(parents=True, exist_ok=True)
-        refs_file.write_text(json.dumps(refs))
+        write_text(json.dumps(refs), refs_file)
     if log is not None:
         log({"test_success": refs["student_before"], "teacher_test_success": refs["teacher"]}, -1)
     model = student.model

@@ -48,6 +48,7 @@ import torch
 from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
+from distillery.io import write_text
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
 from distillery.train.advantages import gigpo_advantages, grpo_advantages
 from distillery.train.config import OnPolicyConfig, TrainConfig
@@ -386,7 +387,7 @@ def run_rl(cfg: RLConfig, tasks: Sequence[Task], skills: Sequence[Experience], r
     else:
         before = _greedy(model, tok, test, cfg, prompt)
         run_dir.mkdir(parents=True, exist_ok=True)
-        start_file.write_text(json.dumps({"test_success": before}))
+        write_text(json.dumps({"test_success": before}), start_file)
     if log is not None:
         log({"test_success": before}, -1)              # step 0: the starting model
     model = load_model_dir(cfg.model_dir).model       # the trained copy; `ref` stays frozen

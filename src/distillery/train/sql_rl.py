@@ -56,6 +56,7 @@ from distillery.envs.sql.env import SqlEnv
 from distillery.envs.sql.prefill import DEFAULT_SCHEMA_CHARS, adapted_reference, task_db
 from distillery.envs.sql.schema import load_meta
 from distillery.envs.sql.tools import EXPLORE_TOOLS
+from distillery.io import write_text
 from distillery.quality.sql_traj_suites import SQL_OUTCOME_SCHEMA
 from distillery.rollout import EpisodeJob, RolloutConfig, Trajectories, episode_seed, run_batch
 from distillery.train.config import TrainConfig
@@ -499,7 +500,7 @@ def run_sql_rl(cfg: SqlRLConfig, track: SqlTrackConfig, learn: Sequence[Task], v
     else:
         before = validate(ref.model)
         run_dir.mkdir(parents=True, exist_ok=True)
-        start_file.write_text(json.dumps({"validation_accuracy": before}))
+        write_text(json.dumps({"validation_accuracy": before}), start_file)
     if log is not None:
         log({"validation_accuracy": before}, -1)
     model = load_model_dir(cfg.model_dir).model

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from distillery.io import atomic_path
 from distillery.types import Claim
 from distillery.vision.run import KINDS, EvalData, itm_maps
 from distillery.vision.scenes import POPE_SPLITS
@@ -45,8 +46,8 @@ def save_example_image(path: Path, panels: Sequence[torch.Tensor], scale: int = 
         arr = (p.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
         img = Image.fromarray(arr).resize((w * scale, h * scale), Image.NEAREST)
         canvas.paste(img, (k * (w + 2) * scale, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
 
 
 def render_report(out: Mapping[str, Any], claims: Sequence[Claim], image_dir: str | Path, rel: str,
