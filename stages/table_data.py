@@ -10,9 +10,7 @@ critic or the image check rejects, `data/quarantine/table_data/` with the reason
 
 from __future__ import annotations
 
-import hashlib
 import random
-import shutil
 import sys
 import time
 from collections import Counter
@@ -22,7 +20,7 @@ import polars as pl
 
 from distillery.config import load_section, to_dict
 from distillery.envs.table.chains import random_chain, verify_chain
-from distillery.io import write_json, write_parquet
+from distillery.io import write_folder, write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.table_suites import TABLE_ITEMS
 from distillery.vision.scenes import png_bytes
@@ -43,16 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(TableDataConfig, "table_data")
     t0 = time.perf_counter()
     items = generate_items(cfg)
-    tmp = OUT / ".images.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sha: dict[str, str] = {}
-    for it in items:
-        data = png_bytes(render_table(it.table, cfg.image_size, cfg.grid))
-        (tmp / f"{it.item_id}.png").write_bytes(data)
-        sha[it.item_id] = hashlib.sha256(data).hexdigest()
-    shutil.rmtree(IMAGES, ignore_errors=True)
-    tmp.rename(IMAGES)
+    sha = write_folder(((it.item_id, png_bytes(render_table(it.table, cfg.image_size, cfg.grid))) for it in items),
+                       IMAGES, ".png")
     frame = items_frame(items, IMAGES, sha)
     Path(QUARANTINE).mkdir(parents=True, exist_ok=True)
     # Items the rule critic rejects (an oracle chain that does not pass) are quarantined with

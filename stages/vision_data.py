@@ -9,14 +9,12 @@ split), `reports/quality/vision_data/` and `data/quarantine/vision_data/`.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from distillery.config import load_section, to_dict
-from distillery.io import write_json, write_parquet
+from distillery.io import write_folder, write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.vision_suites import VISION_POPE, VISION_SCENES
 from distillery.vision.config import SceneConfig
@@ -46,18 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(SceneConfig, "vision_data")
     t0 = time.perf_counter()
     scenes = generate_scenes(cfg)
-    # Images go into a fresh directory that replaces the old one whole: no image of an
-    # earlier configuration survives, and a killed run leaves the old set intact.
-    tmp = OUT / ".images.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sha: dict[str, str] = {}
-    for sc in scenes:
-        data = png_bytes(render(sc, cfg.image_size, cfg.grid))
-        (tmp / f"{sc.image_id}.png").write_bytes(data)
-        sha[sc.image_id] = hashlib.sha256(data).hexdigest()
-    shutil.rmtree(IMAGES, ignore_errors=True)
-    tmp.rename(IMAGES)
+    sha = write_folder(((sc.image_id, png_bytes(render(sc, cfg.image_size, cfg.grid))) for sc in scenes), IMAGES, ".png")
     frame = scenes_frame(scenes, IMAGES, sha)
     train = [s for s in scenes if s.split == "train"]
     stats = prior_stats(train)

@@ -3,10 +3,12 @@ never leaves a half-written file, and reads that fail with the path in the messa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_folder(files: Iterable[tuple[str, bytes]], folder: str | Path, suffix: str = "") -> dict[str, str]:
+    """Write each (stem, content) of `files` as `stem + suffix` into a fresh folder that then
+    replaces `folder` whole: no file of an earlier run survives, and a run killed while
+    writing leaves the old folder as it was. Returns each stem's sha256."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sha: dict[str, str] = {}
+    for stem, data in files:
+        (tmp / f"{stem}{suffix}").write_bytes(data)
+        sha[stem] = hashlib.sha256(data).hexdigest()
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return sha
 
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
