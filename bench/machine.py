@@ -1,4 +1,4 @@
-"""One line naming the CPU a benchmark ran on.
+"""One line naming the CPU a benchmark ran on, and the matmul peak its FLOP rates are set against.
 
 Ratios against a peer move with the CPU, not only with its load: on an Intel Xeon with AMX
 the fp32 matmul peak measured 325-390 GFLOP/s, on an AMD EPYC without it 148, and the share
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
+from typing import Any
 
 # The instruction sets that decide which kernels torch's CPU matmuls and attention run.
 _ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_tile", "AMX"))
@@ -31,3 +33,28 @@ def cpu_line(cpuinfo: str | None = None) -> str:
     isa = [label for flag, label in _ISA_FLAGS if flag in flags]
     no_amx = "" if "amx_tile" in flags or not flags else ", no AMX"
     return f"{name}, {os.cpu_count()} cpus" + (f", {', '.join(isa)}{no_amx}" if isa else "")
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the device's queued work: a CUDA call returns before its kernels finish."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: Any, dtype: Any = None, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-`reps` FLOP/s of an n^3 matmul in `dtype` (default fp32) on `device`."""
+    import torch
+
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    synchronize(device)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best

@@ -67,7 +67,7 @@ import torch  # noqa: E402
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
 from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
-from machine import cpu_line  # noqa: E402
+from machine import cpu_line, matmul_peak, synchronize  # noqa: E402
 
 DEFAULT_MODEL_DIR = "models/warmup"
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
@@ -132,26 +132,6 @@ def body_params(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())   # tied weights are one parameter
     body = total - emb.numel() - (0 if head is emb else head.numel())
     return body, head.numel()
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work: a CUDA call returns before its kernels finish."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, n: int = 2048, reps: int = 5) -> float:
-    """The device's fp32 matmul rate (FLOP/s): the best of `reps` timed n^3 matmuls."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.mm(a, b)
-    synchronize(device)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 class ForwardTimer:

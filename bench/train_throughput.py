@@ -44,7 +44,7 @@ from distillery.train.config import TrainConfig
 from distillery.train.data import Example, examples_from_masks
 from distillery.train.loop import train
 from distillery.types import Turn
-from machine import cpu_line
+from machine import cpu_line, matmul_peak
 
 STEMS = ["invoice", "report", "budget", "notes", "minutes", "contract", "receipt", "draft", "plan", "slides"]
 TAGS = ["acme", "2024", "q3", "final", "globex", "team"]
@@ -87,23 +87,6 @@ MODEL_SIZES = {"bench": {}, "warmup": dict(hidden_size=128, n_layers=2, n_heads=
 
 def model_config(args) -> ModelConfig:
     return ModelConfig(init_seed=args.seed, **MODEL_SIZES[args.model_size])
-
-
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
-    """Best-of-`reps` FLOP/s of an n^3 matmul in `dtype` on this machine (or GPU)."""
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def run_ours(tok, data: list[Example], args) -> tuple[float, float, int]:
@@ -189,7 +172,8 @@ def main() -> None:
           f"{sum(e.n_labels for e in data) / sum(lengths):.0%} of tokens are targets; "
           f"batch {args.batch_size}, {args.steps} steps per side")
 
-    peak = matmul_peak(torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    peak = matmul_peak(torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                       torch.bfloat16 if args.precision == "bf16" else torch.float32)
     print(f"{args.precision} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s")
 
     # Rounds alternate the sides, so a burst of load from elsewhere on the machine hits

@@ -25,3 +25,10 @@ def test_the_line_names_the_cpu_and_the_instruction_sets_that_pick_the_kernels()
 def test_without_cpuinfo_the_line_still_names_something():
     line = machine.cpu_line("")
     assert line and "AMX" not in line and "cpus" in line
+
+
+def test_the_matmul_peak_is_a_finite_rate_on_this_device():
+    import torch
+
+    peak = machine.matmul_peak(torch.device("cpu"), n=128, reps=2)
+    assert 2 * 128**3 / 10 < peak < float("inf")   # a 128^3 product takes well under 10 s
