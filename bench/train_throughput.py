@@ -42,7 +42,7 @@ from distillery.lm.model import ModelConfig, build_model, n_params
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.train.config import TrainConfig
 from distillery.train.data import Example, examples_from_masks
-from distillery.train.loop import train
+from distillery.train.loop import cpu_runs_natively, train
 from distillery.types import Turn
 from machine import cpu_line, matmul_peak
 
@@ -155,6 +155,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.precision == "auto":
         args.precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if args.precision == "bf16" and not torch.cuda.is_available() and not cpu_runs_natively("bf16"):
+        ap.error("--precision bf16: this CPU has no native bf16 matmuls (torch's oneDNN check), so both "
+                 "sides would measure its slow fallback kernels (the 2048^3 peak alone takes minutes); "
+                 "run fp32 here")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

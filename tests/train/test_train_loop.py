@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import platform
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +25,14 @@ from distillery.train.data import (
     example_from_mask,
     examples_from_masks,
 )
-from distillery.train.loop import action_logits, checkpoint_dirs, lr_lambda, sft_loss_fn, train
+from distillery.train.loop import (
+    action_logits,
+    checkpoint_dirs,
+    cpu_runs_natively,
+    lr_lambda,
+    sft_loss_fn,
+    train,
+)
 from distillery.types import Turn
 
 TINY = dict(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
@@ -262,7 +272,7 @@ def test_fused_and_unfused_adamw_are_the_same_update_up_to_rounding(tok, tmp_pat
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path):
+def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path, caplog):
     # The GPU's default precision, run on the CPU through the same autocast path: the
     # weights and the optimizer stay fp32, the matmuls run in bf16.
     train_ex = make_examples(tok, 48, 0)
@@ -271,7 +281,12 @@ def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path):
         model = build_model(ModelConfig(**TINY), tok)
         cfg = quiet(lr=3e-3, warmup_steps=5, max_steps=30, batch_size=8, log_every=1, dvclive=False,
                     mixed_precision=precision)
-        result = train(model, train_ex, [], cfg, tmp_path / precision)
+        with caplog.at_level(logging.WARNING, logger="distillery.train"):
+            result = train(model, train_ex, [], cfg, tmp_path / precision)
+        # Where bf16 matmuls are emulated (an AVX2-only CPU), the run says fp32 is faster.
+        slow_warned = any("no native bf16 matmuls" in r.getMessage() for r in caplog.records)
+        assert slow_warned == (precision == "bf16" and not cpu_runs_natively("bf16")), caplog.text
+        caplog.clear()
         losses[precision] = [r["train/loss"] for r in result.history if "train/loss" in r]
         assert all(p.dtype == torch.float32 for p in model.parameters())
     fp32, bf16 = losses["no"], losses["bf16"]
@@ -280,3 +295,20 @@ def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path):
     # (measured: within 1e-3 over 30 steps), and neither is the other (bf16 really ran).
     assert all(abs(b - f) < 0.02 * f for b, f in zip(bf16, fp32, strict=True)), (fp32, bf16)
     assert bf16 != fp32
+
+
+def test_native_half_precision_check_matches_the_cpu_flags():
+    # oneDNN runs bf16 matmuls natively on AVX-512 (f, bw, vl, dq) or AVX2-VNNI-2 CPUs and
+    # falls back to slow kernels elsewhere; the check must say which this machine is.
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() not in ("x86_64", "AMD64") or not cpuinfo.is_file():
+        pytest.skip("the flags are read from /proc/cpuinfo on x86-64")
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), []))
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        assert cpu_runs_natively("bf16")
+    elif not flags & {"avx512f", "avx_ne_convert", "avx_vnni"}:
+        assert not cpu_runs_natively("bf16")
+    else:
+        pytest.skip(f"a partial AVX-512 or AVX-VNNI CPU: {sorted(f for f in flags if 'avx' in f)}")
+    assert cpu_runs_natively("no")
