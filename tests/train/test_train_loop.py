@@ -298,8 +298,8 @@ def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path, ca
 
 
 def test_native_half_precision_check_matches_the_cpu_flags():
-    # oneDNN runs bf16 matmuls natively on AVX-512 (f, bw, vl, dq) or AVX2-VNNI-2 CPUs and
-    # falls back to slow kernels elsewhere; the check must say which this machine is.
+    # oneDNN runs bf16 matmuls natively on AVX-512 (f, bw, vl, dq) CPUs and falls back to
+    # slow kernels on plain AVX2 ones; the check must say which this machine is.
     cpuinfo = Path("/proc/cpuinfo")
     if platform.machine() not in ("x86_64", "AMD64") or not cpuinfo.is_file():
         pytest.skip("the flags are read from /proc/cpuinfo on x86-64")
