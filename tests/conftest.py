@@ -51,3 +51,20 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def parity_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of tests/agents/test_serve_parity.py, trained once per test process on
+    `parity_tasks()`'s training tasks (one torch thread, seeded, so every process trains the
+    same weights): the serve-parity tests and the `distillery eval` parity test both play it
+    and only read it."""
+    import torch
+    from tests.agents.test_serve_parity import build_model_dir, parity_tasks
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_model_dir(tmp_path_factory.mktemp("parity") / "model", parity_tasks()[0])
+    finally:
+        torch.set_num_threads(before)

@@ -116,9 +116,8 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, list[Task]]:
-    train, evaluate = parity_tasks()
-    return build_model_dir(tmp_path_factory.mktemp("parity") / "model", train), evaluate
+def setup(parity_model_dir: Path, one_thread: None) -> tuple[Path, list[Task]]:
+    return parity_model_dir, parity_tasks()[1]        # tests/conftest.py trains it once
 
 
 @pytest.fixture(scope="module")

@@ -122,20 +122,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model_and_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def model_and_tasks(tmp_path_factory: pytest.TempPathFactory, parity_model_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """The serve-parity test's tiny model (tests/conftest.py) and its evaluation tasks as a
+    table; in-process evaluation on one torch thread, as the server's."""
     import torch
-    from tests.agents.test_serve_parity import build_model_dir, parity_tasks
+    from tests.agents.test_serve_parity import parity_tasks
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("eval")
-    train, evaluate = parity_tasks()
-    model_dir = build_model_dir(root / "model", train)
     # The benchmark reads the test split: the tasks the model memorised count as test tasks here
     # (so that some episodes succeed), beside unseen ones (which mostly fail).
-    table = root / "tasks.parquet"
-    write_parquet(tasks_to_frame([dataclasses.replace(t, split="test") for t in evaluate]), table)
-    yield model_dir, table
+    table = tmp_path_factory.mktemp("eval") / "tasks.parquet"
+    write_parquet(tasks_to_frame([dataclasses.replace(t, split="test") for t in parity_tasks()[1]]), table)
+    yield parity_model_dir, table
     torch.set_num_threads(before)
 
 
