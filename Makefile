@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: metrics setup repro test lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
+.PHONY: metrics setup repro test test-fast lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,6 +60,11 @@ TEST_WORKERS ?= 2
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxschedchunk 2 --durations=15)
+
+# For day-to-day work: the unit tests without those marked slow (no end-to-end `dvc repro`, no
+# servers, no model trained for a parity check). `make test` runs everything and is what CI runs.
+test-fast: setup  ## the unit tests without the slow ones (no dvc repro, no servers); make test runs all
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/e2e $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --durations=10)
 
 push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
 	$(BIN)/dvc push
