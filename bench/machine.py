@@ -58,3 +58,14 @@ def matmul_peak(device: Any, dtype: Any = None, n: int = 2048, reps: int = 5) ->
         synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def best_peak(peaks: list[float], what: str) -> tuple[float, str]:
+    """The best of peaks measured before a benchmark's rounds and after each, and a line saying so.
+
+    On a host whose load comes and goes, one measurement taken in a busy moment would put a
+    side's share of peak too high (above 100% on one run); the best is the least disturbed.
+    """
+    peak = max(peaks)
+    return peak, (f"{what} matmul peak, best of {len(peaks)} measurements (before the rounds and after "
+                  f"each): {peak / 1e9:.1f} GFLOP/s (they ranged {min(peaks) / 1e9:.1f}-{peak / 1e9:.1f})")

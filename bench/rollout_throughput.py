@@ -21,10 +21,11 @@ argmax), and each side's model FLOP rate, 2 * N * tokens/s (N = parameters of th
 transformer blocks, tokens = prompt + generated, plus the LM head on generated tokens;
 attention scores and padding are not counted, so it is the useful work, a lower bound on
 the arithmetic done) against the machine's fp32 matmul peak, measured in the same run by
-timing a 2048^3 matmul before the rounds and after each, the best counting. A breakdown shows where each side's time goes: prefill forward
-passes, one-token decode forward passes, and the rest (environment, prompt rendering,
-the sampling loop). A decode pass's time is fitted as a fixed cost plus a cost per row. A
-critical-path line sets the longest episode's generated tokens (a serial chain) against the
+timing a 2048^3 matmul before the rounds and after each, the best counting. A breakdown
+shows where each side's time goes: prefill forward passes, one-token decode forward
+passes, and the rest (environment, prompt rendering, the sampling loop). A decode pass's
+time is fitted as a fixed cost plus a cost per row. A critical-path line sets the longest
+episode's generated tokens (a serial chain) against the
 tokens the batched side's per-step `act` calls decode (each call as long as its longest
 action): the decode passes continuous batching could remove at most, and, at the fitted
 fixed cost each, the time and the ratio that would give at best (the rows those passes carry
@@ -67,7 +68,7 @@ import torch  # noqa: E402
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
 from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
-from machine import cpu_line, matmul_peak, synchronize  # noqa: E402
+from machine import best_peak, cpu_line, matmul_peak, synchronize  # noqa: E402
 
 DEFAULT_MODEL_DIR = "models/warmup"
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
@@ -443,9 +444,7 @@ def main() -> int:
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)} (the model and both sides' forward passes)")
 
-    # Measured again after every round, the best counting: one measurement in a busy moment
-    # of a shared host would put a side's share of peak too high.
-    peaks = [matmul_peak(device)]
+    peaks = [matmul_peak(device)]   # and again after every round: machine.best_peak
     print(f"fp32 matmul peak on {device.type} (2048^3, best of 5): {peaks[0] / 1e9:.1f} GFLOP/s")
 
     # Warm both code paths up once (allocator, kernels), outside the timings.
@@ -472,9 +471,8 @@ def main() -> int:
         if time.perf_counter() - t_start + last > args.max_seconds:
             break
     timer.remove()
-    peak = max(peaks)
-    print(f"fp32 matmul peak, best of {len(peaks)} measurements (before the rounds and after each): "
-          f"{peak / 1e9:.1f} GFLOP/s (they ranged {min(peaks) / 1e9:.1f}-{peak / 1e9:.1f})")
+    peak, line = best_peak(peaks, "fp32")
+    print(line)
     batched = max((r[0] for r in rounds), key=lambda s: s.steps_per_s)
     naive = max((r[1] for r in rounds), key=lambda s: s.steps_per_s)
     if len(rounds) > 1:

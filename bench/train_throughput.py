@@ -44,7 +44,7 @@ from distillery.train.config import TrainConfig
 from distillery.train.data import Example, examples_from_masks
 from distillery.train.loop import cpu_runs_natively, train
 from distillery.types import Turn
-from machine import cpu_line, matmul_peak
+from machine import best_peak, cpu_line, matmul_peak
 
 STEMS = ["invoice", "report", "budget", "notes", "minutes", "contract", "receipt", "draft", "plan", "slides"]
 TAGS = ["acme", "2024", "q3", "final", "globex", "team"]
@@ -178,9 +178,7 @@ def main() -> None:
 
     peak_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    # The peak is measured again after every round and the best counts: on a host whose load
-    # comes and goes, one measurement taken in a busy moment would put a side above 100%.
-    peaks = [matmul_peak(peak_device, peak_dtype)]
+    peaks = [matmul_peak(peak_device, peak_dtype)]   # and again after every round: machine.best_peak
     print(f"{args.precision} matmul peak (2048^3): {peaks[0] / 1e9:.1f} GFLOP/s")
 
     # Rounds alternate the sides, so a burst of load from elsewhere on the machine hits
@@ -196,9 +194,8 @@ def main() -> None:
             tps, wall, tokens = runs[name][-1]
             print(f"round {r + 1}: {name}: {tps:.0f} tokens/s ({tokens} tokens in {wall:.1f} s)", flush=True)
         peaks.append(matmul_peak(peak_device, peak_dtype))
-    peak = max(peaks)
-    print(f"{args.precision} matmul peak, best of {len(peaks)} measurements (before the rounds and after each): "
-          f"{peak / 1e9:.1f} GFLOP/s (they ranged {min(peaks) / 1e9:.1f}-{peak / 1e9:.1f})")
+    peak, line = best_peak(peaks, args.precision)
+    print(line)
 
     print(f"\n{'run':36s} {'best tok/s':>10s} {'median':>8s} {'model GFLOP/s':>14s} {'of peak':>8s}")
     best = {}

@@ -32,3 +32,11 @@ def test_the_matmul_peak_is_a_finite_rate_on_this_device():
 
     peak = machine.matmul_peak(torch.device("cpu"), n=128, reps=2)
     assert 2 * 128**3 / 10 < peak < float("inf")   # a 128^3 product takes well under 10 s
+
+
+def test_the_best_peak_counts_and_its_line_gives_the_range():
+    peak, line = machine.best_peak([23.0e9, 34.7e9, 30.1e9], "fp32")
+    assert peak == 34.7e9
+    assert line.startswith("fp32 matmul peak, best of 3 measurements")
+    assert "34.7 GFLOP/s (they ranged 23.0-34.7)" in line
+
