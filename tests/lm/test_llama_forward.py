@@ -18,6 +18,8 @@ ROPES = {
     "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
     "llama3": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    # cos/sin that depend on the sequence length: computed by the module on every pass
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
 }
 
 
@@ -35,7 +37,8 @@ def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa", rope: str = "default
 PROMPTS = [[5, 9, 12, 7], [30], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [40, 41, 17], [8] * 9]
 
 
-@pytest.mark.parametrize(("kv_heads", "rope"), [(4, "default"), (2, "default"), (2, "linear"), (4, "llama3")])
+@pytest.mark.parametrize(("kv_heads", "rope"), [(4, "default"), (2, "default"), (2, "linear"), (4, "llama3"),
+                                               (4, "dynamic")])
 @torch.inference_mode()
 def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads, rope):
     model = llama(kv_heads, rope=rope)
@@ -97,6 +100,21 @@ def test_a_lora_wrapped_llama_runs_lean_with_its_adapters():
     assert [g.logprobs for g in lean] == [g.logprobs for g in own]
 
 
+@pytest.mark.parametrize("rope", ["default", "dynamic"])
+@torch.inference_mode()
+def test_positions_past_the_rotary_table_give_the_models_logits(rope):
+    """The cos/sin table starts at 256 positions and grows: a pass at positions 250-649
+    (past it, and past the config's maximum, where dynamic scaling kicks in) still matches."""
+    model = llama(4, rope=rope)
+    ours_forward = LlamaForward(model)
+    for start in (0, 250, 600):
+        ids = torch.tensor([[5, 6, 7, 8] * 10, [9, 8, 7, 6] * 10])
+        pos = torch.arange(start, start + ids.shape[1]).expand(2, -1)
+        ours = ours_forward(ids, None, pos, DynamicCache())
+        theirs = model(input_ids=ids, position_ids=pos, use_cache=True, **{cache_kwarg(model): DynamicCache()}).logits
+        assert torch.equal(ours, theirs), start
+
+
 def test_models_it_cannot_reproduce_keep_their_own_forward():
     assert fast_forward(llama(4, attn="eager")) is None
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
@@ -110,3 +128,16 @@ def test_a_model_switched_to_another_attention_gets_its_own_forward_again():
     assert fast_forward(model) is not None
     model.set_attn_implementation("eager")
     assert fast_forward(model) is None
+
+
+def test_a_model_with_hooks_on_its_layers_keeps_its_own_forward():
+    """Calling a layer's operations directly would skip its hooks (a probe, accelerate's
+    offloading), so such a model runs through its own forward, hooks and all."""
+    model = llama(4)
+    seen = []
+    handle = model.model.layers[0].mlp.register_forward_hook(lambda *_: seen.append(1))
+    assert fast_forward(model) is None
+    generate(model, PROMPTS[:2], stop_ids=[STOP], pad_id=PAD, sampling=SamplingConfig(max_new_tokens=3))
+    assert seen
+    handle.remove()
+    assert fast_forward(model) is not None

@@ -339,47 +339,59 @@ def generate(
     width = mask_buffer.shape[1] - sampling.max_new_tokens
     mask = mask_buffer[:, :width]
     cache = _preallocated_cache(keys, values, width)
-    rows = torch.tensor(fresh + cont, device=device)   # original index of each live row
-    last_pos = torch.tensor([len(prompts[i]) - 1 for i in fresh + cont], device=device)
+    row_ids = fresh + cont                          # original index of each live row
+    rows = torch.tensor(row_ids, device=device)
+    last_pos = torch.tensor([len(prompts[i]) - 1 for i in row_ids], device=device)
     stops = torch.tensor(sorted(set(stop_ids)), device=device)
-    results = [Generation([], [], False) for _ in range(n)]
-    alive = torch.ones(len(fresh) + len(cont), dtype=torch.bool, device=device)
+    # Each step's tokens and log-probs go into [prompt, step] buffers, read out once at the
+    # end: no Python work per row and token (a row's tokens after its stop are cut off then).
+    max_new = sampling.max_new_tokens
+    out_tokens = torch.zeros((n, max_new), dtype=torch.long, device=device)
+    out_logps = torch.zeros((n, max_new), dtype=torch.float32, device=device)
+    lengths = [0] * n
+    stopped = [False] * n
+    states: list[PrefixState | None] = [None] * n
+
+    def finish(j: int, r: int, n_tokens: int, hit_stop: bool) -> None:
+        lengths[r], stopped[r] = n_tokens, hit_stop
+        if return_states:
+            # The row's real positions, in order: its prompt and all generated tokens but
+            # the one just sampled (index_select copies: the state owns its memory).
+            real = mask[j].nonzero().squeeze(-1)
+            states[r] = PrefixState(ids=list(prompts[r]) + out_tokens[r, :n_tokens - 1].tolist(),
+                                    keys=[layer.keys[j].index_select(1, real) for layer in cache.layers],
+                                    values=[layer.values[j].index_select(1, real) for layer in cache.layers])
+
+    alive = torch.ones(len(row_ids), dtype=torch.bool, device=device)
+    n_alive = len(row_ids)
     logits = first_logits
-    for step in range(sampling.max_new_tokens):
+    for step in range(max_new):
         logits = logits[:, -1, :].float() if logits.dim() == 3 else logits.float()
         logp = logits.log_softmax(-1)
-        row_ids = rows.tolist()
-        tok = _choose(logits, sampling, [gens[r] for r in row_ids])
-        tok_logp = logp.gather(-1, tok[:, None]).squeeze(-1)
+        tok = _choose(logits, sampling, [gens[r] for r in row_ids] if sampling.temperature else ())
+        out_tokens[rows, step] = tok
+        out_logps[rows, step] = logp.gather(-1, tok[:, None]).squeeze(-1)
         hit = torch.isin(tok, stops) & alive
-        last = step == sampling.max_new_tokens - 1
-        # One conversion per step, not one tensor indexing per row and token.
-        toks, lps, hits, alives = tok.tolist(), tok_logp.tolist(), hit.tolist(), alive.tolist()
-        for j, r in enumerate(row_ids):
-            if not alives[j]:
-                continue
-            results[r].token_ids.append(toks[j])
-            results[r].logprobs.append(lps[j])
-            if hits[j]:
-                results[r].stopped = True
-            if return_states and (hits[j] or last):
-                # The row's real positions, in order: its prompt and all generated tokens
-                # but the one just sampled (index_select copies: the state owns its memory).
-                real = mask[j].nonzero().squeeze(-1)
-                results[r].state = PrefixState(
-                    ids=list(prompts[r]) + results[r].token_ids[:-1],
-                    keys=[layer.keys[j].index_select(1, real) for layer in cache.layers],
-                    values=[layer.values[j].index_select(1, real) for layer in cache.layers])
-        alive &= ~hit
-        n_alive = int(alive.sum())
+        last = step == max_new - 1
+        finished = hit.nonzero().squeeze(-1).tolist()   # usually none: one sync per step
+        for j in finished:
+            finish(j, row_ids[j], step + 1, True)
+        if finished:
+            alive &= ~hit
+            n_alive -= len(finished)
+        if last:
+            for j in alive.nonzero().squeeze(-1).tolist():
+                finish(j, row_ids[j], step + 1, False)
         if n_alive == 0 or last:
             break
         # Finished rows leave the batch once they are an eighth of it: dropping rows copies the
         # whole cache, and until then a finished row costs only its share of a forward pass
         # (its tokens are computed and discarded).
-        if (rows.numel() - n_alive) * DROP_FINISHED_SHARE >= rows.numel():
-            keep = alive.nonzero().squeeze(-1)
+        if (len(row_ids) - n_alive) * DROP_FINISHED_SHARE >= len(row_ids):
+            keep_list = alive.nonzero().squeeze(-1).tolist()
+            keep = torch.tensor(keep_list, device=device)
             cache.batch_select_indices(keep)
+            row_ids = [row_ids[j] for j in keep_list]
             rows, tok, last_pos, alive = rows[keep], tok[keep], last_pos[keep], alive[keep]
             mask_buffer = mask_buffer[keep]
         mask_buffer[:, width] = True
@@ -387,6 +399,9 @@ def generate(
         mask = mask_buffer[:, :width]
         last_pos = last_pos + 1
         logits = forward(tok[:, None], mask, last_pos[:, None], cache)
+    token_rows, logp_rows = out_tokens.tolist(), out_logps.tolist()
+    results = [Generation(token_rows[r][:lengths[r]], logp_rows[r][:lengths[r]], stopped[r], states[r])
+               for r in range(n)]
     if was_training:
         model.train()
     return results
