@@ -13,10 +13,10 @@ transformers' own class (RMSNorm, the SwiGLU MLP, a plain Linear or Embedding), 
 operations are called directly rather than through `nn.Module.__call__`; anything else (a
 LoRA layer, another norm) is called as the module. The rotary cos/sin are looked up in a
 table the model's rotary module computed once, where they depend on the position alone.
-On a 2-core AVX2 EPYC this took a one-row decode pass of the warm-up student from 3.9-4.9
-to 2.5-3.4 ms. The plumbing between the modules is done here: the SDPA mask (transformers'
-own rules: no mask where padding is absent and SDPA's `is_causal` can stand in),
-grouped-query packing, and the cache update. A model with hooks on its submodules (e.g.
+At the warm-up student's shape on a 2-core AVX2 EPYC this took a one-row decode pass from
+2.7-3.2 to 2.3-2.6 ms (docs/performance.md). The plumbing between the modules is done
+here: the SDPA mask (transformers' own rules: no mask where padding is absent and SDPA's
+`is_causal` can stand in), grouped-query packing, and the cache update. A model with hooks on its submodules (e.g.
 accelerate's offloading) keeps its own forward, since calling operations directly would
 skip them.
 
