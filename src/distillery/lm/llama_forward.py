@@ -16,9 +16,9 @@ table the model's rotary module computed once, where they depend on the position
 At the warm-up student's shape on a 2-core AVX2 EPYC this took a one-row decode pass from
 2.7-3.2 to 2.3-2.6 ms (docs/performance.md). The plumbing between the modules is done
 here: the SDPA mask (transformers' own rules: no mask where padding is absent and SDPA's
-`is_causal` can stand in), grouped-query packing, and the cache update. A model with hooks on its submodules (e.g.
-accelerate's offloading) keeps its own forward, since calling operations directly would
-skip them.
+`is_causal` can stand in), grouped-query packing, and the cache update. A model with
+hooks on its submodules (e.g. accelerate's offloading) keeps its own forward, since
+calling operations directly would skip them.
 
 `fast_forward(model)` returns one for a model it can run (a Llama with SDPA attention,
 plain or PEFT-wrapped), else None: the caller then uses the model's own forward.
