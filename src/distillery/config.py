@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -37,6 +39,17 @@ PARAMS_FILE = "params.yaml"
 
 class ConfigError(ValueError):
     """A params.yaml section that cannot be turned into its config dataclass."""
+
+
+def exit_on_config_error(prog: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Run a command line's `main(argv)`. A ConfigError (its message names the params.yaml key
+    and what to change) ends it as argparse ends a usage error, with one line and exit 2,
+    rather than a traceback: it is the user's to fix, and nothing has been done yet."""
+    try:
+        return main(argv) or 0
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
