@@ -49,8 +49,14 @@ TRACK_vision := vision_eval
 TRACK_tables := table_rl
 TRACK_textworldexpress := twx_internalize twx_internalize_seeds twx_rl twx_play@twx_warmup
 
+# An unknown TRACK stops make before anything runs, the set-up included.
+ifneq ($(TRACK),)
+ifeq ($(TRACK_$(TRACK)),)
+$(error unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress)
+endif
+endif
+
 repro: setup  ## run the pipeline (dvc repro); STAGES=... or TRACK=agents|sql|pghs|vision|tables|textworldexpress for a part of it
-	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress" >&2; exit 2; fi
 	$(BIN)/dvc repro $(STAGES) $(TRACK_$(TRACK))
 
 # Two pytest-xdist workers, handed 2 tests at a time: one runs the shared micro pipeline (one
@@ -84,7 +90,6 @@ METRICS_pghs = $(wildcard metrics/pghs.json)
 METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_tables) $(METRICS_pghs),$(wildcard metrics/*.json))
 
 metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|tables|textworldexpress for one track's
-	@if [ -n "$(TRACK)" ] && [ -z "$(TRACK_$(TRACK))" ]; then echo "unknown TRACK=$(TRACK): agents, sql, pghs, vision, tables or textworldexpress" >&2; exit 2; fi
 	@$(BIN)/dvc metrics show --json $(METRICS_$(TRACK)) | $(BIN)/python -m tools.metrics_view --width 120
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
@@ -114,10 +119,10 @@ GRID_ARGS ?= --jobs 2
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid $(GRID_ARGS)
 
-# The objectives grid: GRPO/GiGPO/SIRI and OPD/AOPD/SCOPE x {strong, weak} start, as queued dvc experiments.
+# The objectives grid: GRPO/GiGPO/SIRI, OPD/AOPD/SCOPE/GKD x {strong, weak} start, and SelSkill, as queued dvc experiments.
 OBJECTIVES_GRID_ARGS ?= --jobs 1
 
-objectives-grid: setup  ## RL and distillation grid: 9 cells x 3 seeds as queued dvc experiments (after make repro)
+objectives-grid: setup  ## RL and distillation grid: 12 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid --grid objectives $(OBJECTIVES_GRID_ARGS)
 
 # The SQL grid: Dual-Track / GRPO, no Propose, schema in the prompt, no warm-up x seeds (docs/sql.md).

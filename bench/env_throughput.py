@@ -141,7 +141,7 @@ def main() -> int:
                     help="also measure ScienceWorld (starts a JVM of ~1.35 GB)")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target is stated
     print(f"machine: {cpu_line()}")
     stage, s_steps, s_eps = stage_steps_per_s(args.seconds)
     print(f"STAGE             {stage:8.0f} steps/s  ({s_steps} steps, {s_eps} episodes, reset+verify included, 1 core)")

@@ -9,11 +9,14 @@ the documentation without anyone retyping a number.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+# An image the claims page links beside itself (reports/x.png) is ../reports/x.png from docs/.
+_LOCAL_IMAGE = re.compile(r"!\[([^\]]*)\]\((?![a-z]+://|/|\.\./)([^)]+)\)")
 
 
 def splice(doc: str, claims_page: str) -> str:
@@ -22,6 +25,7 @@ def splice(doc: str, claims_page: str) -> str:
         raise ValueError(f"docs/results.md has no {START} ... {END} markers to fill")
     body = claims_page.split("\n## ", 1)
     sections = "### " + body[1].replace("\n## ", "\n### ") if len(body) > 1 else ""
+    sections = _LOCAL_IMAGE.sub(r"![\1](../reports/\2)", sections)
     head, rest = doc.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{sections.strip()}\n{END}{tail}"

@@ -13,8 +13,9 @@ the environments it runs in dvc.yaml (`meta: {envs: [stage]}`): each adds the mo
 its `distillery.envs` entry point (and the `distillery.families` entry point of the same
 name, if any) in pyproject.toml points at, with that module's own closure.
 
-The layer rule (DESIGN.md): a module imports only its own layer or the ones below, and no
-two modules import each other, directly or through others.
+The layer rule (from the team's design notes, `../shared/DESIGN.md`, kept beside the
+repository; the layers are listed below): a module imports only its own layer or the ones
+below, and no two modules import each other, directly or through others.
 """
 
 from __future__ import annotations

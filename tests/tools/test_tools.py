@@ -88,6 +88,15 @@ def test_results_splice_replaces_only_the_marked_part():
     assert splice(out, page) == out
 
 
+def test_results_splice_points_the_claims_pages_images_at_reports():
+    from tools.results import END, START, splice
+
+    page = "# Claims\n\n## grid\n\n![grid](internalize_grid.png)\n![web](https://x.org/a.png)\n"
+    out = splice(f"{START}\n{END}\n", page)
+    assert "![grid](../reports/internalize_grid.png)" in out and "![web](https://x.org/a.png)" in out
+    assert splice(out, page) == out
+
+
 def test_metrics_view_puts_each_file_on_its_own_lines_and_never_splits_a_pair():
     from tools.metrics_view import render
 
