@@ -14,30 +14,28 @@ folders (`data/twx/tasks/tasks.parquet`, `data/twx/rollouts/...`: stages/track.p
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import polars as pl
 
 from distillery.agents.base import PolicySpec
-from distillery.config import CollectConfig, load_policy, read_params
+from distillery.config import CollectConfig, exit_on_config_error, load_policy, read_params
 from distillery.io import read_parquet, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.rollout import RolloutConfig, run_episodes
 from distillery.types import tasks_from_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 TASKS = "data/tasks/tasks.parquet"
 OUT_DIRS = {"collect": "data/trajectories", "play": "data/trajectories", "rollout": "data/rollouts"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.collect", description=__doc__.split("\n\n")[0])
+    ap = track_parser("collect", __doc__)
     ap.add_argument("policy", help="a policy named under `policies:` in params.yaml")
     ap.add_argument("--section", default="collect", choices=sorted(OUT_DIRS),
                     help="the params.yaml section that configures the run (default: collect)")
-    add_track_argument(ap)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     name, section, track = args.policy, args.section, Track(args.track)
     params = read_params()
@@ -73,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_config_error("python -m stages.collect", main, sys.argv[1:]))

@@ -16,14 +16,13 @@ tracks that have run; the dvc stage takes them all).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import polars as pl
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.envs import make_env
 from distillery.envs.throughput import replay_throughput
 from distillery.evaluate.environments import (
@@ -35,7 +34,7 @@ from distillery.evaluate.environments import (
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool
 from distillery.types import tasks_from_frame
-from stages.track import Track
+from stages.track import Track, track_parser
 
 OUT = "reports/claims/environments.json"
 COMMAND = "make repro TRACK=agents && make repro TRACK=textworldexpress && dvc repro env_table"
@@ -68,8 +67,8 @@ def steps_per_s(env_name: str, track: Track, cfg: EnvTableConfig) -> float | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.env_table", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--envs", nargs="*", default=None, help="only these environments (default: all in params)")
+    ap = track_parser("env_table", __doc__, track=False)   # every track's files: no --track
+    ap.add_argument("--envs", nargs="+", default=None, help="only these environments (default: all in params)")
     args = ap.parse_args([] if argv is None else argv)
     cfg = load_section(EnvTableConfig, "env_table")
     unknown = sorted(set(args.envs or ()) - set(cfg.envs))
@@ -97,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.env_table", main, sys.argv[1:]))

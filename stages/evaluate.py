@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.config import EvaluateConfig, load_section
+from distillery.config import EvaluateConfig, exit_on_config_error, load_section
 from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table, success_plot_rows
 from distillery.evaluate.headline import benchmark_headline
 from distillery.evaluate.report import render_html
@@ -44,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.evaluate", main, sys.argv[1:]))

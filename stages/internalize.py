@@ -19,13 +19,13 @@ rows stay the base run's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from distillery.config import exit_on_config_error
 from distillery.evaluate.headline import INTERNALIZE, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -34,7 +34,7 @@ from distillery.train import internalize_report as report
 from distillery.train.card import iteration_log, resumable_run_dir
 from distillery.train.internalize import InternalizeConfig, model_prompt, run_internalize
 from distillery.types import tasks_from_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 TASKS = "data/tasks/tasks.parquet"
 POOLS = {"principle": "data/experience/principles.jsonl", "instance": "data/experience/instances.jsonl"}
@@ -57,8 +57,7 @@ def base_before(track: Track, cfg: InternalizeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.internalize", description=__doc__.split("\n\n")[0])
-    add_track_argument(ap)
+    ap = track_parser("internalize", __doc__)
     ap.add_argument("--seed", type=int, default=None, help="another seed of the same run: writes only "
                     "reports/details/internalize-seed<N>.json (module docstring)")
     args = ap.parse_args([] if argv is None else argv)   # main() alone: the agent track
@@ -105,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.internalize", main, sys.argv[1:]))

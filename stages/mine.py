@@ -10,27 +10,26 @@ track's folders (stages/track.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import polars as pl
 
+from distillery.config import exit_on_config_error
 from distillery.evaluate.headline import MINE, pick
 from distillery.io import read_parquet, write_json
 from distillery.mining.experience import MineConfig, mine, mine_metrics
 from distillery.mining.skills import write_validation_table
 from distillery.mining.store import write_pool
 from distillery.types import tasks_from_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 OUT = Path("data/experience")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.mine", description=__doc__.split("\n\n")[0])
-    add_track_argument(ap)
+    ap = track_parser("mine", __doc__)
     track = Track(ap.parse_args([] if argv is None else argv).track)   # main() alone: the agent track
     out = track.path(OUT)
     cfg = track.load(MineConfig, "mine")
@@ -62,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.mine", main, sys.argv[1:]))

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import PghsConfig, load_section
+from distillery.config import PghsConfig, exit_on_config_error, load_section
 from distillery.evaluate.headline import pghs_headline
 from distillery.io import read_parquet, write_json, write_text
 from distillery.pghs.data import World, groups_from_json
@@ -62,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.pghs", main, sys.argv[1:]))

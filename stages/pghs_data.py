@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.config import PghsDataConfig, load_section
+from distillery.config import PghsDataConfig, exit_on_config_error, load_section
 from distillery.io import write_json, write_parquet
 from distillery.pghs.data import generate, groups_from_json, groups_to_json, trajectory_suite
 from distillery.quality import GateError, gate
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.pghs_data", main, sys.argv[1:]))

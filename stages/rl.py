@@ -15,12 +15,12 @@ Compare the methods with `dvc exp run -S rl.method=grpo` (or the grid: `make obj
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from distillery.config import exit_on_config_error
 from distillery.evaluate.headline import RL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -29,15 +29,14 @@ from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
 from distillery.train.rl import RLConfig, run_rl
 from distillery.train.rl_report import rl_claims, rl_metrics
 from distillery.types import tasks_from_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 TASKS = "data/tasks/tasks.parquet"
 SKILLS = "data/experience/skills.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.rl", description=__doc__.split("\n\n")[0])
-    add_track_argument(ap)
+    ap = track_parser("rl", __doc__)
     track = Track(ap.parse_args([] if argv is None else argv).track)   # main() alone: the agent track
     cfg = track.load(RLConfig, "rl")
     t0 = time.perf_counter()
@@ -61,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.rl", main, sys.argv[1:]))

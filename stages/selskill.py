@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.evaluate.headline import SELSKILL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.selskill", main, sys.argv[1:]))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from distillery.agents.base import PolicySpec
-from distillery.config import load_policy, load_section, read_params
+from distillery.config import exit_on_config_error, load_policy, load_section, read_params
 from distillery.io import read_parquet, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.quality.sql_traj_suites import SQL_OUTCOMES
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_collect", main, sys.argv[1:]))

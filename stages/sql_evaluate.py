@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from distillery.agents.base import PolicySpec
-from distillery.config import load_policy, load_section, read_params
+from distillery.config import exit_on_config_error, load_policy, load_section, read_params
 from distillery.evaluate.headline import sql_headline
 from distillery.io import read_parquet, write_json, write_parquet, write_text
 from distillery.quality import SUITES, GateError, gate
@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_evaluate", main, sys.argv[1:]))

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.envs.sql.config import SqlRealConfig
 from distillery.envs.sql.real import build_real_databases, download, real_tasks
 from distillery.io import write_json, write_parquet
@@ -78,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_real", main, sys.argv[1:]))

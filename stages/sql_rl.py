@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from distillery.config import load_section, read_params
+from distillery.config import exit_on_config_error, load_section, read_params
 from distillery.evaluate.headline import SQL_RL, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_rl", main, sys.argv[1:]))

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillery.config import _f, load_section
+from distillery.config import _f, exit_on_config_error, load_section
 from distillery.envs.sql.scale import ScaleConfig, scale_tasks
 from distillery.io import write_json, write_parquet
 from distillery.quality import GateError, gate
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_scale", main, sys.argv[1:]))

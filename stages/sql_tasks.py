@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.envs.sql.config import SqlTasksConfig
 from distillery.envs.sql.taskset import generate_sql_tasks
 from distillery.io import write_json, write_parquet
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.sql_tasks", main, sys.argv[1:]))

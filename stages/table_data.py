@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.envs.table.chains import random_chain, verify_chain
 from distillery.io import write_folder, write_json, write_parquet
 from distillery.quality import GateError, gate
@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.table_data", main, sys.argv[1:]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.envs.table.chains import verify_chain
 from distillery.io import write_json, write_text
 from distillery.vision.table_report import claims_rows, headline, render_report
@@ -105,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.table_rl", main, sys.argv[1:]))

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.evaluate.headline import number
 from distillery.io import write_json
 from distillery.vision.table_rl import TableJob, TableTrainConfig, run_jobs
@@ -58,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.table_train", main, sys.argv[1:]))

@@ -11,17 +11,16 @@ stage, but `validation.json` is written first, with each failing family's reason
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from distillery.config import TasksConfig
+from distillery.config import TasksConfig, exit_on_config_error
 from distillery.io import write_json, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.tasks.generate import GenerationResult, ValidationFailed, generate_tasks
 from distillery.types import tasks_to_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 OUT = "data/tasks/tasks.parquet"
 VALIDATION = "data/tasks/validation.json"
@@ -41,8 +40,7 @@ def _write_validation(result: GenerationResult, seconds: float, path: Path) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stages.tasks", description=__doc__.split("\n\n")[0])
-    add_track_argument(ap)
+    ap = track_parser("tasks", __doc__)
     track = Track(ap.parse_args([] if argv is None else argv).track)   # main() alone: the agent track
     out, validation = track.path(OUT), track.path(VALIDATION)
     reports, quarantine = track.path(REPORTS), track.path(QUARANTINE)
@@ -71,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.tasks", main, sys.argv[1:]))

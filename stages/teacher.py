@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
@@ -51,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.teacher", main, sys.argv[1:]))

@@ -36,7 +36,7 @@ class Track:
 
     def __post_init__(self) -> None:
         if self.name and not _NAME.fullmatch(self.name):
-            raise ValueError(f"--track {self.name!r}: a track name is lower-case letters and digits (e.g. twx)")
+            raise ConfigError(f"--track {self.name!r}: a track name is lower-case letters and digits (e.g. twx)")
 
     def section(self, section: str) -> str:
         """The params.yaml section the track reads for `section`."""
@@ -53,12 +53,14 @@ class Track:
         return Path(head, self.name, *rest)
 
     def load(self, cls: type[T], section: str, params: dict[str, Any] | None = None) -> T:
-        """The track's section of params.yaml as `cls`. A track's section must exist: falling
-        back to every default would run the agent track's settings on the other environment."""
+        """The track's section of params.yaml as `cls`. A track's section must exist and not be
+        empty: falling back to every default would run the agent track's settings on the other
+        environment."""
         params = read_params() if params is None else params
         name = self.section(section)
-        if self.name and name not in params:
-            raise ConfigError(f"params.yaml has no section {name!r}: the {self.name} track reads its {section} "
+        if self.name and params.get(name) is None:
+            what = "an empty section" if name in params else "no section"
+            raise ConfigError(f"params.yaml has {what} {name!r}: the {self.name} track reads its {section} "
                               f"params there (e.g. `{name}: {{base: {section}, ...}}`)")
         return load_section(cls, name, params)
 
@@ -66,3 +68,15 @@ class Track:
 def add_track_argument(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--track", default="", help="run the stage for another track's environment: params from "
                     "<track>_<section>, files under <dir>/<track>/ (stages/track.py); default: the agent track")
+
+
+def track_parser(name: str, doc: str | None, *, track: bool = True) -> argparse.ArgumentParser:
+    """The parser of `python -m stages.<name>`: `--help` prints the module docstring `doc` as
+    written (what the stage reads and writes), and `--track` is added unless `track` is False.
+    (stages/usage.py's `stage_parser` is the same for the stages that take no track: the track
+    stages build theirs here so that their DVC code dependencies stay what they import.)"""
+    ap = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    if track:
+        add_track_argument(ap)
+    return ap

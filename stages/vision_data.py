@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.io import write_folder, write_json, write_parquet
 from distillery.quality import GateError, gate
 from distillery.quality.vision_suites import VISION_POPE, VISION_SCENES
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.vision_data", main, sys.argv[1:]))

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.io import write_json, write_text
 from distillery.vision.config import SceneConfig, VisionEvalConfig, VisionTrainConfig
 from distillery.vision.report import render_report
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.vision_eval", main, sys.argv[1:]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
-from distillery.config import load_section, to_dict
+from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.io import write_json
 from distillery.vision.config import SceneConfig, VisionTrainConfig
 from distillery.vision.train import TrainJob, run_train_jobs, train_headline
@@ -49,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.vision_train", main, sys.argv[1:]))

@@ -17,24 +17,21 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.config import read_params, to_dict
+from distillery.config import exit_on_config_error, read_params, to_dict
 from distillery.evaluate.headline import TRAINING, pick
 from distillery.io import read_parquet, write_json
 from distillery.lm.model import save_model_dir
 from distillery.train.card import build_card
 from distillery.train.warmup import WarmupConfig, warmup, warmup_metrics
 from distillery.types import tasks_from_frame
-from stages.track import Track, add_track_argument
+from stages.track import Track, track_parser
 
 TASKS = "data/tasks/tasks.parquet"
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m stages.warmup", description=__doc__.split("\n\n")[0])
+    ap = track_parser("warmup", __doc__)
     ap.add_argument("--section", default="warmup", help="params.yaml section and output name (default: warmup)")
-    add_track_argument(ap)
     args = ap.parse_args(argv)
     section, track = args.section, Track(args.track)
     out = track.path(f"models/{section}")
@@ -71,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_config_error("python -m stages.warmup", main, sys.argv[1:]))

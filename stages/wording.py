@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from distillery.config import load_section
+from distillery.config import exit_on_config_error, load_section
 from distillery.evaluate.headline import WORDING, pick
 from distillery.io import read_parquet, write_json
 from distillery.mining.store import read_pool
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_on_config_error("python -m stages.wording", main, sys.argv[1:]))
