@@ -5,7 +5,7 @@ Reads `experiments/objectives_grid.json` (the runs `python -m flows.grid --grid 
 collected from its DVC experiments; kept in Git, like params.yaml); writes
 `reports/objectives_grid.md` (every run), `reports/objectives_grid.png` (greedy test success
 per iteration, mean ± std over seeds: RL, distillation from the strong and the weak start)
-and `reports/claims/objectives_grid.json` (the papers' findings, the issue's bars and one row
+and `reports/claims/objectives_grid.json` (the papers' findings, the project's bars and one row
 per cell, and GKD against its no-teacher control when `experiments/gkd_sft_control.json`
 exists), which the `claims` stage puts on `reports/claims.md`. Without a record the stage
 writes an empty report that says how to make one, so `dvc repro` never needs the grid.

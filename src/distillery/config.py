@@ -2,7 +2,8 @@
 
 Every field has a default and a one-line help (`metadata={"help": ...}`); `load_section`
 rejects unknown keys and wrong types with a message that names the key and says what to
-change, so a typo in `params.yaml` or in `dvc exp run -S` fails before any work starts.
+change, so a typo in `params.yaml` or in `dvc exp run -S` fails before any work starts
+(`read_params` also refuses a YAML error, naming the line, and a key given twice).
 A field with a fixed set of choices is annotated `Literal[...]`: `from_dict` checks the
 value, and `check_choices` (called by the config's `__post_init__`) checks a config built
 in code.
@@ -52,11 +53,48 @@ def exit_on_config_error(prog: str, main: Callable[[list[str]], int | None], arg
         return 2
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently: `tasks: {seed: 0, seed: 1}` would run seed 1). Otherwise the same."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` may repeat keys by design
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    mark = first.setdefault(key, key_node.start_mark)
+                except TypeError:                                 # unhashable: SafeLoader says so itself
+                    continue
+                if mark is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {mark.line + 1}; YAML would "
+                        "silently keep the last)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(p: Path, e: yaml.YAMLError) -> ConfigError:
+    """A YAML error as one line naming the file, the line and the column."""
+    if isinstance(e, yaml.MarkedYAMLError) and (e.problem_mark or e.context_mark):
+        mark = e.problem_mark or e.context_mark
+        what = e.problem or e.context or "error"
+        if e.context and e.problem and e.context_mark is not None and e.context_mark is not mark:
+            what += f" ({e.context} on line {e.context_mark.line + 1})"
+        return ConfigError(f"{p}: not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {what}")
+    return ConfigError(f"{p}: not valid YAML: {e}")
+
+
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
-        raise ConfigError(f"{p}: not found; run from the repository root or pass --params")
-    data = yaml.safe_load(p.read_text()) or {}
+        raise ConfigError(f"{p}: not found; run from the repository root")
+    try:
+        with p.open("rb") as f:
+            data = yaml.load(f, Loader=_UniqueKeyLoader) or {}   # a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise _yaml_error(p, e) from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections at the top level")
     return data
@@ -116,8 +154,12 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping, validating every key and type."""
-    data = data or {}
+    """Build dataclass `cls` from a mapping (None: every default), validating every key and type."""
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of keys, got {type(data).__name__} "
+                          f"{data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -333,11 +375,23 @@ class PolicyEntry:
 
 
 def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
+    """Entry `name` of params.yaml's `policies:` table: a mapping with `kind` (and `kwargs`)."""
     params = read_params() if params is None else params
-    table = params.get("policies") or {}
+    table = params.get("policies")
+    table = {} if table is None else table
+    kinds = list(typing.get_args(typing.get_type_hints(PolicyEntry)["kind"]))
+    if not isinstance(table, dict):
+        raise ConfigError(f"policies: expected a mapping of policy name -> {{kind: ..., kwargs: {{...}}}}, "
+                          f"got {type(table).__name__} {table!r}")
     if name not in table:
         raise ConfigError(f"policies.{name}: not defined in params.yaml; defined: {sorted(table)}")
-    return from_dict(PolicyEntry, table[name], where=f"policies.{name}")
+    entry = table[name]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"policies.{name}: expected a mapping such as {{kind: {kinds[0]}, kwargs: {{...}}}}, "
+                          f"got {type(entry).__name__} {entry!r}")
+    if "kind" not in entry:
+        raise ConfigError(f"policies.{name}.kind: missing; say which policy it is, one of {kinds}")
+    return from_dict(PolicyEntry, entry, where=f"policies.{name}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,6 +438,11 @@ class PghsPoliciesConfig:
     ridge: float = _f(1.0, "ridge penalty of the within-merchant effect fit")
     min_merchants: int = _f(5, "fewest merchants a context (merchant attribute) policy must cover")
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"pghs.policies.min_confidence must be in [0, 1] (a share of refits), "
+                             f"got {self.min_confidence}")
+
 
 @dataclass
 class PghsLLMConfig:
@@ -424,6 +483,18 @@ class PghsFitConfig:
     anchor: bool = _f(True, "with policies: boost from the policy prediction (init_score) as well as using policy features")
     cross_fit_folds: int = _f(5, "merchant folds for out-of-fold policy features on training rows (<2: in-sample)")
     threads: int = _f(1, "LightGBM threads (OpenMP spin-waits: more threads than free cores is many times slower)")
+
+    def __post_init__(self) -> None:
+        if self.n_estimators < 1:
+            raise ValueError(f"pghs.fit.n_estimators must be at least 1, got {self.n_estimators}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"pghs.fit.learning_rate must be > 0, got {self.learning_rate}")
+        if self.num_leaves < 2:
+            raise ValueError(f"pghs.fit.num_leaves must be at least 2 (LightGBM's minimum), got {self.num_leaves}")
+        if not 0 < self.feature_fraction <= 1:
+            raise ValueError(f"pghs.fit.feature_fraction must be in (0, 1], got {self.feature_fraction}")
+        if self.min_child_samples < 0 or self.lambda_l2 < 0:
+            raise ValueError("pghs.fit.min_child_samples and pghs.fit.lambda_l2 must be >= 0")
 
 
 @dataclass

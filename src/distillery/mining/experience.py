@@ -25,7 +25,7 @@ from distillery.mining.skills import (
     mine_skills,
     validate_skills,
 )
-from distillery.types import Experience, Task
+from distillery.types import SPLITS, Experience, Task
 
 
 @dataclass
@@ -48,6 +48,10 @@ class MineConfig:
     def __post_init__(self) -> None:
         if self.max_groups < 0:
             raise ValueError(f"max_groups must be 0 (every group) or positive, got {self.max_groups}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split {self.split!r} is not a task split; choose from {list(SPLITS)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
-from distillery.config import _f, check_choices
+from distillery.config import SPLITS, _f, check_choices  # SPLITS: distillery.types'
 
 
 @dataclass
@@ -109,3 +109,7 @@ class OnPolicyConfig:
             raise ValueError(f"{self.section}.k, max_new_tokens and batch_size must be at least 1")
         if self.temperature <= 0:
             raise ValueError(f"{self.section}.temperature must be > 0 (the rollouts sample)")
+        for name in ("learn_split", "test_split"):
+            if getattr(self, name) not in SPLITS:
+                raise ValueError(f"{self.section}.{name}: {getattr(self, name)!r} is not a task split; "
+                                 f"choose from {list(SPLITS)}")

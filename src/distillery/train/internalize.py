@@ -81,6 +81,9 @@ class InternalizeConfig(OnPolicyConfig):
         super().__post_init__()
         if self.iterations < 1 or self.top_k < 1 or self.tasks_per_family < 0:
             raise ValueError("internalize.iterations and top_k must be at least 1, tasks_per_family >= 0 (0 = all)")
+        if not self.eval_seeds:
+            raise ValueError(f"{self.section}.eval_seeds must list at least one seed (the teacher-vs-plain "
+                             "comparison averages over them)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -105,6 +105,13 @@ class RLConfig(OnPolicyConfig):
         if self.iterations < 1 or self.k < 2 or self.tasks_per_family < 1 or self.epochs < 1:
             raise ValueError("rl.iterations, rl.tasks_per_family and rl.epochs must be >= 1 and rl.k >= 2 "
                              "(a group of one has no baseline)")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"rl.gamma must be in [0, 1] (a discount), got {self.gamma}")
+        if not 0 <= self.clip_low < 1 or self.clip_high < 0:
+            raise ValueError(f"rl.clip_low must be in [0, 1) and rl.clip_high >= 0 (the ratio is clipped to "
+                             f"[1 - clip_low, 1 + clip_high]), got {self.clip_low} and {self.clip_high}")
+        if self.kl_coef < 0:
+            raise ValueError(f"rl.kl_coef must be >= 0, got {self.kl_coef}")
 
 
 # ---------------------------------------------------------------------------------------

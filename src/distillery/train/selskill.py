@@ -130,6 +130,10 @@ class SelSkillConfig(OnPolicyConfig):
             raise ValueError("selskill.branches_per_episode must be >= 0, local_turns and pairs_per_batch >= 1")
         if self.beta <= 0 or self.max_grad_norm <= 0:
             raise ValueError("selskill.beta and selskill.max_grad_norm must be > 0")
+        if self.lr <= 0:
+            raise ValueError(f"selskill.lr must be > 0, got {self.lr}")
+        if self.sft_weight < 0:
+            raise ValueError(f"selskill.sft_weight must be >= 0 (0 = pure DPO), got {self.sft_weight}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class SceneConfig:
     pope_per_image: int = _f(3, "POPE: present objects asked about per image (each paired with one absent object)")
 
     def __post_init__(self) -> None:
+        if self.grid < 1 or self.image_size < 1:
+            raise ValueError(f"vision_data.grid and vision_data.image_size must be at least 1, got grid "
+                             f"{self.grid} and image_size {self.image_size}")
         if self.image_size % self.grid:
             raise ValueError(f"vision_data.image_size ({self.image_size}) must be divisible by grid ({self.grid})")
         if not 1 <= self.min_objects <= self.max_objects <= self.grid * self.grid:
@@ -72,6 +75,23 @@ class VLMConfig:
     projector_std: float = _f(0.1, "std of the projector's weight init (its output then has the word embeddings' scale)")
     init_seed: int = _f(0, "seed of the weight init (the run's seed is added)")
 
+    def __post_init__(self) -> None:
+        check_choices(self, "vlm")
+        sizes = ("patch_size", "vision_hidden", "vision_layers", "vision_heads", "vision_intermediate", "hidden_size",
+                 "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "max_position_embeddings")
+        small = [f"{n}={getattr(self, n)}" for n in sizes if getattr(self, n) < 1]
+        if small:
+            raise ValueError(f"vlm sizes must all be >= 1: {', '.join(small)}")
+        if self.vision_hidden % self.vision_heads:
+            raise ValueError(f"vlm.vision_hidden ({self.vision_hidden}) must be divisible by "
+                             f"vlm.vision_heads ({self.vision_heads})")
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"vlm.hidden_size ({self.hidden_size}) must be divisible by vlm.n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"vlm.n_heads ({self.n_heads}) must be divisible by vlm.n_kv_heads ({self.n_kv_heads})")
+        if self.init_std < 0 or self.projector_std < 0:
+            raise ValueError("vlm.init_std and vlm.projector_std must be >= 0")
+
 
 @dataclass
 class ITMConfig:
@@ -89,6 +109,17 @@ class ITMConfig:
     itc_weight: float = _f(1.0, "weight of BLIP's image-text contrastive loss beside the ITM loss")
     questions_per_image: int = _f(4, "training pairs per scene: POPE-style questions (half match)")
     captions: bool = _f(False, "also caption pairs (the scene's own and another scene's)")
+
+    def __post_init__(self) -> None:
+        sizes = ("vision_hidden", "vision_layers", "text_hidden", "text_layers", "heads", "intermediate", "embed_dim")
+        small = [f"{n}={getattr(self, n)}" for n in sizes if getattr(self, n) < 1]
+        if small:
+            raise ValueError(f"itm sizes must all be >= 1: {', '.join(small)}")
+        for name in ("vision_hidden", "text_hidden"):
+            if getattr(self, name) % self.heads:
+                raise ValueError(f"itm.{name} ({getattr(self, name)}) must be divisible by itm.heads ({self.heads})")
+        if min(self.init_std, self.align_weight, self.itc_weight) < 0 or self.questions_per_image < 0:
+            raise ValueError("itm.init_std, itm.align_weight, itm.itc_weight and itm.questions_per_image must be >= 0")
 
 
 @dataclass
@@ -114,12 +145,23 @@ class VisionTrainConfig:
             raise ValueError("vision_train: questions_per_image, captions_per_image and align_weight must be >= 0")
         if self.weak_step < 1:
             raise ValueError("vision_train.weak_step must be at least 1")
+        if self.train.max_steps and self.weak_step > self.train.max_steps:
+            raise ValueError(f"vision_train.weak_step ({self.weak_step}) is after the last step: it must be at most "
+                             f"vision_train.train.max_steps ({self.train.max_steps})")
         if self.workers < 1:
             raise ValueError("vision_train.workers must be at least 1")
 
 
 Method = Literal["greedy", "vcd", "agla", "m3id", "icd", "pnd", "pnd_attn"]
 METHODS: tuple[str, ...] = ("greedy", "vcd", "agla", "m3id", "icd", "pnd", "pnd_attn")
+# The hyper-parameters a method's tuning grid (`vision_eval.grids`) may set: the keys of
+# vision/decoding.py's DEFAULTS (pnd_attn is pnd on the model's own attention). Repeated here
+# so that reading the config does not import the decoder (torch, transformers);
+# tests/vision/test_vision_config.py checks that the two agree.
+GRID_PARAMS: dict[str, tuple[str, ...]] = {
+    "greedy": (), "vcd": ("alpha", "beta"), "agla": ("alpha", "beta"), "icd": ("alpha", "beta"),
+    "m3id": ("lam", "beta"), "pnd": ("alpha", "gamma", "beta"), "pnd_attn": ("alpha", "gamma", "beta"),
+}
 
 
 @dataclass
@@ -152,3 +194,15 @@ class VisionEvalConfig:
             raise ValueError("vision_eval.noise_seeds must name at least one seed")
         if not 0 <= self.pnd_noise_step < 1000 or not 0 <= self.vcd_noise_step < 1000:
             raise ValueError("vision_eval: noise steps must be in [0, 999]")
+        if self.batch_size < 1:
+            raise ValueError(f"vision_eval.batch_size must be at least 1, got {self.batch_size}")
+        for method, grid in self.grids.items():
+            if method not in GRID_PARAMS:
+                raise ValueError(f"vision_eval.grids.{method}: unknown method; choose from {list(GRID_PARAMS)}")
+            unknown = sorted(set(grid) - set(GRID_PARAMS[method]))
+            if unknown:
+                raise ValueError(f"vision_eval.grids.{method}: unknown hyper-parameter(s) {unknown}; "
+                                 f"{method}'s are {list(GRID_PARAMS[method])}")
+            empty = [name for name, values in grid.items() if not values]
+            if empty:
+                raise ValueError(f"vision_eval.grids.{method}.{empty[0]}: empty; list at least one value")

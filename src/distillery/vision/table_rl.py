@@ -149,6 +149,15 @@ class TableRLConfig:
             raise ValueError("table_rl.k must be at least 2 (a group compares its chains)")
         if not 0 < self.overlong_cache <= self.max_new_tokens:
             raise ValueError("table_rl.overlong_cache must lie in (0, max_new_tokens]")
+        if self.temperature <= 0:
+            raise ValueError(f"table_rl.temperature must be > 0 (the rollouts sample), got {self.temperature}")
+        if not 0 <= self.clip_low < 1 or self.clip_high < 0:
+            raise ValueError(f"table_rl.clip_low must be in [0, 1) and table_rl.clip_high >= 0 (the ratio is "
+                             f"clipped to [1 - clip_low, 1 + clip_high]), got {self.clip_low} and {self.clip_high}")
+        for name in ("iterations", "tasks_per_iteration", "max_gen_batches", "epochs", "minibatches", "eval_items",
+                     "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"table_rl.{name} must be at least 1, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ class TableDataConfig:
     shortcut_rate: float = _f(0.85, "train: share of argmax items drawn shortcut-aligned")
 
     def __post_init__(self) -> None:
+        if self.grid < 1 or self.image_size < 1:
+            raise ValueError(f"table_data.grid and table_data.image_size must be at least 1, got grid "
+                             f"{self.grid} and image_size {self.image_size}")
         if self.image_size % self.grid:
             raise ValueError(f"table_data.image_size ({self.image_size}) must be divisible by grid ({self.grid})")
         cap = self.grid - 1
