@@ -18,7 +18,7 @@ Cells:
 
 Findings are judged on runs paired by seed: one holds when the mean paired margin is
 positive and larger than the standard deviation of the paired differences
-(`evaluate.grid.verdict`); RL against its warm-up uses the brief's rule (the mean gain above
+(`evaluate.grid.verdict`); RL against its warm-up uses the track's own rule (the mean gain above
 two standard deviations of the RL accuracies over seeds).
 """
 

@@ -392,7 +392,7 @@ class TeacherDivergence:
     """How far a student's next-token distributions are from the teacher's on given
     examples (teacher-forced, action tokens only; demonstrations or the student's own
     samples): the distributional gap that the distillation losses shrink, beside the
-    success gap that the issue measures."""
+    success gap that the grid measures."""
 
     reverse_kl: float     # mean over tokens of KL(student || teacher): OPD's objective
     forward_kl: float     # mean over tokens of KL(teacher || student)

@@ -17,7 +17,7 @@ an author (reference/trust_sql.md): two advantages, prefix boundary, weights, cl
 An episode without an accepted proposal has **no exploration track**: its schema advantage
 is 0, its prefix mask is empty, and it does not enter the exploration statistics of its
 group (ours: the repository drops the schema reward there and falls back to the last
-Explore turn as the boundary; the brief this implements says "no proposal, no exploration
+Explore turn as the boundary; the specification this implements says "no proposal, no exploration
 track"). Standard GRPO, the comparison, sums the rewards into one and applies one
 advantage to every token (`summed_grpo_advantages`); with w_s = 0 Dual-Track is GRPO on
 the execution track alone (tested).

@@ -81,7 +81,7 @@ def sft_examples(
     """Supervised examples from trajectories (behaviour cloning of the episodes' actions).
 
     `experience` optionally maps an episode id to the texts to render in its prompt (the
-    internalization issue trains with and without them).
+    internalization stage trains with and without them).
     """
     turns = episode_turns(steps)
     examples: list[Example] = []
