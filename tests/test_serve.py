@@ -281,3 +281,29 @@ def test_cli_help_and_clear_startup_errors(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     not_model = _cli("serve", str(tmp_path / "empty"))
     assert not_model.returncode != 0 and "not a model directory" in not_model.stderr
+
+
+def test_startup_mistakes_are_one_line_errors(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from distillery.cli import app
+    from distillery.serve import ServeError, _bind, load_engine
+
+    runner = CliRunner()
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for card, says in (("{not json", "card.json: not valid JSON"), ("[1]", "card.json: expected a JSON object"),
+                       ('{"prompt": "compact"}', "prompt must be an object")):
+        (model / "card.json").write_text(card)
+        with pytest.raises(ServeError, match=says):
+            load_engine(model)
+    tok = build_tokenizer(corpus())
+    with pytest.raises(ServeError, match="card.json: prompt: unknown setting 'bogus'"):
+        Engine(build_model(tok), tok, {"prompt": {"style": "compact", "bogus": 1}}, device="cpu")
+    for args, says in ((["--port", "70000"], "--port"), (["--port", "-1"], "--port"),
+                       (["--log-level", "verbose"], "--log-level verbose")):
+        r = runner.invoke(app, ["serve", str(model), *args])
+        assert r.exit_code == 2 and says in r.output, r.output
+    with pytest.raises(ServeError, match="could not be resolved"):
+        _bind("no.such.host.invalid", 0)

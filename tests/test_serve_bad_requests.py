@@ -85,6 +85,14 @@ BAD_BODIES = {
     "max_tokens not a number": (json.dumps({**GOOD, "max_tokens": "lots"}).encode(), 400),
     "temperature NaN": (json.dumps({**GOOD, "temperature": float("nan")}).encode(), 400),
     "a lone surrogate": (json.dumps({**GOOD, "messages": [{"role": "user", "content": "Task: \ud800\n\nx"}]}).encode(), 400),
+    "tool parameters a string": (json.dumps({**GOOD, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": "oops"}}]}).encode(), 400),
+    "tool properties a list": (json.dumps({**GOOD, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"properties": [1]}}}]}).encode(), 400),
+    "tool required a number": (json.dumps({**GOOD, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"required": 5}}}]}).encode(), 400),
+    "tool property a string": (json.dumps({**GOOD, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"properties": {"x": "int"}}}}]}).encode(), 400),
     "oversized messages": (json.dumps({**GOOD, "messages": [
         {"role": "user", "content": "Task: x\n\n" + "word " * (MAX_REQUEST_BYTES // 4)}]}).encode(), 413),
 }
@@ -96,6 +104,8 @@ def test_a_bad_request_is_a_4xx_and_leaves_the_server_healthy(http, expected, wh
     err = error_of(post_raw(http, body), status)
     if what.startswith("max_tokens") and status == 400 and "number" not in what and what != "max_tokens 0":
         assert err["param"] == "max_tokens" and "context" in err["message"]
+    if what.startswith("tool "):
+        assert err["param"].startswith("tools[0].function.parameters"), err
     assert_healthy(http, expected)
 
 

@@ -28,7 +28,7 @@ def version() -> None:
 def serve(
     model_dir: str = typer.Argument(..., help="A model directory (lm.model.save_model_dir) or a local HF checkpoint."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes it to the network."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     api_key: str = typer.Option("", envvar="DISTILLERY_API_KEY", show_default=False,
                                 help="Require 'Authorization: Bearer KEY' on /v1 routes."),
     max_batch: int = typer.Option(32, min=1, help="Most requests decoded together; 1 turns batching off."),
@@ -45,6 +45,8 @@ def serve(
     from distillery.serve import ServeError
     from distillery.serve import serve as run_server
 
+    if log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        _fail("serve", f"--log-level {log_level}: expected one of debug, info, warning, error, critical")
     try:
         run_server(model_dir, host=host, port=port, api_key=api_key or None, max_batch=max_batch,
                    batch_wait_ms=batch_wait_ms, model_name=model_name or None, device=device,
@@ -164,7 +166,10 @@ def tasks_schema(
     except (ValueError, RegistryError) as e:
         _fail("tasks schema", str(e))
     if out:
-        write_text(text, out)
+        try:
+            write_text(text, out)
+        except OSError as e:
+            _fail("tasks schema", f"cannot write {out}: {e.strerror or e}")
         typer.echo(f"wrote {out}", err=True)
     else:
         typer.echo(text, nl=False)
@@ -381,9 +386,11 @@ def import_cmd(
 
       distillery import inspect logs/ --out data/imports/inspect --assume-success
     """
+    import os
     from collections import Counter
     from pathlib import Path
 
+    import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -394,6 +401,17 @@ def import_cmd(
 
     if fmt not in FORMATS:
         _fail("import", f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        _fail("import", f"--out {out}: exists and is not a folder")
+    existing = next((p for p in (out_path, *out_path.absolute().parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        _fail("import", f"--out {out}: cannot write there ({existing} is not a writable folder)")
+    if tokenizer and not Path(tokenizer).is_dir():
+        _fail("import", f"--tokenizer {tokenizer}: not a model/tokenizer folder (no such folder)")
+    if outcomes and not Path(outcomes).is_file():
+        _fail("import", f"--outcomes {outcomes}: " + ("a folder, not a file" if Path(outcomes).is_dir()
+                                                      else "no such file"))
     task_table: str | None = tasks
     if tasks == "auto":
         task_table = "data/tasks/tasks.parquet" if Path("data/tasks/tasks.parquet").is_file() else None
@@ -403,7 +421,10 @@ def import_cmd(
         console.print("[yellow]no task table (--tasks): test-split leaks are caught only by the records' own "
                       "split labels[/yellow]")
     if max_context_tokens is None:
-        own = student_context(tokenizer) if tokenizer else None
+        try:
+            own = student_context(tokenizer) if tokenizer else None
+        except (ValueError, OSError) as e:
+            _fail("import", f"--tokenizer {tokenizer}: {e}")
         max_context_tokens = own or DEFAULT_CONTEXT
         if tokenizer:
             console.print(f"context check: {max_context_tokens} tokens (" + (
@@ -435,6 +456,10 @@ def import_cmd(
         _fail("import", str(e))
     except GateError as e:
         _fail("import", f"the imported trajectories fail their gate (nothing written): {e}", code=1)
+    except OSError as e:
+        _fail("import", f"cannot write {e.filename}: {e.strerror}" if e.filename else f"--out {out}: {e}")
+    except pl.exceptions.PolarsError as e:
+        _fail("import", f"--out {out}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
     table = Table(title=f"import {fmt} -> {out}")
     # short headers leave the file names room on an 80-column terminal
     for col in ("file", "read", "kept", "as failure", "rejected", "already"):
@@ -453,7 +478,12 @@ def import_cmd(
         if rejects.height > show:
             out_console.print(f"  ... {rejects.height - show} more in {Path(out) / 'rejects.parquet'}")
     totals = result.totals
-    if totals["read"] == totals["already_imported"]:
+    for f in result.files:
+        if f["read"] == 0:
+            out_console.print(f"{f['source']}: no records", markup=False, highlight=False)
+    if not result.written and totals["read"] == 0:
+        out_console.print(f"{out} is unchanged")
+    elif not result.written:
         out_console.print(f"nothing new: every record was imported before; {out} is unchanged")
     else:
         logs = result.logs
@@ -603,7 +633,11 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
     from distillery.io import write_json, write_parquet
     from distillery.types import tasks_from_frame
 
+    if not held_out <= 1:
+        _fail("eval", f"--held-out {held_out:g}: expected a share of the tasks in (0, 1] (1 = all)")
     src, out = Path(imported), Path(str(folder))
+    if out.exists() and not out.is_dir():
+        _fail("eval", f"--out {out}: exists and is not a folder")
     if not (src / "records.parquet").is_file():
         _fail("eval", f"--imported {src}: not an import folder (no records.parquet; write one with "
                       "`distillery import`)")
@@ -614,8 +648,11 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
                                    device=device, progress=progress)
     except ValueError as e:
         _fail("eval", str(e))
-    write_json(res.to_dict(), out / "next_action.json")
-    write_parquet(res.steps, out / "next_action_steps.parquet")
+    try:
+        write_json(res.to_dict(), out / "next_action.json")
+        write_parquet(res.steps, out / "next_action_steps.parquet")
+    except OSError as e:
+        _fail("eval", f"cannot write {e.filename or out}: {e.strerror or e}")
     if res.accuracy is None:
         _fail("eval", f"no held-out imported step to score ({res.held_out_tasks} held-out tasks, skipped: "
                       f"{res.skipped}); raise --held-out", code=1)

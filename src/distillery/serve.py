@@ -256,13 +256,27 @@ class ChatRequest(BaseModel):
 def _tool_specs(tools: Sequence[dict[str, Any]]) -> list[ToolSpec]:
     """Function schemas from a request, as specs `parse_action` can check a reply against."""
     specs = []
-    for t in tools:
+    for i, t in enumerate(tools):
         fn = t.get("function") if t.get("type", "function") == "function" else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise APIError(400, "each tool must be {type: function, function: {name, parameters}}",
                            param="tools")
+        where = f"tools[{i}].function.parameters"
         params = fn.get("parameters") or {}
-        required = set(params.get("required") or [])
+        if not isinstance(params, dict):
+            raise APIError(400, f"{where} must be a JSON Schema object, got {type(params).__name__}", param=where)
+        listed = params.get("required") or []
+        if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+            raise APIError(400, f"{where}.required must be a list of parameter names", param=f"{where}.required")
+        props = params.get("properties") or {}
+        if not isinstance(props, dict):
+            raise APIError(400, f"{where}.properties must be an object of parameter schemas, got "
+                                f"{type(props).__name__}", param=f"{where}.properties")
+        for name, p in props.items():
+            if p is not None and not isinstance(p, dict):
+                raise APIError(400, f"{where}.properties.{name} must be a JSON Schema object, got "
+                                    f"{type(p).__name__}", param=f"{where}.properties.{name}")
+        required = set(listed)
         specs.append(ToolSpec(fn["name"], str(fn.get("description", "")), tuple(
             ToolParam(name, "integer" if (p or {}).get("type") == "integer" else "string",
                       required=name in required)
@@ -328,7 +342,16 @@ class Engine:
     @staticmethod
     def _prompt_config(card: dict[str, Any], tok: Any) -> PromptConfig:
         if "prompt" in card:
-            return PromptConfig(**card["prompt"])
+            if not isinstance(card["prompt"], dict):
+                raise ServeError("card.json: prompt must be an object of prompt settings")
+            unknown = sorted(set(card["prompt"]) - set(PromptConfig.__dataclass_fields__))
+            if unknown:
+                raise ServeError(f"card.json: prompt: unknown setting {', '.join(map(repr, unknown))} (known: "
+                                 f"{', '.join(PromptConfig.__dataclass_fields__)})")
+            try:
+                return PromptConfig(**card["prompt"])
+            except (TypeError, ValueError) as e:
+                raise ServeError(f"card.json: prompt: {e}") from e
         if getattr(tok, "chat_template", None):
             return PromptConfig(style="chat")
         if tok.convert_tokens_to_ids(MARKERS["action"]) not in (None, tok.unk_token_id):
@@ -447,7 +470,19 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
         raise ServeError(f"{path} is not a model directory (no config.json): expected a directory "
                          "written by lm.model.save_model_dir, or a Hugging Face checkpoint")
     card_file = path / "card.json"
-    if card_file.is_file() and json.loads(card_file.read_text()).get("prompt", {}).get("style") == "vision":
+    card_json: Any = {}
+    if card_file.is_file():
+        try:
+            card_json = json.loads(card_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ServeError(f"{card_file}: not valid JSON ({e.msg} at line {e.lineno})") from e
+        except UnicodeDecodeError as e:
+            raise ServeError(f"{card_file}: not UTF-8 text") from e
+        if not isinstance(card_json, dict):
+            raise ServeError(f"{card_file}: expected a JSON object (the model card), got {type(card_json).__name__}")
+        if not isinstance(card_json.get("prompt", {}), dict):
+            raise ServeError(f"{card_file}: prompt must be an object of prompt settings")
+    if card_json.get("prompt", {}).get("style") == "vision":
         # Its prompts are image tokens plus pixels, which this engine's text batching cannot carry.
         raise ServeError(f"{path} is a vision-language model (the vision track): `distillery serve` serves text "
                          "models only; decode it with distillery.vision (docs/vision.md)")
@@ -798,6 +833,13 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OverflowError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: a port is 0 to 65535") from e
+    except socket.gaierror as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: the host {host!r} could not be resolved "
+                         f"({e.strerror or e}); check --host") from e
     except OSError as e:
         sock.close()
         raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; is another server "

@@ -303,3 +303,100 @@ def test_import_context_check_defaults_to_the_students_own(tmp_path):
                   "--max-context-tokens", "100000")
     assert wide.exit_code == 0 and not any(
         "student's context" in x for x in pl.read_parquet(tmp_path / "wide" / "rejects.parquet")["reason"].to_list())
+
+
+# ---------------------------------------------------------------------------------------
+# user mistakes: one clear line and exit 2, never a traceback
+# ---------------------------------------------------------------------------------------
+
+GOOD_LINE = {"messages": [{"role": "user", "content": "Find file number 0"},
+                          {"role": "assistant", "content": None, "tool_calls": [
+                              {"id": "c0", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}}]},
+                          {"role": "tool", "tool_call_id": "c0", "content": "a.txt"},
+                          {"role": "assistant", "content": "done"}], "metadata": {"success": True}}
+
+
+def _line(**metadata: object) -> str:
+    return json.dumps({**GOOD_LINE, "metadata": {"success": True, **metadata}})
+
+
+def _import(tmp_path: Path, *extra: str, lines: list[str] | None = None, out: str = "o"):
+    log = tmp_path / "log.jsonl"
+    if lines is not None:
+        log.write_text("".join(x + "\n" for x in lines))
+    elif not log.exists():
+        log.write_text(_line() + "\n")
+    return invoke("import", "openai", str(log), "--out", str(tmp_path / out), "--tasks", "", "--no-progress", *extra)
+
+
+def test_import_quarantines_numbers_too_big_for_a_float_with_their_line(tmp_path):
+    big = 10 ** 400
+    r = _import(tmp_path, "--show", "10", lines=[
+        _line(score=big), _line(wall_s=big), _line(epoch=0), _line(task_id=""), _line(usage={"prompt_tokens": big}),
+        _line(score=0.5, success=False)])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "log.jsonl line 1: " in text and "metadata.score: expected a number, got an integer 1000" in text
+    assert "log.jsonl line 2: " in text and "metadata.wall_s: expected a number >= 0, got an integer 1000" in text
+    assert "metadata.epoch: expected an integer >= 1, got an integer 0" in text
+    assert "metadata.task_id: expected a string, got a string ''" in text
+    assert "log.jsonl line 5: " in text and "metadata.usage" in text
+    records = pl.read_parquet(tmp_path / "o" / "records.parquet")
+    assert records.height == 6 and records.filter(pl.col("verdict") == "rejected").height == 5
+
+
+def test_import_refuses_a_missing_or_folder_outcomes_file(tmp_path):
+    r = _import(tmp_path, "--outcomes", str(tmp_path / "nope.outcomes.jsonl"))
+    assert r.exit_code == 2 and "--outcomes" in r.output and "nope.outcomes.jsonl: no such file" in r.output
+    r = _import(tmp_path, "--outcomes", str(tmp_path))
+    assert r.exit_code == 2 and f"--outcomes {tmp_path}: a folder, not a file" in r.output
+    assert not (tmp_path / "o").exists()
+    side = tmp_path / "bad.outcomes.jsonl"
+    side.write_bytes(b"\xff\xfe{}\n")
+    r = _import(tmp_path, "--outcomes", str(side))
+    assert r.exit_code == 2 and "bad.outcomes.jsonl: not UTF-8 text" in r.output
+
+
+def test_import_user_mistakes_are_one_line_errors(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = _import(tmp_path, out="afile")
+    assert r.exit_code == 2 and "--out" in r.output and "exists and is not a folder" in r.output
+    r = _import(tmp_path, "--tasks", str(tmp_path / "log.jsonl"))
+    assert r.exit_code == 2 and "--tasks" in r.output and "not a parquet task table" in r.output
+    r = _import(tmp_path, "--tasks", str(tmp_path))
+    assert r.exit_code == 2 and "a folder, not a task table file" in r.output
+    r = _import(tmp_path, "--tokenizer", str(tmp_path / "nosuchdir"))
+    assert r.exit_code == 2 and "--tokenizer" in r.output and "not a model/tokenizer folder" in r.output
+    card = tmp_path / "student"
+    card.mkdir()
+    (card / "card.json").write_text("{not json")
+    r = _import(tmp_path, "--tokenizer", str(card))
+    assert r.exit_code == 2 and f"--tokenizer {card}: card.json: not valid JSON" in " ".join(r.output.split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_of_an_empty_file_says_so(tmp_path):
+    r = _import(tmp_path, lines=[])
+    assert r.exit_code == 0, r.output
+    assert "log.jsonl: no records" in "".join(r.output.split()).replace("norecords", " no records")
+    assert "unchanged" not in r.output
+    assert (tmp_path / "o" / "records.parquet").is_file()
+    again = _import(tmp_path, lines=[])
+    assert again.exit_code == 0 and "unchanged" in again.output and "every record" not in again.output
+
+
+def test_output_that_cannot_be_written_and_bad_eval_options(tmp_path):
+    r = invoke("tasks", "schema", "--out", str(tmp_path))
+    assert r.exit_code == 2 and f"cannot write {tmp_path}" in r.output
+    (tmp_path / "afile").write_text("x")
+    r = invoke("eval", "--policy", "oracle", "--tasks", str(tmp_path / "afile"))
+    assert r.exit_code == 2 and "--tasks" in r.output and "not a parquet task table" in r.output
+    model = tmp_path / "model"
+    model.mkdir()
+    r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(tmp_path), "--held-out", "5")
+    assert r.exit_code == 2 and "--held-out 5" in r.output
+    imp = tmp_path / "imp"
+    imp.mkdir()
+    (imp / "records.parquet").write_text("")
+    r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(imp), "--out", str(tmp_path / "afile"))
+    assert r.exit_code == 2 and "--out" in r.output and "exists and is not a folder" in r.output

@@ -314,3 +314,23 @@ def test_the_command_fails_loudly_without_hints_or_an_endpoint(tmp_path, sandbox
                 "--max-retries", "0", "--timeout", "5", "--no-progress", cwd=tmp_path)
     assert down.returncode == 1 and "answered no request" in down.stderr
     assert "endpoint_error: cannot connect" in down.stdout
+
+
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("h.yaml", "a: [1, 2\n  b: }\n", "h.yaml:2: not valid YAML"),
+    ("h.json", '[{"family": "x"}]', "hint 0: no \"text\""),
+    ("h.json", '[{"text": 5}]', "hint 0: text must be a string, got 5"),
+    ("h.json", '[{"text": "file invoices", "n": "three"}]', "hint 0: n must be an integer, got 'three'"),
+    ("h.jsonl", '{"text": "a hint"}\n\n{"text": "b"\n', "h.jsonl:3: not valid JSON"),
+    ("h.jsonl", '{"text": "a hint"}\n{"text": "b", "split": "nope"}\n', "h.jsonl:2: hint 'b': split must be"),
+])
+def test_bad_hints_files_say_where(tmp_path, name, text, says):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError) as e:
+        read_hints(tmp_path / name)
+    assert says in str(e.value) and str(tmp_path / name) in str(e.value)
+
+
+def test_a_hints_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="a folder, not a hints file"):
+        read_hints(tmp_path)

@@ -44,7 +44,11 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such task table (write one with `distillery tasks` "
                                     "or `dvc repro tasks`)")
-        frame = pl.read_parquet(path).filter((pl.col("env") == env) & (pl.col("split") == split))
+        try:
+            frame = pl.read_parquet(path).filter((pl.col("env") == env) & (pl.col("split") == split))
+        except (pl.exceptions.PolarsError, OSError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--tasks {path}: not a parquet task table ({reason})") from e
         if families:
             unknown = sorted(set(families) - set(frame["family"]))
             if unknown:

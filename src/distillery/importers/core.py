@@ -186,7 +186,12 @@ def student_context(model_dir: str | Path) -> int | None:
         f = Path(model_dir) / name
         if not f.is_file():
             continue
-        value: Any = json.loads(f.read_text())
+        try:
+            value: Any = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name}: not valid JSON ({e.msg} at line {e.lineno})") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name}: not UTF-8 text") from e
         for k in keys:
             value = value.get(k) if isinstance(value, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -200,7 +205,11 @@ def token_counter(cfg: ImportConfig) -> Callable[[Sequence[str]], int]:
     if cfg.tokenizer:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        try:
+            tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        except (OSError, ValueError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--tokenizer {cfg.tokenizer}: not a model/tokenizer folder ({reason})") from e
         return lambda texts: sum(len(tok.encode(t, add_special_tokens=False)) for t in texts if t)
     return lambda texts: math.ceil(sum(len(t) for t in texts) / cfg.chars_per_token)
 
@@ -415,6 +424,7 @@ class ImportResult:
     new_rejects: pl.DataFrame               # this run's rows of rejects.parquet
     logs: ImportedLogs                      # the whole folder after the run
     gates: dict[str, Any] = field(default_factory=dict)   # suite -> GateResult
+    written: bool = True                    # False: nothing new, the folder was left as it was
 
     @property
     def totals(self) -> dict[str, int]:
@@ -550,7 +560,19 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
     if outcomes and (fmt != "openai" or len(files) != 1):
         raise ValueError("--outcomes names the side file of one OpenAI JSONL file; with several, put "
                          f"<name>{OUTCOMES_SUFFIX} beside each")
-    known = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(tasks))} if tasks else {}
+    if outcomes and not Path(outcomes).is_file():
+        raise FileNotFoundError(f"--outcomes {outcomes}: " + ("a folder, not a file" if Path(outcomes).is_dir()
+                                                              else "no such file"))
+    known: dict[str, Task] = {}
+    if tasks:
+        if not Path(tasks).is_file():
+            raise FileNotFoundError(f"--tasks {tasks}: " + ("a folder, not a task table file" if Path(tasks).is_dir()
+                                                            else "no such file"))
+        try:
+            known = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(tasks))}
+        except (pl.exceptions.PolarsError, OSError, KeyError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--tasks {tasks}: not a parquet task table ({reason})") from e
     previous = ImportedLogs.read(out)
 
     def records() -> Iterable[RawRecord]:
@@ -567,7 +589,8 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
                 yield raw
 
     judged = judge(records(), cfg, known, previous)
-    if judged.records or not (out / "records.parquet").exists():
+    written = bool(judged.records) or not (out / "records.parquet").exists()
+    if written:
         logs, gates = write_imported(out, previous, judged)
     else:
         # Every record was imported before: nothing is written, so a repeated import leaves
@@ -583,4 +606,4 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
         per_file.append({"source": source, "read": mine.height + judged.already[source],
                          "kept": verdicts["kept"], "kept_as_failure": verdicts["kept_as_failure"],
                          "rejected": verdicts["rejected"], "already_imported": judged.already[source]})
-    return ImportResult(out, per_file, reject_rows(new), logs, gates)
+    return ImportResult(out, per_file, reject_rows(new), logs, gates, written)

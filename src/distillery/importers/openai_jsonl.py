@@ -25,6 +25,24 @@ from distillery.importers.records import Call, Message, Outcome, RawRecord, sha2
 
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 ENDED = ("finished", "limit", "truncated", "error")
+_INT64_MAX = 2**63 - 1
+
+
+def _number(v: Any) -> bool:
+    """A JSON number a float can hold (an integer of hundreds of digits cannot)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
+
+
+def _count(v: Any) -> bool:
+    """An integer >= 0 that a table's 64-bit column can hold."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _INT64_MAX
+
 # metadata key -> (what it must be, a check)
 _META_TYPES: dict[str, tuple[str, Any]] = {
     "task_id": ("a string", lambda v: isinstance(v, str) and v != ""),
@@ -36,17 +54,17 @@ _META_TYPES: dict[str, tuple[str, Any]] = {
     "model": ("a string", lambda v: isinstance(v, str)),
     "policy": ("a string", lambda v: isinstance(v, str)),
     "success": ("true or false", lambda v: isinstance(v, bool)),
-    "score": ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    "score": ("a number", _number),
     "ended": (f"one of {', '.join(ENDED)}", lambda v: v in ENDED),
     "limit": ("a string", lambda v: isinstance(v, str)),
     "error": ("a string", lambda v: isinstance(v, str)),
     "failed_checks": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "sample_id": ("a string or an integer", lambda v: isinstance(v, str | int) and not isinstance(v, bool)),
-    "epoch": ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    "epoch": ("an integer >= 1", lambda v: _count(v) and v >= 1),
     "usage": ("{prompt_tokens, completion_tokens} integers",
-              lambda v: isinstance(v, dict) and all(isinstance(v.get(k, 0), int) and v.get(k, 0) >= 0
+              lambda v: isinstance(v, dict) and all(isinstance(v.get(k, 0), int) and 0 <= v.get(k, 0) <= _INT64_MAX
                                                     for k in ("prompt_tokens", "completion_tokens"))),
-    "wall_s": ("a number >= 0", lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0),
+    "wall_s": ("a number >= 0", lambda v: _number(v) and v >= 0),
 }
 
 
@@ -64,7 +82,11 @@ def read_outcomes(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[int
     (by sample id, by line). A row that is neither raises with its line number."""
     by_sample: dict[str, dict[str, Any]] = {}
     by_line: dict[int, dict[str, Any]] = {}
-    for n, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from e
+    for n, text in enumerate(content.splitlines(), 1):
         if not text.strip():
             continue
         try:
@@ -149,7 +171,7 @@ def _fill(rec: RawRecord, obj: Any, by_sample: dict[str, dict[str, Any]],
         rec.sha256 = sha256_text(rec.sha256 + json.dumps(side, sort_keys=True))
     for key, (what, ok) in _META_TYPES.items():
         if key in meta and meta[key] is not None and not ok(meta[key]):
-            raise _Malformed(f"metadata.{key}: expected {what}, got {_kind(meta[key])}")
+            raise _Malformed(f"metadata.{key}: expected {what}, got {_kind(meta[key])} {_clip(meta[key])}")
     rec.metadata = meta
     if "sample_id" in meta:
         rec.sample = str(meta["sample_id"])

@@ -83,28 +83,58 @@ def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such hints file")
-    raw = p.read_text(encoding="utf-8")
+    if not p.is_file():
+        raise ValueError(f"{p}: a folder, not a hints file")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from e
     if p.suffix == ".txt":
         return [Hint(line.strip(), split=split, n=n) for line in raw.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
+    where: list[str] = []               # per item: where it is in the file
     if p.suffix == ".jsonl":
-        items: Any = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        items: Any = []
+        for no, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{no}: not valid JSON ({e.msg} at column {e.colno})") from e
+            where.append(f"{p}:{no}")
     elif p.suffix in (".json", ".yaml", ".yml"):
         import yaml
 
-        items = yaml.safe_load(raw)
+        try:
+            items = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"{p}{at}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} ({problem})") from e
     else:
         raise ValueError(f"{p}: hints come as .txt, .json, .jsonl or .yaml, not {p.suffix or 'no suffix'}")
     if not isinstance(items, list):
         raise ValueError(f"{p}: expected a list of hints")
     out = []
     for i, item in enumerate(items):
+        at = where[i] if where else f"{p}: hint {i}"
         if isinstance(item, str):
             item = {"text": item}
         unknown = set(item) - {"text", "family", "split", "n"} if isinstance(item, dict) else {"?"}
         if unknown:
-            raise ValueError(f"{p}: hint {i} must be a string or {{text, family?, split?, n?}}, got {item!r}")
-        out.append(Hint(**{"split": split, "n": n, **item}))
+            raise ValueError(f"{at} must be a string or {{text, family?, split?, n?}}, got {item!r}")
+        if "text" not in item:
+            raise ValueError(f"{at}: no \"text\" (the hint itself)")
+        for key, kind in (("text", str), ("family", str), ("split", str), ("n", int)):
+            if key in item and (not isinstance(item[key], kind) or isinstance(item[key], bool)):
+                raise ValueError(f"{at}: {key} must be {'an integer' if kind is int else 'a string'}, "
+                                 f"got {item[key]!r}")
+        try:
+            out.append(Hint(**{"split": split, "n": n, **item}))
+        except ValueError as e:
+            raise ValueError(f"{at}: {e}") from e
     return out
 
 
