@@ -1,7 +1,8 @@
 """A grid of DVC experiments as one command: cells x seeds, queued, run, collected, published.
 
-    python -m flows.grid [--grid internalize|objectives] [--only PREFIX] [--seeds 0 1 2]
+    python -m flows.grid [--grid internalize|objectives|sql] [--only PREFIX] [--seeds 0 1 2]
                          [--set internalize.train.max_steps=60 ...] [--jobs 1] [--tag NAME] [--collect-only]
+                         [--replace]
 
 Three grids are defined (`GRIDS`): `internalize` (8 cells of granularity x injection
 x regime, the `internalize` stage; the default), `objectives` (GRPO / GiGPO /
@@ -24,6 +25,12 @@ What it does, as a Prefect flow (`experiment-grid`):
    over seeds) and `reports/claims/internalize_grid.json`, and `claims` puts them on
    `reports/claims.md`; publishes the table and the findings as Prefect artifacts.
 
+The record is never emptied: when no run of the tag was collected, nothing is written and
+the command exits 2; and a record made under another --tag is replaced only with --replace
+(without it the command exits 2 before queueing anything). Argument mistakes (--jobs 0, a
+negative or repeated seed, a tag DVC would refuse, an --only that matches no cell, a --set
+without '=', no such --repo) also exit 2 before anything is queued.
+
 Needs the pipeline's upstream outputs in the DVC cache (run `make repro` first) and a Git
 commit to base the experiments on. Uncommitted changes to tracked files are queued with
 them (DVC stashes the workspace per queued experiment).
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,7 +60,11 @@ from distillery.evaluate import objectives_grid as objectives_spec
 from distillery.evaluate import sql_grid as sql_spec
 from distillery.evaluate.claims import claims_table, read_claims
 from distillery.io import write_json
-from flows.pipeline import run_dvc
+from flows.pipeline import STARTUP_HINT, repo_problem, run_dvc, startup_timed_out, startup_timeout
+
+# A tag goes into DVC experiment names (`ig-<tag>-...`), which must be valid Git ref names;
+# the names' own parts are letters, digits and '-'.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,36 @@ GRIDS = {
     "sql": Grid("sql", sql_spec, "experiments/sql_grid.json", "reports/claims/sql_grid.json", "SQL grid"),
 }
 RECORD = GRIDS["internalize"].record
+
+
+class RecordRefused(RuntimeError):
+    """Publishing would lose the grid's recorded runs: nothing was written."""
+
+
+def record_refusal(record: dict[str, Any], collected: list[dict[str, Any]], tag: str, record_file: str,
+                   replace: bool) -> str | None:
+    """Why the runs `collected` now must not replace `record` (None when they may).
+
+    With no run collected, the new record would hold only what `keep_recorded` keeps (nothing,
+    under another tag): refused. A record that holds runs of another tag is replaced only with
+    `replace` (`--replace`)."""
+    if not collected:
+        return (f"no finished run of tag {tag!r} was collected (no experiment named for it here, or none "
+                f"of them has its results): {record_file} left as it is")
+    return tag_refusal(record, tag, record_file, replace)
+
+
+def tag_refusal(record: dict[str, Any], tag: str, record_file: str, replace: bool) -> str | None:
+    """Why a grid of `tag` must not replace `record` (None when it may): it holds runs of another tag."""
+    old = record.get("tag")
+    if replace or old == tag or not record.get("runs"):
+        return None
+    return (f"{record_file} records {len(record['runs'])} runs of tag {old!r}, not {tag!r}: pass --tag {old} to "
+            f"add to them, or --replace to replace that record with this grid's runs")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _dvc(repo: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None,
@@ -198,6 +240,8 @@ def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str], gr
     publish the run table and the findings."""
     g = GRIDS[grid]
     root = Path(repo)
+    if not runs:   # an empty record would delete every recorded run from Git's working tree
+        raise RecordRefused(f"no run of tag {tag!r} to record: {g.record} left as it is")
     write_json({"tag": tag, "sets": sets, "runs": runs}, root / g.record)
     _dvc(root, "repro", "claims")
     rows = read_claims(root / g.claims)   # the stage's rows
@@ -212,8 +256,11 @@ def publish(repo: str, runs: list[dict[str, Any]], tag: str, sets: list[str], gr
 @flow(name="experiment-grid", log_prints=True)
 def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[str] | None = None,
                     jobs: int = 1, tag: str | None = None, collect_only: bool = False,
-                    grid: str = "internalize", only: str = "") -> dict[str, Any]:
-    """Queue and run a grid's cells x seeds as DVC experiments; publish the comparison."""
+                    grid: str = "internalize", only: str = "", replace: bool = True) -> dict[str, Any]:
+    """Queue and run a grid's cells x seeds as DVC experiments; publish the comparison.
+
+    Raises RecordRefused, writing nothing, when no run was collected, or (with `replace`
+    False, as `--replace` left out) when the record holds runs of another tag."""
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}: one of {sorted(GRIDS)}")
     repo = str(Path(repo).resolve())
@@ -231,7 +278,10 @@ def experiment_grid(repo: str = ".", seeds: list[int] | None = None, sets: list[
     g = GRIDS[grid]
     rerun = set() if collect_only else {c.label for c in select_cells(g.spec.cells(), only)}
     record_path = Path(repo) / g.record
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record = read_record(record_path)
+    refusal = record_refusal(record, runs, tag, g.record, replace)
+    if refusal:
+        raise RecordRefused(refusal)
     kept = keep_recorded(record, runs, tag, g.spec, rerun)
     if kept:
         print(f"kept {len(kept)} runs recorded earlier under tag {tag} (cells not re-run, not found as "
@@ -260,17 +310,71 @@ def main(argv: list[str] | None = None) -> int:
                          "comma-separated: distill/opd/strong,distill/gkd/strong); the other "
                          "cells' runs already recorded under the same --tag (as experiments here or in the "
                          "record file) are kept beside them")
-    ap.add_argument("--repo", default=".")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--repo", default=".", help="the DVC repository to run the experiments in (default: here)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                    help="seeds to run each cell with, distinct and non-negative (default: 0 1 2)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `dvc exp run -S` override for every run (repeatable)")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="experiments run at once (with more than one, each gets cores/jobs torch threads)")
-    ap.add_argument("--tag", default=None, help="names this grid's experiments (default: month-day-hour-minute)")
+                    help="experiments run at once, at least 1 (with more than one, each gets cores/jobs torch "
+                         "threads)")
+    ap.add_argument("--tag", default=None,
+                    help="names this grid's experiments: letters, digits, '_' and '-', starting with a letter or "
+                         "digit (default: month-day-hour-minute; --collect-only needs it)")
     ap.add_argument("--collect-only", action="store_true", help="only read back and publish a finished grid")
+    ap.add_argument("--replace", action="store_true",
+                    help="let this grid's runs replace a record made under another --tag (without it, that "
+                         "ends with exit 2 before anything is queued)")
     a = ap.parse_args(argv)
-    out = experiment_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=a.tag,
-                          collect_only=a.collect_only, grid=a.grid, only=a.only)
+    g = GRIDS[a.grid]
+    if a.jobs < 1:
+        ap.error(f"--jobs {a.jobs}: run at least 1 experiment at a time")
+    negative = [s for s in a.seeds if s < 0]
+    if negative:
+        ap.error(f"--seeds: a seed is a non-negative integer, not {negative[0]}")
+    repeated = sorted({s for s in a.seeds if a.seeds.count(s) > 1})
+    if repeated:
+        ap.error(f"--seeds: {', '.join(map(str, repeated))} given more than once (each seed runs once per cell)")
+    if a.tag is None and a.collect_only:
+        ap.error("--collect-only needs the --tag of the grid to collect")
+    if a.tag is not None and not TAG_RE.fullmatch(a.tag):
+        ap.error(f"--tag {a.tag!r}: use letters, digits, '_' and '-', starting with a letter or digit "
+                 f"(it goes into DVC experiment names)")
+    for kv in a.sets:
+        key, eq, _ = kv.partition("=")
+        if not eq or not key.strip():
+            ap.error(f"--set {kv!r}: expected KEY=VALUE (a params.yaml key, e.g. internalize.iterations=1)")
+    if not select_cells(g.spec.cells(), a.only):
+        ap.error(f"--only {a.only!r} matches no cell of the {a.grid} grid; its cells: "
+                 f"{', '.join(c.label for c in g.spec.cells())}")
+    problem = repo_problem(a.repo)
+    if problem:
+        ap.error(problem)
+    repo = Path(a.repo).resolve()
+    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode:
+        ap.error(f"--repo {a.repo}: not a Git repository with a commit (DVC experiments are based on one)")
+    tag = a.tag or time.strftime("%m%d%H%M")
+    # Refuse now what publishing would refuse after the whole grid ran.
+    refusal = tag_refusal(read_record(repo / g.record), tag, g.record, a.replace)
+    if refusal is None and a.collect_only and not any(g.spec.parse_exp_name(n, tag) for n in exp_refs(repo)):
+        refusal = (f"no experiment of tag {tag!r} here (`dvc exp list` names them; its names start with "
+                   f"{g.spec.exp_name(g.spec.cells()[0], 0, tag).split(tag, 1)[0]}{tag}-): {g.record} left as it is")
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    with startup_timeout():
+        try:
+            out = experiment_grid(repo=a.repo, seeds=a.seeds, sets=a.sets, jobs=a.jobs, tag=tag,
+                                  collect_only=a.collect_only, grid=a.grid, only=a.only, replace=a.replace)
+        except RecordRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:
+            if not startup_timed_out(e):
+                raise
+            print(f"error: {STARTUP_HINT}", file=sys.stderr)
+            return 1
     print(f"grid {out['tag']}: {out['runs']} finished runs"
           + (f" of {out['expected']}" if out["expected"] else "")
           + (f" ({out['kept']} of them kept from the record)" if out["kept"] else "")

@@ -11,11 +11,16 @@ benchmark table. A failing stage (a failing gate included) fails the flow run.
 
     python flows/pipeline.py run                 # one run now (temporary local server)
     python flows/pipeline.py serve --cron "0 3 * * *"   # scheduled, against `prefect server start`
+
+Mistakes in the arguments (no such --repo or not a DVC repo, an unknown stage, a cron string
+that does not parse, no reachable server for `serve`) end with one line and exit 2 before any
+Prefect server starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,6 +36,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 DVC = [sys.executable, "-m", "dvc"]
+# Prefect's temporary server gets 20 s to start by default: too little on a loaded 2-core
+# machine. `main` raises it to this unless the user exported a value.
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+STARTUP_TIMEOUT_S = 120
+STARTUP_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 
 class StageFailed(RuntimeError):
@@ -199,29 +209,138 @@ def wait_for_task_runs(flow_run_id: Any, expected: int, timeout: float = 30.0) -
           f"flow run {flow_run_id}; its history may lack the last ones", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> None:
+def repo_problem(repo: str) -> str | None:
+    """Why `repo` cannot be the pipeline's DVC repository (None when it can): it must be a
+    directory with a `dvc.yaml`, inside a DVC project (a `.dvc` directory here or above)."""
+    path = Path(repo).expanduser()
+    if not path.is_dir():
+        return f"--repo {repo}: no such directory"
+    root = path.resolve()
+    if not (root / "dvc.yaml").is_file():
+        return f"--repo {repo}: no dvc.yaml there (not the root of a DVC pipeline)"
+    if not any((d / ".dvc").is_dir() for d in (root, *root.parents)):
+        return f"--repo {repo}: not inside a DVC repository (no .dvc directory; run `dvc init`)"
+    return None
+
+
+def unknown_targets(repo: Path, targets: list[str]) -> list[str]:
+    """The targets that name no stage of `repo` (`dvc stage list --name-only`). A foreach
+    group's name (`collect` for `collect@oracle`) and a `dvc.yaml:stage` or path target are
+    left to DVC."""
+    listed = run_dvc(repo, "stage", "list", "--name-only")
+    if listed.returncode:
+        raise StageFailed(f"`dvc stage list` failed in {repo}:\n{listed.stderr[-2000:]}")
+    names = {n.strip() for n in listed.stdout.splitlines() if n.strip()}
+    groups = {n.split("@", 1)[0] for n in names}
+    return [t for t in targets if t not in names and t not in groups and ":" not in t and "/" not in t]
+
+
+def cron_problem(cron: str) -> str | None:
+    """Why Prefect would refuse `cron` as a schedule (its own CronSchedule validation)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError as e:
+        errors = getattr(e, "errors", None)
+        msg = errors()[0]["msg"] if callable(errors) and errors() else str(e)
+        return msg.removeprefix("Value error, ")
+    return None
+
+
+def server_problem(api_url: str, timeout: float = 5.0) -> str | None:
+    """Why the Prefect server at `api_url` cannot take a deployment (None when `/health` answers)."""
+    import httpx
+
+    url = f"{api_url.rstrip('/')}/health"
+    try:
+        r = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as e:
+        return (f"no Prefect server answers at {api_url} ({type(e).__name__}): start one with `make server` "
+                f"(or `prefect server start`), or set PREFECT_API_URL to a running one")
+    if r.status_code != 200:
+        return (f"the Prefect server at {api_url} is not healthy ({url} answered {r.status_code}): "
+                f"start one with `make server`, or set PREFECT_API_URL to a running one")
+    return None
+
+
+def startup_timeout() -> contextlib.AbstractContextManager[Any]:
+    """Give Prefect's temporary server STARTUP_TIMEOUT_S to start, unless the user set the
+    timeout (Prefect reads its settings once, on import: change them in its settings context)."""
+    if STARTUP_TIMEOUT_ENV in os.environ:
+        return contextlib.nullcontext()
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+    return temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: STARTUP_TIMEOUT_S})
+
+
+def startup_timed_out(e: BaseException | None) -> bool:
+    """Whether `e` (or an exception it was raised from) is Prefect's temporary server timing out."""
+    seen = 0
+    while e is not None and seen < 10:
+        if STARTUP_TIMED_OUT in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+STARTUP_HINT = (f"Prefect's temporary server did not start in time (see {STARTUP_TIMEOUT_ENV}); start a "
+                "server with `make server` and export PREFECT_API_URL=http://127.0.0.1:4200/api, then rerun")
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the pipeline once now")
-    r.add_argument("--repo", default=".")
+    r.add_argument("--repo", default=".", help="the DVC repository whose pipeline runs (default: here)")
     r.add_argument("--force", action="store_true", help="rerun stages even if unchanged")
     r.add_argument("targets", nargs="*", help="stages to run (with their upstream); default all")
     s = sub.add_parser("serve", help="serve a scheduled deployment (needs `prefect server start`)")
-    s.add_argument("--repo", default=".")
+    s.add_argument("--repo", default=".", help="the DVC repository whose pipeline the deployment runs "
+                                               "(default: here; recorded as an absolute path)")
     s.add_argument("--cron", default="0 3 * * *", help="when to run (default: daily at 03:00)")
-    s.add_argument("--name", default="nightly")
+    s.add_argument("--name", default="nightly", help="the deployment's name on the server (default: nightly)")
     a = ap.parse_args(argv)
+    sp = r if a.cmd == "run" else s
+    problem = repo_problem(a.repo)
+    if problem:
+        sp.error(problem)
     if a.cmd == "run":
-        state = pipeline(repo=a.repo, targets=a.targets or None, force=a.force, return_state=True)
-        result = state.result()                 # a failed run raises its stage's error here
-        wait_for_task_runs(state.state_details.flow_run_id, task_runs_of_a_run(len(result["stages"])))
-    else:
-        if not os.environ.get("PREFECT_API_URL"):
-            sys.exit("PREFECT_API_URL is not set: start `prefect server start` (or `make server`) and "
-                     "export PREFECT_API_URL=http://127.0.0.1:4200/api; schedules need a real server.")
-        pipeline.serve(name=a.name, cron=a.cron, parameters={"repo": str(Path(a.repo).resolve())},
-                       pause_on_shutdown=False)
+        if a.targets:
+            unknown = unknown_targets(Path(a.repo).resolve(), a.targets)
+            if unknown:
+                sp.error(f"no such stage in {a.repo}: {', '.join(unknown)} (`dvc stage list` names them)")
+        with startup_timeout():
+            try:
+                state = pipeline(repo=a.repo, targets=a.targets or None, force=a.force, return_state=True)
+            except Exception as e:
+                if not startup_timed_out(e):
+                    raise
+                print(f"error: {STARTUP_HINT}", file=sys.stderr)
+                return 1
+            result = state.result()                 # a failed run raises its stage's error here
+            wait_for_task_runs(state.state_details.flow_run_id, task_runs_of_a_run(len(result["stages"])))
+        return 0
+    problem = cron_problem(a.cron)
+    if problem:
+        sp.error(f"--cron {a.cron!r}: {problem}")
+    if not a.name.strip():
+        sp.error("--name must not be empty")
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        print("PREFECT_API_URL is not set: start `prefect server start` (or `make server`) and "
+              "export PREFECT_API_URL=http://127.0.0.1:4200/api; schedules need a real server.", file=sys.stderr)
+        return 2
+    problem = server_problem(api_url)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    pipeline.serve(name=a.name, cron=a.cron, parameters={"repo": str(Path(a.repo).resolve())},
+                   pause_on_shutdown=False)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
