@@ -34,7 +34,7 @@ from distillery.config import TasksConfig
 from distillery.envs.stage import StageEnv
 from distillery.envs.throughput import replay_throughput
 from distillery.tasks.generate import generate_tasks
-from machine import cpu_line
+from machine import cpu_line, positive_float
 
 
 def replay_steps_per_s(env, tasks, seconds: float) -> tuple[float, int, int]:
@@ -134,12 +134,16 @@ def scienceworld_steps_per_s(seconds: float) -> tuple[float, int, int] | None:
     return replay_steps_per_s(ScienceWorldEnv(), tasks, seconds)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget per side")
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=positive_float, default=10.0, help="wall-clock budget per side")
     ap.add_argument("--scienceworld", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure ScienceWorld (starts a JVM of ~1.35 GB)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target is stated
     print(f"machine: {cpu_line()}")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.quality.c
 from tests.quality.conftest import make_trajectories  # noqa: E402
 
 from distillery.quality import SUITES, gate  # noqa: E402
+from machine import positive_int  # noqa: E402  (bench/, the script's own folder)
 
 
 def gx_alone(frame, suite, refs) -> None:  # noqa: ANN001 - polars frame, Suite, refs
@@ -40,11 +41,17 @@ def gx_alone(frame, suite, refs) -> None:  # noqa: ANN001 - polars frame, Suite,
     assert result.success
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--episodes", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    ap.add_argument("--episodes", type=positive_int, default=2000,
+                    help="synthetic episodes of 3 steps each; both tables are validated (default 2000)")
+    ap.add_argument("--repeats", type=positive_int, default=3,
+                    help="timed runs per side, alternating; each side's best counts (default 3)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     episodes, steps = make_trajectories(n_episodes=args.episodes, steps_per_episode=3)
     rows = episodes.height + steps.height
     with tempfile.TemporaryDirectory() as d:

@@ -69,3 +69,40 @@ def best_peak(peaks: list[float], what: str) -> tuple[float, str]:
     peak = max(peaks)
     return peak, (f"{what} matmul peak, best of {len(peaks)} measurements (before the rounds and after "
                   f"each): {peak / 1e9:.1f} GFLOP/s (they ranged {min(peaks) / 1e9:.1f}-{peak / 1e9:.1f})")
+
+
+# argparse `type=`s for the benchmarks' counts and durations: a bad value is refused when the
+# arguments are parsed (exit 2, one line), not after minutes of measuring.
+
+
+def _bounded(convert: Any, text: str, low: float, strict: bool, what: str) -> Any:
+    import argparse
+    import math
+
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1: rounds, repeats, rows, tasks, a batch size."""
+    return _bounded(int, text, 0, True, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """A count that may be 0: warm-up steps, threads where 0 means the library's default."""
+    return _bounded(int, text, 0, False, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0: a time budget in seconds, a learning rate."""
+    return _bounded(float, text, 0.0, True, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0."""
+    return _bounded(float, text, 0.0, False, "a number >= 0")

@@ -32,6 +32,7 @@ from distillery.pghs.fuse import Fusion
 from distillery.pghs.policies import log_rate, mine_policies
 from distillery.pghs.reason import MarketPrior
 from distillery.pghs.simulator import Simulator, merchants_table
+from machine import positive_int  # bench/, the script's own folder
 
 
 def _world(rows: int, periods: int = 50) -> pl.DataFrame:
@@ -124,16 +125,26 @@ def bench_simulation(n_strategies: int, repeats: int) -> None:
     print(f"  ratio batched/one-per-call: {b / s:.1f}x")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--strategies", type=int, default=5000)
+    ap.add_argument("--rows", type=positive_int, default=1_000_000,
+                    help="trajectories to train on, from the synthetic market grown to fit (default 1,000,000)")
+    ap.add_argument("--rounds", type=positive_int, default=100,
+                    help="boosting rounds, both sides (default 100)")
+    ap.add_argument("--repeats", type=positive_int, default=2,
+                    help="timed runs per side, training and simulation; each side's best counts (default 2)")
+    ap.add_argument("--strategies", type=positive_int, default=5000,
+                    help="candidate strategies the simulator scores in one batched call; the one-per-call "
+                         "side scores the first 200 of them (default 5000)")
     # One thread by default: OpenMP workers spin-wait, so on a machine shared with other
     # work more threads than free cores can be many times slower, for both sides.
-    ap.add_argument("--threads", type=int, default=1, help=f"OpenMP threads for both (cores: {os.cpu_count()})")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=positive_int, default=1,
+                    help=f"OpenMP threads for both (cores: {os.cpu_count()})")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     t = time.perf_counter()
     frame = _world(args.rows)
     print(f"generated {frame.height:,} trajectories ({frame['merchant_id'].n_unique():,} merchants) "

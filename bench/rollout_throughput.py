@@ -68,7 +68,16 @@ import torch  # noqa: E402
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
 from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
-from machine import best_peak, cpu_line, matmul_peak, synchronize  # noqa: E402
+from machine import (  # noqa: E402
+    best_peak,
+    cpu_line,
+    matmul_peak,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    synchronize,
+)
 
 DEFAULT_MODEL_DIR = "models/warmup"
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
@@ -389,30 +398,44 @@ def reprefill(policy: Any, tasks: Sequence[Task], side: Side) -> Reprefill:
 # ---------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", default=None,
                     help=f"model directory (default {DEFAULT_MODEL_DIR} if it exists, else an untrained model)")
-    ap.add_argument("--n-tasks", type=int, default=120,
+    ap.add_argument("--n-tasks", type=positive_int, default=120,
                     help="test tasks to run (a seeded sample; 120 = the whole default test split)")
     ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
-    ap.add_argument("--batch-size", type=int, default=128,
+    ap.add_argument("--batch-size", type=positive_int, default=128,
                     help="episodes advanced together (batched side; 128 as the play stage runs the test split)")
-    ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
-    ap.add_argument("--naive-budget", type=float, default=45.0,
+    ap.add_argument("--max-new-tokens", type=positive_int, default=96, help="per action, both sides")
+    ap.add_argument("--naive-budget", type=positive_float, default=45.0,
                     help="seconds the naive side may run (whole episodes; the rest is extrapolated)")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=positive_int, default=3,
                     help="most rounds of (batched, naive); each side's best round is reported")
-    ap.add_argument("--max-seconds", type=float, default=150.0,
-                    help="no new round once another like the last would end past this")
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--max-seconds", type=non_negative_float, default=150.0,
+                    help="no new round once another like the last would end past this (the first always runs)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
                     help="torch intra-op threads, both sides (0 = torch's default)")
-    ap.add_argument("--device", default="cpu",
+    ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="cpu, cuda or auto (CUDA when present); both sides run there, in fp32")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if args.device not in ("cpu", "auto") and not torch.cuda.is_available():
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the task sample, the untrained model's weights and the rollouts")
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked before any work: a bad value costs no task generation."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.model_dir is not None and not Path(args.model_dir, "config.json").is_file():
+        ap.error(f"--model-dir {args.model_dir}: not a model directory (no config.json)")
+    if args.device == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machine import non_negative_int, positive_float, positive_int  # bench/, beside this file
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -245,18 +247,33 @@ def report(phase: Phase, total: int) -> dict[str, Any]:
             "first_event_p50_ms": 1000 * pct(firsts, 50) if firsts else float("nan")}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default="", help="a model directory to serve (default: build a tiny one)")
     ap.add_argument("--clients", type=int, default=8, help=f"concurrent clients (at most {MAX_CLIENTS})")
     ap.add_argument("--requests", type=int, default=8, help=f"requests per client (at most {MAX_REQUESTS})")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
-    ap.add_argument("--threads", type=int, default=1, help="the server's torch threads (0: torch's default)")
-    ap.add_argument("--time-limit", type=float, default=600, help="seconds for the whole run")
+    ap.add_argument("--max-tokens", type=positive_int, default=32,
+                    help="max_tokens of every request (greedy; a completion may stop sooner)")
+    ap.add_argument("--max-batch", type=positive_int, default=32, help="the server's --max-batch")
+    ap.add_argument("--threads", type=non_negative_int, default=1,
+                    help="the server's torch threads (0: torch's default)")
+    ap.add_argument("--time-limit", type=positive_float, default=600, help="seconds for the whole run")
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked before the server starts."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not 1 <= args.clients <= MAX_CLIENTS or not 1 <= args.requests <= MAX_REQUESTS:
         ap.error(f"--clients must be 1..{MAX_CLIENTS} and --requests 1..{MAX_REQUESTS}")
+    if args.model_dir and not Path(args.model_dir, "config.json").is_file():
+        ap.error(f"--model-dir {args.model_dir}: not a model directory (no config.json)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     import httpx
 
     deadline = time.monotonic() + args.time_limit

@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import non_negative_int, positive_int  # noqa: E402
 from rollout_throughput import DEFAULT_TASKS, load_note, load_tasks  # noqa: E402
 
 NAME = "served"
@@ -84,18 +85,23 @@ def by_task(traj: Any) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]
     return eps, acts
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", default="models/warmup", help="the model directory to serve")
-    ap.add_argument("--n-tasks", type=int, default=30, help="test tasks (a seeded sample)")
+    ap.add_argument("--n-tasks", type=positive_int, default=30, help="test tasks (a seeded sample)")
     ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
-    ap.add_argument("--max-new-tokens", type=int, default=96, help="per action, both sides")
-    ap.add_argument("--concurrency", type=int, default=32,
+    ap.add_argument("--max-new-tokens", type=positive_int, default=96, help="per action, both sides")
+    ap.add_argument("--concurrency", type=positive_int, default=32,
                     help="openai policy: requests in flight (32 = the server's default max batch)")
-    ap.add_argument("--batch-size", type=int, default=64, help="episodes advanced together (both sides)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads, here and in the server (0 = default)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--batch-size", type=positive_int, default=64, help="episodes advanced together (both sides)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch threads, here and in the server (0 = default)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the task sample and the rollouts")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not Path(args.model_dir, "config.json").is_file():
         print(f"{args.model_dir}: not a model directory (run the warmup stage first, or pass --model-dir)",
               file=sys.stderr)

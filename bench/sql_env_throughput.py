@@ -32,6 +32,7 @@ from distillery.envs.sql.env import SqlEnv  # noqa: E402
 from distillery.envs.sql.taskset import generate_sql_tasks  # noqa: E402
 from distillery.types import Task, tasks_from_frame  # noqa: E402
 from env_throughput import stage_steps_per_s  # noqa: E402
+from machine import positive_float  # noqa: E402
 
 
 def sql_tasks(path: str, workdir: str) -> list[Task]:
@@ -97,11 +98,15 @@ def episodes(env: SqlEnv, tasks: list[Task], seconds: float) -> tuple[float, int
     return steps / (time.perf_counter() - t0), steps
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget per workload")
+    ap.add_argument("--seconds", type=positive_float, default=10.0, help="wall-clock budget per workload")
     ap.add_argument("--tasks", default="", help="a tasks.parquet of SQL tasks (default: generate 6 databases)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})   # one core, like env_throughput
     with tempfile.TemporaryDirectory() as d:

@@ -44,7 +44,7 @@ from distillery.train.config import TrainConfig
 from distillery.train.data import Example, examples_from_masks
 from distillery.train.loop import cpu_runs_natively, train
 from distillery.types import Turn
-from machine import best_peak, cpu_line, matmul_peak
+from machine import best_peak, cpu_line, matmul_peak, non_negative_int, positive_float, positive_int
 
 STEMS = ["invoice", "report", "budget", "notes", "minutes", "contract", "receipt", "draft", "plan", "slides"]
 TAGS = ["acme", "2024", "q3", "final", "globex", "team"]
@@ -132,17 +132,19 @@ def run_trl(tok, data: list[Example], args, strategy: str) -> tuple[float, float
     return tokens / wall, wall, tokens
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
-    ap.add_argument("--rounds", type=int, default=2, help="runs per side, alternating")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-len", type=int, default=1024)
-    ap.add_argument("--episodes", type=int, default=800)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--steps", type=positive_int, default=30, help="optimizer steps per run")
+    ap.add_argument("--rounds", type=positive_int, default=2, help="runs per side, alternating")
+    ap.add_argument("--batch-size", type=positive_int, default=16, help="examples (one an episode) per optimizer step, both sides")
+    ap.add_argument("--max-len", type=positive_int, default=1024,
+                    help="sequence cap in tokens, both sides")
+    ap.add_argument("--episodes", type=positive_int, default=800,
+                    help="synthetic episodes to train on (the tokenizer is trained on them too)")
+    ap.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (cosine schedule), both sides")
+    ap.add_argument("--warmup", type=non_negative_int, default=5, help="learning-rate warm-up steps, both sides")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the sampler")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
                     help="torch CPU threads for everything measured (0 = torch's default); on a machine "
                          "other processes keep busy, 1 gives steadier numbers")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -152,14 +154,23 @@ def main() -> None:
                     help="bench: ModelConfig's defaults (about 3M parameters); warmup: the agent "
                          "track's warm-up student")
     ap.add_argument("--skip-group-by-length", action="store_true", help="run TRL with its default sampler only")
-    args = ap.parse_args()
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = build_parser()
+    args = ap.parse_args(argv)
     if args.precision == "auto":
         args.precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     if args.precision == "bf16" and not torch.cuda.is_available() and not cpu_runs_natively("bf16"):
         ap.error("--precision bf16: this CPU has no native bf16 matmuls (torch's oneDNN check), so both "
                  "sides would measure its slow fallback kernels (the 2048^3 peak alone takes minutes); "
                  "run fp32 here")
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.threads:

@@ -13,8 +13,10 @@ prefixes are cached like the main input's: each step is one token per view).
 
     python bench/vision_decoding.py [--model models/vision/vlm-s0] [--batch 64] [--tokens 16] [--rounds 3]
 
-Without --model (or when it does not exist) it uses an untrained model built from the
-default `VLMConfig` and says so: the costs are the same, the captions are not.
+Without --model, when the default model has not been trained, it uses an untrained model
+built from the default `VLMConfig` and says so: the costs are the same, the captions are not
+(likewise an untrained ITM model without --itm). A --model or --itm given that is not a model
+directory is an error.
 """
 
 from __future__ import annotations
@@ -38,32 +40,56 @@ from distillery.vision.vlm import (
     load_vlm_dir,
     to_pixels,
 )
+from machine import positive_int  # bench/, the script's own folder
 
 METHODS = ("greedy", "vcd", "agla", "icd", "m3id", "pnd", "pnd_attn")
 
 
-def main() -> None:
+DEFAULT_MODEL, DEFAULT_ITM = "models/vision/vlm-s0", "models/vision/itm"
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="models/vision/vlm-s0")
-    ap.add_argument("--itm", default="models/vision/itm")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--tokens", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--model", default=None,
+                    help=f"the VLM's model directory (default {DEFAULT_MODEL}; if that has not been trained, "
+                         "an untrained VLMConfig() model, and the output says so)")
+    ap.add_argument("--itm", default=None,
+                    help=f"the ITM model directory for PND's Grad-CAM (default {DEFAULT_ITM}; if that has not "
+                         "been trained, an untrained ITMConfig() model)")
+    ap.add_argument("--batch", type=positive_int, default=64, help="captioning prompts (test scenes) per batch")
+    ap.add_argument("--tokens", type=positive_int, default=16, help="tokens every row generates, every method")
+    ap.add_argument("--rounds", type=positive_int, default=3,
+                    help="rounds over all the methods, alternating; each method's best round counts")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; a model directory given that is not one is refused before any work."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    for option, path in (("--model", args.model), ("--itm", args.itm)):
+        if path is not None and not Path(path, "config.json").is_file():
+            ap.error(f"{option} {path}: not a model directory (no config.json)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    if Path(args.model, "config.json").is_file():
-        model, tok, _ = load_vlm_dir(args.model)
-        what = args.model
+    model_dir, itm_dir = args.model or DEFAULT_MODEL, args.itm or DEFAULT_ITM
+    if Path(model_dir, "config.json").is_file():
+        model, tok, _ = load_vlm_dir(model_dir)
+        what = model_dir
     else:
         tok = build_tokenizer()
         model = build_vlm(VLMConfig(), tok).eval()
         what = "an untrained VLMConfig() model (no trained model found)"
-    if Path(args.itm, "config.json").is_file():
+    if Path(itm_dir, "config.json").is_file():
         from transformers import BlipForImageTextRetrieval
 
-        itm = BlipForImageTextRetrieval.from_pretrained(args.itm, attn_implementation="eager").eval()
+        itm = BlipForImageTextRetrieval.from_pretrained(itm_dir, attn_implementation="eager").eval()
     else:
         itm = build_itm(ITMConfig(), tok).eval()
     scenes = [s for s in generate_scenes(SceneConfig(n_train=1, n_val=1, n_test=args.batch)) if s.split == "test"]
