@@ -72,10 +72,18 @@ test: setup  ## run the test suite
 test-fast: setup  ## the unit tests without the slow ones (no dvc repro, no servers); make test runs all
 	$(BIN)/python -m pytest -m "not slow" --ignore=tests/e2e $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --durations=10)
 
+# The default DVC remote's URL as DVC resolves it (`dvc remote list`: name, URL, "(default)").
+REMOTE_URL = $(shell $(BIN)/dvc remote list 2>/dev/null | awk '$$3 == "(default)" {print $$2}')
+
 push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
+	@if [ -z "$(REMOTE_URL)" ]; then echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2; fi
+	@echo "pushing to $(REMOTE_URL)" >&2
 	$(BIN)/dvc push
 
 pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro then runs nothing
+	@if [ -z "$(REMOTE_URL)" ]; then echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2; fi
+	@case "$(REMOTE_URL)" in *://*) ;; *) if [ ! -d "$(REMOTE_URL)" ]; then echo "the DVC remote $(REMOTE_URL) does not exist: run make push where the outputs are, or point the remote elsewhere (dvc remote modify --local shared url URL)" >&2; exit 2; fi;; esac
+	@echo "pulling from $(REMOTE_URL)" >&2
 	$(BIN)/dvc pull
 
 # The experiments side by side, only the params and metrics that differ, in 120 columns.
@@ -90,6 +98,7 @@ METRICS_pghs = $(wildcard metrics/pghs.json)
 METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_tables) $(METRICS_pghs),$(wildcard metrics/*.json))
 
 metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|tables|textworldexpress for one track's
+	@if [ -n "$(TRACK)" ] && [ -z "$(strip $(METRICS_$(TRACK)))" ]; then echo "no metrics for TRACK=$(TRACK) yet: make repro TRACK=$(TRACK)" >&2; exit 2; fi
 	@$(BIN)/dvc metrics show --json $(METRICS_$(TRACK)) | $(BIN)/python -m tools.metrics_view --width 120
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
@@ -105,7 +114,7 @@ lint:  ## ruff over the code
 	$(BIN)/ruff check src stages flows tests bench tools
 
 bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer measured in the same run)
-	$(BIN)/pip install --disable-pip-version-check -q textworld  # the environment benchmark's peer
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[textworld]'  # the environment benchmark's peer (from the package registry)
 	$(BIN)/python bench/env_throughput.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/rollout_throughput.py
@@ -114,19 +123,19 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/vision_decoding.py
 
 # The recorded grid (reports/internalize_grid.md) ran params.yaml's internalize section, 2 runs at a time.
-GRID_ARGS ?= --jobs 2
+GRID_ARGS ?= --jobs 2 --replace
 
 grid: setup  ## internalization grid: 8 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid $(GRID_ARGS)
 
 # The objectives grid: GRPO/GiGPO/SIRI, OPD/AOPD/SCOPE/GKD x {strong, weak} start, and SelSkill, as queued dvc experiments.
-OBJECTIVES_GRID_ARGS ?= --jobs 1
+OBJECTIVES_GRID_ARGS ?= --jobs 1 --replace
 
 objectives-grid: setup  ## RL and distillation grid: 12 cells x 3 seeds as queued dvc experiments (after make repro)
 	$(BIN)/python -m flows.grid --grid objectives $(OBJECTIVES_GRID_ARGS)
 
 # The SQL grid: Dual-Track / GRPO, no Propose, schema in the prompt, no warm-up x seeds (docs/sql.md).
-SQL_GRID_ARGS ?= --jobs 1
+SQL_GRID_ARGS ?= --jobs 1 --replace
 
 sql-grid: setup  ## TRUST-SQL's comparisons: 6 cells x 3 seeds as queued dvc experiments (after make repro TRACK=sql)
 	$(BIN)/python -m flows.grid --grid sql $(SQL_GRID_ARGS)
@@ -137,5 +146,5 @@ server: setup  ## a local Prefect server with its UI on http://127.0.0.1:4200
 deploy: setup  ## serve the pipeline flow on its cron schedule against the local server
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(BIN)/python flows/pipeline.py serve
 
-clean-outputs:  ## delete pipeline outputs (DVC can rebuild them)
-	rm -rf data models metrics plots reports dvclive
+clean-outputs:  ## list the pipeline's outputs (what dvc.lock records; imported logs stay); CONFIRM=1 deletes them
+	$(BIN)/python -m tools.clean_outputs $(if $(CONFIRM),--yes,)

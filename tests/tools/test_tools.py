@@ -111,3 +111,34 @@ def test_metrics_view_puts_each_file_on_its_own_lines_and_never_splits_a_pair():
     pairs = " ".join(lines).split()
     assert pairs[pairs.index("value_11") + 1] == "3.667"        # a name and its value stay together
     assert render({}) == "no metrics (run `make repro` first)"
+
+
+def test_clean_outputs_deletes_exactly_the_outputs_dvc_lock_records(tmp_path):
+    from tools.clean_outputs import main
+
+    lock = {"schema": "2.0", "stages": {
+        "tasks": {"cmd": "x", "outs": [{"path": "data/tasks/tasks.parquet"}, {"path": "reports/tasks"}]},
+        "warmup": {"cmd": "y", "outs": [{"path": "models/warmup"}, {"path": "metrics/warmup.json"}]}}}
+    import yaml
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    for rel in ("data/tasks/tasks.parquet", "reports/tasks/a.json", "models/warmup/config.json",
+                "data/imports/chat/records.parquet", "data/trajectories/imported/x.parquet"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    assert main(["--repo", str(tmp_path)]) == 0                    # lists, deletes nothing
+    assert (tmp_path / "models/warmup/config.json").exists()
+    assert main(["--repo", str(tmp_path), "--yes"]) == 0
+    assert not (tmp_path / "data/tasks/tasks.parquet").exists() and not (tmp_path / "models/warmup").exists()
+    assert not (tmp_path / "reports/tasks").exists()
+    assert (tmp_path / "data/imports/chat/records.parquet").exists()          # imported logs stay
+    assert (tmp_path / "data/trajectories/imported/x.parquet").exists()
+
+
+def test_clean_outputs_refuses_an_output_outside_the_repository(tmp_path):
+    import yaml
+    from tools.clean_outputs import main
+
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"s": {"outs": [{"path": "../elsewhere"}]}}}))
+    (tmp_path.parent / "elsewhere").mkdir(exist_ok=True)
+    assert main(["--repo", str(tmp_path), "--yes"]) == 2
+    assert (tmp_path.parent / "elsewhere").exists()
