@@ -474,7 +474,8 @@ def import_cmd(
         kinds = Counter(rejects["kind"].to_list())
         out_console.print("rejections by rule: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         for reason in rejects["reason"].to_list()[:show]:
-            out_console.print(f"  {reason}", markup=False, highlight=False)
+            # soft_wrap: a long path is left whole for the terminal to wrap (and to copy)
+            out_console.print(f"  {reason}", markup=False, highlight=False, soft_wrap=True)
         if rejects.height > show:
             out_console.print(f"  ... {rejects.height - show} more in {Path(out) / 'rejects.parquet'}")
     totals = result.totals
