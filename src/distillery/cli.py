@@ -146,6 +146,20 @@ def _fail(command: str, message: str, code: int = 2) -> None:
     raise typer.Exit(code=code)
 
 
+def _check_out_folder(command: str, out: str) -> None:
+    """Refuse an output folder that cannot be written before any work is done: an existing
+    file, or a path whose nearest existing folder is not writable."""
+    import os
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        _fail(command, f"--out {out}: exists and is not a folder")
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        _fail(command, f"--out {out}: cannot write there ({existing} is not a writable folder)")
+
+
 @tasks_app.command("schema")
 def tasks_schema(
     env: str = typer.Option("stage", help="A registered environment that declares a draft format."),
@@ -321,6 +335,7 @@ def tasks_generate(
 
     if n_train + n_test == 0:
         _fail("tasks", "--n-train and --n-test are both 0: nothing to generate")
+    _check_out_folder("tasks", out)
     folder = Path(out)
     try:
         result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
@@ -386,7 +401,6 @@ def import_cmd(
 
       distillery import inspect logs/ --out data/imports/inspect --assume-success
     """
-    import os
     from collections import Counter
     from pathlib import Path
 
@@ -401,12 +415,7 @@ def import_cmd(
 
     if fmt not in FORMATS:
         _fail("import", f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    out_path = Path(out)
-    if out_path.exists() and not out_path.is_dir():
-        _fail("import", f"--out {out}: exists and is not a folder")
-    existing = next((p for p in (out_path, *out_path.absolute().parents) if p.exists()), None)
-    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        _fail("import", f"--out {out}: cannot write there ({existing} is not a writable folder)")
+    _check_out_folder("import", out)
     if tokenizer and not Path(tokenizer).is_dir():
         _fail("import", f"--tokenizer {tokenizer}: not a model/tokenizer folder (no such folder)")
     if outcomes and not Path(outcomes).is_file():
@@ -580,6 +589,7 @@ def eval_cmd(
         kwargs = {}
     name = label or (Path(model.rstrip("/")).name if model else policy)
     folder = Path(out or f"reports/eval/{name}")
+    _check_out_folder("eval", str(folder))
     if imported:
         if policy != "hf":
             _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
@@ -637,8 +647,6 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
     if not held_out <= 1:
         _fail("eval", f"--held-out {held_out:g}: expected a share of the tasks in (0, 1] (1 = all)")
     src, out = Path(imported), Path(str(folder))
-    if out.exists() and not out.is_dir():
-        _fail("eval", f"--out {out}: exists and is not a folder")
     if not (src / "records.parquet").is_file():
         _fail("eval", f"--imported {src}: not an import folder (no records.parquet; write one with "
                       "`distillery import`)")

@@ -400,3 +400,13 @@ def test_output_that_cannot_be_written_and_bad_eval_options(tmp_path):
     (imp / "records.parquet").write_text("")
     r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(imp), "--out", str(tmp_path / "afile"))
     assert r.exit_code == 2 and "--out" in r.output and "exists and is not a folder" in r.output
+
+
+def test_tasks_and_eval_refuse_an_output_that_is_a_file_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    r = invoke("tasks", "--env", "stage", "--family", "file_invoice", "--n-test", "1", "--out", str(afile))
+    assert r.exit_code == 2 and "--out" in r.output and "exists and is not a folder" in r.output
+    r = invoke("eval", "--policy", "random", "--out", str(afile / "sub"))
+    assert r.exit_code == 2 and "not a writable folder" in r.output
+    assert afile.read_text() == "keep me"
