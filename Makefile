@@ -72,18 +72,18 @@ test: setup  ## run the test suite
 test-fast: setup  ## the unit tests without the slow ones (no dvc repro, no servers); make test runs all
 	$(BIN)/python -m pytest -m "not slow" --ignore=tests/e2e $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --durations=10)
 
-# The default DVC remote's URL as DVC resolves it (`dvc remote list`: name, URL, "(default)").
-REMOTE_URL = $(shell $(BIN)/dvc remote list 2>/dev/null | awk '$$3 == "(default)" {print $$2}')
+# Prints the default DVC remote's URL as DVC resolves it (`dvc remote list`: name, URL, "(default)").
+DEFAULT_REMOTE = $(BIN)/dvc remote list 2>/dev/null | awk '$$3 == "(default)" {print $$2}'
+NO_REMOTE = echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2
 
 push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
-	@if [ -z "$(REMOTE_URL)" ]; then echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2; fi
-	@echo "pushing to $(REMOTE_URL)" >&2
+	@url=$$($(DEFAULT_REMOTE)); if [ -z "$$url" ]; then $(NO_REMOTE); fi; echo "pushing to $$url" >&2
 	$(BIN)/dvc push
 
 pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro then runs nothing
-	@if [ -z "$(REMOTE_URL)" ]; then echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2; fi
-	@case "$(REMOTE_URL)" in *://*) ;; *) if [ ! -d "$(REMOTE_URL)" ]; then echo "the DVC remote $(REMOTE_URL) does not exist: run make push where the outputs are, or point the remote elsewhere (dvc remote modify --local shared url URL)" >&2; exit 2; fi;; esac
-	@echo "pulling from $(REMOTE_URL)" >&2
+	@url=$$($(DEFAULT_REMOTE)); if [ -z "$$url" ]; then $(NO_REMOTE); fi; \
+	case "$$url" in *://*) ;; *) if [ ! -d "$$url" ]; then echo "the DVC remote $$url does not exist: run make push where the outputs are, or point the remote elsewhere (dvc remote modify --local shared url URL)" >&2; exit 2; fi;; esac; \
+	echo "pulling from $$url" >&2
 	$(BIN)/dvc pull
 
 # The experiments side by side, only the params and metrics that differ, in 120 columns.

@@ -106,3 +106,14 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """A finite number of at least 0."""
     return _bounded(float, text, 0.0, False, "a number >= 0")
+
+
+def model_dir(text: str) -> str:
+    """A model directory (one with a config.json), or "" for none given."""
+    from pathlib import Path
+
+    if text and not Path(text, "config.json").is_file():
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text} is not a model directory (no config.json)")
+    return text

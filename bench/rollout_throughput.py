@@ -72,6 +72,7 @@ from machine import (  # noqa: E402
     best_peak,
     cpu_line,
     matmul_peak,
+    model_dir,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -400,7 +401,7 @@ def reprefill(policy: Any, tasks: Sequence[Task], side: Side) -> Reprefill:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model-dir", default=None,
+    ap.add_argument("--model-dir", type=model_dir, default=None,
                     help=f"model directory (default {DEFAULT_MODEL_DIR} if it exists, else an untrained model)")
     ap.add_argument("--n-tasks", type=positive_int, default=120,
                     help="test tasks to run (a seeded sample; 120 = the whole default test split)")
@@ -427,8 +428,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments, checked before any work: a bad value costs no task generation."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    if args.model_dir is not None and not Path(args.model_dir, "config.json").is_file():
-        ap.error(f"--model-dir {args.model_dir}: not a model directory (no config.json)")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False)")
     return args

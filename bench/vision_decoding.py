@@ -40,7 +40,7 @@ from distillery.vision.vlm import (
     load_vlm_dir,
     to_pixels,
 )
-from machine import positive_int  # bench/, the script's own folder
+from machine import model_dir, positive_int  # bench/, the script's own folder
 
 METHODS = ("greedy", "vcd", "agla", "icd", "m3id", "pnd", "pnd_attn")
 
@@ -50,10 +50,10 @@ DEFAULT_MODEL, DEFAULT_ITM = "models/vision/vlm-s0", "models/vision/itm"
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None,
+    ap.add_argument("--model", type=model_dir, default=None,
                     help=f"the VLM's model directory (default {DEFAULT_MODEL}; if that has not been trained, "
                          "an untrained VLMConfig() model, and the output says so)")
-    ap.add_argument("--itm", default=None,
+    ap.add_argument("--itm", type=model_dir, default=None,
                     help=f"the ITM model directory for PND's Grad-CAM (default {DEFAULT_ITM}; if that has not "
                          "been trained, an untrained ITMConfig() model)")
     ap.add_argument("--batch", type=positive_int, default=64, help="captioning prompts (test scenes) per batch")
@@ -66,12 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments; a model directory given that is not one is refused before any work."""
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    for option, path in (("--model", args.model), ("--itm", args.itm)):
-        if path is not None and not Path(path, "config.json").is_file():
-            ap.error(f"{option} {path}: not a model directory (no config.json)")
-    return args
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,15 +17,23 @@ def test_every_stage_module_is_listed():
     assert {"claims", "warmup", "sql_real", "sql_collect", "table_rl"} <= set(STAGES)
 
 
-@pytest.mark.parametrize("name", STAGES)
-def test_help_prints_usage_and_writes_nothing(name, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)   # were the stage to run, it would find no inputs here
+def stage_help(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> tuple[ModuleType, str]:
+    """The stage module and what `python -m stages.<name> --help` printed, run in the empty
+    `tmp_path` (were the stage to run, it would find no inputs there): it exits 0 with its usage."""
+    monkeypatch.chdir(tmp_path)
     module = importlib.import_module(f"stages.{name}")
     with pytest.raises(SystemExit) as done:
         module.main(["--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m stages.{name}")
+    return module, out
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_help_prints_usage_and_writes_nothing(name, tmp_path, monkeypatch, capsys):
+    module, out = stage_help(name, tmp_path, monkeypatch, capsys)
     # The first line of the module's docstring says what the stage does (argparse may rewrap it).
     assert " ".join(module.__doc__.split("\n")[0].split()) in " ".join(out.split())
     assert list(tmp_path.iterdir()) == []

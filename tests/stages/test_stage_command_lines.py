@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from stages.track import Track
 from tests.conftest import REPO
+from tests.test_stage_help import stage_help
 
 from distillery.config import ConfigError, TasksConfig, exit_on_config_error
 from tools import stage_deps as sd
@@ -133,13 +134,7 @@ def test_each_track_stage_refuses_an_unknown_or_empty_track_section_in_one_line(
 
 @pytest.mark.parametrize("name", [*TRACK_STAGES, "env_table"])
 def test_help_prints_the_whole_docstring(name, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    module = importlib.import_module(f"stages.{name}")
-    with pytest.raises(SystemExit) as done:
-        module.main(["--help"])
-    assert done.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f"usage: python -m stages.{name}")
+    module, out = stage_help(name, tmp_path, monkeypatch, capsys)
     # Every paragraph, the 'Reads ...; writes ...' ones included, as written.
     paragraphs = [p for p in module.__doc__.split("\n\n") if p.strip()]
     assert len(paragraphs) >= 2, name
