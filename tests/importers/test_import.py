@@ -367,6 +367,28 @@ def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path
     assert episodes.height == before.episodes.height + 2 and episodes["episode_id"].is_unique().all()
 
 
+def test_a_table_that_cannot_be_written_leaves_the_reports_as_they_were(tmp_path):
+    """The gates report before the tables are written; when a table then cannot be written (a
+    folder stands where summary.json goes), the reports are put back: none counts rows the
+    folder does not hold, and the earlier import's outputs are all still there."""
+    out = tmp_path / "out"
+    run("openai", [CHAT], out)
+    (out / "summary.json").unlink()
+    (out / "summary.json").mkdir()
+    before, reports = ImportedLogs.read(out), (digest(out / "quality"), digest(out / "quarantine"))
+    with pytest.raises(OSError):
+        run("openai", [SIDE], out)
+    assert (digest(out / "quality"), digest(out / "quarantine")) == reports
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left behind"
+    logs = ImportedLogs.read(out)
+    assert logs.tools == before.tools
+    for name in ("tasks", "episodes", "steps", "records", "rejects"):
+        assert getattr(logs, name).equals(getattr(before, name)), name
+    for suite, table in (("import_records", logs.records), ("imported_tasks", logs.tasks),
+                         ("episodes", logs.episodes), ("steps", logs.steps)):
+        assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
+
+
 def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
     result = run("openai", [CHAT, SIDE], tmp_path / "out", min_score=0.5)
     for record in ("line 7", "line 8"):                       # score 0.25

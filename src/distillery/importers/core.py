@@ -23,8 +23,11 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ from distillery.importers.records import (
     toolset_key,
 )
 from distillery.io import write_json, write_parquet
-from distillery.quality import SUITES, gate
+from distillery.quality import SUITES, GateError, gate
 from distillery.quality.import_suites import (
     IMPORT_RECORD_SCHEMA,
     IMPORT_RECORDS,
@@ -466,22 +469,50 @@ def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) 
 
     reports, quarantine = out / "quality", out / "quarantine"
     where = {"report_dir": reports, "quarantine_dir": quarantine}
-    gates = {"import_records": gate(records, IMPORT_RECORDS, source=str(out / "records.parquet"),
-                                    raise_on_failure=False, **where)}
-    _check_records_gate(gates["import_records"], records)
-    refs = {"episodes": episodes, "steps": steps}
-    gates["imported_tasks"] = gate(tasks, IMPORTED_TASKS, source=str(out / "tasks.parquet"), **where)
-    gates["episodes"] = gate(episodes, SUITES["episodes"], source=str(out / "episodes.parquet"), refs=refs, **where)
-    gates["steps"] = gate(steps, SUITES["steps"], source=str(out / "steps.parquet"), refs=refs, **where)
+    with _reports_put_back_on_failure(out, (reports, quarantine)):
+        gates = {"import_records": gate(records, IMPORT_RECORDS, source=str(out / "records.parquet"),
+                                        raise_on_failure=False, **where)}
+        _check_records_gate(gates["import_records"], records)
+        refs = {"episodes": episodes, "steps": steps}
+        gates["imported_tasks"] = gate(tasks, IMPORTED_TASKS, source=str(out / "tasks.parquet"), **where)
+        gates["episodes"] = gate(episodes, SUITES["episodes"], source=str(out / "episodes.parquet"), refs=refs,
+                                 **where)
+        gates["steps"] = gate(steps, SUITES["steps"], source=str(out / "steps.parquet"), refs=refs, **where)
 
-    write_parquet(tasks, out / "tasks.parquet")
-    write_parquet(episodes, out / "episodes.parquet")
-    write_parquet(steps, out / "steps.parquet")
-    write_json(logs.tools, out / "tools.json")
-    write_parquet(rejects, out / "rejects.parquet")
-    write_json(summary(logs), out / "summary.json")
-    write_parquet(records, out / "records.parquet")      # last: a record listed here is fully written
+        write_parquet(tasks, out / "tasks.parquet")
+        write_parquet(episodes, out / "episodes.parquet")
+        write_parquet(steps, out / "steps.parquet")
+        write_json(logs.tools, out / "tools.json")
+        write_parquet(rejects, out / "rejects.parquet")
+        write_json(summary(logs), out / "summary.json")
+        write_parquet(records, out / "records.parquet")      # last: a record listed here is fully written
     return logs, gates
+
+
+@contextmanager
+def _reports_put_back_on_failure(out: Path, folders: Sequence[Path]) -> Iterator[None]:
+    """The gates must pass before the tables are written, so their reports are written first:
+    should the tables then fail to be written (or the import be interrupted), the report folders
+    are put back as they were, and no report counts rows the folder does not hold. A failed
+    gate's reports stay: they say why nothing was written."""
+    present = [f for f in folders if f.is_dir()]
+    saved = Path(tempfile.mkdtemp(prefix=".reports.", suffix=".tmp", dir=out)) if present else None
+    try:
+        for f in present:
+            shutil.copytree(f, saved / f.name)
+        try:
+            yield
+        except GateError:
+            raise
+        except BaseException:
+            for f in folders:
+                shutil.rmtree(f, ignore_errors=True)
+                if saved is not None and (saved / f.name).is_dir():
+                    os.replace(saved / f.name, f)
+            raise
+    finally:
+        if saved is not None:
+            shutil.rmtree(saved, ignore_errors=True)
 
 
 def _check_records_gate(result: Any, records: pl.DataFrame) -> None:
