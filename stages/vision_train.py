@@ -17,7 +17,7 @@ import time
 
 from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.io import write_json
-from distillery.vision.config import SceneConfig, VisionTrainConfig
+from distillery.vision.config import SceneConfig, VisionTrainConfig, check_patches
 from distillery.vision.train import TrainJob, run_train_jobs, train_headline
 from stages.usage import take_no_options
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     take_no_options("vision_train", __doc__, argv)
     cfg = load_section(VisionTrainConfig, "vision_train")
     scene = load_section(SceneConfig, "vision_data")
+    check_patches(cfg.vlm, "vision_train", scene.image_size, "vision_data")
     t0 = time.perf_counter()
     common = dict(cfg=cfg, image_size=scene.image_size, grid=scene.grid, scenes_file=SCENES, model_root=MODELS,
                   checkpoint_root=CHECKPOINTS, live_root=LIVE, params=to_dict(cfg))

@@ -1,12 +1,17 @@
 """The vision and table tracks' params sections refuse, at load and with the key named, what
-would crash or run wrong later: a zero grid, model sizes that do not fit together, a weak
+would crash or run wrong later: a zero grid, model sizes that do not fit together, a patch
+side that does not divide the image (checked by the stage that reads both sections), a weak
 checkpoint after the last step, a typo in a tuning grid, out-of-range RL settings."""
 
 from __future__ import annotations
 
-import pytest
+import importlib
 
-from distillery.config import ConfigError, load_section
+import pytest
+import yaml
+from tests.conftest import REPO
+
+from distillery.config import ConfigError, exit_on_config_error, load_section, read_params
 from distillery.vision.config import (
     GRID_PARAMS,
     METHODS,
@@ -15,6 +20,7 @@ from distillery.vision.config import (
     VisionEvalConfig,
     VisionTrainConfig,
     VLMConfig,
+    check_patches,
 )
 from distillery.vision.table_rl import TableRLConfig, TableTrainConfig
 from distillery.vision.tables import TableDataConfig
@@ -39,6 +45,38 @@ def test_a_zero_grid_or_image_size_is_a_config_error_not_a_division_by_zero(cls,
 def test_the_vlm_sizes_must_fit_together(section, cls, vlm, fragment):
     with pytest.raises(ConfigError, match=rf"^{section}.vlm: {fragment}"):
         load_section(cls, section, {section: {"vlm": vlm}})
+
+
+@pytest.mark.parametrize("stage, params, message", [
+    ("vision_train", {"vision_data": {"image_size": 64}, "vision_train": {"workers": 1, "vlm": {"patch_size": 12}}},
+     "vision_train.vlm.patch_size (12) must divide vision_data.image_size (64)"),
+    ("table_train", {"table_data": {"image_size": 80}, "table_train": {"workers": 1, "vlm": {"patch_size": 32}}},
+     "table_train.vlm.patch_size (32) must divide table_data.image_size (80)"),
+])
+def test_a_patch_size_that_does_not_divide_the_image_stops_the_stage_at_its_config(
+        stage, params, message, tmp_path, monkeypatch, capsys):
+    """The patch side (the training section) and the image side (the data section) are read
+    together only by the training stage: it refuses the pair there, one line naming both keys,
+    before any data is read or model built."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{stage}")
+    assert exit_on_config_error(f"python -m stages.{stage}", module.main, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m stages.{stage}: error: {message}: ") and err.count("\n") == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def test_a_patch_size_that_divides_the_image_passes():
+    for patch in (1, 8, 16, 32, 64):
+        check_patches(VLMConfig(patch_size=patch), "vision_train", 64, "vision_data")
+    params = read_params(REPO / "params.yaml")
+    for (model_cls, model), (data_cls, data) in (((VisionTrainConfig, "vision_train"), (SceneConfig, "vision_data")),
+                                                 ((TableTrainConfig, "table_train"), (TableDataConfig, "table_data"))):
+        check_patches(load_section(model_cls, model, params).vlm, model, load_section(data_cls, data, params).image_size,
+                      data)
+    with pytest.raises(ConfigError, match=r"^vision_train.vlm.patch_size \(48\) must divide vision_data.image_size"):
+        check_patches(VLMConfig(patch_size=48), "vision_train", 64, "vision_data")
 
 
 @pytest.mark.parametrize("itm, fragment", [

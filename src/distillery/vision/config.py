@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from distillery.config import _f, check_choices
+from distillery.config import ConfigError, _f, check_choices
 from distillery.train.config import TrainConfig
 
 
@@ -91,6 +91,15 @@ class VLMConfig:
             raise ValueError(f"vlm.n_heads ({self.n_heads}) must be divisible by vlm.n_kv_heads ({self.n_kv_heads})")
         if self.init_std < 0 or self.projector_std < 0:
             raise ValueError("vlm.init_std and vlm.projector_std must be >= 0")
+
+
+def check_patches(vlm: VLMConfig, model_section: str, image_size: int, data_section: str) -> None:
+    """The vision tower cuts the image into `patch_size` squares: refuse an image side it does
+    not divide when the two sections are read together, before any training (`build_vlm`
+    would refuse it only after the data is loaded)."""
+    if image_size % vlm.patch_size:
+        raise ConfigError(f"{model_section}.vlm.patch_size ({vlm.patch_size}) must divide {data_section}.image_size "
+                          f"({image_size}): the vision tower cuts the image into patches of that side")
 
 
 @dataclass
