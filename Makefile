@@ -78,6 +78,7 @@ NO_REMOTE = echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2
 
 push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
 	@url=$$($(DEFAULT_REMOTE)); if [ -z "$$url" ]; then $(NO_REMOTE); fi; echo "pushing to $$url" >&2
+	@$(BIN)/python -m tools.push_check
 	$(BIN)/dvc push
 
 pull: setup  ## download every output in dvc.lock from the DVC remote; dvc repro then runs nothing

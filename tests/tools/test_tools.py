@@ -142,3 +142,37 @@ def test_clean_outputs_refuses_an_output_outside_the_repository(tmp_path):
     (tmp_path.parent / "elsewhere").mkdir(exist_ok=True)
     assert main(["--repo", str(tmp_path), "--yes"]) == 2
     assert (tmp_path.parent / "elsewhere").exists()
+
+
+def test_push_check_names_the_outputs_not_in_the_dvc_cache(tmp_path, capsys):
+    """A real git + DVC repository: of three recorded outputs, one gone from the workspace and
+    the cache (named: `dvc push` cannot send it), one gone from the workspace only (still in
+    the cache, so pushed), and a metrics file DVC does not cache (never pushed, not named)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from tools.push_check import main, not_cached
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True, timeout=120)
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "mkdir -p data && echo a > data/a.txt", "outs": ["data/a.txt"]},
+        "b": {"cmd": "mkdir -p data/b && echo b > data/b/x.txt", "outs": ["data/b"]},
+        "m": {"cmd": "echo '{\"n\": 1}' > m.json", "metrics": [{"m.json": {"cache": False}}]}}}))
+    sh(sys.executable, "-m", "dvc", "repro", "-q")
+    assert not_cached(tmp_path) == ([], 3)
+    assert main(["--repo", str(tmp_path)]) == 0 and capsys.readouterr().err == ""
+
+    md5 = next(o["md5"] for o in yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["a"]["outs"])
+    (tmp_path / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).unlink()
+    (tmp_path / "data/a.txt").unlink()
+    shutil.rmtree(tmp_path / "data/b")
+    assert not_cached(tmp_path) == (["data/a.txt"], 3)
+    assert main(["--repo", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ("not pushed, not in the DVC cache: 1 of the 3 outputs dvc.lock records "
+                                       "(dvc repro makes them): data/a.txt\n")
