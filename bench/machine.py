@@ -108,12 +108,21 @@ def non_negative_float(text: str) -> float:
     return _bounded(float, text, 0.0, False, "a number >= 0")
 
 
+# The weights transformers' from_pretrained reads: one file, or the index of its shards.
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def model_dir(text: str) -> str:
-    """A model directory (one with a config.json), or "" for none given."""
+    """A model directory (its config.json and its weights), or "" for none given."""
     from pathlib import Path
 
-    if text and not Path(text, "config.json").is_file():
+    if not text:
+        return text
+    missing = [] if Path(text, "config.json").is_file() else ["config.json"]
+    if not any(Path(text, name).is_file() for name in _WEIGHTS):
+        missing.append("weights: model.safetensors or pytorch_model.bin")
+    if missing:
         import argparse
 
-        raise argparse.ArgumentTypeError(f"{text} is not a model directory (no config.json)")
+        raise argparse.ArgumentTypeError(f"{text} is not a model directory (no {', no '.join(missing)})")
     return text

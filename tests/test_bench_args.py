@@ -98,10 +98,47 @@ def test_a_directory_without_config_json_is_not_a_model(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             parse(name, [option, str(tmp_path)])
         assert exit_.value.code == 2
-        assert "not a model directory (no config.json)" in capsys.readouterr().err
+        assert "not a model directory (no config.json, no weights" in capsys.readouterr().err
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
     assert parse("rollout_throughput", ["--model-dir", str(tmp_path)]).model_dir == str(tmp_path)
     assert parse("vision_decoding", ["--model", str(tmp_path), "--itm", str(tmp_path)]).model == str(tmp_path)
+
+
+@pytest.mark.parametrize(("present", "missing"), [
+    (["config.json"], "no weights: model.safetensors or pytorch_model.bin"),
+    (["model.safetensors"], "no config.json"),
+    ([], "no config.json, no weights: model.safetensors or pytorch_model.bin"),
+])
+def test_a_half_built_default_model_dir_is_refused_as_a_given_one_is(present, missing, tmp_path, monkeypatch,
+                                                                      capsys):
+    """rollout_throughput takes models/warmup when that folder exists: half-built (a warm-up
+    killed while saving, a partial `dvc pull`), it is refused when the arguments are parsed."""
+    monkeypatch.chdir(tmp_path)
+    warmup = tmp_path / "models" / "warmup"
+    warmup.mkdir(parents=True)
+    for name in present:
+        (warmup / name).write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        parse("rollout_throughput", [])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --model-dir: the default models/warmup is not a model directory ({missing})")
+    for name in ("config.json", "model.safetensors"):
+        (warmup / name).write_text("{}")
+    assert parse("rollout_throughput", []).model_dir is None      # a complete one: main loads it
+
+
+def test_run_as_a_script_a_half_built_default_model_dir_exits_2_before_any_work(tmp_path):
+    (tmp_path / "models" / "warmup").mkdir(parents=True)
+    (tmp_path / "models" / "warmup" / "config.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(BENCH / "rollout_throughput.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith("the default models/warmup is not a model directory "
+                                                 "(no weights: model.safetensors or pytorch_model.bin)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]   # no tasks generated
 
 
 def test_serve_parity_refuses_a_missing_model_before_its_imports(capsys):
