@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from distillery.agents.random import RandomPolicy
 from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
 from distillery.envs.stage import StageEnv
+from distillery.envs.stage.checks import verify_checks
 from distillery.envs.stage.env import MAX_PAYLOAD_CHARS
 from distillery.envs.stage.families import FAMILIES
+from distillery.rollout import RolloutConfig, make_jobs, run_batch
 from distillery.tasks.generate import draft_task, generate_tasks
+from distillery.types import ActionOutput
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +183,69 @@ def test_adversarial_actions_are_observations_and_change_nothing_outside(tmp_pat
             assert db.execute("SELECT count(*) FROM mail").fetchone()[0] == len(task.initial_state["mail"])
     finally:
         env.close()
+
+
+class _FullReadBack:
+    """A StageEnv whose every step and verify are checked against the whole state read back
+    from disk and database (what the environment reads again only where a tool changed it)."""
+
+    def __init__(self, env: StageEnv) -> None:
+        self.env = env
+        self.steps = 0
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, action):
+        res = self.env.step(action)
+        assert res.state_hash == self.env.ws.snapshot().digest(), action
+        self.steps += 1
+        return res
+
+    def verify(self):
+        full = verify_checks(self.env.task.checks, self.env.initial, self.env.ws.snapshot())
+        assert self.env.verify() == full
+        return full
+
+
+def test_the_state_read_back_only_where_tools_changed_it_is_the_whole_state(tmp_path, monkeypatch, tasks):
+    monkeypatch.setenv("DISTILLERY_SANDBOX", str(tmp_path / "sandboxes"))
+    wrapped: list[_FullReadBack] = []
+
+    def wrap(env):
+        wrapped.append(_FullReadBack(env))
+        return wrapped[-1]
+
+    # Random calls of every tool on arguments the episode has shown (bad ones included), and
+    # reference steps with random ones between, so wins, near-wins and failures all occur.
+    cfg = RolloutConfig(k=3, batch_size=8)
+    for policy in (RandomPolicy(seed=1, finish_prob=0.02), _ReferenceThenRandom()):
+        out = run_batch(policy, make_jobs(tasks, policy.name, cfg), cfg, wrap_env=wrap)
+        assert out.episodes.height == 3 * len(tasks)
+        errors = [e for e in out.episodes["error"] if e]      # the rollout records what raised
+        assert not errors, errors[:3]
+    tools = set(out.steps["tool"].drop_nulls())
+    assert sum(w.steps for w in wrapped) > 500
+    assert out.episodes["success"].any() and not out.episodes["success"].all()
+    assert {"write_file", "move", "delete", "send_mail", "read_mail", "create_event"} <= tools
+
+
+class _ReferenceThenRandom:
+    name, model = "reference-then-random", "-"
+
+    def __init__(self) -> None:
+        self.random = RandomPolicy(seed=2, finish_prob=0.0)
+
+    def act(self, contexts):
+        out = self.random.act(contexts)
+        for i, ctx in enumerate(contexts):
+            ref = ctx.task.reference_solution
+            mail_ids = [m["id"] for m in ctx.task.initial_state.get("mail", [])]
+            if ctx.t < len(ref) and (ctx.t + ctx.seed) % 4:
+                out[i] = ActionOutput(text=format_call(ref[ctx.t]))
+            elif mail_ids and ctx.seed % 2:     # marks a mail read: a change of one flag
+                out[i] = ActionOutput(text=f'read_mail(mail_id="{mail_ids[(ctx.t + ctx.seed) % len(mail_ids)]}")')
+        return out
 
 
 def test_close_removes_the_sandbox(tmp_path, tasks):

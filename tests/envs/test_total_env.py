@@ -89,7 +89,7 @@ def test_a_file_whose_name_is_not_utf8_does_not_break_the_episode(env):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(b"\xff\xfe not utf-8")
-    env._dirty = True                       # planted behind the environment's back
+    env.forget_state()                      # planted behind the tools' back
     h = env.state_hash()
     assert h and h == env.ws.snapshot().digest()
     listing = env.step('list_dir(path="documents")')
@@ -190,7 +190,7 @@ def test_write_file_refuses_a_hard_link_to_a_file_outside(env, task, tmp_path):
     (outside / "victim.txt").write_text("outside")
     before = tree_digest(outside)
     os.link(outside / "victim.txt", env.ws.home / "linked.txt")
-    env._dirty = True
+    env.forget_state()
     assert "hard link" in refused(env, 'write_file(path="linked.txt", content="pwned")')
     assert "hard link" in refused(env, 'read_file(path="linked.txt")')
     save = next(c for c in task.reference_solution if c.tool == "save_attachment")
@@ -211,7 +211,7 @@ def test_write_file_refuses_a_file_on_another_device(env, monkeypatch):
 @pytest.mark.timeout(60)
 def test_a_planted_fifo_neither_blocks_reads_nor_the_state_hash(env):
     os.mkfifo(env.ws.home / "documents" / "pipe")
-    env._dirty = True
+    env.forget_state()
     assert env.state_hash() == env.ws.snapshot().digest()
     assert "not a regular file" in refused(env, 'read_file(path="documents/pipe")')
     refused(env, 'write_file(path="documents/pipe", content="x")')

@@ -60,8 +60,11 @@ class StageEnv:
         self.initial: Snapshot | None = None
         self.today = ""
         self.user_email = ""
+        # The state as last read back, and which of its two parts a tool has changed since:
+        # only a changed part is read again (every change goes through a tool).
+        self._state: Snapshot | None = None
         self._hash = ""
-        self._dirty = True
+        self._files_stale = self._records_stale = True
         self._next_id = 0
         self._initial_cache: dict[str, tuple[dict[str, Any], tuple[Snapshot, str, list[str]]]] = {}
 
@@ -76,7 +79,8 @@ class StageEnv:
         self.user_email = user.get("email", "")
         self._next_id = 1000
         self.initial, self._hash, top = self._initial_state(task)
-        self._dirty = False
+        self._state = self.initial
+        self._files_stale = self._records_stale = False
         return (f"Workspace of {user.get('name', 'the user')} <{self.user_email}>. "
                 f"Today is {self.today}. Home folder: {' '.join(top) or '(empty)'}")
 
@@ -123,13 +127,34 @@ class StageEnv:
 
     def verify(self) -> Verification:
         assert self.task is not None and self.initial is not None, "verify before reset"
-        return verify_checks(self.task.checks, self.initial, self.ws.snapshot())
+        return verify_checks(self.task.checks, self.initial, self._read_back())
 
     def state_hash(self) -> str:
-        if self._dirty:
-            self._hash = self.ws.snapshot().digest()
-            self._dirty = False
+        self._read_back()
         return self._hash
+
+    def forget_state(self) -> None:
+        """Read the whole state back from disk and database next time: for whoever changes the
+        sandbox other than through the tools (tests planting files, an operator)."""
+        self._files_stale = self._records_stale = True
+
+    def _read_back(self) -> Snapshot:
+        """The state now: the last read-back, with the parts the tools changed read again."""
+        last = self._state
+        if last is not None and not (self._files_stale or self._records_stale):
+            return last
+        if last is None or self._files_stale:
+            files, dirs = self.ws.read_files()
+        else:
+            files, dirs = last.files, last.dirs
+        if last is None or self._records_stale:
+            mail, events, contacts = self.ws.read_records()
+        else:
+            mail, events, contacts = last.mail, last.events, last.contacts
+        self._state = Snapshot(files, mail, events, contacts, dirs)
+        self._hash = self._state.digest()
+        self._files_stale = self._records_stale = False
+        return self._state
 
     def close(self) -> None:
         self.ws.close()
@@ -202,7 +227,7 @@ class StageEnv:
             raise ToolError(f"{path} is a folder")
         self._payload("content", content)
         data = content.encode("utf-8")      # before anything on disk changes
-        self._dirty = True      # from here on, folders may be made even if the write fails
+        self._files_stale = True      # from here on, folders may be made even if the write fails
         p.parent.mkdir(parents=True, exist_ok=True)
         self.ws.resolve(path)  # re-check: a parent we just created cannot be a link, but be sure
         existed = p.exists()
@@ -221,9 +246,9 @@ class StageEnv:
             self.ws.resolve(self.ws.rel(d))
         if d.exists():
             raise ToolError(f"{self.ws.rel(d)} already exists; delete it first or pick another name")
+        self._files_stale = True      # the folders below are made even if the rename fails
         d.parent.mkdir(parents=True, exist_ok=True)
         os.rename(s, d)
-        self._dirty = True
         return f"Moved {self.ws.rel(s)} to {self.ws.rel(d)}."
 
     def _t_delete(self, path: str) -> str:
@@ -231,7 +256,7 @@ class StageEnv:
         if p == self.ws.home or p.is_dir():
             raise ToolError(f"{path} is a folder; only files can be deleted")
         p.unlink()
-        self._dirty = True
+        self._files_stale = True
         return f"Deleted {self.ws.rel(p)}."
 
     # ---- mail -----------------------------------------------------------------------
@@ -259,7 +284,7 @@ class StageEnv:
         mid, folder, sender, to, cc, subject, body, date = self._mail_row(mail_id)
         assert self.ws.db is not None
         self.ws.db.execute("UPDATE mail SET read = 1 WHERE id = ?", (mid,))
-        self._dirty = True
+        self._records_stale = True
         atts = [r[0] for r in self.ws.db.execute("SELECT name FROM attachment WHERE mail_id = ? ORDER BY name", (mid,))]
         text = body if len(body) <= MAX_SHOWN_CHARS else body[:MAX_SHOWN_CHARS] + " …(truncated)"
         lines = [f"{mid} in {folder}", f"From: {sender}", f"To: {to}"]
@@ -285,7 +310,7 @@ class StageEnv:
         self.ws.db.execute("INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)",
                            (mid, "sent", self.user_email, ", ".join(rcpt), ", ".join(copies), subject,
                             body, self.today, 1, seq))
-        self._dirty = True
+        self._records_stale = True
         return f"Sent {mid} to {', '.join(rcpt)}."
 
     def _t_move_mail(self, mail_id: str, folder: str) -> str:
@@ -297,7 +322,7 @@ class StageEnv:
             raise ToolError("mail cannot be moved into 'sent'")
         assert self.ws.db is not None
         self.ws.db.execute("UPDATE mail SET folder = ? WHERE id = ?", (folder, mid))
-        self._dirty = True
+        self._records_stale = True
         return f"Moved {mid} to {folder}."
 
     def _t_save_attachment(self, mail_id: str, name: str, path: str) -> str:
@@ -351,7 +376,7 @@ class StageEnv:
         assert self.ws.db is not None
         self.ws.db.execute("INSERT INTO event VALUES (?,?,?,?,?,?)",
                            (eid, title.strip(), date.strip(), f"{int(h):02d}:{m}", int(duration), ", ".join(people)))
-        self._dirty = True
+        self._records_stale = True
         return f"Created {eid}: {date.strip()} {int(h):02d}:{m} ({int(duration)} min) {title.strip()}."
 
     def _t_find_contact(self, query: str) -> str:
@@ -382,7 +407,7 @@ class StageEnv:
         cid = self._new_id("c")
         self.ws.db.execute("INSERT INTO contact VALUES (?,?,?,?,?)",
                            (cid, name.strip(), email, phone.strip(), company.strip()))
-        self._dirty = True
+        self._records_stale = True
         return f"Added {name.strip()} <{email}>."
 
 

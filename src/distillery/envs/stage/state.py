@@ -258,12 +258,22 @@ class Workspace:
     # ---- reading back ---------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        files, dirs = self.read_files()
+        mail, events, contacts = self.read_records()
+        return Snapshot(files, mail, events, contacts, dirs)
+
+    def read_files(self) -> tuple[dict[str, str], list[str]]:
+        """The home folder read back: (every file's text by path, the empty folders)."""
         files: dict[str, str] = {}
         dirs: list[str] = []
         try:
             self._read_tree(str(self.home), "", files, dirs)
         except OSError:     # the home folder itself unreadable: an empty tree, as os.walk says
             pass
+        return files, sorted(dirs)
+
+    def read_records(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The database read back: (mail, events, contacts), each by id."""
         assert self.db is not None
         mail = {}
         for row in self.db.execute(
@@ -281,7 +291,7 @@ class Workspace:
             r[0]: {"name": r[1], "email": r[2], "phone": r[3], "company": r[4]}
             for r in self.db.execute("SELECT id, name, email, phone, company FROM contact ORDER BY id")
         }
-        return Snapshot(files, mail, events, contacts, sorted(dirs))
+        return mail, events, contacts
 
     def _read_tree(self, path: str, prefix: str, files: dict[str, str], dirs: list[str]) -> None:
         """`os.walk`'s view of the tree under `path` (symlinked folders listed, not entered;
