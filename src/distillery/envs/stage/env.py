@@ -22,13 +22,21 @@ from typing import Any
 
 from distillery.envs.actions import parse_action
 from distillery.envs.stage.checks import verify_checks
-from distillery.envs.stage.state import Snapshot, ToolError, Workspace, clean_text, split_addresses
+from distillery.envs.stage.state import (
+    BuildPlan,
+    Snapshot,
+    ToolError,
+    Workspace,
+    clean_text,
+    plan_build,
+    split_addresses,
+)
 from distillery.envs.stage.tools import TOOL_SPECS
 from distillery.types import StepResult, Task, Verification
 
 MAX_PAYLOAD_CHARS = 20_000      # file contents and mail bodies an agent may write
 MAX_SHOWN_CHARS = 1_500         # longest file or mail text shown in one observation
-INITIAL_CACHE_SIZE = 512       # tasks whose read-back initial state is kept (a few KB each)
+INITIAL_CACHE_SIZE = 512       # tasks whose build plan and read-back initial state are kept (a few KB each)
 MAX_LISTED = 40                 # most entries one listing or search shows
 _SQL_META = re.compile(r"[;'\"\\%*]|--|/\*")
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
@@ -66,40 +74,43 @@ class StageEnv:
         self._hash = ""
         self._files_stale = self._records_stale = True
         self._next_id = 0
-        self._initial_cache: dict[str, tuple[dict[str, Any], tuple[Snapshot, str, list[str]]]] = {}
+        self._initial_cache: dict[str, tuple[dict[str, Any], BuildPlan, tuple[Snapshot, str, list[str]]]] = {}
 
     # ---- protocol -------------------------------------------------------------------
 
     def reset(self, task: Task) -> str:
         self.task = task
         state = task.initial_state
-        self.ws.build(state)
+        self._next_id = 1000
+        self.initial, self._hash, top = self._build(task)
+        self._state = self.initial
+        self._files_stale = self._records_stale = False
         user = state.get("user", {})
         self.today = state.get("today", "")
         self.user_email = user.get("email", "")
-        self._next_id = 1000
-        self.initial, self._hash, top = self._initial_state(task)
-        self._state = self.initial
-        self._files_stale = self._records_stale = False
         return (f"Workspace of {user.get('name', 'the user')} <{self.user_email}>. "
                 f"Today is {self.today}. Home folder: {' '.join(top) or '(empty)'}")
 
-    def _initial_state(self, task: Task) -> tuple[Snapshot, str, list[str]]:
-        """The state just built, read back: (snapshot, its digest, the home's folders).
+    def _build(self, task: Task) -> tuple[Snapshot, str, list[str]]:
+        """Build the task's initial state; return it read back: (snapshot, its digest, the
+        home's folders).
 
-        Building is deterministic, so a task's read-back is kept and reused when the same
-        task (the same `initial_state` object: tasks are never modified) is reset again, as
-        it is for every sample of a group. Snapshots are only read, never changed."""
+        Building is deterministic, so a task's plan and read-back are kept and reused when
+        the same task (the same `initial_state` object: tasks are never modified) is reset
+        again, as it is for every sample of a group. Snapshots are only read, never changed."""
         hit = self._initial_cache.get(task.task_id)
         if hit is not None and hit[0] is task.initial_state:
-            return hit[1]
+            self.ws.build(hit[1])
+            return hit[2]
+        plan = plan_build(task.initial_state)
+        self.ws.build(plan)
         snap = self.ws.snapshot()
         with os.scandir(self.ws.home) as it:
             top = sorted(e.name + "/" for e in it if e.is_dir())
         value = (snap, snap.digest(), top)
         if len(self._initial_cache) >= INITIAL_CACHE_SIZE:
             self._initial_cache.clear()
-        self._initial_cache[task.task_id] = (task.initial_state, value)
+        self._initial_cache[task.task_id] = (task.initial_state, plan, value)
         return value
 
     def step(self, action_text: str) -> StepResult:

@@ -95,9 +95,48 @@ def split_addresses(text: str) -> list[str]:
     return [a.strip().lower() for a in text.replace(";", ",").split(",") if a.strip()]
 
 
-def _join(home: str, rel: str) -> str:
-    """`Path(home) / rel` as a string: empty and '.' components dropped."""
-    return os.path.join(home, *[p for p in rel.split("/") if p not in ("", ".")])
+def _parts(rel: str) -> tuple[str, ...]:
+    """The components of a path in a task's initial state, empty and '.' ones dropped."""
+    parts = tuple(p for p in rel.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise ValueError(f"the initial state names the path '{rel}', which leaves the home folder")
+    return parts
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """An initial state worked out once, so that building it again (every reset of the same
+    task) is only the writes: the folders to make, parents first; each file's bytes; and the
+    database's rows. Made by `plan_build`; building a plan is the same as building its state."""
+
+    folders: tuple[tuple[str, ...], ...]
+    files: tuple[tuple[tuple[str, ...], bytes], ...]
+    mail: list[tuple[Any, ...]]
+    attachments: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    contacts: list[tuple[Any, ...]]
+
+
+def plan_build(state: dict[str, Any]) -> BuildPlan:
+    """The plan of a task's `initial_state`; a malformed state fails here, before anything
+    on disk changes."""
+    files = tuple((_parts(rel), text.encode("utf-8")) for rel, text in state.get("files", {}).items())
+    folders: set[tuple[str, ...]] = set()
+    for parts in [_parts(d) for d in state.get("dirs", [])] + [f[:-1] for f, _ in files]:
+        folders.update(parts[:i] for i in range(1, len(parts) + 1))
+    mail = state.get("mail", [])
+    return BuildPlan(
+        folders=tuple(sorted(folders)),      # a folder's parents sort before it
+        files=files,
+        mail=[(m["id"], m.get("folder", "inbox"), m["sender"], m.get("to", ""), m.get("cc", ""),
+               m["subject"], m["body"], m["date"], int(bool(m.get("read", False))), i)
+              for i, m in enumerate(mail)],
+        attachments=[(m["id"], a["name"], a["content"]) for m in mail for a in m.get("attachments", [])],
+        events=[(e["id"], e["title"], e["date"], e["start"], int(e["duration"]),
+                 ", ".join(e.get("attendees", []))) for e in state.get("events", [])],
+        contacts=[(c.get("id", f"c{i + 1}"), c["name"], c["email"], c.get("phone", ""),
+                   c.get("company", "")) for i, c in enumerate(state.get("contacts", []))],
+    )
 
 
 class Workspace:
@@ -113,8 +152,8 @@ class Workspace:
 
     # ---- building -------------------------------------------------------------------
 
-    def build(self, state: dict[str, Any]) -> None:
-        """Replace whatever was here with `state` (the task's initial_state)."""
+    def build(self, plan: BuildPlan) -> None:
+        """Replace whatever was here with the state `plan` was made from (`plan_build`)."""
         if self.home.is_symlink():
             self.home.unlink()
         elif self.home.exists():
@@ -123,45 +162,37 @@ class Workspace:
         os.makedirs(home)
         self._home_real = os.path.realpath(home)
         self._home_dev = os.stat(home).st_dev
-        for d in state.get("dirs", []):
-            os.makedirs(_join(home, d), exist_ok=True)
-        for rel, text in state.get("files", {}).items():
-            path = _join(home, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+        join = os.path.join
+        for parts in plan.folders:
+            os.mkdir(join(home, *parts))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        for parts, data in plan.files:
+            fd = os.open(join(home, *parts), flags, 0o666)     # open(..., "w")'s mode
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         db = self.db if self.db is not None else self._open_db()
         self.db = None      # until the new state is in: a failed build leaves no half state
         db.execute("BEGIN")
         try:
-            self._fill(db, state)
+            # The tools only ever write rows through bound parameters, never the schema:
+            # emptying the tables gives the same database as a new file, without re-parsing
+            # the schema.
+            for table in ("attachment", "mail", "event", "contact"):
+                db.execute(f"DELETE FROM {table}")
+            db.executemany("INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)", plan.mail)
+            db.executemany("INSERT INTO attachment VALUES (?,?,?)", plan.attachments)
+            db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?)", plan.events)
+            db.executemany("INSERT INTO contact VALUES (?,?,?,?,?)", plan.contacts)
         except BaseException:
             # journal_mode=OFF leaves ROLLBACK undefined: drop the file, the next build makes a new one.
             db.close()
             raise
         db.execute("COMMIT")
         self.db = db
-
-    @staticmethod
-    def _fill(db: sqlite3.Connection, state: dict[str, Any]) -> None:
-        # The tools only ever write rows through bound parameters, never the schema: emptying
-        # the tables gives the same database as a new file, without re-parsing the schema.
-        for table in ("attachment", "mail", "event", "contact"):
-            db.execute(f"DELETE FROM {table}")
-        mail = state.get("mail", [])
-        db.executemany(
-            "INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(m["id"], m.get("folder", "inbox"), m["sender"], m.get("to", ""), m.get("cc", ""),
-              m["subject"], m["body"], m["date"], int(bool(m.get("read", False))), i)
-             for i, m in enumerate(mail)])
-        db.executemany("INSERT INTO attachment VALUES (?,?,?)",
-                       [(m["id"], a["name"], a["content"]) for m in mail for a in m.get("attachments", [])])
-        db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?)",
-                       [(e["id"], e["title"], e["date"], e["start"], int(e["duration"]),
-                         ", ".join(e.get("attendees", []))) for e in state.get("events", [])])
-        db.executemany("INSERT INTO contact VALUES (?,?,?,?,?)",
-                       [(c.get("id", f"c{i + 1}"), c["name"], c["email"], c.get("phone", ""),
-                         c.get("company", "")) for i, c in enumerate(state.get("contacts", []))])
 
     def _open_db(self) -> sqlite3.Connection:
         if self.db_path.exists():
