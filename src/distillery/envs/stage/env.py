@@ -154,16 +154,13 @@ class StageEnv:
         last = self._state
         if last is not None and not (self._files_stale or self._records_stale):
             return last
-        if last is None or self._files_stale:
-            files, dirs = self.ws.read_files()
+        if last is None:
+            state = self.ws.snapshot()
         else:
-            files, dirs = last.files, last.dirs
-        if last is None or self._records_stale:
-            mail, events, contacts = self.ws.read_records()
-        else:
-            mail, events, contacts = last.mail, last.events, last.contacts
-        self._state = Snapshot(files, mail, events, contacts, dirs)
-        self._hash = self._state.digest()
+            state = last.with_files(*self.ws.read_files()) if self._files_stale else last
+            state = state.with_records(*self.ws.read_records()) if self._records_stale else state
+        self._state = state
+        self._hash = state.digest()
         self._files_stale = self._records_stale = False
         return self._state
 

@@ -72,23 +72,48 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# The state's parts in sorted order: the digest is the JSON of the whole state with sorted keys.
+_PARTS = ("contacts", "dirs", "events", "files", "mail")
+_FILE_PARTS = ("dirs", "files")
+
+
 @dataclass
 class Snapshot:
-    """The whole state, read back from disk and database, in canonical form."""
+    """The whole state, read back from disk and database, in canonical form. Only read, never
+    changed: a later state shares the parts no tool changed (`with_files`, `with_records`)."""
 
     files: dict[str, str]
     mail: dict[str, dict[str, Any]]
     events: dict[str, dict[str, Any]]
     contacts: dict[str, dict[str, Any]]
     dirs: list[str] = field(default_factory=list)
+    # Each part's JSON once encoded, taken over by the snapshots that share the part.
+    _encoded: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def digest(self) -> str:
-        blob = json.dumps(
-            {"files": self.files, "dirs": self.dirs, "mail": self.mail, "events": self.events,
-             "contacts": self.contacts}, sort_keys=True, ensure_ascii=False)
+        # The text of json.dumps({...the five parts...}, sort_keys=True, ensure_ascii=False),
+        # put together from each part's text.
+        blob = "{" + ", ".join(f'"{k}": {self._json(k)}' for k in _PARTS) + "}"
         # surrogatepass: the same bytes as plain UTF-8 for any valid text, and no exception
         # for task data that is not.
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    def _json(self, part: str) -> str:
+        text = self._encoded.get(part)
+        if text is None:
+            text = self._encoded[part] = json.dumps(getattr(self, part), sort_keys=True, ensure_ascii=False)
+        return text
+
+    def with_files(self, files: dict[str, str], dirs: list[str]) -> Snapshot:
+        """This state with the home folder's part read again."""
+        return Snapshot(files, self.mail, self.events, self.contacts, dirs,
+                        {k: v for k, v in self._encoded.items() if k not in _FILE_PARTS})
+
+    def with_records(self, mail: dict[str, dict[str, Any]], events: dict[str, dict[str, Any]],
+                     contacts: dict[str, dict[str, Any]]) -> Snapshot:
+        """This state with the database's part read again."""
+        return Snapshot(self.files, mail, events, contacts, self.dirs,
+                        {k: v for k, v in self._encoded.items() if k in _FILE_PARTS})
 
 
 def split_addresses(text: str) -> list[str]:
@@ -101,6 +126,28 @@ def _parts(rel: str) -> tuple[str, ...]:
     if ".." in parts:
         raise ValueError(f"the initial state names the path '{rel}', which leaves the home folder")
     return parts
+
+
+# O_NOFOLLOW: opening a folder that a symlink has replaced fails instead of entering it.
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_contents(folder_fd: int) -> None:
+    """Remove everything in the open folder `folder_fd`, relative to it (`dir_fd`), so no path
+    is looked up twice and no symlink followed: shutil.rmtree's way, without its extra stat
+    calls, which O_NOFOLLOW makes redundant on Linux."""
+    with os.scandir(folder_fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir:
+            fd = os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)
+            try:
+                _remove_contents(fd)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=folder_fd)
+        else:
+            os.unlink(name, dir_fd=folder_fd)
 
 
 @dataclass(frozen=True)
@@ -154,14 +201,8 @@ class Workspace:
 
     def build(self, plan: BuildPlan) -> None:
         """Replace whatever was here with the state `plan` was made from (`plan_build`)."""
-        if self.home.is_symlink():
-            self.home.unlink()
-        elif self.home.exists():
-            shutil.rmtree(self.home)
+        self._empty_home()
         home = str(self.home)
-        os.makedirs(home)
-        self._home_real = os.path.realpath(home)
-        self._home_dev = os.stat(home).st_dev
         join = os.path.join
         for parts in plan.folders:
             os.mkdir(join(home, *parts))
@@ -193,6 +234,25 @@ class Workspace:
             raise
         db.execute("COMMIT")
         self.db = db
+
+    def _empty_home(self) -> None:
+        """Leave the home folder empty: the folder kept, everything in it removed, no symlink
+        followed (a link is removed, never what it points at)."""
+        if self.home.is_symlink():
+            self.home.unlink()
+        elif self.home.is_dir():
+            try:
+                fd = os.open(self.home, _FOLDER_FLAGS)
+                try:
+                    _remove_contents(fd)
+                finally:
+                    os.close(fd)
+                return
+            except OSError:     # what the short way cannot remove, shutil.rmtree tries and names
+                shutil.rmtree(self.home)
+        os.makedirs(self.home)
+        self._home_real = os.path.realpath(self.home)
+        self._home_dev = os.stat(self.home).st_dev
 
     def _open_db(self) -> sqlite3.Connection:
         if self.db_path.exists():
