@@ -186,6 +186,36 @@ def test_adversarial_actions_are_observations_and_change_nothing_outside(tmp_pat
         env.close()
 
 
+def test_reset_removes_what_was_planted_without_following_it_outside(tmp_path, tasks):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "secret.txt").write_text("secret")
+    (outside / "sub" / "deep.txt").write_text("deep")
+    before = tree_digest(outside)
+    env = StageEnv(root=str(tmp_path / "sandboxes"))
+    try:
+        env.reset(tasks[0])
+        home = env.ws.home
+        os.symlink(outside, home / "link")
+        os.symlink(outside / "secret.txt", home / "documents" / "evil.txt")
+        os.makedirs(home / "a" / "b" / "c")
+        os.mkfifo(home / "a" / "pipe")
+        fresh = StageEnv(root=str(tmp_path / "fresh"))
+        try:
+            for task in (tasks[1], tasks[0]):
+                env.reset(task)
+                fresh.reset(task)
+                assert tree_digest(outside) == before
+                assert env.ws.snapshot() == fresh.ws.snapshot()
+                assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == \
+                    sorted(p.relative_to(fresh.ws.home).as_posix() for p in fresh.ws.home.rglob("*"))
+        finally:
+            fresh.close()
+    finally:
+        env.close()
+    assert tree_digest(outside) == before
+
+
 def whole_state_digest(snap) -> str:
     """The state hash by its definition: the whole state as JSON with sorted keys, hashed."""
     blob = json.dumps({"files": snap.files, "dirs": snap.dirs, "mail": snap.mail, "events": snap.events,
