@@ -20,6 +20,7 @@ import ast
 import io
 import json
 import keyword
+import re
 import tokenize
 import warnings
 from collections.abc import Sequence
@@ -188,6 +189,50 @@ def _bind(name: str, pos: list[Any], kw: dict[str, Any], specs: dict[str, ToolSp
     return ParsedAction(ToolCall(name, ordered), True)
 
 
+# Most actions are a call in `format_call`'s form: an ASCII name, then literal arguments,
+# strings without a backslash or their own quote, integers in plain decimal. What `ast` makes
+# of such text is plain to see, so it is read without building a syntax tree (tests check
+# both readings agree).
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SIMPLE_CALL = re.compile(rf"({_NAME})[ \t]*\((.*)\)", re.DOTALL)
+_SIMPLE_ARG = re.compile(
+    rf"[ \t]*(?:({_NAME})[ \t]*=[ \t]*)?(\"[^\"\\\x00]*\"|'[^'\\\x00]*'|-?(?:0|[1-9][0-9]*))[ \t]*(,|$)")
+
+
+def simple_call(src: str) -> tuple[str, list[Any], dict[str, Any]] | None:
+    """(name, positional values, keyword values) of a call in the simple form above, or None
+    when `src` is anything else (left for `ast` to read, or to refuse with its reason)."""
+    if "\x00" in src or "\n" in src or "\r" in src:
+        return None
+    m = _SIMPLE_CALL.fullmatch(src)
+    if m is None or keyword.iskeyword(m[1]):
+        return None
+    inner, pos, kw = m[2], [], {}
+    at, end = 0, len(inner)
+    if not inner.strip(" \t"):
+        at = end
+    while at < end:
+        a = _SIMPLE_ARG.match(inner, at)
+        if a is None:
+            return None
+        key, text, comma = a[1], a[2], a[3]
+        value: Any = text[1:-1] if text[0] in "\"'" else int(text)
+        if key is None:
+            if kw:      # a positional argument after a keyword one: a SyntaxError for ast
+                return None
+            pos.append(value)
+        elif keyword.iskeyword(key):
+            return None
+        else:
+            kw[key] = value     # a repeated keyword: the last one, as in the syntax tree
+        at = a.end()
+        if comma and not inner[at:].strip(" \t"):
+            at = end        # a trailing comma
+        elif not comma and at < end:
+            return None
+    return m[1], pos, kw
+
+
 def _clip(text: str, limit: int = 80) -> str:
     text = _shown(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -229,11 +274,20 @@ def parse_action(text: Any, specs: Sequence[ToolSpec]) -> ParsedAction:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 return ParsedAction(None, False, f"argument '{_shown(k)}' must be a string or integer")
         return _bind(obj.get("tool", obj.get("name")), [], args, by_name)
-    # Every operator or keyword token is at least one character: a short action cannot
-    # have too many, and tokenizing it would only cost time.
-    if len(src) > MAX_OPERATORS and _too_complex(src):
+    if len(src) <= MAX_OPERATORS:
+        # Every operator or keyword token is at least one character: a short action cannot
+        # have too many, so it is not tokenized; one in the simple form needs no parser.
+        simple = simple_call(src)
+        if simple is not None:
+            return _bind(*simple, by_name)
+    elif _too_complex(src):
         return ParsedAction(None, False, f"malformed action (more than {MAX_OPERATORS} operators); "
                                          'expected tool(arg="value", ...)')
+    return _parse_tree(src, by_name)
+
+
+def _parse_tree(src: str, by_name: dict[str, ToolSpec]) -> ParsedAction:
+    """Read a call through Python's own parser: the syntax tree is inspected, never evaluated."""
     try:
         # Model output is often malformed: its SyntaxWarnings (e.g. "invalid decimal
         # literal") are not ours to print; the error below tells the agent instead.
