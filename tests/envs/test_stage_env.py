@@ -3,6 +3,7 @@ observations, and nothing outside the episode's sandbox ever changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -214,6 +215,23 @@ def test_reset_removes_what_was_planted_without_following_it_outside(tmp_path, t
     finally:
         env.close()
     assert tree_digest(outside) == before
+
+
+def test_a_task_whose_state_leaves_the_home_folder_is_refused_before_anything_changes(tmp_path, tasks):
+    env = StageEnv(root=str(tmp_path / "sandboxes"))
+    try:
+        env.reset(tasks[0])
+        before = tree_digest(tmp_path)
+        state = {**tasks[0].initial_state, "files": {"../escaped.txt": "x"}}
+        with pytest.raises(ValueError, match=r"'\.\./escaped\.txt'.*leaves the home folder"):
+            env.reset(dataclasses.replace(tasks[0], initial_state=state))
+        assert tree_digest(tmp_path) == before
+        res = env.step('list_dir(path=".")')
+        assert not res.valid and res.error == "no task"
+        env.reset(tasks[1])
+        assert env.step('list_dir(path=".")').valid
+    finally:
+        env.close()
 
 
 def whole_state_digest(snap) -> str:

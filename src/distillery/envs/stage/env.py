@@ -8,6 +8,10 @@ all — comes back as an observation that says what was wrong, with `valid=False
 raises and nothing outside the episode's directory and database changes. Arguments are
 checked before state is touched, and a file is truncated only once its new content is
 ready and every check on the file has passed.
+
+The state (the files, and the database's rows) is read back after every change a tool makes,
+only the part that tool changed, and the state hash and `verify` use that read-back: anything
+that changes the sandbox other than through the tools must call `forget_state()`.
 """
 
 from __future__ import annotations
@@ -79,10 +83,11 @@ class StageEnv:
     # ---- protocol -------------------------------------------------------------------
 
     def reset(self, task: Task) -> str:
-        self.task = task
+        self.task = self._state = None      # a build that fails leaves no episode to step
         state = task.initial_state
         self._next_id = 1000
         self.initial, self._hash, top = self._build(task)
+        self.task = task
         self._state = self.initial
         self._files_stale = self._records_stale = False
         user = state.get("user", {})
