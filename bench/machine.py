@@ -126,3 +126,15 @@ def model_dir(text: str) -> str:
 
         raise argparse.ArgumentTypeError(f"{text} is not a model directory (no {', no '.join(missing)})")
     return text
+
+
+def check_default_model_dir(ap: Any, option: str, default: str) -> None:
+    """A default model directory is taken when its folder exists: half-built (a training run
+    killed while saving, a partial `dvc pull`), it is refused (`ap.error`) as a given one is."""
+    import argparse
+
+    if Path(default).is_dir():
+        try:
+            model_dir(default)
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"argument {option}: the default {e}")

@@ -70,6 +70,7 @@ from distillery.envs.base import tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
 from machine import (  # noqa: E402
     best_peak,
+    check_default_model_dir,
     cpu_line,
     matmul_peak,
     model_dir,
@@ -430,12 +431,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False)")
-    if args.model_dir is None and Path(DEFAULT_MODEL_DIR).is_dir():
-        # the default is taken when its folder exists: a half-built one is refused as a given one is
-        try:
-            model_dir(DEFAULT_MODEL_DIR)
-        except argparse.ArgumentTypeError as e:
-            ap.error(f"argument --model-dir: the default {e}")
+    if args.model_dir is None:
+        check_default_model_dir(ap, "--model-dir", DEFAULT_MODEL_DIR)
     return args
 
 

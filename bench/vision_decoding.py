@@ -40,7 +40,11 @@ from distillery.vision.vlm import (
     load_vlm_dir,
     to_pixels,
 )
-from machine import model_dir, positive_int  # bench/, the script's own folder
+from machine import (  # bench/, the script's own folder
+    check_default_model_dir,
+    model_dir,
+    positive_int,
+)
 
 METHODS = ("greedy", "vcd", "agla", "icd", "m3id", "pnd", "pnd_attn")
 
@@ -65,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The arguments; a model directory given that is not one is refused before any work."""
-    return build_parser().parse_args(argv)
+    """The arguments; a model directory given that is not one, or a default one half-built, is
+    refused before any work."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.model is None:
+        check_default_model_dir(ap, "--model", DEFAULT_MODEL)
+    if args.itm is None:
+        check_default_model_dir(ap, "--itm", DEFAULT_ITM)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,14 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     model_dir, itm_dir = args.model or DEFAULT_MODEL, args.itm or DEFAULT_ITM
-    if Path(model_dir, "config.json").is_file():
+    if Path(model_dir).is_dir():
         model, tok, _ = load_vlm_dir(model_dir)
         what = model_dir
     else:
         tok = build_tokenizer()
         model = build_vlm(VLMConfig(), tok).eval()
         what = "an untrained VLMConfig() model (no trained model found)"
-    if Path(itm_dir, "config.json").is_file():
+    if Path(itm_dir).is_dir():
         from transformers import BlipForImageTextRetrieval
 
         itm = BlipForImageTextRetrieval.from_pretrained(itm_dir, attn_implementation="eager").eval()

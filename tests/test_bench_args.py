@@ -129,6 +129,22 @@ def test_a_half_built_default_model_dir_is_refused_as_a_given_one_is(present, mi
     assert parse("rollout_throughput", []).model_dir is None      # a complete one: main loads it
 
 
+@pytest.mark.parametrize(("option", "default"), [("--model", "models/vision/vlm-s0"), ("--itm", "models/vision/itm")])
+def test_vision_decoding_refuses_a_half_built_default_model_as_a_given_one(option, default, tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / default).mkdir(parents=True)
+    (tmp_path / default / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        parse("vision_decoding", [])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument {option}: the default {default} is not a model directory "
+        "(no weights: model.safetensors or pytorch_model.bin)")
+    (tmp_path / default / "model.safetensors").write_text("{}")
+    assert parse("vision_decoding", []).model is None       # complete: main loads it
+
+
 def test_run_as_a_script_a_half_built_default_model_dir_exits_2_before_any_work(tmp_path):
     (tmp_path / "models" / "warmup").mkdir(parents=True)
     (tmp_path / "models" / "warmup" / "config.json").write_text("{}")
