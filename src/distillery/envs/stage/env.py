@@ -104,9 +104,11 @@ class StageEnv:
         the same task (the same `initial_state` object: tasks are never modified) is reset
         again, as it is for every sample of a group. Snapshots are only read, never changed."""
         hit = self._initial_cache.get(task.task_id)
-        if hit is not None and hit[0] is task.initial_state:
-            self.ws.build(hit[1])
-            return hit[2]
+        if hit is not None:
+            built_from, plan, value = hit
+            if built_from is task.initial_state:
+                self.ws.build(plan)
+                return value
         plan = plan_build(task.initial_state)
         self.ws.build(plan)
         snap = self.ws.snapshot()

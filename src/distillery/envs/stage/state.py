@@ -128,6 +128,13 @@ def _parts(rel: str) -> tuple[str, ...]:
     return parts
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (os.write may write less than it was given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 # O_NOFOLLOW: opening a folder that a symlink has replaced fails instead of entering it.
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -210,9 +217,7 @@ class Workspace:
         for parts, data in plan.files:
             fd = os.open(join(home, *parts), flags, 0o666)     # open(..., "w")'s mode
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
             finally:
                 os.close(fd)
         db = self.db if self.db is not None else self._open_db()
@@ -340,9 +345,7 @@ class Workspace:
                     os.unlink(path)
                 raise ToolError(f"{self.rel(path)} {problem}")
             os.ftruncate(fd, 0)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
         finally:
             os.close(fd)
 
