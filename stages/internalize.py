@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     write_pool(track.path("data/experience/internalized_pool.jsonl"), final_pool)
     write_json(metrics, track.path("reports/details/internalize.json"))
     write_json(pick(metrics, INTERNALIZE), track.path("metrics/internalize.json"))
-    write_json([c.to_dict() for c in report.internalize_claims(metrics)], track.path("reports/claims/internalize.json"))
+    claims = report.internalize_claims(metrics, command=f"dvc repro {track.stage('internalize')}")
+    write_json([c.to_dict() for c in claims], track.path("reports/claims/internalize.json"))
     print(f"internalize: {cfg.test_split} plain {before['heldout_plain']:.3f} -> {results[-1].success_plain:.3f} "
           f"({metrics['seconds']} s)", file=sys.stderr)
     return 0

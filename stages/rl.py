@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     write_pool(track.path("data/experience/rl_skills.jsonl"), skills)
     write_json(metrics, track.path("reports/details/rl.json"))
     write_json(pick(metrics, RL), track.path("metrics/rl.json"))
-    write_json([c.to_dict() for c in rl_claims(metrics)], track.path("reports/claims/rl.json"))
+    claims = rl_claims(metrics, command=f"dvc repro {track.stage('rl')}")
+    write_json([c.to_dict() for c in claims], track.path("reports/claims/rl.json"))
     print(f"rl: {cfg.method}, {cfg.iterations} iterations: {cfg.test_split} greedy success "
           f"{' -> '.join(f'{c:.3f}' for c in metrics['curve'])} ({metrics['seconds']} s)", file=sys.stderr)
     return 0

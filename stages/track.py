@@ -42,6 +42,11 @@ class Track:
         """The params.yaml section the track reads for `section`."""
         return f"{self.name}_{section}" if self.name else section
 
+    def stage(self, stage: str) -> str:
+        """The dvc.yaml stage that runs the agent track's `stage` for this track (named like its
+        params section: `twx_rl` for `rl`)."""
+        return self.section(stage)
+
     def path(self, path: str | Path) -> Path:
         """Where the track keeps what the agent track keeps at `path` (module docstring)."""
         p = Path(path)

@@ -53,3 +53,14 @@ def test_every_twx_stage_in_dvc_yaml_runs_its_module_with_the_track_and_declares
         assert base is None or base in declared, f"{name} is base: {base}, which its params must declare"
         outs = [o if isinstance(o, str) else next(iter(o)) for o in d.get("outs", [])]
         assert all("/twx/" in o or o.startswith("reports/claims/twx_") for o in outs), (name, outs)
+
+
+@pytest.mark.parametrize("track", ["", "twx"])
+@pytest.mark.parametrize("stage", ["internalize", "rl"])
+def test_a_tracks_claims_name_the_stage_that_writes_them(track, stage):
+    from tests.conftest import REPO
+
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    t = Track(track)
+    outs = [o if isinstance(o, str) else next(iter(o)) for o in doc[t.stage(stage)].get("outs", [])]
+    assert t.path(f"reports/claims/{stage}.json").as_posix() in outs

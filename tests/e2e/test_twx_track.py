@@ -50,6 +50,9 @@ def test_the_textworldexpress_track_runs_end_to_end_through_dvc(micro_copy):
         other = json.loads((repo / f"reports/twx/details/internalize-seed{seed}.json").read_text())
         assert other["config"]["seed"] == seed and other["before"] == details["before"]
     assert not (repo / "models/twx/internalized-seed1").exists()
+    for stage in ("twx_internalize", "twx_rl"):    # each claims row says how to reproduce it
+        rows = json.loads((repo / f"reports/claims/{stage}.json").read_text())
+        assert rows and {r["command"] for r in rows} == {f"dvc repro {stage}"}, stage
 
     run([sys.executable, "-m", "stages.env_table", "--envs", "textworldexpress"], repo)
     rows = json.loads((repo / "reports/claims/environments.json").read_text())

@@ -171,6 +171,7 @@ def test_the_stage_writes_validation_json_with_the_reasons_when_a_family_fails(
     import json
 
     import yaml
+
     from stages import tasks as stage
 
     monkeypatch.setitem(fam_mod.FAMILIES, "bad", stage_family("bad", "a bad family", builder, ("mail",)))

@@ -30,7 +30,6 @@ from distillery.train.internalize import (
 from distillery.types import Claim, Experience, Task
 
 PAPER = "Continual experience internalization (arXiv 2606.04703)"
-COMMAND = "dvc repro internalize"
 
 
 def others_with_principles(model: Any, tok: Any, tasks: Sequence[Task], cfg: InternalizeConfig) -> float:
@@ -92,10 +91,10 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def internalize_claims(m: dict[str, Any]) -> list[Claim]:
+def internalize_claims(m: dict[str, Any], command: str = "dvc repro internalize") -> list[Claim]:
     """The paper's findings beside one run (`internalize_metrics`: one cell of the grid, one
-    training seed). The comparisons across cells (granularity, injection, regime) are the
-    grid's: `flows/grid.py`."""
+    training seed), reproduced by `command` (another track names its own stage). The
+    comparisons across cells (granularity, injection, regime) are the grid's: `flows/grid.py`."""
     cell = m["config"]
     sampled = m["before"]["sampled"]
     plain = [v["plain"] for v in sampled.values()]
@@ -114,14 +113,14 @@ def internalize_claims(m: dict[str, Any]) -> list[Claim]:
                      f"{m['n_test']} test tasks; holds means apart by more than two seed stds; greedy: "
                      f"{m['before']['heldout_with_experience']:.3f} vs {m['before']['heldout_plain']:.3f}",
               spread=f"seed std {ts:.3f} with experience, {ps:.3f} plain",
-              seeds=f"sampling {', '.join(sampled)}", command=COMMAND),
+              seeds=f"sampling {', '.join(sampled)}", command=command),
         Claim(paper=PAPER, finding="principle + step-wise + off-policy CD improves the student without experience",
               paper_value="the robust recipe: no collapse over iterations",
               measured=" -> ".join(f"{c:.3f}" for c in curve),
               holds=bool(curve[-1] > curve[0]),
               detail=f"{here}, greedy success on the held-out user's test tasks before and after each of "
                      f"{len(curve) - 1} iterations; one training seed ({cell['seed']}): no spread measured here",
-              seeds=f"training {cell['seed']}", command=COMMAND),
+              seeds=f"training {cell['seed']}", command=command),
         Claim(paper=PAPER, finding="internalizing does not erase principle following (our bound: a drop of at most 5 points)",
               paper_value="-", measured=f"{m['before']['others_with_principles']:.3f} -> "
                                         f"{m['final']['others_with_principles']:.3f}",
@@ -129,5 +128,5 @@ def internalize_claims(m: dict[str, Any]) -> list[Claim]:
               holds=bool(drop <= 0.05 + 1e-9),
               detail=f"training users' test tasks with their principles in the prompt: a drop of "
                      f"{100 * drop:.1f} points",
-              seeds=f"training {cell['seed']}", command=COMMAND),
+              seeds=f"training {cell['seed']}", command=command),
     ]

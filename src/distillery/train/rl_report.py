@@ -29,9 +29,10 @@ def rl_metrics(cfg: RLConfig, before: float, results: Sequence[RLIteration], sec
     }
 
 
-def rl_claims(m: dict[str, Any]) -> list[Claim]:
-    """One run (`rl_metrics`: one method, one seed) beside the paper; the comparisons between
-    methods, over seeds, are the objectives grid's (`evaluate.objectives_grid`)."""
+def rl_claims(m: dict[str, Any], command: str = "dvc repro rl") -> list[Claim]:
+    """One run (`rl_metrics`: one method, one seed) beside the paper, reproduced by `command`;
+    the comparisons between methods, over seeds, are the objectives grid's
+    (`evaluate.objectives_grid`)."""
     curve = m["curve"]
     return [Claim(
         paper=PAPERS[m["method"]],
@@ -41,5 +42,5 @@ def rl_claims(m: dict[str, Any]) -> list[Claim]:
         holds=bool(curve[-1] > curve[0]),
         detail=f"greedy success before and after each of {len(curve) - 1} iterations, seed {m['seed']}; "
                "one seed: spread is the grid's",
-        seeds=str(m["seed"]), command="dvc repro rl",
+        seeds=str(m["seed"]), command=command,
     )]

@@ -39,10 +39,9 @@ def test_sql_tasks_stage_writes_gated_tasks_and_a_report(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sql_real_stage_converts_the_cached_packages(tmp_path, monkeypatch):
-    from stages import sql_real
-
     from distillery.envs.sql.config import SqlRealConfig
     from distillery.envs.sql.real import download
+    from stages import sql_real
 
     cfg = SqlRealConfig()
     packages = tmp_path / sql_real.PACKAGES
