@@ -389,6 +389,20 @@ def test_a_table_that_cannot_be_written_leaves_the_reports_as_they_were(tmp_path
         assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
 
 
+def test_the_temporaries_of_an_import_killed_outright_are_removed_by_the_next(tmp_path):
+    """A hard kill leaves the saved reports and a half-written table behind; the next import
+    that writes removes them (and nothing else that is not its own)."""
+    out = tmp_path / "out"
+    run("openai", [CHAT], out)
+    (out / ".reports.abc123.tmp" / "quality").mkdir(parents=True)
+    (out / ".reports.abc123.tmp" / "quality" / "episodes.summary.json").write_text("{}")
+    (out / ".episodes.parquet.x1y2.tmp").write_bytes(b"PAR1 half")
+    (out / "notes.txt").write_text("the user's")
+    run("openai", [SIDE], out)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert (out / "notes.txt").read_text() == "the user's"
+
+
 def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
     result = run("openai", [CHAT, SIDE], tmp_path / "out", min_score=0.5)
     for record in ("line 7", "line 8"):                       # score 0.25

@@ -469,6 +469,7 @@ def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) 
 
     reports, quarantine = out / "quality", out / "quarantine"
     where = {"report_dir": reports, "quarantine_dir": quarantine}
+    _remove_leftovers(out)
     with _reports_put_back_on_failure(out, (reports, quarantine)):
         gates = {"import_records": gate(records, IMPORT_RECORDS, source=str(out / "records.parquet"),
                                         raise_on_failure=False, **where)}
@@ -487,6 +488,16 @@ def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) 
         write_json(summary(logs), out / "summary.json")
         write_parquet(records, out / "records.parquet")      # last: a record listed here is fully written
     return logs, gates
+
+
+def _remove_leftovers(out: Path) -> None:
+    """An import killed outright (no chance to clean up) leaves its temporaries in the folder:
+    the saved copy of the reports and half-written tables. Their names are ours alone."""
+    for saved in out.glob(".reports.*.tmp"):
+        shutil.rmtree(saved, ignore_errors=True)
+    for name in OUTPUTS:
+        for partial in out.glob(f".{name}.*.tmp"):
+            partial.unlink(missing_ok=True)
 
 
 @contextmanager
