@@ -403,6 +403,63 @@ def test_the_temporaries_of_an_import_killed_outright_are_removed_by_the_next(tm
     assert (out / "notes.txt").read_text() == "the user's"
 
 
+# Run in a child process that SIGKILLs itself halfway through its Nth table write (the
+# temporary file begun, not renamed): no `finally` runs, as when a machine loses power.
+_KILLED_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+import distillery.io as io
+from distillery.importers import ImportConfig, import_logs
+out, tasks, kill_at, *paths = sys.argv[1:]
+writes = [0]
+real = io.atomic_path
+def counted(path):
+    writes[0] += 1
+    if writes[0] == int(kill_at):
+        real(path).__enter__().write_bytes(b"PAR1 half a table")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path)
+io.atomic_path = counted
+import_logs("openai", [Path(p) for p in paths], out, ImportConfig(env="stage"), tasks=tasks)
+"""
+
+
+@pytest.fixture(scope="module")
+def chat_then_side(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A folder with CHAT imported, and one with CHAT and then SIDE imported."""
+    first, both = tmp_path_factory.mktemp("chat") / "out", tmp_path_factory.mktemp("both") / "out"
+    run("openai", [CHAT], first)
+    shutil.copytree(first, both)
+    run("openai", [SIDE], both)
+    return first, both
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", range(1, len(OUTPUTS) + 1))
+def test_an_import_killed_outright_at_any_write_is_completed_by_the_next(tmp_path, chat_then_side, kill_at):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    first, clean = chat_then_side
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    child = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(out), str(TASKS), str(kill_at), str(SIDE)],
+                           capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    run("openai", [SIDE], out)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    done, want = ImportedLogs.read(out), ImportedLogs.read(clean)
+    assert done.tools == want.tools
+    for name in ("tasks", "episodes", "steps", "records", "rejects"):
+        assert getattr(done, name).equals(getattr(want, name)), name
+    for suite, table in (("import_records", done.records), ("imported_tasks", done.tasks),
+                         ("episodes", done.episodes), ("steps", done.steps)):
+        assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
+    assert sorted(os.listdir(out)) == sorted(os.listdir(clean))
+
+
 def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
     result = run("openai", [CHAT, SIDE], tmp_path / "out", min_score=0.5)
     for record in ("line 7", "line 8"):                       # score 0.25
