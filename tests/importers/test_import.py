@@ -367,6 +367,19 @@ def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path
     assert episodes.height == before.episodes.height + 2 and episodes["episode_id"].is_unique().all()
 
 
+def assert_holds_as(out: Path, expected: ImportedLogs) -> None:
+    """`out` holds `expected`'s tables, its gate reports count their rows, and no temporary
+    file is left in it."""
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left behind"
+    logs = ImportedLogs.read(out)
+    assert logs.tools == expected.tools
+    for name in ("tasks", "episodes", "steps", "records", "rejects"):
+        assert getattr(logs, name).equals(getattr(expected, name)), name
+    for suite, table in (("import_records", logs.records), ("imported_tasks", logs.tasks),
+                         ("episodes", logs.episodes), ("steps", logs.steps)):
+        assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
+
+
 def test_a_table_that_cannot_be_written_leaves_the_reports_as_they_were(tmp_path):
     """The gates report before the tables are written; when a table then cannot be written (a
     folder stands where summary.json goes), the reports are put back: none counts rows the
@@ -379,14 +392,7 @@ def test_a_table_that_cannot_be_written_leaves_the_reports_as_they_were(tmp_path
     with pytest.raises(OSError):
         run("openai", [SIDE], out)
     assert (digest(out / "quality"), digest(out / "quarantine")) == reports
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left behind"
-    logs = ImportedLogs.read(out)
-    assert logs.tools == before.tools
-    for name in ("tasks", "episodes", "steps", "records", "rejects"):
-        assert getattr(logs, name).equals(getattr(before, name)), name
-    for suite, table in (("import_records", logs.records), ("imported_tasks", logs.tasks),
-                         ("episodes", logs.episodes), ("steps", logs.steps)):
-        assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
+    assert_holds_as(out, before)
 
 
 def test_the_temporaries_of_an_import_killed_outright_are_removed_by_the_next(tmp_path):
@@ -449,14 +455,7 @@ def test_an_import_killed_outright_at_any_write_is_completed_by_the_next(tmp_pat
                            capture_output=True, text=True)
     assert child.returncode == -signal.SIGKILL, child.stderr
     run("openai", [SIDE], out)
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    done, want = ImportedLogs.read(out), ImportedLogs.read(clean)
-    assert done.tools == want.tools
-    for name in ("tasks", "episodes", "steps", "records", "rejects"):
-        assert getattr(done, name).equals(getattr(want, name)), name
-    for suite, table in (("import_records", done.records), ("imported_tasks", done.tasks),
-                         ("episodes", done.episodes), ("steps", done.steps)):
-        assert json.loads((out / "quality" / f"{suite}.summary.json").read_text())["n_rows"] == table.height, suite
+    assert_holds_as(out, ImportedLogs.read(clean))
     assert sorted(os.listdir(out)) == sorted(os.listdir(clean))
 
 
