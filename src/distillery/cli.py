@@ -565,11 +565,19 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from distillery.agents.base import PolicySpec
+    from distillery.agents.base import PolicySpec, check_kind
     from distillery.agents.evaluate_policy import DEFAULT_TASKS, eval_tasks, run_eval
+    from distillery.envs.base import env_spec
     from distillery.quality import GateError
     from distillery.registry import RegistryError
 
+    # The names first: a misspelt one is reported before any other check or any task is made.
+    try:
+        check_kind(policy)
+        if not imported:
+            env_spec(env)
+    except (ValueError, RegistryError) as e:
+        _fail("eval", str(e))
     kwargs: dict[str, object]
     if policy == "openai":
         if not base_url or not model:

@@ -262,7 +262,11 @@ def test_eval_needs_what_its_policy_needs(tmp_path):
     r = invoke("eval", "--policy", "hf", "--model", str(tmp_path / "nowhere"))
     assert r.exit_code == 2 and "no such model directory" in r.output
     r = invoke("eval", "--env", "nope", "--policy", "oracle", "--tasks", str(LOGS / "tasks.parquet"))
-    assert r.exit_code == 2 and "not registered" in r.output
+    assert r.exit_code == 2 and "named 'nope'" in r.output
+    r = invoke("eval", "--env", "nope")            # the name, not the default policy's missing options
+    assert r.exit_code == 2 and "named 'nope'" in r.output and "--base-url" not in r.output
+    r = invoke("eval", "--policy", "opnai", "--tasks", "")    # before any task is generated
+    assert r.exit_code == 2 and "unknown policy kind 'opnai'" in r.output and "generating" not in r.output
 
 
 def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):

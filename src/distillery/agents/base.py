@@ -37,6 +37,19 @@ class PolicySpec:
         return self.label or self.kind
 
 
+BUILT_IN_KINDS = ("oracle", "random", "hf", "openai")
+
+
+def check_kind(kind: str) -> None:
+    """Raise ValueError unless `kind` is built in or an installed plugin registers it."""
+    if kind in BUILT_IN_KINDS:
+        return
+    try:
+        registry.load(registry.POLICIES, kind)
+    except registry.RegistryError as e:
+        raise ValueError(f"unknown policy kind {kind!r}; built in: {', '.join(BUILT_IN_KINDS)}; {e}") from e
+
+
 def make_policy(spec: PolicySpec) -> Policy:
     """Build a policy from its spec; a labelled spec's label is what trajectories record."""
     policy = _build(spec)
@@ -65,8 +78,6 @@ def _build(spec: PolicySpec) -> Policy:
         return OpenAIPolicy(**spec.kwargs)
     # Any other kind is a plugin: a package registers its policy class under the
     # `distillery.policies` entry-point group, and it is built with the spec's kwargs.
-    try:
-        cls = registry.load(registry.POLICIES, spec.kind)
-    except registry.RegistryError as e:
-        raise ValueError(f"unknown policy kind {spec.kind!r}; built in: oracle, random, hf, openai; {e}") from e
+    check_kind(spec.kind)
+    cls = registry.load(registry.POLICIES, spec.kind)
     return cls(**spec.kwargs)
