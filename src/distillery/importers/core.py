@@ -490,10 +490,16 @@ def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) 
     return logs, gates
 
 
+# The saved copy of the reports while the tables are written: `.reports.<random>.tmp`.
+_SAVED_REPORTS = (".reports.", ".tmp")
+
+
 def _remove_leftovers(out: Path) -> None:
     """An import killed outright (no chance to clean up) leaves its temporaries in the folder:
-    the saved copy of the reports and half-written tables. Their names are ours alone."""
-    for saved in out.glob(".reports.*.tmp"):
+    the saved copy of the reports and half-written tables (`io.atomic_path`'s
+    `.<name>.<random>.tmp`). Their names are ours alone."""
+    prefix, suffix = _SAVED_REPORTS
+    for saved in out.glob(f"{prefix}*{suffix}"):
         shutil.rmtree(saved, ignore_errors=True)
     for name in OUTPUTS:
         for partial in out.glob(f".{name}.*.tmp"):
@@ -507,7 +513,8 @@ def _reports_put_back_on_failure(out: Path, folders: Sequence[Path]) -> Iterator
     are put back as they were, and no report counts rows the folder does not hold. A failed
     gate's reports stay: they say why nothing was written."""
     present = [f for f in folders if f.is_dir()]
-    saved = Path(tempfile.mkdtemp(prefix=".reports.", suffix=".tmp", dir=out)) if present else None
+    prefix, suffix = _SAVED_REPORTS
+    saved = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=out)) if present else None
     try:
         for f in present:
             shutil.copytree(f, saved / f.name)
