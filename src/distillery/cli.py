@@ -240,6 +240,7 @@ def tasks_draft(
     from distillery.registry import RegistryError
     from distillery.tasks.draft import DraftConfig, Hint, draft_tasks, read_hints
     from distillery.tasks.drafted import KEPT, read_kept, write_outputs
+    from distillery.tasks.schema import draft_format
     from distillery.types import DraftAttempt
 
     try:
@@ -254,6 +255,7 @@ def tasks_draft(
         endpoint = ChatEndpoint(base_url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
                                 temperature=temperature, max_tokens=max_tokens)
         env_spec(env).check_profile(profile)
+        draft_format(env)       # an environment that declares none is named here, not in a traceback
         kept_path = Path(out) / KEPT
         known = read_kept(kept_path, env) if kept_path.exists() else []   # earlier runs' tasks count as duplicates
     except (ValueError, FileNotFoundError, RegistryError) as e:

@@ -316,6 +316,16 @@ def test_the_command_fails_loudly_without_hints_or_an_endpoint(tmp_path, sandbox
     assert "endpoint_error: cannot connect" in down.stdout
 
 
+def test_an_environment_without_a_draft_format_is_refused_by_name_before_anything_is_written(tmp_path):
+    # SQL declares no EnvSpec.draft_format (as a plugin's environment may not): the command says
+    # so in one line, as `distillery tasks schema` does, not in a traceback.
+    p = _cli("--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--hint", "x", "--env", "sql", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == ("distillery tasks draft: environment 'sql' declares no draft format "
+                                "(EnvSpec.draft_format): tasks cannot be drafted from hints for it")
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize(("name", "text", "says"), [
     ("h.yaml", "a: [1, 2\n  b: }\n", "h.yaml:2: not valid YAML"),
     ("h.json", '[{"family": "x"}]', "hint 0: no \"text\""),
