@@ -246,6 +246,26 @@ def test_bad_conversations_and_unknown_models(client):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
 
 
+ALTERNATING_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('System message must be first') }}{% endif %}"
+    "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def test_a_conversation_the_chat_template_refuses_is_a_400_not_a_500():
+    # Real templates (Mistral, Gemma, Llama 2) refuse some role orders with raise_exception;
+    # that is the client's request, not a server fault (a 500 would also be retried).
+    tok = build_tokenizer(corpus())
+    tok.chat_template = ALTERNATING_TEMPLATE
+    chat_engine = Engine(build_model(tok), tok, {"prompt": {"style": "chat"}}, name=NAME, device="cpu")
+    with serve_in_thread(chat_engine) as srv, openai.OpenAI(base_url=srv.base_url, api_key="unused",
+                                                            max_retries=0) as c:
+        assert chat(c, [{"role": "user", "content": "hi"}], max_tokens=2).choices
+        with pytest.raises(openai.BadRequestError, match="System message must be first") as e:
+            chat(c, [{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}], max_tokens=2)
+        assert e.value.body["param"] == "messages" and e.value.body["type"] == "invalid_request_error"
+
+
 def test_api_key_is_enforced(engine):
     msgs = [{"role": "user", "content": "Task: x\n\ny"}]
     with serve_in_thread(engine, api_key="s3cret") as srv:

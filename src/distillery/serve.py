@@ -371,8 +371,18 @@ class Engine:
                     raise APIError(400, f"cannot build a prompt for this model: {e}",
                                    param="messages") from e
             else:
-                out = self.tok.apply_chat_template(messages, tools=tools or None,
-                                                   add_generation_prompt=True, tokenize=True)
+                from jinja2.exceptions import TemplateError, TemplateSyntaxError
+
+                try:
+                    out = self.tok.apply_chat_template(messages, tools=tools or None,
+                                                       add_generation_prompt=True, tokenize=True)
+                except TemplateSyntaxError:
+                    raise   # the model's own template is broken: a server error
+                except TemplateError as e:
+                    # The template refused this conversation (`raise_exception(...)`: roles
+                    # that do not alternate, a system message it does not take, ...).
+                    raise APIError(400, f"this model's chat template cannot take these messages: {e}",
+                                   param="messages") from e
                 ids = list(out["input_ids"] if isinstance(out, Mapping) else out)
         if self.max_context is not None and len(ids) >= self.max_context:
             raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
