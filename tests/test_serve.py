@@ -230,6 +230,11 @@ def test_concurrent_requests_are_batched_and_unchanged(client, server):
 @pytest.mark.parametrize("kw, param", [
     ({"n": 2}, "n"), ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"temperature": 3.0}, "temperature"), ({"logprobs": True, "stream": True}, "logprobs"),
+    ({"tool_choice": "required"}, "tool_choice"), ({"tool_choice": "banana"}, "tool_choice"),
+    ({"tool_choice": {"type": "function", "function": {"name": "list_dir"}}}, "tool_choice"),
+    ({"extra_body": {"functions": [{"name": "f", "parameters": {}}]}}, "functions"),
+    ({"extra_body": {"function_call": "auto"}}, "function_call"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
 ])
 def test_unsupported_or_invalid_parameters_are_openai_style_400s(client, kw, param):
     with pytest.raises(openai.BadRequestError) as e:
@@ -237,6 +242,12 @@ def test_unsupported_or_invalid_parameters_are_openai_style_400s(client, kw, par
         list(resp) if kw.get("stream") else None
     err = e.value.body
     assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+
+
+@pytest.mark.parametrize("kw", [{"tool_choice": "auto"}, {"tool_choice": "none"},
+                                {"response_format": {"type": "text"}}])
+def test_harmless_values_of_those_fields_are_accepted(client, kw):
+    assert chat(client, [{"role": "user", "content": "Task: x\n\ny"}], max_tokens=2, **kw).choices
 
 
 def test_bad_conversations_and_unknown_models(client):

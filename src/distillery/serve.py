@@ -247,6 +247,22 @@ class ChatRequest(BaseModel):
                            "tokens' log-probabilities", param="top_logprobs")
         if self.stream and self.logprobs:
             raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
+        # Fields that change what a reply must be: ignoring them would answer another question.
+        if self.tool_choice not in (None, "auto", "none"):
+            forced = self.tool_choice == "required" or isinstance(self.tool_choice, dict)
+            raise APIError(400, f"tool_choice={self.tool_choice!r} is not supported: " + (
+                "this server cannot force a tool call; send 'auto' or 'none'" if forced
+                else "expected 'auto', 'none', 'required' or {type: function, function: {name}}"),
+                param="tool_choice")
+        extra = self.model_extra or {}
+        for name in ("functions", "function_call"):
+            if extra.get(name) is not None:
+                raise APIError(400, f"{name} (the deprecated function-calling fields) is not supported; "
+                               "send tools instead", param=name)
+        fmt = extra.get("response_format")
+        if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            raise APIError(400, "response_format is not supported (this server cannot constrain the "
+                           "reply to JSON); leave it out or send {type: text}", param="response_format")
 
     def stops(self) -> tuple[str, ...]:
         s = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
