@@ -109,6 +109,14 @@ def test_a_bad_request_is_a_4xx_and_leaves_the_server_healthy(http, expected, wh
     assert_healthy(http, expected)
 
 
+def test_a_body_that_is_not_a_json_object_is_named_as_such(http):
+    invalid = error_of(post_raw(http, b'{"model": "tiny", "messages": ['), 400)
+    assert invalid["param"] is None and "not valid JSON" in invalid["message"]   # not a byte offset
+    for body, kind in ((b"[1, 2]", "application/json"), (json.dumps(GOOD).encode(), "application/x-www-form-urlencoded")):
+        err = error_of(post_raw(http, body, **{"content-type": kind}), 400)
+        assert err["param"] is None and "JSON object" in err["message"] and "Content-Type" in err["message"]
+
+
 def test_max_tokens_within_the_context_is_clipped_not_refused(http):
     r = http.post("/chat/completions", json={**GOOD, "max_tokens": 1000})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 1000

@@ -695,6 +695,14 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
         first = errs[0] if errs else {}
+        if first.get("type") == "json_invalid":   # its loc is a byte offset, not a field
+            where = first.get("loc", ())[1:]
+            why = (first.get("ctx") or {}).get("error", "")
+            return APIError(400, f"invalid request: the body is not valid JSON ({why or 'decode error'}"
+                                 f"{f' at character {where[0]}' if where else ''})").response()
+        if tuple(first.get("loc", ())) == ("body",):   # not an object: a list, a string, a form
+            return APIError(400, "invalid request: the body must be a JSON object sent with "
+                                 "'Content-Type: application/json'").response()
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
         msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg')}" for e in errs[:5])
         return APIError(400, f"invalid request: {msg}", param=param).response()
