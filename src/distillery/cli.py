@@ -643,6 +643,12 @@ def eval_cmd(
     if result.notes:
         console.print(f"policy notes: {result.notes}")
     typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")
+    if errors and errors == result.episodes.height:
+        # Nothing was measured (a wrong --model, an endpoint that is down): the tables say
+        # success 0, which must not pass for a result.
+        first = str(result.episodes.filter(result.episodes["error"].ne(""))["error"][0]).strip().splitlines()
+        _fail("eval", f"every episode ended with an error, so nothing was measured; the first: "
+                      f"{first[-1] if first else '?'}", code=1)
 
 
 def _offline_score(model_dir: str, imported: str, folder: object, held_out: float, max_tokens: int,

@@ -269,6 +269,15 @@ def test_eval_needs_what_its_policy_needs(tmp_path):
     assert r.exit_code == 2 and "unknown policy kind 'opnai'" in r.output and "generating" not in r.output
 
 
+def test_eval_that_measured_nothing_fails(tmp_path):
+    # Nothing listens on the port: every episode errors, and the run must not look like a score of 0.
+    r = invoke("eval", "--env", "stage", "--policy", "openai", "--base-url", f"http://127.0.0.1:{free_port()}/v1",
+               "--model", "tiny", "--max-retries", "0", "--tasks", "", "--family", "save_note",
+               "--generate-per-family", "1", "--out", str(tmp_path / "down"), "--no-progress")
+    assert r.exit_code == 1, r.output
+    assert "every episode ended with an error" in r.output and "cannot connect" in r.output
+
+
 def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):
     out = tmp_path / "oracle"
     r = invoke("eval", "--env", "stage", "--policy", "oracle", "--tasks", "", "--family", "save_note",
