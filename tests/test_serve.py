@@ -314,6 +314,15 @@ def test_cli_help_and_clear_startup_errors(tmp_path: Path):
     assert not_model.returncode != 0 and "not a model directory" in not_model.stderr
 
 
+def test_the_default_name_is_the_model_dir_without_a_trailing_slash(engine, tmp_path: Path):
+    from distillery.lm.model import save_model_dir
+    from distillery.serve import load_engine
+
+    save_model_dir(tmp_path / "m", engine.model, engine.tok, CARD)
+    assert load_engine(f"{tmp_path / 'm'}/", device="cpu").name == str(tmp_path / "m")
+    assert load_engine(tmp_path / "m", name="given/", device="cpu").name == "given/"
+
+
 def test_startup_mistakes_are_one_line_errors(tmp_path: Path):
     from typer.testing import CliRunner
 

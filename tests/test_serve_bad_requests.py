@@ -139,6 +139,12 @@ def test_a_wrong_api_key_is_a_401(server, http, expected, auth):
     assert_healthy(http, expected)
 
 
+@pytest.mark.parametrize("auth", [f"bearer {KEY}", f"BEARER {KEY}", f"Bearer  {KEY}"])
+def test_the_auth_scheme_is_case_insensitive(server, auth):
+    r = httpx.post(server.base_url + "/chat/completions", json=GOOD, headers={"Authorization": auth}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
 def _raw_request(server: RunningServer, body: dict[str, Any]) -> socket.socket:
     host, port = server.base_url.removeprefix("http://").removesuffix("/v1").split(":")
     data = json.dumps(body).encode()

@@ -518,7 +518,9 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
         model, tokenizer, card = load_model_dir(path)
     except (OSError, ValueError, KeyError) as e:
         raise ServeError(f"{path}: cannot load the model: {e}") from e
-    return Engine(model, tokenizer, card, name=name or str(model_dir), device=device)
+    # A trailing slash (shell completion adds one) is not part of the name clients send.
+    default = str(model_dir).rstrip("/" + os.sep) or str(model_dir)
+    return Engine(model, tokenizer, card, name=name or default, device=device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -717,8 +719,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
     async def _auth_and_log(request: Request, call_next: Any) -> Any:
         t0 = time.perf_counter()
         if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 9110); the key itself is compared exactly.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
                 response = APIError(401, "missing or incorrect API key: send 'Authorization: Bearer "
                                     "<key>'", type="authentication_error", code="invalid_api_key").response()
                 _log_request(request, response.status_code, t0)
