@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.train.log_dir:
         cfg.train.log_dir = f"dvclive/{SECTION}"
     traj = Path("data/sql/trajectories") / cfg.teacher
-    episodes = read_parquet(traj / "episodes.parquet", f"sql_collect {cfg.teacher}")
-    steps = read_parquet(traj / "steps.parquet", f"sql_collect {cfg.teacher}")
+    episodes = read_parquet(traj / "episodes.parquet", f"sql_collect@{cfg.teacher}")
+    steps = read_parquet(traj / "steps.parquet", f"sql_collect@{cfg.teacher}")
     seen = set(episodes["task_id"].to_list())
     tasks = [t for t in tasks_from_frame(read_parquet(TASKS, "sql_tasks")) if t.task_id in seen]
     t0 = time.perf_counter()

@@ -164,3 +164,30 @@ def test_env_table_envs_needs_at_least_one_name(tmp_path, monkeypatch, capsys):
     assert done.value.code == 2
     assert "--envs: expected at least one argument" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_missing_input_hint_names_a_dvc_stage():
+    """`read_parquet(path, what)` says `run dvc repro <what>`: `what` must be a stage of
+    dvc.yaml as DVC spells it (`sql_collect@oracle`, never `sql_collect oracle`, which DVC
+    reads as two targets and refuses: "Stage 'oracle' not found")."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    foreach = {name for name, body in stages.items() if "foreach" in body}
+    bad = []
+    for path in sorted((REPO / "stages").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "read_parquet"
+                    and len(node.args) >= 2):
+                continue
+            what = node.args[1]
+            if isinstance(what, ast.Constant) and isinstance(what.value, str):
+                name, at, item = what.value.partition("@")
+                if not (name in stages and (name in foreach) == bool(at) and (item or not at)):
+                    bad.append(f"{path.name}:{node.lineno}: {what.value!r}")
+            elif isinstance(what, ast.JoinedStr):
+                head = what.values[0]
+                prefix = head.value if isinstance(head, ast.Constant) else ""
+                if not (prefix.endswith("@") and prefix[:-1] in foreach):
+                    bad.append(f"{path.name}:{node.lineno}: {ast.unparse(what)}")
+    assert not bad, bad
