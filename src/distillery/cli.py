@@ -80,6 +80,7 @@ def simulate(
     from distillery.pghs.simulator import (
         STRATEGY_DEFAULTS,
         Simulator,
+        check_candidates,
         parse_strategy,
         read_strategies,
     )
@@ -93,6 +94,8 @@ def simulate(
         if merchant and not (category or rating >= 0 or price_level >= 0):
             m = sim.merchant(merchant)
         elif category and rating >= 0 and price_level > 0:
+            if rating > 5:
+                fail(f"--rating {rating:g}: a rating is in [0, 5]")
             m = {"merchant_id": merchant or "new", "merchant_category": category,
                  "merchant_rating": rating, "merchant_price_level": price_level}
         else:
@@ -107,7 +110,8 @@ def simulate(
             frames.append(pl.DataFrame([{**STRATEGY_DEFAULTS, **given}]))
         if not frames:
             fail("give candidate strategies: --strategies FILE, --strategy k=v,..., or the strategy flags")
-        cands = pl.concat([f.select(sorted(f.columns)) for f in frames], how="diagonal_relaxed")
+        cands = check_candidates(pl.concat([f.select(sorted(f.columns)) for f in frames],
+                                           how="diagonal_relaxed"))
         outcomes = sim.simulate(m, cands)
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))

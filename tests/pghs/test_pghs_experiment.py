@@ -132,6 +132,51 @@ def test_cli_simulate_prints_outcomes_and_ranking(ran, tmp_path):
     assert res.exit_code == 2 and "candidate strategies" in res.output
 
 
+@pytest.mark.parametrize(("args", "files", "said"), [
+    (["--discount", "1.5"], {}, "discount_depth must be in [0, 0.95], got 1.5"),
+    (["--discount", "-0.5"], {}, "discount_depth must be in [0, 0.95]"),
+    (["--coupon", "bogus"], {}, "coupon_type must be one of"),
+    (["--delivery-fee", "-3"], {}, "delivery_fee must be >= 0"),
+    (["--menu-breadth", "0"], {}, "menu_breadth must be a whole number >= 1"),
+    (["--strategy", "discount_depth=nan"], {}, "discount_depth must be in [0, 0.95], got nan"),
+    (["--strategies", "{dup}"], {"dup": "strategy_id,discount_depth\nA,0.1\nA,0.3\n"},
+     "strategy_id ['A'] given to more than one candidate"),
+    (["--strategies", "{bad}"], {"bad": "discount_depth\nabc\n"}, "discount_depth must be a number, got 'abc'"),
+    (["--strategies", "{broken}"], {"broken": "{"}, "cannot be read as strategies"),
+    (["--strategies", "{dir}"], {}, "not a file"),
+])
+def test_cli_simulate_refuses_bad_candidates_in_one_line(ran, tmp_path, args, files, said):
+    """A candidate outside the data's ranges, an unknown coupon, a repeated strategy_id, an
+    unreadable file: exit 2 and one line naming it, no traceback, no prediction."""
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    paths = {"dir": str(tmp_path)}
+    for name, text in files.items():
+        paths[name] = str(tmp_path / (name + (".json" if name == "broken" else ".csv")))
+        Path(paths[name]).write_text(text)
+    args = [a.format(**paths) for a in args]
+    res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant, *args])
+    assert res.exit_code == 2, res.output
+    assert said in res.output and "Traceback" not in res.output and "ranking" not in res.output
+
+
+def test_cli_simulate_names_every_candidate_and_checks_the_rating(ran, tmp_path):
+    """A file's named candidates beside flag candidates: each gets an id (none is null); a
+    new merchant's rating beyond [0, 5] is refused."""
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    file = tmp_path / "cands.csv"
+    file.write_text("strategy_id,discount_depth\nA,0.1\nB,0.3\n")
+    res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant,
+                                   "--strategies", str(file), "--discount", "0.2", "--json"])
+    assert res.exit_code == 0, res.output
+    ids = [r["strategy_id"] for r in json.loads(res.output)["ranking"]]
+    assert sorted(ids) == ["A", "B", "cand2"]
+    res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--category", "pizza", "--rating", "7",
+                                   "--price-level", "20", "--discount", "0.2"])
+    assert res.exit_code == 2 and "--rating 7: a rating is in [0, 5]" in res.output
+
+
 def test_report_renders_tables_claims_and_one_plot_per_group(ran, tmp_path):
     summary, results, _ = ran
     plots = plot_groups(results[0].predictions, "order_rate", tmp_path / "pghs")

@@ -23,6 +23,7 @@ import polars as pl
 from distillery.config import PghsLLMConfig
 from distillery.io import write_json, write_parquet, write_text
 from distillery.pghs.data import (
+    COUPON_TYPES,
     MERCHANT_FEATURES,
     STRATEGY_FEATURES,
     GroupDescription,
@@ -149,6 +150,46 @@ class Simulator:
         )
 
 
+# The range of each numeric strategy feature the simulator accepts (the data's own ranges).
+STRATEGY_RANGES: dict[str, tuple[float, float]] = {
+    "discount_depth": (0.0, 0.95), "delivery_fee": (0.0, float("inf")),
+    "ad_spend": (0.0, float("inf")), "menu_breadth": (1, float("inf")),
+}
+
+
+def check_candidates(strategies: pl.DataFrame) -> pl.DataFrame:
+    """Candidate strategies as `Simulator.simulate` takes them, refused with a ValueError that
+    names the strategy and the field when a value is missing, not a number, out of range or an
+    unknown coupon type, or when two candidates share a strategy_id (their rankings would be
+    summed into one row)."""
+    frame = strategies
+    if "strategy_id" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("strategy_id"))
+    frame = frame.with_row_index("_i").with_columns(
+        pl.col("strategy_id").cast(pl.String).fill_null(pl.format("cand{}", pl.col("_i")))).drop("_i")
+    for row in frame.iter_rows(named=True):
+        sid = row["strategy_id"]
+        for key, (lo, hi) in STRATEGY_RANGES.items():
+            value = row.get(key)
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"strategy {sid!r}: {key} must be a number, got {value!r}") from None
+            if not lo <= x <= hi or (key == "menu_breadth" and x != int(x)):
+                want = "a whole number >= 1" if key == "menu_breadth" else (
+                    f"in [{lo:g}, {hi:g}]" if hi != float("inf") else f">= {lo:g}")
+                raise ValueError(f"strategy {sid!r}: {key} must be {want}, got {value!r}")
+        if row.get("coupon_type") not in COUPON_TYPES:
+            raise ValueError(f"strategy {sid!r}: coupon_type must be one of {list(COUPON_TYPES)}, "
+                             f"got {row.get('coupon_type')!r}")
+    dup = frame["strategy_id"].filter(frame["strategy_id"].is_duplicated()).unique(maintain_order=True)
+    if dup.len():
+        raise ValueError(f"strategy_id {dup.to_list()} given to more than one candidate: each "
+                         "candidate needs its own id")
+    return frame.with_columns(pl.col("discount_depth", "delivery_fee", "ad_spend").cast(pl.Float64),
+                              pl.col("menu_breadth").cast(pl.Float64).cast(pl.Int64))
+
+
 def merchants_table(trajectories: pl.DataFrame) -> pl.DataFrame:
     return (trajectories.group_by("merchant_id", maintain_order=True)
             .agg(*[pl.col(c).first() for c in MERCHANT_FEATURES]).sort("merchant_id"))
@@ -189,15 +230,20 @@ def read_strategies(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found")
-    if path.suffix == ".parquet":
-        frame = pl.read_parquet(path)
-    elif path.suffix == ".json":
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError(f"{path}: expected a JSON list of strategy objects")
-        frame = pl.DataFrame(rows)
-    else:
-        frame = pl.read_csv(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file (a CSV, JSON or parquet file of strategies)")
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif path.suffix == ".json":
+            rows = json.loads(path.read_text())
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError(f"{path}: expected a JSON list of strategy objects")
+            frame = pl.DataFrame(rows)
+        else:
+            frame = pl.read_csv(path)
+    except (json.JSONDecodeError, pl.exceptions.PolarsError) as e:
+        raise ValueError(f"{path}: cannot be read as strategies: {str(e).splitlines()[0]}") from e
     unknown = sorted(set(frame.columns) - {"strategy_id", *STRATEGY_FEATURES})
     if unknown:
         raise ValueError(f"{path}: unknown columns {unknown}; strategy columns are "
