@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.agents.base import PolicySpec
+from distillery.agents.base import policy_spec
 from distillery.config import CollectConfig, exit_on_config_error, load_policy, read_params
 from distillery.io import read_parquet, write_parquet
 from distillery.quality import SUITES, GateError, gate
@@ -40,13 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     name, section, track = args.policy, args.section, Track(args.track)
     params = read_params()
     cfg = track.load(CollectConfig, section, params)
-    entry = load_policy(name, params)
+    spec = policy_spec(name, load_policy(name, params), cfg.policy_overrides)
     frame = read_parquet(track.path(TASKS), track.section("tasks"))
     frame = frame.filter(pl.col("split").is_in(cfg.splits)).sort("task_id")
     if cfg.tasks_per_family:
         frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.tasks_per_family)
     tasks = tasks_from_frame(frame)
-    spec = PolicySpec(kind=entry.kind, kwargs={**entry.kwargs, **cfg.policy_overrides}, label=name)
     traj = run_episodes(
         tasks, spec, RolloutConfig(k=cfg.k, seed=cfg.seed, batch_size=cfg.batch_size), cfg.executor
     )

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillery.agents.base import PolicySpec
+from distillery.agents.base import policy_spec
 from distillery.config import exit_on_config_error, load_policy, load_section, read_params
 from distillery.io import read_parquet, write_parquet
 from distillery.quality import SUITES, GateError, gate
@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     params = read_params()
     cfg = load_section(SqlCollectConfig, "sql_collect", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
+    spec = policy_spec(name, load_policy(name, params))   # a wrong name is reported before any input is read
     tasks = tasks_from_frame(read_parquet(TASKS, "sql_tasks"))
     chosen = adapt_tasks(spread_slice(split_train(tasks, track).learn, cfg.train_tasks), track)
-    entry = load_policy(name, params)
     t0 = time.perf_counter()
-    traj, outcomes = run_sql_policy(PolicySpec(entry.kind, entry.kwargs, name), chosen, track,
+    traj, outcomes = run_sql_policy(spec, chosen, track,
                                     batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers)
     out = OUT / name
     quarantine = Path(f"data/quarantine/sql_collect-{name}")

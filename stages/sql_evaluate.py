@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distillery.agents.base import PolicySpec
+from distillery.agents.base import PolicySpec, policy_spec
 from distillery.config import exit_on_config_error, load_policy, load_section, read_params
 from distillery.evaluate.headline import sql_headline
 from distillery.io import read_parquet, write_json, write_parquet, write_text
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                        track) if cfg.transfer else []
     scale = adapt_tasks(tasks_from_frame(read_parquet(SCALE, "sql_scale")), track) if cfg.scale else []
     by_id = {t.task_id: t for t in [*heldout, *test, *real, *scale]}
-    specs = {name: PolicySpec(e.kind, e.kwargs, name) for name in cfg.policies for e in [load_policy(name, params)]}
+    specs = {name: policy_spec(name, load_policy(name, params)) for name in cfg.policies}
     specs |= {name: PolicySpec("hf", {"model_dir": f"models/{name}", "temperature": 0.0,
                                       "max_new_tokens": cfg.max_new_tokens}, name) for name in cfg.models}
     final = cfg.models[-1] if cfg.models else None

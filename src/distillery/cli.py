@@ -519,6 +519,10 @@ def eval_cmd(
                                               "oracle, random, or a plugin policy."),
     model: str = typer.Option("", show_default=False, help="openai: the model name the endpoint serves; hf: the "
                                                            "model directory (or local HF checkpoint)."),
+    policy_kwargs: str = typer.Option("", show_default=False,
+                                      help="The policy's constructor arguments as a JSON object, over those the "
+                                           "options below give (a plugin policy gets only these), e.g. "
+                                           "'{\"seed\": 3}'."),
     base_url: str = typer.Option("", show_default=False, help="openai: the API root, e.g. http://127.0.0.1:8000/v1 "
                                                               "(vLLM, Ollama, OpenAI, `distillery serve`)."),
     mode: str = typer.Option("text", help="openai: text (compact call syntax) or tools (function calling)."),
@@ -565,8 +569,10 @@ def eval_cmd(
 
       distillery eval --policy hf --model models/warmup --imported data/imports/chat
     """
+    import json
     from pathlib import Path
 
+    import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -601,6 +607,14 @@ def eval_cmd(
         kwargs = {"model_dir": model, "temperature": temperature, "max_new_tokens": max_tokens, "device": device}
     else:
         kwargs = {}
+    if policy_kwargs:
+        try:
+            extra = json.loads(policy_kwargs)
+        except json.JSONDecodeError as e:
+            _fail("eval", f"--policy-kwargs: not JSON ({e})")
+        if not isinstance(extra, dict):
+            _fail("eval", f"--policy-kwargs: expected a JSON object of keyword arguments, got {policy_kwargs!r}")
+        kwargs |= extra
     name = label or (Path(model.rstrip("/")).name if model else policy)
     folder = Path(out or f"reports/eval/{name}")
     _check_out_folder("eval", str(folder))
@@ -640,10 +654,15 @@ def eval_cmd(
     for r in result.table.sort(pl_family_key()).iter_rows(named=True):
         table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
     Console().print(table)
-    errors = int(result.episodes["error"].ne("").sum()) if "error" in result.episodes.columns else 0
-    if errors:
-        console.print(f"[yellow]{errors} episodes ended with a policy error (see {folder / 'episodes.parquet'}, "
-                      "column error)[/yellow]")
+    error = result.episodes["error"] if "error" in result.episodes.columns else pl.Series([], dtype=pl.String)
+    errors = int(error.ne("").sum())
+    # The rollout prefixes what the policy reported; anything else is a traceback from the
+    # environment (its reset, step or verify raised).
+    by_policy = int(error.str.starts_with("policy error").sum())
+    for count, side in ((by_policy, "a policy error"), (errors - by_policy, "an error of the environment")):
+        if count:
+            console.print(f"[yellow]{count} episodes ended with {side} (see {folder / 'episodes.parquet'}, "
+                          "column error)[/yellow]")
     if result.notes:
         console.print(f"policy notes: {result.notes}")
     typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")

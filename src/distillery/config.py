@@ -363,15 +363,22 @@ class EvaluateConfig:
     policies: list[str] = _f(["oracle", "random"], "trajectory folders under data/trajectories to compare")
 
 
+BUILT_IN_POLICY_KINDS = ("oracle", "random", "hf", "openai")
+
+
 @dataclass
 class PolicyEntry:
     """One named policy under `policies:` in params.yaml (what `collect <name>` runs)."""
 
-    kind: Literal["oracle", "random", "hf", "openai"] = _f("oracle", "oracle | random | hf | openai")
+    # Any string: besides the built-in kinds, an installed plugin may register one. Whether it
+    # does is checked where the policy is built (`agents.base.policy_spec`), since this module
+    # loads no plugins.
+    kind: str = _f("oracle", "oracle | random | hf | openai, or a kind an installed plugin registers")
     kwargs: dict[str, Any] = _f({}, "keyword arguments of the policy's constructor")
 
     def __post_init__(self) -> None:
-        check_choices(self, "policy")
+        if not isinstance(self.kind, str) or not self.kind.strip():
+            raise ValueError(f"policy.kind must name a policy kind, got {self.kind!r}")
 
 
 def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
@@ -379,7 +386,7 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
     params = read_params() if params is None else params
     table = params.get("policies")
     table = {} if table is None else table
-    kinds = list(typing.get_args(typing.get_type_hints(PolicyEntry)["kind"]))
+    kinds = list(BUILT_IN_POLICY_KINDS)
     if not isinstance(table, dict):
         raise ConfigError(f"policies: expected a mapping of policy name -> {{kind: ..., kwargs: {{...}}}}, "
                           f"got {type(table).__name__} {table!r}")
@@ -390,7 +397,8 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> PolicyEntry:
         raise ConfigError(f"policies.{name}: expected a mapping such as {{kind: {kinds[0]}, kwargs: {{...}}}}, "
                           f"got {type(entry).__name__} {entry!r}")
     if "kind" not in entry:
-        raise ConfigError(f"policies.{name}.kind: missing; say which policy it is, one of {kinds}")
+        raise ConfigError(f"policies.{name}.kind: missing; say which policy it is, one of {kinds} "
+                          "or a kind an installed plugin registers")
     return from_dict(PolicyEntry, entry, where=f"policies.{name}")
 
 

@@ -35,6 +35,7 @@ from distillery.config import ExecutorConfig
 from distillery.envs.base import Environment, make_env, tool_specs
 from distillery.evaluate.failures import classify_failure
 from distillery.types import (
+    ActionOutput,
     Context,
     Episode,
     Step,
@@ -166,6 +167,28 @@ def _finalize(run: _Running, policy: Policy, cfg: RolloutConfig, mutating_tools:
     )
 
 
+class PolicyError(RuntimeError):
+    """A policy broke its contract: `act` raised, or did not return one ActionOutput per context.
+    (A policy that cannot produce an action returns one with `error` set: that ends only the
+    episode.)"""
+
+
+def _act(policy: Policy, contexts: list[Context]) -> list[ActionOutput]:
+    try:
+        outputs = policy.act(contexts)
+    except Exception as e:
+        raise PolicyError(f"policy {policy.name}: act() raised {type(e).__name__}: {e}") from e
+    if not isinstance(outputs, Sequence) or len(outputs) != len(contexts):
+        got = f"{len(outputs)} actions" if isinstance(outputs, Sequence) else f"a {type(outputs).__name__}"
+        raise PolicyError(f"policy {policy.name}: act() returned {got} for {len(contexts)} contexts; "
+                          "it returns one ActionOutput per context, in order")
+    wrong = next((o for o in outputs if not isinstance(o, ActionOutput)), None)
+    if wrong is not None:
+        raise PolicyError(f"policy {policy.name}: act() returned a {type(wrong).__name__} among its actions; "
+                          "each must be a distillery.types.ActionOutput")
+    return list(outputs)
+
+
 def run_batch(
     policy: Policy,
     jobs: Sequence[EpisodeJob],
@@ -226,9 +249,7 @@ def run_batch(
                 if injector is not None:
                     ctx.experience_ids, ctx.experience = injector(ctx)
                 contexts.append(ctx)
-            outputs = policy.act(contexts)
-            if len(outputs) != len(contexts):
-                raise RuntimeError(f"policy {policy.name} returned {len(outputs)} actions for {len(contexts)} contexts")
+            outputs = _act(policy, contexts)
             for r, ctx, out in zip(active, contexts, outputs, strict=True):
                 r.tokens_in += out.tokens_in
                 r.tokens_out += out.tokens_out

@@ -276,6 +276,21 @@ def test_eval_that_measured_nothing_fails(tmp_path):
                "--generate-per-family", "1", "--out", str(tmp_path / "down"), "--no-progress")
     assert r.exit_code == 1, r.output
     assert "every episode ended with an error" in r.output and "cannot connect" in r.output
+    assert "1 episodes ended with a policy error" in r.output and "of the environment" not in r.output
+
+
+def test_eval_passes_policy_kwargs_to_the_policy(tmp_path):
+    def actions(out: str, *extra: str) -> list[str]:
+        r = invoke("eval", "--env", "stage", "--policy", "random", "--tasks", "", "--family", "save_note",
+                   "--generate-per-family", "2", "--out", str(tmp_path / out), "--no-progress", *extra)
+        assert r.exit_code == 0, r.output
+        return pl.read_parquet(tmp_path / out / "steps.parquet")["action_text"].to_list()
+
+    seeded = actions("a", "--policy-kwargs", '{"seed": 3}')
+    assert actions("b", "--policy-kwargs", '{"seed": 3}') == seeded != actions("c")
+    for bad, says in (("{seed: 3}", "--policy-kwargs: not JSON"), ("[3]", "expected a JSON object")):
+        r = invoke("eval", "--env", "stage", "--policy", "random", "--policy-kwargs", bad, "--tasks", "")
+        assert r.exit_code == 2 and says in r.output and "generating" not in r.output, r.output
 
 
 def test_eval_without_a_task_table_generates_and_validates_test_tasks(tmp_path):

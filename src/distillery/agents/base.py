@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from distillery import registry
+from distillery.config import BUILT_IN_POLICY_KINDS, ConfigError, PolicyEntry
 from distillery.types import ActionOutput, Context
 
 
@@ -37,17 +38,24 @@ class PolicySpec:
         return self.label or self.kind
 
 
-BUILT_IN_KINDS = ("oracle", "random", "hf", "openai")
-
-
 def check_kind(kind: str) -> None:
     """Raise ValueError unless `kind` is built in or an installed plugin registers it."""
-    if kind in BUILT_IN_KINDS:
+    if kind in BUILT_IN_POLICY_KINDS:
         return
     try:
         registry.load(registry.POLICIES, kind)
     except registry.RegistryError as e:
-        raise ValueError(f"unknown policy kind {kind!r}; built in: {', '.join(BUILT_IN_KINDS)}; {e}") from e
+        raise ValueError(f"unknown policy kind {kind!r}; built in: {', '.join(BUILT_IN_POLICY_KINDS)}; {e}") from e
+
+
+def policy_spec(name: str, entry: PolicyEntry, overrides: dict[str, Any] | None = None) -> PolicySpec:
+    """The spec of `policies.<name>` in params.yaml (its kwargs under `overrides`), refused as a
+    ConfigError naming the key when no built-in policy or installed plugin has its kind."""
+    try:
+        check_kind(entry.kind)
+    except ValueError as e:
+        raise ConfigError(f"policies.{name}.kind: {e}") from e
+    return PolicySpec(kind=entry.kind, kwargs={**entry.kwargs, **(overrides or {})}, label=name)
 
 
 def make_policy(spec: PolicySpec) -> Policy:
@@ -79,5 +87,16 @@ def _build(spec: PolicySpec) -> Policy:
     # Any other kind is a plugin: a package registers its policy class under the
     # `distillery.policies` entry-point group, and it is built with the spec's kwargs.
     check_kind(spec.kind)
-    cls = registry.load(registry.POLICIES, spec.kind)
-    return cls(**spec.kwargs)
+    factory = registry.load(registry.POLICIES, spec.kind)
+    if not callable(factory):
+        raise TypeError(f"policy kind {spec.kind!r}: its entry point holds a {type(factory).__name__} object, "
+                        "not a class to build with the entry's kwargs")
+    policy = factory(**spec.kwargs)
+    missing = [what for what, ok in (("act method", callable(getattr(policy, "act", None))),
+                                     ("model attribute", hasattr(policy, "model"))) if not ok]
+    if missing:
+        raise TypeError(f"policy kind {spec.kind!r}: {type(policy).__name__} has no {' and no '.join(missing)}; "
+                        "a policy has `name`, `model` and `act(contexts) -> list[ActionOutput]`")
+    if not hasattr(policy, "name"):
+        policy.name = spec.kind
+    return policy
