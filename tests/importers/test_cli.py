@@ -263,6 +263,8 @@ def test_eval_needs_what_its_policy_needs(tmp_path):
     assert r.exit_code == 2 and "no such model directory" in r.output
     r = invoke("eval", "--env", "nope", "--policy", "oracle", "--tasks", str(LOGS / "tasks.parquet"))
     assert r.exit_code == 2 and "named 'nope'" in r.output
+    r = invoke("eval", "--env", "sql", "--policy", "oracle", "--tasks", str(LOGS / "tasks.parquet"))
+    assert r.exit_code == 2 and "no test tasks of environment 'sql'" in r.output and "--tasks ''" in r.output
     r = invoke("eval", "--env", "nope")            # the name, not the default policy's missing options
     assert r.exit_code == 2 and "named 'nope'" in r.output and "--base-url" not in r.output
     r = invoke("eval", "--policy", "opnai", "--tasks", "")    # before any task is generated

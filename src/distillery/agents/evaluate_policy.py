@@ -59,7 +59,8 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if per_family:
             frame = frame.filter(pl.int_range(pl.len()).over("family") < per_family)
         if frame.is_empty():
-            raise ValueError(f"{path} has no {split} tasks of environment {env!r}")
+            raise ValueError(f"{path} has no {split} tasks of environment {env!r} (`--tasks ''` generates and "
+                             "validates them instead)")
         return tasks_from_frame(frame)
     from distillery.tasks.generate import ValidationFailed
 
