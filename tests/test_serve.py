@@ -22,7 +22,14 @@ import torch
 from distillery.agents.prompts import MARKERS, PromptConfig, render_compact_ids, render_messages
 from distillery.envs.actions import format_call
 from distillery.envs.base import tool_specs
-from distillery.serve import Engine, RunningServer, messages_to_context, serve_in_thread
+from distillery.serve import (
+    PROMPT_NOTES_HEADER,
+    Engine,
+    RunningServer,
+    compact_prompt_notes,
+    messages_to_context,
+    serve_in_thread,
+)
 from distillery.types import Context, Task, ToolCall, Turn
 
 pytestmark = pytest.mark.slow
@@ -143,6 +150,68 @@ def test_tool_call_history_renders_as_its_canonical_text(engine):
     assert engine.render(tools_messages(msgs, SPECS), None) == engine.render(msgs, None)
 
 
+LONG_PAST = Context(episode_id="e9", task=CONTEXTS[1].task, t=2, observation="ok: moved",
+                    history=[Turn(" ".join(f"file_{k}.txt" for k in range(40)), CONTEXTS[1].history[0].action),
+                             CONTEXTS[1].history[1]], experience=[])
+
+
+@pytest.mark.parametrize("turns", [0, 1, 4])
+@pytest.mark.parametrize("ctx", [*CONTEXTS, LONG_PAST], ids=lambda c: c.episode_id)
+def test_prompt_notes_say_what_the_compact_prompt_left_out(engine, ctx, turns):
+    cfg = PromptConfig(**{**CARD["prompt"], "max_history_turns": turns})
+    ids = render_compact_ids(ctx, engine.tok, cfg)
+    notes = compact_prompt_notes(render_messages(ctx, SPECS), None, ctx, engine.tok, cfg)
+    obs_marker = engine.tok.convert_tokens_to_ids(MARKERS["observation"])
+    kept = ids.count(obs_marker) - 1
+    assert (f"history-cut={kept}/{len(ctx.history)}" in notes) == (kept < len(ctx.history))
+    current = ids[len(ids) - 1 - ids[::-1].index(obs_marker) + 1:-1]
+    whole = engine.tok.encode(ctx.observation, add_special_tokens=False)
+    assert ("observation-cut" in notes) == (current != whole)
+    assert "system-dropped" in notes   # render_messages' system text: description and tools
+    if ctx is LONG_PAST:   # its first observation is over max_observation_tokens, kept only at 4
+        assert ("past-observations-cut=1" in notes) == (turns > 1)
+
+
+def test_an_assistant_message_beyond_one_action_is_noted(engine):
+    call = {"id": "c1", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}}
+    msgs = [{"role": "user", "content": "Task: x\n\ny"},
+            {"role": "assistant", "content": None, "tool_calls": [call, {**call, "id": "c2"}]},
+            {"role": "tool", "content": "ok", "tool_call_id": "c1"}]
+    assert engine.render_noted(msgs, None)[1] == ["assistant-content-dropped"]
+    msgs[1] = {"role": "assistant", "content": "Let me look.", "tool_calls": [call]}
+    assert engine.render_noted(msgs, None)[1] == ["assistant-content-dropped"]
+    msgs[1] = {"role": "assistant", "content": None, "tool_calls": [call]}
+    assert engine.render_noted(msgs, None)[1] == []
+
+
+def test_prompt_notes_reach_the_client_as_a_header_and_the_log_once(engine, caplog):
+    lessons = {"role": "system", "content": "Lessons from earlier work for this user:\n- Invoices go to finance/."}
+    user = {"role": "user", "content": "Task: file the invoice\n\ndownloads/"}
+    tools = [{"type": "function", "function": {"name": "list_dir", "parameters": {}}}]
+    with serve_in_thread(engine) as srv, openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as c:
+        def notes(messages: list[dict[str, Any]], **kw: Any) -> str | None:
+            raw = c.chat.completions.with_raw_response.create(
+                model=NAME, messages=messages, max_tokens=2, temperature=0, **kw)
+            raw.parse()
+            return raw.headers.get(PROMPT_NOTES_HEADER)
+
+        with caplog.at_level("INFO", logger="distillery.serve"):
+            assert notes([lessons, user]) is None   # nothing lost: no header
+            assert notes([{"role": "developer", "content": "Be terse."}, user]) == "system-dropped"
+            assert notes([user], tools=tools, stream=True) == "tools-not-in-prompt"
+            assert notes([{"role": "system", "content": "Be terse."}, user], tools=tools) == \
+                "system-dropped, tools-not-in-prompt"
+            history = render_messages(CONTEXTS[3], SPECS)
+            assert notes(history) == "system-dropped, observation-cut, history-cut=0/6"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.split(":")[0] for w in warned] == [
+        "prompt note system-dropped", "prompt note tools-not-in-prompt", "prompt note observation-cut",
+        "prompt note history-cut"]
+    assert all(PROMPT_NOTES_HEADER in w for w in warned)
+    logged = [r.getMessage() for r in caplog.records if "/v1/chat/completions 200" in r.getMessage()]
+    assert "notes=" not in logged[0] and logged[1].endswith("notes=system-dropped")
+
+
 # ---------------------------------------------------------------------------------------
 # The API
 # ---------------------------------------------------------------------------------------
@@ -151,8 +220,21 @@ def test_tool_call_history_renders_as_its_canonical_text(engine):
 def test_models_and_health(client, server):
     [m] = client.models.list().data
     assert (m.id, m.owned_by) == (NAME, "distillery")
+    assert client.models.retrieve(NAME) == m
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("gpt-9")
+    assert e.value.body["code"] == "model_not_found" and "serves 'tiny'" in e.value.body["message"]
     health = httpx.get(server.base_url.removesuffix("/v1") + "/health").json()
     assert health["status"] == "ok" and health["prompt_style"] == "compact"
+
+
+def test_a_model_named_with_slashes_can_be_retrieved(engine):
+    named = Engine(engine.model, engine.tok, CARD, name="models/warmup", device="cpu")
+    with serve_in_thread(named) as srv, openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as c:
+        assert c.models.retrieve("models/warmup").id == "models/warmup"   # sent as models%2Fwarmup
+        raw = httpx.get(srv.base_url + "/models/models/warmup")
+        assert raw.status_code == 200 and [raw.json()] == httpx.get(srv.base_url + "/models").json()["data"]
+        assert httpx.get(srv.base_url + "/models/models").status_code == 404
 
 
 def test_completion_and_stream_agree(client, engine):
@@ -228,7 +310,7 @@ def test_concurrent_requests_are_batched_and_unchanged(client, server):
 
 
 @pytest.mark.parametrize("kw, param", [
-    ({"n": 2}, "n"), ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"n": 2}, "n"), ({"n": 0}, "n"), ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"temperature": 3.0}, "temperature"), ({"logprobs": True, "stream": True}, "logprobs"),
     ({"tool_choice": "required"}, "tool_choice"), ({"tool_choice": "banana"}, "tool_choice"),
     ({"tool_choice": {"type": "function", "function": {"name": "list_dir"}}}, "tool_choice"),

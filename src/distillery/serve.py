@@ -1,6 +1,7 @@
 """`distillery serve MODEL_DIR`: a model trained here as an OpenAI-compatible endpoint.
 
-Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (streaming or not), `GET /health`.
+Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (streaming or
+not), `GET /health`.
 Anything that speaks the OpenAI API (the `openai` client, `OpenAIPolicy`, other people's
 agent harnesses) can then drive the model.
 
@@ -10,6 +11,10 @@ Prompting follows the model's card (`prompt.style`):
   episode they describe (`messages_to_context`, the inverse of `prompts.render_messages`)
   and rendered with `prompts.render_compact_ids`, so `OpenAIPolicy(mode="text")` talking to
   this server feeds the model exactly the token ids `HFPolicy` would for the same context.
+  What such a prompt leaves out of a request (system text other than the experience block,
+  the offered tools, turns and observation text over the budgets) is named in the reply's
+  `x-distillery-prompt-notes` header (`compact_prompt_notes`) and in the request's log line;
+  the request is still answered, as HFPolicy would act on that context.
 - ``chat`` (instruct checkpoints): the tokenizer's chat template over the messages as sent.
 
 Generation goes through `lm.generate.generate`. Requests arriving within `batch_wait_ms` of
@@ -45,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +64,10 @@ from distillery.agents.prompts import (
     MARKERS,
     PromptConfig,
     PromptTooLong,
+    _enc,
+    _head,
+    _turn_ids,
+    experience_text,
     render_compact_ids,
 )
 from distillery.envs.actions import parse_action
@@ -166,6 +175,64 @@ def messages_to_context(messages: Sequence[dict[str, Any]]) -> Context:
                    history=history, experience=_experience_items(system))
 
 
+PROMPT_NOTES_HEADER = "x-distillery-prompt-notes"
+# What each note means, logged (as a warning) the first time a server sees it.
+PROMPT_NOTES = {
+    "system-dropped": "system/developer text other than the 'Lessons from earlier work for this user:' "
+                      "block is not in a compact prompt",
+    "tools-not-in-prompt": "offered tools are not in a compact prompt (a reply is still returned as a "
+                           "tool call when it parses as one)",
+    "assistant-content-dropped": "a compact prompt keeps one action per assistant message: its first tool "
+                                 "call, else its text",
+    "experience-cut": "the experience block was cut to prompt.max_experience_tokens",
+    "observation-cut": "the current observation was cut to fit prompt.max_prompt_tokens",
+    "history-cut": "older turns were left out (history-cut=K/N: K of the N past turns kept, within "
+                   "prompt.max_history_turns and max_prompt_tokens)",
+    "past-observations-cut": "past observations were cut to prompt.max_observation_tokens",
+}
+
+
+def compact_prompt_notes(messages: Sequence[dict[str, Any]], tools: Sequence[Any] | None,
+                         ctx: Context, tok: Any, cfg: PromptConfig) -> list[str]:
+    """What of a request the compact prompt for `ctx` leaves out, as `PROMPT_NOTES` names
+    (``history-cut=K/N``: K of N past turns kept; ``past-observations-cut=M``). Mirrors
+    `render_compact_ids`' budget arithmetic; tests/test_serve.py checks the two agree."""
+    notes = []
+    system = "\n\n".join(m["content"] or "" for m in messages if m["role"] in ("system", "developer"))
+    at = system.find("\n\n" + _EXP_HEAD)
+    dropped = system[:at] if at >= 0 else "" if system.startswith(_EXP_HEAD) else system
+    if dropped.strip():
+        notes.append("system-dropped")
+    if tools:
+        notes.append("tools-not-in-prompt")
+    if any(m["role"] == "assistant" and m.get("tool_calls") and (len(m["tool_calls"]) > 1 or m["content"])
+           for m in messages):
+        notes.append("assistant-content-dropped")
+    head = _head(tok, ctx.task.instruction, ctx.experience, cfg)
+    if ctx.experience and len(head) < 2 + len(_enc(tok, ctx.task.instruction)) + len(
+            _enc(tok, experience_text(ctx.experience))):
+        notes.append("experience-cut")
+    budget = cfg.max_prompt_tokens - len(head) - 2
+    room = max(0, budget - 1)
+    obs = len(_enc(tok, ctx.observation))
+    if obs > room:
+        notes.append("observation-cut")
+    budget -= 1 + min(obs, room)
+    kept = cut = 0
+    for turn in reversed(ctx.history[-cfg.max_history_turns:] if cfg.max_history_turns else []):
+        n = len(_turn_ids(tok, turn, cfg))
+        if n > budget:
+            break
+        budget -= n
+        kept += 1
+        cut += len(_enc(tok, turn.observation)) > cfg.max_observation_tokens
+    if kept < len(ctx.history):
+        notes.append(f"history-cut={kept}/{len(ctx.history)}")
+    if cut:
+        notes.append(f"past-observations-cut={cut}")
+    return notes
+
+
 # ---------------------------------------------------------------------------------------
 # Request bodies (the subset of the OpenAI schema this server honours)
 # ---------------------------------------------------------------------------------------
@@ -224,7 +291,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: _StreamOptions | None = None
-    n: int | None = 1
+    n: int | None = Field(default=1, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = None
     presence_penalty: float | None = 0.0
@@ -379,13 +446,22 @@ class Engine:
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
         """Prompt ids for a conversation. Raises APIError(400) for one this model cannot take."""
+        return self.render_noted(messages, tools)[0]
+
+    def render_noted(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]] | None) -> tuple[list[int], list[str]]:
+        """`render`'s ids, and what of the request the prompt leaves out (`compact_prompt_notes`;
+        none for chat-template models, whose template sees the messages as sent)."""
+        notes: list[str] = []
         with self.tok_lock:
             if self.prompt.style == "compact":
                 try:
-                    ids = render_compact_ids(messages_to_context(messages), self.tok, self.prompt)
+                    ctx = messages_to_context(messages)
+                    ids = render_compact_ids(ctx, self.tok, self.prompt)
                 except (ValueError, PromptTooLong) as e:
                     raise APIError(400, f"cannot build a prompt for this model: {e}",
                                    param="messages") from e
+                notes = compact_prompt_notes(messages, tools, ctx, self.tok, self.prompt)
             else:
                 from jinja2.exceptions import TemplateError, TemplateSyntaxError
 
@@ -403,7 +479,7 @@ class Engine:
         if self.max_context is not None and len(ids) >= self.max_context:
             raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
                            f"{self.max_context}", param="messages", code="context_length_exceeded")
-        return ids
+        return ids, notes
 
     def max_new_tokens(self, prompt_len: int, requested: int | None) -> int:
         """What was asked for, clipped to the context left after the prompt. Asking for more
@@ -675,6 +751,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
     """The ASGI app serving `engine`. `api_key` set: /v1 routes need `Bearer <key>`.
     Request bodies over `max_request_bytes` are refused unread."""
     state: dict[str, Batcher] = {}
+    noted: set[str] = set()   # prompt notes already explained in the log
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -748,14 +825,23 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
                 "queued": b.queued if b else 0, **stats,
                 "mean_batch": round(b.stats.mean_batch, 2) if b else 0.0}
 
+    def model_object() -> dict[str, Any]:
+        return {"id": engine.name, "object": "model", "created": engine.created, "owned_by": "distillery",
+                "max_model_len": engine.max_context, "prompt_style": engine.prompt.style}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{
-            "id": engine.name, "object": "model", "created": engine.created, "owned_by": "distillery",
-            "max_model_len": engine.max_context, "prompt_style": engine.prompt.style}]}
+        return {"object": "list", "data": [model_object()]}
+
+    @app.get("/v1/models/{model_id:path}")   # :path: a name like models/warmup has slashes
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        if model_id != engine.name:
+            raise APIError(404, f"model {model_id!r} is not served here; this server serves "
+                           f"{engine.name!r} (see GET /v1/models)", param="model", code="model_not_found")
+        return model_object()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+    async def chat_completions(body: ChatRequest, request: Request, response: Response) -> Any:
         body.check_supported()
         if body.model != engine.name:
             raise APIError(404, f"model {body.model!r} is not served here; this server serves "
@@ -772,7 +858,14 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
         if bad:
             raise APIError(400, f"{bad} is not valid UTF-8 text (a lone surrogate escape)", param=bad)
         specs = _tool_specs(body.tools or []) if body.tool_choice != "none" else []
-        prompt = await asyncio.to_thread(engine.render, messages, body.tools)
+        prompt, notes = await asyncio.to_thread(engine.render_noted, messages, body.tools)
+        for note in notes:
+            kind = note.partition("=")[0]
+            if kind not in noted:
+                noted.add(kind)
+                log.warning("prompt note %s: %s; replies say so in their %s header (logged once)",
+                            kind, PROMPT_NOTES[kind], PROMPT_NOTES_HEADER)
+        headers = {PROMPT_NOTES_HEADER: ", ".join(notes)} if notes else {}
         temperature = 1.0 if body.temperature is None else body.temperature   # the API's default
         req = GenRequest(
             prompt_ids=prompt,
@@ -783,13 +876,15 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
         call = _tool_call(result, specs)
         finish = "tool_calls" if call else result.finish_reason
         request.state.summary = (f"prompt={result.prompt_tokens} completion={len(result.token_ids)} "
-                                 f"finish={finish} batch={result.batch_size}")
+                                 f"finish={finish} batch={result.batch_size}"
+                                 + (f" notes={','.join(notes)}" if notes else ""))
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_stream(engine, result, call, finish, cid, created, include_usage),
                                      media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+                                     headers={"Cache-Control": "no-cache", **headers})
+        response.headers.update(headers)
         message: dict[str, Any] = {"role": "assistant", "content": None if call else result.text}
         if call:
             message["tool_calls"] = [call]
