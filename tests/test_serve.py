@@ -19,7 +19,13 @@ import openai
 import pytest
 import torch
 
-from distillery.agents.prompts import MARKERS, PromptConfig, render_compact_ids, render_messages
+from distillery.agents.prompts import (
+    MARKERS,
+    PromptConfig,
+    render_compact,
+    render_compact_ids,
+    render_messages,
+)
 from distillery.envs.actions import format_call
 from distillery.envs.base import tool_specs
 from distillery.serve import (
@@ -159,8 +165,9 @@ LONG_PAST = Context(episode_id="e9", task=CONTEXTS[1].task, t=2, observation="ok
 @pytest.mark.parametrize("ctx", [*CONTEXTS, LONG_PAST], ids=lambda c: c.episode_id)
 def test_prompt_notes_say_what_the_compact_prompt_left_out(engine, ctx, turns):
     cfg = PromptConfig(**{**CARD["prompt"], "max_history_turns": turns})
-    ids = render_compact_ids(ctx, engine.tok, cfg)
-    notes = compact_prompt_notes(render_messages(ctx, SPECS), None, ctx, engine.tok, cfg)
+    ids, cuts = render_compact(ctx, engine.tok, cfg)
+    assert ids == render_compact_ids(ctx, engine.tok, cfg)
+    notes = compact_prompt_notes(render_messages(ctx, SPECS), None, ctx, cuts)
     obs_marker = engine.tok.convert_tokens_to_ids(MARKERS["observation"])
     kept = ids.count(obs_marker) - 1
     assert (f"history-cut={kept}/{len(ctx.history)}" in notes) == (kept < len(ctx.history))

@@ -62,13 +62,10 @@ from distillery.agents.prompts import (
     EXPERIENCE_TEMPLATE,
     FIRST_USER_TEMPLATE,
     MARKERS,
+    CompactCuts,
     PromptConfig,
     PromptTooLong,
-    _enc,
-    _head,
-    _turn_ids,
-    experience_text,
-    render_compact_ids,
+    render_compact,
 )
 from distillery.envs.actions import parse_action
 from distillery.envs.base import ToolParam, ToolSpec
@@ -193,10 +190,10 @@ PROMPT_NOTES = {
 
 
 def compact_prompt_notes(messages: Sequence[dict[str, Any]], tools: Sequence[Any] | None,
-                         ctx: Context, tok: Any, cfg: PromptConfig) -> list[str]:
+                         ctx: Context, cuts: CompactCuts) -> list[str]:
     """What of a request the compact prompt for `ctx` leaves out, as `PROMPT_NOTES` names
-    (``history-cut=K/N``: K of N past turns kept; ``past-observations-cut=M``). Mirrors
-    `render_compact_ids`' budget arithmetic; tests/test_serve.py checks the two agree."""
+    (``history-cut=K/N``: K of N past turns kept; ``past-observations-cut=M``); `cuts` is
+    what `prompts.render_compact` reported for it."""
     notes = []
     system = "\n\n".join(m["content"] or "" for m in messages if m["role"] in ("system", "developer"))
     at = system.find("\n\n" + _EXP_HEAD)
@@ -208,28 +205,14 @@ def compact_prompt_notes(messages: Sequence[dict[str, Any]], tools: Sequence[Any
     if any(m["role"] == "assistant" and m.get("tool_calls") and (len(m["tool_calls"]) > 1 or m["content"])
            for m in messages):
         notes.append("assistant-content-dropped")
-    head = _head(tok, ctx.task.instruction, ctx.experience, cfg)
-    if ctx.experience and len(head) < 2 + len(_enc(tok, ctx.task.instruction)) + len(
-            _enc(tok, experience_text(ctx.experience))):
+    if cuts.experience:
         notes.append("experience-cut")
-    budget = cfg.max_prompt_tokens - len(head) - 2
-    room = max(0, budget - 1)
-    obs = len(_enc(tok, ctx.observation))
-    if obs > room:
+    if cuts.observation:
         notes.append("observation-cut")
-    budget -= 1 + min(obs, room)
-    kept = cut = 0
-    for turn in reversed(ctx.history[-cfg.max_history_turns:] if cfg.max_history_turns else []):
-        n = len(_turn_ids(tok, turn, cfg))
-        if n > budget:
-            break
-        budget -= n
-        kept += 1
-        cut += len(_enc(tok, turn.observation)) > cfg.max_observation_tokens
-    if kept < len(ctx.history):
-        notes.append(f"history-cut={kept}/{len(ctx.history)}")
-    if cut:
-        notes.append(f"past-observations-cut={cut}")
+    if cuts.turns_kept < len(ctx.history):
+        notes.append(f"history-cut={cuts.turns_kept}/{len(ctx.history)}")
+    if cuts.past_observations_cut:
+        notes.append(f"past-observations-cut={cuts.past_observations_cut}")
     return notes
 
 
@@ -457,11 +440,11 @@ class Engine:
             if self.prompt.style == "compact":
                 try:
                     ctx = messages_to_context(messages)
-                    ids = render_compact_ids(ctx, self.tok, self.prompt)
+                    ids, cuts = render_compact(ctx, self.tok, self.prompt)
                 except (ValueError, PromptTooLong) as e:
                     raise APIError(400, f"cannot build a prompt for this model: {e}",
                                    param="messages") from e
-                notes = compact_prompt_notes(messages, tools, ctx, self.tok, self.prompt)
+                notes = compact_prompt_notes(messages, tools, ctx, cuts)
             else:
                 from jinja2.exceptions import TemplateError, TemplateSyntaxError
 

@@ -123,17 +123,44 @@ def action_ids(tok: Any, action: str) -> list[int]:
     return [*_enc(tok, action), _marker(tok, "end")]
 
 
+@dataclass(frozen=True)
+class CompactCuts:
+    """What a compact prompt left out of its context (all zero/False: nothing)."""
+
+    experience: bool = False       # the experience block cut to its budget
+    observation: bool = False      # the current observation cut to fit max_prompt_tokens
+    turns_kept: int = 0            # past turns in the prompt, of len(ctx.history)
+    past_observations_cut: int = 0  # kept turns whose observation was cut to max_observation_tokens
+
+
 def render_compact_ids(ctx: Context, tok: Any, cfg: PromptConfig) -> list[int]:
     """Prompt ids for the next action of `ctx`, never longer than `cfg.max_prompt_tokens`."""
+    return _joined(*_compact_parts(ctx, tok, cfg), tok, cfg)
+
+
+def render_compact(ctx: Context, tok: Any, cfg: PromptConfig) -> tuple[list[int], CompactCuts]:
+    """`render_compact_ids`, and what the budgets cut from the context on the way (for a
+    server to tell its client; acting needs only the ids)."""
+    head, turns, cur = _compact_parts(ctx, tok, cfg)
+    kept = ctx.history[len(ctx.history) - len(turns):]
+    full_head = 1 + len(_enc(tok, ctx.task.instruction)) + (
+        1 + len(_enc(tok, experience_text(ctx.experience))) if ctx.experience else 0)
+    cuts = CompactCuts(
+        experience=len(head) < full_head, observation=len(cur) - 1 < len(_enc(tok, ctx.observation)),
+        turns_kept=len(turns),
+        past_observations_cut=sum(len(_enc(tok, t.observation)) > cfg.max_observation_tokens for t in kept))
+    return _joined(head, turns, cur, tok, cfg), cuts
+
+
+def _compact_parts(ctx: Context, tok: Any, cfg: PromptConfig) -> tuple[list[int], list[list[int]], list[int]]:
+    """The head, the past turns that fit (newest first) and the current observation."""
     head = _head(tok, ctx.task.instruction, ctx.experience, cfg)
-    tail_marker = [_marker(tok, "action")]
-    budget = cfg.max_prompt_tokens - len(head) - len(tail_marker) - 1
+    budget = cfg.max_prompt_tokens - len(head) - 2   # the closing action marker, and one token spare
     if budget <= 0:
         raise PromptTooLong(
             f"task {ctx.task.task_id}: instruction and experience take {len(head)} tokens, over the "
             f"budget of {cfg.max_prompt_tokens}; raise prompt.max_prompt_tokens")
-    obs = _enc(tok, ctx.observation)
-    cur = [_marker(tok, "observation"), *obs[: max(0, budget - 1)]]
+    cur = [_marker(tok, "observation"), *_enc(tok, ctx.observation)[: max(0, budget - 1)]]
     budget -= len(cur)
     turns: list[list[int]] = []
     for turn in reversed(ctx.history[-cfg.max_history_turns:] if cfg.max_history_turns else []):
@@ -142,7 +169,11 @@ def render_compact_ids(ctx: Context, tok: Any, cfg: PromptConfig) -> list[int]:
             break
         turns.append(ids)
         budget -= len(ids)
-    out = head + [i for t in reversed(turns) for i in t] + cur + tail_marker
+    return head, turns, cur
+
+
+def _joined(head: list[int], turns: list[list[int]], cur: list[int], tok: Any, cfg: PromptConfig) -> list[int]:
+    out = head + [i for t in reversed(turns) for i in t] + cur + [_marker(tok, "action")]
     assert len(out) <= cfg.max_prompt_tokens, "prompt budget arithmetic is off"
     return out
 
