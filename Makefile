@@ -38,7 +38,7 @@ setup: $(STAMP) .dvc/config  ## create .venv, install the project, initialise DV
 
 # STAGES names targets to reproduce with what they depend on (e.g. STAGES=internalize:
 # tasks -> warm-up -> mine -> internalize); TRACK runs one track alone (agents, sql, pghs, vision, tables,
-# textworldexpress: needs `pip install -e '.[textworld]'` and Java 17);
+# textworldexpress: needs Java 17);
 # both empty: every stage.
 STAGES ?=
 TRACK ?=

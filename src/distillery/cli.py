@@ -514,7 +514,8 @@ def import_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    env: str = typer.Option("stage", help="A registered environment (see `distillery tasks --help`)."),
+    env: str = typer.Option("stage", help="A registered environment: stage, sql, table, textworldexpress; "
+                                          "textworld and scienceworld with their extras; or a plugin's."),
     policy: str = typer.Option("openai", help="openai (any OpenAI-compatible endpoint), hf (a local model dir), "
                                               "oracle, random, or a plugin policy."),
     model: str = typer.Option("", show_default=False, help="openai: the model name the endpoint serves; hf: the "
