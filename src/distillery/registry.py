@@ -63,8 +63,16 @@ def load(group: str, name: str) -> Any:
     try:
         return eps[name].load()
     except Exception as e:  # noqa: BLE001 - a broken plugin is reported with its name and target
-        raise RegistryError(f"{group} entry point {name!r} ({eps[name].value}) failed to load: "
+        raise RegistryError(f"{group} entry point {name!r} ({origin(group, name)}) failed to load: "
                             f"{type(e).__name__}: {e}") from e
+
+
+def origin(group: str, name: str) -> str:
+    """Where entry point `name` of `group` points, for messages about it: its target and the
+    distribution that declares it (the package to fix or uninstall)."""
+    ep = _entries(group)[name]
+    dist = getattr(ep.dist, "name", None)       # None for an entry point built by hand
+    return f"{ep.value} in package {dist}" if dist else ep.value
 
 
 def members(obj: Any) -> list[Any]:

@@ -12,6 +12,7 @@ points (`distillery.registry`); `make_env`, `tool_specs`, `env_spec`, `families`
 from __future__ import annotations
 
 import random
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -202,11 +203,25 @@ class Family:
     areas: tuple[str, ...] = ()
 
 
+def _what(obj: Any) -> str:
+    """A loaded object in a few words, for a message about a broken entry point (a repr can
+    run to pages, and a function's names its memory address, not where it is)."""
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+        kind = "class" if isinstance(obj, type) else "function"
+        return f"{kind} {obj.__module__}.{obj.__qualname__}"
+    return f"a {type(obj).__name__} ({reprlib.repr(obj)})"
+
+
 def env_spec(name: str) -> EnvSpec:
     """The registered environment `name`."""
     spec = registry.load(registry.ENVS, name)
-    if not isinstance(spec, EnvSpec) or spec.name != name:
-        raise registry.RegistryError(f"{registry.ENVS} entry point {name!r} is not an EnvSpec named {name!r}: {spec!r}")
+    where = f"{registry.ENVS} entry point {name!r}"
+    if not isinstance(spec, EnvSpec):
+        raise registry.RegistryError(f"{where} ({registry.origin(registry.ENVS, name)}) holds {_what(spec)}, "
+                                     "not an EnvSpec")
+    if spec.name != name:
+        raise registry.RegistryError(f"{where} ({registry.origin(registry.ENVS, name)}): its EnvSpec is named "
+                                     f"{spec.name!r}; the entry-point name and EnvSpec.name must match")
     return spec
 
 
@@ -214,9 +229,21 @@ def env_names() -> list[str]:
     return registry.entry_names(registry.ENVS)
 
 
+# The calls every environment must answer (`Environment`); checked where one is built, so a
+# plugin that lacks one hears it there, not from deep inside whatever first calls it.
+PROTOCOL_METHODS = ("reset", "step", "verify", "state_hash", "close")
+
+
 def make_env(name: str, **kwargs: Any) -> Environment:
     """A fresh environment of the registered kind `name` (imported on first use)."""
-    return env_spec(name).factory(**kwargs)
+    env = env_spec(name).factory(**kwargs)
+    missing = [m for m in PROTOCOL_METHODS if not callable(getattr(env, m, None))]
+    if missing:
+        raise registry.RegistryError(
+            f"environment {name!r} ({registry.origin(registry.ENVS, name)}) builds {_what(type(env))}, which "
+            f"lacks {', '.join(m + '()' for m in missing)}: an environment implements every method of the "
+            f"Environment protocol ({', '.join(PROTOCOL_METHODS)}; distillery.envs.base.Environment)")
+    return env
 
 
 def tool_specs(env_name: str) -> list[ToolSpec]:
@@ -231,7 +258,9 @@ def families(env: str | None = None) -> list[Family]:
     for entry in registry.entry_names(registry.FAMILIES):
         for fam in registry.members(registry.load(registry.FAMILIES, entry)):
             if not isinstance(fam, Family):
-                raise registry.RegistryError(f"{registry.FAMILIES} entry point {entry!r} holds {fam!r}, not a Family")
+                raise registry.RegistryError(
+                    f"{registry.FAMILIES} entry point {entry!r} ({registry.origin(registry.FAMILIES, entry)}) "
+                    f"holds {_what(fam)}, not a Family (an entry holds a Family, or a list or dict of them)")
             if fam.name in out and out[fam.name] is not fam:
                 raise registry.RegistryError(f"task family {fam.name!r} is registered twice (entry {entry!r})")
             out[fam.name] = fam
