@@ -7,6 +7,10 @@ Validation follows STAGE-Claw (reference/algorithms.md section 10a). A draft is 
   (c) the reference solution runs with every call valid and passes every check;
   (d) it is not trivially solvable: `random_probes` random-policy episodes all fail;
   and it is not a duplicate of a task already kept (same instruction and initial state).
+An environment that raises during (a)-(c) breaks its contract (`envs.base.Environment`): the
+draft is rejected with the environment, the call and the exception as its reason
+(`GuardedEnv`), and a split lost that way says so; a draft function that raises or returns
+no `Draft` is the family's bug and stops the run naming the family.
 Two probes per task have little power: a family whose tasks a random agent solves a third of
 the time still keeps two in five of its drafts. So each family then passes a family check
 with stated power (`family_check_plan`): n random episodes over its kept tasks, failing it if
@@ -25,6 +29,7 @@ policy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -38,10 +43,10 @@ from typing import Any
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
-from distillery.envs.base import Environment, env_spec, families, family, make_env
+from distillery.envs.base import Draft, Environment, env_spec, families, family, make_env
 from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
 from distillery.tasks.drafted import read_kept
-from distillery.types import Task
+from distillery.types import StepResult, Task, Verification
 
 
 @dataclass(frozen=True)
@@ -170,12 +175,25 @@ def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) ->
 
 
 def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
-    """One candidate task, a pure function of its coordinates."""
+    """One candidate task, a pure function of its coordinates.
+
+    A family's draft function that raises, or returns something other than a `Draft`, is a
+    bug in the family: it stops the run (it would fail the same way on every seed), its
+    traceback kept, with the family named."""
     fam = family(family_name)
     s = task_seed(seed, family_name, split, profile, attempt)
-    d = fam.draft(random.Random(s), profile)
+    task_id = f"{family_name}-{split}-{profile}-{attempt:04d}"
+    try:
+        d = fam.draft(random.Random(s), profile)
+    except Exception as e:
+        e.add_note(f"while task family {family_name!r} (environment {fam.env!r}) drafted {task_id}")
+        raise
+    if not isinstance(d, Draft):
+        raise TypeError(f"task family {family_name!r} (environment {fam.env!r}): its draft function returned "
+                        f"a {type(d).__name__}, not a Draft (distillery.envs.base.Draft(instruction, state, "
+                        "solution, checks, preferences))")
     return Task(
-        task_id=f"{family_name}-{split}-{profile}-{attempt:04d}", family=family_name, split=split, profile=profile,
+        task_id=task_id, family=family_name, split=split, profile=profile,
         hint=fam.hint, instruction=d.instruction, initial_state=d.state, reference_solution=d.solution,
         checks=d.checks, preferences=list(d.preferences), seed=s, max_steps=max_steps, env=fam.env,
     )
@@ -198,11 +216,85 @@ def random_probe(tasks: list[Task], probes: int, seed: int, held: int = 0) -> Co
     return Counter(traj.episodes.filter("success")["task_id"].to_list())
 
 
-def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
-    """Checks (a)-(c) for one task, run in `env`; returns the reasons it fails (none = pass)."""
-    reasons = []
+# ---------------------------------------------------------------------------------------
+# An environment that breaks its contract while validating a draft
+# ---------------------------------------------------------------------------------------
+
+
+class EnvironmentFault(Exception):
+    """An environment raised where its contract (`Environment`) says it answers."""
+
+    def __init__(self, env: str, call: str, error: Exception, action: str | None = None) -> None:
+        super().__init__(env, call, error, action)
+        self.env, self.call, self.error, self.action = env, call, error, action
+
+    @property
+    def reason(self) -> str:
+        """The draft's rejection reason. Its words before the first colon name the environment
+        and the call, so the report counts faults by call, whatever the exception says."""
+        text = f"environment {self.env!r} raised in {self.call}: {type(self.error).__name__}: {str(self.error)[:300]}"
+        return text + (f" (on the action {self.action[:120]!r})" if self.action is not None else "")
+
+
+FAULT_PREFIX = "environment "       # how a fault's reason starts (no other reason does)
+
+
+class GuardedEnv:
+    """An environment as validation calls it: an exception from `reset`, `step`, `verify` or
+    `state_hash` becomes an `EnvironmentFault` naming the call, which `static_checks` turns
+    into the draft's rejection, so a plugin that raises instead of answering loses that draft,
+    with the reason in validation.json, rather than stopping the run with a traceback.
+    After a fault the environment is rebuilt: its state is unknown, and a fault from leftover
+    state would be blamed on the next draft."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.env = make_env(name)
+
+    def _call(self, call: str, *args: Any) -> Any:
+        try:
+            return getattr(self.env, call)(*args)
+        except Exception as e:  # noqa: BLE001 - any exception is the environment's fault
+            action = args[0] if call == "step" and isinstance(args[0], str) else None
+            self._rebuild()
+            raise EnvironmentFault(self.name, call, e, action) from e
+
+    def _rebuild(self) -> None:
+        # Its close may fail too: the fault being raised is what the draft's reason reports.
+        with contextlib.suppress(Exception):
+            self.env.close()
+        self.env = make_env(self.name)
+
+    def reset(self, task: Task) -> str:
+        return self._call("reset", task)
+
+    def step(self, action_text: str) -> StepResult:
+        return self._call("step", action_text)
+
+    def verify(self) -> Verification:
+        return self._call("verify")
+
+    def state_hash(self) -> str:
+        return self._call("state_hash")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def static_checks(task: Task, env: Environment | GuardedEnv, again: Task) -> list[str]:
+    """Checks (a)-(c) for one task, run in `env`; returns the reasons it fails (none = pass).
+    A `GuardedEnv`'s fault ends the checks with the fault as the last reason."""
+    reasons: list[str] = []
     if task.to_row() != again.to_row():
         reasons.append("generator is not deterministic: the same seed gave a different task")
+    try:
+        _run_checks(task, env, reasons)
+    except EnvironmentFault as fault:
+        reasons.append(fault.reason)
+    return reasons
+
+
+def _run_checks(task: Task, env: Environment | GuardedEnv, reasons: list[str]) -> None:
     env.reset(task)
     h1 = env.state_hash()
     initial = env.verify()
@@ -223,7 +315,6 @@ def static_checks(task: Task, env: Environment, again: Task) -> list[str]:
     final = env.verify()
     if not final.success:
         reasons.append("reference solution fails: " + "; ".join(c.name + ": " + c.detail for c in final.failed))
-    return reasons
 
 
 @dataclass
@@ -254,7 +345,8 @@ def generate_family(cfg: TasksConfig, family_name: str,
     rejected: list[Rejection] = []
     failures: list[str] = []
     seen: dict[str, str] = {}
-    env = make_env(family(family_name).env)
+    env_name = family(family_name).env
+    env = GuardedEnv(env_name)
     try:
         for split, need in wanted.items():
             attempt = 0
@@ -288,10 +380,8 @@ def generate_family(cfg: TasksConfig, family_name: str,
                     if on_kept is not None:
                         on_kept(1)
             if len(got) < need:
-                failures.append(
-                    f"{split}: only {len(got)} of {need} drafts validated after {attempt} attempts "
-                    f"({_top_reasons(r for r in rejected if r.split == split)}); raise "
-                    "tasks.max_attempts_factor or fix the family")
+                failures.append(_split_failure(split, need, len(got), attempt, env_name,
+                                               [r for r in rejected if r.split == split]))
             kept += got
     finally:
         env.close()
@@ -306,6 +396,19 @@ def generate_family(cfg: TasksConfig, family_name: str,
                 f"{plan.detect_rate:.0%} of the time fails with probability {plan.power:.3f}); solved: "
                 f"{', '.join(check['solved_tasks'][:5])}")
     return FamilyResult(family_name, kept, rejected, failures, check)
+
+
+def _split_failure(split: str, need: int, got: int, attempts: int, env_name: str,
+                   rejected: list[Rejection]) -> str:
+    """Why a split could not be filled. When the environment raised on every draft it
+    rejected, more attempts cannot help: say so, with the first fault, and whom to fix."""
+    head = f"{split}: only {got} of {need} drafts validated after {attempts} attempts"
+    faults = [next((r for r in rej.reasons if r.startswith(FAULT_PREFIX)), None) for rej in rejected]
+    if rejected and all(faults):
+        return (f"{head}: environment {env_name!r} raised on every draft it rejected (first, "
+                f"{rejected[0].task_id}: {faults[0]}); fix the environment: reset, step, verify and "
+                "state_hash must answer, never raise (a bad action is an observation)")
+    return f"{head} ({_top_reasons(rejected)}); raise tasks.max_attempts_factor or fix the family"
 
 
 def _top_reasons(rejections: Any, n: int = 3) -> str:
