@@ -139,7 +139,12 @@ def simulate(
 
 tasks_app = typer.Typer(
     help="Generate and validate tasks (`distillery tasks --env E --family F`), author tasks from hints with a "
-         "model (`draft`), and publish the draft format (`schema`).",
+         "model (`draft`), and publish the draft format (`schema`).\n\n"
+         "With --env, tasks are drafted, built, solved by their reference solution and probed with random "
+         "episodes as the `tasks` stage does, into OUT: tasks.parquet (gated), validation.json (every rejection "
+         "and why), quality/ and quarantine/ (the gate's reports). A failed run exits 1 and writes only "
+         "OUT/failed/: what OUT already held stays as the last successful run left it. A successful run "
+         "replaces it and removes OUT/failed/.",
     no_args_is_help=True,
 )
 app.add_typer(tasks_app, name="tasks")
@@ -307,18 +312,23 @@ def tasks_generate(
     ctx: typer.Context,
     env: str = typer.Option("", show_default=False, help="Generate tasks of this registered environment."),
     family: list[str] = typer.Option([], show_default=False,
-                                     help="A family to generate (repeatable; default: every family of --env)."),
+                                     help="A family of --env to generate (repeatable; default: every family of --env)."),
     n_train: int = typer.Option(5, min=0, help="Kept train tasks per family."),
     n_test: int = typer.Option(3, min=0, help="Kept test tasks per family."),
     seed: int = typer.Option(0, help="Master seed: every task's own seed derives from it."),
     max_steps: int = typer.Option(15, min=2, help="Step limit of every task."),
     random_probes: int = typer.Option(3, min=0, help="Random-policy episodes a task must survive unsolved."),
-    out: str = typer.Option("data/tasks/generated", help="Folder of tasks.parquet (gated) and validation.json."),
+    max_attempts_factor: int = typer.Option(4, min=1, help="Drafts a family may try per wanted task before it "
+                                                           "fails (the `tasks` stage's tasks.max_attempts_factor)."),
+    out: str = typer.Option("data/tasks/generated", help="Folder of tasks.parquet (gated), validation.json, quality/ "
+                                                         "and quarantine/; a failed run writes OUT/failed/ instead."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Generate tasks of an environment's families and keep those that validate.
 
-    With --env (and optionally --family): draft tasks, build each in a real environment, run its reference solution, verify its checks and probe it with random episodes, exactly as the `tasks` stage does; write OUT/tasks.parquet (gated by the tasks suite) and OUT/validation.json (every rejection and why). `distillery eval --tasks OUT/tasks.parquet` benchmarks on them.
+    With --env (and optionally --family): draft tasks, build each in a real environment, run its reference solution, verify its checks and probe it with random episodes, exactly as the `tasks` stage does; write OUT/tasks.parquet (gated by the tasks suite), OUT/validation.json (every rejection and why) and the gate's OUT/quality/ and OUT/quarantine/. `distillery eval --tasks OUT/tasks.parquet` benchmarks on them.
+
+    A failed run (a family that does not validate, tasks that fail their gate) exits 1 and writes only OUT/failed/ (its validation.json; the gate's quality/ and quarantine/ when the gate failed): OUT's tasks.parquet, validation.json, quality/ and quarantine/ stay as the last successful run wrote them. A successful run replaces those together and removes OUT/failed/.
 
     Example: distillery tasks --env stage --family file_invoice --n-test 5
     """
@@ -328,42 +338,104 @@ def tasks_generate(
                            f"`{ctx.invoked_subcommand}`")
         return
     if not env:
+        # Typed on the command line (typer may vendor its own click: compare the source by name).
+        given = [p.opts[0] for p in ctx.command.params if p.name and p.name != "progress"
+                 and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+        if given:
+            _fail("tasks", f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --env, the environment "
+                           "whose tasks to generate (e.g. --env stage --family file_invoice)")
         typer.echo(ctx.get_help())
         raise typer.Exit(code=0)
+    import shutil
+    import tempfile
     from pathlib import Path
+    from typing import Any
 
     from distillery.agents.evaluate_policy import generate
+    from distillery.envs.base import env_names, families
     from distillery.io import write_json, write_parquet
     from distillery.quality import SUITES, GateError, gate
     from distillery.registry import RegistryError
     from distillery.tasks.generate import ValidationFailed
     from distillery.types import tasks_to_frame
 
+    try:
+        if env not in env_names():
+            _fail("tasks", f"--env {env}: not a registered environment; registered: {', '.join(env_names())}")
+        known = [f.name for f in families(env)]
+    except RegistryError as e:
+        _fail("tasks", str(e))
+    unknown = [f for f in family if f not in known]
+    if unknown:
+        _fail("tasks", f"--family {', '.join(unknown)}: not {'a family' if len(unknown) == 1 else 'families'} of "
+                       f"environment {env!r}; its families: {', '.join(known) or 'none'}")
     if n_train + n_test == 0:
         _fail("tasks", "--n-train and --n-test are both 0: nothing to generate")
     _check_out_folder("tasks", out)
-    folder = Path(out)
+    folder, failed = Path(out), Path(out) / "failed"
+
+    def clear_failed() -> bool:
+        """Remove OUT/failed/ (it holds the latest failed run only); whether there was one."""
+        if failed.is_dir() and not failed.is_symlink():
+            shutil.rmtree(failed)
+        elif failed.exists() or failed.is_symlink():
+            failed.unlink()
+        else:
+            return False
+        return True
+
+    def previous_run() -> str:
+        """What a failed run leaves in OUT: the last successful run's tasks, unchanged, or none."""
+        if (folder / "tasks.parquet").exists():
+            return f"{folder / 'tasks.parquet'} and the reports beside it are the last successful run's, unchanged"
+        return f"no {folder / 'tasks.parquet'} written"
+
+    def report(res: Any) -> dict[str, Any]:
+        """The run's validation.json: the generator's report and every rejection with its reasons."""
+        return {**res.report, "rejected": [{"task_id": r.task_id, "family": r.family, "split": r.split,
+                                            "reasons": r.reasons} for r in res.rejected]}
+
     try:
         result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
-                          random_probes=random_probes, progress=progress)
+                          random_probes=random_probes, max_attempts_factor=max_attempts_factor,
+                          attempts_hint="--max-attempts-factor", progress=progress)
     except ValidationFailed as e:
-        write_json(e.result.report, folder / "validation.json")
-        _fail("tasks", f"{e}\n(every rejection: {folder / 'validation.json'})", code=1)
+        clear_failed()
+        write_json(report(e.result), failed / "validation.json")
+        _fail("tasks", f"{e}\n(every rejection: {failed / 'validation.json'}; {previous_run()})", code=1)
     except (ValueError, RegistryError) as e:
         _fail("tasks", str(e))
     frame = tasks_to_frame(result.tasks)
+    source = str(folder / "tasks.parquet")
+    # A dry gate first, so a failing one writes its reports under OUT/failed/, never over the
+    # reports that describe the tasks.parquet already in OUT.
+    with tempfile.TemporaryDirectory() as dry:
+        passes = gate(frame, SUITES["tasks"], source=source, report_dir=Path(dry) / "quality",
+                      quarantine_dir=Path(dry) / "quarantine", raise_on_failure=False).success
+    if not passes:
+        clear_failed()
+        write_json(report(result), failed / "validation.json")
+        try:
+            gate(frame, SUITES["tasks"], source=source, report_dir=failed / "quality",
+                 quarantine_dir=failed / "quarantine")
+        except GateError as e:
+            _fail("tasks", f"the generated tasks fail their gate: {e}\n({failed}: this run's reports; "
+                           f"{previous_run()})", code=1)
     try:
-        gate(frame, SUITES["tasks"], source=str(folder / "tasks.parquet"), report_dir=folder / "quality",
+        gate(frame, SUITES["tasks"], source=source, report_dir=folder / "quality",
              quarantine_dir=folder / "quarantine")
     except GateError as e:
         _fail("tasks", f"the generated tasks fail their gate: {e}", code=1)
     write_parquet(frame, folder / "tasks.parquet")
-    write_json(result.report, folder / "validation.json")
+    write_json(report(result), folder / "validation.json")
+    stale = clear_failed()
     by = frame.group_by("family", "split").len().sort("family", "split")
     for fam, split, n in by.iter_rows():
         typer.echo(f"{fam:>24} {split:>14}: {n} kept")
     typer.echo(f"kept {frame.height} tasks ({result.report['n_rejected']} drafts rejected) -> "
-               f"{folder / 'tasks.parquet'}; why each draft was rejected: {folder / 'validation.json'}")
+               f"{folder / 'tasks.parquet'}; why each draft was rejected: {folder / 'validation.json'}"
+               + (f"; removed {failed} (an earlier failed run's reports)" if stale else ""))
+
 
 
 # ---------------------------------------------------------------------------------------

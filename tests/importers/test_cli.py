@@ -107,7 +107,86 @@ def test_tasks_generate_and_validate(tmp_path):
                                                           ("save_note", "train")]
     assert json.loads((out / "validation.json").read_text())["kept"] == {"train": 2, "test": 1}
     unknown = invoke("tasks", "--env", "stage", "--family", "no_such_family", "--out", str(out))
-    assert unknown.exit_code == 2 and "no_such_family" in unknown.output
+    assert unknown.exit_code == 2 and "--family no_such_family: not a family of environment 'stage'" in unknown.output
+    assert "tasks.families" not in unknown.output          # a params.yaml key the command line has no use for
+    env = invoke("tasks", "--env", "no_such_env", "--out", str(out))
+    assert env.exit_code == 2 and "--env no_such_env: not a registered environment" in env.output
+
+
+def test_tasks_options_without_env_are_a_usage_error(tmp_path):
+    """--family (or any generating option) without --env is refused, not answered with the help."""
+    r = invoke("tasks", "--family", "file_invoice", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "--family, --out need --env" in r.output and "Usage" not in r.output
+    r = invoke("tasks", "--family", "file_invoice")
+    assert r.exit_code == 2 and "distillery tasks: --family needs --env" in r.output
+    assert not (tmp_path / "o").exists()
+    assert invoke("tasks", "--help").exit_code == 0
+
+
+def _nodraft_family(monkeypatch):
+    """A stage family that never has a task: its draft raises NoDraft."""
+    from distillery.envs.base import NoDraft
+    from distillery.envs.stage import families as fam_mod
+    from distillery.envs.stage.families import stage_family
+
+    def never(rng, profile):
+        raise NoDraft("no question of this family here")
+
+    monkeypatch.setitem(fam_mod.FAMILIES, "never", stage_family("never", "never drafts", never, ("files",)))
+
+
+def test_tasks_max_attempts_factor_is_an_option_and_the_failure_names_it(tmp_path, monkeypatch):
+    _nodraft_family(monkeypatch)
+    out = tmp_path / "t"
+    r = invoke("tasks", "--env", "stage", "--family", "never", "--n-train", "2", "--n-test", "0",
+               "--max-attempts-factor", "3", "--out", str(out), "--no-progress")
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.output.split())
+    assert "only 0 of 2 drafts validated after 6 attempts (no question of this family here x6)" in text
+    assert "raise --max-attempts-factor or fix the family" in text and "tasks.max_attempts_factor" not in text
+    report = json.loads((out / "failed" / "validation.json").read_text())
+    assert [r["reasons"] for r in report["rejected"]] == [["no question of this family here"]] * 6
+    assert invoke("tasks", "--env", "stage", "--max-attempts-factor", "0").exit_code == 2
+    from distillery.config import TasksConfig
+
+    # The option's default is the stage's.
+    assert f"[default: {TasksConfig().max_attempts_factor}]" in " ".join(invoke("tasks", "--help").output.split())
+
+
+def test_a_failed_tasks_run_leaves_the_last_good_output_whole(tmp_path, monkeypatch):
+    """A failed run writes only OUT/failed/; OUT's tasks.parquet and the reports beside it stay
+    the last successful run's; the next successful run removes OUT/failed/."""
+    from distillery.agents import evaluate_policy
+    from distillery.tasks.generate import GenerationResult, ValidationFailed
+
+    out = tmp_path / "t"
+    args = ["tasks", "--env", "stage", "--family", "save_note", "--n-train", "1", "--n-test", "0",
+            "--out", str(out), "--no-progress"]
+    assert invoke(*args).exit_code == 0
+    good = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {Path("tasks.parquet"), Path("validation.json"), Path("quality/tasks.json")} <= set(good)
+    real = evaluate_policy.generate
+    result = real("stage", ["save_note"], n_train=1, n_test=0)
+
+    def fails(*a, **k):
+        raise ValidationFailed("task validation failed for 1 of 1 families", result)
+
+    monkeypatch.setattr(evaluate_policy, "generate", fails)
+    r = invoke(*args)
+    assert r.exit_code == 1 and "the last successful run's, unchanged" in r.output, r.output
+    assert (out / "failed" / "validation.json").is_file()
+    assert {p: (out / p).read_bytes() for p in good} == good
+    # Tasks that fail their gate (a repeated task_id): the gate's reports go under failed/ too.
+    twice = GenerationResult(result.tasks * 2, [], result.report)
+    monkeypatch.setattr(evaluate_policy, "generate", lambda *a, **k: twice)
+    r = invoke(*args)
+    assert r.exit_code == 1 and "fail their gate" in r.output, r.output
+    assert (out / "failed" / "quality" / "tasks.json").is_file() and (out / "failed" / "validation.json").is_file()
+    assert {p: (out / p).read_bytes() for p in good} == good
+    assert sorted(p.name for p in out.iterdir()) == ["failed", "quality", "tasks.parquet", "validation.json"]
+    monkeypatch.setattr(evaluate_policy, "generate", real)
+    r = invoke(*args)
+    assert r.exit_code == 0 and "removed" in r.output and not (out / "failed").exists()
 
 
 # ---------------------------------------------------------------------------------------

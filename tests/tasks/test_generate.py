@@ -87,6 +87,32 @@ def test_invalid_drafts_are_rejected_with_their_reason(monkeypatch, builder, rea
         env.close()
 
 
+def test_a_family_that_has_no_draft_is_rejected_with_its_own_reason(monkeypatch):
+    """A family's `draft` may raise NoDraft (no task at these coordinates): the attempt is
+    rejected with the family's words, and the failure says which setting raises the attempts."""
+    from distillery.envs.base import NoDraft
+
+    def sometimes(rng: random.Random, p: Profile) -> StageDraft:
+        if rng.random() < 0.5:
+            raise NoDraft("no invoice to file here")
+        return file_invoice(rng, p)
+
+    monkeypatch.setitem(fam_mod.FAMILIES, "sometimes", stage_family("sometimes", "half the time", sometimes, ("files",)))
+    cfg = TasksConfig(families=["sometimes"], n_train_per_family=6, n_test_per_family=0, random_probes=0,
+                      max_attempts_factor=1)
+    with pytest.raises(ValidationFailed) as err:
+        generate_tasks(cfg, progress=False, attempts_hint="--max-attempts-factor")
+    result = err.value.result
+    assert result.rejected and all(r.reasons == ["no invoice to file here"] for r in result.rejected)
+    assert len(result.tasks) + len(result.rejected) == 6
+    assert "no invoice to file here x" in str(err.value) and "raise --max-attempts-factor or fix" in str(err.value)
+    with pytest.raises(ValidationFailed, match="raise tasks.max_attempts_factor or fix"):
+        generate_tasks(cfg, progress=False)               # the stage's words: its params.yaml key
+    cfg.max_attempts_factor = 8
+    kept = generate_tasks(cfg, progress=False).tasks
+    assert len(kept) == 6 and len({t.task_id for t in kept}) == 6
+
+
 def test_random_probes_reject_trivially_solvable_tasks(monkeypatch):
     """A task that any sent mail solves falls to the random policy's probes."""
     def easy(rng: random.Random, p: Profile) -> StageDraft:

@@ -66,7 +66,8 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
 
     try:
         tasks = generate(env, families, n_train=0, n_test=generate_per_family if split == "test" else 0,
-                         seed=seed, max_steps=max_steps, progress=progress).tasks
+                         seed=seed, max_steps=max_steps, progress=progress,
+                         attempts_hint="the factor (`distillery tasks --max-attempts-factor`, then eval --tasks)").tasks
     except ValidationFailed as e:
         if warn is not None:
             warn(f"{e}\nbenchmarking the {len(e.result.tasks)} tasks that validated")
@@ -78,16 +79,19 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
 
 
 def generate(env: str, families: Sequence[str], *, n_train: int, n_test: int, seed: int = 0,
-             max_steps: int = 15, random_probes: int = 3, progress: bool = False) -> Any:
+             max_steps: int = 15, random_probes: int = 3, max_attempts_factor: int | None = None,
+             attempts_hint: str = "tasks.max_attempts_factor", progress: bool = False) -> Any:
     """Draft and validate tasks of `env` (`families`, or all its families) with the `tasks`
-    stage's own generator and checks; raises `tasks.generate.ValidationFailed` naming the
-    families that could not be filled."""
+    stage's own generator and checks (`max_attempts_factor` None: the stage's default); raises
+    `tasks.generate.ValidationFailed` naming the families that could not be filled, and
+    `attempts_hint` as the setting that raises the factor."""
     from distillery.config import TasksConfig
     from distillery.tasks.generate import generate_tasks
 
+    factor = {} if max_attempts_factor is None else {"max_attempts_factor": max_attempts_factor}
     cfg = TasksConfig(env=env, seed=seed, families=list(families), n_train_per_family=n_train,
-                      n_test_per_family=n_test, max_steps=max_steps, random_probes=random_probes)
-    return generate_tasks(cfg, progress=progress)
+                      n_test_per_family=n_test, max_steps=max_steps, random_probes=random_probes, **factor)
+    return generate_tasks(cfg, progress=progress, attempts_hint=attempts_hint)
 
 
 @dataclass

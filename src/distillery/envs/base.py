@@ -192,6 +192,12 @@ class Draft:
     preferences: list[str] = field(default_factory=list)  # the profile's standing preferences the checks enforce, as text
 
 
+class NoDraft(Exception):
+    """What a family's `draft` raises when it has no task at these coordinates (e.g. no
+    question of its template held on the databases it tried): the task generator rejects the
+    attempt with this message as the reason, instead of validating a placeholder."""
+
+
 @dataclass(frozen=True)
 class Family:
     """What a task-family plugin registers under `distillery.families` (one, or a collection)."""
@@ -199,7 +205,7 @@ class Family:
     name: str
     env: str
     hint: str
-    draft: Callable[[random.Random, str], Draft]   # (rng, profile name) -> draft; pure
+    draft: Callable[[random.Random, str], Draft]   # (rng, profile name) -> draft (or NoDraft); pure
     areas: tuple[str, ...] = ()
 
 

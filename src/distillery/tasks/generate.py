@@ -43,7 +43,7 @@ from typing import Any
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
-from distillery.envs.base import Draft, Environment, env_spec, families, family, make_env
+from distillery.envs.base import Draft, Environment, NoDraft, env_spec, families, family, make_env
 from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
 from distillery.tasks.drafted import read_kept
 from distillery.types import StepResult, Task, Verification
@@ -174,17 +174,24 @@ def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) ->
     return int.from_bytes(h, "little")
 
 
-def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
-    """One candidate task, a pure function of its coordinates.
+def task_id_of(family_name: str, split: str, profile: str, attempt: int) -> str:
+    return f"{family_name}-{split}-{profile}-{attempt:04d}"
 
-    A family's draft function that raises, or returns something other than a `Draft`, is a
-    bug in the family: it stops the run (it would fail the same way on every seed), its
-    traceback kept, with the family named."""
+
+def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: int, max_steps: int) -> Task:
+    """One candidate task, a pure function of its coordinates (`NoDraft` from the family when
+    it has none there).
+
+    A family's draft function that raises anything else, or returns something other than a
+    `Draft`, is a bug in the family: it stops the run (it would fail the same way on every
+    seed), its traceback kept, with the family named."""
     fam = family(family_name)
     s = task_seed(seed, family_name, split, profile, attempt)
-    task_id = f"{family_name}-{split}-{profile}-{attempt:04d}"
+    task_id = task_id_of(family_name, split, profile, attempt)
     try:
         d = fam.draft(random.Random(s), profile)
+    except NoDraft:
+        raise
     except Exception as e:
         e.add_note(f"while task family {family_name!r} (environment {fam.env!r}) drafted {task_id}")
         raise
@@ -329,8 +336,8 @@ class FamilyResult:
     check: dict[str, Any] | None = None      # the family check's record (None: not run)
 
 
-def generate_family(cfg: TasksConfig, family_name: str,
-                    on_kept: Callable[[int], Any] | None = None) -> FamilyResult:
+def generate_family(cfg: TasksConfig, family_name: str, on_kept: Callable[[int], Any] | None = None,
+                    attempts_hint: str = "tasks.max_attempts_factor") -> FamilyResult:
     """Draft and validate one family's tasks, every split, then run the family check; a pure
     function of (cfg, family). Never raises for tasks that do not validate: the result says
     why the family failed, so the reasons reach `validation.json`.
@@ -338,7 +345,8 @@ def generate_family(cfg: TasksConfig, family_name: str,
     Families are independent (their own seeds, their own duplicate check: the instruction
     templates of two families never coincide), so `generate_tasks` can run them in parallel
     and get the same tasks as one after the other. `on_kept(1)` is called for each task kept
-    (a progress bar's `update`).
+    (a progress bar's `update`). A split that cannot be filled says to raise `attempts_hint`,
+    the setting of the factor where the generator was started (params.yaml's key, or an option).
     """
     wanted, profiles = _split_plan(cfg)
     kept: list[Task] = []
@@ -358,8 +366,14 @@ def generate_family(cfg: TasksConfig, family_name: str,
                 batch: list[Task] = []
                 while len(batch) < need - len(got) and attempt < limit:
                     prof = profiles[split][attempt % len(profiles[split])]
-                    task = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
-                    again = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    try:
+                        task = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
+                        again = draft_task(family_name, split, prof, attempt, cfg.seed, cfg.max_steps)
+                    except NoDraft as e:        # the family says why it has no task here
+                        rejected.append(Rejection(task_id_of(family_name, split, prof, attempt), family_name,
+                                                  split, [str(e)]))
+                        attempt += 1
+                        continue
                     attempt += 1
                     reasons = static_checks(task, env, again)
                     key = content_key(task)
@@ -381,7 +395,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
                         on_kept(1)
             if len(got) < need:
                 failures.append(_split_failure(split, need, len(got), attempt, env_name,
-                                               [r for r in rejected if r.split == split]))
+                                               [r for r in rejected if r.split == split], attempts_hint))
             kept += got
     finally:
         env.close()
@@ -399,7 +413,7 @@ def generate_family(cfg: TasksConfig, family_name: str,
 
 
 def _split_failure(split: str, need: int, got: int, attempts: int, env_name: str,
-                   rejected: list[Rejection]) -> str:
+                   rejected: list[Rejection], attempts_hint: str) -> str:
     """Why a split could not be filled. When the environment raised on every draft it
     rejected, more attempts cannot help: say so, with the first fault, and whom to fix."""
     head = f"{split}: only {got} of {need} drafts validated after {attempts} attempts"
@@ -408,7 +422,7 @@ def _split_failure(split: str, need: int, got: int, attempts: int, env_name: str
         return (f"{head}: environment {env_name!r} raised on every draft it rejected (first, "
                 f"{rejected[0].task_id}: {faults[0]}); fix the environment: reset, step, verify and "
                 "state_hash must answer, never raise (a bad action is an observation)")
-    return f"{head} ({_top_reasons(rejected)}); raise tasks.max_attempts_factor or fix the family"
+    return f"{head} ({_top_reasons(rejected)}); raise {attempts_hint} or fix the family"
 
 
 def _top_reasons(rejections: Any, n: int = 3) -> str:
@@ -428,8 +442,10 @@ def _split_plan(cfg: TasksConfig) -> tuple[dict[str, int], dict[str, list[str]]]
     return {s: n for s, n in wanted.items() if n > 0}, profiles
 
 
-def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
-    """Draft, validate and keep `n_*_per_family` tasks of every family and split.
+def generate_tasks(cfg: TasksConfig, progress: bool = True,
+                   attempts_hint: str = "tasks.max_attempts_factor") -> GenerationResult:
+    """Draft, validate and keep `n_*_per_family` tasks of every family and split (a family
+    that runs out of attempts says to raise `attempts_hint`).
 
     Families run on `cfg.executor` (a local process pool, or a dask cluster); the result is
     the same whatever runs them, in family order.
@@ -454,9 +470,9 @@ def generate_tasks(cfg: TasksConfig, progress: bool = True) -> GenerationResult:
         with make_executor(cfg.executor) as ex:
             if ex is None or len(names) == 1:
                 for name in names:
-                    by_family[name] = generate_family(cfg, name, on_kept=bar.update)
+                    by_family[name] = generate_family(cfg, name, bar.update, attempts_hint)
             else:
-                futures = {ex.submit(generate_family, cfg, f): f for f in names}
+                futures = {ex.submit(generate_family, cfg, f, None, attempts_hint): f for f in names}
                 for fut in as_completed(futures):
                     by_family[futures[fut]] = fut.result()
                     bar.update(len(by_family[futures[fut]].kept))

@@ -69,3 +69,21 @@ def test_a_family_drafts_a_task_the_generic_validator_accepts(tmp_path, monkeypa
         assert static_checks(first, env, again) == []
     finally:
         env.close()
+
+
+def test_a_family_with_no_valid_question_says_so(tmp_path, monkeypatch):
+    """No question of the template validates on the databases it tried: the family raises
+    NoDraft with that reason, not a placeholder task whose reference solution 'fails'."""
+    import pytest
+
+    from distillery.envs.base import NoDraft
+    from distillery.envs.sql import families
+
+    monkeypatch.setenv("DISTILLERY_SQL_CACHE", str(tmp_path / "cache"))
+    built: list[object] = []
+    monkeypatch.setattr(families, "build_database", lambda spec, path: built.append(spec) or object())
+    monkeypatch.setattr(families, "select_questions", lambda *a, **k: ([], []))
+    fam = next(f for f in families.FAMILIES if f.name == "sql_two_parents")
+    with pytest.raises(NoDraft, match=f"no two_parents question validated on {families.ATTEMPTS} generated databases"):
+        fam.draft(random.Random(0), "snake")
+    assert len(built) == families.ATTEMPTS

@@ -7,8 +7,8 @@ content-addressed cache (`SqlEnv`'s `cache_dir`, where the environment will find
 the task names it by `db_spec`, not by path, so it stays pure data), and keeps the first
 candidate of its template that validates (`validate.py`). The generic validator then runs
 its own checks (determinism, the oracle, random probes). When no candidate of the template
-validates on a few databases, the draft has no reference solution and is rejected there
-with that reason. The `sql_tasks` stage does not go through families: it generates many
+validates on `ATTEMPTS` databases, the family raises `NoDraft` and the generator rejects the
+attempt with that reason ("no two_parents question validated on 4 generated databases"). The `sql_tasks` stage does not go through families: it generates many
 questions per database, which is far cheaper.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from distillery.envs.base import Draft, Family
+from distillery.envs.base import Draft, Family, NoDraft
 from distillery.envs.sql.domains import DOMAINS
 from distillery.envs.sql.env import default_cache_dir
 from distillery.envs.sql.generator import DbSpec, build_database
@@ -52,8 +52,7 @@ def _drafter(template: str) -> Callable[[random.Random, str], Draft]:
                     checks=[{"type": "execution", "gold_sql": cand.sql, "rule": "set"},
                             {"type": "schema", "tables": list(cand.tables), "columns": list(cand.columns)}],
                 )
-        return Draft(instruction=f"(no {template} question validated)", state={"question": "", "db_spec": spec.to_dict()},
-                     solution=[], checks=[{"type": "execution", "gold_sql": "SELECT 1", "rule": "set"}])
+        raise NoDraft(f"no {template} question validated on {ATTEMPTS} generated databases")
     return draft
 
 
