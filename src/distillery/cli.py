@@ -58,27 +58,42 @@ def serve(
 
 @app.command()
 def simulate(
-    merchant: str = typer.Option("", help="A merchant id known to the simulator (see models/pghs/merchants.parquet)."),
-    category: str = typer.Option("", help="For a new merchant: its category (e.g. pizza)."),
-    rating: float = typer.Option(-1.0, help="For a new merchant: its rating in [0, 5]."),
-    price_level: float = typer.Option(-1.0, help="For a new merchant: its typical basket price."),
-    strategies: str = typer.Option("", help="A CSV, JSON (list of objects) or parquet file of candidate strategies."),
-    strategy: list[str] = typer.Option([], help='A candidate as key=value pairs, e.g. "discount_depth=0.2,coupon_type=percent"; repeatable.'),
-    discount: float = typer.Option(-1.0, help="One candidate from flags: discount depth (0-0.95)."),
-    delivery_fee: float = typer.Option(-1.0, help="One candidate from flags: delivery fee."),
-    coupon: str = typer.Option("", help="One candidate from flags: none | fixed | percent | free_delivery | new_user."),
-    ad_spend: float = typer.Option(-1.0, help="One candidate from flags: weekly ad spend."),
-    menu_breadth: int = typer.Option(-1, help="One candidate from flags: menu items."),
+    merchant: str = typer.Option("", show_default=False,
+                                 help="A merchant id known to the simulator (see models/pghs/merchants.parquet)."),
+    category: str | None = typer.Option(None, show_default=False, help="For a new merchant: its category (e.g. pizza)."),
+    rating: float | None = typer.Option(None, show_default=False, help="For a new merchant: its rating in [0, 5]."),
+    price_level: float | None = typer.Option(None, show_default=False,
+                                             help="For a new merchant: its typical basket price (above 0)."),
+    strategies: str = typer.Option("", show_default=False,
+                                   help="A CSV, JSON (list of objects) or parquet file of candidate strategies."),
+    strategy: list[str] = typer.Option([], show_default=False, help='A candidate as key=value pairs, e.g. '
+                                       '"discount_depth=0.2,coupon_type=percent"; repeatable.'),
+    discount: float | None = typer.Option(None, show_default=False,
+                                          help="One candidate from flags: discount depth in [0, 0.95]."),
+    delivery_fee: float | None = typer.Option(None, show_default=False, help="One candidate from flags: delivery "
+                                                                            "fee (>= 0)."),
+    coupon: str | None = typer.Option(None, show_default=False, help="One candidate from flags: none | fixed | "
+                                                                     "percent | free_delivery | new_user."),
+    ad_spend: float | None = typer.Option(None, show_default=False, help="One candidate from flags: weekly ad "
+                                                                        "spend (>= 0)."),
+    menu_breadth: int | None = typer.Option(None, show_default=False, help="One candidate from flags: menu items "
+                                                                          "(>= 1)."),
     model_dir: str = typer.Option("models/pghs", help="The fitted simulator (written by `dvc repro pghs`)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Simulate each user group's response to candidate strategies of a merchant, and rank them (PGHS)."""
+    """Simulate each user group's response to candidate strategies of a merchant, and rank them (PGHS).
+
+    The merchant is a known --merchant, or a new one given by --category, --rating and --price-level (named --merchant if given). Flags left out of a flag candidate (--discount, --delivery-fee, --coupon, --ad-spend, --menu-breadth) take the simulator's defaults.
+    """
     import json
+    import math
 
     import polars as pl
 
     from distillery.pghs.simulator import (
+        COUPON_TYPES,
         STRATEGY_DEFAULTS,
+        STRATEGY_RANGES,
         Simulator,
         check_candidates,
         parse_strategy,
@@ -89,23 +104,43 @@ def simulate(
         typer.echo(f"distillery simulate: {message}", err=True)
         raise typer.Exit(code=2)
 
+    # The options first, before the simulator is loaded: each mistake named by its option.
+    new = {"--category": category, "--rating": rating, "--price-level": price_level}
+    if rating is not None and not 0 <= rating <= 5:
+        fail(f"--rating {rating:g}: a rating is in [0, 5]")
+    if price_level is not None and not (math.isfinite(price_level) and price_level > 0):
+        fail(f"--price-level {price_level:g}: a price level is a basket price above 0")
+    if category is not None and not category.strip():
+        fail("--category is empty: give the new merchant's category (e.g. pizza)")
+    missing = [k for k, v in new.items() if v is None]
+    if len(missing) < len(new) and missing:
+        fail(f"a new merchant needs --category, --rating and --price-level: {', '.join(missing)} not given")
+    if not merchant and missing:
+        fail("name a known --merchant, or give --category, --rating and --price-level")
+    flags = {"discount_depth": ("--discount", discount), "delivery_fee": ("--delivery-fee", delivery_fee),
+             "ad_spend": ("--ad-spend", ad_spend), "menu_breadth": ("--menu-breadth", menu_breadth)}
+    for key, (flag, value) in flags.items():
+        lo, hi = STRATEGY_RANGES[key]
+        if value is not None and not lo <= value <= hi:
+            want = "a whole number >= 1" if key == "menu_breadth" else (
+                f"in [{lo:g}, {hi:g}]" if hi != float("inf") else f">= {lo:g}")
+            fail(f"{flag} {value:g}: {key} must be {want}, got {value!r}")
+    if coupon is not None and coupon not in COUPON_TYPES:
+        fail(f"--coupon {coupon!r}: coupon_type must be one of {list(COUPON_TYPES)}")
+    given = {key: value for key, (_, value) in flags.items() if value is not None}
+    if coupon is not None:
+        given["coupon_type"] = coupon
+
     try:
         sim = Simulator.load(model_dir)
-        if merchant and not (category or rating >= 0 or price_level >= 0):
+        if missing:
             m = sim.merchant(merchant)
-        elif category and rating >= 0 and price_level > 0:
-            if rating > 5:
-                fail(f"--rating {rating:g}: a rating is in [0, 5]")
+        else:
             m = {"merchant_id": merchant or "new", "merchant_category": category,
                  "merchant_rating": rating, "merchant_price_level": price_level}
-        else:
-            fail("name a known --merchant, or give --category, --rating and --price-level")
         frames = [read_strategies(strategies)] if strategies else []
         if strategy:
             frames.append(pl.DataFrame([parse_strategy(s) for s in strategy]))
-        flags = {"discount_depth": discount, "delivery_fee": delivery_fee, "coupon_type": coupon,
-                 "ad_spend": ad_spend, "menu_breadth": menu_breadth}
-        given = {k: v for k, v in flags.items() if v not in (-1, -1.0, "")}
         if given:
             frames.append(pl.DataFrame([{**STRATEGY_DEFAULTS, **given}]))
         if not frames:

@@ -160,6 +160,31 @@ def test_cli_simulate_refuses_bad_candidates_in_one_line(ran, tmp_path, args, fi
     assert said in res.output and "Traceback" not in res.output and "ranking" not in res.output
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["--merchant", "m1", "--discount", "-1"], "--discount -1: discount_depth must be in [0, 0.95], got -1.0"),
+    (["--merchant", "m1", "--menu-breadth", "-1"], "--menu-breadth -1: menu_breadth must be a whole number >= 1"),
+    (["--merchant", "m1", "--coupon", ""], "--coupon '': coupon_type must be one of"),
+    (["--category", "pizza", "--rating", "4", "--price-level", "0"],
+     "--price-level 0: a price level is a basket price above 0"),
+    (["--category", "pizza", "--rating", "-1", "--price-level", "20"], "--rating -1: a rating is in [0, 5]"),
+    (["--category", "pizza", "--rating", "4"], "a new merchant needs --category, --rating and --price-level: "
+                                               "--price-level not given"),
+    (["--discount", "0.2"], "name a known --merchant, or give --category, --rating and --price-level"),
+])
+def test_cli_simulate_takes_every_typed_value_as_given_and_names_the_option(tmp_path, args, said):
+    """No value the user can type means "not given" (-1 is a discount of -1, refused as such),
+    and each mistake is named by its option before the simulator is loaded."""
+    res = CliRunner().invoke(app, ["simulate", "--model-dir", str(tmp_path / "none"), *args])
+    assert res.exit_code == 2, res.output
+    assert said in " ".join(res.output.split()) and "simulator.json" not in res.output
+
+
+def test_cli_simulate_help_shows_no_sentinel_default():
+    res = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "--price-level" in res.output
+    assert "-1" not in res.output and "[default: ]" not in res.output
+
+
 def test_cli_simulate_names_every_candidate_and_checks_the_rating(ran, tmp_path):
     """A file's named candidates beside flag candidates: each gets an id (none is null); a
     new merchant's rating beyond [0, 5] is refused."""
