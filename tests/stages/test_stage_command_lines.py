@@ -191,3 +191,17 @@ def test_every_missing_input_hint_names_a_dvc_stage():
                 if not (prefix.endswith("@") and prefix[:-1] in foreach):
                     bad.append(f"{path.name}:{node.lineno}: {ast.unparse(what)}")
     assert not bad, bad
+
+
+@pytest.mark.parametrize(("name", "made_by"), [("table_train", "table_data"), ("vision_train", "vision_data"),
+                                               ("table_rl", "table_data"), ("vision_eval", "vision_data")])
+def test_a_missing_input_is_named_with_its_stage_before_any_work(name, made_by, tmp_path, monkeypatch):
+    """The training stages read their data in worker processes: a missing file must still say
+    which stage makes it (as `read_parquet` does elsewhere), not end in a process pool's
+    traceback of polars' `No such file or directory`."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{name}")
+    with pytest.raises(FileNotFoundError, match=f"not found \\(made by the `{made_by}` stage: run `dvc repro {made_by}`\\)"):
+        module.main([])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
