@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("policy", help="a policy named under `policies:` in params.yaml (dvc.yaml runs oracle)")
     name = ap.parse_args([] if argv is None else argv).policy
     params = read_params()
+    entry = load_policy(name, params)         # an unknown policy is named before any input is read
     cfg = load_section(SqlCollectConfig, "sql_collect", params)
     track = load_section(SqlTrackConfig, "sql_track", params)
     spec = policy_spec(name, load_policy(name, params))   # a wrong name is reported before any input is read

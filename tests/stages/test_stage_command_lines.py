@@ -205,3 +205,15 @@ def test_a_missing_input_is_named_with_its_stage_before_any_work(name, made_by, 
     with pytest.raises(FileNotFoundError, match=f"not found \\(made by the `{made_by}` stage: run `dvc repro {made_by}`\\)"):
         module.main([])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("name", ["collect", "sql_collect"])
+def test_an_unknown_policy_is_named_before_a_missing_input(name, tmp_path, monkeypatch, capsys):
+    """`stages.collect nosuch` and `stages.sql_collect nosuch` both say the policy is unknown, in
+    one line with exit 2, even where their task table is not built yet."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{name}")
+    assert exit_on_config_error(f"python -m stages.{name}", module.main, ["nosuch"]) == 2
+    assert "policies.nosuch: not defined in params.yaml" in _one_error_line(capsys.readouterr().err, name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
