@@ -2,7 +2,8 @@
 
 DVC prints every metrics file as a row of one table whose columns are the union of all names,
 which with several tracks is far wider than a terminal; here each file is a line of
-`name value` pairs, wrapped to the terminal's width.
+`name value` pairs, wrapped to the terminal's width; a file not built yet is a line saying
+so, and when none is built it says what to run (stderr, exit 2).
 
     dvc metrics show --json | python -m tools.metrics_view [--width 120]
 """
@@ -42,17 +43,35 @@ def _wrap(pairs: list[str], width: int) -> list[str]:
     return lines
 
 
-def render(shown: Mapping[str, Any], width: int = 120) -> str:
-    """The files of `dvc metrics show --json`'s output (the workspace's), one per line."""
+NONE_YET = "no metrics yet: make repro"
+NOT_BUILT = "not built yet"
+
+
+def _files(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """path -> its numbers, {"error": ...}, or None for a file not built yet (DVC's FileNotFoundError)."""
     files: dict[str, Any] = {}
     for rev in shown.values():
         for path, entry in (rev.get("data") or {}).items():
-            files[path] = entry.get("data", {}) if "error" not in entry else {"error": entry["error"]}
-    if not files:
-        return "no metrics (run `make repro` first)"
+            error = entry.get("error")
+            if error is None:
+                files[path] = entry.get("data", {})
+            else:
+                files[path] = None if error.get("type") == "FileNotFoundError" else {"error": error}
+    return files
+
+
+def render(shown: Mapping[str, Any], width: int = 120) -> str:
+    """The files of `dvc metrics show --json`'s output (the workspace's), one per line; a file
+    not built yet is one line saying so."""
+    files = _files(shown)
+    if not files or all(v is None for v in files.values()):
+        return NONE_YET
     pad = max(len(p) for p in files) + 2
     lines = []
     for path in sorted(files):
+        if files[path] is None:
+            lines.append(path.ljust(pad) + NOT_BUILT)
+            continue
         wrapped = _wrap([f"{k} {_number(v)}" for k, v in _flat(files[path])], max(width - pad, 40))
         lines.append(path.ljust(pad) + wrapped[0])
         lines += [" " * pad + w for w in wrapped[1:]]
@@ -69,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as e:
         print(f"metrics_view: stdin is not `dvc metrics show --json` output ({e})", file=sys.stderr)
         return 2
-    print(render(shown, args.width))
+    text = render(shown, args.width)
+    if text == NONE_YET:                 # nothing built: say what to run, as `make metrics TRACK=...` does
+        print(text, file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 

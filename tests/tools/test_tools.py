@@ -102,15 +102,42 @@ def test_metrics_view_puts_each_file_on_its_own_lines_and_never_splits_a_pair():
 
     shown = {"": {"data": {"metrics/rl.json": {"data": {"success": 0.708333, "seconds": 339.0}},
                            "metrics/a_long_one.json": {"data": {f"value_{i}": i / 3 for i in range(12)}},
-                           "metrics/broken.json": {"error": {"type": "FileNotFoundError"}}}}}
+                           "metrics/unbuilt.json": {"error": {"type": "FileNotFoundError"}},
+                           "metrics/broken.json": {"error": {"type": "JSONDecodeError"}}}}}
     text = render(shown, width=80)
     lines = text.splitlines()
     assert lines[0].startswith("metrics/a_long_one.json") and all(len(line) <= 80 for line in lines)
-    assert "success 0.7083  seconds 339" in text and "error.type FileNotFoundError" in text
+    assert "success 0.7083  seconds 339" in text and "error.type JSONDecodeError" in text
+    assert any(line.split() == ["metrics/unbuilt.json", "not", "built", "yet"] for line in lines)
+    assert "FileNotFoundError" not in text
     assert text.count("value_") == 12 and len(lines) > 4
     pairs = " ".join(lines).split()
     assert pairs[pairs.index("value_11") + 1] == "3.667"        # a name and its value stay together
-    assert render({}) == "no metrics (run `make repro` first)"
+    assert render({}) == "no metrics yet: make repro"
+
+
+def test_metrics_with_nothing_built_is_one_line_naming_what_to_run_and_exit_2(tmp_path, monkeypatch, capsys):
+    """`make metrics` on a fresh clone: one line and exit 2, as `make metrics TRACK=sql` says it."""
+    import io
+    import json
+    import shutil
+    import subprocess
+
+    from tools.metrics_view import main
+
+    unbuilt = {"": {"data": {f"metrics/{n}.json": {"error": {"type": "FileNotFoundError", "msg": "[Errno 2]"}}
+                             for n in ("rl", "sql_rl")}}}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(unbuilt)))
+    assert main([]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "no metrics yet: make repro\n"
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for args in ([], ["TRACK=sql"]):
+        done = subprocess.run(["make", "-s", "metrics", *args, "BIN=/nonexistent"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, done
+        assert done.stderr.splitlines()[0].startswith("no metrics ") and "make repro" in done.stderr
+        assert "FileNotFoundError" not in done.stdout + done.stderr
 
 
 def test_clean_outputs_deletes_exactly_the_outputs_dvc_lock_records(tmp_path):
