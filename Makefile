@@ -76,7 +76,7 @@ test-fast: setup  ## the unit tests without the slow ones (no dvc repro, no serv
 DEFAULT_REMOTE = $(BIN)/dvc remote list 2>/dev/null | awk '$$3 == "(default)" {print $$2}'
 NO_REMOTE = echo "no default DVC remote: dvc remote add -d NAME URL" >&2; exit 2
 
-push:  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
+push: setup  ## upload every output in dvc.lock to the DVC remote (default: ../distillery-dvc-store)
 	@url=$$($(DEFAULT_REMOTE)); if [ -z "$$url" ]; then $(NO_REMOTE); fi; echo "pushing to $$url" >&2
 	@$(BIN)/python -m tools.push_check
 	$(BIN)/dvc push

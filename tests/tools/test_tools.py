@@ -140,6 +140,13 @@ def test_metrics_with_nothing_built_is_one_line_naming_what_to_run_and_exit_2(tm
         assert "FileNotFoundError" not in done.stdout + done.stderr
 
 
+def test_push_depends_on_setup_as_pull_does():
+    import re
+
+    text = (REPO / "Makefile").read_text()
+    assert re.search(r"^pull: setup\b", text, re.M) and re.search(r"^push: setup\b", text, re.M)
+
+
 def test_clean_outputs_deletes_exactly_the_outputs_dvc_lock_records(tmp_path):
     from tools.clean_outputs import main
 
@@ -203,3 +210,11 @@ def test_push_check_names_the_outputs_not_in_the_dvc_cache(tmp_path, capsys):
     assert main(["--repo", str(tmp_path)]) == 0
     assert capsys.readouterr().err == ("not pushed, not in the DVC cache: 1 of the 3 outputs dvc.lock records "
                                        "(dvc repro makes them): data/a.txt\n")
+    # Nothing left to send (a fresh clone: nothing built or pulled): one line, exit 2, no push.
+    shutil.rmtree(tmp_path / ".dvc/cache")
+    assert not_cached(tmp_path) == (["data/a.txt", "data/b"], 3)
+    assert main(["--repo", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("nothing to push: none of the 3 outputs dvc.lock records is in the DVC "
+                                       "cache (make repro builds them)\n")
+    (tmp_path / "dvc.lock").unlink()
+    assert main(["--repo", str(tmp_path)]) == 2 and capsys.readouterr().err.startswith("nothing to push: no dvc.lock")
