@@ -85,3 +85,11 @@ def track_parser(name: str, doc: str | None, *, track: bool = True) -> argparse.
     if track:
         add_track_argument(ap)
     return ap
+
+
+if __name__ == "__main__":      # a helper, not a stage: say so rather than do nothing and exit 0
+    import sys
+
+    print("python -m stages.track: error: a helper module (a track's params sections and folders), not a "
+          "stage; the stages are dvc.yaml's (python -m stages.<stage> --help)", file=sys.stderr)
+    sys.exit(2)

@@ -72,3 +72,21 @@ def test_warmup_refuses_a_section_params_yaml_lacks(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "no section 'studnet_weak'" in err and "--section takes student_weak, twx_warmup, warmup" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("name", ["track", "usage"])
+def test_the_helper_modules_say_they_are_not_stages(name, tmp_path):
+    """`python -m stages.track --help` (a module beside the stages) answers in one line, exit 2,
+    rather than printing nothing and exiting 0."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    done = subprocess.run([sys.executable, "-m", f"stages.{name}", "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"python -m stages.{name}: error: a helper module") and "not a stage" in line
+    assert list(tmp_path.iterdir()) == []
