@@ -5,11 +5,13 @@ thing stops the run naming its family."""
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 from tests.envs import faulty_plugin as F
 
 from distillery.config import ExecutorConfig, TasksConfig
-from distillery.tasks.generate import ValidationFailed, draft_task, generate_tasks
+from distillery.tasks.generate import DraftFailed, ValidationFailed, draft_task, generate_tasks
 
 INLINE = ExecutorConfig(kind="inline", workers=1)     # the entry points are this process's
 
@@ -56,8 +58,10 @@ def test_a_draft_that_is_not_a_draft_names_its_family(tmp_path):
 
 
 def test_a_draft_that_raises_keeps_its_traceback_and_names_its_family(tmp_path):
-    with F.installed(tmp_path, families=F.FAMILIES), pytest.raises(ZeroDivisionError) as err:
+    with F.installed(tmp_path, families=F.FAMILIES), pytest.raises(DraftFailed) as err:
         generate_tasks(_cfg("stage", families=["zero_draft"]), progress=False)
-    assert err.value.__notes__ == ["while task family 'zero_draft' (environment 'stage') drafted "
-                                   "zero_draft-train-default-0000"]
-    assert err.traceback[-1].name == "divides_by_zero"
+    assert str(err.value) == ("task family 'zero_draft' (environment 'stage') raised ZeroDivisionError while "
+                              "drafting zero_draft-train-default-0000: division by zero")
+    cause = err.value.__cause__
+    assert isinstance(cause, ZeroDivisionError) and cause.__traceback__ is not None
+    assert traceback.extract_tb(cause.__traceback__)[-1].name == "divides_by_zero"

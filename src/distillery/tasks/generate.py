@@ -174,6 +174,10 @@ def task_seed(seed: int, family: str, split: str, profile: str, attempt: int) ->
     return int.from_bytes(h, "little")
 
 
+class DraftFailed(RuntimeError):
+    """A family's draft function raised (its exception is the `__cause__`)."""
+
+
 def task_id_of(family_name: str, split: str, profile: str, attempt: int) -> str:
     return f"{family_name}-{split}-{profile}-{attempt:04d}"
 
@@ -182,9 +186,9 @@ def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: i
     """One candidate task, a pure function of its coordinates (`NoDraft` from the family when
     it has none there).
 
-    A family's draft function that raises anything else, or returns something other than a
-    `Draft`, is a bug in the family: it stops the run (it would fail the same way on every
-    seed), its traceback kept, with the family named."""
+    A family's draft function that raises anything else (`DraftFailed`, from its exception),
+    or returns something other than a `Draft` (TypeError), is a bug in the family: it stops
+    the run (it would fail the same way on every seed), naming the family."""
     fam = family(family_name)
     s = task_seed(seed, family_name, split, profile, attempt)
     task_id = task_id_of(family_name, split, profile, attempt)
@@ -193,8 +197,10 @@ def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: i
     except NoDraft:
         raise
     except Exception as e:
-        e.add_note(f"while task family {family_name!r} (environment {fam.env!r}) drafted {task_id}")
-        raise
+        # Another type than the generator's own errors, so that no caller mistakes the family's
+        # bug for a usage error and prints one line without the family's traceback.
+        raise DraftFailed(f"task family {family_name!r} (environment {fam.env!r}) raised {type(e).__name__} "
+                          f"while drafting {task_id}: {e}") from e
     if not isinstance(d, Draft):
         raise TypeError(f"task family {family_name!r} (environment {fam.env!r}): its draft function returned "
                         f"a {type(d).__name__}, not a Draft (distillery.envs.base.Draft(instruction, state, "
