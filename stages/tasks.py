@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = track.load(TasksConfig, "tasks")
     t0 = time.perf_counter()
     try:
-        result = generate_tasks(cfg)
+        result = generate_tasks(cfg, attempts_hint=f"{track.section('tasks')}.max_attempts_factor")
     except ValidationFailed as e:
         # The reasons are what a person needs to fix the family: record them, then fail.
         _write_validation(e.result, time.perf_counter() - t0, validation)

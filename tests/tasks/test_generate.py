@@ -217,6 +217,20 @@ def test_the_stage_writes_validation_json_with_the_reasons_when_a_family_fails(
         assert "reference solution fails" in report["failed_families"]["bad"][0]
 
 
+def test_the_stage_on_another_track_names_that_tracks_setting(monkeypatch, tmp_path, capsys):
+    import yaml
+
+    from stages import tasks as stage
+
+    monkeypatch.setitem(fam_mod.FAMILIES, "bad", stage_family("bad", "a bad family", _broken, ("mail",)))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"mine_tasks": {
+        "families": ["bad"], "n_train_per_family": 1, "n_test_per_family": 0, "random_probes": 0,
+        "max_attempts_factor": 1, "executor": {"kind": "inline", "workers": 1}}}))
+    monkeypatch.chdir(tmp_path)
+    assert stage.main(["--track", "mine"]) == 1
+    assert "raise mine_tasks.max_attempts_factor or fix the family" in capsys.readouterr().err
+
+
 def test_families_on_a_process_pool_give_the_same_tasks_as_inline():
     """The stage runs families in parallel (params.yaml: tasks.executor); the tasks, their
     order and the rejections must not depend on it."""
