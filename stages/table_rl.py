@@ -21,7 +21,7 @@ import torch
 
 from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.envs.table.chains import verify_chain
-from distillery.io import read_parquet, write_json, write_text
+from distillery.io import require, write_json, write_text
 from distillery.vision.table_report import claims_rows, headline, render_report
 from distillery.vision.table_rl import (
     TableJob,
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(TableRLConfig, "table_rl")
     data = load_section(TableDataConfig, "table_data")
     torch.set_num_threads(1)
-    read_parquet(ITEMS, "table_data")       # a missing input named with its stage, before any work
+    require(ITEMS, "table_data")       # a missing input named with its stage, before any work
     t0 = time.perf_counter()
     tok = table_tokenizer()
     splits = {s: load_split(ITEMS, s, data.image_size, cfg.eval_items) for s in ("test", "test_large", "test_long")}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distillery.config import exit_on_config_error, load_section, to_dict
 from distillery.evaluate.headline import number
-from distillery.io import read_parquet, write_json
+from distillery.io import require, write_json
 from distillery.vision.config import check_patches
 from distillery.vision.table_rl import TableJob, TableTrainConfig, run_jobs
 from distillery.vision.tables import TableDataConfig
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_section(TableDataConfig, "table_data")
     check_patches(cfg.vlm, "table_train", data.image_size, "table_data")
     # The jobs read the items in worker processes: a missing file is named here, with its stage.
-    read_parquet(ITEMS, "table_data")
+    require(ITEMS, "table_data")
     t0 = time.perf_counter()
     jobs = [TableJob(kind, ITEMS, data.image_size, data.grid, f"checkpoints/table_train/{kind}", train_cfg=cfg,
                      params=to_dict(cfg)) for kind in ("sft", "critic")]

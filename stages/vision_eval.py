@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from distillery.config import exit_on_config_error, load_section
-from distillery.io import read_parquet, write_json, write_text
+from distillery.io import require, write_json, write_text
 from distillery.vision.config import SceneConfig, VisionEvalConfig, VisionTrainConfig
 from distillery.vision.report import render_report
 from distillery.vision.run import eval_headline, run_eval
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = load_section(VisionTrainConfig, "vision_train").seeds
     scene = load_section(SceneConfig, "vision_data")
     for path in (SCENES, POPE):             # a missing input named with its stage, before any work
-        read_parquet(path, "vision_data")
+        require(path, "vision_data")
     t0 = time.perf_counter()
     out = run_eval(cfg, scenes_file=SCENES, pope_file=POPE, model_root=MODELS, seeds=seeds,
                    image_size=scene.image_size)

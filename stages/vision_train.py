@@ -16,7 +16,7 @@ import sys
 import time
 
 from distillery.config import exit_on_config_error, load_section, to_dict
-from distillery.io import read_parquet, write_json
+from distillery.io import require, write_json
 from distillery.vision.config import SceneConfig, VisionTrainConfig, check_patches
 from distillery.vision.train import TrainJob, run_train_jobs, train_headline
 from stages.usage import take_no_options
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     scene = load_section(SceneConfig, "vision_data")
     check_patches(cfg.vlm, "vision_train", scene.image_size, "vision_data")
     # The jobs read the scenes in worker processes: a missing file is named here, with its stage.
-    read_parquet(SCENES, "vision_data")
+    require(SCENES, "vision_data")
     t0 = time.perf_counter()
     common = dict(cfg=cfg, image_size=scene.image_size, grid=scene.grid, scenes_file=SCENES, model_root=MODELS,
                   checkpoint_root=CHECKPOINTS, live_root=LIVE, params=to_dict(cfg))

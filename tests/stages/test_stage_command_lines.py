@@ -167,7 +167,7 @@ def test_env_table_envs_needs_at_least_one_name(tmp_path, monkeypatch, capsys):
 
 
 def test_every_missing_input_hint_names_a_dvc_stage():
-    """`read_parquet(path, what)` says `run dvc repro <what>`: `what` must be a stage of
+    """`read_parquet(path, what)` and `require(path, what)` say `run dvc repro <what>`: `what` must be a stage of
     dvc.yaml as DVC spells it (`sql_collect@oracle`, never `sql_collect oracle`, which DVC
     reads as two targets and refuses: "Stage 'oracle' not found")."""
     import yaml
@@ -177,7 +177,7 @@ def test_every_missing_input_hint_names_a_dvc_stage():
     bad = []
     for path in sorted((REPO / "stages").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "read_parquet"
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("read_parquet", "require")
                     and len(node.args) >= 2):
                 continue
             what = node.args[1]
@@ -197,7 +197,7 @@ def test_every_missing_input_hint_names_a_dvc_stage():
                                                ("table_rl", "table_data"), ("vision_eval", "vision_data")])
 def test_a_missing_input_is_named_with_its_stage_before_any_work(name, made_by, tmp_path, monkeypatch):
     """The training stages read their data in worker processes: a missing file must still say
-    which stage makes it (as `read_parquet` does elsewhere), not end in a process pool's
+    which stage makes it (`require`, as `read_parquet` does elsewhere), not end in a process pool's
     traceback of polars' `No such file or directory`."""
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
