@@ -13,6 +13,7 @@ but the registry."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from tests.envs.conftest import checkout_env_names
 from distillery.envs.actions import format_call
 from distillery.envs.base import (
     Environment,
+    NoDraft,
     ToolSpec,
     env_names,
     env_spec,
@@ -203,9 +205,19 @@ def hostile_action(draw: st.DrawFn, specs: tuple[ToolSpec, ...], canary: Path) -
 
 
 def tasks_of(env_name: str) -> list[Task]:
-    """Two tasks of each of the environment's families (the default profile)."""
-    return [draft_task(f.name, "test", "default", attempt, seed=0, max_steps=15)
-            for f in families(env_name) for attempt in range(2)]
+    """Two tasks of each of the environment's families (the default profile; the first two
+    attempts the family drafts at: a family may have none at some, `NoDraft`)."""
+    tasks = []
+    for f in families(env_name):
+        drafted = []
+        for attempt in range(20):
+            with contextlib.suppress(NoDraft):
+                drafted.append(draft_task(f.name, "test", "default", attempt, seed=0, max_steps=15))
+            if len(drafted) == 2:
+                break
+        assert drafted, f"{f.name}: no task drafted in 20 attempts"
+        tasks += drafted
+    return tasks
 
 
 def _text_ok(text: Any) -> bool:
