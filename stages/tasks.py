@@ -29,12 +29,7 @@ QUARANTINE = "data/quarantine/tasks"
 
 
 def _write_validation(result: GenerationResult, seconds: float, path: Path) -> dict:
-    report = dict(result.report)
-    report["seconds"] = round(seconds, 2)
-    report["rejected"] = [
-        {"task_id": r.task_id, "family": r.family, "split": r.split, "reasons": r.reasons}
-        for r in result.rejected
-    ]
+    report = result.validation_report(seconds=round(seconds, 2))
     write_json(report, path)
     return report
 

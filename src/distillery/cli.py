@@ -384,7 +384,6 @@ def tasks_generate(
     import shutil
     import tempfile
     from pathlib import Path
-    from typing import Any
 
     from distillery.agents.evaluate_policy import generate
     from distillery.envs.base import env_names, families
@@ -425,18 +424,13 @@ def tasks_generate(
             return f"{folder / 'tasks.parquet'} and the reports beside it are the last successful run's, unchanged"
         return f"no {folder / 'tasks.parquet'} written"
 
-    def report(res: Any) -> dict[str, Any]:
-        """The run's validation.json: the generator's report and every rejection with its reasons."""
-        return {**res.report, "rejected": [{"task_id": r.task_id, "family": r.family, "split": r.split,
-                                            "reasons": r.reasons} for r in res.rejected]}
-
     try:
         result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
                           random_probes=random_probes, max_attempts_factor=max_attempts_factor,
                           attempts_hint="--max-attempts-factor", progress=progress)
     except ValidationFailed as e:
         clear_failed()
-        write_json(report(e.result), failed / "validation.json")
+        write_json(e.result.validation_report(), failed / "validation.json")
         _fail("tasks", f"{e}\n(every rejection: {failed / 'validation.json'}; {previous_run()})", code=1)
     except (ValueError, RegistryError) as e:
         _fail("tasks", str(e))
@@ -449,7 +443,7 @@ def tasks_generate(
                       quarantine_dir=Path(dry) / "quarantine", raise_on_failure=False).success
     if not passes:
         clear_failed()
-        write_json(report(result), failed / "validation.json")
+        write_json(result.validation_report(), failed / "validation.json")
         try:
             gate(frame, SUITES["tasks"], source=source, report_dir=failed / "quality",
                  quarantine_dir=failed / "quarantine")
@@ -462,7 +456,7 @@ def tasks_generate(
     except GateError as e:
         _fail("tasks", f"the generated tasks fail their gate: {e}", code=1)
     write_parquet(frame, folder / "tasks.parquet")
-    write_json(report(result), folder / "validation.json")
+    write_json(result.validation_report(), folder / "validation.json")
     stale = clear_failed()
     by = frame.group_by("family", "split").len().sort("family", "split")
     for fam, split, n in by.iter_rows():

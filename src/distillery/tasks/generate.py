@@ -63,6 +63,12 @@ class GenerationResult:
     rejected: list[Rejection]
     report: dict[str, Any] = field(default_factory=dict)
 
+    def validation_report(self, **extra: Any) -> dict[str, Any]:
+        """What `validation.json` records: the report, `extra`, and every rejection with its reasons."""
+        return {**self.report, **extra, "rejected": [
+            {"task_id": r.task_id, "family": r.family, "split": r.split, "reasons": r.reasons}
+            for r in self.rejected]}
+
 
 class ValidationFailed(RuntimeError):
     """One or more families could not be validated. `.result` holds what was generated, the
