@@ -101,7 +101,7 @@ METRICS_agents = $(filter-out $(METRICS_sql) $(METRICS_vision) $(METRICS_tables)
 metrics:  ## every headline metric, a file to a line (dvc metrics show), or TRACK=agents|sql|pghs|vision|tables|textworldexpress for one track's
 	@if [ -n "$(TRACK)" ] && [ -z "$(strip $(METRICS_$(TRACK)))" ]; then echo "no metrics for TRACK=$(TRACK) yet: make repro TRACK=$(TRACK)" >&2; exit 2; fi
 	@if [ -z "$(TRACK)" ] && [ -z "$(wildcard metrics/*.json metrics/*/*.json)" ]; then echo "no metrics yet: make repro" >&2; exit 2; fi
-	@$(BIN)/dvc metrics show --json $(METRICS_$(TRACK)) | $(BIN)/python -m tools.metrics_view --width 120
+	@$(BIN)/python -m tools.metrics_view --width 120 $(METRICS_$(TRACK))
 
 compare:  ## dvc exp show of the workspace and its experiments, what changed only
 	COLUMNS=120 $(BIN)/dvc exp show $(COMPARE_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -128,7 +129,7 @@ def test_metrics_with_nothing_built_is_one_line_naming_what_to_run_and_exit_2(tm
     unbuilt = {"": {"data": {f"metrics/{n}.json": {"error": {"type": "FileNotFoundError", "msg": "[Errno 2]"}}
                              for n in ("rl", "sql_rl")}}}
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(unbuilt)))
-    assert main([]) == 2
+    assert main(["--from-stdin"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and out.err == "no metrics yet: make repro\n"
     shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
@@ -138,6 +139,24 @@ def test_metrics_with_nothing_built_is_one_line_naming_what_to_run_and_exit_2(tm
         assert done.returncode == 2, done
         assert done.stderr.splitlines()[0].startswith("no metrics ") and "make repro" in done.stderr
         assert "FileNotFoundError" not in done.stdout + done.stderr
+
+
+def test_metrics_with_some_built_names_the_rest_without_dvcs_summary(tmp_path):
+    """`make metrics` part-way through a pipeline: the built file's numbers, a line for the
+    unbuilt one, and not DVC's "failed to load some metrics" above them."""
+    import subprocess
+    import sys
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: 'true'\n    metrics:\n"
+                                       "      - metrics/built.json\n      - metrics/unbuilt.json\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "built.json").write_text('{"success": 0.5}')
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "tools.metrics_view"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == ["metrics/built.json    success 0.5", "metrics/unbuilt.json  not built yet"]
 
 
 def test_push_depends_on_setup_as_pull_does():
