@@ -381,17 +381,12 @@ def tasks_generate(
                            "whose tasks to generate (e.g. --env stage --family file_invoice)")
         typer.echo(ctx.get_help())
         raise typer.Exit(code=0)
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from distillery.agents.evaluate_policy import generate
     from distillery.envs.base import env_names, families
-    from distillery.io import write_json, write_parquet
-    from distillery.quality import SUITES, GateError, gate
+    from distillery.quality import GateError
     from distillery.registry import RegistryError
     from distillery.tasks.generate import ValidationFailed
-    from distillery.types import tasks_to_frame
+    from distillery.tasks.publish import TasksGateFailed, previous_run, publish, record_failure
 
     try:
         if env not in env_names():
@@ -406,65 +401,27 @@ def tasks_generate(
     if n_train + n_test == 0:
         _fail("tasks", "--n-train and --n-test are both 0: nothing to generate")
     _check_out_folder("tasks", out)
-    folder, failed = Path(out), Path(out) / "failed"
-
-    def clear_failed() -> bool:
-        """Remove OUT/failed/ (it holds the latest failed run only); whether there was one."""
-        if failed.is_dir() and not failed.is_symlink():
-            shutil.rmtree(failed)
-        elif failed.exists() or failed.is_symlink():
-            failed.unlink()
-        else:
-            return False
-        return True
-
-    def previous_run() -> str:
-        """What a failed run leaves in OUT: the last successful run's tasks, unchanged, or none."""
-        if (folder / "tasks.parquet").exists():
-            return f"{folder / 'tasks.parquet'} and the reports beside it are the last successful run's, unchanged"
-        return f"no {folder / 'tasks.parquet'} written"
-
     try:
         result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
                           random_probes=random_probes, max_attempts_factor=max_attempts_factor,
                           attempts_hint="--max-attempts-factor", progress=progress)
     except ValidationFailed as e:
-        clear_failed()
-        write_json(e.result.validation_report(), failed / "validation.json")
-        _fail("tasks", f"{e}\n(every rejection: {failed / 'validation.json'}; {previous_run()})", code=1)
+        written = record_failure(e.result, out)
+        _fail("tasks", f"{e}\n(every rejection: {written}; {previous_run(out)})", code=1)
     except (ValueError, RegistryError) as e:
         _fail("tasks", str(e))
-    frame = tasks_to_frame(result.tasks)
-    source = str(folder / "tasks.parquet")
-    # A dry gate first, so a failing one writes its reports under OUT/failed/, never over the
-    # reports that describe the tasks.parquet already in OUT.
-    with tempfile.TemporaryDirectory() as dry:
-        passes = gate(frame, SUITES["tasks"], source=source, report_dir=Path(dry) / "quality",
-                      quarantine_dir=Path(dry) / "quarantine", raise_on_failure=False).success
-    if not passes:
-        clear_failed()
-        write_json(result.validation_report(), failed / "validation.json")
-        try:
-            gate(frame, SUITES["tasks"], source=source, report_dir=failed / "quality",
-                 quarantine_dir=failed / "quarantine")
-        except GateError as e:
-            _fail("tasks", f"the generated tasks fail their gate: {e}\n({failed}: this run's reports; "
-                           f"{previous_run()})", code=1)
     try:
-        gate(frame, SUITES["tasks"], source=source, report_dir=folder / "quality",
-             quarantine_dir=folder / "quarantine")
+        done = publish(result, out)
+    except TasksGateFailed as e:
+        _fail("tasks", f"{e}\n({e.failed}: this run's reports; {previous_run(out)})", code=1)
     except GateError as e:
         _fail("tasks", f"the generated tasks fail their gate: {e}", code=1)
-    write_parquet(frame, folder / "tasks.parquet")
-    write_json(result.validation_report(), folder / "validation.json")
-    stale = clear_failed()
-    by = frame.group_by("family", "split").len().sort("family", "split")
+    by = done.frame.group_by("family", "split").len().sort("family", "split")
     for fam, split, n in by.iter_rows():
         typer.echo(f"{fam:>24} {split:>14}: {n} kept")
-    typer.echo(f"kept {frame.height} tasks ({result.report['n_rejected']} drafts rejected) -> "
-               f"{folder / 'tasks.parquet'}; why each draft was rejected: {folder / 'validation.json'}"
-               + (f"; removed {failed} (an earlier failed run's reports)" if stale else ""))
-
+    typer.echo(f"kept {done.frame.height} tasks ({result.report['n_rejected']} drafts rejected) -> "
+               f"{done.tasks}; why each draft was rejected: {done.validation}"
+               + (f"; removed {done.removed_failed} (an earlier failed run's reports)" if done.removed_failed else ""))
 
 
 # ---------------------------------------------------------------------------------------
