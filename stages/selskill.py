@@ -19,7 +19,7 @@ from pathlib import Path
 
 from distillery.config import exit_on_config_error, load_section
 from distillery.evaluate.headline import SELSKILL, pick
-from distillery.io import read_parquet, write_json
+from distillery.io import read_parquet, require, write_json
 from distillery.lm.model import save_model_dir
 from distillery.mining.store import read_pool
 from distillery.train.card import card_prompt, iteration_log, resumable_run_dir
@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(SelSkillConfig, "selskill")
     t0 = time.perf_counter()
     tasks = tasks_from_frame(read_parquet(TASKS, "tasks"))
-    if not Path(SKILLS).is_file():
-        raise SystemExit(f"selskill: {SKILLS} is missing; run `dvc repro mine` first")
-    skills = read_pool(SKILLS)
+    skills = read_pool(require(SKILLS, "mine"))
     demos = tuple(read_parquet(f, "collect@oracle") for f in DEMOS)
     run_dir = resumable_run_dir("checkpoints/selskill", cfg, [Path(__file__), Path(cfg.model_dir) / "model.safetensors",
                                                               TASKS, SKILLS, *DEMOS])

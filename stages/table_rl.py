@@ -39,6 +39,7 @@ from distillery.vision.vlm import load_vlm_dir
 from stages.usage import take_no_options
 
 ITEMS = "data/tables/items.parquet"
+IMAGES = "data/tables/images"
 STATS = "data/tables/stats.json"
 SFT = "models/tables/sft"
 CRITIC = "models/tables/critic"
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(TableRLConfig, "table_rl")
     data = load_section(TableDataConfig, "table_data")
     torch.set_num_threads(1)
-    require(ITEMS, "table_data")       # a missing input named with its stage, before any work
+    for path, made_by in ((ITEMS, "table_data"), (IMAGES, "table_data"), (SFT, "table_train"), (CRITIC, "table_train")):
+        require(path, made_by)         # a missing input named with its stage, before any work
     t0 = time.perf_counter()
     tok = table_tokenizer()
     splits = {s: load_split(ITEMS, s, data.image_size, cfg.eval_items) for s in ("test", "test_large", "test_long")}
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = []
     first_seed = cfg.seeds[0]
     for i, it in enumerate(items[: cfg.n_examples]):
-        shutil.copy(f"data/tables/images/{it.item_id}.png", FIGURES / f"{it.item_id}.png")
+        shutil.copy(f"{IMAGES}/{it.item_id}.png", FIGURES / f"{it.item_id}.png")
         who = {"SFT warm-up": sft["test"]["chains"][i]}
         for r in results:
             if r["seed"] == first_seed and i < len(r["eval"]["test"]["chains"]):

@@ -24,6 +24,7 @@ from distillery.vision.tables import TableDataConfig
 from stages.usage import take_no_options
 
 ITEMS = "data/tables/items.parquet"
+IMAGES = "data/tables/images"
 MODELS = Path("models/tables")
 DETAILS = "reports/details/table_train.json"
 METRICS = "metrics/table_train.json"
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_section(TableDataConfig, "table_data")
     check_patches(cfg.vlm, "table_train", data.image_size, "table_data")
     # The jobs read the items in worker processes: a missing file is named here, with its stage.
-    require(ITEMS, "table_data")
+    for path in (ITEMS, IMAGES):
+        require(path, "table_data")
     t0 = time.perf_counter()
     jobs = [TableJob(kind, ITEMS, data.image_size, data.grid, f"checkpoints/table_train/{kind}", train_cfg=cfg,
                      params=to_dict(cfg)) for kind in ("sft", "critic")]

@@ -25,6 +25,7 @@ from stages.usage import take_no_options
 
 SCENES = "data/vision/scenes.parquet"
 POPE = "data/vision/pope.parquet"
+IMAGES = "data/vision/images"
 MODELS = "models/vision"
 METRICS = "metrics/vision_eval.json"
 DETAILS = "reports/details/vision_eval.json"
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_section(VisionEvalConfig, "vision_eval")
     seeds = load_section(VisionTrainConfig, "vision_train").seeds
     scene = load_section(SceneConfig, "vision_data")
-    for path in (SCENES, POPE):             # a missing input named with its stage, before any work
-        require(path, "vision_data")
+    for path, made_by in ((SCENES, "vision_data"), (POPE, "vision_data"), (IMAGES, "vision_data"), (MODELS, "vision_train")):
+        require(path, made_by)              # a missing input named with its stage, before any work
     t0 = time.perf_counter()
     out = run_eval(cfg, scenes_file=SCENES, pope_file=POPE, model_root=MODELS, seeds=seeds,
                    image_size=scene.image_size)

@@ -22,6 +22,7 @@ from distillery.vision.train import TrainJob, run_train_jobs, train_headline
 from stages.usage import take_no_options
 
 SCENES = "data/vision/scenes.parquet"
+IMAGES = "data/vision/images"
 MODELS = "models/vision"
 CHECKPOINTS = "checkpoints/vision_train"
 LIVE = "dvclive/vision_train"
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     scene = load_section(SceneConfig, "vision_data")
     check_patches(cfg.vlm, "vision_train", scene.image_size, "vision_data")
     # The jobs read the scenes in worker processes: a missing file is named here, with its stage.
-    require(SCENES, "vision_data")
+    for path in (SCENES, IMAGES):
+        require(path, "vision_data")
     t0 = time.perf_counter()
     common = dict(cfg=cfg, image_size=scene.image_size, grid=scene.grid, scenes_file=SCENES, model_root=MODELS,
                   checkpoint_root=CHECKPOINTS, live_root=LIVE, params=to_dict(cfg))

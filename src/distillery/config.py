@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from distillery.io import MissingInput
 from distillery.types import SPLITS
 
 T = TypeVar("T")
@@ -45,12 +46,16 @@ class ConfigError(ValueError):
 def exit_on_config_error(prog: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """Run a command line's `main(argv)`. A ConfigError (its message names the params.yaml key
     and what to change) ends it as argparse ends a usage error, with one line and exit 2,
-    rather than a traceback: it is the user's to fix, and nothing has been done yet."""
+    rather than a traceback: it is the user's to fix, and nothing has been done yet. A missing
+    input (`io.MissingInput`: the path, and the stage that makes it) is one line too, exit 1."""
     try:
         return main(argv) or 0
     except ConfigError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except MissingInput as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

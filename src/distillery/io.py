@@ -78,18 +78,23 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
+class MissingInput(FileNotFoundError):
+    """An input a command reads is not there. Its message names the path and, where known,
+    the stage that makes it: the user's to fix, so commands report it in one line."""
+
+
 def read_parquet(path: str | Path, what: str = "") -> pl.DataFrame:
     """Read a parquet file; a missing file says which stage makes it."""
     return pl.read_parquet(require(path, what))
 
 
 def require(path: str | Path, what: str = "") -> Path:
-    """`path`, or a FileNotFoundError saying which stage makes it (for an input that is read
-    later, e.g. by worker processes, so that it is named before any work)."""
+    """`path` (a file or a folder), or `MissingInput` saying which stage makes it (for an input
+    that is read later, e.g. by worker processes, so that it is named before any work)."""
     p = Path(path)
     if not p.exists():
         hint = f" (made by the `{what}` stage: run `dvc repro {what}`)" if what else ""
-        raise FileNotFoundError(f"{p}: not found{hint}")
+        raise MissingInput(f"{p}: not found{hint}")
     return p
 
 

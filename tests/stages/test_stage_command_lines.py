@@ -207,6 +207,30 @@ def test_a_missing_input_is_named_with_its_stage_before_any_work(name, made_by, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+@pytest.mark.parametrize(("name", "present", "missing", "made_by"), [
+    ("selskill", [], "data/tasks/tasks.parquet", "tasks"),
+    ("table_rl", ["data/tables/items.parquet", "data/tables/images/"], "models/tables/sft", "table_train"),
+    ("vision_eval", ["data/vision/scenes.parquet", "data/vision/pope.parquet", "data/vision/images/"],
+     "models/vision", "vision_train"),
+    ("sql_rl", [], "data/sql/tasks.parquet", "sql_tasks"),
+])
+def test_a_missing_input_is_one_line_naming_the_stage_that_makes_it(name, present, missing, made_by, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Run outside DVC, a stage whose input is not built says which and how to build it, in
+    one line with exit 1 (not a traceback), and writes nothing."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    for path in present:        # existence is all these stages check before the missing one
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).mkdir() if path.endswith("/") else (tmp_path / path).write_bytes(b"")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{name}")
+    assert exit_on_config_error(f"python -m stages.{name}", module.main, []) == 1
+    line = _one_error_line(capsys.readouterr().err, name)
+    assert line.endswith(f"{missing}: not found (made by the `{made_by}` stage: run `dvc repro {made_by}`)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 @pytest.mark.parametrize("name", ["collect", "sql_collect"])
 def test_an_unknown_policy_is_named_before_a_missing_input(name, tmp_path, monkeypatch, capsys):
     """`stages.collect nosuch` and `stages.sql_collect nosuch` both say the policy is unknown, in

