@@ -18,7 +18,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: metrics setup repro test test-fast lint bench grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
+.PHONY: metrics setup repro test test-fast lint bench gpu-kit grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -123,6 +123,19 @@ bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer mea
 	$(BIN)/python bench/pghs_scale.py
 	$(BIN)/python bench/gate_throughput.py
 	$(BIN)/python bench/vision_decoding.py
+
+# What bench/gpu_check.py needs on a lent GPU machine (docs/performance.md, "The GPU path"):
+# the agent track's inputs, and polars' wheels for that machine's Python 3.12. It has torch,
+# transformers and accelerate, and nothing can be installed there from the network.
+GPU_KIT ?= gpu_kit
+gpu-kit: setup  ## the inputs and wheels bench/gpu_check.py needs on a lent GPU machine, in gpu_kit/
+	$(BIN)/dvc repro collect@oracle
+	rm -rf $(GPU_KIT) && mkdir -p $(GPU_KIT)/inputs $(GPU_KIT)/wheels
+	cp data/tasks/tasks.parquet data/trajectories/oracle/episodes.parquet data/trajectories/oracle/steps.parquet $(GPU_KIT)/inputs/
+	$(BIN)/pip download --disable-pip-version-check -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d $(GPU_KIT)/wheels "polars==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("polars"))')"
+	@du -sh $(GPU_KIT)
 
 # The recorded grid (reports/internalize_grid.md) ran params.yaml's internalize section, 2 runs at a time.
 GRID_ARGS ?= --jobs 2 --replace

@@ -20,7 +20,7 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))   # the scripts import their sibling machine.py, as when run from bench/
 
 SCRIPTS = ("env_throughput", "sql_env_throughput", "gate_throughput", "pghs_scale", "train_throughput",
-           "rollout_throughput", "vision_decoding", "serve_load", "serve_parity")
+           "rollout_throughput", "vision_decoding", "serve_load", "serve_parity", "gpu_check")
 
 
 def parse(name: str, argv: list[str]) -> argparse.Namespace:
@@ -79,6 +79,11 @@ BAD = [
     ("serve_parity", ["--batch-size", "0"]),
     ("serve_parity", ["--max-new-tokens", "0"]),
     ("serve_parity", ["--threads", "-1"]),
+    ("gpu_check", ["--device", "gpu"]),
+    ("gpu_check", ["--warmup-steps", "0"]),
+    ("gpu_check", ["--induction-steps", "-1"]),
+    ("gpu_check", ["--rl-iterations", "-1"]),
+    ("gpu_check", ["--rl-tasks-per-family", "0"]),
 ]
 
 
