@@ -8,7 +8,14 @@ import pytest
 
 from distillery.agents.base import PolicySpec
 from distillery.config import ExecutorConfig, TasksConfig
-from distillery.rollout import RolloutConfig, make_jobs, run_batch, run_episodes
+from distillery.rollout import (
+    POLICY_ERROR_PREFIX,
+    RolloutConfig,
+    error_counts,
+    make_jobs,
+    run_batch,
+    run_episodes,
+)
 from distillery.tasks.generate import generate_tasks
 from distillery.types import ActionOutput
 
@@ -69,6 +76,13 @@ def test_policy_errors_become_errored_episodes_not_gaps(tasks):
     assert traj.episodes.height == len(tasks)
     bad = traj.episodes.filter(pl.col("family") == "save_note")
     assert bad["failure_mode"].to_list() == ["error"] and "endpoint unreachable" in bad["error"][0]
+    assert error_counts(traj.episodes) == (1, 0)      # the policy's, not the environment's
+
+
+def test_error_counts_tell_the_policy_from_the_environment():
+    episodes = pl.DataFrame({"error": ["", f"{POLICY_ERROR_PREFIX}timeout", "Traceback ...\nKeyError: 'x'", None]})
+    assert error_counts(episodes) == (1, 1)
+    assert error_counts(pl.DataFrame({"episode_id": ["e"]})) == (0, 0)
 
 
 def test_a_model_policy_sharded_over_processes_plays_as_inline(tasks, tmp_path):

@@ -631,7 +631,6 @@ def eval_cmd(
     import json
     from pathlib import Path
 
-    import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -641,6 +640,7 @@ def eval_cmd(
     from distillery.envs.base import env_spec
     from distillery.quality import GateError
     from distillery.registry import RegistryError
+    from distillery.rollout import error_counts
 
     # The names first: a misspelt one is reported before any other check or any task is made.
     try:
@@ -713,19 +713,15 @@ def eval_cmd(
     for r in result.table.sort(pl_family_key()).iter_rows(named=True):
         table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
     Console().print(table)
-    error = result.episodes["error"] if "error" in result.episodes.columns else pl.Series([], dtype=pl.String)
-    errors = int(error.ne("").sum())
-    # The rollout prefixes what the policy reported; anything else is a traceback from the
-    # environment (its reset, step or verify raised).
-    by_policy = int(error.str.starts_with("policy error").sum())
-    for count, side in ((by_policy, "a policy error"), (errors - by_policy, "an error of the environment")):
+    by_policy, by_env = error_counts(result.episodes)
+    for count, side in ((by_policy, "a policy error"), (by_env, "an error of the environment")):
         if count:
             console.print(f"[yellow]{count} episodes ended with {side} (see {folder / 'episodes.parquet'}, "
                           "column error)[/yellow]")
     if result.notes:
         console.print(f"policy notes: {result.notes}")
     typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")
-    if errors and errors == result.episodes.height:
+    if by_policy + by_env == result.episodes.height > 0:
         # Nothing was measured (a wrong --model, an endpoint that is down): the tables say
         # success 0, which must not pass for a result.
         first = str(result.episodes.filter(result.episodes["error"].ne(""))["error"][0]).strip().splitlines()

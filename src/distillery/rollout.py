@@ -167,6 +167,20 @@ def _finalize(run: _Running, policy: Policy, cfg: RolloutConfig, mutating_tools:
     )
 
 
+# An episode's `error` starts with this when the policy, not the environment, ended it.
+POLICY_ERROR_PREFIX = "policy error: "
+
+
+def error_counts(episodes: pl.DataFrame) -> tuple[int, int]:
+    """(episodes ended by a policy error, episodes ended by an error of the environment: its
+    reset, step or verify raised) in an episodes table."""
+    if "error" not in episodes.columns:
+        return 0, 0
+    error = episodes["error"].fill_null("")
+    by_policy = int(error.str.starts_with(POLICY_ERROR_PREFIX).sum())
+    return by_policy, int(error.ne("").sum()) - by_policy
+
+
 class PolicyError(RuntimeError):
     """A policy broke its contract: `act` raised, or did not return one ActionOutput per context.
     (A policy that cannot produce an action returns one with `error` set: that ends only the
@@ -257,7 +271,7 @@ def run_batch(
                 r.injected.update(ctx.experience_ids)
                 if out.error:
                     # The policy could not produce an action: record why, end the episode.
-                    r.errored = f"policy error: {out.error}"
+                    r.errored = f"{POLICY_ERROR_PREFIX}{out.error}"
                     r.done = True
                     continue
                 try:
