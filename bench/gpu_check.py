@@ -34,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from distillery.agents.hf import resolve_device  # noqa: E402
 from distillery.config import load_section, read_params  # noqa: E402
 from distillery.io import read_parquet, write_json  # noqa: E402
 from distillery.lm.model import save_model_dir  # noqa: E402
@@ -59,12 +60,10 @@ def device_line(device: str) -> dict[str, object]:
 
 
 def resolve(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: --device cuda, but torch sees no CUDA device "
                          f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-    return device
+    return resolve_device(device).type
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--data", default="gpu_kit/inputs",
                     help=f"folder of {', '.join(INPUTS)} (the tasks stage's table, the oracle's trajectories)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train and roll out")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where to train (the RL rollouts' policy picks CUDA wherever there is one, as in the stages: "
+                         "take the CPU's figures on a machine without a GPU)")
     ap.add_argument("--warmup-steps", type=positive_int, default=None,
                     help="the warm-up's optimizer steps (default: params.yaml's warmup.train.max_steps)")
     ap.add_argument("--induction-steps", type=non_negative_int, default=None,

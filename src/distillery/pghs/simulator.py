@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from distillery.config import PghsLLMConfig
-from distillery.io import MissingInput, write_json, write_parquet, write_text
+from distillery.io import require, write_json, write_parquet, write_text
 from distillery.pghs.data import (
     COUPON_TYPES,
     MERCHANT_FEATURES,
@@ -132,10 +132,7 @@ class Simulator:
     @classmethod
     def load(cls, directory: str | Path) -> Simulator:
         directory = Path(directory)
-        spec_path = directory / "simulator.json"
-        if not spec_path.exists():
-            raise MissingInput(f"{spec_path}: not found (made by the `pghs` stage: run `dvc repro pghs`)")
-        spec = json.loads(spec_path.read_text())
+        spec = json.loads(require(directory / "simulator.json", "pghs").read_text())
         policies = PolicySet.from_json(json.loads((directory / "policies.json").read_text()))
         merchants_path = directory / "merchants.parquet"
         return cls(
