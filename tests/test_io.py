@@ -1,12 +1,20 @@
-"""distillery.io: writes that a killed process cannot leave half done."""
+"""distillery.io: writes that a killed process cannot leave half done, and missing inputs named with their stage."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from distillery.io import atomic_path, write_folder, write_json
+from distillery.io import (
+    MODEL_FOLDERS,
+    MissingInput,
+    atomic_path,
+    stage_writing,
+    write_folder,
+    write_json,
+)
 
 
 def test_write_folder_replaces_the_folder_whole_and_returns_each_files_sha256(tmp_path):
@@ -45,3 +53,45 @@ def test_a_failed_atomic_write_keeps_the_previous_file_and_leaves_no_temp(tmp_pa
         raise RuntimeError("killed mid-write")
     assert path.read_text() == '{\n  "v": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def _model_outs_in_dvc_yaml() -> dict[str, str]:
+    """dvc.yaml's outputs under models/, each with its stage (foreach stages by their template)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    found = {}
+    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        for out in (stage["do"] if "foreach" in stage else stage).get("outs", []):
+            path = out if isinstance(out, str) else next(iter(out))
+            if path.startswith("models/"):
+                found[path] = name
+    return found
+
+
+def test_the_model_folders_and_their_stages_are_dvc_yamls():
+    assert MODEL_FOLDERS == _model_outs_in_dvc_yaml()
+
+
+def test_stage_writing_names_the_stage_for_a_folder_or_anything_inside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert stage_writing("models/warmup") == "warmup"
+    assert stage_writing("./models/twx/rl/") == "twx_rl"
+    assert stage_writing("models/vision/vlm-seed0") == "vision_train"
+    assert stage_writing(tmp_path / "models" / "distilled") == "distill"
+    for elsewhere in ("models/warmup_copy", "models", "mine/models/warmup", "/elsewhere/models/rl", "models/twx"):
+        assert stage_writing(elsewhere) == "", elsewhere
+
+
+def test_a_missing_model_folder_names_the_stage_that_writes_it(tmp_path, monkeypatch):
+    from distillery.lm.model import load_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingInput, match=r"^models/teacher: not found \(made by the `teacher` stage: "
+                                           r"run `dvc repro teacher`\)$"):
+        load_model_dir("models/teacher")
+    with pytest.raises(MissingInput, match=r"^mine: not found$"):
+        load_model_dir("mine")
+    (tmp_path / "models" / "rl").mkdir(parents=True)     # there, but not a model
+    with pytest.raises(MissingInput, match="models/rl: not a model directory"):
+        load_model_dir("models/rl")

@@ -98,6 +98,33 @@ def require(path: str | Path, what: str = "") -> Path:
     return p
 
 
+# The model folders the pipeline's stages write (their `dvc.yaml` outs), so that a missing
+# model is reported with the stage to run. tests/test_io.py holds this equal to dvc.yaml.
+MODEL_FOLDERS = {
+    "models/warmup": "warmup", "models/teacher": "teacher", "models/student_weak": "student_weak",
+    "models/internalized": "internalize", "models/rl": "rl", "models/selskill": "selskill",
+    "models/distilled": "distill", "models/sql_warmup": "sql_warmup", "models/sql_rl": "sql_rl",
+    "models/vision": "vision_train", "models/tables": "table_train", "models/pghs": "pghs",
+    "models/twx/warmup": "twx_warmup", "models/twx/internalized": "twx_internalize", "models/twx/rl": "twx_rl",
+}
+
+
+def stage_writing(path: str | Path) -> str:
+    """The stage whose model folder is or holds `path` (relative to the working directory, where
+    stages run), or '' for a path no stage writes."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.relative_to(Path.cwd())
+        except ValueError:
+            return ""
+    parts = Path(os.path.normpath(p)).parts
+    for folder, stage in MODEL_FOLDERS.items():
+        if parts[:len(Path(folder).parts)] == Path(folder).parts:
+            return stage
+    return ""
+
+
 def _jsonable(o: Any) -> Any:
     if hasattr(o, "item"):          # numpy scalars
         return o.item()

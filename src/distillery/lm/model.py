@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from distillery.config import _f
-from distillery.io import MissingInput
+from distillery.io import MissingInput, require, stage_writing
 
 CARD_FILE = "card.json"
 
@@ -240,6 +240,7 @@ def load_model_dir(path: str | Path, *, dtype: str | None = None) -> LoadedModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
+    require(path, stage_writing(path))
     if not (path / "config.json").is_file():
         raise MissingInput(f"{path}: not a model directory (no config.json); expected one written "
                                 "by lm.model.save_model_dir or a transformers checkpoint")

@@ -44,7 +44,7 @@ import torch
 
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
-from distillery.io import MissingInput, write_text
+from distillery.io import MissingInput, stage_writing, write_text
 from distillery.rollout import Trajectories
 from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example, collate
@@ -307,8 +307,8 @@ def run_distill(cfg: DistillConfig, tasks: Sequence[Task], dataset: tuple[pl.Dat
         raise ValueError(f"distill: no {cfg.learn_split!r} or {cfg.test_split!r} tasks")
     for what, d in (("student", cfg.student_dir), ("teacher", cfg.teacher_dir)):
         if not (Path(d) / "card.json").is_file() and not (Path(d) / "config.json").is_file():
-            # models/<name> is written by the stage <name> (warmup, student_weak, teacher)
-            made_by = f"; run its stage (`dvc repro {Path(d).name}`)" if Path(d).parent == Path("models") else ""
+            stage = stage_writing(d)
+            made_by = f"; run its stage (`dvc repro {stage}`)" if stage else ""
             raise MissingInput(f"distill: the {what} model directory {d!r} does not exist{made_by}")
     by_id = {t.task_id: t for t in tasks}
     data_tasks = {t.task_id: t for t in tasks if t.split == cfg.gkd_dataset_split}

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from distillery.io import MissingInput
+from distillery.io import MissingInput, require, stage_writing
 from distillery.train.data import Example, example_from_mask
 from distillery.train.losses import IGNORE_INDEX, sft_loss
 from distillery.vision.config import VLMConfig
@@ -273,6 +273,7 @@ def load_vlm_dir(path: str | Path, attn_implementation: str = "eager") -> Loaded
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     path = Path(path)
+    require(path, stage_writing(path))
     if not (path / "config.json").is_file():
         raise MissingInput(f"{path}: not a model directory (no config.json); the vision_train or table_train "
                            "stage writes them")
