@@ -23,7 +23,8 @@ attention scores and padding are not counted, so it is the useful work, a lower 
 the arithmetic done) against the machine's fp32 matmul peak, measured in the same run by
 timing a 2048^3 matmul before the rounds and after each, the best counting. A breakdown
 shows where each side's time goes: prefill forward passes, one-token decode forward
-passes, and the rest (environment, prompt rendering, the sampling loop). A decode pass's
+passes, the environment's calls, and the rest (prompt rendering, the sampling loop and the
+cache's bookkeeping). A decode pass's
 time is fitted as a fixed cost plus a cost per row. A critical-path line sets the longest
 episode's generated tokens (a serial chain) against the
 tokens the batched side's per-step `act` calls decode (each call as long as its longest
@@ -50,6 +51,7 @@ both sides, and not the action lengths a trained model produces.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -66,7 +68,7 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from distillery.agents.prompts import MARKERS, PromptConfig, render_prompt_ids  # noqa: E402
-from distillery.envs.base import tool_specs  # noqa: E402
+from distillery.envs.base import PROTOCOL_METHODS, make_env, tool_specs  # noqa: E402
 from distillery.types import Context, Task, Turn  # noqa: E402
 from machine import (  # noqa: E402
     best_peak,
@@ -199,6 +201,51 @@ class ForwardTimer:
             h.remove()
 
 
+class EnvTimer:
+    """Wall time inside the environment's calls (the Environment protocol's `reset`, `step`,
+    `verify`, `state_hash`, `close`) on either side, by wrapping those methods of its class
+    while the benchmark runs (an environment has no hooks). A call made from inside another
+    (a step that hashes the state) is counted once, in the outer call."""
+
+    METHODS = PROTOCOL_METHODS
+
+    def __init__(self, env_class: type) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._depth = 0
+        self._class = env_class
+        self._own = {m: env_class.__dict__[m] for m in self.METHODS if m in env_class.__dict__}
+        for name in self.METHODS:
+            if hasattr(env_class, name):
+                setattr(env_class, name, self._timed(getattr(env_class, name)))
+
+    def _timed(self, method: Any) -> Any:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += time.perf_counter() - t0
+                    self.calls += 1
+        return call
+
+    def reset(self) -> float:
+        """Seconds inside the environment since the last reset; zeroes."""
+        out, self.seconds, self.calls = self.seconds, 0.0, 0
+        return out
+
+    def remove(self) -> None:
+        for name in self.METHODS:
+            if name in self._own:
+                setattr(self._class, name, self._own[name])
+            elif name in self._class.__dict__:
+                delattr(self._class, name)     # inherited: the base class's method shows again
+
+
 # ---------------------------------------------------------------------------------------
 # The two sides
 # ---------------------------------------------------------------------------------------
@@ -215,6 +262,7 @@ class Side:
     partial: str = ""                 # the task whose episode the time budget cut short
     prefill_s: float = 0.0            # of `seconds`, inside prefill forward passes
     decode_s: float = 0.0             # ... and inside one-token decode forward passes
+    env_s: float = 0.0                # ... and inside the environment's calls
     forwards: int = 0
     prefill_padding: float = 0.0      # share of prefill positions that were left padding
     actions: dict[str, list[str]] = field(default_factory=dict)   # task_id -> actions
@@ -269,8 +317,6 @@ def naive_generate(model: Any, prompt: list[int], stop_ids: list[int], pad_id: i
 def run_naive(policy: Any, tasks: Sequence[Task], budget_s: float) -> Side:
     """Episodes one at a time, one `model.generate` per step, until `budget_s` is spent (the
     episode running then is cut short: its steps so far count, and are compared)."""
-    from distillery.envs.base import make_env
-
     model, tok = policy.lm, policy.tok
     stop_ids, pad_id = list(policy.stop_ids), policy.pad_id
     max_new = policy.sampling.max_new_tokens
@@ -482,20 +528,26 @@ def main(argv: list[str] | None = None) -> int:
     # round starts only if another like the last still fits the time budget.
     timer = ForwardTimer(lm)
     timer.reset()
+    probe = make_env("stage")
+    env_timer = EnvTimer(type(probe))
+    probe.close()
     rounds: list[tuple[Side, Side]] = []
     t_start = time.perf_counter()
     while len(rounds) < args.rounds:
         t0 = time.perf_counter()
         b = run_batched(policy, tasks, args.batch_size, args.seed)
         b.prefill_s, b.decode_s, b.forwards, b.prefill_padding, b.decode_passes = timer.reset()
+        b.env_s = env_timer.reset()
         n = run_naive(policy, tasks, args.naive_budget)
         n.prefill_s, n.decode_s, n.forwards, n.prefill_padding, n.decode_passes = timer.reset()
+        n.env_s = env_timer.reset()
         rounds.append((b, n))
         last = time.perf_counter() - t0
         peaks.append(matmul_peak(device))
         if time.perf_counter() - t_start + last > args.max_seconds:
             break
     timer.remove()
+    env_timer.remove()
     peak, line = best_peak(peaks, "fp32")
     print(line)
     batched = max((r[0] for r in rounds), key=lambda s: s.steps_per_s)
@@ -518,9 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     print("where the time went (s per environment step):")
     for name, s in (("batched", batched), ("naive", naive)):
         n = max(s.steps, 1)
-        rest = s.seconds - s.prefill_s - s.decode_s
+        rest = s.seconds - s.prefill_s - s.decode_s - s.env_s
         print(f"  {name:8} prefill {s.prefill_s / n * 1e3:7.1f} ms   decode {s.decode_s / n * 1e3:7.1f} ms   "
-              f"rest (env, prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
+              f"environment {s.env_s / n * 1e3:6.1f} ms   rest (prompts, sampling loop) {rest / n * 1e3:6.1f} ms   "
               f"({s.forwards} forward passes; {s.prefill_padding:.0%} of prefill positions padding)")
     fixed, per_row = pass_cost(batched.decode_passes)
     rows = [r for r, _ in batched.decode_passes]

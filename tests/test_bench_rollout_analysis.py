@@ -67,3 +67,55 @@ def test_a_one_turn_window_cuts_every_prompt_from_the_third_step(episode):
     # step 1 still extends step 0; steps 2-4 drop their oldest turn
     assert (rp.later, rp.cut) == (4, 3)
     assert 0 < rp.cut_prefilled < rp.prefilled
+
+
+class _Env:
+    """Stands in for an environment class whose step calls another protocol method."""
+
+    def reset(self, task):
+        return "obs"
+
+    def step(self, action):
+        return self.state_hash()
+
+    def state_hash(self):
+        return "h"
+
+
+class _SubEnv(_Env):
+    def verify(self):
+        return "v"
+
+
+def test_env_timer_counts_each_outer_call_once_and_puts_the_methods_back():
+    own = dict(_SubEnv.__dict__)
+    timer = bench.EnvTimer(_SubEnv)
+    env = _SubEnv()
+    assert (env.reset(None), env.step("a"), env.verify()) == ("obs", "h", "v")
+    assert timer.calls == 3                       # the step's own state_hash is inside the step
+    assert timer.seconds > 0.0
+    timer.reset()
+    assert (timer.calls, timer.seconds) == (0, 0.0)
+    _Env().step("a")                              # the base class is not wrapped
+    assert timer.calls == 0
+    timer.remove()
+    assert dict(_SubEnv.__dict__) == own          # inherited methods are the base's again
+
+
+def test_env_timer_over_the_real_stage_environment():
+    from distillery.envs.actions import format_call
+    from distillery.envs.base import make_env
+
+    tasks = generate_tasks(TasksConfig(families=["save_note"], n_train_per_family=1, n_test_per_family=0,
+                                       random_probes=0), progress=False).tasks
+    env = make_env("stage")
+    timer = bench.EnvTimer(type(env))
+    try:
+        env.reset(tasks[0])
+        for action in tasks[0].reference_solution:
+            env.step(format_call(action))
+        assert env.verify().success
+    finally:
+        env.close()
+        timer.remove()
+    assert timer.calls == 2 + len(tasks[0].reference_solution) + 1
