@@ -207,15 +207,13 @@ class EnvTimer:
     while the benchmark runs (an environment has no hooks). A call made from inside another
     (a step that hashes the state) is counted once, in the outer call."""
 
-    METHODS = PROTOCOL_METHODS
-
     def __init__(self, env_class: type) -> None:
         self.seconds = 0.0
         self.calls = 0
         self._depth = 0
         self._class = env_class
-        self._own = {m: env_class.__dict__[m] for m in self.METHODS if m in env_class.__dict__}
-        for name in self.METHODS:
+        self._own = {m: env_class.__dict__[m] for m in PROTOCOL_METHODS if m in env_class.__dict__}
+        for name in PROTOCOL_METHODS:
             if hasattr(env_class, name):
                 setattr(env_class, name, self._timed(getattr(env_class, name)))
 
@@ -239,7 +237,7 @@ class EnvTimer:
         return out
 
     def remove(self) -> None:
-        for name in self.METHODS:
+        for name in PROTOCOL_METHODS:
             if name in self._own:
                 setattr(self._class, name, self._own[name])
             elif name in self._class.__dict__:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
 from distillery.io import (
     MODEL_FOLDERS,
@@ -59,9 +59,8 @@ def _model_outs_in_dvc_yaml() -> dict[str, str]:
     """dvc.yaml's outputs under models/, each with its stage (foreach stages by their template)."""
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
     found = {}
-    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
         for out in (stage["do"] if "foreach" in stage else stage).get("outs", []):
             path = out if isinstance(out, str) else next(iter(out))
             if path.startswith("models/"):
