@@ -118,4 +118,4 @@ def test_env_timer_over_the_real_stage_environment():
     finally:
         env.close()
         timer.remove()
-    assert timer.calls == 2 + len(tasks[0].reference_solution) + 1
+    assert timer.calls == 1 + len(tasks[0].reference_solution) + 2   # reset, each step, verify and close
