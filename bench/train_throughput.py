@@ -23,8 +23,14 @@ machine's matmul peak in the run's precision, measured here on a 2048^3 matmul b
 rounds and after each (the best counts). (On a CPU with AMX, bf16 matmuls run several times
 faster than fp32 ones, so the two precisions have very different peaks.)
 
+``--last-layer-at-targets`` adds a third side: our loop with the decoder's last layer run only
+at the positions that predict a target (`lm.target_forward`; off in the pipeline's stages,
+whose recorded results were made with the whole forward). Its FLOP rate is counted as the
+others', so its share of the peak says how fast it trains, not how much it computes.
+
     python bench/train_throughput.py [--steps 30] [--rounds 2] [--batch-size 16] [--threads N]
                                      [--precision auto|fp32|bf16] [--model-size bench|warmup]
+                                     [--last-layer-at-targets]
 """
 
 from __future__ import annotations
@@ -85,11 +91,15 @@ MODEL_SIZES = {"bench": {}, "warmup": dict(hidden_size=128, n_layers=2, n_heads=
                                            intermediate_size=384)}
 
 
+OURS = "distillery train()"
+OURS_LAST_LAYER = "distillery train(), last layer at targets"
+
+
 def model_config(args) -> ModelConfig:
     return ModelConfig(init_seed=args.seed, **MODEL_SIZES[args.model_size])
 
 
-def run_ours(tok, data: list[Example], args) -> tuple[float, float, int]:
+def run_ours(tok, data: list[Example], args, last_layer_at_targets: bool = False) -> tuple[float, float, int]:
     model = build_model(model_config(args), tok)
     cfg = TrainConfig(lr=args.lr, warmup_steps=args.warmup, max_steps=args.steps, batch_size=args.batch_size,
                       grad_accum=1, max_seq_len=args.max_len, seed=args.seed, log_every=args.steps,
@@ -97,7 +107,7 @@ def run_ours(tok, data: list[Example], args) -> tuple[float, float, int]:
                       mixed_precision="bf16" if args.precision == "bf16" else "no")
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = train(model, data, [], cfg, out)
+        result = train(model, data, [], cfg, out, last_layer_at_targets=last_layer_at_targets)
         wall = time.perf_counter() - t0
     tokens = int(result.metrics["tokens"])
     return tokens / wall, wall, tokens
@@ -154,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bench: ModelConfig's defaults (about 3M parameters); warmup: the agent "
                          "track's warm-up student")
     ap.add_argument("--skip-group-by-length", action="store_true", help="run TRL with its default sampler only")
+    ap.add_argument("--last-layer-at-targets", action="store_true",
+                    help="also run our loop with train(last_layer_at_targets=True): the decoder's last layer "
+                         "only at the positions that predict a target (off in the pipeline's stages)")
     return ap
 
 
@@ -194,8 +207,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Rounds alternate the sides, so a burst of load from elsewhere on the machine hits
     # both; each side reports its best round (the least disturbed) and its median.
-    sides = {"distillery train()": lambda: run_ours(tok, data, args),
-             "TRL SFTTrainer (random sampler)": lambda: run_trl(tok, data, args, "random")}
+    sides = {OURS: lambda: run_ours(tok, data, args)}
+    if args.last_layer_at_targets:
+        sides[OURS_LAST_LAYER] = lambda: run_ours(tok, data, args, last_layer_at_targets=True)
+    sides["TRL SFTTrainer (random sampler)"] = lambda: run_trl(tok, data, args, "random")
     if not args.skip_group_by_length:
         sides["TRL SFTTrainer (group_by_length)"] = lambda: run_trl(tok, data, args, "group_by_length")
     runs: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
@@ -208,17 +223,21 @@ def main(argv: list[str] | None = None) -> None:
     peak, line = best_peak(peaks, args.precision)
     print(line)
 
-    print(f"\n{'run':36s} {'best tok/s':>10s} {'median':>8s} {'model GFLOP/s':>14s} {'of peak':>8s}")
+    print(f"\n{'run':42s} {'best tok/s':>10s} {'median':>8s} {'model GFLOP/s':>14s} {'of peak':>8s}")
     best = {}
     for name, rs in runs.items():
         tps = sorted(r[0] for r in rs)
         best[name] = tps[-1]
         flops = 6 * n * tps[-1]
-        print(f"{name:36s} {tps[-1]:10.0f} {tps[len(tps) // 2]:8.0f} {flops / 1e9:14.2f} {flops / peak:8.1%}")
-    ours = best.pop("distillery train()")
+        print(f"{name:42s} {tps[-1]:10.0f} {tps[len(tps) // 2]:8.0f} {flops / 1e9:14.2f} {flops / peak:8.1%}")
+    ours = best.pop(OURS)
+    ours_last_layer = best.pop(OURS_LAST_LAYER, None)
     for name, tps in best.items():
         print(f"ours / {name}: {ours / tps:.2f}x")
     print(f"ours / best TRL: {ours / max(best.values()):.2f}x  (load average now {os.getloadavg()[0]:.2f})")
+    if ours_last_layer is not None:
+        print(f"ours, last layer at targets / best TRL: {ours_last_layer / max(best.values()):.2f}x; "
+              f"/ ours: {ours_last_layer / ours:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ import torch
 
 from distillery.agents.prompts import PromptConfig, episode_example_ids
 from distillery.lm.model import ModelConfig, build_model
+from distillery.lm.target_forward import decoder_at_targets
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.train.config import TrainConfig
 from distillery.train.data import (
@@ -270,6 +271,33 @@ def test_fused_and_unfused_adamw_are_the_same_update_up_to_rounding(tok, tmp_pat
     train(plain, examples, [], cfg, tmp_path / "b", fused_adamw=False)
     for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_last_layer_at_targets_trains_as_the_whole_forward_up_to_rounding(tok, tmp_path, monkeypatch):
+    import distillery.train.loop as loop
+
+    calls = []
+    monkeypatch.setattr(loop, "decoder_at_targets", lambda *a: calls.append(1) or decoder_at_targets(*a))
+    examples = make_examples(tok, 16, 0)
+    cfg = quiet(lr=3e-3, max_steps=4, batch_size=4, dvclive=False, save_every=2)
+    whole, targeted = build_model(ModelConfig(**TINY), tok), build_model(ModelConfig(**TINY), tok)
+    a = train(whole, examples, [], cfg, tmp_path / "a")
+    assert not calls
+    b = train(targeted, examples, [], cfg, tmp_path / "b", last_layer_at_targets=True)
+    assert len(calls) == 4          # one micro-batch a step
+    assert a.metrics["tokens"] == b.metrics["tokens"]
+    torch.testing.assert_close(b.metrics["train_loss"], a.metrics["train_loss"], rtol=1e-5, atol=0)
+    for (name, p), q in zip(whole.named_parameters(), targeted.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    # The setting holds for the run only; outside it `action_logits` runs the whole decoder.
+    assert loop._LAST_LAYER_AT_TARGETS.get() is False
+    # A checkpoint of one forward is not resumed by a run of the other: their updates round apart.
+    again = train(build_model(ModelConfig(**TINY), tok), examples, [], cfg, tmp_path / "b")
+    assert again.resumed_from is None
+    assert train(build_model(ModelConfig(**TINY), tok), examples, [], cfg, tmp_path / "b",
+                 last_layer_at_targets=True).resumed_from is None
+    assert train(build_model(ModelConfig(**TINY), tok), examples, [], cfg, tmp_path / "b",
+                 last_layer_at_targets=True).resumed_from == 4
 
 
 def test_bf16_autocast_trains_like_fp32_and_keeps_fp32_weights(tok, tmp_path, caplog):
