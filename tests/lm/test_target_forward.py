@@ -95,3 +95,13 @@ def test_a_model_it_cannot_run_is_refused_by_name():
         with pytest.raises(ValueError, match="decoder_at_targets needs a Llama model with SDPA attention"):
             decoder_at_targets(model, ids, rows, cols)
     assert supports(llama(2))
+
+
+def test_no_selected_position_gives_no_rows_and_a_gradient_of_zero():
+    model = llama(2)
+    ids, _, _ = right_padded_batch()
+    none = torch.zeros(0, dtype=torch.long)
+    hidden = decoder_at_targets(model, ids, none, none)
+    assert hidden.shape == (0, 32)
+    model.get_output_embeddings()(hidden).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
