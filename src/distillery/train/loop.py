@@ -427,10 +427,10 @@ def train(
     kernel: the same update, rounded differently (about 1e-7 relative per step), for a
     trainer whose recorded results were made with it. `last_layer_at_targets=True` runs the
     decoder's last layer only at the positions that predict a target (`lm.target_forward`,
-    for Llama models with SDPA attention; others run whole): 1.16-1.31x faster steps on the
-    small models measured (docs/performance.md), the same forward values, gradients that
-    round differently in their last bits, so off by default: the recorded runs were made
-    with the whole forward.
+    for Llama models with SDPA attention; others run whole): 1.13-1.40x faster training on
+    the small models measured (docs/performance.md), the same forward values where measured,
+    but gradients that round differently in their last bits, so off by default: the recorded
+    runs were made with the whole forward.
     """
     if not train_examples:
         raise ValueError("train: no training examples")
