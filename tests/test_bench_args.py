@@ -175,6 +175,8 @@ def test_the_defaults_and_the_zeros_that_mean_something_still_parse():
                                              "strategies": 5000, "threads": 1}
     train = parse("train_throughput", ["--warmup", "0", "--threads", "0", "--seed", "-3", "--precision", "fp32"])
     assert (train.warmup, train.threads, train.seed, train.steps, train.lr) == (0, 0, -3, 30, 1e-3)
+    assert not train.last_layer_at_targets
+    assert parse("train_throughput", ["--last-layer-at-targets"]).last_layer_at_targets
     roll = parse("rollout_throughput", ["--threads", "0", "--max-seconds", "0", "--device", "auto"])
     assert (roll.threads, roll.max_seconds, roll.device, roll.model_dir, roll.n_tasks) == (0, 0.0, "auto", None, 120)
     # left at its default, a model that has not been trained falls back to an untrained one
