@@ -114,3 +114,29 @@ def test_reusing_an_episodes_prefix_states_changes_nothing(chunk):
     for a, b in zip(reused, scratch, strict=True):
         assert a.token_ids == b.token_ids and a.stopped == b.stopped
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+
+
+def test_rows_that_leave_the_batch_leave_the_others_logprobs_those_of_a_forward_pass(monkeypatch):
+    """Finished rows are dropped from the cache (only its filled positions are copied):
+    the rows that go on decode from the right keys and values."""
+    from distillery.lm.generate import DROP_FINISHED_SHARE, _preallocated_layer_class
+
+    layer_class = _preallocated_layer_class()
+    dropped = []
+    select = layer_class.batch_select_indices
+    monkeypatch.setattr(layer_class, "batch_select_indices",
+                        lambda self, indices: (dropped.append(len(indices)), select(self, indices))[1])
+    model = tiny_model(0.5)
+    prompts = (PROMPTS * DROP_FINISHED_SHARE)[:DROP_FINISHED_SHARE]
+    prompts = [p + [10 + i] for i, p in enumerate(prompts)]   # every row its own continuation
+    first = generate(model, prompts[:1], stop_ids=[STOP], pad_id=PAD,
+                     sampling=SamplingConfig(max_new_tokens=1))[0].token_ids[0]
+    gens = generate(model, prompts, stop_ids=[first], pad_id=PAD, sampling=SamplingConfig(max_new_tokens=10))
+    assert gens[0].token_ids == [first] and dropped, "row 0 stops at once and leaves the batch"
+    assert max(len(g.token_ids) for g in gens) > 3
+    for prompt, g in zip(prompts, gens, strict=True):
+        seq = torch.tensor([prompt + g.token_ids])
+        with torch.no_grad():
+            logp = model(seq).logits[0].float().log_softmax(-1)
+        pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(g.token_ids))
+        torch.testing.assert_close(torch.tensor(g.logprobs), logp[pos, torch.tensor(g.token_ids)], atol=1e-4, rtol=0)

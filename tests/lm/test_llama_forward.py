@@ -37,11 +37,14 @@ def llama(kv_heads: int, seed: int = 0, attn: str = "sdpa", rope: str = "default
 PROMPTS = [[5, 9, 12, 7], [30], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [40, 41, 17], [8] * 9]
 
 
-@pytest.mark.parametrize(("kv_heads", "rope"), [(4, "default"), (2, "default"), (2, "linear"), (4, "llama3"),
-                                               (4, "dynamic")])
+@pytest.mark.parametrize(("kv_heads", "rope", "dtype"), [
+    (4, "default", torch.float32), (2, "default", torch.float32), (2, "linear", torch.float32),
+    (4, "llama3", torch.float32), (4, "dynamic", torch.float32),
+    (2, "default", torch.bfloat16),   # the GPU path's precision: the norms cast to float32 and back
+])
 @torch.inference_mode()
-def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads, rope):
-    model = llama(kv_heads, rope=rope)
+def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads, rope, dtype):
+    model = llama(kv_heads, rope=rope).to(dtype)
     ids = torch.tensor([[PAD, PAD, 5, 6, 7], [9, 8, 7, 6, 5]])
     mask = (ids != PAD).long()
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -52,14 +55,17 @@ def test_one_forward_pass_equals_the_models_logits_and_cache(kv_heads, rope):
     assert torch.equal(ours, theirs)
     for a, b in zip(ours_cache.layers, theirs_cache.layers, strict=True):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
-    # One decode step on top, with the padding still in the mask.
-    nxt = torch.tensor([[3], [4]])
-    mask2 = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], -1)
-    pos2 = pos[:, -1:] + 1
-    ours = LlamaForward(model)(nxt, mask2, pos2, ours_cache)
-    theirs = model(input_ids=nxt, attention_mask=mask2, position_ids=pos2, use_cache=True,
-                   **{cache_kwarg(model): theirs_cache}).logits
-    assert torch.equal(ours, theirs)
+    # Decode steps on top (the one-token pass), with the padding still in the mask.
+    for nxt in (torch.tensor([[3], [4]]), torch.tensor([[60], [2]]), torch.tensor([[7], [7]])):
+        mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], -1)
+        pos = pos[:, -1:] + 1
+        ours = LlamaForward(model)(nxt, mask, pos, ours_cache)
+        theirs = model(input_ids=nxt, attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{cache_kwarg(model): theirs_cache}).logits
+        assert ours.shape == theirs.shape == (2, 1, VOCAB)
+        assert torch.equal(ours, theirs)
+    for a, b in zip(ours_cache.layers, theirs_cache.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])

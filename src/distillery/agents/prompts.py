@@ -69,13 +69,18 @@ _ENC_CACHE_ATTR = "_distillery_encoded"
 _ENC_CACHE_MAX = 100_000
 
 
-def _enc(tok: Any, text: str) -> list[int]:
-    """Token ids of `text`. Memoised on the tokenizer itself (so it lives and dies with
-    it): acting re-renders every past turn at every step."""
+def _memo(tok: Any) -> dict[Any, Any]:
+    """The memo kept on the tokenizer itself (so it lives and dies with it)."""
     cache = getattr(tok, _ENC_CACHE_ATTR, None)
     if cache is None:
         cache = {}
         setattr(tok, _ENC_CACHE_ATTR, cache)
+    return cache
+
+
+def _enc(tok: Any, text: str) -> list[int]:
+    """Token ids of `text`, memoised: acting re-renders every past turn at every step."""
+    cache = _memo(tok)
     ids = cache.get(text)
     if ids is None:
         if len(cache) >= _ENC_CACHE_MAX:
@@ -85,10 +90,17 @@ def _enc(tok: Any, text: str) -> list[int]:
 
 
 def _marker(tok: Any, name: str) -> int:
-    tid = tok.convert_tokens_to_ids(MARKERS[name])
-    if tid is None or tid == tok.unk_token_id:
-        raise ValueError(f"tokenizer has no marker token {MARKERS[name]!r}; train it with lm.tokenizer")
-    return int(tid)
+    """The id of marker `name`, memoised on the tokenizer as `_enc` is (a prompt has a few
+    markers per turn, and the tokenizer's lookup is several Python calls deep)."""
+    cache = _memo(tok)
+    key = ("marker", name)      # texts are str keys: a tuple cannot collide with one
+    tid = cache.get(key)
+    if tid is None:
+        tid = tok.convert_tokens_to_ids(MARKERS[name])
+        if tid is None or tid == tok.unk_token_id:
+            raise ValueError(f"tokenizer has no marker token {MARKERS[name]!r}; train it with lm.tokenizer")
+        tid = cache[key] = int(tid)
+    return tid
 
 
 def _cap(ids: list[int], n: int) -> list[int]:

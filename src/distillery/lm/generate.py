@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -105,7 +105,13 @@ def _preallocated_layer_class() -> type:
             return self._n
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._k, self._v = self._k[indices], self._v[indices]
+            # Only the filled positions are copied (the room after them is written before it
+            # is read), gathered straight into the new buffers.
+            rows, n = len(indices), self._n
+            k, v = self._k.new_empty((rows, *self._k.shape[1:])), self._v.new_empty((rows, *self._v.shape[1:]))
+            torch.index_select(self._k[:, :, :n], 0, indices, out=k[:, :, :n])
+            torch.index_select(self._v[:, :, :n], 0, indices, out=v[:, :, :n])
+            self._k, self._v = k, v
             self._expose()
 
     return PreallocatedLayer
@@ -144,14 +150,27 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 @dataclass
-class _Filled:
-    """Rows after their prefill: per-layer K/V right-aligned in [rows, h, width, d], the
-    attention mask over that width, and each row's last-position logits."""
+class _Batch:
+    """Every row's K/V and attention mask, right-aligned at `width` with room for the tokens
+    to generate after it: the decode loop's buffers, which the prefill passes fill part by
+    part in place (one copy of each row's K/V, not one per part and another to merge them).
+    `keys`/`values` hold one [rows, kv_heads, width + room, head_dim] tensor per layer,
+    allocated once the first part shows their shapes; unfilled positions are zeros (left
+    padding is read, masked, by attention: it must be finite)."""
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    mask: torch.Tensor
-    logits: torch.Tensor
+    width: int
+    mask: torch.Tensor                                          # [rows, width + room], True = attend
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+
+    def allocate(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Allocate the buffers like `keys`/`values` (per layer, heads third from last and
+        head_dim last: a cache's [rows, h, len, d] or a PrefixState's [h, len, d])."""
+        if self.keys:
+            return
+        rows, cols = self.mask.shape
+        self.keys = [k.new_zeros((rows, k.shape[-3], cols, k.shape[-1])) for k in keys]
+        self.values = [v.new_zeros((rows, v.shape[-3], cols, v.shape[-1])) for v in values]
 
 
 def _chunks(lengths: Sequence[int], chunk_tokens: int) -> list[range]:
@@ -188,17 +207,13 @@ def _forward_of(model: torch.nn.Module, lean: bool) -> Forward:
 
 
 def _prefill_fresh(forward: Forward, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                   chunk_tokens: int) -> _Filled:
+                   chunk_tokens: int, batch: _Batch, row0: int) -> torch.Tensor:
     """Prefill rows from scratch, longest first, in chunks of similar length (little
-    padding; attention matrices that stay in cache)."""
+    padding; attention matrices that stay in cache), into `batch`'s rows from `row0`;
+    returns their last-position logits."""
     from transformers import DynamicCache
 
-    n = len(prompts)
-    width = max(len(p) for p in prompts)
     lengths = [len(p) for p in prompts]
-    keys: list[torch.Tensor] = []
-    values: list[torch.Tensor] = []
-    mask = torch.zeros((n, width), dtype=torch.long, device=device)
     logits = []
     for chunk in _chunks(lengths, chunk_tokens):
         start, stop, w = chunk.start, chunk.stop, lengths[chunk.start]
@@ -211,65 +226,47 @@ def _prefill_fresh(forward: Forward, prompts: Sequence[Sequence[int]], pad_id: i
         pos = (m.cumsum(-1) - 1).clamp(min=0)
         part = DynamicCache()
         logits.append(forward(ids, m, pos, part, 1)[:, -1, :])
+        batch.allocate([layer.keys for layer in part.layers], [layer.values for layer in part.layers])
+        rows, cols = slice(row0 + start, row0 + stop), slice(batch.width - w, batch.width)
         for li, layer in enumerate(part.layers):
-            if len(keys) <= li:
-                shape = (n, layer.keys.shape[1], width, layer.keys.shape[3])
-                keys.append(layer.keys.new_zeros(shape))
-                values.append(layer.values.new_zeros(shape))
-            keys[li][start:stop, :, width - w:] = layer.keys
-            values[li][start:stop, :, width - w:] = layer.values
-        mask[start:stop, width - w:] = m
-    return _Filled(keys, values, mask, torch.cat(logits))
+            batch.keys[li][rows, :, cols] = layer.keys
+            batch.values[li][rows, :, cols] = layer.values
+        batch.mask[rows, cols] = m.bool()
+    return torch.cat(logits)
+
+
+def _extend_widths(prompts: Sequence[Sequence[int]], reuse: Sequence[int]) -> tuple[int, int]:
+    """(P, S) of rows continuing from cached K/V: the most reused and the most new tokens."""
+    return max(reuse), max(len(p) - r for p, r in zip(prompts, reuse, strict=True))
 
 
 def _prefill_extend(forward: Forward, prompts: Sequence[Sequence[int]], states: Sequence[PrefixState],
-                    reuse: Sequence[int], pad_id: int, device: torch.device) -> _Filled:
-    """Rows whose first `reuse[i]` tokens have cached K/V: lay those out right-aligned at
-    width P, then run only the new tokens (right-aligned after them, positions continuing
-    each row's own count) through the model once."""
+                    reuse: Sequence[int], pad_id: int, device: torch.device, batch: _Batch, row0: int) -> torch.Tensor:
+    """Rows whose first `reuse[i]` tokens have cached K/V, in `batch`'s rows from `row0`:
+    lay those out right-aligned at width P (ending S before the batch's width), then run
+    only the new tokens (right-aligned after them, positions continuing each row's own
+    count) through the model once, writing their K/V in place; returns their last-position
+    logits."""
     n = len(prompts)
-    P = max(reuse)
-    S = max(len(p) - r for p, r in zip(prompts, reuse, strict=True))
-    n_layers = len(states[0].keys)
-    h, d = states[0].keys[0].shape[0], states[0].keys[0].shape[2]
-    dtype = states[0].keys[0].dtype
-    keys = [torch.zeros((n, h, P + S, d), dtype=dtype, device=device) for _ in range(n_layers)]
-    values = [torch.zeros((n, h, P + S, d), dtype=dtype, device=device) for _ in range(n_layers)]
-    mask = torch.zeros((n, P + S), dtype=torch.long, device=device)
+    P, S = _extend_widths(prompts, reuse)
+    batch.allocate(states[0].keys, states[0].values)
+    end = batch.width
     ids = torch.full((n, S), pad_id, dtype=torch.long)
     pos = torch.zeros((n, S), dtype=torch.long)
     for i, (p, st, r) in enumerate(zip(prompts, states, reuse, strict=True)):
-        for li in range(n_layers):
-            keys[li][i, :, P - r:P] = st.keys[li][:, :r]
-            values[li][i, :, P - r:P] = st.values[li][:, :r]
-        mask[i, P - r:P] = 1
+        row = row0 + i
+        for li in range(len(batch.keys)):
+            batch.keys[li][row, :, end - S - r:end - S] = st.keys[li][:, :r]
+            batch.values[li][row, :, end - S - r:end - S] = st.values[li][:, :r]
+        batch.mask[row, end - S - r:end - S] = True
         s = len(p) - r
         ids[i, S - s:] = torch.tensor(list(p[r:]), dtype=torch.long)
         pos[i, S - s:] = torch.arange(r, len(p))
-        mask[i, P + S - s:] = 1
-    cache = _preallocated_cache(keys, values, P)
-    logits = forward(ids.to(device), mask, pos.to(device), cache, 1)
-    return _Filled(keys, values, mask, logits[:, -1, :])
-
-
-def _merge(parts: Sequence[_Filled], extra: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Stack groups of rows, right-aligned at the widest, with room for `extra` tokens (in
-    the K/V buffers, and in the boolean attention mask, whose extra columns are False)."""
-    width = max(p.mask.shape[1] for p in parts)
-    n = sum(p.mask.shape[0] for p in parts)
-    ref = parts[0].keys
-    keys = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
-    values = [k.new_zeros((n, k.shape[1], width + extra, k.shape[3])) for k in ref]
-    mask = torch.zeros((n, width + extra), dtype=torch.bool, device=parts[0].mask.device)
-    row = 0
-    for p in parts:
-        m, w = p.mask.shape
-        for li in range(len(ref)):
-            keys[li][row:row + m, :, width - w:width] = p.keys[li]
-            values[li][row:row + m, :, width - w:width] = p.values[li]
-        mask[row:row + m, width - w:width] = p.mask
-        row += m
-    return keys, values, mask, torch.cat([p.logits for p in parts])
+        batch.mask[row, end - s:end] = True
+    rows, first = slice(row0, row0 + n), end - P - S
+    cache = _preallocated_cache([k[rows, :, first:] for k in batch.keys], [v[rows, :, first:] for v in batch.values], P)
+    logits = forward(ids.to(device), batch.mask[rows, first:end], pos.to(device), cache, 1)
+    return logits[:, -1, :]
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -322,21 +319,26 @@ def generate(
     was_training = model.training
     model.eval()
     forward = _forward_of(model, lean_forward)
-    parts = []
+    # Longest new part first, in chunks of similar length: one long observation would
+    # otherwise pad every row's new tokens to its length (measured: half the prefilled
+    # positions were padding, and prefill was a third of a rollout step).
+    cont.sort(key=lambda i: -(len(prompts[i]) - reuse[i]))
+    cont_chunks = [[cont[j] for j in chunk]
+                   for chunk in _chunks([len(prompts[i]) - reuse[i] for i in cont], prefill_chunk_tokens)]
+    width = max([len(prompts[i]) for i in fresh]
+                + [sum(_extend_widths([prompts[i] for i in c], [reuse[i] for i in c])) for c in cont_chunks])
+    # The attention mask grows one column per token inside the buffer's room.
+    batch = _Batch(width, torch.zeros((n, width + sampling.max_new_tokens), dtype=torch.bool, device=device))
+    first_logits = []
     if fresh:
-        parts.append(_prefill_fresh(forward, [prompts[i] for i in fresh], pad_id, device, prefill_chunk_tokens))
-    if cont:
-        # Longest new part first, in chunks of similar length: one long observation would
-        # otherwise pad every row's new tokens to its length (measured: half the prefilled
-        # positions were padding, and prefill was a third of a rollout step).
-        cont.sort(key=lambda i: -(len(prompts[i]) - reuse[i]))
-        for chunk in _chunks([len(prompts[i]) - reuse[i] for i in cont], prefill_chunk_tokens):
-            rows_ = [cont[j] for j in chunk]
-            parts.append(_prefill_extend(forward, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
-                                         [reuse[i] for i in rows_], pad_id, device))
-    keys, values, mask_buffer, first_logits = _merge(parts, sampling.max_new_tokens)
-    # The attention mask grows one column per token inside its preallocated buffer.
-    width = mask_buffer.shape[1] - sampling.max_new_tokens
+        first_logits.append(_prefill_fresh(forward, [prompts[i] for i in fresh], pad_id, device,
+                                           prefill_chunk_tokens, batch, 0))
+    row0 = len(fresh)
+    for rows_ in cont_chunks:
+        first_logits.append(_prefill_extend(forward, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
+                                            [reuse[i] for i in rows_], pad_id, device, batch, row0))
+        row0 += len(rows_)
+    keys, values, mask_buffer = batch.keys, batch.values, batch.mask
     mask = mask_buffer[:, :width]
     cache = _preallocated_cache(keys, values, width)
     row_ids = fresh + cont                          # original index of each live row
@@ -364,9 +366,10 @@ def generate(
 
     alive = torch.ones(len(row_ids), dtype=torch.bool, device=device)
     n_alive = len(row_ids)
-    logits = first_logits
+    logits = torch.cat(first_logits)
     for step in range(max_new):
-        logits = logits[:, -1, :].float() if logits.dim() == 3 else logits.float()
+        logits = logits[:, -1, :] if logits.dim() == 3 else logits
+        logits = logits if logits.dtype == torch.float32 else logits.float()
         logp = logits.log_softmax(-1)
         tok = _choose(logits, sampling, [gens[r] for r in row_ids] if sampling.temperature else ())
         out_tokens[rows, step] = tok

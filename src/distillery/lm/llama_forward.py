@@ -6,9 +6,11 @@ output capture, the attention-function registry. A rollout calls it hundreds of 
 per step batch, most of them one-token decode passes over a handful of rows (measured
 on the warm-up student: 0.9 ms per call for 0.3 ms of tensor work).
 
-`LlamaForward(model)` runs the same operations in the same order on the model's own
+`LlamaForward(model)` does the same arithmetic in the same order on the model's own
 weights and modules, so its logits and the K/V it writes into the cache are bit-identical
-to the model's forward; tests/lm/test_llama_forward.py holds it to that. Where a module is
+to the model's forward; tests/lm/test_llama_forward.py holds it to that (float32 and
+bfloat16). A one-token pass (the decode loop's) has its own short path: 2-D hidden
+states and no layout operations that one position does not need. Where a module is
 transformers' own class (RMSNorm, the SwiGLU MLP, a plain Linear or Embedding), its
 operations are called directly rather than through `nn.Module.__call__`; anything else (a
 LoRA layer, another norm) is called as the module. The rotary cos/sin are looked up in a
@@ -98,11 +100,9 @@ class LlamaForward(torch.nn.Module):
             LlamaMLP,
             LlamaRMSNorm,
             repeat_kv,
-            rotate_half,
         )
 
         self._repeat_kv = repeat_kv
-        self._rotate_half = rotate_half
         self._rms_norm_class = LlamaRMSNorm
         self._mlp_class = LlamaMLP
         self._silu_classes = (SiLUActivation, torch.nn.SiLU)
@@ -110,14 +110,17 @@ class LlamaForward(torch.nn.Module):
         rotary = base.model.rotary_emb
         self._static_rotary = getattr(rotary, "rope_type", "default") not in _POSITION_DEPENDENT_ROPE
         self._rotary_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._swap_index: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
                 cache: Any, logits_to_keep: int = 0) -> torch.Tensor:
         base = self._model()
         if base is None:
             raise RuntimeError("the model this forward pass belonged to no longer exists")
-        body = base.model
         batch, q_len = input_ids.shape
+        if q_len == 1:
+            return self._one_token(base, input_ids, attention_mask, position_ids, cache)
+        body = base.model
         hidden = _embed(body.embed_tokens, input_ids)
         past = cache.get_seq_length()
         kv_len = past + q_len
@@ -134,8 +137,7 @@ class LlamaForward(torch.nn.Module):
             q = _linear(attn.q_proj, x).view(shape).transpose(1, 2)
             k = _linear(attn.k_proj, x).view(shape).transpose(1, 2)
             v = _linear(attn.v_proj, x).view(shape).transpose(1, 2)
-            q = (q * cos) + (self._rotate_half(q) * sin)
-            k = (k * cos) + (self._rotate_half(k) * sin)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             k, v = cache.update(k, v, li)
             out = self._attention(q, k, v, mask, q_len)
             hidden = residual + _linear(attn.o_proj, out.reshape(batch, q_len, -1).contiguous())
@@ -146,6 +148,33 @@ class LlamaForward(torch.nn.Module):
             hidden = hidden[:, -logits_to_keep:, :]
         return _linear(base.lm_head, hidden)
 
+    def _one_token(self, base: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """The pass above for one new token per row, the decode loop's pass: hidden states
+        stay [batch, hidden] and the layout operations one position does not need (the
+        transposes around attention, the copies that make them contiguous) are left out.
+        The same products, sums and elementwise operations on the same values, so the same
+        bits; a one-row pass is mostly per-operation overhead on the CPU, and this one
+        dispatches a fifth fewer aten operations (docs/performance.md)."""
+        body = base.model
+        batch = input_ids.shape[0]
+        hidden = _embed(body.embed_tokens, input_ids[:, 0])
+        past = cache.get_seq_length()
+        mask = _sdpa_mask(attention_mask, batch, 1, past + 1, past, hidden.device)
+        cos, sin = self._rotary(body.rotary_emb, hidden, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)   # [batch, 1 (heads), 1, head_dim]
+        heads = (batch, -1, 1, self.head_dim)          # [batch, heads, 1, head_dim]: one position
+        for li, layer in enumerate(body.layers):
+            attn = layer.self_attn
+            x = self._norm(layer.input_layernorm, hidden)
+            q = self._rotate(_linear(attn.q_proj, x).view(heads), cos, sin)
+            k = self._rotate(_linear(attn.k_proj, x).view(heads), cos, sin)
+            k, v = cache.update(k, _linear(attn.v_proj, x).view(heads), li)
+            out = self._attention(q, k, v, mask, 1)
+            hidden = hidden + _linear(attn.o_proj, out.reshape(batch, -1))
+            hidden = hidden + self._mlp(layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+        return _linear(base.lm_head, self._norm(body.norm, hidden))[:, None, :]
+
     # The model's modules, called directly where they are transformers' own classes (their
     # operations, in their order, without nn.Module's call machinery: a one-row decode pass is
     # mostly such per-call overhead on the CPU), else through the module.
@@ -154,10 +183,10 @@ class LlamaForward(torch.nn.Module):
         if type(norm) is not self._rms_norm_class:
             return norm(hidden)
         dtype = hidden.dtype
-        x = hidden.to(torch.float32)
+        x = hidden.to(torch.float32) if dtype != torch.float32 else hidden   # no dispatch for a no-op cast
         variance = x.pow(2).mean(-1, keepdim=True)
         x = x * torch.rsqrt(variance + norm.variance_epsilon)
-        return norm.weight * x.to(dtype)
+        return norm.weight * (x.to(dtype) if dtype != torch.float32 else x)
 
     def _mlp(self, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if type(mlp) is not self._mlp_class:
@@ -168,12 +197,14 @@ class LlamaForward(torch.nn.Module):
 
     def _rotary(self, rotary: torch.nn.Module, hidden: torch.Tensor,
                 position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rotary module's cos/sin for `position_ids`. Where they depend on the position
-        alone, they are looked up in a table the module computed for positions 0..n-1 (the
-        same elementwise operations on the same values, so the same bits); the table grows
-        by doubling when a later position needs it."""
+        """The rotary module's cos, and its sin with `rotate_half`'s sign folded in (see
+        _rotate), for `position_ids`. Where they depend on the position alone, they are
+        looked up in a table the module computed for positions 0..n-1 (the same elementwise
+        operations on the same values, so the same bits); the table grows by doubling when a
+        later position needs it."""
         if not self._static_rotary:
-            return rotary(hidden, position_ids)
+            cos, sin = rotary(hidden, position_ids)
+            return cos, _fold_rotate_sign(sin)
         key = (hidden.device, hidden.dtype)
         table = self._rotary_tables.get(key)
         needed = int(position_ids.max()) + 1
@@ -181,13 +212,30 @@ class LlamaForward(torch.nn.Module):
             size = max(needed, 2 * table[0].shape[0] if table is not None else 256)
             positions = torch.arange(size, device=hidden.device)[None]
             cos, sin = rotary(hidden, positions)
-            table = self._rotary_tables[key] = (cos[0], sin[0])
+            table = self._rotary_tables[key] = (cos[0], _fold_rotate_sign(sin[0]))
         return F.embedding(position_ids, table[0]), F.embedding(position_ids, table[1])
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        """transformers' `x * cos + rotate_half(x) * sin`. rotate_half(x) is x's halves
+        swapped with the new first half negated; the negation is in `signed_sin` instead
+        ((-a) * b and a * (-b) round alike), so the swap is one operation, not two slices, a
+        negation and a concatenation: a gather for one position (the decode pass), a roll
+        for many (the gather is slow over long rows)."""
+        half = self.head_dim // 2
+        if x.shape[-2] == 1:
+            index = self._swap_index.get(x.device)
+            if index is None:
+                index = self._swap_index[x.device] = torch.arange(self.head_dim, device=x.device).roll(half)
+            swapped = x.index_select(-1, index)
+        else:
+            swapped = x.roll(half, -1)
+        return (x * cos) + (swapped * signed_sin)
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                    q_len: int) -> torch.Tensor:
         """transformers' `sdpa_attention_forward` on the CPU/CUDA path, grouped-query
-        attention included; returns [batch, q_len, heads, head_dim]."""
+        attention included; returns [batch, q_len, heads, head_dim] (for one position, a tensor
+        whose rows read in that order: the caller reshapes it to [batch, heads x head_dim])."""
         kwargs = {}
         if self.n_rep > 1:
             if mask is None:
@@ -204,8 +252,16 @@ class LlamaForward(torch.nn.Module):
             k, v = k[:, :, :q_len], v[:, :, :q_len]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
                                              is_causal=is_causal, **kwargs)
+        if q_len == 1:   # one position: [batch, heads, 1, head_dim] is laid out as [batch, 1, heads, head_dim]
+            return out
         out = out.reshape(out.shape[0], -1, q_len, v.shape[-1])
         return out.transpose(1, 2).contiguous()
+
+
+def _fold_rotate_sign(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated: rotate_half's negation, applied to sin (see _rotate)."""
+    half = sin.shape[-1] // 2
+    return torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
 
 
 def _linear(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -226,10 +282,11 @@ def _sdpa_mask(attention_mask: torch.Tensor | None, batch: int, q_len: int, kv_l
     the same attention, else a [batch, 1, q_len, kv_len] boolean mask, True = attend."""
     padding = None
     if attention_mask is not None:
-        padding = attention_mask.bool()
+        padding = attention_mask if attention_mask.dtype == torch.bool else attention_mask.bool()
         if padding.shape[-1] < kv_len:   # positions past the mask are masked, as transformers pads it
             padding = F.pad(padding, (0, kv_len - padding.shape[-1]))
-        padding = padding[:, :kv_len]
+        elif padding.shape[-1] > kv_len:
+            padding = padding[:, :kv_len]
     if q_len == 1 or kv_len == q_len:
         if padding is None or bool(padding.all()):
             return None
