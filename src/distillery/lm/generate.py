@@ -338,9 +338,9 @@ def generate(
         first_logits.append(_prefill_extend(forward, [prompts[i] for i in rows_], [prefixes[i] for i in rows_],
                                             [reuse[i] for i in rows_], pad_id, device, batch, row0))
         row0 += len(rows_)
-    keys, values, mask_buffer = batch.keys, batch.values, batch.mask
+    mask_buffer = batch.mask
     mask = mask_buffer[:, :width]
-    cache = _preallocated_cache(keys, values, width)
+    cache = _preallocated_cache(batch.keys, batch.values, width)
     row_ids = fresh + cont                          # original index of each live row
     rows = torch.tensor(row_ids, device=device)
     last_pos = torch.tensor([len(prompts[i]) - 1 for i in row_ids], device=device)
