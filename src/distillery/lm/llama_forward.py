@@ -182,11 +182,11 @@ class LlamaForward(torch.nn.Module):
     def _norm(self, norm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         if type(norm) is not self._rms_norm_class:
             return norm(hidden)
-        dtype = hidden.dtype
-        x = hidden.to(torch.float32) if dtype != torch.float32 else hidden   # no dispatch for a no-op cast
+        cast = hidden.dtype != torch.float32   # a float32 norm skips two no-op casts (a dispatch each)
+        x = hidden.to(torch.float32) if cast else hidden
         variance = x.pow(2).mean(-1, keepdim=True)
         x = x * torch.rsqrt(variance + norm.variance_epsilon)
-        return norm.weight * (x.to(dtype) if dtype != torch.float32 else x)
+        return norm.weight * (x.to(hidden.dtype) if cast else x)
 
     def _mlp(self, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if type(mlp) is not self._mlp_class:
