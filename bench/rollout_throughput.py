@@ -26,9 +26,10 @@ shows where each side's time goes: prefill forward passes, one-token decode forw
 passes, the environment's calls, and the rest (prompt rendering, the sampling loop and the
 cache's bookkeeping). A decode pass's
 time is fitted as a fixed cost plus a cost per row. A critical-path line sets the longest
-episode's generated tokens (a serial chain) against the
-tokens the batched side's per-step `act` calls decode (each call as long as its longest
-action): the decode passes continuous batching could remove at most, and, at the fitted
+episode's generated tokens (a serial chain) against the decode passes the batched side ran
+(with `act` calls in lockstep, each as long as its longest action; with
+`--continuous-batching`, a call's last few unfinished actions go on in the next call): the
+decode passes that could still go at most, and, at the fitted
 fixed cost each, the time and the ratio that would give at best (the rows those passes carry
 still have to be computed elsewhere). A history-window line counts the prompt tokens K/V
 reuse cannot save: a prompt that does not start with its episode's previous one (the window
@@ -36,6 +37,7 @@ dropped a turn) is prefilled again from where they part.
 
     python bench/rollout_throughput.py [--model-dir models/warmup] [--n-tasks 120]
         [--batch-size 128] [--naive-budget 45] [--rounds 3] [--threads N] [--device cpu|cuda|auto]
+        [--continuous-batching]
 
 The defaults run the whole test split in one batch, as the `play` stage does. Smaller
 batches amortise less: 40 tasks in batches of 64 measured 4.0x where 120 in one batch
@@ -278,10 +280,10 @@ class Side:
         return flops / self.seconds if self.seconds else 0.0
 
 
-def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) -> Side:
+def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int, continuous: bool = False) -> Side:
     from distillery.rollout import RolloutConfig, make_jobs, run_batch
 
-    cfg = RolloutConfig(seed=seed, batch_size=batch_size)
+    cfg = RolloutConfig(seed=seed, batch_size=batch_size, continuous_batching=continuous)
     t0 = time.perf_counter()
     traj = run_batch(policy, make_jobs(tasks, "hf", cfg), cfg)
     side = Side(seconds=time.perf_counter() - t0)
@@ -293,8 +295,9 @@ def run_batched(policy: Any, tasks: Sequence[Task], batch_size: int, seed: int) 
     for row in steps.sort(["episode_id", "t"]).iter_rows(named=True):
         side.actions.setdefault(task_of[row["episode_id"]], []).append(row["action_text"])
         side.observations.setdefault(task_of[row["episode_id"]], []).append(row["observation"])
-    # With every episode in one batch, step t of all live episodes is one `act` call, which
-    # decodes until its longest action is done; one episode's tokens are a serial chain.
+    # With every episode in one batch, lockstep act calls (step t of all live episodes in one
+    # call, decoding until its longest action is done) would decode the longest action at each t;
+    # one episode's tokens are a serial chain, the floor.
     if len(tasks) <= batch_size:
         side.lockstep_tokens = int(steps.group_by("t").agg(pl.col("tokens_out").max())["tokens_out"].sum())
         side.longest_chain = int(steps.group_by("episode_id").agg(pl.col("tokens_out").sum())["tokens_out"].max())
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tasks", default=DEFAULT_TASKS, help="tasks parquet (generated if missing)")
     ap.add_argument("--batch-size", type=positive_int, default=128,
                     help="episodes advanced together (batched side; 128 as the play stage runs the test split)")
+    ap.add_argument("--continuous-batching", action="store_true",
+                    help="the batched side carries each act call's last few unfinished actions into the next call "
+                         "(RolloutConfig.continuous_batching) instead of decoding them alone")
     ap.add_argument("--max-new-tokens", type=positive_int, default=96, help="per action, both sides")
     ap.add_argument("--naive-budget", type=positive_float, default=45.0,
                     help="seconds the naive side may run (whole episodes; the rest is extrapolated)")
@@ -507,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
           f"vocab {len(policy.tok)}, "
           f"prompt style {policy.prompt.style}, stop ids {policy.stop_ids} "
           f"({MARKERS['end']} + eos), max_new_tokens {args.max_new_tokens}, greedy")
+    print(f"batched side: act calls {'continuously batched across calls' if args.continuous_batching else 'in lockstep'}"
+          f", batches of {args.batch_size}")
     print(f"tasks: {where}")
     print(f"machine: {cpu_line()}, torch threads {torch.get_num_threads()}, {load_note()}")
     device = next(lm.parameters()).device
@@ -533,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     while len(rounds) < args.rounds:
         t0 = time.perf_counter()
-        b = run_batched(policy, tasks, args.batch_size, args.seed)
+        b = run_batched(policy, tasks, args.batch_size, args.seed, args.continuous_batching)
         b.prefill_s, b.decode_s, b.forwards, b.prefill_padding, b.decode_passes = timer.reset()
         b.env_s = env_timer.reset()
         n = run_naive(policy, tasks, args.naive_budget)
@@ -578,13 +586,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{min(rows, default=0)}-{max(rows, default=0)} rows): {fixed * 1e3:.2f} ms + {per_row * 1e3:.3f} ms a row; "
           f"the fixed part is {fixed * len(rows) / max(batched.decode_s, 1e-9):.0%} of decode time")
     if batched.lockstep_tokens:
-        saved = batched.lockstep_tokens - batched.longest_chain
+        passes = len(batched.decode_passes)
+        saved = max(passes - batched.longest_chain, 0)
         best = batched.steps / max(batched.seconds - saved * fixed, 1e-9)
-        print(f"critical path: the longest episode generates {batched.longest_chain} of the {batched.lockstep_tokens} "
-              f"tokens the batched side's per-step act calls decode (each as long as its longest action). "
-              f"Continuous batching (a row whose action is done rejoins at once) could remove at most the other "
-              f"{saved} passes ({saved / batched.lockstep_tokens:.0%}), but the rows they carry still have to be "
-              f"computed: at most {saved} x {fixed * 1e3:.2f} ms = {saved * fixed:.2f} s of {batched.seconds:.2f} s, "
+        print(f"critical path: the longest episode generates {batched.longest_chain} tokens, one decode pass each; "
+              f"the batched side ran {passes} decode passes (act calls in lockstep, each decoding until its "
+              f"longest action is done, run {batched.lockstep_tokens}; with --continuous-batching a call's last "
+              f"few unfinished actions go on in the next call). At most the other "
+              f"{saved} passes could go, and the rows they carry still have to be computed: at most "
+              f"{saved} x {fixed * 1e3:.2f} ms = {saved * fixed:.2f} s of {batched.seconds:.2f} s, "
               f"i.e. at best {best:.0f} steps/s, "
               f"{best / naive.steps_per_s if naive.steps_per_s else float('inf'):.1f}x (an upper bound: it "
               f"ignores the extra prefill passes of rows rejoining one by one)")

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         frame = frame.filter(pl.int_range(pl.len()).over("family", "split") < cfg.tasks_per_family)
     tasks = tasks_from_frame(frame)
     traj = run_episodes(
-        tasks, spec, RolloutConfig(k=cfg.k, seed=cfg.seed, batch_size=cfg.batch_size), cfg.executor
+        tasks, spec, RolloutConfig(k=cfg.k, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    continuous_batching=cfg.continuous_batching), cfg.executor
     )
     out = track.path(Path(OUT_DIRS[section]) / name)
     reports = track.path(Path("reports/quality") / f"{section}-{name}")

@@ -348,6 +348,9 @@ class CollectConfig:
     policy_overrides: dict[str, Any] = _f({}, "constructor arguments that override the policy's own "
                                           "(e.g. temperature: 1.0 to sample groups)")
     tasks_per_family: int = _f(0, "run only the first N tasks of each family and split (by id); 0 = all")
+    continuous_batching: bool = _f(False, "a local model carries each batch's last few unfinished actions into "
+                                          "its next call instead of decoding them alone (fewer passes; the same "
+                                          "actions, log-probs differ in their last bits)")
 
     def __post_init__(self) -> None:
         if self.k < 1:

@@ -60,6 +60,11 @@ class RolloutConfig:
     batch_size: int = 64            # episodes advanced together within a shard
     max_steps: int | None = None    # None: each task's own limit
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    # A policy with `act_deferring` (a local model) carries a call's last few unfinished
+    # actions into its next call instead of decoding them alone: fewer decode passes, the
+    # same actions up to float rounding (log-probs move in their last bits). Off by default
+    # so that recorded runs reproduce bit for bit.
+    continuous_batching: bool = False
 
     def __post_init__(self) -> None:
         # batch_size 0 would start no episode and wait for one forever.
@@ -187,19 +192,26 @@ class PolicyError(RuntimeError):
     episode.)"""
 
 
-def _act(policy: Policy, contexts: list[Context]) -> list[ActionOutput]:
+def _act(policy: Policy, contexts: list[Context], continuous: bool = False) -> list[ActionOutput | None]:
+    """The policy's actions for `contexts`; with `continuous`, None for an action a policy
+    with `act_deferring` has not finished yet (it goes on with that action when called again
+    with the same context)."""
+    deferring = getattr(policy, "act_deferring", None) if continuous else None
     try:
-        outputs = policy.act(contexts)
+        outputs = deferring(contexts) if deferring is not None else policy.act(contexts)
     except Exception as e:
         raise PolicyError(f"policy {policy.name}: act() raised {type(e).__name__}: {e}") from e
     if not isinstance(outputs, Sequence) or len(outputs) != len(contexts):
         got = f"{len(outputs)} actions" if isinstance(outputs, Sequence) else f"a {type(outputs).__name__}"
         raise PolicyError(f"policy {policy.name}: act() returned {got} for {len(contexts)} contexts; "
                           "it returns one ActionOutput per context, in order")
-    wrong = next((o for o in outputs if not isinstance(o, ActionOutput)), None)
-    if wrong is not None:
-        raise PolicyError(f"policy {policy.name}: act() returned a {type(wrong).__name__} among its actions; "
+    wrong = [o for o in outputs if not isinstance(o, ActionOutput) and (o is not None or deferring is None)]
+    if wrong:
+        raise PolicyError(f"policy {policy.name}: act() returned a {type(wrong[0]).__name__} among its actions; "
                           "each must be a distillery.types.ActionOutput")
+    if outputs and all(o is None for o in outputs):
+        raise PolicyError(f"policy {policy.name}: act_deferring() finished none of {len(contexts)} actions; "
+                          "each call must finish at least one")
     return list(outputs)
 
 
@@ -263,8 +275,10 @@ def run_batch(
                 if injector is not None:
                     ctx.experience_ids, ctx.experience = injector(ctx)
                 contexts.append(ctx)
-            outputs = _act(policy, contexts)
+            outputs = _act(policy, contexts, cfg.continuous_batching)
             for r, ctx, out in zip(active, contexts, outputs, strict=True):
+                if out is None:
+                    continue     # unfinished: the same context again next call
                 r.tokens_in += out.tokens_in
                 r.tokens_out += out.tokens_out
                 r.cost += out.cost_usd

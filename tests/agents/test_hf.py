@@ -35,3 +35,50 @@ def test_a_model_in_memory_plays_under_its_name_with_the_given_prompt(tasks, tmp
     assert traj.episodes.height == len(tasks)
     assert set(traj.episodes["policy"]) == {"student-i0"} and set(traj.episodes["model"]) == {"student-i0"}
     assert all(0 < n <= 8 for n in traj.steps["tokens_out"].to_list())
+
+
+def _counting(act_deferring, unfinished):
+    def call(contexts):
+        outs = act_deferring(contexts)
+        unfinished.append(sum(o is None for o in outs))
+        return outs
+    return call
+
+
+def test_continuous_batching_across_act_calls_records_the_actions_of_lockstep_calls(tasks, tmp_path, monkeypatch):
+    """With `continuous_batching` the rollout engine calls `act_deferring`: a call returns
+    once few actions are left unfinished (here half, with many stop tokens so that actions
+    end at different lengths), those episodes get the same context again, and the policy
+    goes on with their actions. The trajectories are those of lockstep `act` calls."""
+    import distillery.agents.hf as hf
+
+    monkeypatch.setattr(hf, "DEFER_SHARE", 2)
+    real_generate, resumed = hf.generate, []
+
+    def generate(*args, resume, **kwargs):
+        resumed.append(sum(r is not None for r in resume))
+        return real_generate(*args, resume=resume, **kwargs)
+
+    monkeypatch.setattr(hf, "generate", generate)
+    tok = train_tokenizer(corpus_texts(tasks), TokenizerConfig(vocab_size=400))
+    model = build_model(ModelConfig(hidden_size=16, n_layers=1, n_heads=2, n_kv_heads=1, intermediate_size=32,
+                                    max_position_embeddings=512, init_seed=0), tok)
+    runs, unfinished = [], []
+    for continuous in (True, False):
+        policy = policy_from_model(model, tok, "student", prompt=PromptConfig(max_prompt_tokens=192),
+                                   temperature=1.0, max_new_tokens=12, device="cpu")
+        policy.stop_ids = list(range(3, 400, 3))     # a third of the vocabulary stops an action
+        policy.act_deferring = _counting(policy.act_deferring, unfinished)
+        cfg = RolloutConfig(k=4, seed=0, env_kwargs={"root": str(tmp_path)}, continuous_batching=continuous)
+        runs.append(run_batch(policy, make_jobs(tasks, "student", cfg), cfg).steps.sort(["episode_id", "t"]))
+        if continuous:
+            calls = len(unfinished)
+    assert len(unfinished) == calls                   # off: act_deferring is never called
+    assert sum(unfinished) > 0                        # actions were carried into later calls
+    assert sum(resumed) == sum(unfinished)            # and went on there, not started over
+    deferred, lockstep = runs
+    assert deferred["action_text"].to_list() == lockstep["action_text"].to_list()
+    assert deferred["tokens_out"].to_list() == lockstep["tokens_out"].to_list()
+    assert deferred["tokens_in"].to_list() == lockstep["tokens_in"].to_list()
+    for a, b in zip(deferred["logprob"].to_list(), lockstep["logprob"].to_list(), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

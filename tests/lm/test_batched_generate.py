@@ -140,3 +140,57 @@ def test_rows_that_leave_the_batch_leave_the_others_logprobs_those_of_a_forward_
             logp = model(seq).logits[0].float().log_softmax(-1)
         pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(g.token_ids))
         torch.testing.assert_close(torch.tensor(g.logprobs), logp[pos, torch.tensor(g.token_ids)], atol=1e-4, rtol=0)
+
+
+def _generate_resuming(model, prompts, sampling, seeds, defer_share):
+    """Call `generate` again for every deferred row, as a caller continuously batching across
+    calls does, until no row is left; returns the finished generations and the call count."""
+    held, done, todo, calls = [None] * len(prompts), [None] * len(prompts), list(range(len(prompts))), 0
+    while todo:
+        calls += 1
+        gens = generate(model, [prompts[i] + (held[i].token_ids if held[i] else []) for i in todo],
+                        stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=[seeds[i] for i in todo],
+                        prefixes=[held[i].state if held[i] else None for i in todo],
+                        resume=[held[i] for i in todo], defer_share=defer_share)
+        assert sum(g.deferred for g in gens) <= len(todo) // defer_share
+        for i, g in zip(todo, gens, strict=True):
+            if g.deferred:
+                assert not g.stopped and g.state is not None and len(g.token_ids) < sampling.max_new_tokens
+            held[i], done[i] = (g, None) if g.deferred else (None, g)
+        todo = [i for i in todo if held[i] is not None]
+    return done, calls
+
+
+@pytest.mark.parametrize("init_std, sampling", [
+    (0.5, SamplingConfig(temperature=0.0, max_new_tokens=16)),      # peaked: greedy has no near-ties
+    (0.02, SamplingConfig(temperature=1.0, max_new_tokens=12)),     # flat: sampling visits many tokens
+])
+def test_a_deferred_row_resumed_later_generates_what_one_call_does(init_std, sampling):
+    """A row handed back unfinished and passed back as `resume` goes on where it stopped: its
+    tokens, stop, budget and sampling noise are those of one uninterrupted call. With
+    defer_share 1 every call returns after one token, the harshest case."""
+    model = tiny_model(init_std)
+    seeds = [3, 4, 5, 6]
+    one_call = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, seeds=seeds)
+    for share in (1, 2):
+        resumed, calls = _generate_resuming(model, PROMPTS, sampling, seeds, share)
+        for a, b in zip(resumed, one_call, strict=True):
+            assert (a.token_ids, a.stopped) == (b.token_ids, b.stopped)
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        if share == 1:
+            assert calls == max(len(g.token_ids) for g in one_call)
+    assert len({tuple(g.token_ids) for g in one_call}) > 1
+
+
+def test_deferral_needs_as_many_rows_as_its_share_and_a_resume_must_fit():
+    model = tiny_model(0.5)
+    sampling = SamplingConfig(max_new_tokens=6)
+    gens = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, defer_share=5)
+    assert not any(g.deferred for g in gens)          # 4 rows: never 1/5 of them left
+    first = generate(model, PROMPTS, stop_ids=[STOP], pad_id=PAD, sampling=sampling, defer_share=1)
+    assert all(g.deferred and len(g.token_ids) == 1 for g in first)
+    with pytest.raises(ValueError, match="resume"):   # its tokens must end the prompt
+        generate(model, [PROMPTS[0]], stop_ids=[STOP], pad_id=PAD, sampling=sampling, resume=[first[0]])
+    with pytest.raises(ValueError, match="resume"):   # only a deferred generation goes on
+        generate(model, [PROMPTS[0] + gens[0].token_ids], stop_ids=[STOP], pad_id=PAD, sampling=sampling,
+                 resume=[gens[0]])

@@ -24,6 +24,10 @@ class Policy(Protocol):
 
     def act(self, contexts: Sequence[Context]) -> list[ActionOutput]: ...
 
+    # Optional, for a policy that batches across calls: `act_deferring(contexts)` returns
+    # None for an action it has not finished (at least one per call must be finished); the
+    # rollout engine then calls again with the same context (agents/hf.py).
+
 
 @dataclass(frozen=True)
 class PolicySpec:

@@ -20,6 +20,12 @@ from distillery.envs.base import tool_specs
 from distillery.lm.generate import Generation, PrefixState, SamplingConfig, generate
 from distillery.types import ActionOutput, Context
 
+# `act_deferring` returns once at most 1/DEFER_SHARE of its episodes are still generating
+# (the share at which `generate` also compacts its batch). On the default student's test
+# split in one batch, greedy, a rollout's decode passes fell from 259 to 165
+# (docs/performance.md).
+DEFER_SHARE = 8
+
 
 def _row_seed(ctx: Context) -> int:
     h = hashlib.blake2b(f"{ctx.seed}:{ctx.episode_id}:{ctx.t}".encode(), digest_size=8).digest()
@@ -70,6 +76,8 @@ class HFPolicy:
         # keep their K/V and prefill only the new observation (most of a CPU step otherwise).
         self.reuse_prefix = reuse_prefix
         self._states: dict[str, PrefixState] = {}
+        # Unfinished actions of `act_deferring`, per episode: (the turn's prompt, the generation so far).
+        self._deferred: dict[str, tuple[list[int], Generation]] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"model_dir": self.model, "sampling": asdict(self.sampling), "prompt": asdict(self.prompt)}
@@ -82,18 +90,38 @@ class HFPolicy:
         return self.tok.decode(ids, skip_special_tokens=False).strip()
 
     def act(self, contexts: Sequence[Context]) -> list[ActionOutput]:
+        return [out for out in self._act(contexts, defer=False) if out is not None]
+
+    def act_deferring(self, contexts: Sequence[Context]) -> list[ActionOutput | None]:
+        """`act`, continuously batched across calls, for a caller that calls again with the
+        same context while an action is unfinished (the rollout engine): the call returns
+        once at most 1/DEFER_SHARE of its episodes are still generating, with None for
+        those; the next call with the same context goes on with that action where it
+        stopped, beside the other episodes' next turns, instead of every episode waiting
+        on a tail of one-row passes. The actions are `act`'s, up to the float rounding of
+        different batches."""
+        return self._act(contexts, defer=True)
+
+    def _act(self, contexts: Sequence[Context], defer: bool) -> list[ActionOutput | None]:
         prompts = self.prompt_ids(contexts)
-        prefixes = [self._states.get(c.episode_id) for c in contexts] if self.reuse_prefix else None
-        gens = generate(self.lm, prompts, stop_ids=self.stop_ids, pad_id=self.pad_id,
-                        sampling=self.sampling, seeds=[_row_seed(c) for c in contexts],
-                        prefixes=prefixes, return_states=self.reuse_prefix)
+        resume: list[Generation | None] = []
+        for c, p in zip(contexts, prompts, strict=True):
+            held = self._deferred.get(c.episode_id)
+            resume.append(held[1] if held is not None and held[0] == p else None)   # the same turn: go on
+        prefixes = [r.state if r is not None else self._states.get(c.episode_id) if self.reuse_prefix else None
+                    for c, r in zip(contexts, resume, strict=True)]
+        gens = generate(self.lm, [p + r.token_ids if r is not None else p for p, r in zip(prompts, resume, strict=True)],
+                        stop_ids=self.stop_ids, pad_id=self.pad_id, sampling=self.sampling,
+                        seeds=[_row_seed(c) for c in contexts], prefixes=prefixes, return_states=self.reuse_prefix,
+                        defer_share=DEFER_SHARE if defer else 0, resume=resume)
+        # Episodes absent from this call have ended (the rollout engine sends every live
+        # episode each step): their states go.
+        self._deferred = {c.episode_id: (p, g) for c, p, g in zip(contexts, prompts, gens, strict=True) if g.deferred}
         if self.reuse_prefix:
-            # Episodes absent from this call have ended (the rollout engine sends every
-            # live episode each step): their states go.
             self._states = {c.episode_id: g.state for c, g in zip(contexts, gens, strict=True)
-                            if g.state is not None}
+                            if g.state is not None and not g.deferred}
         return [
-            ActionOutput(
+            None if g.deferred else ActionOutput(
                 text=self.decode(g), tokens_in=len(p), tokens_out=len(g.token_ids),
                 logprob=float(sum(g.logprobs)), token_logprobs=g.logprobs, token_ids=g.token_ids,
                 prompt_ids=p,

@@ -51,8 +51,11 @@ class SamplingConfig:
 class Generation:
     token_ids: list[int]         # generated tokens, the stop token included if it was hit
     logprobs: list[float]        # log p(token) under the model, one per generated token
-    stopped: bool                # hit a stop token (False: ran out of max_new_tokens)
+    stopped: bool                # hit a stop token (False: ran out of max_new_tokens, or deferred)
     state: PrefixState | None = None   # with return_states: K/V to reuse on the next call
+    # Deferred (see `generate`'s `defer_share`): not done; pass it back as `resume` to go on.
+    deferred: bool = False
+    generator: torch.Generator | None = field(default=None, repr=False)   # the row's sampling noise, to go on with
 
 
 def _choose(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Generator]) -> torch.Tensor:
@@ -290,6 +293,8 @@ def generate(
     prefixes: Sequence[PrefixState | None] | None = None,
     return_states: bool = False,
     lean_forward: bool = True,
+    defer_share: int = 0,
+    resume: Sequence[Generation | None] | None = None,
 ) -> list[Generation]:
     """Generate a continuation for every prompt (lists of token ids) in one batch.
 
@@ -300,6 +305,16 @@ def generate(
     last, which was sampled but never fed back), to pass as its next call's prefix.
     `lean_forward=False` runs a Llama model through its own forward instead of
     lm/llama_forward.py (the same logits, more Python per call).
+
+    Continuous batching across calls: with `defer_share` = d > 0, the call returns once at
+    most 1/d of its rows are still generating (when it has at least d rows), and those come
+    back `deferred`, with their tokens so far and (always) their state. A caller with other
+    work for the finished rows (an agent loop's next turns) passes a deferred row back on a
+    later call as `resume[i]`, with `prompts[i]` its prompt followed by its tokens so far:
+    the row goes on where it stopped (its tokens, log-probs, token budget and sampling noise
+    carry over; only the last token is prefilled), decoding beside the other rows' new
+    turns instead of alone in a tail of one-row passes. The tokens are what one call would
+    have generated, up to the float rounding of a different batch.
     """
     n = len(prompts)
     if n == 0:
@@ -308,7 +323,17 @@ def generate(
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
     seeds = list(seeds) if seeds is not None else list(range(n))
-    gens = {i: torch.Generator().manual_seed(int(seeds[i]) & 0x7FFFFFFFFFFFFFFF) for i in range(n)}
+    resume = list(resume) if resume is not None else [None] * n
+    for i, done in enumerate(resume):
+        if done is not None and (not done.deferred or list(prompts[i][len(prompts[i]) - len(done.token_ids):])
+                                 != done.token_ids or len(done.token_ids) >= sampling.max_new_tokens):
+            raise ValueError(f"resume[{i}] is not a deferred generation whose tokens end prompts[{i}] "
+                             f"with budget left of max_new_tokens={sampling.max_new_tokens}")
+    gens = {i: resume[i].generator if resume[i] is not None and resume[i].generator is not None
+            else torch.Generator().manual_seed(int(seeds[i]) & 0x7FFFFFFFFFFFFFFF) for i in range(n)}
+    # Tokens a resumed row generated before, and how many it may still generate.
+    before = [len(r.token_ids) if r is not None else 0 for r in resume]
+    budget = [sampling.max_new_tokens - b for b in before]
     prefixes = list(prefixes) if prefixes is not None else [None] * n
     # Reuse at most all but the last prompt token: its logits are needed.
     reuse = [min(_common_prefix(st.ids, p), len(p) - 1) if st is not None else 0
@@ -354,9 +379,11 @@ def generate(
     stopped = [False] * n
     states: list[PrefixState | None] = [None] * n
 
-    def finish(j: int, r: int, n_tokens: int, hit_stop: bool) -> None:
-        lengths[r], stopped[r] = n_tokens, hit_stop
-        if return_states:
+    deferred = [False] * n
+
+    def finish(j: int, r: int, n_tokens: int, hit_stop: bool, defer: bool = False) -> None:
+        lengths[r], stopped[r], deferred[r] = n_tokens, hit_stop, defer
+        if return_states or defer:
             # The row's real positions, in order: its prompt and all generated tokens but
             # the one just sampled (index_select copies: the state owns its memory).
             real = mask[j].nonzero().squeeze(-1)
@@ -366,8 +393,14 @@ def generate(
 
     alive = torch.ones(len(row_ids), dtype=torch.bool, device=device)
     n_alive = len(row_ids)
+    # Rows out of budget at each step (a resumed row has less of it left).
+    out_of_budget: dict[int, list[int]] = {}
+    for r in range(n):
+        out_of_budget.setdefault(budget[r] - 1, []).append(r)
+    last_step = max(budget) - 1
+    defer_at = n // defer_share if defer_share > 0 else 0
     logits = torch.cat(first_logits)
-    for step in range(max_new):
+    for step in range(last_step + 1):
         logits = logits[:, -1, :] if logits.dim() == 3 else logits
         logits = logits if logits.dtype == torch.float32 else logits.float()
         logp = logits.log_softmax(-1)
@@ -375,17 +408,25 @@ def generate(
         out_tokens[rows, step] = tok
         out_logps[rows, step] = logp.gather(-1, tok[:, None]).squeeze(-1)
         hit = torch.isin(tok, stops) & alive
-        last = step == max_new - 1
         finished = hit.nonzero().squeeze(-1).tolist()   # usually none: one sync per step
         for j in finished:
             finish(j, row_ids[j], step + 1, True)
         if finished:
             alive &= ~hit
             n_alive -= len(finished)
-        if last:
+        spent = out_of_budget.get(step)
+        if spent:
+            spent_rows = set(spent)
             for j in alive.nonzero().squeeze(-1).tolist():
-                finish(j, row_ids[j], step + 1, False)
-        if n_alive == 0 or last:
+                if row_ids[j] in spent_rows:
+                    finish(j, row_ids[j], step + 1, False)
+                    alive[j] = False
+                    n_alive -= 1
+        if 0 < n_alive <= defer_at and step < last_step:
+            for j in alive.nonzero().squeeze(-1).tolist():
+                finish(j, row_ids[j], step + 1, False, defer=True)
+            n_alive = 0
+        if n_alive == 0:
             break
         # Finished rows leave the batch once they are an eighth of it: dropping rows copies the
         # whole cache, and until then a finished row costs only its share of a forward pass
@@ -403,8 +444,13 @@ def generate(
         last_pos = last_pos + 1
         logits = forward(tok[:, None], mask, last_pos[:, None], cache)
     token_rows, logp_rows = out_tokens.tolist(), out_logps.tolist()
-    results = [Generation(token_rows[r][:lengths[r]], logp_rows[r][:lengths[r]], stopped[r], states[r])
-               for r in range(n)]
+    results = []
+    for r in range(n):
+        done = resume[r]
+        tokens, logps = token_rows[r][:lengths[r]], logp_rows[r][:lengths[r]]
+        if done is not None:
+            tokens, logps = done.token_ids + tokens, done.logprobs + logps
+        results.append(Generation(tokens, logps, stopped[r], states[r], deferred[r], gens[r]))
     if was_training:
         model.train()
     return results
