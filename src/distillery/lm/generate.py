@@ -55,7 +55,7 @@ class Generation:
     state: PrefixState | None = None   # with return_states: K/V to reuse on the next call
     # Deferred (see `generate`'s `defer_share`): not done; pass it back as `resume` to go on.
     deferred: bool = False
-    generator: torch.Generator | None = field(default=None, repr=False)   # the row's sampling noise, to go on with
+    generator: torch.Generator | None = field(default=None, repr=False)   # deferred: its sampling noise, to go on with
 
 
 def _choose(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Generator]) -> torch.Tensor:
@@ -325,15 +325,16 @@ def generate(
     seeds = list(seeds) if seeds is not None else list(range(n))
     resume = list(resume) if resume is not None else [None] * n
     for i, done in enumerate(resume):
-        if done is not None and (not done.deferred or list(prompts[i][len(prompts[i]) - len(done.token_ids):])
-                                 != done.token_ids or len(done.token_ids) >= sampling.max_new_tokens):
+        if done is None:
+            continue
+        ends_prompt = list(prompts[i][-len(done.token_ids):]) == done.token_ids
+        if not (done.deferred and ends_prompt and len(done.token_ids) < sampling.max_new_tokens):
             raise ValueError(f"resume[{i}] is not a deferred generation whose tokens end prompts[{i}] "
                              f"with budget left of max_new_tokens={sampling.max_new_tokens}")
-    gens = {i: resume[i].generator if resume[i] is not None and resume[i].generator is not None
+    gens = {i: resume[i].generator if resume[i] is not None
             else torch.Generator().manual_seed(int(seeds[i]) & 0x7FFFFFFFFFFFFFFF) for i in range(n)}
-    # Tokens a resumed row generated before, and how many it may still generate.
-    before = [len(r.token_ids) if r is not None else 0 for r in resume]
-    budget = [sampling.max_new_tokens - b for b in before]
+    # How many tokens each row may still generate (a resumed row has spent some).
+    budget = [sampling.max_new_tokens - (len(r.token_ids) if r is not None else 0) for r in resume]
     prefixes = list(prefixes) if prefixes is not None else [None] * n
     # Reuse at most all but the last prompt token: its logits are needed.
     reuse = [min(_common_prefix(st.ids, p), len(p) - 1) if st is not None else 0
@@ -450,7 +451,8 @@ def generate(
         tokens, logps = token_rows[r][:lengths[r]], logp_rows[r][:lengths[r]]
         if done is not None:
             tokens, logps = done.token_ids + tokens, done.logprobs + logps
-        results.append(Generation(tokens, logps, stopped[r], states[r], deferred[r], gens[r]))
+        results.append(Generation(tokens, logps, stopped[r], states[r], deferred[r],
+                                  gens[r] if deferred[r] else None))
     if was_training:
         model.train()
     return results
