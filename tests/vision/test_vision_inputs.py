@@ -60,6 +60,14 @@ def test_words_are_single_tokens(tok):
     assert tok.decode(ids) == QUESTION.format(shape="circle")
 
 
+def test_memoised_ids_are_the_tokenizers_and_a_callers_edit_does_not_reach_the_memo(tok):
+    text = CAPTION_PROMPT
+    first = encode_words(tok, text)
+    assert first == list(tok(text, add_special_tokens=False)["input_ids"])
+    first.append(tok.eos_token_id)          # a caller building a sequence from the ids
+    assert encode_words(tok, text) == first[:-1]
+
+
 def test_model_directory_round_trip(tmp_path, vlm, tok, pixels):
     save_model_dir(tmp_path / "m", vlm, tok, {"prompt": {"style": "vision"}})
     model, tok2, card = load_vlm_dir(tmp_path / "m")
