@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from distillery.config import check_choices
 from distillery.envs.base import ToolSpec, env_spec
+from distillery.lm.encoding import encode, memo
 from distillery.lm.markers import MARKERS
 from distillery.types import Context, Turn
 
@@ -65,34 +66,10 @@ class PromptTooLong(ValueError):
 # ---------------------------------------------------------------------------------------
 
 
-_ENC_CACHE_ATTR = "_distillery_encoded"
-_ENC_CACHE_MAX = 100_000
-
-
-def _memo(tok: Any) -> dict[Any, Any]:
-    """The memo kept on the tokenizer itself (so it lives and dies with it)."""
-    cache = getattr(tok, _ENC_CACHE_ATTR, None)
-    if cache is None:
-        cache = {}
-        setattr(tok, _ENC_CACHE_ATTR, cache)
-    return cache
-
-
-def _enc(tok: Any, text: str) -> list[int]:
-    """Token ids of `text`, memoised: acting re-renders every past turn at every step."""
-    cache = _memo(tok)
-    ids = cache.get(text)
-    if ids is None:
-        if len(cache) >= _ENC_CACHE_MAX:
-            cache.clear()
-        ids = cache[text] = tuple(tok.encode(text, add_special_tokens=False))
-    return list(ids)
-
-
 def _marker(tok: Any, name: str) -> int:
-    """The id of marker `name`, memoised on the tokenizer as `_enc` is (a prompt has a few
+    """The id of marker `name`, memoised on the tokenizer as texts are (a prompt has a few
     markers per turn, and the tokenizer's lookup is several Python calls deep)."""
-    cache = _memo(tok)
+    cache = memo(tok)
     key = ("marker", name)      # texts are str keys: a tuple cannot collide with one
     tid = cache.get(key)
     if tid is None:
@@ -117,22 +94,22 @@ MIN_OBSERVATION_ROOM = 32
 
 def _head(tok: Any, instruction: str, experience: Sequence[str], cfg: PromptConfig) -> list[int]:
     """Instruction (never cut), then the experience cut to what the budget leaves."""
-    ids = [_marker(tok, "instruction"), *_enc(tok, instruction)]
+    ids = [_marker(tok, "instruction"), *encode(tok, instruction)]
     if experience:
         room = min(cfg.max_experience_tokens, cfg.max_prompt_tokens - len(ids) - 1 - MIN_OBSERVATION_ROOM)
         if room > 0:
-            ids += [_marker(tok, "experience"), *_cap(_enc(tok, experience_text(experience)), room)]
+            ids += [_marker(tok, "experience"), *_cap(encode(tok, experience_text(experience)), room)]
     return ids
 
 
 def _turn_ids(tok: Any, turn: Turn, cfg: PromptConfig) -> list[int]:
-    return [_marker(tok, "observation"), *_cap(_enc(tok, turn.observation), cfg.max_observation_tokens),
-            _marker(tok, "action"), *_enc(tok, turn.action), _marker(tok, "end")]
+    return [_marker(tok, "observation"), *_cap(encode(tok, turn.observation), cfg.max_observation_tokens),
+            _marker(tok, "action"), *encode(tok, turn.action), _marker(tok, "end")]
 
 
 def action_ids(tok: Any, action: str) -> list[int]:
     """The target of one step: the action text and the end marker (where generation stops)."""
-    return [*_enc(tok, action), _marker(tok, "end")]
+    return [*encode(tok, action), _marker(tok, "end")]
 
 
 @dataclass(frozen=True)
@@ -155,12 +132,12 @@ def render_compact(ctx: Context, tok: Any, cfg: PromptConfig) -> tuple[list[int]
     server to tell its client; acting needs only the ids)."""
     head, turns, cur = _compact_parts(ctx, tok, cfg)
     kept = ctx.history[len(ctx.history) - len(turns):]
-    full_head = 1 + len(_enc(tok, ctx.task.instruction)) + (
-        1 + len(_enc(tok, experience_text(ctx.experience))) if ctx.experience else 0)
+    full_head = 1 + len(encode(tok, ctx.task.instruction)) + (
+        1 + len(encode(tok, experience_text(ctx.experience))) if ctx.experience else 0)
     cuts = CompactCuts(
-        experience=len(head) < full_head, observation=len(cur) - 1 < len(_enc(tok, ctx.observation)),
+        experience=len(head) < full_head, observation=len(cur) - 1 < len(encode(tok, ctx.observation)),
         turns_kept=len(turns),
-        past_observations_cut=sum(len(_enc(tok, t.observation)) > cfg.max_observation_tokens for t in kept))
+        past_observations_cut=sum(len(encode(tok, t.observation)) > cfg.max_observation_tokens for t in kept))
     return _joined(head, turns, cur, tok, cfg), cuts
 
 
@@ -172,7 +149,7 @@ def _compact_parts(ctx: Context, tok: Any, cfg: PromptConfig) -> tuple[list[int]
         raise PromptTooLong(
             f"task {ctx.task.task_id}: instruction and experience take {len(head)} tokens, over the "
             f"budget of {cfg.max_prompt_tokens}; raise prompt.max_prompt_tokens")
-    cur = [_marker(tok, "observation"), *_enc(tok, ctx.observation)[: max(0, budget - 1)]]
+    cur = [_marker(tok, "observation"), *encode(tok, ctx.observation)[: max(0, budget - 1)]]
     budget -= len(cur)
     turns: list[list[int]] = []
     for turn in reversed(ctx.history[-cfg.max_history_turns:] if cfg.max_history_turns else []):
@@ -202,7 +179,7 @@ def episode_example_ids(
     ids = _head(tok, instruction, experience, cfg)
     mask = [False] * len(ids)
     for turn in turns:
-        obs = [_marker(tok, "observation"), *_enc(tok, turn.observation), _marker(tok, "action")]
+        obs = [_marker(tok, "observation"), *encode(tok, turn.observation), _marker(tok, "action")]
         ids += obs
         mask += [False] * len(obs)
         act = action_ids(tok, turn.action)
@@ -213,7 +190,7 @@ def episode_example_ids(
     last_prompt = len(ids) - len(action_ids(tok, turns[-1].action)) if turns else len(ids)
     if last_prompt > cfg.max_prompt_tokens or len(turns) > cfg.max_history_turns + 1:
         return None
-    if any(len(_enc(tok, t.observation)) > cfg.max_observation_tokens for t in turns[:-1]):
+    if any(len(encode(tok, t.observation)) > cfg.max_observation_tokens for t in turns[:-1]):
         return None
     return ids, mask
 
@@ -259,7 +236,7 @@ def render_chat_ids(ctx: Context, tok: Any, specs: Sequence[ToolSpec], cfg: Prom
         ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
         if len(ids) <= cfg.max_prompt_tokens:
             return ids
-    obs_ids = _enc(tok, ctx.observation)
+    obs_ids = encode(tok, ctx.observation)
     while obs_ids:
         obs_ids = obs_ids[: len(obs_ids) // 2]
         short = Context(ctx.episode_id, ctx.task, ctx.t, tok.decode(obs_ids) + TRUNCATED, [],

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import zlib
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from distillery.io import MissingInput, require, stage_writing
+from distillery.lm.encoding import encode
 from distillery.train.data import Example, example_from_mask
 from distillery.train.losses import IGNORE_INDEX, sft_loss
 from distillery.vision.config import VLMConfig
@@ -86,14 +86,8 @@ def build_tokenizer(extra_words: Sequence[str] = ()) -> Any:
 
 
 def encode_words(tok: Any, text: str) -> list[int]:
-    """The ids of `text`'s words, memoised per tokenizer: a training set asks the same few
-    questions of thousands of images, and one call of the tokenizer costs ~150 us."""
-    return list(_word_ids(tok, text))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _word_ids(tok: Any, text: str) -> tuple[int, ...]:
-    return tuple(tok(text, add_special_tokens=False)["input_ids"])
+    """The ids of `text`'s words (memoised on the tokenizer: `lm.encoding`)."""
+    return encode(tok, text)
 
 
 # ---------------------------------------------------------------------------------------
