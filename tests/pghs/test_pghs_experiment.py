@@ -1,13 +1,9 @@
 """The experiment on the micro world, the saved simulator, `distillery simulate`, and the
-report; then `dvc repro pghs` for real in a temporary copy of the pipeline."""
+report (`dvc repro pghs` itself: tests/e2e/test_pghs_track.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -210,32 +206,3 @@ def test_report_renders_tables_claims_and_one_plot_per_group(ran, tmp_path):
     text = render(summary, claims(summary), plots, tmp_path / "pghs.md", results[0].policies)
     assert "## Done criterion" in text and "| pghs " in text and "45.8%" in text
     assert "](pghs/pred_vs_actual_students.png)" in text
-
-
-def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_dvc_repro_pghs_on_the_micro_configuration(tmp_path):
-    """The two stages through DVC in a copy of the pipeline: every declared out is made."""
-    repo = tmp_path / "repo"
-    for rel in ("stages", "src/distillery"):   # the stages import across the library
-        shutil.copytree(REPO / rel, repo / rel, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "dvc.yaml", repo / "dvc.yaml")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    micro = yaml.safe_load(Path(__file__).with_name("micro_params.yaml").read_text())
-    params["pghs_data"].update(micro["pghs_data"])
-    params["pghs"] = {**params["pghs"], **micro["pghs"]}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _dvc(["init", "--no-scm", "-q"], repo).returncode == 0
-    done = _dvc(["repro", "pghs"], repo)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for out in ("data/pghs/trajectories.parquet", "metrics/pghs.json", "reports/details/pghs.json", "reports/claims/pghs.json",
-                "reports/pghs.md", "models/pghs/simulator.json", "reports/quality/pghs"):
-        assert (repo / out).exists(), out
-    assert list((repo / "reports/pghs").glob("pred_vs_actual_*.png"))
-    rows = json.loads((repo / "reports/claims/pghs.json").read_text())
-    assert rows and all(Claim.from_dict(r).finding for r in rows)
