@@ -13,7 +13,7 @@ import sys
 
 import polars as pl
 import pytest
-from tests.e2e.conftest import PIPELINE_TIMEOUT, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, run
 
 pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
                                                 "(and Java 17)")
@@ -26,9 +26,7 @@ TARGETS = ["twx_internalize", "twx_internalize_seeds", "twx_rl", "twx_play@twx_w
 @pytest.mark.timeout(PIPELINE_TIMEOUT)
 def test_the_textworldexpress_track_runs_end_to_end_through_dvc(micro_copy):
     repo = micro_copy()
-    # What `dvc repro` of the targets runs from scratch: forced, dry, in the finished copy.
-    out = run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *TARGETS], repo)
-    planned = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+    planned = planned_stages(repo, *TARGETS)
     assert {"twx_tasks", "twx_collect@oracle", "twx_warmup", "twx_rollout@twx_warmup", "twx_mine",
             "twx_internalize_seeds@1", "twx_internalize_seeds@2", *TARGETS[:1], *TARGETS[2:]} <= planned
     assert not any(not s.startswith("twx_") for s in planned), planned    # nothing of the agent track
