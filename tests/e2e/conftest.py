@@ -114,12 +114,17 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> 
     return p
 
 
-
 def planned_stages(repo: Path, *targets: str) -> set[str]:
     """The stages `dvc repro` of `targets` would run from scratch in `repo`: forced and dry, so a
     finished repository shows a track's whole upstream without running anything."""
     out = run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *targets], repo)
     return {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+
+
+def up_to_date(repo: Path, *targets: str) -> bool:
+    """`dvc status` of `targets` in `repo` finds nothing changed."""
+    return run([sys.executable, "-m", "dvc", "status", *targets], repo).stdout.strip().endswith("up to date.")
+
 
 def make_micro_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Copy the project's source files (tracked and new, not ignored) and set micro params."""

@@ -5,14 +5,11 @@ micro-pipeline run, which ran every stage of the same configuration (tests/e2e/c
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, up_to_date
 
 from distillery.types import Claim
-
-DVC = [sys.executable, "-m", "dvc"]
 
 
 @pytest.mark.slow
@@ -27,4 +24,4 @@ def test_the_pghs_track_runs_through_dvc(micro_copy):
     assert list((repo / "reports/pghs").glob("pred_vs_actual_*.png"))
     rows = json.loads((repo / "reports/claims/pghs.json").read_text())
     assert rows and all(Claim.from_dict(r).finding for r in rows)
-    assert run([*DVC, "status", "pghs"], repo).stdout.strip().endswith("up to date.")
+    assert up_to_date(repo, "pghs")

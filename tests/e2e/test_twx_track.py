@@ -13,7 +13,7 @@ import sys
 
 import polars as pl
 import pytest
-from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, run, up_to_date
 
 pytest.importorskip("textworld_express", reason="the textworldexpress track needs pip install -e '.[textworld]' "
                                                 "(and Java 17)")
@@ -59,4 +59,4 @@ def test_the_textworldexpress_track_runs_end_to_end_through_dvc(micro_copy):
     internalized = next(r for r in rows if r["finding"].startswith("internalized"))
     assert internalized["seeds"] == "textworldexpress: internalization 0,1,2"
     assert next(r for r in rows if "steps per second" in r["finding"])["measured"].endswith(tuple("0123456789"))
-    assert run([sys.executable, "-m", "dvc", "status", *TARGETS], repo).stdout.strip().endswith("up to date.")
+    assert up_to_date(repo, *TARGETS)

@@ -7,16 +7,14 @@ configuration (tests/e2e/conftest.py), and `dvc status` finds the track up to da
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, run
+from tests.e2e.conftest import PIPELINE_TIMEOUT, planned_stages, up_to_date
 
 from distillery.evaluate.claims import read_claims
 from distillery.evaluate.headline import MAX_VALUES, count_leaves
 from distillery.vision.run import HEADLINE
 
-DVC = [sys.executable, "-m", "dvc"]
 VISION_STAGES = {"vision_data", "vision_train", "vision_eval"}
 
 
@@ -58,4 +56,4 @@ def test_the_vision_track_runs_end_to_end_through_dvc(micro_copy):
     # the claims page (stage `claims` globs reports/claims/) has the vision rows
     assert "## vision" in (repo / "reports/claims.md").read_text()
 
-    assert run([*DVC, "status", "vision_eval"], repo).stdout.strip().endswith("up to date.")
+    assert up_to_date(repo, "vision_eval")

@@ -17,8 +17,6 @@ from distillery.pghs.report import plot_groups, render
 from distillery.pghs.simulator import Simulator, parse_strategy, read_strategies
 from distillery.types import Claim
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def ran(micro, tmp_path_factory):
