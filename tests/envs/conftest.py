@@ -8,6 +8,7 @@ installed too is the same entry: the registry accepts it)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Iterator
@@ -36,6 +37,20 @@ def checkout_env_names(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
     """The environments this checkout's pyproject.toml registers, whether installed or not."""
     groups = tomllib.loads(pyproject.read_text())["project"].get("entry-points", {})
     return sorted(groups.get(registry.ENVS, {}))
+
+
+def tree_digest(root: Path) -> str:
+    """Every path, mode, size, mtime and byte under `root`: any change to the tree shows."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + dirnames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            h.update(f"{p}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}".encode())
+            if p.is_file() and not p.is_symlink():
+                h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ but the registry."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.envs.conftest import checkout_env_names
+from tests.envs.conftest import checkout_env_names, tree_digest
 
 from distillery.envs.actions import format_call
 from distillery.envs.base import (
@@ -45,20 +44,6 @@ from distillery.types import StepResult, Task, Verification
 N_EXAMPLES = 100            # episodes per environment
 ACTIONS_PER_EXAMPLE = (10, 16)
 MIN_ACTIONS = 1000          # hostile actions per environment per run, asserted
-
-
-def tree_digest(root: Path) -> str:
-    """Every path, mode, size, mtime and byte under `root`."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames) + dirnames:
-            p = Path(dirpath) / name
-            st_ = p.lstat()
-            h.update(f"{p}:{st_.st_mode}:{st_.st_size}:{st_.st_mtime_ns}".encode())
-            if p.is_file() and not p.is_symlink():
-                h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def make_canary(root: Path) -> Path:

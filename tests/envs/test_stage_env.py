@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from tests.envs.conftest import tree_digest
 
 from distillery.agents.random import RandomPolicy
 from distillery.config import TasksConfig
@@ -36,20 +37,6 @@ def env(tmp_path):
     e = StageEnv(root=str(tmp_path / "sandboxes"))
     yield e
     e.close()
-
-
-def tree_digest(root: Path) -> str:
-    """Every path, file content, mode and mtime under root: any change shows."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames) + dirnames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            h.update(f"{p}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}".encode())
-            if p.is_file() and not p.is_symlink():
-                h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def test_every_family_reference_solution_passes_and_doing_nothing_fails(env, tasks):
