@@ -8,6 +8,7 @@ endpoint: a real socket and a real HTTP exchange, each POST answered by a Python
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,3 +52,12 @@ class JsonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def closed_port_url() -> str:
+    """An OpenAI-style base URL on 127.0.0.1 where nothing listens: a port bound, then freed."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"

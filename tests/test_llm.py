@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.json_server import JsonServer
+from tests.json_server import JsonServer, closed_port_url
 
 from distillery.llm import PLACEHOLDER_KEY, ChatEndpoint, EndpointError
 
@@ -51,14 +50,6 @@ def reply(content: str | None) -> tuple[int, dict[str, Any]]:
     return 200, {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                               "finish_reason": "stop"}]}
-
-
-def closed_port_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/v1"
 
 
 HELLO = [{"role": "user", "content": "hello"}]

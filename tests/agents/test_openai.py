@@ -7,7 +7,6 @@ backoff, and the scripted endpoint records what arrived and how many were in fli
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tests.json_server import JsonServer
+from tests.json_server import JsonServer, closed_port_url
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.agents.openai import (
@@ -154,16 +153,8 @@ def test_client_errors_are_not_retried_and_name_the_endpoint(endpoint):
     assert "bad field 'x'" in out.error
 
 
-def _closed_port_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/v1"
-
-
 def test_endpoint_down_is_an_errored_episode_not_a_crash():
-    url = _closed_port_url()
+    url = closed_port_url()
     with policy(url, max_retries=1) as pol:
         [out] = pol.act([make_ctx()])
         assert out.text == "" and url in out.error and "cannot connect" in out.error

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import polars as pl
 import pytest
-from tests.mining.conftest import chat_reply, closed_port_url
+from tests.json_server import closed_port_url
+from tests.mining.conftest import chat_reply
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig

@@ -7,10 +7,10 @@ import logging
 from dataclasses import replace
 
 import polars as pl
+from tests.json_server import closed_port_url
 from tests.mining.conftest import (
     blind,
     chat_reply,
-    closed_port_url,
     habit_run,
     make_tasks,
     oracle_run,
