@@ -18,17 +18,26 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: metrics setup repro test test-fast lint bench gpu-kit grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
+.PHONY: metrics setup lock repro test test-fast lint bench gpu-kit grid objectives-grid sql-grid server deploy clean-outputs help results deps push pull compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+# torch first and pinned: 2.13.0 is a local CPU wheel; an unpinned torch pulls CUDA. Every
+# package is installed at the version in constraints.txt (`make lock` resolves them anew).
+TORCH := torch==2.13.0
+PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+LOCK_EXTRAS := dev,textworld
+
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first and pinned: 2.13.0 is a local CPU wheel; an unpinned torch pulls CUDA.
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PIP_INSTALL) $(TORCH)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
+
+lock:  ## resolve the exact versions a fresh set-up installs into constraints.txt (after editing pyproject.toml)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m tools.lock --out constraints.txt $(TORCH) '.[$(LOCK_EXTRAS)]'
 
 .dvc/config:
 	@if [ -d .git ]; then $(BIN)/dvc init -q; else $(BIN)/dvc init -q --no-scm; fi
@@ -116,7 +125,7 @@ lint:  ## ruff over the code
 	$(BIN)/ruff check src stages flows tests bench tools
 
 bench: setup  ## the benchmarks in bench/ (each prints ratios against a peer measured in the same run)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[textworld]'  # the environment benchmark's peer (from the package registry)
+	$(PIP_INSTALL) -e '.[textworld]'  # the environment benchmark's peer (from the package registry)
 	$(BIN)/python bench/env_throughput.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/rollout_throughput.py
