@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from tests.conftest import REPO
@@ -11,6 +12,7 @@ from distillery.io import (
     MODEL_FOLDERS,
     MissingInput,
     atomic_path,
+    json_error,
     stage_writing,
     write_folder,
     write_json,
@@ -94,3 +96,14 @@ def test_a_missing_model_folder_names_the_stage_that_writes_it(tmp_path, monkeyp
     (tmp_path / "models" / "rl").mkdir(parents=True)     # there, but not a model
     with pytest.raises(MissingInput, match="models/rl: not a model directory"):
         load_model_dir("models/rl")
+
+
+def test_json_error_says_what_the_decoder_said_or_that_a_number_is_too_long():
+    with pytest.raises(ValueError) as broken:
+        json.loads('{"a": ')
+    assert json_error(broken.value) == "Expecting value"
+    with pytest.raises(ValueError) as too_long:     # not a JSONDecodeError: Python's int limit
+        json.loads("9" * 5000)
+    assert not isinstance(too_long.value, json.JSONDecodeError)
+    assert json_error(too_long.value) == ("Exceeds the limit (4300 digits) for integer string conversion: "
+                                          "value has 5000 digits")

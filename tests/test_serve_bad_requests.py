@@ -83,6 +83,8 @@ BAD_BODIES = {
     "max_tokens 10**40": (json.dumps({**GOOD, "max_tokens": 10 ** 40}).encode(), 400),
     "max_tokens beyond the context": (json.dumps({**GOOD, "max_tokens": 1025}).encode(), 400),
     "max_tokens not a number": (json.dumps({**GOOD, "max_tokens": "lots"}).encode(), 400),
+    # more digits than Python converts to an int: json raises ValueError, not JSONDecodeError
+    "a number of 5000 digits": (json.dumps(GOOD).replace('"max_tokens": 12', '"max_tokens": ' + "9" * 5000).encode(), 400),
     "temperature NaN": (json.dumps({**GOOD, "temperature": float("nan")}).encode(), 400),
     "a lone surrogate": (json.dumps({**GOOD, "messages": [{"role": "user", "content": "Task: \ud800\n\nx"}]}).encode(), 400),
     "tool parameters a string": (json.dumps({**GOOD, "tools": [

@@ -671,6 +671,10 @@ def eval_cmd(
             extra = json.loads(policy_kwargs)
         except json.JSONDecodeError as e:
             _fail("eval", f"--policy-kwargs: not JSON ({e})")
+        except ValueError as e:     # a number too long to convert
+            from distillery.io import json_error
+
+            _fail("eval", f"--policy-kwargs: not JSON ({json_error(e)})")
         if not isinstance(extra, dict):
             _fail("eval", f"--policy-kwargs: expected a JSON object of keyword arguments, got {policy_kwargs!r}")
         kwargs |= extra

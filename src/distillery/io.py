@@ -70,6 +70,16 @@ def write_text(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
+def json_error(e: ValueError) -> str:
+    """Why `json.loads` refused a text, in a few words. Besides its `JSONDecodeError`, json
+    raises a plain ValueError for a number with more digits than Python converts to an int
+    (4,300 by default): whoever parses text it did not write catches ValueError, and this
+    says which it was."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    return str(e).split("; use sys.set_int_max_str_digits")[0]
+
+
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         with tmp.open("w") as f:

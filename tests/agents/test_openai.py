@@ -320,6 +320,21 @@ def test_tool_call_text_orders_arguments_and_reports_bad_json():
     assert not parsed.valid and "malformed JSON arguments" in parsed.error
 
 
+# Python converts at most 4,300 digits to an int: json.loads of a longer number raises
+# ValueError, not JSONDecodeError. A reply holding one is an invalid action, never an error.
+TOO_LONG = "9" * 5000
+
+
+def test_a_number_too_long_to_convert_is_an_invalid_action_not_an_error():
+    bad = tool_call_text("create_event", '{"title": "x", "duration": ' + TOO_LONG + "}", UNIT)
+    parsed = parse_action(bad, UNIT)
+    assert not parsed.valid and "malformed JSON arguments" in parsed.error
+    reply = 'The call is {"tool": "finish", "args": {"n": ' + TOO_LONG + "}} okay"
+    assert extract_action(reply, UNIT) == (reply, "")
+    later = reply + ' or {"tool": "finish", "args": {}}'
+    assert extract_action(later, UNIT) == ('{"tool": "finish", "args": {}}', "took a JSON call out of surrounding text")
+
+
 def test_tools_messages_round_trip_through_the_history():
     ctx = make_ctx(0, history=[Turn("o0", 'send_mail(to="a", subject="s", body="b")')])
     msgs = tools_messages(render_messages(ctx, UNIT), UNIT)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from distillery.importers import ImportConfig, import_logs
+from distillery.importers.openai_jsonl import read_outcomes
 from distillery.importers.secrets import find_secrets
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
@@ -81,3 +83,31 @@ def test_an_eval_log_without_task_metadata_derives_its_tasks(tmp_path):
     tasks = result.logs.tasks.filter(pl.col("task_id") == "stage/s01").row(0, named=True)
     assert tasks["env"] == "stage" and tasks["split"] == "train" and tasks["n_ref_steps"] == 4
     assert result.gates["imported_tasks"].success
+
+
+# Python converts at most 4,300 digits to an int (sys.get_int_max_str_digits): json.loads of a
+# longer number raises ValueError, not JSONDecodeError.
+TOO_LONG = "9" * 5000
+
+
+def test_a_number_too_long_to_convert_in_a_calls_arguments_spoils_that_call_not_the_import(tmp_path):
+    first, second = (LOGS / "openai" / "stage_chat.jsonl").read_text().splitlines()[:2]
+    record = json.loads(first)
+    call = next(m for m in record["messages"] if m.get("tool_calls"))["tool_calls"][0]
+    call["function"]["arguments"] = '{"query": ' + TOO_LONG + "}"
+    log = tmp_path / "chat.jsonl"
+    log.write_text(json.dumps(record) + "\n" + second + "\n")
+    result = import_logs("openai", [log], tmp_path / "out", ImportConfig(env="stage"), tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 2
+    assert result.logs.records["verdict"].to_list() == ["kept", "kept"]
+    episode = result.logs.records.filter(pl.col("record") == "line 1")["episode_id"][0]
+    first = result.logs.steps.filter(pl.col("episode_id") == episode).sort("t").row(0, named=True)
+    assert first["valid"] is False and "the arguments are not valid JSON" in first["error"]
+    assert "4300 digits" in first["error"] and TOO_LONG not in first["error"]
+
+
+def test_a_side_file_with_a_number_too_long_to_convert_is_refused_naming_file_and_line(tmp_path):
+    side = tmp_path / "side.jsonl"
+    side.write_text('{"line": 1, "success": true}\n{"line": 2, "score": ' + TOO_LONG + "}\n")
+    with pytest.raises(ValueError, match=r"side\.jsonl:2: not valid JSON .*4300 digits"):
+        read_outcomes(side)

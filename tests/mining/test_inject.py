@@ -185,6 +185,8 @@ def test_parse_id_list():
     assert parse_id_list('ok ["a", "x", "b", "a"] done', ["a", "b"]) == ["a", "b"]
     assert parse_id_list("[]", ["a"]) == []
     assert parse_id_list("[1, 2]", ["a"]) is None and parse_id_list("none", ["a"]) is None
+    # a number longer than Python converts (4,300 digits) is a list that is not the answer
+    assert parse_id_list("[" + "9" * 5000 + '] or ["a"]', ["a"]) == ["a"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -333,6 +333,9 @@ def test_an_environment_without_a_draft_format_is_refused_by_name_before_anythin
     ("h.json", '[{"text": "file invoices", "n": "three"}]', "hint 0: n must be an integer, got 'three'"),
     ("h.jsonl", '{"text": "a hint"}\n\n{"text": "b"\n', "h.jsonl:3: not valid JSON"),
     ("h.jsonl", '{"text": "a hint"}\n{"text": "b", "split": "nope"}\n', "h.jsonl:2: hint 'b': split must be"),
+    # more digits than Python converts to an int (4,300): ValueError from the parsers, not their own errors
+    ("h.jsonl", '{"text": "a hint"}\n{"text": "b", "n": ' + "9" * 5000 + "}\n", "h.jsonl:2: not valid JSON"),
+    ("h.json", '[{"text": "b", "n": ' + "9" * 5000 + "}]", "h.json: not valid JSON"),
 ])
 def test_bad_hints_files_say_where(tmp_path, name, text, says):
     (tmp_path / name).write_text(text)

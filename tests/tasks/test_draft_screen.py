@@ -34,7 +34,9 @@ def test_the_draft_is_found_whatever_surrounds_it(reply):
     (D.BROKEN_JSON, "does not parse"),
     ('{"note": "a JSON object, not a draft"}', "no JSON object with the draft's fields"),
     ('{"instruction": ' + "[" * 100_000, "nested too deeply"),
-], ids=["prose", "broken", "not_a_draft", "nested"])
+    # more digits than Python converts to an int: json raises ValueError, not JSONDecodeError
+    ('{"instruction": "x", "max_steps": ' + "9" * 5000 + "}", "4300 digits"),
+], ids=["prose", "broken", "not_a_draft", "nested", "number_too_long"])
 def test_a_reply_without_a_draft_is_not_json(reply, words):
     reasons = screen_reply(reply, "stage").reasons
     assert [r.kind for r in reasons] == ["not_json"] and words in reasons[0].detail

@@ -123,7 +123,7 @@ def extract_action(content: str, specs: Sequence[ToolSpec]) -> tuple[str, str]:
             continue
         try:
             obj, _ = decoder.raw_decode(body, i)
-        except json.JSONDecodeError:
+        except ValueError:          # JSONDecodeError, or a number too long to convert
             continue
         span = json.dumps(obj, ensure_ascii=False)
         if isinstance(obj, dict) and parse_action(span, specs).valid:
@@ -152,7 +152,7 @@ def tool_call_text(name: str, arguments: str | None, specs: Sequence[ToolSpec]) 
     """
     try:
         args = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except ValueError:              # JSONDecodeError, or a number too long to convert
         return json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)
     if not isinstance(args, dict):
         return json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)

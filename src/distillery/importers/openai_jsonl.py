@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.importers.records import Call, Message, Outcome, RawRecord, sha256_text
+from distillery.io import json_error
 
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 ENDED = ("finished", "limit", "truncated", "error")
@@ -91,8 +92,8 @@ def read_outcomes(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[int
             continue
         try:
             row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({json_error(e)})") from e
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{n}: expected a JSON object, got {_kind(row)}")
         if isinstance(row.get("line"), int) and not isinstance(row.get("line"), bool):
@@ -285,8 +286,8 @@ def _call(c: Any, where: str) -> Call:
         raise _Malformed(f"{where}.function.arguments: expected a JSON string, got {_kind(arguments)}")
     try:
         args = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError as e:
-        return Call(call_id, name, None, arguments, f"the arguments are not valid JSON ({e.msg})")
+    except ValueError as e:
+        return Call(call_id, name, None, arguments, f"the arguments are not valid JSON ({json_error(e)})")
     if not isinstance(args, dict):
         return Call(call_id, name, None, arguments, f"the arguments are {_kind(args)}, not a JSON object")
     return Call(call_id, name, args, arguments)

@@ -310,7 +310,7 @@ def parse_id_list(reply: str, known: Sequence[str]) -> list[str] | None:
     for m in _JSON_LIST.finditer(reply):
         try:
             value = json.loads(m.group(0))
-        except json.JSONDecodeError:
+        except ValueError:          # JSONDecodeError, or a number too long to convert
             continue
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             allowed = set(known)

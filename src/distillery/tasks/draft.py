@@ -32,6 +32,7 @@ from typing import Any
 
 from distillery.agents.openai import Price
 from distillery.envs.base import Environment, make_env
+from distillery.io import json_error
 from distillery.llm import ChatEndpoint, EndpointError
 from distillery.tasks.draft_prompts import first_messages, repair_message
 from distillery.tasks.drafted import FamilyPower, episodes_needed, rate_bound
@@ -102,6 +103,8 @@ def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]
                 items.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{p}:{no}: not valid JSON ({e.msg} at column {e.colno})") from e
+            except ValueError as e:     # a number too long to convert
+                raise ValueError(f"{p}:{no}: not valid JSON ({json_error(e)})") from e
             where.append(f"{p}:{no}")
     elif p.suffix in (".json", ".yaml", ".yml"):
         import yaml
@@ -113,6 +116,8 @@ def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]
             at = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ValueError(f"{p}{at}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} ({problem})") from e
+        except ValueError as e:         # a number too long to convert
+            raise ValueError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} ({json_error(e)})") from e
     else:
         raise ValueError(f"{p}: hints come as .txt, .json, .jsonl or .yaml, not {p.suffix or 'no suffix'}")
     if not isinstance(items, list):

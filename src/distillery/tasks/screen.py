@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.io import json_error
 from distillery.tasks.schema import (
     DRAFT_FIELDS,
     MAX_REASONS,
@@ -90,6 +91,12 @@ def extract_json(reply: str) -> tuple[dict[str, Any] | None, str]:
                 # Objects that start inside the broken one are parts of it, never the draft:
                 # skipping them keeps the scan linear in the reply's length.
                 i = source.find("{", max(i + 1, e.pos))
+                continue
+            except ValueError as e:     # a number too long to convert: no position to skip to
+                if not first_error:
+                    first_error = (f"the JSON object starting on line {_line(source, i)} does not parse: "
+                                   f"{json_error(e)}")
+                i = source.find("{", i + 1)
                 continue
             except RecursionError:
                 return None, "the JSON is nested too deeply"
