@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from tests.json_server import JsonServer, closed_port_url
 
-from distillery.llm import PLACEHOLDER_KEY, ChatEndpoint, EndpointError
+from distillery.llm import (
+    PLACEHOLDER_KEY,
+    ChatEndpoint,
+    ChatReply,
+    EndpointError,
+    reply_choice,
+    reply_usage,
+)
 
 Script = Callable[[int, dict[str, Any]], tuple[int, dict[str, Any]]]   # (request number, body) -> reply
 
@@ -101,6 +108,75 @@ def test_down_slow_and_empty_endpoints_raise_endpoint_errors(server):
     empty = server(lambda n, body: (200, {**reply("x")[1], "choices": []}))
     with pytest.raises(EndpointError, match="no choices in the reply from"):
         ChatEndpoint(empty.base_url, "m").complete(HELLO)
+
+
+def _choice(**fields: Any) -> dict[str, Any]:
+    return {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop", **fields}
+
+
+def _message(**fields: Any) -> dict[str, Any]:
+    return _choice(message={"role": "assistant", "content": None, **fields})
+
+
+def _call(**function: Any) -> dict[str, Any]:
+    return {"id": "c0", "type": "function", "function": {"name": "finish", "arguments": "{}", **function}}
+
+
+# The client builds its reply objects without validating them: each of these once surfaced as an
+# AttributeError or TypeError in whatever read the reply, far from the request.
+MALFORMED = {
+    "choices a string": ({"choices": "x"}, "choices is a string, not a list"),
+    "a choice a number": ({"choices": [5]}, "choices[0] is a number, not an object"),
+    "no message": ({"choices": [{"index": 0}]}, "choices[0].message is null, not an object"),
+    "content a list": ({"choices": [_message(content=[{"type": "text", "text": "x"}])]},
+                       "choices[0].message.content is a list, not text or null"),
+    "content a number": ({"choices": [_message(content=5)]}, "choices[0].message.content is a number"),
+    "tool_calls a string": ({"choices": [_message(tool_calls="x")]}, "choices[0].message.tool_calls is a string"),
+    "a tool call a number": ({"choices": [_message(tool_calls=[5])]}, "tool_calls[0] is a number, not an object"),
+    "no function name": ({"choices": [_message(tool_calls=[_call(name=None)])]},
+                         "tool_calls[0].function.name is null, not a name"),
+    "arguments an object": ({"choices": [_message(tool_calls=[_call(arguments={"a": 1})])]},
+                            "tool_calls[0].function.arguments is an object, not JSON text"),
+    "a logprob null": ({"choices": [_choice(logprobs={"content": [{"token": "x", "logprob": None}]})]},
+                       "choices[0].logprobs.content[0].logprob is null, not a number"),
+    "usage a list": ({"usage": [1, 2]}, "usage is a list, not an object"),
+    "a token count a string": ({"usage": {"prompt_tokens": "ten", "completion_tokens": 1}},
+                               "usage.prompt_tokens is a string, not a count"),
+    "a negative token count": ({"usage": {"prompt_tokens": 3, "completion_tokens": -1}},
+                               "usage.completion_tokens is a number, not a count"),
+}
+
+
+@pytest.mark.parametrize("what", list(MALFORMED))
+def test_a_malformed_reply_is_an_endpoint_error_naming_the_field(server, what):
+    fields, says = MALFORMED[what]
+    srv = server(lambda n, body: (200, {**reply("x")[1], **fields}))
+    endpoint = ChatEndpoint(srv.base_url, "m", max_retries=0)
+    resp = endpoint.create(messages=HELLO)
+    with pytest.raises(EndpointError) as err:
+        reply_usage(resp, endpoint.where)
+        reply_choice(resp, endpoint.where)
+    assert says in str(err.value) and str(err.value).startswith(f"a malformed reply from {endpoint.where}: ")
+    if not what.startswith(("usage", "a token", "a negative")):
+        with pytest.raises(EndpointError, match="a malformed reply from"):
+            endpoint.complete(HELLO)
+
+
+def test_a_well_formed_reply_reads_as_sent(server):
+    body = {**reply(None)[1], "usage": {"prompt_tokens": 7, "completion_tokens": 2.0},
+            "choices": [_message(tool_calls=[_call(arguments='{"a": 1}'), {"id": "c1", "type": "custom"},
+                                             _call(name="other", arguments=None)]) | {
+                "logprobs": {"content": [{"token": "a", "logprob": -0.5}, {"token": "b", "logprob": 0}]}}]}
+    srv = server(lambda n, b: (200, body))
+    endpoint = ChatEndpoint(srv.base_url, "m", max_retries=0)
+    resp = endpoint.create(messages=HELLO)
+    assert reply_usage(resp, endpoint.where) == (7, 2)
+    assert reply_choice(resp, endpoint.where) == ChatReply(
+        text="", calls=(("finish", '{"a": 1}'), ("other", "")), finish_reason="stop", token_logprobs=(-0.5, 0.0))
+    bare = server(lambda n, b: (200, {k: v for k, v in reply("hi")[1].items()}))
+    bare_resp = ChatEndpoint(bare.base_url, "m").create(messages=HELLO)
+    assert reply_usage(bare_resp, "x") == (0, 0)
+    assert reply_choice(bare_resp, "x") == ChatReply("hi", (), "stop", None)
 
 
 def test_an_endpoint_pickles_without_its_client_and_works_after(server):

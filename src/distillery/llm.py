@@ -11,6 +11,11 @@ whatever holds one can travel to rollout workers.
 
 Local servers accept any key; when the variable is unset a placeholder is sent, with a
 warning when the host is not local (a hosted API will answer 401).
+
+The client builds its reply objects without validating them, so a field an endpoint got wrong
+(a list for the content, a string for a token count, no message at all) would surface later as
+an AttributeError far from the request. `reply_usage` and `reply_choice` read a reply and check
+each field they use; a malformed one is an `EndpointError` naming the field.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,7 +37,108 @@ MAX_ERROR_CHARS = 600
 
 class EndpointError(RuntimeError):
     """An OpenAI-compatible endpoint could not answer (down, timed out, an HTTP error after
-    the client's retries, or a reply with no choices)."""
+    the client's retries, a reply with no choices or a malformed one)."""
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """The first choice of a chat completion, checked."""
+    text: str                               # the message's content ("" for none)
+    calls: tuple[tuple[str, str], ...]      # its function calls: (name, arguments as JSON text)
+    finish_reason: str
+    token_logprobs: tuple[float, ...] | None   # per content token, when the request asked for them
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _is_object(value: Any) -> bool:
+    """A JSON object as the client leaves it: one of its models, or a dict it could not build one from."""
+    return value is not None and not isinstance(value, str | bytes | int | float | bool | list | tuple)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", int: "a number", float: "a number", list: "a list", tuple: "a list",
+            dict: "an object"}.get(type(value), "an object" if _is_object(value) else type(value).__name__)
+
+
+def _malformed(where: str, field: str, value: Any, expected: str) -> EndpointError:
+    return EndpointError(f"a malformed reply from {where}: {field} is {_kind(value)}, not {expected}")
+
+
+def reply_usage(resp: Any, where: str) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) as a reply reports them; 0 for what it leaves out."""
+    usage = _field(resp, "usage")
+    if usage is None:
+        return 0, 0
+    if not _is_object(usage):
+        raise _malformed(where, "usage", usage, "an object")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = _field(usage, name)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise _malformed(where, f"usage.{name}", value, "a count")
+        counts.append(value or 0)
+    return counts[0], counts[1]
+
+
+def reply_choice(resp: Any, where: str) -> ChatReply:
+    """The reply's first choice: its text, function calls, finish reason and token log-probs.
+    Tool calls that are not function calls are left out, as they are not ours to make."""
+    choices = _field(resp, "choices")
+    if not choices:
+        raise EndpointError(f"no choices in the reply from {where}")
+    if not isinstance(choices, list):
+        raise _malformed(where, "choices", choices, "a list")
+    choice = choices[0]
+    if not _is_object(choice):
+        raise _malformed(where, "choices[0]", choice, "an object")
+    message = _field(choice, "message")
+    if not _is_object(message):
+        raise _malformed(where, "choices[0].message", message, "an object")
+    content = _field(message, "content")
+    if content is not None and not isinstance(content, str):
+        raise _malformed(where, "choices[0].message.content", content, "text or null")
+    raw_calls = _field(message, "tool_calls")
+    if raw_calls is not None and not isinstance(raw_calls, list):
+        raise _malformed(where, "choices[0].message.tool_calls", raw_calls, "a list")
+    calls = []
+    for j, call in enumerate(raw_calls or []):
+        at = f"choices[0].message.tool_calls[{j}]"
+        if not _is_object(call):
+            raise _malformed(where, at, call, "an object")
+        fn = _field(call, "function")
+        if fn is None:
+            continue
+        name, arguments = _field(fn, "name") if _is_object(fn) else None, _field(fn, "arguments")
+        if not isinstance(name, str) or not name:
+            raise _malformed(where, f"{at}.function.name", name, "a name")
+        if arguments is not None and not isinstance(arguments, str):
+            raise _malformed(where, f"{at}.function.arguments", arguments, "JSON text")
+        calls.append((name, arguments or ""))
+    token_logprobs = None
+    logprobs = _field(choice, "logprobs")
+    if logprobs is not None:
+        if not _is_object(logprobs):
+            raise _malformed(where, "choices[0].logprobs", logprobs, "an object")
+        tokens = _field(logprobs, "content")
+        if tokens is not None and not isinstance(tokens, list):
+            raise _malformed(where, "choices[0].logprobs.content", tokens, "a list")
+        if tokens:
+            values = [_field(t, "logprob") if _is_object(t) else t for t in tokens]
+            for k, v in enumerate(values):
+                if not isinstance(v, int | float) or isinstance(v, bool):
+                    raise _malformed(where, f"choices[0].logprobs.content[{k}].logprob", v, "a number")
+            token_logprobs = tuple(float(v) for v in values)
+    finish = _field(choice, "finish_reason")
+    return ChatReply(content or "", tuple(calls), finish if isinstance(finish, str) else "", token_logprobs)
 
 
 class ChatEndpoint:
@@ -114,9 +221,7 @@ class ChatEndpoint:
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The reply text to `messages`, sampled with the endpoint's temperature and max_tokens."""
         resp = self.create(messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
-        if not getattr(resp, "choices", None):
-            raise EndpointError(f"no choices in the reply from {self.where}")
-        return resp.choices[0].message.content or ""
+        return reply_choice(resp, self.where).text
 
     def describe(self, exc: Exception) -> str:
         """What went wrong with a request, where, and whether it was retried."""

@@ -167,6 +167,20 @@ def test_endpoint_down_is_an_errored_episode_not_a_crash():
     assert traj.steps.height == 0
 
 
+def test_a_malformed_reply_is_an_errored_episode_not_a_crash(endpoint):
+    status, body, headers = completion("finish()")
+    body["choices"][0]["message"]["content"] = [{"type": "text", "text": "finish()"}]
+    ep = endpoint(lambda n, _: (status, body, headers))
+    with policy(ep) as pol:
+        [out] = pol.act([make_ctx()])
+        assert out.text == "" and (out.tokens_in, out.tokens_out) == (10, 3)
+        assert out.error.startswith("a malformed reply from") and "message.content is a list" in out.error
+        job = EpisodeJob(task=make_task(), sample=0, seed=1, episode_id="ep-bad", group="g")
+        traj = run_batch(pol, [job], RolloutConfig())
+    row = traj.episodes.row(0, named=True)
+    assert row["failure_mode"] == "error" and "message.content is a list" in row["error"]
+
+
 def test_usage_and_cost_from_the_price_table(endpoint):
     ep = endpoint(lambda n, _: completion(format_call(MULTI_CALL), usage=(1000, 200)))
     prices = {"m": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},

@@ -38,7 +38,7 @@ from typing import Any
 from distillery.agents.prompts import render_messages
 from distillery.envs.actions import format_call, parse_action
 from distillery.envs.base import ToolSpec, tool_specs
-from distillery.llm import DEFAULT_KEY_ENV, ChatEndpoint, EndpointError
+from distillery.llm import DEFAULT_KEY_ENV, ChatEndpoint, EndpointError, reply_choice, reply_usage
 from distillery.types import ActionOutput, Context, ToolCall
 
 log = logging.getLogger(__name__)
@@ -293,37 +293,32 @@ class OpenAIPolicy:
     def act_one(self, ctx: Context) -> ActionOutput:
         try:
             resp = self.endpoint.create(**self.request(ctx))
+            tokens_in, tokens_out = reply_usage(resp, self.endpoint.where)
         except EndpointError as exc:
             return ActionOutput(text="", error=str(exc))
-        usage = resp.usage
-        tokens_in = int(usage.prompt_tokens or 0) if usage else 0
-        tokens_out = int(usage.completion_tokens or 0) if usage else 0
         cost = self.price.cost(tokens_in, tokens_out) if self.price else 0.0
-        if not resp.choices:
-            return ActionOutput(text="", tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
-                                error=f"no choices in the reply from {self.endpoint.where}")
+        try:
+            reply = reply_choice(resp, self.endpoint.where)
+        except EndpointError as exc:
+            return ActionOutput(text="", tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, error=str(exc))
         specs = tool_specs(ctx.task.env)
-        choice = resp.choices[0]
-        msg = choice.message
-        calls = [c for c in (msg.tool_calls or []) if getattr(c, "function", None) is not None]
-        if calls:
-            if len(calls) > 1:
-                self._note("several tool calls, took the first", ctx, f"({len(calls)} calls)")
+        if reply.calls:
+            if len(reply.calls) > 1:
+                self._note("several tool calls, took the first", ctx, f"({len(reply.calls)} calls)")
             if self.mode == "text":
                 self._note("tool call in text mode", ctx)
-            text = tool_call_text(calls[0].function.name, calls[0].function.arguments, specs)
+            text = tool_call_text(*reply.calls[0], specs)
         else:
-            if self.mode == "tools" and msg.content:
+            if self.mode == "tools" and reply.text:
                 self._note("text reply in tools mode", ctx)
-            text, note = extract_action(msg.content or "", specs)
+            text, note = extract_action(reply.text, specs)
             if note:
                 self._note(note, ctx)
             if not text:
-                self._note(f"empty reply (finish_reason={choice.finish_reason})", ctx)
+                self._note(f"empty reply (finish_reason={reply.finish_reason or None})", ctx)
         out = ActionOutput(text=text, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
-        content_lp = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
-        if content_lp:
-            out.token_logprobs = [float(t.logprob) for t in content_lp]
+        if reply.token_logprobs:
+            out.token_logprobs = list(reply.token_logprobs)
             out.logprob = float(sum(out.token_logprobs))
         return out
 

@@ -33,7 +33,7 @@ from typing import Any
 from distillery.agents.openai import Price
 from distillery.envs.base import Environment, make_env
 from distillery.io import json_error
-from distillery.llm import ChatEndpoint, EndpointError
+from distillery.llm import ChatEndpoint, EndpointError, reply_choice, reply_usage
 from distillery.tasks.draft_prompts import first_messages, repair_message
 from distillery.tasks.drafted import FamilyPower, episodes_needed, rate_bound
 from distillery.tasks.generate import content_key, random_probe, static_checks
@@ -309,12 +309,8 @@ def new_run_id() -> str:
 def _ask(endpoint: ChatEndpoint, messages: list[dict[str, str]], cfg: DraftConfig,
          seed: int) -> tuple[str, int, int]:
     resp = endpoint.create(messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed)
-    usage = getattr(resp, "usage", None)
-    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-    if not getattr(resp, "choices", None):
-        raise EndpointError(f"no choices in the reply from {endpoint.where}")
-    return resp.choices[0].message.content or "", tokens_in, tokens_out
+    tokens_in, tokens_out = reply_usage(resp, endpoint.where)
+    return reply_choice(resp, endpoint.where).text, tokens_in, tokens_out
 
 
 def draft_tasks(hints: Sequence[Hint], endpoint: ChatEndpoint, cfg: DraftConfig, *,
