@@ -117,7 +117,9 @@ def reply_choice(resp: Any, where: str) -> ChatReply:
         fn = _field(call, "function")
         if fn is None:
             continue
-        name, arguments = _field(fn, "name") if _is_object(fn) else None, _field(fn, "arguments")
+        if not _is_object(fn):
+            raise _malformed(where, f"{at}.function", fn, "an object")
+        name, arguments = _field(fn, "name"), _field(fn, "arguments")
         if not isinstance(name, str) or not name:
             raise _malformed(where, f"{at}.function.name", name, "a name")
         if arguments is not None and not isinstance(arguments, str):
@@ -132,11 +134,15 @@ def reply_choice(resp: Any, where: str) -> ChatReply:
         if tokens is not None and not isinstance(tokens, list):
             raise _malformed(where, "choices[0].logprobs.content", tokens, "a list")
         if tokens:
-            values = [_field(t, "logprob") if _is_object(t) else t for t in tokens]
-            for k, v in enumerate(values):
+            values = []
+            for k, token in enumerate(tokens):
+                if not _is_object(token):
+                    raise _malformed(where, f"choices[0].logprobs.content[{k}]", token, "an object")
+                v = _field(token, "logprob")
                 if not isinstance(v, int | float) or isinstance(v, bool):
                     raise _malformed(where, f"choices[0].logprobs.content[{k}].logprob", v, "a number")
-            token_logprobs = tuple(float(v) for v in values)
+                values.append(float(v))
+            token_logprobs = tuple(values)
     finish = _field(choice, "finish_reason")
     return ChatReply(content or "", tuple(calls), finish if isinstance(finish, str) else "", token_logprobs)
 
