@@ -137,6 +137,12 @@ def test_cli_simulate_prints_outcomes_and_ranking(ran, tmp_path):
      "strategy_id ['A'] given to more than one candidate"),
     (["--strategies", "{bad}"], {"bad": "discount_depth\nabc\n"}, "discount_depth must be a number, got 'abc'"),
     (["--strategies", "{broken}"], {"broken": "{"}, "cannot be read as strategies"),
+    (["--strategies", "{big}"], {"big": '[{"discount_depth": 1' + "0" * 40 + "}]"},
+     "cannot be read as strategies: int value too large"),
+    # more digits than Python converts to an int: json raises ValueError, not JSONDecodeError
+    (["--strategies", "{huge}"], {"huge": '[{"discount_depth": ' + "9" * 5000 + "}]"},
+     "cannot be read as strategies: Exceeds the limit (4300 digits)"),
+    (["--strategies", "{deep}"], {"deep": "[" * 100_000}, "cannot be read as strategies: nested too deeply"),
     (["--strategies", "{dir}"], {}, "not a file"),
 ])
 def test_cli_simulate_refuses_bad_candidates_in_one_line(ran, tmp_path, args, files, said):
@@ -146,7 +152,7 @@ def test_cli_simulate_refuses_bad_candidates_in_one_line(ran, tmp_path, args, fi
     merchant = Simulator.load(out).meta["test_merchants"][0]
     paths = {"dir": str(tmp_path)}
     for name, text in files.items():
-        paths[name] = str(tmp_path / (name + (".json" if name == "broken" else ".csv")))
+        paths[name] = str(tmp_path / (name + (".json" if name in ("broken", "big", "huge", "deep") else ".csv")))
         Path(paths[name]).write_text(text)
     args = [a.format(**paths) for a in args]
     res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant, *args])

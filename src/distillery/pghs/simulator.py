@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from distillery.config import PghsLLMConfig
-from distillery.io import require, write_json, write_parquet, write_text
+from distillery.io import json_error, require, write_json, write_parquet, write_text
 from distillery.pghs.data import (
     COUPON_TYPES,
     MERCHANT_FEATURES,
@@ -228,18 +228,24 @@ def read_strategies(path: str | Path) -> pl.DataFrame:
         raise FileNotFoundError(f"{path}: not found")
     if not path.is_file():
         raise ValueError(f"{path}: not a file (a CSV, JSON or parquet file of strategies)")
-    try:
-        if path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        elif path.suffix == ".json":
+    unreadable = f"{path}: cannot be read as strategies"
+    rows: list[dict[str, Any]] = []
+    if path.suffix == ".json":
+        try:
             rows = json.loads(path.read_text())
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise ValueError(f"{path}: expected a JSON list of strategy objects")
-            frame = pl.DataFrame(rows)
-        else:
-            frame = pl.read_csv(path)
-    except (json.JSONDecodeError, pl.exceptions.PolarsError) as e:
-        raise ValueError(f"{path}: cannot be read as strategies: {str(e).splitlines()[0]}") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{unreadable}: {e}") from e
+        except ValueError as e:     # a number with more digits than Python converts
+            raise ValueError(f"{unreadable}: {json_error(e)}") from e
+        except RecursionError as e:
+            raise ValueError(f"{unreadable}: nested too deeply") from e
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: expected a JSON list of strategy objects")
+    try:
+        frame = (pl.read_parquet(path) if path.suffix == ".parquet" else
+                 pl.DataFrame(rows) if path.suffix == ".json" else pl.read_csv(path))
+    except (OverflowError, pl.exceptions.PolarsError) as e:   # OverflowError: an int no polars column holds
+        raise ValueError(f"{unreadable}: {str(e).splitlines()[0]}") from e
     unknown = sorted(set(frame.columns) - {"strategy_id", *STRATEGY_FEATURES})
     if unknown:
         raise ValueError(f"{path}: unknown columns {unknown}; strategy columns are "
