@@ -1,16 +1,22 @@
-"""Damaged inputs: an eval log cut off mid-write, and the secret patterns on their own."""
+"""Damaged inputs: an eval log cut off mid-write, the secret patterns on their own, numbers too long to
+convert, and records damaged at random (every one judged, none raised)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from distillery.importers import ImportConfig, import_logs
-from distillery.importers.openai_jsonl import read_outcomes
+from distillery.importers.core import judge
+from distillery.importers.openai_jsonl import read_openai, read_outcomes
 from distillery.importers.secrets import find_secrets
+from distillery.quality.import_suites import IMPORT_VERDICTS
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
 
@@ -111,3 +117,55 @@ def test_a_side_file_with_a_number_too_long_to_convert_is_refused_naming_file_an
     side.write_text('{"line": 1, "success": true}\n{"line": 2, "score": ' + TOO_LONG + "}\n")
     with pytest.raises(ValueError, match=r"side\.jsonl:2: not valid JSON .*4300 digits"):
         read_outcomes(side)
+
+
+# Any record, however damaged, is judged: kept, kept as a failure, or rejected with its reasons.
+# Hypothesis damages the fixture's records (a field replaced by any JSON value, a field deleted,
+# a metadata field set to any value, a call's arguments set to any text) with a fixed seed.
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                          st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                       max_leaves=6)
+_ARGUMENTS = st.one_of(st.text(max_size=30), _VALUES.map(json.dumps), st.just('{"query": ' + TOO_LONG + "}"))
+_META_KEYS = ["task_id", "instruction", "env", "family", "split", "success", "score", "ended", "limit", "error",
+              "failed_checks", "sample_id", "epoch", "usage", "wall_s", "model"]
+
+
+def _places(obj: Any, at: tuple = ()) -> list[tuple]:
+    inner = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
+    return [at] + [p for k, v in inner for p in _places(v, (*at, k))]
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_damaged_record_is_judged_never_raised(tmp_path_factory, data):
+    records = [json.loads(line) for line in (LOGS / "openai" / "stage_chat.jsonl").read_text().splitlines()[:2]]
+    for _ in range(data.draw(st.integers(1, 4), label="damages")):
+        record = data.draw(st.sampled_from(records))
+        how = data.draw(st.sampled_from(["replace", "delete", "metadata", "arguments"]))
+        if how == "metadata":
+            record.setdefault("metadata", {})[data.draw(st.sampled_from(_META_KEYS))] = data.draw(_VALUES)
+            continue
+        if how == "arguments":
+            messages = record.get("messages")
+            calls = [c for m in (messages if isinstance(messages, list) else []) if isinstance(m, dict)
+                     for c in (m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else [])]
+            if calls and isinstance(calls[0], dict) and isinstance(calls[0].get("function"), dict):
+                calls[0]["function"]["arguments"] = data.draw(_ARGUMENTS)
+            continue
+        *parent_at, key = data.draw(st.sampled_from(_places(record)[1:]))
+        parent = record
+        for k in parent_at:
+            parent = parent[k]
+        if how == "replace":
+            parent[key] = data.draw(_VALUES)
+        else:
+            del parent[key]
+    log = tmp_path_factory.mktemp("damaged") / "chat.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    judged = judge(read_openai(log, "chat.jsonl"), ImportConfig(env="stage"))
+    assert len(judged.records) == len(records)
+    for row in judged.records:
+        reasons = [r for k, v in row.items() if k.startswith("rule_") for r in v]
+        assert row["verdict"] in IMPORT_VERDICTS and (row["verdict"] == "kept" or reasons), row
