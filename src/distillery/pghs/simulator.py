@@ -235,15 +235,19 @@ def read_strategies(path: str | Path) -> pl.DataFrame:
             rows = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{unreadable}: {e}") from e
-        except ValueError as e:     # a number with more digits than Python converts
+        except ValueError as e:     # text that is not UTF-8, or a number too long to convert
             raise ValueError(f"{unreadable}: {json_error(e)}") from e
         except RecursionError as e:
             raise ValueError(f"{unreadable}: nested too deeply") from e
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{path}: expected a JSON list of strategy objects")
     try:
-        frame = (pl.read_parquet(path) if path.suffix == ".parquet" else
-                 pl.DataFrame(rows) if path.suffix == ".json" else pl.read_csv(path))
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif path.suffix == ".json":
+            frame = pl.DataFrame(rows)
+        else:
+            frame = pl.read_csv(path)
     except (OverflowError, pl.exceptions.PolarsError) as e:   # OverflowError: an int no polars column holds
         raise ValueError(f"{unreadable}: {str(e).splitlines()[0]}") from e
     unknown = sorted(set(frame.columns) - {"strategy_id", *STRATEGY_FEATURES})
