@@ -427,6 +427,11 @@ def test_startup_mistakes_are_one_line_errors(tmp_path: Path):
         (model / "card.json").write_text(card)
         with pytest.raises(ServeError, match=says):
             load_engine(model)
+    (model / "card.json").unlink()
+    with pytest.raises(ServeError, match="m: cannot load the config"):     # transformers' own error kind
+        load_engine(model)
+    r = runner.invoke(app, ["serve", str(model)])
+    assert r.exit_code == 2 and "cannot load the config (config.json)" in r.output, r.output
     tok = build_tokenizer(corpus())
     with pytest.raises(ServeError, match="card.json: prompt: unknown setting 'bogus'"):
         Engine(build_model(tok), tok, {"prompt": {"style": "compact", "bogus": 1}}, device="cpu")

@@ -554,27 +554,23 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ServeError(f"{path} is not a model directory (no config.json): expected a directory "
                          "written by lm.model.save_model_dir, or a Hugging Face checkpoint")
-    card_file = path / "card.json"
-    card_json: Any = {}
-    if card_file.is_file():
-        try:
-            card_json = json.loads(card_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ServeError(f"{card_file}: not valid JSON ({e.msg} at line {e.lineno})") from e
-        except UnicodeDecodeError as e:
-            raise ServeError(f"{card_file}: not UTF-8 text") from e
-        if not isinstance(card_json, dict):
-            raise ServeError(f"{card_file}: expected a JSON object (the model card), got {type(card_json).__name__}")
-        if not isinstance(card_json.get("prompt", {}), dict):
-            raise ServeError(f"{card_file}: prompt must be an object of prompt settings")
+    from distillery.lm.model import CARD_FILE, ModelLoadError, load_model_dir, read_card
+
+    card_file = path / CARD_FILE
+    try:
+        card_json = read_card(card_file)
+    except ModelLoadError as e:
+        raise ServeError(str(e)) from e
+    if not isinstance(card_json.get("prompt", {}), dict):
+        raise ServeError(f"{card_file}: prompt must be an object of prompt settings")
     if card_json.get("prompt", {}).get("style") == "vision":
         # Its prompts are image tokens plus pixels, which this engine's text batching cannot carry.
         raise ServeError(f"{path} is a vision-language model (the vision track): `distillery serve` serves text "
                          "models only; decode it with distillery.vision (docs/vision.md)")
-    from distillery.lm.model import load_model_dir
-
     try:
         model, tokenizer, card = load_model_dir(path)
+    except ModelLoadError as e:
+        raise ServeError(str(e)) from e
     except (OSError, ValueError, KeyError) as e:
         raise ServeError(f"{path}: cannot load the model: {e}") from e
     # A trailing slash (shell completion adds one) is not part of the name clients send.

@@ -481,6 +481,10 @@ def test_import_user_mistakes_are_one_line_errors(tmp_path):
     (card / "card.json").write_text("{not json")
     r = _import(tmp_path, "--tokenizer", str(card))
     assert r.exit_code == 2 and f"--tokenizer {card}: card.json: not valid JSON" in " ".join(r.output.split())
+    (card / "card.json").unlink()
+    (card / "tokenizer.json").write_text("{}")       # JSON, not a tokenizer: the tokenizers library's own error kind
+    r = _import(tmp_path, "--tokenizer", str(card))
+    assert r.exit_code == 2 and f"--tokenizer {card}: cannot load the tokenizer" in " ".join(r.output.split())
     assert not (tmp_path / "o").exists()
 
 

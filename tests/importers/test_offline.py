@@ -5,6 +5,7 @@ held-out steps (next-action accuracy, teacher-forced), since they cannot be repl
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -189,7 +190,7 @@ def test_the_warmup_function_takes_tasks_derived_from_logs(tmp_path):
     warm-up function trains on the import folder's own tasks.parquet."""
     import torch
 
-    from distillery.lm.model import ModelConfig
+    from distillery.lm.model import ModelConfig, ModelLoadError, save_model_dir
     from distillery.lm.tokenizer import TokenizerConfig
     from distillery.train.config import TrainConfig
     from distillery.train.warmup import WarmupConfig, warmup
@@ -211,5 +212,15 @@ def test_the_warmup_function_takes_tasks_derived_from_logs(tmp_path):
                                          max_position_embeddings=1024),
                        train=TrainConfig(max_steps=5, batch_size=4, progress=False, num_threads=1, dvclive=False))
     tasks = tasks_from_frame(pl.read_parquet(tmp_path / "out" / "tasks.parquet"))
-    _, _, trained, stats = warmup(cfg, tasks, result.logs.episodes, result.logs.steps, tmp_path / "ckpt")
+    tok, model, trained, stats = warmup(cfg, tasks, result.logs.episodes, result.logs.steps, tmp_path / "ckpt")
     assert trained.steps == 5 and stats.train.examples > 0 and stats.train.skipped_unsuccessful == 2
+
+    # Warming up from a checkpoint (model.name_or_path) instead of from scratch: its tokenizer
+    # and weights are the start; a damaged one is refused naming the setting and the part.
+    save_model_dir(tmp_path / "start", model, tok, {})
+    from_ckpt = replace(cfg, model=ModelConfig(name_or_path=str(tmp_path / "start")))
+    _, _, again, _ = warmup(from_ckpt, tasks, result.logs.episodes, result.logs.steps, tmp_path / "ckpt2")
+    assert again.steps == 5
+    (tmp_path / "start" / "tokenizer.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"model.name_or_path='.*start': cannot load the tokenizer"):
+        warmup(from_ckpt, tasks, result.logs.episodes, result.logs.steps, tmp_path / "ckpt3")

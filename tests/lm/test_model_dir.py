@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
 from distillery.lm.markers import MARKERS
-from distillery.lm.model import ModelConfig, build_model, load_model_dir, n_params, save_model_dir
+from distillery.lm.model import (
+    ModelConfig,
+    ModelLoadError,
+    build_model,
+    load_model_dir,
+    n_params,
+    save_model_dir,
+)
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 
 TINY = dict(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
@@ -124,6 +136,58 @@ def test_errors_name_what_to_change(tok, tmp_path):
     (tmp_path / "m" / "card.json").write_text("{not json")
     with pytest.raises(ValueError, match="card.json: not valid JSON"):
         load_model_dir(tmp_path / "m")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _set_config(**changes: object) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        config = json.loads(path.read_text())
+        path.write_text(json.dumps(config | changes))
+    return damage
+
+
+def _double_width(path: Path) -> None:
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps(config | {"hidden_size": 2 * config["hidden_size"]}))
+
+
+DAMAGES = {     # file in the directory, what is done to it, what the error names
+    "a config field of the wrong type": ("config.json", _set_config(hidden_size="wide"), "the config (config.json)"),
+    "an architecture transformers lacks": ("config.json", _set_config(model_type="no_such_arch"),
+                                           "the config (config.json)"),
+    "a config whose shapes the weights do not have": ("config.json", _double_width, "the weights"),
+    "truncated weights": ("model.safetensors", _truncate, "the weights"),
+    "no weights": ("model.safetensors", Path.unlink, "the weights"),
+    "a tokenizer file that is not JSON": ("tokenizer.json", lambda p: p.write_text("garbage"), "the tokenizer"),
+    "a tokenizer file of another shape": ("tokenizer.json", lambda p: p.write_text("{}"), "the tokenizer"),
+    "a card that is a list": ("card.json", lambda p: p.write_text("[1, 2]"), "card.json: expected a JSON object"),
+    "a card that is not UTF-8": ("card.json", lambda p: p.write_bytes(b"\xff\xfe{"), "card.json: not UTF-8"),
+    "a card with a number too long to convert": ("card.json", lambda p: p.write_text('{"a": ' + "9" * 5000 + "}"),
+                                                 "card.json: not valid JSON"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_dir(tok, tmp_path_factory) -> Path:
+    return save_model_dir(tmp_path_factory.mktemp("saved") / "m", build_model(ModelConfig(**TINY), tok), tok,
+                          {"prompt": {"style": "compact"}})
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_model_directory_is_one_error_naming_the_directory_and_the_part(saved_dir, tmp_path, damage):
+    """Whatever transformers, safetensors or tokenizers raise over a damaged directory (their
+    own exception kinds, not ValueError or OSError), loading it is a ModelLoadError, which
+    the commands report in one line."""
+    name, spoil, says = DAMAGES[damage]
+    model_dir = shutil.copytree(saved_dir, tmp_path / "m")
+    assert load_model_dir(model_dir).card == {"prompt": {"style": "compact"}}
+    spoil(model_dir / name)
+    with pytest.raises(ModelLoadError) as e:
+        load_model_dir(model_dir)
+    assert str(model_dir) in str(e.value) and says in str(e.value) and "\n" not in str(e.value)
 
 
 def test_deepen_keeps_the_function_and_round_trips(tmp_path):

@@ -208,11 +208,11 @@ def token_counter(cfg: ImportConfig) -> Callable[[Sequence[str]], int]:
     if cfg.tokenizer:
         from transformers import AutoTokenizer
 
-        try:
-            tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
-        except (OSError, ValueError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"--tokenizer {cfg.tokenizer}: not a model/tokenizer folder ({reason})") from e
+        from distillery.lm.model import read_checkpoint
+
+        tok = read_checkpoint(f"--tokenizer {cfg.tokenizer}", "tokenizer",
+                              lambda: AutoTokenizer.from_pretrained(cfg.tokenizer),
+                              hint="Give a model or tokenizer folder")
         return lambda texts: sum(len(tok.encode(t, add_special_tokens=False)) for t in texts if t)
     return lambda texts: math.ceil(sum(len(t) for t in texts) / cfg.chars_per_token)
 

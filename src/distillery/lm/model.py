@@ -16,6 +16,8 @@
 - `load_model_dir(path) -> LoadedModel(model, tokenizer, card)` (a NamedTuple, so
   ``model, tok, card = load_model_dir(p)`` works); ``card`` is ``{}`` for a plain HF
   checkpoint.
+- `read_checkpoint(source, part, load)`: runs one of transformers' loaders; a damaged
+  checkpoint is a `ModelLoadError` (a ValueError) naming the directory and the part.
 """
 
 from __future__ import annotations
@@ -25,19 +27,44 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
 from distillery.config import _f
-from distillery.io import MissingInput, require, stage_writing
+from distillery.io import MissingInput, json_error, require, stage_writing
 
 CARD_FILE = "card.json"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+T = TypeVar("T")
+NOT_FOUND_HINT = ("Give a local checkpoint directory, or a hub id already in the local Hugging Face cache "
+                  "(nothing is downloaded while HF_HUB_OFFLINE=1)")
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint that transformers could not read: the message names the directory and
+    the part (config, weights, tokenizer, card), so commands report it in one line."""
+
+
+def read_checkpoint(source: str | Path, part: str, load: Callable[[], T], *, hint: str = "") -> T:
+    """`load()` (one of transformers' loaders over `source`), or a `ModelLoadError` naming
+    `part`. `hint` follows the reason when the checkpoint could not be found (an OSError)."""
+    try:
+        return load()
+    except Exception as e:  # each library raises its own kinds on a damaged file
+        # (safetensors' SafetensorError, huggingface_hub's validation errors, tokenizers'
+        # Exception, json's ValueError, torch's RuntimeError on a shape mismatch)
+        reason = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+        if len(reason) > 400:
+            reason = reason[:400] + " …"
+        tail = f". {hint}" if hint and isinstance(e, OSError) else ""
+        raise ModelLoadError(f"{source}: cannot load the {part} ({reason}){tail}") from e
 
 
 @dataclass
@@ -126,13 +153,10 @@ def build_model(cfg: ModelConfig, tokenizer: Any = None) -> Any:
             model = LlamaForCausalLM(config)
         model = model.to(dtype)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype)
-        except OSError as e:
-            raise ValueError(
-                f"model.name_or_path={cfg.name_or_path!r}: cannot load it ({e}). Give a local "
-                "checkpoint directory, or a hub id already in the local Hugging Face cache "
-                "(nothing is downloaded while HF_HUB_OFFLINE=1)") from e
+        model = read_checkpoint(
+            f"model.name_or_path={cfg.name_or_path!r}", "model",
+            lambda: AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype),
+            hint=NOT_FOUND_HINT)
         if tokenizer is not None:
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
@@ -237,7 +261,7 @@ def load_model_dir(path: str | Path, *, dtype: str | None = None) -> LoadedModel
     Returns the model in eval mode, its tokenizer and its card (``{}`` without card.json).
     `dtype` overrides the saved weights' dtype (float32 | bfloat16 | float16).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     require(path, stage_writing(path))
@@ -246,13 +270,23 @@ def load_model_dir(path: str | Path, *, dtype: str | None = None) -> LoadedModel
                                 "by lm.model.save_model_dir or a transformers checkpoint")
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype] if dtype else "auto").eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    card_file = path / CARD_FILE
-    card: dict[str, Any] = {}
-    if card_file.is_file():
-        try:
-            card = json.loads(card_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{card_file}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    card = read_card(path / CARD_FILE)
+    config = read_checkpoint(path, "config (config.json)", lambda: AutoConfig.from_pretrained(path))
+    model = read_checkpoint(path, "weights", lambda: AutoModelForCausalLM.from_pretrained(
+        path, config=config, dtype=_DTYPES[dtype] if dtype else "auto")).eval()
+    tokenizer = read_checkpoint(path, "tokenizer", lambda: AutoTokenizer.from_pretrained(path))
     return LoadedModel(model, tokenizer, card)
+
+
+def read_card(card_file: Path) -> dict[str, Any]:
+    """A model directory's card.json, ``{}`` where there is none."""
+    if not card_file.is_file():
+        return {}
+    try:
+        card = json.loads(card_file.read_bytes())
+    except ValueError as e:     # not JSON, not UTF-8, or a number too long to convert
+        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"not valid JSON ({json_error(e)})"
+        raise ModelLoadError(f"{card_file}: {reason}") from e
+    if not isinstance(card, dict):
+        raise ModelLoadError(f"{card_file}: expected a JSON object (the model card), got {type(card).__name__}")
+    return card

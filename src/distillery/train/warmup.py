@@ -32,7 +32,7 @@ import polars as pl
 
 from distillery.agents.prompts import PromptConfig
 from distillery.config import _f
-from distillery.lm.model import ModelConfig, build_model
+from distillery.lm.model import NOT_FOUND_HINT, ModelConfig, build_model, read_checkpoint
 from distillery.lm.tokenizer import TokenizerConfig, train_tokenizer
 from distillery.train.config import TrainConfig
 from distillery.train.data import Example
@@ -197,7 +197,8 @@ def warmup(cfg: WarmupConfig, tasks: Sequence[Task], episodes: pl.DataFrame, ste
 
         from distillery.lm.tokenizer import ensure_markers
 
-        tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+        tok = read_checkpoint(f"model.name_or_path={cfg.model.name_or_path!r}", "tokenizer",
+                              lambda: AutoTokenizer.from_pretrained(cfg.model.name_or_path), hint=NOT_FOUND_HINT)
         ensure_markers(tok)
     else:
         tok = train_tokenizer(corpus_texts(train_tasks, steps), cfg.tokenizer)
