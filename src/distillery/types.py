@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from distillery.io import json_error
+
 # ---------------------------------------------------------------------------------------
 # Tasks
 # ---------------------------------------------------------------------------------------
@@ -79,21 +81,45 @@ class Task:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Task:
+        """The task of a task table's row; a field that cannot be read is a ValueError naming it."""
+        solution = _json_field(row, "reference_solution", list)
+        if not all(isinstance(c, dict) and isinstance(c.get("tool"), str) and isinstance(c.get("args", {}), dict)
+                   for c in solution):
+            raise ValueError('reference_solution: expected a list of {"tool": name, "args": {...}} calls')
+        checks = _json_field(row, "checks", list)
+        if not all(isinstance(c, dict) for c in checks):
+            raise ValueError("checks: expected a list of JSON objects")
         return cls(
             task_id=row["task_id"],
-            env=row.get("env", "stage"),
+            env=_given(row, "env", "stage"),
             family=row["family"],
             split=row["split"],
             profile=row["profile"],
             hint=row["hint"],
             instruction=row["instruction"],
-            initial_state=json.loads(row["initial_state"]),
-            reference_solution=[ToolCall.from_dict(d) for d in json.loads(row["reference_solution"])],
-            checks=json.loads(row["checks"]),
+            initial_state=_json_field(row, "initial_state", dict),
+            reference_solution=[ToolCall.from_dict(d) for d in solution],
+            checks=checks,
             preferences=list(row.get("preferences") or []),
-            seed=int(row.get("seed", 0)),
-            max_steps=int(row.get("max_steps", 15)),
+            seed=int(_given(row, "seed", 0)),
+            max_steps=int(_given(row, "max_steps", 15)),
         )
+
+
+def _given(row: dict[str, Any], name: str, default: Any) -> Any:
+    """An optional column's value, its default where the column is absent or null."""
+    value = row.get(name)
+    return default if value is None else value
+
+
+def _json_field(row: dict[str, Any], name: str, kind: type) -> Any:
+    try:
+        value = json.loads(row[name])
+    except ValueError as e:     # JSONDecodeError, or a number too long to convert
+        raise ValueError(f"{name} is not JSON ({json_error(e)})") from e
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} is a JSON {type(value).__name__}, not {'an object' if kind is dict else 'a list'}")
+    return value
 
 
 TASK_SCHEMA: dict[str, pl.DataType] = {
@@ -118,8 +144,41 @@ def tasks_to_frame(tasks: list[Task]) -> pl.DataFrame:
     return pl.DataFrame([t.to_row() for t in tasks], schema=TASK_SCHEMA, orient="row")
 
 
-def tasks_from_frame(frame: pl.DataFrame) -> list[Task]:
-    return [Task.from_row(r) for r in frame.iter_rows(named=True)]
+# Columns a task table must have; the others of TASK_SCHEMA have defaults.
+_REQUIRED_TASK_COLUMNS = ("task_id", "family", "split", "profile", "hint", "instruction", "initial_state",
+                          "reference_solution", "checks")
+
+
+class TaskTableError(ValueError):
+    """A table that is not a task table of TASK_SCHEMA's shape; the message names the table,
+    the column, and for a row the task."""
+
+
+def tasks_from_frame(frame: pl.DataFrame, source: str = "the task table") -> list[Task]:
+    """The tasks of a task table, checked against TASK_SCHEMA first: a missing column, a
+    column of another type, a null, or a field that is not the JSON it should be is a
+    `TaskTableError` naming `source` (a path, or the option that gave it)."""
+    missing = [c for c in _REQUIRED_TASK_COLUMNS if c not in frame.columns]
+    if missing:
+        raise TaskTableError(f"{source}: not a task table: no column {', '.join(missing)} (a task table has "
+                             f"{', '.join(TASK_SCHEMA)})")
+    for name, dtype in frame.schema.items():
+        want = TASK_SCHEMA.get(name)
+        if want is None:
+            continue
+        if not (dtype == want or (want == pl.Int64 and dtype.is_integer()) or dtype == pl.Null):
+            raise TaskTableError(f"{source}: column {name} is {dtype}, not {want}")
+        if name in _REQUIRED_TASK_COLUMNS and frame[name].null_count():
+            first = frame.filter(pl.col(name).is_null()).row(0, named=True).get("task_id")
+            raise TaskTableError(f"{source}: column {name} has {frame[name].null_count()} null(s), the first "
+                                 f"in task {first!r}")
+    tasks = []
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        try:
+            tasks.append(Task.from_row(row))
+        except ValueError as e:
+            raise TaskTableError(f"{source}: task {row['task_id']!r} (row {i}): {e}") from e
+    return tasks
 
 
 # ---------------------------------------------------------------------------------------

@@ -504,6 +504,11 @@ def test_output_that_cannot_be_written_and_bad_eval_options(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = invoke("eval", "--policy", "oracle", "--tasks", str(tmp_path / "afile"))
     assert r.exit_code == 2 and "--tasks" in r.output and "not a parquet task table" in r.output
+    table = tmp_path / "tasks.parquet"
+    pl.DataFrame({"task_id": ["t"], "env": ["stage"], "split": ["test"], "family": ["f"]}).write_parquet(table)
+    r = invoke("eval", "--policy", "oracle", "--tasks", str(table), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and f"--tasks {table}: not a task table: no column profile" in " ".join(r.output.split())
+    assert not (tmp_path / "o").exists()
     model = tmp_path / "model"
     model.mkdir()
     r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(tmp_path), "--held-out", "5")

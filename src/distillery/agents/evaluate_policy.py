@@ -61,7 +61,7 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if frame.is_empty():
             raise ValueError(f"{path} has no {split} tasks of environment {env!r} (`--tasks ''` generates and "
                              "validates them instead)")
-        return tasks_from_frame(frame)
+        return tasks_from_frame(frame, f"--tasks {path}")
     from distillery.tasks.generate import ValidationFailed
 
     try:

@@ -618,10 +618,11 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
             raise FileNotFoundError(f"--tasks {tasks}: " + ("a folder, not a task table file" if Path(tasks).is_dir()
                                                             else "no such file"))
         try:
-            known = {t.task_id: t for t in tasks_from_frame(pl.read_parquet(tasks))}
-        except (pl.exceptions.PolarsError, OSError, KeyError) as e:
+            frame = pl.read_parquet(tasks)
+        except (pl.exceptions.PolarsError, OSError) as e:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ValueError(f"--tasks {tasks}: not a parquet task table ({reason})") from e
+        known = {t.task_id: t for t in tasks_from_frame(frame, f"--tasks {tasks}")}
     previous = ImportedLogs.read(out)
 
     def records() -> Iterable[RawRecord]:

@@ -212,7 +212,7 @@ def read_kept(path: str | Path, env: str) -> list[Task]:
     file and the task when one is of another environment or fails the screen."""
     if not Path(path).exists():
         raise MissingInput(f"tasks.drafted: {path} not found (`distillery tasks draft` writes it)")
-    tasks = tasks_from_frame(read_parquet(path))
+    tasks = tasks_from_frame(read_parquet(path), str(path))
     for t in tasks:
         if t.env != env:
             raise ValueError(f"{path}: task {t.task_id} is a {t.env!r} task, not {env!r}")
