@@ -93,11 +93,11 @@ def simulate(
     from distillery.pghs.simulator import (
         COUPON_TYPES,
         STRATEGY_DEFAULTS,
-        STRATEGY_RANGES,
         Simulator,
         check_candidates,
         parse_strategy,
         read_strategies,
+        strategy_value_problem,
     )
 
     def fail(message: str) -> None:
@@ -120,11 +120,9 @@ def simulate(
     flags = {"discount_depth": ("--discount", discount), "delivery_fee": ("--delivery-fee", delivery_fee),
              "ad_spend": ("--ad-spend", ad_spend), "menu_breadth": ("--menu-breadth", menu_breadth)}
     for key, (flag, value) in flags.items():
-        lo, hi = STRATEGY_RANGES[key]
-        if value is not None and not lo <= value <= hi:
-            want = "a whole number >= 1" if key == "menu_breadth" else (
-                f"in [{lo:g}, {hi:g}]" if hi != float("inf") else f">= {lo:g}")
-            fail(f"{flag} {value:g}: {key} must be {want}, got {value!r}")
+        why = strategy_value_problem(key, value) if value is not None else None
+        if why:
+            fail(f"{flag} {value:g}: {why}")
     if coupon is not None and coupon not in COUPON_TYPES:
         fail(f"--coupon {coupon!r}: coupon_type must be one of {list(COUPON_TYPES)}")
     given = {key: value for key, (_, value) in flags.items() if value is not None}

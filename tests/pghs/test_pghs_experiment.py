@@ -130,7 +130,12 @@ def test_cli_simulate_prints_outcomes_and_ranking(ran, tmp_path):
     (["--discount", "1.5"], {}, "discount_depth must be in [0, 0.95], got 1.5"),
     (["--discount", "-0.5"], {}, "discount_depth must be in [0, 0.95]"),
     (["--coupon", "bogus"], {}, "coupon_type must be one of"),
-    (["--delivery-fee", "-3"], {}, "delivery_fee must be >= 0"),
+    (["--delivery-fee", "-3"], {}, "--delivery-fee -3: delivery_fee must be a finite number >= 0"),
+    (["--delivery-fee", "inf"], {}, "--delivery-fee inf: delivery_fee must be a finite number >= 0, got inf"),
+    (["--strategy", "ad_spend=inf"], {}, "ad_spend must be a finite number >= 0, got inf"),
+    (["--strategy", "menu_breadth=1e30"], {}, "menu_breadth must be a whole number, got '1e30'"),
+    # a whole number, but past what the simulator's integer column holds
+    (["--strategies", "{wide}"], {"wide": '[{"menu_breadth": 1e30}]'}, "menu_breadth must be a whole number >= 1 (below 2^63)"),
     (["--menu-breadth", "0"], {}, "menu_breadth must be a whole number >= 1"),
     (["--strategy", "discount_depth=nan"], {}, "discount_depth must be in [0, 0.95], got nan"),
     (["--strategies", "{dup}"], {"dup": "strategy_id,discount_depth\nA,0.1\nA,0.3\n"},
@@ -152,7 +157,7 @@ def test_cli_simulate_refuses_bad_candidates_in_one_line(ran, tmp_path, args, fi
     merchant = Simulator.load(out).meta["test_merchants"][0]
     paths = {"dir": str(tmp_path)}
     for name, text in files.items():
-        paths[name] = str(tmp_path / (name + (".json" if name in ("broken", "big", "huge", "deep") else ".csv")))
+        paths[name] = str(tmp_path / (name + (".json" if name in ("broken", "big", "huge", "deep", "wide") else ".csv")))
         Path(paths[name]).write_text(text)
     args = [a.format(**paths) for a in args]
     res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--merchant", merchant, *args])

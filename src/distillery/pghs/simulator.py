@@ -13,6 +13,7 @@ attributes, so a merchant can be named by id).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,21 @@ STRATEGY_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def strategy_value_problem(key: str, value: Any) -> str | None:
+    """Why `value` cannot be the numeric strategy feature `key`, or None when it can."""
+    lo, hi = STRATEGY_RANGES[key]
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return f"{key} must be a number, got {value!r}"
+    # inf passes `lo <= x <= inf`, and a breadth past int64 cannot be cast to the integer column
+    if not math.isfinite(x) or not lo <= x <= hi or (key == "menu_breadth" and (x != int(x) or x >= 2 ** 63)):
+        want = "a whole number >= 1 (below 2^63)" if key == "menu_breadth" else (
+            f"in [{lo:g}, {hi:g}]" if hi != float("inf") else f"a finite number >= {lo:g}")
+        return f"{key} must be {want}, got {value!r}"
+    return None
+
+
 def check_candidates(strategies: pl.DataFrame) -> pl.DataFrame:
     """Candidate strategies as `Simulator.simulate` takes them, refused with a ValueError that
     names the strategy and the field when a value is missing, not a number, out of range or an
@@ -165,16 +181,10 @@ def check_candidates(strategies: pl.DataFrame) -> pl.DataFrame:
         pl.col("strategy_id").cast(pl.String).fill_null(pl.format("cand{}", pl.col("_i")))).drop("_i")
     for row in frame.iter_rows(named=True):
         sid = row["strategy_id"]
-        for key, (lo, hi) in STRATEGY_RANGES.items():
-            value = row.get(key)
-            try:
-                x = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"strategy {sid!r}: {key} must be a number, got {value!r}") from None
-            if not lo <= x <= hi or (key == "menu_breadth" and x != int(x)):
-                want = "a whole number >= 1" if key == "menu_breadth" else (
-                    f"in [{lo:g}, {hi:g}]" if hi != float("inf") else f">= {lo:g}")
-                raise ValueError(f"strategy {sid!r}: {key} must be {want}, got {value!r}")
+        for key in STRATEGY_RANGES:
+            why = strategy_value_problem(key, row.get(key))
+            if why:
+                raise ValueError(f"strategy {sid!r}: {why}")
         if row.get("coupon_type") not in COUPON_TYPES:
             raise ValueError(f"strategy {sid!r}: coupon_type must be one of {list(COUPON_TYPES)}, "
                              f"got {row.get('coupon_type')!r}")
@@ -216,7 +226,8 @@ def parse_strategy(text: str) -> dict[str, Any]:
             try:
                 out[key] = int(value) if key == "menu_breadth" else float(value)
             except ValueError as e:
-                raise ValueError(f"strategy {text!r}: {key} must be a number, got {value!r}") from e
+                kind = "a whole number" if key == "menu_breadth" else "a number"
+                raise ValueError(f"strategy {text!r}: {key} must be {kind}, got {value!r}") from e
     return out
 
 
