@@ -436,7 +436,7 @@ def test_startup_mistakes_are_one_line_errors(tmp_path: Path):
     with pytest.raises(ServeError, match="card.json: prompt: unknown setting 'bogus'"):
         Engine(build_model(tok), tok, {"prompt": {"style": "compact", "bogus": 1}}, device="cpu")
     for args, says in ((["--port", "70000"], "--port"), (["--port", "-1"], "--port"),
-                       (["--log-level", "verbose"], "--log-level verbose")):
+                       (["--log-level", "verbose"], "--log-level verbose"), (["--device", "gpu0"], "device 'gpu0'")):
         r = runner.invoke(app, ["serve", str(model), *args])
         assert r.exit_code == 2 and says in r.output, r.output
     with pytest.raises(ServeError, match="could not be resolved"):

@@ -548,6 +548,12 @@ class Engine:
 
 def load_engine(model_dir: str | Path, *, name: str | None = None, device: str = "auto") -> Engine:
     """Load a directory written by `lm.model.save_model_dir` (or a local HF checkpoint)."""
+    from distillery.agents.hf import resolve_device
+
+    try:
+        resolve_device(device)      # before minutes of loading, not after
+    except ValueError as e:
+        raise ServeError(str(e)) from e
     path = Path(model_dir)
     if not path.exists():
         raise ServeError(f"{path}: no such directory")

@@ -82,3 +82,17 @@ def test_continuous_batching_across_act_calls_records_the_actions_of_lockstep_ca
     assert deferred["tokens_in"].to_list() == lockstep["tokens_in"].to_list()
     for a, b in zip(deferred["logprob"].to_list(), lockstep["logprob"].to_list(), strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_a_device_this_machine_lacks_is_a_value_error_naming_it():
+    import torch
+
+    from distillery.agents.hf import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device 'gpu0': not a device torch knows"):
+        resolve_device("gpu0")
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match=f"device '{missing}': "):
+        resolve_device(missing)

@@ -33,9 +33,21 @@ def _row_seed(ctx: Context) -> int:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """`device` as a torch device ("auto": CUDA where there is one, else the CPU); a name torch
+    does not know, or a CUDA device this machine does not have, is a ValueError saying so."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r}: not a device torch knows (auto, cpu, cuda, cuda:1, ...)") from e
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ValueError(f"device {device!r}: {why} (torch {torch.__version__}); use cpu or auto")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
 
 
 class HFPolicy:
@@ -55,13 +67,13 @@ class HFPolicy:
     ) -> None:
         """Load `model_dir` (a directory written by lm.model.save_model_dir, or any local
         checkpoint), or use an already-loaded `model`/`tokenizer` pair (`policy_from_model`)."""
+        self.device = resolve_device(device)
         if model is None:
             from distillery.lm.model import load_model_dir
 
             model, tokenizer, card = load_model_dir(model_dir)
         else:
             card = {}
-        self.device = resolve_device(device)
         self.lm = model.to(self.device)
         self.tok = tokenizer
         self.model = str(model_dir)  # what trajectories record as the model
