@@ -340,6 +340,36 @@ def test_refuses_an_output_folder_inside_the_inputs_and_a_partial_folder(tmp_pat
         run("openai", [tmp_path / "missing.jsonl"], tmp_path / "o")
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:500])
+
+
+FOLDER_DAMAGES = {     # file of a finished import folder, what is done to it, what the error says
+    "truncated records": ("records.parquet", _truncate, "records.parquet: cannot be read"),
+    "truncated steps": ("steps.parquet", _truncate, "steps.parquet: cannot be read"),
+    "truncated rejects": ("rejects.parquet", _truncate, "rejects.parquet: cannot be read"),
+    "records without their verdicts": (
+        "records.parquet", lambda p: pl.read_parquet(p).drop("verdict").write_parquet(p),
+        "its tables are not an import's (unable to find column \"verdict\""),
+    "tools that are not JSON": ("tools.json", lambda p: p.write_text("[1"), "tools.json: cannot be read"),
+    "tools that are a list": ("tools.json", lambda p: p.write_text("[]"), "tools.json: expected a JSON object"),
+    "tools that are not UTF-8": ("tools.json", lambda p: p.write_bytes(b"\xff"), "tools.json: cannot be read"),
+}
+
+
+@pytest.mark.parametrize("damage", FOLDER_DAMAGES)
+def test_adding_to_a_damaged_import_folder_names_the_file_and_changes_nothing(tmp_path, damage):
+    name, spoil, says = FOLDER_DAMAGES[damage]
+    out = tmp_path / "imp"
+    run("openai", [SIDE], out)
+    spoil(out / name)
+    before = digest(out)
+    with pytest.raises(ValueError) as e:
+        run("openai", [CHAT], out)
+    assert says in str(e.value) and "the import folder is damaged" in str(e.value), str(e.value)
+    assert digest(out) == before
+
+
 def test_an_import_killed_before_its_commit_point_is_redone_not_doubled(tmp_path, monkeypatch):
     """records.parquet is written last; killed just before it, the folder reads as before the
     run, and the next import completes it without doubling a single episode."""

@@ -44,7 +44,7 @@ from distillery.importers.records import (
     normalise,
     toolset_key,
 )
-from distillery.io import write_json, write_parquet
+from distillery.io import json_error, write_json, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.quality.import_suites import (
     IMPORT_RECORD_SCHEMA,
@@ -137,18 +137,37 @@ class ImportedLogs:
             raise ValueError(f"{out} holds {', '.join(present)} but not {', '.join(missing)}: not a complete "
                              "import folder (a first import into it killed before it finished, or another "
                              "program's files); choose another --out, or remove the folder and import again")
-        records = pl.read_parquet(out / "records.parquet")
-        # records.parquet is written last: it is the commit point. An import killed after writing
-        # some files but not it leaves the others ahead of it, so they are read as of the records
-        # it lists, and the next import redoes the rest instead of doubling it.
-        kept = records.filter(pl.col("verdict") != "rejected").select("episode_id")
-        episodes = pl.read_parquet(out / "episodes.parquet").join(kept, on="episode_id", how="semi")
-        steps = pl.read_parquet(out / "steps.parquet").join(kept, on="episode_id", how="semi")
-        tasks = pl.read_parquet(out / "tasks.parquet").join(episodes.select("task_id").unique(), on="task_id",
-                                                            how="semi")
-        rejects = pl.read_parquet(out / "rejects.parquet").join(records.select("episode_id", "sha256"),
-                                                                on=["episode_id", "sha256"], how="semi")
-        return cls(tasks, episodes, steps, records, rejects, json.loads((out / "tools.json").read_text()))
+        fix = "the import folder is damaged: remove it and import again, or choose another --out"
+
+        def part(name: str) -> pl.DataFrame:
+            try:
+                return pl.read_parquet(out / name)
+            except (pl.exceptions.PolarsError, OSError) as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"{out / name}: cannot be read ({reason}); {fix}") from e
+
+        try:
+            tools = json.loads((out / "tools.json").read_bytes())
+        except (ValueError, OSError) as e:      # not JSON, not UTF-8, a number too long to convert
+            why = json_error(e) if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) else str(e)
+            raise ValueError(f"{out / 'tools.json'}: cannot be read ({why}); {fix}") from e
+        records = part("records.parquet")
+        try:
+            # records.parquet is written last: it is the commit point. An import killed after
+            # writing some files but not it leaves the others ahead of it, so they are read as of
+            # the records it lists, and the next import redoes the rest instead of doubling it.
+            kept = records.filter(pl.col("verdict") != "rejected").select("episode_id")
+            episodes = part("episodes.parquet").join(kept, on="episode_id", how="semi")
+            steps = part("steps.parquet").join(kept, on="episode_id", how="semi")
+            tasks = part("tasks.parquet").join(episodes.select("task_id").unique(), on="task_id", how="semi")
+            rejects = part("rejects.parquet").join(records.select("episode_id", "sha256"),
+                                                   on=["episode_id", "sha256"], how="semi")
+        except pl.exceptions.PolarsError as e:     # a column missing or of another type
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{out}: its tables are not an import's ({reason}); {fix}") from e
+        if not isinstance(tools, dict):
+            raise ValueError(f"{out / 'tools.json'}: expected a JSON object of tool sets; {fix}")
+        return cls(tasks, episodes, steps, records, rejects, tools)
 
 
 # ---------------------------------------------------------------------------------------
