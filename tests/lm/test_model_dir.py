@@ -219,3 +219,23 @@ def test_deepen_keeps_the_function_and_round_trips(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="layers already"):
         deepen(model, 3)
+
+
+def test_the_prompt_a_card_records_is_read_once_for_every_stage(saved_dir, tmp_path):
+    """`card_prompt` (what a model trained from a directory is prompted with) reads the card
+    as `load_model_dir` does: no card is the default prompt; a damaged one is named."""
+    from distillery.agents.prompts import PromptConfig
+    from distillery.train.card import card_prompt
+    from distillery.train.internalize import model_prompt
+
+    assert card_prompt(saved_dir) == {"style": "compact"}
+    assert model_prompt(saved_dir) == PromptConfig(style="compact")
+    bare = shutil.copytree(saved_dir, tmp_path / "bare")
+    (bare / "card.json").unlink()
+    assert card_prompt(bare) == {} and model_prompt(bare) == PromptConfig()
+    (bare / "card.json").write_text('{"prompt": "compact"}')
+    with pytest.raises(ModelLoadError, match="card.json: prompt must be an object"):
+        card_prompt(bare)
+    (bare / "card.json").write_bytes(b"\xff")
+    with pytest.raises(ModelLoadError, match="card.json: not UTF-8"):
+        model_prompt(bare)

@@ -112,8 +112,13 @@ def iteration_log(live_dir: str | Path) -> Iterator[Callable[[dict[str, float], 
 def card_prompt(model_dir: str | Path) -> dict[str, Any]:
     """The prompt format a model directory's card records, as written ({} without a card):
     a model trained from it is run with the same format."""
-    card = Path(model_dir) / "card.json"
-    return json.loads(card.read_text()).get("prompt", {}) if card.is_file() else {}
+    from distillery.lm.model import CARD_FILE, ModelLoadError, read_card
+
+    card = Path(model_dir) / CARD_FILE
+    prompt = read_card(card).get("prompt", {})
+    if not isinstance(prompt, dict):
+        raise ModelLoadError(f"{card}: prompt must be an object of prompt settings")
+    return prompt
 
 
 def versions() -> dict[str, str]:

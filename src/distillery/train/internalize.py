@@ -39,6 +39,7 @@ from distillery.agents.hf import policy_from_model
 from distillery.agents.prompts import PromptConfig, action_ids, render_compact_ids
 from distillery.config import _f
 from distillery.rollout import Injector, RolloutConfig, Trajectories, make_jobs, run_batch
+from distillery.train.card import card_prompt
 from distillery.train.config import OnPolicyConfig, TrainConfig
 from distillery.train.data import Batch, Example
 from distillery.train.examples import episode_turns, sft_examples
@@ -240,8 +241,7 @@ class IterationResult:
 
 def model_prompt(model_dir: str | Path) -> PromptConfig:
     """The prompt format a model was trained with (its card), else the default."""
-    card = Path(model_dir) / "card.json"
-    return PromptConfig(**json.loads(card.read_text()).get("prompt", {})) if card.is_file() else PromptConfig()
+    return PromptConfig(**card_prompt(model_dir))
 
 
 def _load(model_dir: Path) -> tuple[Any, Any]:
