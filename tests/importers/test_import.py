@@ -357,11 +357,17 @@ FOLDER_DAMAGES = {     # file of a finished import folder, what is done to it, w
 }
 
 
-@pytest.mark.parametrize("damage", FOLDER_DAMAGES)
-def test_adding_to_a_damaged_import_folder_names_the_file_and_changes_nothing(tmp_path, damage):
-    name, spoil, says = FOLDER_DAMAGES[damage]
-    out = tmp_path / "imp"
+@pytest.fixture(scope="module")
+def side_import(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("imp") / "side"
     run("openai", [SIDE], out)
+    return out
+
+
+@pytest.mark.parametrize("damage", FOLDER_DAMAGES)
+def test_adding_to_a_damaged_import_folder_names_the_file_and_changes_nothing(side_import, tmp_path, damage):
+    name, spoil, says = FOLDER_DAMAGES[damage]
+    out = shutil.copytree(side_import, tmp_path / "imp")
     spoil(out / name)
     before = digest(out)
     with pytest.raises(ValueError) as e:
