@@ -14,8 +14,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (request headers, lower-cased; JSON body) -> (status, JSON reply, extra response headers)
-Answer = Callable[[dict[str, str], dict[str, Any]], tuple[int, dict[str, Any], dict[str, str]]]
+# (request headers, lower-cased; JSON body) -> (status, JSON reply, extra response headers);
+# a reply of bytes is sent as it is (a body that is not JSON), its Content-Type from the headers
+Answer = Callable[[dict[str, str], dict[str, Any]], tuple[int, dict[str, Any] | bytes, dict[str, str]]]
 
 
 class JsonServer:
@@ -24,12 +25,13 @@ class JsonServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, reply, headers = answer({k.lower(): v for k, v in self.headers.items()}, body)
-                data = json.dumps(reply).encode()
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                extra = dict(headers)
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", extra.pop("Content-Type", "application/json"))
                     self.send_header("Content-Length", str(len(data)))
-                    for k, v in headers.items():
+                    for k, v in extra.items():
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(data)

@@ -166,6 +166,28 @@ def test_a_malformed_reply_is_an_endpoint_error_naming_the_field(server, what):
             endpoint.complete(HELLO)
 
 
+NOT_JSON = {     # a body sent with status 200, its content type, what the error says
+    "an empty body": (b"", "application/json", "not JSON: Expecting value"),
+    "a body cut short": (b'{"id": "c", "choices": [{"message": {"content": "he', "application/json",
+                         "not JSON: Unterminated string"),
+    "a number too long to convert": (b'{"usage": {"prompt_tokens": ' + b"9" * 5000 + b"}}", "application/json",
+                                     "not JSON: Exceeds the limit (4300 digits)"),
+    "not UTF-8": (b'{"id": "\xff"}', "application/json", "not JSON: 'utf-8' codec can't decode"),
+    "a proxy's error page": (b"<html><body>Bad gateway</body></html>", "text/html",
+                             "not JSON: '<html><body>Bad gateway"),
+}
+
+
+@pytest.mark.parametrize("what", list(NOT_JSON))
+def test_a_reply_that_is_not_json_is_an_endpoint_error_naming_the_endpoint(what):
+    body, content_type, says = NOT_JSON[what]
+    with JsonServer(lambda headers, request: (200, body, {"Content-Type": content_type})) as srv:
+        endpoint = ChatEndpoint(srv.base_url, "m", max_retries=0)
+        with pytest.raises(EndpointError) as err:
+            endpoint.complete(HELLO)
+    assert str(err.value).startswith(f"a reply from {endpoint.where} that is not JSON") and says in str(err.value)
+
+
 def test_a_well_formed_reply_reads_as_sent(server):
     body = {**reply(None)[1], "usage": {"prompt_tokens": 7, "completion_tokens": 2.0},
             "choices": [_message(tool_calls=[_call(arguments='{"a": 1}'), {"id": "c1", "type": "custom"},

@@ -71,8 +71,16 @@ def _malformed(where: str, field: str, value: Any, expected: str) -> EndpointErr
     return EndpointError(f"a malformed reply from {where}: {field} is {_kind(value)}, not {expected}")
 
 
+def _check_parsed(resp: Any, where: str) -> None:
+    # The client hands back the body as text when its content type is not JSON (a proxy's
+    # HTML error page sent with status 200).
+    if isinstance(resp, str | bytes):
+        raise EndpointError(f"a reply from {where} that is not JSON: {resp[:120]!r}")
+
+
 def reply_usage(resp: Any, where: str) -> tuple[int, int]:
     """(prompt tokens, completion tokens) as a reply reports them; 0 for what it leaves out."""
+    _check_parsed(resp, where)
     usage = _field(resp, "usage")
     if usage is None:
         return 0, 0
@@ -92,6 +100,7 @@ def reply_usage(resp: Any, where: str) -> tuple[int, int]:
 def reply_choice(resp: Any, where: str) -> ChatReply:
     """The reply's first choice: its text, function calls, finish reason and token log-probs.
     Tool calls that are not function calls are left out, as they are not ours to make."""
+    _check_parsed(resp, where)
     choices = _field(resp, "choices")
     if not choices:
         raise EndpointError(f"no choices in the reply from {where}")
@@ -223,6 +232,11 @@ class ChatEndpoint:
             return self.client.chat.completions.create(**request)
         except openai.APIError as exc:
             raise EndpointError(self.describe(exc)) from exc
+        except ValueError as exc:   # the client parses the body with json: empty, cut short, not UTF-8
+            from distillery.io import json_error
+
+            why = str(exc) if isinstance(exc, UnicodeDecodeError) else json_error(exc)
+            raise EndpointError(f"a reply from {self.where} that is not JSON: {why}") from exc
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The reply text to `messages`, sampled with the endpoint's temperature and max_tokens."""
