@@ -42,6 +42,7 @@ DAMAGES = {
     "a solution of numbers": (_set("reference_solution", "[1, 2]"), "reference_solution: expected a list of"),
     "a call without a tool": (_set("reference_solution", '[{"args": {}}]'), "reference_solution: expected a list of"),
     "checks that are not objects": (_set("checks", '["file_exists"]'), "checks: expected a list of JSON objects"),
+    "no step allowed": (_set("max_steps", -5), "task 't-0' (row 0): max_steps is -5: an episode needs at least 1 step"),
 }
 
 

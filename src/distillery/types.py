@@ -89,6 +89,9 @@ class Task:
         checks = _json_field(row, "checks", list)
         if not all(isinstance(c, dict) for c in checks):
             raise ValueError("checks: expected a list of JSON objects")
+        max_steps = int(_given(row, "max_steps", 15))
+        if max_steps < 1:
+            raise ValueError(f"max_steps is {max_steps}: an episode needs at least 1 step")
         return cls(
             task_id=row["task_id"],
             env=_given(row, "env", "stage"),
@@ -102,7 +105,7 @@ class Task:
             checks=checks,
             preferences=list(row.get("preferences") or []),
             seed=int(_given(row, "seed", 0)),
-            max_steps=int(_given(row, "max_steps", 15)),
+            max_steps=max_steps,
         )
 
 
