@@ -509,6 +509,13 @@ def test_output_that_cannot_be_written_and_bad_eval_options(tmp_path):
     r = invoke("eval", "--policy", "oracle", "--tasks", str(table), "--out", str(tmp_path / "o"))
     assert r.exit_code == 2 and f"--tasks {table}: not a task table: no column profile" in " ".join(r.output.split())
     assert not (tmp_path / "o").exists()
+    # a table of the right columns whose task departs from STAGE's task format: named before any episode
+    good = pl.read_parquet(LOGS / "tasks.parquet").filter(pl.col("split") == "test").head(1)
+    good.with_columns(pl.lit('{"files": 5}').alias("initial_state")).write_parquet(table)
+    r = invoke("eval", "--policy", "oracle", "--tasks", str(table), "--out", str(tmp_path / "o"))
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"task '{good['task_id'][0]}' is not in the stage task format" in said, said
+    assert "initial_state.files: 5 is not of type 'object'" in said and not (tmp_path / "o").exists()
     model = tmp_path / "model"
     model.mkdir()
     r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(tmp_path), "--held-out", "5")

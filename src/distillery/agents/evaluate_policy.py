@@ -26,6 +26,23 @@ from distillery.types import Episode, Task, tasks_from_frame, tasks_to_frame
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
 
 
+def check_task_format(tasks: Sequence[Task], env: str, source: str) -> None:
+    """A ValueError naming the first task that departs from `env`'s draft format (its tools,
+    check types and state shape), for an environment that declares one: a hand-made table's
+    mistake is named before any episode, instead of erring in every episode's reset."""
+    from distillery.envs.base import env_spec
+
+    if env_spec(env).draft_format is None:
+        return
+    from distillery.tasks.schema import draft_of, structure_problems
+
+    for t in tasks:
+        problems = structure_problems(draft_of(t), env)
+        if problems:
+            raise ValueError(f"{source}: task {t.task_id!r} is not in the {env} task format: "
+                             + "; ".join(str(r) for r in problems[:3]))
+
+
 def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "test",
                families: Sequence[str] = (), per_family: int = 0, generate_per_family: int = 4,
                seed: int = 0, max_steps: int = 15, progress: bool = False,
@@ -61,7 +78,9 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if frame.is_empty():
             raise ValueError(f"{path} has no {split} tasks of environment {env!r} (`--tasks ''` generates and "
                              "validates them instead)")
-        return tasks_from_frame(frame, f"--tasks {path}")
+        tasks = tasks_from_frame(frame, f"--tasks {path}")
+        check_task_format(tasks, env, f"--tasks {path}")
+        return tasks
     from distillery.tasks.generate import ValidationFailed
 
     try:
