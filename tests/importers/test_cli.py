@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,8 +78,11 @@ def test_import_cli_clear_errors(tmp_path):
     assert missing.exit_code == 2 and "nope.jsonl: no such file or folder" in missing.output
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "run1").mkdir()
+    shutil.copy(LOGS / "inspect" / "stage_epochs.json", empty / "run1")
     none = invoke("import", "inspect", str(empty), "--out", str(tmp_path / "o"))
-    assert none.exit_code == 2 and "no .eval or .json files in this folder" in none.output
+    said = " ".join(none.output.split())
+    assert none.exit_code == 2 and "no .eval or .json files in this folder (its subfolders are not read" in said
 
 
 def test_help_says_how(tmp_path):

@@ -590,7 +590,8 @@ def input_files(fmt: str, paths: Sequence[str | Path]) -> list[Path]:
             found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(FORMATS[fmt])
                            and not f.name.endswith(OUTCOMES_SUFFIX) and f.name not in OUTPUTS)
             if not found:
-                raise FileNotFoundError(f"{p}: no {' or '.join(FORMATS[fmt])} files in this folder")
+                raise FileNotFoundError(f"{p}: no {' or '.join(FORMATS[fmt])} files in this folder (its "
+                                        "subfolders are not read: give them as paths of their own)")
             files += found
         elif p.is_file():
             files.append(p)
