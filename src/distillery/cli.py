@@ -748,7 +748,8 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
                       "`distillery import`)")
     try:
         logs = ImportedLogs.read(src)
-        res = next_action_accuracy(model_dir, tasks_from_frame(logs.tasks, str(src / "tasks.parquet")), logs.episodes, logs.steps,
+        tasks = tasks_from_frame(logs.tasks, str(src / "tasks.parquet"))
+        res = next_action_accuracy(model_dir, tasks, logs.episodes, logs.steps,
                                    fraction=held_out if held_out > 0 else None, max_new_tokens=max_tokens,
                                    device=device, progress=progress)
     except ValueError as e:

@@ -83,7 +83,7 @@ class Task:
     def from_row(cls, row: dict[str, Any]) -> Task:
         """The task of a task table's row; a field that cannot be read is a ValueError naming it."""
         solution = _json_field(row, "reference_solution", list)
-        if not all(isinstance(c, dict) and isinstance(c.get("tool"), str) and isinstance(c.get("args", {}), dict)
+        if not all(isinstance(c, dict) and isinstance(c.get("tool"), str) and isinstance(c.get("args") or {}, dict)
                    for c in solution):
             raise ValueError('reference_solution: expected a list of {"tool": name, "args": {...}} calls')
         checks = _json_field(row, "checks", list)
