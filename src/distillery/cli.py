@@ -380,7 +380,7 @@ def tasks_generate(
         typer.echo(ctx.get_help())
         raise typer.Exit(code=0)
     from distillery.agents.evaluate_policy import generate
-    from distillery.envs.base import env_names, families
+    from distillery.envs.base import EngineUnavailable, env_names, families
     from distillery.quality import GateError
     from distillery.registry import RegistryError
     from distillery.tasks.generate import ValidationFailed
@@ -406,7 +406,7 @@ def tasks_generate(
     except ValidationFailed as e:
         written = record_failure(e.result, out)
         _fail("tasks", f"{e}\n(every rejection: {written}; {previous_run(out)})", code=1)
-    except (ValueError, RegistryError) as e:
+    except (ValueError, RegistryError, EngineUnavailable) as e:
         _fail("tasks", str(e))
     try:
         done = publish(result, out)
@@ -635,7 +635,7 @@ def eval_cmd(
 
     from distillery.agents.base import PolicySpec, check_kind
     from distillery.agents.evaluate_policy import DEFAULT_TASKS, eval_tasks, run_eval
-    from distillery.envs.base import env_spec
+    from distillery.envs.base import EngineUnavailable, env_spec
     from distillery.quality import GateError
     from distillery.registry import RegistryError
     from distillery.rollout import error_counts
@@ -694,7 +694,7 @@ def eval_cmd(
         todo = eval_tasks(env, tasks_path=table_path or None, split=split, families=family, per_family=per_family,
                           generate_per_family=generate_per_family, seed=seed, progress=False,
                           warn=lambda m: console.print(m, style="yellow", markup=False, highlight=False))
-    except (FileNotFoundError, ValueError, RegistryError) as e:
+    except (FileNotFoundError, ValueError, RegistryError, EngineUnavailable) as e:
         _fail("eval", str(e))
     spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
     try:

@@ -277,3 +277,21 @@ def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine_and_
     random_ = run_episodes(result.tasks, PolicySpec("random", {"seed": 0}), RolloutConfig(k=1), progress=False)
     assert not random_.episodes["success"].any()
     assert (random_.episodes["failure_mode"] != "error").all()
+
+
+def test_without_java_drafting_says_so_in_one_line_not_as_a_family_bug(monkeypatch):
+    """No `java` on PATH: the engine is unavailable (what to install), and the task generator
+    passes that on instead of wrapping it as the family's failure (`DraftFailed`)."""
+    pytest.importorskip("textworld_express", reason="TextWorldExpress is an optional extra")
+    from distillery.envs.base import EngineUnavailable
+    from distillery.envs.textworldexpress import engine
+    from distillery.tasks.generate import draft_task
+
+    monkeypatch.setattr(engine, "_gateway", None)       # as in a process that has not started it
+    monkeypatch.setattr(engine.shutil, "which", lambda name: None)
+    engine.drafting_game.cache_clear()
+    try:
+        with pytest.raises(EngineUnavailable, match="TextWorldExpress needs Java 17 or later: no `java` on PATH"):
+            draft_task("twx_coin", "train", "default", 0, seed=0, max_steps=12)
+    finally:
+        engine.drafting_game.cache_clear()              # later tests draft on the real engine

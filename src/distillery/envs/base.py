@@ -192,6 +192,12 @@ class Draft:
     preferences: list[str] = field(default_factory=list)  # the profile's standing preferences the checks enforce, as text
 
 
+class EngineUnavailable(RuntimeError):
+    """An environment's engine cannot start on this machine (its optional package or Java is
+    missing): the message says what to install. Not a bug of the environment, so commands
+    report it in one line and the task generator does not wrap it as a family's failure."""
+
+
 class NoDraft(Exception):
     """What a family's `draft` raises when it has no task at these coordinates (e.g. no
     question of its template held on the databases it tried): the task generator rejects the

@@ -43,7 +43,16 @@ from typing import Any
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.config import TasksConfig
 from distillery.envs.actions import format_call
-from distillery.envs.base import Draft, Environment, NoDraft, env_spec, families, family, make_env
+from distillery.envs.base import (
+    Draft,
+    EngineUnavailable,
+    Environment,
+    NoDraft,
+    env_spec,
+    families,
+    family,
+    make_env,
+)
 from distillery.rollout import RolloutConfig, make_executor, make_jobs, run_batch
 from distillery.tasks.drafted import read_kept
 from distillery.types import StepResult, Task, Verification
@@ -200,7 +209,7 @@ def draft_task(family_name: str, split: str, profile: str, attempt: int, seed: i
     task_id = task_id_of(family_name, split, profile, attempt)
     try:
         d = fam.draft(random.Random(s), profile)
-    except NoDraft:
+    except (NoDraft, EngineUnavailable):
         raise
     except Exception as e:
         # Another type than the generator's own errors, so that no caller mistakes the family's

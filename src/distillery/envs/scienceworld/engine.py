@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from distillery.envs.base import EngineUnavailable
+
 MAX_INSTANCES = 4
 JVM_GB = 1.35
 INSTALL_HINT = ("ScienceWorld is not installed: pip install 'distillery[scienceworld]' (scienceworld 1.2), "
@@ -29,10 +31,6 @@ INSTALL_HINT = ("ScienceWorld is not installed: pip install 'distillery[sciencew
 _lock = threading.Lock()
 _idle: list[Any] = []
 _started = 0                 # simulators this process started (idle or in use)
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine cannot be started (the package or Java is missing)."""
 
 
 class InstanceLimitError(ValueError):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.envs.base import EngineUnavailable
 from distillery.envs.textworldexpress.games import FOLDS, Setting, parse_setting
 
 INSTALL_HINT = "TextWorld is not installed: pip install 'distillery[textworld]' (textworld 1.7; builds jericho with gcc)"
@@ -43,8 +44,6 @@ SEED_BASE = {"train": 0, "dev": 10_000, "test": 20_000}
 SEEDS_PER_FOLD = 10_000
 
 
-class EngineUnavailable(RuntimeError):
-    """TextWorld cannot be imported (the optional extra is not installed)."""
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import threading
 from typing import Any
+
+from distillery.envs.base import EngineUnavailable
 
 INSTALL_HINT = ("TextWorldExpress is not installed: pip install 'distillery[textworld]' "
                 "(or textworld-express), and Java 17 or later")
@@ -31,19 +34,24 @@ _owner: Any = None          # the package's env object that owns the gateway (ke
 _last: Any = None           # the game object that generated a game last on this JVM
 
 
-class EngineUnavailable(RuntimeError):
-    """The engine cannot be started (the package or Java is missing)."""
-
-
 def _start() -> Any:
     global _gateway, _owner
     with _lock:
         if _gateway is None:
             try:
+                from py4j.protocol import Py4JError
                 from textworld_express import TextWorldExpressEnv
             except ImportError as e:
                 raise EngineUnavailable(INSTALL_HINT) from e
-            _owner = TextWorldExpressEnv(envStepLimit=10_000)
+            # py4j launches `java` from PATH; checked first, since the package's half-built
+            # environment complains again from its destructor when the launch fails.
+            if shutil.which("java") is None:
+                raise EngineUnavailable("TextWorldExpress needs Java 17 or later: no `java` on PATH")
+            try:
+                _owner = TextWorldExpressEnv(envStepLimit=10_000)
+            except (OSError, Py4JError) as e:     # a JVM that would not start
+                raise EngineUnavailable(f"TextWorldExpress cannot start its JVM ({e}): it needs Java 17 or "
+                                        "later on PATH") from e
             _gateway = _owner._gateway
     return _gateway
 
