@@ -107,3 +107,10 @@ def test_json_error_says_what_the_decoder_said_or_that_a_number_is_too_long():
     assert not isinstance(too_long.value, json.JSONDecodeError)
     assert json_error(too_long.value) == ("Exceeds the limit (4300 digits) for integer string conversion: "
                                           "value has 5000 digits")
+
+
+def test_error_line_is_the_first_line_or_the_type():
+    from distillery.io import error_line
+
+    assert error_line(ValueError("  parquet: out of spec\n  at byte 12\n")) == "parquet: out of spec"
+    assert error_line(KeyError()) == "KeyError"

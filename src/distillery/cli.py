@@ -530,7 +530,9 @@ def import_cmd(
     except OSError as e:
         _fail("import", f"cannot write {e.filename}: {e.strerror}" if e.filename else f"--out {out}: {e}")
     except pl.exceptions.PolarsError as e:
-        _fail("import", f"--out {out}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
+        from distillery.io import error_line
+
+        _fail("import", f"--out {out}: {error_line(e)}")
     table = Table(title=f"import {fmt} -> {out}")
     # short headers leave the file names room on an 80-column terminal
     for col in ("file", "read", "kept", "as failure", "rejected", "already"):

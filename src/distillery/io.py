@@ -80,6 +80,12 @@ def json_error(e: ValueError) -> str:
     return str(e).split("; use sys.set_int_max_str_digits")[0]
 
 
+def error_line(e: BaseException) -> str:
+    """The first line of an exception's message (a library's may run to many), or its type's
+    name when it has none."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         with tmp.open("w") as f:

@@ -235,8 +235,7 @@ class ChatEndpoint:
         except ValueError as exc:   # the client parses the body with json: empty, cut short, not UTF-8
             from distillery.io import json_error
 
-            why = str(exc) if isinstance(exc, UnicodeDecodeError) else json_error(exc)
-            raise EndpointError(f"a reply from {self.where} that is not JSON: {why}") from exc
+            raise EndpointError(f"a reply from {self.where} that is not JSON: {json_error(exc)}") from exc
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The reply text to `messages`, sampled with the endpoint's temperature and max_tokens."""

@@ -171,10 +171,10 @@ def tasks_from_frame(frame: pl.DataFrame, source: str = "the task table") -> lis
             continue
         if not (dtype == want or (want == pl.Int64 and dtype.is_integer()) or dtype == pl.Null):
             raise TaskTableError(f"{source}: column {name} is {dtype}, not {want}")
-        if name in _REQUIRED_TASK_COLUMNS and frame[name].null_count():
+        nulls = frame[name].null_count()
+        if name in _REQUIRED_TASK_COLUMNS and nulls:
             first = frame.filter(pl.col(name).is_null()).row(0, named=True).get("task_id")
-            raise TaskTableError(f"{source}: column {name} has {frame[name].null_count()} null(s), the first "
-                                 f"in task {first!r}")
+            raise TaskTableError(f"{source}: column {name} has {nulls} null(s), the first in task {first!r}")
     tasks = []
     for i, row in enumerate(frame.iter_rows(named=True)):
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from distillery.agents.base import PolicySpec, make_policy
+from distillery.io import error_line
 from distillery.types import Episode, Task, tasks_from_frame, tasks_to_frame
 
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
@@ -64,8 +65,7 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         try:
             frame = pl.read_parquet(path).filter((pl.col("env") == env) & (pl.col("split") == split))
         except (pl.exceptions.PolarsError, OSError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"--tasks {path}: not a parquet task table ({reason})") from e
+            raise ValueError(f"--tasks {path}: not a parquet task table ({error_line(e)})") from e
         if families:
             unknown = sorted(set(families) - set(frame["family"]))
             if unknown:

@@ -44,7 +44,7 @@ from distillery.importers.records import (
     normalise,
     toolset_key,
 )
-from distillery.io import json_error, write_json, write_parquet
+from distillery.io import error_line, json_error, write_json, write_parquet
 from distillery.quality import SUITES, GateError, gate
 from distillery.quality.import_suites import (
     IMPORT_RECORD_SCHEMA,
@@ -143,13 +143,12 @@ class ImportedLogs:
             try:
                 return pl.read_parquet(out / name)
             except (pl.exceptions.PolarsError, OSError) as e:
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise ValueError(f"{out / name}: cannot be read ({reason}); {fix}") from e
+                raise ValueError(f"{out / name}: cannot be read ({error_line(e)}); {fix}") from e
 
         try:
             tools = json.loads((out / "tools.json").read_bytes())
         except (ValueError, OSError) as e:      # not JSON, not UTF-8, a number too long to convert
-            why = json_error(e) if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) else str(e)
+            why = json_error(e) if isinstance(e, ValueError) else str(e)   # json_error keeps a decode error's text
             raise ValueError(f"{out / 'tools.json'}: cannot be read ({why}); {fix}") from e
         records = part("records.parquet")
         try:
@@ -163,8 +162,7 @@ class ImportedLogs:
             rejects = part("rejects.parquet").join(records.select("episode_id", "sha256"),
                                                    on=["episode_id", "sha256"], how="semi")
         except pl.exceptions.PolarsError as e:     # a column missing or of another type
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"{out}: its tables are not an import's ({reason}); {fix}") from e
+            raise ValueError(f"{out}: its tables are not an import's ({error_line(e)}); {fix}") from e
         if not isinstance(tools, dict):
             raise ValueError(f"{out / 'tools.json'}: expected a JSON object of tool sets; {fix}")
         return cls(tasks, episodes, steps, records, rejects, tools)
@@ -640,8 +638,7 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
         try:
             frame = pl.read_parquet(tasks)
         except (pl.exceptions.PolarsError, OSError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"--tasks {tasks}: not a parquet task table ({reason})") from e
+            raise ValueError(f"--tasks {tasks}: not a parquet task table ({error_line(e)})") from e
         known = {t.task_id: t for t in tasks_from_frame(frame, f"--tasks {tasks}")}
     previous = ImportedLogs.read(out)
 
