@@ -612,11 +612,16 @@ def eval_cmd(
     held_out: float = typer.Option(-1.0, help="With --imported: share of the imported tasks scored (by the "
                                               "warm-up's hash; default: the model card's eval_fraction, else 0.1; "
                                               "1 = all)."),
+    resume: bool = typer.Option(True, help="Keep the episodes an interrupted run of the same settings left in "
+                                           "OUT/episodes.partial.jsonl and play only the rest (--no-resume: "
+                                           "discard them and play every episode)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Benchmark a policy on an environment's test split: the benchmark tables and the HTML report.
 
     Plays every test task (from the task table, or generated and validated for --env) with the policy, gates the trajectories, and writes OUT/{episodes,steps,tasks}.parquet, OUT/benchmark.json (every number per family), OUT/headline.json and OUT/benchmark.html, the same tables the `evaluate` stage writes.
+
+    Each episode is journaled in OUT/episodes.partial.jsonl as it ends: an interrupted run (Ctrl-C, a dropped connection, a killed process) resumes where it stopped when the same command is run again. Episodes that ended in an error are played again.
 
     With --imported DIR (imported logs cannot be replayed): the model sees each held-out logged step's context (instruction, logged actions and observations so far) and its greedy action is compared with the logged one; writes OUT/next_action.json and OUT/next_action_steps.parquet.
 
@@ -636,8 +641,9 @@ def eval_cmd(
     from rich.table import Table
 
     from distillery.agents.base import PolicySpec, check_kind
-    from distillery.agents.evaluate_policy import DEFAULT_TASKS, eval_tasks, run_eval
+    from distillery.agents.evaluate_policy import DEFAULT_TASKS, JOURNAL, eval_tasks, run_eval
     from distillery.envs.base import EngineUnavailable, env_spec
+    from distillery.episode_journal import EpisodeJournal, JournalMismatch
     from distillery.quality import GateError
     from distillery.registry import RegistryError
     from distillery.rollout import error_counts
@@ -699,12 +705,30 @@ def eval_cmd(
     except (FileNotFoundError, ValueError, RegistryError, EngineUnavailable) as e:
         _fail("eval", str(e))
     spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
+    played = 0
+    def resuming(journal: EpisodeJournal) -> None:
+        console.print(f"resuming: {len(journal.finished)} episodes of an interrupted run are kept from "
+                      f"{journal.path}" + (" (its last line, cut short, was dropped)" if journal.dropped_tail else ""),
+                      markup=False, highlight=False)
+
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not progress, transient=True) as bar:
             job = bar.add_task(f"eval {name} on {env}", total=len(todo) * k)
-            result = run_eval(todo, spec, folder, k=k, seed=seed, batch_size=batch_size, split=split,
-                              on_episode=lambda _: bar.update(job, advance=1))
+
+            def advance(_: object) -> None:
+                nonlocal played
+                played += 1
+                bar.update(job, advance=1)
+
+            result = run_eval(todo, spec, folder, k=k, seed=seed, batch_size=batch_size, split=split, resume=resume,
+                              on_resume=resuming, on_episode=advance)
+    except KeyboardInterrupt:
+        _fail("eval", f"interrupted after {played} of {len(todo) * k} episodes; the finished ones are kept in "
+                      f"{folder / JOURNAL}: run the same command again to resume", code=130)
+    except JournalMismatch as e:
+        _fail("eval", f"{e}. Run that command again to finish it, pass --no-resume to discard it, or choose "
+                      "another --out")
     except GateError as e:
         _fail("eval", f"the trajectories fail their gate: {e}", code=1)
     except (ValueError, OSError) as e:

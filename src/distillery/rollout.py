@@ -220,10 +220,11 @@ def run_batch(
     jobs: Sequence[EpisodeJob],
     cfg: RolloutConfig,
     injector: Injector | None = None,
-    on_episode: Callable[[Episode], None] | None = None,
+    on_episode: Callable[[Episode, list[Step]], None] | None = None,
     wrap_env: Callable[[Environment], Environment] | None = None,
 ) -> Trajectories:
-    """Run `jobs` to completion with at most `cfg.batch_size` episodes in flight.
+    """Run `jobs` to completion with at most `cfg.batch_size` episodes in flight; `on_episode`
+    is given each episode and its steps as it ends.
 
     `wrap_env` wraps each environment as it is built (e.g. SelSkill's `use_skill` tool,
     which the harness answers without touching the environment's state)."""
@@ -258,7 +259,7 @@ def run_batch(
         steps.extend(run.steps)
         free_envs.append(run.env)
         if on_episode:
-            on_episode(ep)
+            on_episode(ep, run.steps)
 
     try:
         while pending or active:
@@ -414,7 +415,7 @@ def run_episodes(
     with make_executor(executor) as ex:
         if ex is None:
             policy = make_policy(spec)
-            parts.append(run_batch(policy, jobs, cfg, injector, on_episode=lambda _: bar.update()))
+            parts.append(run_batch(policy, jobs, cfg, injector, on_episode=lambda *_: bar.update()))
         else:
             if executor.address:
                 n = max(8, len(jobs) // 50)

@@ -13,6 +13,9 @@ pipeline's, and two runs (an endpoint and the same model in-process) compare col
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +24,17 @@ from typing import Any
 import polars as pl
 
 from distillery.agents.base import PolicySpec, make_policy
+from distillery.episode_journal import EpisodeJournal, JournalHeader, open_journal
 from distillery.io import error_line
-from distillery.types import Episode, Task, tasks_from_frame, tasks_to_frame
+from distillery.types import (
+    Episode,
+    Step,
+    Task,
+    episodes_to_frame,
+    steps_to_frame,
+    tasks_from_frame,
+    tasks_to_frame,
+)
 
 DEFAULT_TASKS = "data/tasks/tasks.parquet"
 
@@ -128,34 +140,105 @@ class EvalResult:
         return self.table.filter(pl.col("family") == "all").row(0, named=True)
 
 
+JOURNAL = "episodes.partial.jsonl"
+# How an endpoint is reached, not what it answers: a run interrupted by timeouts may resume
+# with a longer --timeout, more retries or fewer requests in flight.
+TRANSPORT_KWARGS = frozenset({"concurrency", "timeout", "max_retries", "api_key_env"})
+
+
+def eval_journal_header(tasks: Sequence[Task], spec: PolicySpec, *, k: int, seed: int, split: str) -> JournalHeader:
+    """What decides a benchmark's episodes, as a journal header: the policy (kind, arguments,
+    label and, for a model directory, its files' sizes and times), every task's row, the
+    episodes per task, the seed and the split. The batch size and the endpoint's transport
+    settings are left out: they change how episodes are played, not what they are, so a run
+    may resume with a smaller batch or a longer timeout."""
+    digest = hashlib.sha256()
+    kwargs = {name: value for name, value in spec.kwargs.items() if name not in TRANSPORT_KWARGS}
+    settings = {"kind": spec.kind, "kwargs": kwargs, "label": spec.name, "k": k, "seed": seed,
+                "split": split, "model_files": _model_files(spec)}
+    digest.update(json.dumps(settings, sort_keys=True, default=repr).encode())
+    for t in tasks:
+        digest.update(json.dumps(t.to_row(), sort_keys=True, default=repr).encode())
+    about: dict[str, Any] = {"policy": spec.name, "kind": spec.kind, "tasks": len(tasks), "k": k, "seed": seed,
+                             "split": split}
+    about |= {f"policy's {name}": _short(value) for name, value in kwargs.items()}
+    return JournalHeader(digest.hexdigest(), about)
+
+
+def _short(value: Any) -> Any:
+    """A policy argument as a message shows it: numbers and short text as they are."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_files(spec: PolicySpec) -> list[tuple[str, int, int]]:
+    """A local model directory's files (name, size, modification time): a model trained again
+    in the same place is another policy."""
+    folder = spec.kwargs.get("model_dir")
+    if not isinstance(folder, str) or not Path(folder).is_dir():
+        return []
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in Path(folder).rglob("*") if p.is_file())
+
+
 def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k: int = 1, seed: int = 0,
-             batch_size: int = 64, split: str = "test",
-             on_episode: Callable[[Episode], None] | None = None) -> EvalResult:
+             batch_size: int = 64, split: str = "test", resume: bool = True,
+             on_episode: Callable[[Episode], None] | None = None,
+             on_resume: Callable[[EpisodeJournal], None] | None = None) -> EvalResult:
     """Play `k` episodes of every task with the policy `spec`, gate them, and write to `out_dir`:
     episodes.parquet, steps.parquet, tasks.parquet (what was played), benchmark.json (every
-    number, policy -> family), headline.json and benchmark.html."""
+    number, policy -> family), headline.json and benchmark.html.
+
+    Each finished episode is journaled in `out_dir`/episodes.partial.jsonl as it ends, and the
+    journal is removed once the tables are written. With `resume`, a journal that an
+    interrupted run of the same settings left is read back and only the episodes it lacks are
+    played (`on_resume` is told before any is; `on_episode` is called for every episode, the
+    journaled ones first); a journal of other settings raises `JournalMismatch`. Without
+    `resume` an existing journal is discarded. The tables are sorted by episode, so a resumed
+    run writes what an uninterrupted one would."""
     from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table
     from distillery.evaluate.headline import benchmark_headline
     from distillery.evaluate.report import render_html
     from distillery.io import write_json, write_parquet, write_text
     from distillery.quality import SUITES, gate
-    from distillery.rollout import RolloutConfig, make_jobs, run_batch
+    from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
 
     if not tasks:
         raise ValueError("no tasks to evaluate")
     out = Path(out_dir)
     from distillery.envs.base import env_spec
 
+    journal = open_journal(out / JOURNAL, eval_journal_header(tasks, spec, k=k, seed=seed, split=split),
+                           resume=resume)
     # An environment that limits its instances per worker (ScienceWorld's JVMs) caps the batch.
     cfg = RolloutConfig(k=k, seed=seed, batch_size=env_spec(tasks[0].env).batch_limit(batch_size))
     policy = make_policy(spec)
+
+    def finished(episode: Episode, steps: list[Step]) -> None:
+        journal.record(episode, steps, getattr(policy, "notes", None))
+        if on_episode is not None:
+            on_episode(episode)
+
     try:
-        traj = run_batch(policy, make_jobs(tasks, policy.name, cfg), cfg, on_episode=on_episode)
-        notes = dict(getattr(policy, "notes", {}) or {})
+        jobs = make_jobs(tasks, policy.name, cfg)
+        resumed = [journal.finished[j.episode_id] for j in jobs if j.episode_id in journal.finished]
+        if resumed and on_resume is not None:
+            on_resume(journal)
+        for episode, _ in resumed:
+            if on_episode is not None:
+                on_episode(episode)
+        played = run_batch(policy, [j for j in jobs if j.episode_id not in journal.finished], cfg,
+                           on_episode=finished)
+        notes = dict(journal.notes + Counter(getattr(policy, "notes", {}) or {}))
     finally:
         close = getattr(policy, "close", None)
         if callable(close):
             close()
+    traj = Trajectories.concat([played, Trajectories(episodes_to_frame([e for e, _ in resumed]),
+                                                     steps_to_frame([s for _, steps in resumed for s in steps]))])
+    traj = Trajectories(traj.episodes.sort("episode_id"), traj.steps.sort(["episode_id", "t"]))
     refs = {"episodes": traj.episodes, "steps": traj.steps}
     where = {"report_dir": out / "quality", "quarantine_dir": out / "quarantine"}
     for suite, frame in (("episodes", traj.episodes), ("steps", traj.steps)):
@@ -169,4 +252,5 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     write_json(details, out / "benchmark.json")
     write_json(headline, out / "headline.json")
     write_text(render_html(table, split, len({t.task_id for t in tasks})), out / "benchmark.html")
+    journal.remove()
     return EvalResult(out, traj.episodes, traj.steps, table, details, headline, notes)
