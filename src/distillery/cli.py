@@ -188,6 +188,11 @@ def _fail(command: str, message: str, code: int = 2) -> None:
     raise typer.Exit(code=code)
 
 
+def _refuse_journal(command: str, e: Exception) -> None:
+    _fail(command, f"{e}. Run that command again to finish it, pass --no-resume to discard it, or choose "
+                   "another --out")
+
+
 def _check_out_folder(command: str, out: str) -> None:
     """Refuse an output folder that cannot be written before any work is done: an existing
     file, or a path whose nearest existing folder is not writable."""
@@ -260,6 +265,9 @@ def tasks_draft(
     seed: int = typer.Option(0, help="Seed of the random probes and of each request's sampling seed."),
     out: str = typer.Option("data/tasks/drafted", help="Folder of attempts.parquet, kept.parquet and report.json (appended)."),
     report: str = typer.Option("reports/drafted.md", help="The summary page."),
+    resume: bool = typer.Option(True, help="Keep the drafts an interrupted run of the same settings left in "
+                                           "OUT/drafts.partial.jsonl and ask only for the rest (--no-resume: "
+                                           "discard them)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Draft tasks from hints with a model; keep the ones that validate, say why the others failed.
@@ -267,6 +275,8 @@ def tasks_draft(
     Each reply is screened as data (JSON, schema, sandboxed paths, no code), built in a real sandbox, its reference solution run, its checks verified, and probed with random episodes; a rejection's reasons go back to the model for --max-repairs more tries.
 
     Every attempt is recorded in OUT/attempts.parquet, kept tasks in OUT/kept.parquet (params.yaml's tasks.drafted merges them into the task table), the summary in REPORT.
+
+    Each draft is journaled in OUT/drafts.partial.jsonl as it ends: an interrupted run (Ctrl-C, a dropped connection, a killed process) resumes where it stopped when the same command is run again. Drafts the endpoint did not answer are asked again.
 
     Example: distillery tasks draft --base-url http://127.0.0.1:8000/v1 --model my-model --hint "the user wants last month's invoices filed"
     """
@@ -277,10 +287,21 @@ def tasks_draft(
 
     from distillery.agents.openai import Price
     from distillery.envs.base import env_spec
+    from distillery.journal import JournalMismatch, open_journal
     from distillery.llm import ChatEndpoint
     from distillery.quality import GateError
     from distillery.registry import RegistryError
-    from distillery.tasks.draft import DraftConfig, Hint, draft_tasks, read_hints
+    from distillery.tasks.draft import (
+        DRAFT_JOURNAL,
+        DraftConfig,
+        FinishedDraft,
+        Hint,
+        draft_journal_header,
+        draft_tasks,
+        finished_drafts,
+        new_run_id,
+        read_hints,
+    )
     from distillery.tasks.drafted import KEPT, read_kept, write_outputs
     from distillery.tasks.schema import draft_format
     from distillery.types import DraftAttempt
@@ -300,10 +321,20 @@ def tasks_draft(
         draft_format(env)       # an environment that declares none is named here, not in a traceback
         kept_path = Path(out) / KEPT
         known = read_kept(kept_path, env) if kept_path.exists() else []   # earlier runs' tasks count as duplicates
+        journal = open_journal(Path(out) / DRAFT_JOURNAL, draft_journal_header(todo, cfg, endpoint),
+                               FinishedDraft.from_line, what="drafts", resume=resume)
+    except JournalMismatch as e:
+        _refuse_journal("tasks draft", e)
     except (ValueError, FileNotFoundError, RegistryError) as e:
         _fail("tasks draft", str(e))
+    done = finished_drafts(journal.records)
+    # The resumed drafts' seeds and attempt ids come from the interrupted run's id.
+    run_id = journal.records[0].attempts[0].run_id if journal.records else new_run_id()
+    total = sum(h.n for h in todo)
 
-    bar = tqdm(total=sum(h.n for h in todo), desc="drafts", unit="draft", disable=not progress)
+    bar = tqdm(total=total, desc="drafts", unit="draft", disable=not progress)
+    if done:
+        bar.write(journal.resuming(len(done)))
 
     def show(a: DraftAttempt) -> None:
         where = f"{a.family} (draft {a.draft_no}, round {a.round})"
@@ -315,8 +346,23 @@ def tasks_draft(
             for kind, reason in zip(a.reason_kinds, a.reasons, strict=True):
                 bar.write(f"          {kind}: {reason}")
 
+    passed = 0
+
+    def advance(n: int) -> None:
+        nonlocal passed
+        passed += n
+        bar.update(n)
+
+    def finished(draft: FinishedDraft) -> None:
+        journal.append(draft.to_line())
+
     try:
-        result = draft_tasks(todo, endpoint, cfg, known=known, on_attempt=show, on_draft=bar.update)
+        result = draft_tasks(todo, endpoint, cfg, known=known, run_id=run_id, done=done, on_attempt=show,
+                             on_draft=advance, on_finished=finished)
+    except KeyboardInterrupt:
+        bar.close()
+        _fail("tasks draft", f"interrupted after {passed} of {total} drafts; the finished ones are kept in "
+                             f"{journal.path}: run the same command again to resume", code=130)
     finally:
         bar.close()
         endpoint.close()
@@ -325,6 +371,7 @@ def tasks_draft(
                                 model=model, out_dir=out, report_md=report)
     except GateError as e:
         _fail("tasks draft", f"the drafted tables fail their gate: {e}", code=1)
+    journal.remove()
     for p in result.power:
         typer.echo(f"family-level probes: {p.sentence()}")
     for line in written.run.lines():
@@ -643,7 +690,7 @@ def eval_cmd(
     from distillery.agents.base import PolicySpec, check_kind
     from distillery.agents.evaluate_policy import DEFAULT_TASKS, JOURNAL, eval_tasks, run_eval
     from distillery.envs.base import EngineUnavailable, env_spec
-    from distillery.episode_journal import EpisodeJournal, JournalMismatch
+    from distillery.journal import JournalMismatch
     from distillery.quality import GateError
     from distillery.registry import RegistryError
     from distillery.rollout import error_counts
@@ -706,10 +753,8 @@ def eval_cmd(
         _fail("eval", str(e))
     spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
     played = 0
-    def resuming(journal: EpisodeJournal) -> None:
-        console.print(f"resuming: {len(journal.finished)} episodes of an interrupted run are kept from "
-                      f"{journal.path}" + (" (its last line, cut short, was dropped)" if journal.dropped_tail else ""),
-                      markup=False, highlight=False)
+    def resuming(sentence: str) -> None:
+        console.print(sentence, markup=False, highlight=False)
 
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -727,8 +772,7 @@ def eval_cmd(
         _fail("eval", f"interrupted after {played} of {len(todo) * k} episodes; the finished ones are kept in "
                       f"{folder / JOURNAL}: run the same command again to resume", code=130)
     except JournalMismatch as e:
-        _fail("eval", f"{e}. Run that command again to finish it, pass --no-resume to discard it, or choose "
-                      "another --out")
+        _refuse_journal("eval", e)
     except GateError as e:
         _fail("eval", f"the trajectories fail their gate: {e}", code=1)
     except (ValueError, OSError) as e:

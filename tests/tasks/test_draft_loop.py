@@ -185,6 +185,11 @@ def test_outputs_are_gated_and_the_summary_reports_rates_rounds_and_cost(run, tm
     assert "random success rate <" in page
     report = json.loads(out.report_json.read_text())
     assert report["last_run"]["kept"] == 4 and len(report["last_run"]["family_power"]) == 4
+    # A run written again (interrupted between its tables, then resumed) is there once.
+    again = write_outputs(result.attempts, result.kept, result.power, run_id=result.run_id, model="scripted",
+                          out_dir=tmp_path / "drafted", report_md=tmp_path / "drafted.md",
+                          quality_dir=tmp_path / "quality", quarantine_dir=tmp_path / "quarantine")
+    assert pl.read_parquet(again.attempts).equals(attempts) and again.total.kept == 4
 
 
 def test_the_attempts_gate_refuses_an_inconsistent_table(tmp_path):

@@ -24,8 +24,8 @@ from typing import Any
 import polars as pl
 
 from distillery.agents.base import PolicySpec, make_policy
-from distillery.episode_journal import EpisodeJournal, JournalHeader, open_journal
 from distillery.io import error_line
+from distillery.journal import JournalHeader, open_journal
 from distillery.types import (
     Episode,
     Step,
@@ -185,10 +185,35 @@ def _model_files(spec: PolicySpec) -> list[tuple[str, int, int]]:
                   for p in Path(folder).rglob("*") if p.is_file())
 
 
+@dataclass
+class JournaledEpisode:
+    episode: Episode
+    steps: list[Step]
+    notes: Counter[str]        # the policy's notes up to this episode, earlier runs' included
+
+
+def journaled_episode(line: dict[str, Any]) -> JournaledEpisode:
+    """One journal line as the episode it records (TypeError or KeyError for another shape)."""
+    return JournaledEpisode(Episode(**line["episode"]), [Step(**s) for s in line["steps"]],
+                            Counter({str(k): int(v) for k, v in line["notes"].items()}))
+
+
+def finished_episodes(records: Sequence[JournaledEpisode]) -> dict[str, JournaledEpisode]:
+    """The journaled episodes a resumed run keeps: the last line of each, unless it ended in an
+    error (an endpoint that timed out, an environment that raised), which is played again."""
+    finished: dict[str, JournaledEpisode] = {}
+    for r in records:
+        if r.episode.failure_mode == "error":
+            finished.pop(r.episode.episode_id, None)
+        else:
+            finished[r.episode.episode_id] = r
+    return finished
+
+
 def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k: int = 1, seed: int = 0,
              batch_size: int = 64, split: str = "test", resume: bool = True,
              on_episode: Callable[[Episode], None] | None = None,
-             on_resume: Callable[[EpisodeJournal], None] | None = None) -> EvalResult:
+             on_resume: Callable[[str], None] | None = None) -> EvalResult:
     """Play `k` episodes of every task with the policy `spec`, gate them, and write to `out_dir`:
     episodes.parquet, steps.parquet, tasks.parquet (what was played), benchmark.json (every
     number, policy -> family), headline.json and benchmark.html.
@@ -196,11 +221,12 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     Each finished episode is journaled in `out_dir`/episodes.partial.jsonl as it ends, and the
     journal is removed once the tables are written. With `resume`, a journal that an
     interrupted run of the same settings left is read back and only the episodes it lacks are
-    played (`on_resume` is told before any is; `on_episode` is called for every episode, the
-    journaled ones first); a journal of other settings raises `JournalMismatch`. Without
-    `resume` an existing journal is discarded. The tables are sorted by episode, so a resumed
-    run writes what an uninterrupted one would: the same rows, but for the wall time and a
-    local model's logprobs in their last digits (see `eval_journal_header`)."""
+    played (`on_resume` is told so in a sentence before any is; `on_episode` is called for
+    every episode, the journaled ones first); a journal of other settings raises
+    `journal.JournalMismatch`. Without `resume` an existing journal is discarded. The tables
+    are sorted by episode, so a resumed run writes what an uninterrupted one would: the same
+    rows, but for the wall time and a local model's logprobs in their last digits (see
+    `eval_journal_header`)."""
     from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table
     from distillery.evaluate.headline import benchmark_headline
     from distillery.evaluate.report import render_html
@@ -214,33 +240,35 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     from distillery.envs.base import env_spec
 
     journal = open_journal(out / JOURNAL, eval_journal_header(tasks, spec, k=k, seed=seed, split=split),
-                           resume=resume)
+                           journaled_episode, what="episodes", resume=resume)
+    finished = finished_episodes(journal.records)
+    earlier_notes = journal.records[-1].notes if journal.records else Counter()
     # An environment that limits its instances per worker (ScienceWorld's JVMs) caps the batch.
     cfg = RolloutConfig(k=k, seed=seed, batch_size=env_spec(tasks[0].env).batch_limit(batch_size))
     policy = make_policy(spec)
 
-    def finished(episode: Episode, steps: list[Step]) -> None:
-        journal.record(episode, steps, getattr(policy, "notes", None))
+    def record(episode: Episode, steps: list[Step]) -> None:
+        notes = earlier_notes + Counter(getattr(policy, "notes", None) or {})
+        journal.append({"episode": episode.to_row(), "steps": [s.to_row() for s in steps], "notes": dict(notes)})
         if on_episode is not None:
             on_episode(episode)
 
     try:
         jobs = make_jobs(tasks, policy.name, cfg)
-        resumed = [journal.finished[j.episode_id] for j in jobs if j.episode_id in journal.finished]
+        resumed = [finished[j.episode_id] for j in jobs if j.episode_id in finished]
         if resumed and on_resume is not None:
-            on_resume(journal)
-        for episode, _ in resumed:
+            on_resume(journal.resuming(len(resumed)))
+        for r in resumed:
             if on_episode is not None:
-                on_episode(episode)
-        played = run_batch(policy, [j for j in jobs if j.episode_id not in journal.finished], cfg,
-                           on_episode=finished)
-        notes = dict(journal.notes + Counter(getattr(policy, "notes", {}) or {}))
+                on_episode(r.episode)
+        played = run_batch(policy, [j for j in jobs if j.episode_id not in finished], cfg, on_episode=record)
+        notes = dict(earlier_notes + Counter(getattr(policy, "notes", None) or {}))
     finally:
         close = getattr(policy, "close", None)
         if callable(close):
             close()
-    traj = Trajectories.concat([played, Trajectories(episodes_to_frame([e for e, _ in resumed]),
-                                                     steps_to_frame([s for _, steps in resumed for s in steps]))])
+    traj = Trajectories.concat([played, Trajectories(episodes_to_frame([r.episode for r in resumed]),
+                                                     steps_to_frame([s for r in resumed for s in r.steps]))])
     traj = Trajectories(traj.episodes.sort("episode_id"), traj.steps.sort(["episode_id", "t"]))
     refs = {"episodes": traj.episodes, "steps": traj.steps}
     where = {"report_dir": out / "quality", "quarantine_dir": out / "quarantine"}

@@ -24,8 +24,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 from distillery.agents.openai import Price
 from distillery.envs.base import Environment, make_env
 from distillery.io import json_error
+from distillery.journal import JournalHeader
 from distillery.llm import ChatEndpoint, EndpointError, reply_choice, reply_usage
 from distillery.tasks.draft_prompts import first_messages, repair_message
 from distillery.tasks.drafted import FamilyPower, episodes_needed, rate_bound
@@ -42,6 +43,7 @@ from distillery.tasks.screen import screen_reply
 from distillery.types import SPLITS, DraftAttempt, Task, ToolCall
 
 FAMILY_PREFIX = "drafted_"
+DRAFT_JOURNAL = "drafts.partial.jsonl"   # in the output folder, while a run is under way
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,21 +315,90 @@ def _ask(endpoint: ChatEndpoint, messages: list[dict[str, str]], cfg: DraftConfi
     return reply_choice(resp, endpoint.where).text, tokens_in, tokens_out
 
 
+@dataclass
+class FinishedDraft:
+    """One draft (conversation) played to its end: its attempts and the task it kept, if any."""
+
+    draft_no: int
+    attempts: list[DraftAttempt]
+    kept: list[Task]
+
+    @property
+    def errored(self) -> bool:
+        """It ended because the endpoint did not answer: a resumed run asks again."""
+        return self.attempts[-1].verdict == "error"
+
+    def to_line(self) -> dict[str, Any]:
+        return {"draft_no": self.draft_no, "attempts": [a.to_row() for a in self.attempts],
+                "kept": [t.to_row() for t in self.kept]}
+
+    @classmethod
+    def from_line(cls, line: dict[str, Any]) -> FinishedDraft:
+        """A journal line as the draft it records; TypeError, KeyError or ValueError for a line
+        of another shape (a draft has at least one attempt)."""
+        attempts = [DraftAttempt(**a) for a in line["attempts"]]
+        if not attempts:
+            raise ValueError("a draft without attempts")
+        return cls(int(line["draft_no"]), attempts, [Task.from_row(t) for t in line["kept"]])
+
+
+def finished_drafts(records: Sequence[FinishedDraft]) -> dict[int, FinishedDraft]:
+    """The journaled drafts a resumed run keeps: the last line of each draft number, unless it
+    ended in an endpoint error (asked again)."""
+    done: dict[int, FinishedDraft] = {}
+    for r in records:
+        if r.errored:
+            done.pop(r.draft_no, None)
+        else:
+            done[r.draft_no] = r
+    return done
+
+
+def draft_journal_header(hints: Sequence[Hint], cfg: DraftConfig, endpoint: ChatEndpoint) -> JournalHeader:
+    """What decides a drafting run's attempts, as a journal header: the hints, the drafting
+    settings, and the model and its endpoint. The endpoint's transport (timeout, retries, key)
+    is left out, so a run interrupted by timeouts may resume with a longer one; so are the
+    tasks already kept in the output folder, which a run interrupted while writing its tables
+    has joined (the drafts it resumes were judged against them, or are them)."""
+    settings = {"hints": [asdict(h) for h in hints], "cfg": asdict(cfg), "model": endpoint.model,
+                "base_url": endpoint.base_url}
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()
+    about = {"hints": len(hints), "drafts": sum(h.n for h in hints), "env": cfg.env, "model": endpoint.model,
+             "base_url": endpoint.base_url, "max_repairs": cfg.max_repairs, "temperature": cfg.temperature,
+             "seed": cfg.seed}
+    return JournalHeader(fingerprint, about)
+
+
 def draft_tasks(hints: Sequence[Hint], endpoint: ChatEndpoint, cfg: DraftConfig, *,
-                known: Sequence[Task] = (), run_id: str = "",
+                known: Sequence[Task] = (), run_id: str = "", done: Mapping[int, FinishedDraft] | None = None,
                 on_attempt: Callable[[DraftAttempt], None] | None = None,
-                on_draft: Callable[[int], None] | None = None) -> DraftResult:
+                on_draft: Callable[[int], None] | None = None,
+                on_finished: Callable[[FinishedDraft], None] | None = None) -> DraftResult:
     """Ask for `hint.n` drafts of every hint, judge and repair them, and run the family-level
     probes. `known` tasks count for duplicates; `on_attempt` sees every judged reply,
-    `on_draft(1)` each finished draft (a progress bar's update)."""
+    `on_draft(1)` each draft as it is passed (a progress bar's update), `on_finished` each
+    draft played here (a journal's record). The drafts in `done` (by number, from an
+    interrupted run of the same `run_id`) are taken as they are, not asked again; their kept
+    tasks count for duplicates from where they stand in the order, as in one whole run."""
     run_id = run_id or new_run_id()
+    done = done or {}
     attempts: list[DraftAttempt] = []
     kept: list[Task] = []
     draft_no = 0
     with Judge(cfg, known) as judge:
         for hint in hints:
             for _ in range(hint.n):
-                kept += _one_draft(judge, endpoint, hint, draft_no, run_id, cfg, attempts, on_attempt)
+                if draft_no in done:
+                    attempts += done[draft_no].attempts
+                    kept += done[draft_no].kept
+                    for task in done[draft_no].kept:
+                        judge.remember(task)
+                else:
+                    first = len(attempts)
+                    new = _one_draft(judge, endpoint, hint, draft_no, run_id, cfg, attempts, on_attempt)
+                    kept += new
+                    if on_finished is not None:
+                        on_finished(FinishedDraft(draft_no, attempts[first:], new))
                 draft_no += 1
                 if on_draft is not None:
                     on_draft(1)

@@ -172,28 +172,31 @@ class DraftOutputs:
     run: DraftSummary
 
 
-def _append(path: Path, frame: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.DataFrame:
+def _append(path: Path, frame: pl.DataFrame, schema: dict[str, pl.DataType], what: str, key: str) -> pl.DataFrame:
+    """The table at `path` with `frame`'s rows appended; a row of the same `key` is replaced, so
+    a run written again (one interrupted between its two tables, then resumed) is not doubled."""
     if not path.exists():
         return frame
     old = read_parquet(path)
     if dict(old.schema) != schema:
         raise ValueError(f"{path}: not a {what} table (columns {old.columns}); move it away or pick another --out")
-    return pl.concat([old, frame])
+    return pl.concat([old.filter(~pl.col(key).is_in(frame[key].implode())), frame])
 
 
 def write_outputs(attempts: list[DraftAttempt], kept: list[Task], power: list[FamilyPower], *, run_id: str,
                   model: str, out_dir: str | Path = DEFAULT_OUT, report_md: str | Path = DEFAULT_REPORT,
                   quality_dir: str | Path = "reports/quality/drafted",
                   quarantine_dir: str | Path = "data/quarantine/drafted") -> DraftOutputs:
-    """Append this run's attempts and kept tasks to `out_dir`, gate both, write the reports.
+    """Append this run's attempts and kept tasks to `out_dir` (replacing rows of the same
+    attempt or task id: writing a run twice leaves it once), gate both, write the reports.
 
     Raises `quality.GateError` (naming file, column and rows) when a table breaks its
     contract; nothing is written then.
     """
     out = Path(out_dir)
     run_frame = draft_attempts_to_frame(attempts)
-    all_attempts = _append(out / ATTEMPTS, run_frame, DRAFT_ATTEMPT_SCHEMA, "draft attempts")
-    all_kept = _append(out / KEPT, tasks_to_frame(kept), TASK_SCHEMA, "tasks")
+    all_attempts = _append(out / ATTEMPTS, run_frame, DRAFT_ATTEMPT_SCHEMA, "draft attempts", "attempt_id")
+    all_kept = _append(out / KEPT, tasks_to_frame(kept), TASK_SCHEMA, "tasks", "task_id")
     gate(all_attempts, SUITES["draft_attempts"], source=str(out / ATTEMPTS), report_dir=quality_dir,
          quarantine_dir=quarantine_dir)
     gate(all_kept, SUITES["tasks"], source=str(out / KEPT), report_dir=quality_dir, quarantine_dir=quarantine_dir)
