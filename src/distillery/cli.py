@@ -753,9 +753,6 @@ def eval_cmd(
         _fail("eval", str(e))
     spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
     played = 0
-    def resuming(sentence: str) -> None:
-        console.print(sentence, markup=False, highlight=False)
-
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not progress, transient=True) as bar:
@@ -767,7 +764,8 @@ def eval_cmd(
                 bar.update(job, advance=1)
 
             result = run_eval(todo, spec, folder, k=k, seed=seed, batch_size=batch_size, split=split, resume=resume,
-                              on_resume=resuming, on_episode=advance)
+                              on_episode=advance,
+                              on_resume=lambda sentence: console.print(sentence, markup=False, highlight=False))
     except KeyboardInterrupt:
         _fail("eval", f"interrupted after {played} of {len(todo) * k} episodes; the finished ones are kept in "
                       f"{folder / JOURNAL}: run the same command again to resume", code=130)
