@@ -152,8 +152,8 @@ def eval_journal_header(tasks: Sequence[Task], spec: PolicySpec, *, k: int, seed
     episodes per task, the seed and the split. The batch size and the endpoint's transport
     settings are left out: they change how episodes are played, not their actions, so a run
     may resume with a smaller batch or a longer timeout. (A local model's logprobs move in
-    their last digits with the batch's make-up, between any two batch sizes and so across a
-    resume: 1.4e-5 at most on the weak student's 369 test steps.)"""
+    their last digits, about 1e-5, with the batch's make-up: between any two batch sizes, and
+    so across a resume.)"""
     digest = hashlib.sha256()
     kwargs = {name: value for name, value in spec.kwargs.items() if name not in TRANSPORT_KWARGS}
     settings = {"kind": spec.kind, "kwargs": kwargs, "label": spec.name, "k": k, "seed": seed,
