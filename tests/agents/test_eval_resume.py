@@ -1,14 +1,16 @@
 """An interrupted `distillery eval` resumes: the episodes it finished are kept, only the rest
 are played, and the tables are those an uninterrupted run writes.
 
-The command-line case is interrupted the way a user does it: a real SIGINT to this process,
-sent by the OpenAI-compatible server on 127.0.0.1 as it answers a request mid-run.
+The command runs as its own process and is interrupted the way a user does it: the
+OpenAI-compatible server on 127.0.0.1 sends it a real SIGINT as the third request arrives.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,14 @@ from typing import Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from tests.conftest import REPO
 from tests.json_server import JsonServer
-from typer.testing import CliRunner
 
 from distillery.agents.base import PolicySpec
 from distillery.agents.evaluate_policy import JOURNAL, eval_tasks, run_eval
-from distillery.cli import app
+from distillery.io import write_parquet
 from distillery.journal import JournalMismatch
+from distillery.types import tasks_to_frame
 
 
 @pytest.fixture(scope="module")
@@ -93,39 +96,46 @@ def chat_reply(content: str) -> dict[str, Any]:
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
 
 
-def test_ctrl_c_during_eval_keeps_the_finished_episodes_and_the_same_command_resumes(tmp_path):
+def eval_command(base_url: str, table: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return subprocess.Popen([sys.executable, "-m", "distillery.cli", "eval", "--env", "stage", "--policy", "openai",
+                             "--base-url", base_url, "--model", "m", "--tasks", str(table), "--k", "2",
+                             "--batch-size", "1", "--concurrency", "1", "--no-progress", "--out", str(out), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_during_eval_keeps_the_finished_episodes_and_the_same_command_resumes(tasks, tmp_path):
+    table = tmp_path / "tasks.parquet"
+    write_parquet(tasks_to_frame(tasks[:2]), table)
     requests = 0
-    interrupt_at: int | None = 3
+    interrupt: dict[str, int] = {}
     lock = threading.Lock()
 
     def answer(headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         nonlocal requests
         with lock:
             requests += 1
-            if requests == interrupt_at:
-                os.kill(os.getpid(), signal.SIGINT)     # the user's Ctrl-C, mid-run
+            if requests == interrupt.get("at"):
+                os.kill(interrupt["pid"], signal.SIGINT)     # the user's Ctrl-C, mid-run
         return 200, chat_reply("finish()"), {}
 
-    runner = CliRunner()
     with JsonServer(answer) as server:
-        args = ["eval", "--env", "stage", "--policy", "openai", "--base-url", server.base_url, "--model", "m",
-                "--tasks", "", "--family", "save_note", "--generate-per-family", "2", "--k", "2",
-                "--batch-size", "1", "--concurrency", "1", "--no-progress"]
-        cut = runner.invoke(app, [*args, "--out", str(tmp_path / "cut")], catch_exceptions=False)
-        assert cut.exit_code == 130, cut.output
-        text = " ".join(cut.output.split())
-        assert "interrupted after" in text and "of 4 episodes" in text and "run the same command again" in text
-        kept = len((tmp_path / "cut" / JOURNAL).read_text().splitlines()) - 1
-        assert 0 < kept < 4
-        interrupt_at, requests = None, 0
-        again = runner.invoke(app, [*args, "--out", str(tmp_path / "cut"), "--timeout", "30"],
-                              catch_exceptions=False)
-        assert again.exit_code == 0, again.output
-        assert f"resuming: {kept} episodes of an interrupted run" in " ".join(again.output.split())
-        replayed = requests
-        whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")], catch_exceptions=False)
-        assert whole.exit_code == 0, whole.output
-    # One request per episode (each answer ends it): the resumed run asked only for those it lacked.
-    assert replayed == 4 - kept and requests - replayed == 4
+        proc = eval_command(server.base_url, table, tmp_path / "cut")
+        interrupt.update(pid=proc.pid, at=3)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, err
+        text = " ".join(err.split())
+        assert "interrupted after 2 of 4 episodes" in text and "run the same command again" in text
+        assert len((tmp_path / "cut" / JOURNAL).read_text().splitlines()) == 1 + 2
+        interrupt.clear()
+        requests = 0
+        proc = eval_command(server.base_url, table, tmp_path / "cut", "--timeout", "30")   # transport may change
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "resuming: 2 episodes of an interrupted run" in " ".join(err.split())
+        assert requests == 2        # one request per episode (each answer ends it): only those it lacked
+        proc = eval_command(server.base_url, table, tmp_path / "whole")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and requests == 2 + 4, err
     assert_same_tables(tmp_path / "cut", tmp_path / "whole")
     assert not (tmp_path / "cut" / JOURNAL).exists()
