@@ -1,7 +1,7 @@
 """An interrupted `distillery eval` resumes: the episodes it finished are kept, only the rest
 are played, and the tables are those an uninterrupted run writes.
 
-The command runs as its own process and is interrupted the way a user does it: the
+The interrupted command runs as its own process and is stopped the way a user does it: the
 OpenAI-compatible server on 127.0.0.1 sends it a real SIGINT as the third request arrives.
 """
 
@@ -20,9 +20,11 @@ import pytest
 from polars.testing import assert_frame_equal
 from tests.conftest import REPO
 from tests.json_server import JsonServer
+from typer.testing import CliRunner
 
 from distillery.agents.base import PolicySpec
 from distillery.agents.evaluate_policy import JOURNAL, eval_tasks, run_eval
+from distillery.cli import app
 from distillery.io import write_parquet
 from distillery.journal import JournalMismatch
 from distillery.types import tasks_to_frame
@@ -96,12 +98,10 @@ def chat_reply(content: str) -> dict[str, Any]:
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
 
 
-def eval_command(base_url: str, table: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    return subprocess.Popen([sys.executable, "-m", "distillery.cli", "eval", "--env", "stage", "--policy", "openai",
-                             "--base-url", base_url, "--model", "m", "--tasks", str(table), "--k", "2",
-                             "--batch-size", "1", "--concurrency", "1", "--no-progress", "--out", str(out), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def eval_args(base_url: str, table: Path, out: Path, *extra: str) -> list[str]:
+    return ["eval", "--env", "stage", "--policy", "openai", "--base-url", base_url, "--model", "m", "--tasks",
+            str(table), "--k", "2", "--batch-size", "1", "--concurrency", "1", "--no-progress", "--out", str(out),
+            *extra]
 
 
 def test_ctrl_c_during_eval_keeps_the_finished_episodes_and_the_same_command_resumes(tasks, tmp_path):
@@ -120,7 +120,10 @@ def test_ctrl_c_during_eval_keeps_the_finished_episodes_and_the_same_command_res
         return 200, chat_reply("finish()"), {}
 
     with JsonServer(answer) as server:
-        proc = eval_command(server.base_url, table, tmp_path / "cut")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+        proc = subprocess.Popen([sys.executable, "-m", "distillery.cli",
+                                 *eval_args(server.base_url, table, tmp_path / "cut")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         interrupt.update(pid=proc.pid, at=3)
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 130, err
@@ -129,13 +132,13 @@ def test_ctrl_c_during_eval_keeps_the_finished_episodes_and_the_same_command_res
         assert len((tmp_path / "cut" / JOURNAL).read_text().splitlines()) == 1 + 2
         interrupt.clear()
         requests = 0
-        proc = eval_command(server.base_url, table, tmp_path / "cut", "--timeout", "30")   # transport may change
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        assert "resuming: 2 episodes of an interrupted run" in " ".join(err.split())
+        # The same command again (here in-process), its transport settings free to change.
+        again = CliRunner().invoke(app, eval_args(server.base_url, table, tmp_path / "cut", "--timeout", "30"),
+                                   catch_exceptions=False)
+        assert again.exit_code == 0, again.output
+        assert "resuming: 2 episodes of an interrupted run" in " ".join(again.output.split())
         assert requests == 2        # one request per episode (each answer ends it): only those it lacked
-        proc = eval_command(server.base_url, table, tmp_path / "whole")
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and requests == 2 + 4, err
+        whole = CliRunner().invoke(app, eval_args(server.base_url, table, tmp_path / "whole"), catch_exceptions=False)
+        assert whole.exit_code == 0 and requests == 2 + 4, whole.output
     assert_same_tables(tmp_path / "cut", tmp_path / "whole")
     assert not (tmp_path / "cut" / JOURNAL).exists()

@@ -1,8 +1,8 @@
 """An interrupted `distillery tasks draft` resumes: the drafts it finished are kept, only the
 rest are asked for, and the tables are those one whole run writes.
 
-The command runs as its own process and is interrupted the way a user does it: the scripted
-server on 127.0.0.1 sends it a real SIGINT as the fourth request arrives.
+The interrupted command runs as its own process and is stopped the way a user does it: the
+scripted server on 127.0.0.1 sends it a real SIGINT as the fourth request arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from tests.conftest import REPO
 from tests.json_server import JsonServer
 from tests.tasks import drafts as D
 from tests.tasks.drafts import Scripted
+from typer.testing import CliRunner
 
+from distillery.cli import app
 from distillery.journal import JournalMismatch, open_journal
 from distillery.llm import ChatEndpoint
 from distillery.tasks.draft import (
@@ -49,12 +51,9 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def draft_command(base_url: str, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    hints = [a for h in HINTS for a in ("--hint", h)]
-    return subprocess.Popen([sys.executable, "-m", "distillery.cli", "tasks", "draft", "--base-url", base_url,
-                             "--model", "scripted", *hints, "--max-repairs", "1", "--no-progress"],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def draft_args(base_url: str) -> list[str]:
+    return ["tasks", "draft", "--base-url", base_url, "--model", "scripted", *[a for h in HINTS for a in ("--hint", h)],
+            "--max-repairs", "1", "--no-progress"]
 
 
 def comparable(folder: Path, name: str) -> pl.DataFrame:
@@ -62,7 +61,8 @@ def comparable(folder: Path, name: str) -> pl.DataFrame:
     return pl.read_parquet(folder / name).drop("run_id", "attempt_id", "wall_s", strict=False)
 
 
-def test_ctrl_c_during_drafting_keeps_the_finished_drafts_and_the_same_command_resumes(tmp_path, sandbox):
+def test_ctrl_c_during_drafting_keeps_the_finished_drafts_and_the_same_command_resumes(tmp_path, sandbox,
+                                                                                     monkeypatch):
     script = Scripted(HINTS)
     interrupt: dict[str, object] = {}
 
@@ -77,27 +77,29 @@ def test_ctrl_c_during_drafting_keeps_the_finished_drafts_and_the_same_command_r
     cut.mkdir(), whole.mkdir()
     with JsonServer(answer) as server:
         script.base_url = server.base_url
-        proc = draft_command(server.base_url, cut)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+        proc = subprocess.Popen([sys.executable, "-m", "distillery.cli", *draft_args(server.base_url)], cwd=cut,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         interrupt.update(pid=proc.pid, at=4)
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 130, err
         assert "interrupted after 2 of 4 drafts" in err and "run the same command again" in err
         journal = cut / "data/tasks/drafted" / DRAFT_JOURNAL
         assert len(journal.read_text().splitlines()) == 1 + 2
         assert not (cut / "data/tasks/drafted/attempts.parquet").exists()
 
+        # The same command again (here in-process), then one whole run for comparison.
         interrupt.clear()
         script.requests.clear()
-        proc = draft_command(server.base_url, cut)
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        assert "resuming: 2 drafts of an interrupted run are kept from" in out
+        monkeypatch.chdir(cut)
+        again = CliRunner().invoke(app, draft_args(server.base_url), catch_exceptions=False)
+        assert again.exit_code == 0, again.output
+        assert "resuming: 2 drafts of an interrupted run are kept from" in again.output
         assert len(script.requests) == 3           # the third draft's two rounds and the fourth's one
-
         script.requests.clear()
-        proc = draft_command(server.base_url, whole)
-        proc.communicate(timeout=300)
-        assert proc.returncode == 0 and len(script.requests) == 6
+        monkeypatch.chdir(whole)
+        done = CliRunner().invoke(app, draft_args(server.base_url), catch_exceptions=False)
+        assert done.exit_code == 0 and len(script.requests) == 6, done.output
     for name in ("attempts.parquet", "kept.parquet"):
         assert_frame_equal(comparable(cut / "data/tasks/drafted", name), comparable(whole / "data/tasks/drafted", name))
     assert pl.read_parquet(cut / "data/tasks/drafted/attempts.parquet")["run_id"].n_unique() == 1
