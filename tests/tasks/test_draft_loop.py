@@ -62,15 +62,6 @@ SCRIPT: dict[str, tuple[list[str | int], str, str]] = {
 PRICE = Price(input_per_mtok=1.0, output_per_mtok=4.0)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every episode's sandbox under one folder of this test, so what escaped would be seen."""
-    root = tmp_path / "sandboxes"
-    root.mkdir()
-    monkeypatch.setenv("DISTILLERY_SANDBOX", str(root))
-    return root
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
     """One drafting run over every hint of SCRIPT (module-scoped: the tests below read it)."""

@@ -43,14 +43,6 @@ HINTS = {"the user wants last month's invoices filed": [D.fenced(D.INVOICES)],
          "move the newsletters out of the inbox": [json.dumps(D.NEWSLETTERS)]}
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "sandboxes"
-    root.mkdir()
-    monkeypatch.setenv("DISTILLERY_SANDBOX", str(root))
-    return root
-
-
 def draft_args(base_url: str) -> list[str]:
     return ["tasks", "draft", "--base-url", base_url, "--model", "scripted", *[a for h in HINTS for a in ("--hint", h)],
             "--max-repairs", "1", "--no-progress"]
