@@ -114,3 +114,20 @@ def test_the_oracle_completes_the_fixed_set_through_the_rollout_engine(sw, check
     assert len(tasks) == len(TASKS)
     traj = run_episodes(tasks, PolicySpec("oracle"), RolloutConfig(k=1, batch_size=1), progress=False)
     assert traj.episodes["success"].all() and (traj.episodes["score"] == 1.0).all()
+
+
+def test_without_java_drafting_says_so_in_one_line_not_as_a_family_bug(monkeypatch, tmp_path):
+    """No `java` on PATH: the engine is unavailable (what to install), checked before the
+    package's launch fails and its half-built object's destructor prints a second error; the
+    task generator passes it on instead of wrapping it as the family's failure."""
+    pytest.importorskip("scienceworld", reason=INSTALL)
+    from distillery.envs.base import EngineUnavailable
+    from distillery.envs.scienceworld import engine
+    from distillery.tasks.generate import draft_task
+
+    monkeypatch.setattr(engine, "_idle", [])            # no simulator already started to hand out
+    monkeypatch.setenv("PATH", str(tmp_path))           # a PATH with no `java` on it
+    started = engine._started
+    with pytest.raises(EngineUnavailable, match="ScienceWorld needs Java 17 or later: no `java` on PATH"):
+        draft_task("sw_find_plant", "train", "default", 0, seed=0, max_steps=40)
+    assert engine._started == started                   # the refused start is not counted against the limit

@@ -279,7 +279,7 @@ def test_tasks_validate_and_the_oracle_wins_them_through_the_rollout_engine_and_
     assert (random_.episodes["failure_mode"] != "error").all()
 
 
-def test_without_java_drafting_says_so_in_one_line_not_as_a_family_bug(monkeypatch):
+def test_without_java_drafting_says_so_in_one_line_not_as_a_family_bug(monkeypatch, tmp_path):
     """No `java` on PATH: the engine is unavailable (what to install), and the task generator
     passes that on instead of wrapping it as the family's failure (`DraftFailed`)."""
     pytest.importorskip("textworld_express", reason="TextWorldExpress is an optional extra")
@@ -288,7 +288,7 @@ def test_without_java_drafting_says_so_in_one_line_not_as_a_family_bug(monkeypat
     from distillery.tasks.generate import draft_task
 
     monkeypatch.setattr(engine, "_gateway", None)       # as in a process that has not started it
-    monkeypatch.setattr(engine.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", str(tmp_path))          # a PATH with no `java` on it
     engine.drafting_game.cache_clear()
     try:
         with pytest.raises(EngineUnavailable, match="TextWorldExpress needs Java 17 or later: no `java` on PATH"):

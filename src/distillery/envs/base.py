@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import reprlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -196,6 +197,19 @@ class EngineUnavailable(RuntimeError):
     """An environment's engine cannot start on this machine (its optional package or Java is
     missing): the message says what to install. Not a bug of the environment, so commands
     report it in one line and the task generator does not wrap it as a family's failure."""
+
+
+def require_java(engine: str) -> None:
+    """EngineUnavailable, naming `engine`, unless `java` is on PATH. Checked before a py4j
+    engine launches its JVM from there: a launch that fails leaves the package's half-built
+    object, whose destructor then prints a second, unrelated error."""
+    if shutil.which("java") is None:
+        raise EngineUnavailable(f"{engine} needs Java 17 or later: no `java` on PATH")
+
+
+def jvm_failure(engine: str, error: BaseException) -> EngineUnavailable:
+    """What a JVM that would not start (an old or broken Java) is reported as."""
+    return EngineUnavailable(f"{engine} cannot start its JVM ({error}): it needs Java 17 or later on PATH")
 
 
 class NoDraft(Exception):

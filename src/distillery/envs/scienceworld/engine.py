@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distillery.envs.base import EngineUnavailable
+from distillery.envs.base import EngineUnavailable, jvm_failure, require_java
 
 MAX_INSTANCES = 4
 JVM_GB = 1.35
@@ -57,13 +57,16 @@ def acquire() -> Any:
                 "environments you no longer use")
         _started += 1
     try:
-        from scienceworld import ScienceWorldEnv
-    except ImportError as e:
-        with _lock:
-            _started -= 1
-        raise EngineUnavailable(INSTALL_HINT) from e
-    try:
-        return ScienceWorldEnv("", envStepLimit=1_000_000)
+        try:
+            from py4j.protocol import Py4JError
+            from scienceworld import ScienceWorldEnv
+        except ImportError as e:
+            raise EngineUnavailable(INSTALL_HINT) from e
+        require_java("ScienceWorld")
+        try:
+            return ScienceWorldEnv("", envStepLimit=1_000_000)
+        except (OSError, Py4JError) as e:     # a JVM that would not start
+            raise jvm_failure("ScienceWorld", e) from e
     except Exception:
         with _lock:
             _started -= 1

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import threading
 from typing import Any
 
-from distillery.envs.base import EngineUnavailable
+from distillery.envs.base import EngineUnavailable, jvm_failure, require_java
 
 INSTALL_HINT = ("TextWorldExpress is not installed: pip install 'distillery[textworld]' "
                 "(or textworld-express), and Java 17 or later")
@@ -43,15 +42,11 @@ def _start() -> Any:
                 from textworld_express import TextWorldExpressEnv
             except ImportError as e:
                 raise EngineUnavailable(INSTALL_HINT) from e
-            # py4j launches `java` from PATH; checked first, since the package's half-built
-            # environment complains again from its destructor when the launch fails.
-            if shutil.which("java") is None:
-                raise EngineUnavailable("TextWorldExpress needs Java 17 or later: no `java` on PATH")
+            require_java("TextWorldExpress")
             try:
                 _owner = TextWorldExpressEnv(envStepLimit=10_000)
             except (OSError, Py4JError) as e:     # a JVM that would not start
-                raise EngineUnavailable(f"TextWorldExpress cannot start its JVM ({e}): it needs Java 17 or "
-                                        "later on PATH") from e
+                raise jvm_failure("TextWorldExpress", e) from e
             _gateway = _owner._gateway
     return _gateway
 
