@@ -441,3 +441,9 @@ def test_startup_mistakes_are_one_line_errors(tmp_path: Path):
         assert r.exit_code == 2 and says in r.output, r.output
     with pytest.raises(ServeError, match="could not be resolved"):
         _bind("no.such.host.invalid", 0)
+    # 192.0.2.1 is a documentation address (RFC 5737): no interface has it.
+    with pytest.raises(ServeError, match="no network interface of this machine has that address: check --host"):
+        _bind("192.0.2.1", 0)
+    busy = _bind("127.0.0.1", 0)
+    with busy, pytest.raises(ServeError, match="Address already in use; is another server running there"):
+        _bind("127.0.0.1", busy.getsockname()[1])

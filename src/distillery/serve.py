@@ -34,6 +34,7 @@ were. `bench/serve_load.py` measures the server under concurrent load.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -943,6 +944,15 @@ async def _stream(engine: Engine, r: GenResult, call: dict[str, Any] | None, fin
 # ---------------------------------------------------------------------------------------
 
 
+_BUSY = "is another server running there? choose another --port"
+_BIND_ADVICE = {
+    errno.EADDRINUSE: _BUSY,
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address: check --host (127.0.0.1 for "
+                         "this machine alone, 0.0.0.0 for every interface)",
+    errno.EACCES: "a port below 1024 needs privileges: choose another --port",
+}
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """Listen before loading the model, so a busy port fails in a second with a clear message."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -959,8 +969,7 @@ def _bind(host: str, port: int) -> socket.socket:
                          f"({e.strerror or e}); check --host") from e
     except OSError as e:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; is another server "
-                         "running there? choose another --port") from e
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; {_BIND_ADVICE.get(e.errno, _BUSY)}") from e
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
