@@ -5,6 +5,10 @@ Heavy imports (torch, GX, Prefect) happen inside commands, so `distillery --help
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
+
 import typer
 
 app = typer.Typer(
@@ -188,6 +192,33 @@ def _fail(command: str, message: str, code: int = 2) -> None:
     raise typer.Exit(code=code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `timeout`, `kill`) while a long command runs: handled as
+    Ctrl-C is, so sandboxes are closed and the journal says how to resume."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:          # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(command: str, e: KeyboardInterrupt, done: str, journal: object) -> None:
+    _fail(command, f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} after {done}; the finished "
+                   f"ones are kept in {journal}: run the same command again to resume",
+          code=143 if isinstance(e, Terminated) else 130)
+
+
 def _refuse_journal(command: str, e: Exception) -> None:
     _fail(command, f"{e}. Run that command again to finish it, pass --no-resume to discard it, or choose "
                    "another --out")
@@ -357,12 +388,12 @@ def tasks_draft(
         journal.append(draft.to_line())
 
     try:
-        result = draft_tasks(todo, endpoint, cfg, known=known, run_id=run_id, done=done, on_attempt=show,
-                             on_draft=advance, on_finished=finished)
-    except KeyboardInterrupt:
+        with _terminate_as_interrupt():
+            result = draft_tasks(todo, endpoint, cfg, known=known, run_id=run_id, done=done, on_attempt=show,
+                                 on_draft=advance, on_finished=finished)
+    except KeyboardInterrupt as e:
         bar.close()
-        _fail("tasks draft", f"interrupted after {passed} of {total} drafts; the finished ones are kept in "
-                             f"{journal.path}: run the same command again to resume", code=130)
+        _interrupted("tasks draft", e, f"{passed} of {total} drafts", journal.path)
     finally:
         bar.close()
         endpoint.close()
@@ -754,8 +785,9 @@ def eval_cmd(
     spec = PolicySpec(kind=policy, kwargs=kwargs, label=name)
     played = 0
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not progress, transient=True) as bar:
+        with (_terminate_as_interrupt(),
+              Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, disable=not progress, transient=True) as bar):
             job = bar.add_task(f"eval {name} on {env}", total=len(todo) * k)
 
             def advance(_: object) -> None:
@@ -766,9 +798,8 @@ def eval_cmd(
             result = run_eval(todo, spec, folder, k=k, seed=seed, batch_size=batch_size, split=split, resume=resume,
                               on_episode=advance,
                               on_resume=lambda sentence: console.print(sentence, markup=False, highlight=False))
-    except KeyboardInterrupt:
-        _fail("eval", f"interrupted after {played} of {len(todo) * k} episodes; the finished ones are kept in "
-                      f"{folder / JOURNAL}: run the same command again to resume", code=130)
+    except KeyboardInterrupt as e:
+        _interrupted("eval", e, f"{played} of {len(todo) * k} episodes", folder / JOURNAL)
     except JournalMismatch as e:
         _refuse_journal("eval", e)
     except GateError as e:

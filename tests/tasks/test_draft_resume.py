@@ -1,8 +1,9 @@
 """An interrupted `distillery tasks draft` resumes: the drafts it finished are kept, only the
 rest are asked for, and the tables are those one whole run writes.
 
-The interrupted command runs as its own process and is stopped the way a user does it: the
-scripted server on 127.0.0.1 sends it a real SIGINT as the fourth request arrives.
+The interrupted command runs as its own process and is stopped the way a scheduler (or
+`timeout`) does it: the scripted server on 127.0.0.1 sends it a real SIGTERM as the fourth
+request arrives. (The eval test sends SIGINT, a user's Ctrl-C; both are handled alike.)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_ctrl_c_during_drafting_keeps_the_finished_drafts_and_the_same_command_r
         with script.lock:
             script.requests.append(body)
             if len(script.requests) == interrupt.get("at"):
-                os.kill(interrupt["pid"], signal.SIGINT)     # the user's Ctrl-C, mid-run
+                os.kill(interrupt["pid"], signal.SIGTERM)    # a scheduler's stop, mid-run
         return (*script.answer(body), {})
 
     cut, whole = tmp_path / "cut", tmp_path / "whole"
@@ -74,11 +75,12 @@ def test_ctrl_c_during_drafting_keeps_the_finished_drafts_and_the_same_command_r
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         interrupt.update(pid=proc.pid, at=4)
         _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 130, err
-        assert "interrupted after 2 of 4 drafts" in err and "run the same command again" in err
+        assert proc.returncode == 143, err
+        assert "terminated after 2 of 4 drafts" in err and "run the same command again" in err
         journal = cut / "data/tasks/drafted" / DRAFT_JOURNAL
         assert len(journal.read_text().splitlines()) == 1 + 2
         assert not (cut / "data/tasks/drafted/attempts.parquet").exists()
+        assert not list(sandbox.iterdir())          # stopped, it still closed every sandbox it opened
 
         # The same command again (here in-process), then one whole run for comparison.
         interrupt.clear()
