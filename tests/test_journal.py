@@ -96,3 +96,13 @@ def test_a_file_without_a_journal_header_is_started_afresh(tmp_path, content):
     assert not journal.records
     journal.append(line(episode("t1"), [step("t1")]))
     assert len(reopen(path).records) == 1
+
+
+def test_a_folder_in_the_journals_place_is_named_and_a_header_of_another_shape_still_refused(tmp_path):
+    (tmp_path / "j.jsonl").mkdir()
+    with pytest.raises(ValueError, match="j.jsonl: not a file, where the journal of an interrupted run is kept"):
+        reopen(tmp_path / "j.jsonl")
+    path = tmp_path / "k.jsonl"
+    path.write_text('{"journal": 1, "fingerprint": "other", "about": ["not", "a", "mapping"]}\n')
+    with pytest.raises(JournalMismatch, match=r"holds 0 episodes .*\(policy \(none\) there, m here"):
+        reopen(path)

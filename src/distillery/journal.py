@@ -90,6 +90,8 @@ def open_journal(path: str | Path, header: JournalHeader, parse: Callable[[dict[
     line `parse` refuses (a KeyError, TypeError or ValueError) ends what is read, as a line
     cut short does."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: not a file, where the journal of an interrupted run is kept: move it away")
     journal = Journal(path, header, parse, what)
     if resume and path.exists() and _read(journal):
         return journal
@@ -106,9 +108,10 @@ def _read(journal: Journal[Any]) -> bool:
         return False
     if first["fingerprint"] != journal.header.fingerprint:
         recorded = sum(1 for line in lines[1:] if line.strip())
+        about = first.get("about")
         raise JournalMismatch(
             f"{journal.path}: holds {recorded} {journal.what} of an interrupted run with other settings "
-            f"({differences(first.get('about') or {}, journal.header.about)})")
+            f"({differences(about if isinstance(about, dict) else {}, journal.header.about)})")
     good = len(lines[0]) + 1
     # The last element is what follows the final newline: empty, or a line a kill cut short.
     for raw in lines[1:-1]:
