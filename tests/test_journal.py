@@ -63,7 +63,7 @@ def test_a_line_cut_short_is_dropped_and_the_next_piece_appends_cleanly(tmp_path
     path.write_bytes(whole[:-25])       # a kill in the middle of the second line
     cut = reopen(path)
     assert [r.episode.episode_id for r in cut.records] == ["t1"] and cut.dropped_tail
-    assert "its last line, cut short, was dropped" in cut.resuming(1)
+    assert "what followed its last whole line, cut short by the interruption, was dropped" in cut.resuming(1)
     assert path.read_bytes() == whole[:whole.index(b"\n", whole.index(b"\n") + 1) + 1]
     cut.append(line(episode("t2"), [step("t2")]))
     assert set(finished_episodes(reopen(path).records)) == {"t1", "t2"}
