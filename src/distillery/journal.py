@@ -72,8 +72,9 @@ class Journal(Generic[T]):
 
     def resuming(self, count: int) -> str:
         """The sentence that tells a user a run resumes with `count` of its pieces done."""
+        dropped = " (what followed its last whole line, cut short by the interruption, was dropped)"
         return (f"resuming: {count} {self.what} of an interrupted run are kept from {self.path}"
-                + (" (what followed its last whole line, cut short by the interruption, was dropped)" if self.dropped_tail else ""))
+                + (dropped if self.dropped_tail else ""))
 
     def remove(self) -> None:
         """Forget the journal: the run it recorded has been written out whole."""
