@@ -582,8 +582,9 @@ def import_cmd(
     try:
         cfg = ImportConfig(env=env, assume_success=assume_success, scorer=scorer, min_score=min_score,
                            max_context_tokens=max_context_tokens, tokenizer=tokenizer)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not progress, transient=True) as bar:
+        with (_terminate_as_interrupt(),
+              Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, disable=not progress, transient=True) as bar):
             total = None
             if fmt == "openai" and progress:
                 from distillery.importers.core import input_files
@@ -599,6 +600,11 @@ def import_cmd(
 
             result = import_logs(fmt, paths, out, cfg, tasks=task_table, outcomes=outcomes or None,
                                  on_record=on_record)
+    except KeyboardInterrupt as e:
+        # The folder's record list is written last: a record not in it is imported again.
+        _fail("import", f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} before the import "
+                        f"finished; the same command imports whatever {out} does not hold yet",
+              code=143 if isinstance(e, Terminated) else 130)
     except ImportError as e:
         _fail("import", str(e))
     except (FileNotFoundError, ValueError) as e:

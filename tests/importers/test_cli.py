@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,28 @@ def test_import_cli_reports_counts_reasons_and_is_idempotent(tmp_path):
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert "nothing new" in again.output
+
+
+def test_an_interrupted_import_leaves_the_folder_as_it_was_and_says_so(tmp_path):
+    out = tmp_path / "imp"
+    assert invoke("import", "openai", str(LOGS / "openai"), "--out", str(out), "--tasks",
+                  str(LOGS / "tasks.parquet"), "--env", "stage", "--no-progress").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    big = tmp_path / "big.jsonl"      # a log long enough to be stopped half-way (minutes to import whole)
+    big.write_text((LOGS / "openai" / "stage_chat.jsonl").read_text() * 1000)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "distillery.cli", "import", "openai", str(big), "--out", str(out),
+                             "--env", "stage", "--assume-success", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    while "no task table" not in (line := proc.stderr.readline()):    # printed as the import starts
+        assert line, "the import ended before it started reading"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted before the import finished; the same command imports whatever" in " ".join(err.split())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_import_cli_inspect_and_assume_success(tmp_path):
