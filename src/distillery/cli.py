@@ -213,10 +213,14 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(command: str, e: KeyboardInterrupt, done: str, journal: object) -> None:
-    _fail(command, f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} after {done}; the finished "
-                   f"ones are kept in {journal}: run the same command again to resume",
-          code=143 if isinstance(e, Terminated) else 130)
+def _interrupted(command: str, e: KeyboardInterrupt, what_then: str) -> None:
+    """End a command stopped by Ctrl-C (exit 130) or SIGTERM (143), saying what is kept."""
+    terminated = isinstance(e, Terminated)
+    _fail(command, f"{'terminated' if terminated else 'interrupted'} {what_then}", code=143 if terminated else 130)
+
+
+def _resume_later(done: str, journal: object) -> str:
+    return f"after {done}; the finished ones are kept in {journal}: run the same command again to resume"
 
 
 def _refuse_journal(command: str, e: Exception) -> None:
@@ -393,7 +397,7 @@ def tasks_draft(
                                  on_draft=advance, on_finished=finished)
     except KeyboardInterrupt as e:
         bar.close()
-        _interrupted("tasks draft", e, f"{passed} of {total} drafts", journal.path)
+        _interrupted("tasks draft", e, _resume_later(f"{passed} of {total} drafts", journal.path))
     finally:
         bar.close()
         endpoint.close()
@@ -602,9 +606,8 @@ def import_cmd(
                                  on_record=on_record)
     except KeyboardInterrupt as e:
         # The folder's record list is written last: a record not in it is imported again.
-        _fail("import", f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} before the import "
-                        f"finished; the same command imports whatever {out} does not hold yet",
-              code=143 if isinstance(e, Terminated) else 130)
+        _interrupted("import", e, f"before the import finished; the same command imports whatever {out} does "
+                                  "not hold yet")
     except ImportError as e:
         _fail("import", str(e))
     except (FileNotFoundError, ValueError) as e:
@@ -805,7 +808,7 @@ def eval_cmd(
                               on_episode=advance,
                               on_resume=lambda sentence: console.print(sentence, markup=False, highlight=False))
     except KeyboardInterrupt as e:
-        _interrupted("eval", e, f"{played} of {len(todo) * k} episodes", folder / JOURNAL)
+        _interrupted("eval", e, _resume_later(f"{played} of {len(todo) * k} episodes", folder / JOURNAL))
     except JournalMismatch as e:
         _refuse_journal("eval", e)
     except GateError as e:

@@ -12,14 +12,16 @@ cleanly. What a piece is, and how its line reads back, is the caller's: `parse`.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 JOURNAL_FORMAT = 1
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class JournalMismatch(ValueError):
@@ -30,6 +32,12 @@ class JournalMismatch(ValueError):
 class JournalHeader:
     fingerprint: str           # a digest of what decides the results
     about: dict[str, Any]      # the same, readable: what a message shows
+
+    @classmethod
+    def of(cls, settings: dict[str, Any], about: dict[str, Any]) -> JournalHeader:
+        """The header of a run decided by `settings` (anything JSON can write, `repr` for the rest)."""
+        text = json.dumps(settings, sort_keys=True, default=repr)
+        return cls(hashlib.sha256(text.encode()).hexdigest(), about)
 
     def to_line(self) -> str:
         return json.dumps({"journal": JOURNAL_FORMAT, "fingerprint": self.fingerprint, "about": self.about})
@@ -79,6 +87,18 @@ class Journal(Generic[T]):
     def remove(self) -> None:
         """Forget the journal: the run it recorded has been written out whole."""
         self.path.unlink(missing_ok=True)
+
+
+def last_finished(records: Iterable[T], key: Callable[[T], K], errored: Callable[[T], bool]) -> dict[K, T]:
+    """The records a resumed run keeps: the last of each key, unless that one ended in an error
+    (done again)."""
+    finished: dict[K, T] = {}
+    for r in records:
+        if errored(r):
+            finished.pop(key(r), None)
+        else:
+            finished[key(r)] = r
+    return finished
 
 
 def open_journal(path: str | Path, header: JournalHeader, parse: Callable[[dict[str, Any]], T], *,

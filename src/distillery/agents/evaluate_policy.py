@@ -13,7 +13,6 @@ pipeline's, and two runs (an endpoint and the same model in-process) compare col
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ import polars as pl
 
 from distillery.agents.base import PolicySpec, make_policy
 from distillery.io import error_line
-from distillery.journal import JournalHeader, open_journal
+from distillery.journal import JournalHeader, last_finished, open_journal
 from distillery.types import (
     Episode,
     Step,
@@ -154,17 +153,13 @@ def eval_journal_header(tasks: Sequence[Task], spec: PolicySpec, *, k: int, seed
     may resume with a smaller batch or a longer timeout. (A local model's logprobs move in
     their last digits, about 1e-5, with the batch's make-up: between any two batch sizes, and
     so across a resume.)"""
-    digest = hashlib.sha256()
     kwargs = {name: value for name, value in spec.kwargs.items() if name not in TRANSPORT_KWARGS}
     settings = {"kind": spec.kind, "kwargs": kwargs, "label": spec.name, "k": k, "seed": seed,
-                "split": split, "model_files": _model_files(spec)}
-    digest.update(json.dumps(settings, sort_keys=True, default=repr).encode())
-    for t in tasks:
-        digest.update(json.dumps(t.to_row(), sort_keys=True, default=repr).encode())
+                "split": split, "model_files": _model_files(spec), "tasks": [t.to_row() for t in tasks]}
     about: dict[str, Any] = {"policy": spec.name, "kind": spec.kind, "tasks": len(tasks), "k": k, "seed": seed,
                              "split": split}
     about |= {f"policy's {name}": _short(value) for name, value in kwargs.items()}
-    return JournalHeader(digest.hexdigest(), about)
+    return JournalHeader.of(settings, about)
 
 
 def _short(value: Any) -> Any:
@@ -201,13 +196,7 @@ def journaled_episode(line: dict[str, Any]) -> JournaledEpisode:
 def finished_episodes(records: Sequence[JournaledEpisode]) -> dict[str, JournaledEpisode]:
     """The journaled episodes a resumed run keeps: the last line of each, unless it ended in an
     error (an endpoint that timed out, an environment that raised), which is played again."""
-    finished: dict[str, JournaledEpisode] = {}
-    for r in records:
-        if r.episode.failure_mode == "error":
-            finished.pop(r.episode.episode_id, None)
-        else:
-            finished[r.episode.episode_id] = r
-    return finished
+    return last_finished(records, lambda r: r.episode.episode_id, lambda r: r.episode.failure_mode == "error")
 
 
 def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k: int = 1, seed: int = 0,

@@ -33,7 +33,7 @@ from typing import Any
 from distillery.agents.openai import Price
 from distillery.envs.base import Environment, make_env
 from distillery.io import json_error
-from distillery.journal import JournalHeader
+from distillery.journal import JournalHeader, last_finished
 from distillery.llm import ChatEndpoint, EndpointError, reply_choice, reply_usage
 from distillery.tasks.draft_prompts import first_messages, repair_message
 from distillery.tasks.drafted import FamilyPower, episodes_needed, rate_bound
@@ -345,13 +345,7 @@ class FinishedDraft:
 def finished_drafts(records: Sequence[FinishedDraft]) -> dict[int, FinishedDraft]:
     """The journaled drafts a resumed run keeps: the last line of each draft number, unless it
     ended in an endpoint error (asked again)."""
-    done: dict[int, FinishedDraft] = {}
-    for r in records:
-        if r.errored:
-            done.pop(r.draft_no, None)
-        else:
-            done[r.draft_no] = r
-    return done
+    return last_finished(records, lambda r: r.draft_no, lambda r: r.errored)
 
 
 def draft_journal_header(hints: Sequence[Hint], cfg: DraftConfig, endpoint: ChatEndpoint) -> JournalHeader:
@@ -362,11 +356,10 @@ def draft_journal_header(hints: Sequence[Hint], cfg: DraftConfig, endpoint: Chat
     has joined (the drafts it resumes were judged against them, or are them)."""
     settings = {"hints": [asdict(h) for h in hints], "cfg": asdict(cfg), "model": endpoint.model,
                 "base_url": endpoint.base_url}
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()
     about = {"hints": len(hints), "drafts": sum(h.n for h in hints), "env": cfg.env, "model": endpoint.model,
              "base_url": endpoint.base_url, "max_repairs": cfg.max_repairs, "temperature": cfg.temperature,
              "seed": cfg.seed}
-    return JournalHeader(fingerprint, about)
+    return JournalHeader.of(settings, about)
 
 
 def draft_tasks(hints: Sequence[Hint], endpoint: ChatEndpoint, cfg: DraftConfig, *,
