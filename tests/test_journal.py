@@ -69,12 +69,26 @@ def test_a_line_cut_short_is_dropped_and_the_next_piece_appends_cleanly(tmp_path
     assert set(finished_episodes(reopen(path).records)) == {"t1", "t2"}
 
 
-def test_a_line_of_another_shape_ends_what_is_read(tmp_path):
+def test_a_damaged_line_is_skipped_and_said_and_the_lines_after_it_are_kept(tmp_path):
     path = tmp_path / "j.jsonl"
-    reopen(path).append(line(episode("t1"), [step("t1")]))
+    journal = reopen(path)
+    journal.append(line(episode("t1"), [step("t1")]))
     with path.open("a") as f:
-        f.write('{"episode": {"episode_id": "t2"}, "steps": [], "notes": {}}\n')
-    assert len(reopen(path).records) == 1 and path.read_text().count("\n") == 2
+        f.write('{"episode": {"episode_id": "t2"}, "steps": [], "notes": {}}\n')   # another shape
+        f.write("garbage\n")
+    reopen(path).append(line(episode("t3"), [step("t3")]))
+    again = reopen(path)
+    assert [r.episode.episode_id for r in again.records] == ["t1", "t3"] and again.unreadable == 2
+    assert "(2 lines that could not be read were skipped)" in again.resuming(2)
+
+
+def test_a_journal_with_nothing_readable_says_so(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text(HEADER.to_line() + "\ngarbage\n")
+    journal = reopen(path)
+    assert not journal.records and journal.damaged
+    assert journal.resuming(0) == f"{path}: no episodes of an interrupted run could be kept (1 line that could " \
+                                  "not be read was skipped)"
 
 
 def test_a_journal_of_other_settings_is_refused_naming_what_differs_unless_discarded(tmp_path):

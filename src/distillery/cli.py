@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 
@@ -51,6 +52,7 @@ def serve(
 
     if log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         _fail("serve", f"--log-level {log_level}: expected one of debug, info, warning, error, critical")
+    _check_finite("serve", batch_wait_ms=batch_wait_ms)
     try:
         run_server(model_dir, host=host, port=port, api_key=api_key or None, max_batch=max_batch,
                    batch_wait_ms=batch_wait_ms, model_name=model_name or None, device=device,
@@ -228,7 +230,16 @@ def _refuse_journal(command: str, e: Exception) -> None:
                    "another --out")
 
 
-def _check_out_folder(command: str, out: str) -> None:
+def _check_finite(command: str, **options: float) -> None:
+    """Refuse an infinite number where a finite one is meant (typer's bounds let `inf` through)."""
+    import math
+
+    for name, value in options.items():
+        if not math.isfinite(value):
+            _fail(command, f"--{name.replace('_', '-')} {value}: expected a finite number")
+
+
+def _check_out_folder(command: str, out: str, option: str = "--out") -> None:
     """Refuse an output folder that cannot be written before any work is done: an existing
     file, or a path whose nearest existing folder is not writable."""
     import os
@@ -236,10 +247,10 @@ def _check_out_folder(command: str, out: str) -> None:
 
     path = Path(out)
     if path.exists() and not path.is_dir():
-        _fail(command, f"--out {out}: exists and is not a folder")
+        _fail(command, f"{option} {out}: exists and is not a folder")
     existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        _fail(command, f"--out {out}: cannot write there ({existing} is not a writable folder)")
+        _fail(command, f"{option} {out}: cannot write there ({existing} is not a writable folder)")
 
 
 @tasks_app.command("schema")
@@ -341,6 +352,11 @@ def tasks_draft(
     from distillery.tasks.schema import draft_format
     from distillery.types import DraftAttempt
 
+    _check_finite("tasks draft", timeout=timeout, price_in=price_in, price_out=price_out)
+    _check_out_folder("tasks draft", out)
+    if Path(report).is_dir():
+        _fail("tasks draft", f"--report {report}: a folder; give the summary page's file (e.g. {report}/drafted.md)")
+    _check_out_folder("tasks draft", str(Path(report).parent), option=f"--report {report}: its folder")
     try:
         todo = [Hint(h, family=family, split=split, n=n) for h in hint]
         if hints:
@@ -368,7 +384,7 @@ def tasks_draft(
     total = sum(h.n for h in todo)
 
     bar = tqdm(total=total, desc="drafts", unit="draft", disable=not progress)
-    if done:
+    if done or journal.damaged:
         bar.write(journal.resuming(len(done)))
 
     def show(a: DraftAttempt) -> None:
@@ -406,6 +422,10 @@ def tasks_draft(
                                 model=model, out_dir=out, report_md=report)
     except GateError as e:
         _fail("tasks draft", f"the drafted tables fail their gate: {e}", code=1)
+    except (ValueError, OSError) as e:
+        why = _os_error_line(e) if isinstance(e, OSError) else str(e)
+        _fail("tasks draft", f"{why}; the drafts are kept in {journal.path}: run the same command again once "
+                             "that is mended", code=1)
     journal.remove()
     for p in result.power:
         typer.echo(f"family-level probes: {p.sentence()}")
@@ -481,10 +501,14 @@ def tasks_generate(
     if n_train + n_test == 0:
         _fail("tasks", "--n-train and --n-test are both 0: nothing to generate")
     _check_out_folder("tasks", out)
+    family = list(dict.fromkeys(family))     # a family named twice is generated once
     try:
-        result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
-                          random_probes=random_probes, max_attempts_factor=max_attempts_factor,
-                          attempts_hint="--max-attempts-factor", progress=progress)
+        with _terminate_as_interrupt():
+            result = generate(env, family, n_train=n_train, n_test=n_test, seed=seed, max_steps=max_steps,
+                              random_probes=random_probes, max_attempts_factor=max_attempts_factor,
+                              attempts_hint="--max-attempts-factor", progress=progress)
+    except KeyboardInterrupt as e:
+        _interrupted("tasks", e, f"before any task was kept; {out} is as the last run left it")
     except ValidationFailed as e:
         written = record_failure(e.result, out)
         _fail("tasks", f"{e}\n(every rejection: {written}; {previous_run(out)})", code=1)
@@ -696,9 +720,10 @@ def eval_cmd(
     imported: str = typer.Option("", show_default=False,
                                  help="Instead: score --policy hf --model DIR offline on an import folder "
                                       "(`distillery import --out`): held-out next-action accuracy."),
-    held_out: float = typer.Option(-1.0, help="With --imported: share of the imported tasks scored (by the "
-                                              "warm-up's hash; default: the model card's eval_fraction, else 0.1; "
-                                              "1 = all)."),
+    held_out: float | None = typer.Option(None, show_default=False,
+                                          help="With --imported: share of the imported tasks scored, in (0, 1] "
+                                               "(by the warm-up's hash; default: the model card's eval_fraction, "
+                                               "else 0.1; 1 = all)."),
     resume: bool = typer.Option(True, help="Keep the episodes an interrupted run of the same settings left in "
                                            "OUT/episodes.partial.jsonl and play only the rest (--no-resume: "
                                            "discard them and play every episode)."),
@@ -727,13 +752,19 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from distillery.agents.base import PolicySpec, check_kind
-    from distillery.agents.evaluate_policy import DEFAULT_TASKS, JOURNAL, eval_tasks, run_eval
+    from distillery.agents.base import PolicySpec, check_kind, check_policy_kwargs
+    from distillery.agents.evaluate_policy import (
+        DEFAULT_TASKS,
+        JOURNAL,
+        NothingMeasured,
+        eval_tasks,
+        run_eval,
+    )
     from distillery.envs.base import EngineUnavailable, env_spec
     from distillery.journal import JournalMismatch
     from distillery.quality import GateError
     from distillery.registry import RegistryError
-    from distillery.rollout import error_counts
+    from distillery.rollout import PolicyError, error_counts
 
     # The names first: a misspelt one is reported before any other check or any task is made.
     try:
@@ -771,9 +802,18 @@ def eval_cmd(
         if not isinstance(extra, dict):
             _fail("eval", f"--policy-kwargs: expected a JSON object of keyword arguments, got {policy_kwargs!r}")
         kwargs |= extra
+    try:
+        check_policy_kwargs(PolicySpec(kind=policy, kwargs=kwargs))
+    except (ValueError, TypeError) as e:
+        _fail("eval", f"--policy-kwargs: {e}" if policy_kwargs else str(e))
     name = label or (Path(model.rstrip("/")).name if model else policy)
     folder = Path(out or f"reports/eval/{name}")
     _check_out_folder("eval", str(folder))
+    if not imported and (folder / "records.parquet").is_file():
+        _fail("eval", f"--out {folder}: an import folder (it holds records.parquet), whose tables the benchmark's "
+                      "would replace: choose another --out")
+    if held_out is not None and not imported:
+        _fail("eval", "--held-out applies to --imported only (a benchmark plays every task of --split)")
     if imported:
         if policy != "hf":
             _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
@@ -784,8 +824,9 @@ def eval_cmd(
     if tasks == "auto":
         table_path = DEFAULT_TASKS if Path(DEFAULT_TASKS).is_file() else None
     try:
-        if table_path is None:
-            console.print(f"no task table: generating {generate_per_family} {split} tasks per family of {env}")
+        if not table_path:
+            n = min(generate_per_family, per_family) if per_family else generate_per_family
+            console.print(f"no task table: generating {n} {split} tasks per family of {env}")
         todo = eval_tasks(env, tasks_path=table_path or None, split=split, families=family, per_family=per_family,
                           generate_per_family=generate_per_family, seed=seed, progress=False,
                           warn=lambda m: console.print(m, style="yellow", markup=False, highlight=False))
@@ -813,7 +854,14 @@ def eval_cmd(
         _refuse_journal("eval", e)
     except GateError as e:
         _fail("eval", f"the trajectories fail their gate: {e}", code=1)
-    except (ValueError, OSError) as e:
+    except PolicyError as e:
+        _fail("eval", str(e), code=1)
+    except NothingMeasured as e:
+        _say_errors(console, e.by_policy, e.by_env)
+        _fail("eval", str(e), code=1)
+    except OSError as e:
+        _fail("eval", _os_error_line(e))
+    except ValueError as e:
         _fail("eval", str(e))
     cols = ["family", "episodes", "success_rate", "mean_score", "mean_steps", "validity_rate"]
     table = Table(title=f"{name} on {env} ({split}: {len({t.task_id for t in todo})} tasks)")
@@ -823,32 +871,35 @@ def eval_cmd(
     for r in result.table.sort(pl_family_key()).iter_rows(named=True):
         table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
     Console().print(table)
-    by_policy, by_env = error_counts(result.episodes)
-    for count, side in ((by_policy, "a policy error"), (by_env, "an error of the environment")):
-        if count:
-            console.print(f"[yellow]{count} episodes ended with {side} (see {folder / 'episodes.parquet'}, "
-                          "column error)[/yellow]")
+    _say_errors(console, *error_counts(result.episodes), see=f" (see {folder / 'episodes.parquet'}, column error)")
     if result.notes:
         console.print(f"policy notes: {result.notes}")
     typer.echo(f"wrote {folder}/benchmark.json, headline.json, benchmark.html, episodes.parquet, steps.parquet")
-    if by_policy + by_env == result.episodes.height > 0:
-        # Nothing was measured (a wrong --model, an endpoint that is down): the tables say
-        # success 0, which must not pass for a result.
-        first = str(result.episodes.filter(result.episodes["error"].ne(""))["error"][0]).strip().splitlines()
-        _fail("eval", f"every episode ended with an error, so nothing was measured; the first: "
-                      f"{first[-1] if first else '?'}", code=1)
 
 
-def _offline_score(model_dir: str, imported: str, folder: object, held_out: float, max_tokens: int,
+def _say_errors(console: Any, by_policy: int, by_env: int, see: str = "") -> None:
+    for count, side in ((by_policy, "a policy error"), (by_env, "an error of the environment")):
+        if count:
+            console.print(f"{count} episodes ended with {side}{see}", style="yellow", markup=False, highlight=False)
+
+
+def _os_error_line(e: OSError) -> str:
+    """An OSError in one line that names the path, not a temporary file's."""
+    return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+
+
+def _offline_score(model_dir: str, imported: str, folder: object, held_out: float | None, max_tokens: int,
                    device: str, progress: bool) -> None:
     """`distillery eval --imported`: held-out next-action accuracy on an import folder."""
     from pathlib import Path
 
+    import polars as pl
+
     from distillery.importers import ImportedLogs, next_action_accuracy
-    from distillery.io import write_json, write_parquet
+    from distillery.io import error_line, write_together
     from distillery.types import tasks_from_frame
 
-    if not held_out <= 1:
+    if held_out is not None and not 0 < held_out <= 1:
         _fail("eval", f"--held-out {held_out:g}: expected a share of the tasks in (0, 1] (1 = all)")
     src, out = Path(imported), Path(str(folder))
     if not (src / "records.parquet").is_file():
@@ -857,19 +908,22 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
     try:
         logs = ImportedLogs.read(src)
         tasks = tasks_from_frame(logs.tasks, str(src / "tasks.parquet"))
-        res = next_action_accuracy(model_dir, tasks, logs.episodes, logs.steps,
-                                   fraction=held_out if held_out > 0 else None, max_new_tokens=max_tokens,
-                                   device=device, progress=progress)
+        res = next_action_accuracy(model_dir, tasks, logs.episodes, logs.steps, fraction=held_out,
+                                   max_new_tokens=max_tokens, device=device, progress=progress)
+    except FileNotFoundError as e:      # the model directory's files
+        _fail("eval", str(e))
+    except pl.exceptions.PolarsError as e:
+        _fail("eval", f"--imported {src}: the import folder is damaged ({error_line(e)}): import its logs again")
     except ValueError as e:
         _fail("eval", str(e))
-    try:
-        write_json(res.to_dict(), out / "next_action.json")
-        write_parquet(res.steps, out / "next_action_steps.parquet")
-    except OSError as e:
-        _fail("eval", f"cannot write {e.filename or out}: {e.strerror or e}")
     if res.accuracy is None:
+        how = "raise --held-out" if res.fraction < 1 else "the folder holds no step to score"
         _fail("eval", f"no held-out imported step to score ({res.held_out_tasks} held-out tasks, skipped: "
-                      f"{res.skipped}); raise --held-out", code=1)
+                      f"{res.skipped}; fraction {res.fraction:g}): {how}; nothing written", code=1)
+    try:
+        write_together({out / "next_action.json": res.to_dict(), out / "next_action_steps.parquet": res.steps})
+    except OSError as e:
+        _fail("eval", f"cannot write {_os_error_line(e)}")
     typer.echo(f"held-out next-action accuracy {res.accuracy:.3f} ({res.n_correct}/{res.n_steps} steps, "
                f"{res.n_episodes} episodes of {res.held_out_tasks} held-out tasks, fraction {res.fraction:g}, "
                f"seed {res.seed})")

@@ -3,13 +3,14 @@ never leaves a half-written file, and reads that fail with the path in the messa
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +55,42 @@ def write_folder(files: Iterable[tuple[str, bytes]], folder: str | Path, suffix:
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        _dump(frame, tmp)
     return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        _dump(obj, tmp)
     return Path(path)
 
 
 def write_text(text: str, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        _dump(text, tmp)
     return Path(path)
+
+
+def write_together(files: Mapping[str | Path, Any]) -> None:
+    """Write several files as one result: a DataFrame as parquet, a str as text, anything else
+    as JSON. Each is written to a temp file beside its path, and only once every one is written
+    do the renames replace the old files, so a failure part-way leaves all of them as they were.
+    A folder standing where one of the files belongs is refused before anything is written."""
+    for path in files:
+        if Path(path).is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder stands where this file is to be written", str(path))
+    with ExitStack() as renames_on_success:
+        for path, content in files.items():
+            _dump(content, renames_on_success.enter_context(atomic_path(path)))
+
+
+def _dump(content: Any, path: Path) -> None:
+    if isinstance(content, pl.DataFrame):
+        content.write_parquet(path, compression="zstd", statistics=True)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_text(json.dumps(content, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def json_error(e: ValueError) -> str:

@@ -62,6 +62,7 @@ class Journal(Generic[T]):
         self.path, self.header, self.parse, self.what = path, header, parse, what
         self.records: list[T] = []
         self.dropped_tail = False    # a line cut short was removed
+        self.unreadable = 0          # whole lines that could not be read back (skipped)
         self.on_disk = False         # the header is written
 
     def append(self, line: dict[str, Any]) -> T:
@@ -78,11 +79,21 @@ class Journal(Generic[T]):
         self.records.append(record)
         return record
 
+    @property
+    def damaged(self) -> bool:
+        """Something of the file was not read back: a user should be told, even if nothing was."""
+        return self.dropped_tail or self.unreadable > 0
+
     def resuming(self, count: int) -> str:
-        """The sentence that tells a user a run resumes with `count` of its pieces done."""
-        dropped = " (what followed its last whole line, cut short by the interruption, was dropped)"
-        return (f"resuming: {count} {self.what} of an interrupted run are kept from {self.path}"
-                + (dropped if self.dropped_tail else ""))
+        """The sentence that tells a user a run resumes with `count` of its pieces done (0: none
+        could be kept, said when the journal was `damaged`)."""
+        losses = ["what followed its last whole line, cut short by the interruption, was dropped"] * self.dropped_tail
+        if self.unreadable:
+            losses.append(f"{self.unreadable} line{'s' * (self.unreadable > 1)} that could not be read "
+                          f"{'were' if self.unreadable > 1 else 'was'} skipped")
+        said = (f"resuming: {count} {self.what} of an interrupted run are kept from {self.path}" if count
+                else f"{self.path}: no {self.what} of an interrupted run could be kept")
+        return said + (f" ({'; '.join(losses)})" if losses else "")
 
     def remove(self) -> None:
         """Forget the journal: the run it recorded has been written out whole."""
@@ -108,8 +119,9 @@ def open_journal(path: str | Path, header: JournalHeader, parse: Callable[[dict[
     discarded only when `resume` is false, or when it has no header: nothing to resume);
     `what` names its pieces in messages.
     Raises JournalMismatch, naming how the runs differ, for a journal of other settings. A
-    line `parse` refuses (a KeyError, TypeError or ValueError) ends what is read, as a line
-    cut short does."""
+    whole line that is not JSON or that `parse` refuses (a KeyError, TypeError or ValueError)
+    is skipped and counted (`unreadable`), and the lines after it are read; a last line cut
+    short is removed from the file."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise ValueError(f"{path}: not a file, where the journal of an interrupted run is kept: move it away")
@@ -133,18 +145,16 @@ def _read(journal: Journal[Any]) -> bool:
         raise JournalMismatch(
             f"{journal.path}: holds {recorded} {journal.what} of an interrupted run with other settings "
             f"({differences(about if isinstance(about, dict) else {}, journal.header.about)})")
-    good = len(lines[0]) + 1
     # The last element is what follows the final newline: empty, or a line a kill cut short.
     for raw in lines[1:-1]:
         try:
             journal.records.append(journal.parse(_parse_json(raw)))
         except (TypeError, KeyError, ValueError, AttributeError):
-            break
-        good += len(raw) + 1
-    if good < len(data):
+            journal.unreadable += 1     # damaged by hand or by the disk: the lines after it are whole
+    if lines[-1]:
         journal.dropped_tail = True
         with journal.path.open("r+b") as f:
-            f.truncate(good)
+            f.truncate(len(data) - len(lines[-1]))
     journal.on_disk = True
     return True
 

@@ -55,14 +55,17 @@ def check_task_format(tasks: Sequence[Task], env: str, source: str) -> None:
                              + "; ".join(str(r) for r in problems[:3]))
 
 
+GENERATED_SPLITS = ("test", "train")   # what the task generator makes
+
+
 def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "test",
                families: Sequence[str] = (), per_family: int = 0, generate_per_family: int = 4,
                seed: int = 0, max_steps: int = 15, progress: bool = False,
                warn: Callable[[str], None] | None = None) -> list[Task]:
     """The tasks to benchmark: `split` of the task table at `tasks_path` restricted to `env`
     (and `families`, and the first `per_family` of each, 0 = all); with no table, `split`
-    tasks generated and validated for `env`'s families (`generate_per_family` each) exactly
-    as the `tasks` stage does. A family whose tasks do not all validate keeps those that did:
+    tasks generated and validated for `env`'s families (`generate_per_family` each, at most
+    `per_family`) exactly as the `tasks` stage does. A family whose tasks do not all validate keeps those that did:
     a benchmark is still worth running on the others, and `warn` is told which and why."""
     from distillery.envs.base import env_names
 
@@ -87,15 +90,29 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         if per_family:
             frame = frame.filter(pl.int_range(pl.len()).over("family") < per_family)
         if frame.is_empty():
-            raise ValueError(f"{path} has no {split} tasks of environment {env!r} (`--tasks ''` generates and "
-                             "validates them instead)")
+            raise ValueError(f"{path} has no {split} tasks of environment {env!r}" + (
+                " (`--tasks ''` generates and validates them instead)" if split in GENERATED_SPLITS else ""))
+        repeated = frame.filter(pl.col("task_id").is_duplicated())["task_id"].unique().sort()
+        if repeated.len():
+            raise ValueError(f"--tasks {path}: task ids must be unique; {repeated.len()} appear more than once "
+                             f"(first: {repeated[0]!r})")
         tasks = tasks_from_frame(frame, f"--tasks {path}")
         check_task_format(tasks, env, f"--tasks {path}")
         return tasks
+    from distillery.envs.base import families as env_families
     from distillery.tasks.generate import ValidationFailed
 
+    if split not in GENERATED_SPLITS:
+        raise ValueError(f"generated tasks are of the {' or '.join(GENERATED_SPLITS)} split, not {split!r}: "
+                         "benchmark another split from a task table that holds it (--tasks)")
+    known = [f.name for f in env_families(env)]
+    unknown = sorted(set(families) - set(known))
+    if unknown:
+        raise ValueError(f"--family {', '.join(unknown)}: not a task family of {env}; its families: "
+                         f"{', '.join(known) or 'none'}")
+    n = min(generate_per_family, per_family) if per_family else generate_per_family
     try:
-        tasks = generate(env, families, n_train=0, n_test=generate_per_family if split == "test" else 0,
+        tasks = generate(env, families, n_train=n if split == "train" else 0, n_test=n if split == "test" else 0,
                          seed=seed, max_steps=max_steps, progress=progress,
                          attempts_hint="the factor (`distillery tasks --max-attempts-factor`, then eval --tasks)").tasks
     except ValidationFailed as e:
@@ -199,6 +216,17 @@ def finished_episodes(records: Sequence[JournaledEpisode]) -> dict[str, Journale
     return last_finished(records, lambda r: r.episode.episode_id, lambda r: r.episode.failure_mode == "error")
 
 
+class NothingMeasured(RuntimeError):
+    """Every episode of an evaluation ended in an error: no table is written."""
+
+    def __init__(self, out: Path, episodes: pl.DataFrame, by_policy: int, by_env: int) -> None:
+        errors = episodes.filter(episodes["error"].ne(""))["error"]
+        lines = str(errors[0]).strip().splitlines() if errors.len() else []
+        super().__init__(f"every episode ended with an error, so nothing was measured and {out} was left as it "
+                         f"was; the first: {lines[-1] if lines else '?'}")
+        self.by_policy, self.by_env = by_policy, by_env
+
+
 def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k: int = 1, seed: int = 0,
              batch_size: int = 64, split: str = "test", resume: bool = True,
              on_episode: Callable[[Episode], None] | None = None,
@@ -215,13 +243,15 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     `journal.JournalMismatch`. Without `resume` an existing journal is discarded. The tables
     are sorted by episode, so a resumed run writes what an uninterrupted one would: the same
     rows, but for the wall time and a local model's logprobs in their last digits (see
-    `eval_journal_header`)."""
+    `eval_journal_header`). The files are written together (none is replaced unless all
+    are); a run in which every episode ended in an error raises `NothingMeasured` and writes
+    none."""
     from distillery.evaluate.benchmark import benchmark_metrics, benchmark_table
     from distillery.evaluate.headline import benchmark_headline
     from distillery.evaluate.report import render_html
-    from distillery.io import write_json, write_parquet, write_text
+    from distillery.io import write_together
     from distillery.quality import SUITES, gate
-    from distillery.rollout import RolloutConfig, Trajectories, make_jobs, run_batch
+    from distillery.rollout import RolloutConfig, Trajectories, error_counts, make_jobs, run_batch
 
     if not tasks:
         raise ValueError("no tasks to evaluate")
@@ -245,7 +275,7 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     try:
         jobs = make_jobs(tasks, policy.name, cfg)
         resumed = [finished[j.episode_id] for j in jobs if j.episode_id in finished]
-        if resumed and on_resume is not None:
+        if (resumed or journal.damaged) and on_resume is not None:
             on_resume(journal.resuming(len(resumed)))
         for r in resumed:
             if on_episode is not None:
@@ -263,14 +293,18 @@ def run_eval(tasks: Sequence[Task], spec: PolicySpec, out_dir: str | Path, *, k:
     where = {"report_dir": out / "quality", "quarantine_dir": out / "quarantine"}
     for suite, frame in (("episodes", traj.episodes), ("steps", traj.steps)):
         gate(frame, SUITES[suite], source=str(out / f"{suite}.parquet"), refs=refs, **where)
+    by_policy, by_env = error_counts(traj.episodes)
+    if by_policy + by_env == traj.episodes.height:
+        # A wrong --model, an endpoint that is down: success 0 must not pass for a result, nor
+        # replace an earlier run's tables. The errored episodes would be played again anyway.
+        journal.remove()
+        raise NothingMeasured(out, traj.episodes, by_policy, by_env)
     table = benchmark_table(traj.episodes, traj.steps, split=split)
     details = benchmark_metrics(table)
     headline = benchmark_headline(details)
-    write_parquet(tasks_to_frame(list(tasks)), out / "tasks.parquet")
-    write_parquet(traj.episodes, out / "episodes.parquet")
-    write_parquet(traj.steps, out / "steps.parquet")
-    write_json(details, out / "benchmark.json")
-    write_json(headline, out / "headline.json")
-    write_text(render_html(table, split, len({t.task_id for t in tasks})), out / "benchmark.html")
+    write_together({out / "tasks.parquet": tasks_to_frame(list(tasks)), out / "episodes.parquet": traj.episodes,
+                    out / "steps.parquet": traj.steps, out / "benchmark.json": details,
+                    out / "headline.json": headline,
+                    out / "benchmark.html": render_html(table, split, len({t.task_id for t in tasks}))})
     journal.remove()
     return EvalResult(out, traj.episodes, traj.steps, table, details, headline, notes)
