@@ -48,3 +48,12 @@ def test_a_family_named_twice_is_generated_once(tmp_path):
                             "--n-train", "1", "--n-test", "0", "--random-probes", "0", "--out", str(tmp_path / "o"),
                             "--no-progress"])
     assert r.exit_code == 0 and "save_note train: 1 kept" in said(r), r.output
+
+
+def test_an_unregistered_import_environment_is_warned_of(tmp_path):
+    from pathlib import Path
+
+    logs = Path(__file__).resolve().parent / "fixtures" / "logs" / "openai" / "stage_chat.jsonl"
+    r = runner.invoke(app, ["import", "openai", str(logs), "--out", str(tmp_path / "o"), "--env", "stge", "--tasks",
+                            "", "--no-progress"])
+    assert r.exit_code == 0 and "--env stge: not a registered environment, so no parser checks" in said(r), r.output

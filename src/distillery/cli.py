@@ -594,6 +594,12 @@ def import_cmd(
         task_table = "data/tasks/tasks.parquet" if Path("data/tasks/tasks.parquet").is_file() else None
     task_table = task_table or None
     console = Console(stderr=True)
+    from distillery.envs.base import env_names
+
+    if env != "imported" and env not in env_names():
+        console.print(f"--env {env}: not a registered environment, so no parser checks the calls of records that "
+                      f"name no environment (registered: {', '.join(env_names())})", style="yellow", markup=False,
+                      highlight=False)
     if task_table is None:
         console.print("[yellow]no task table (--tasks): test-split leaks are caught only by the records' own "
                       "split labels[/yellow]")
@@ -773,6 +779,8 @@ def eval_cmd(
             env_spec(env)
     except (ValueError, RegistryError) as e:
         _fail("eval", str(e))
+    if imported and policy != "hf":
+        _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
     kwargs: dict[str, object]
     if policy == "openai":
         if not base_url or not model:
@@ -807,6 +815,9 @@ def eval_cmd(
     except (ValueError, TypeError) as e:
         _fail("eval", f"--policy-kwargs: {e}" if policy_kwargs else str(e))
     name = label or (Path(model.rstrip("/")).name if model else policy)
+    if not out and (Path(name).name != name or name in (".", "..")):
+        _fail("eval", f"--label {name}: it names the output folder under reports/eval/, so it cannot hold a path; "
+                      "give --out as well")
     folder = Path(out or f"reports/eval/{name}")
     _check_out_folder("eval", str(folder))
     if not imported and (folder / "records.parquet").is_file():
@@ -815,8 +826,6 @@ def eval_cmd(
     if held_out is not None and not imported:
         _fail("eval", "--held-out applies to --imported only (a benchmark plays every task of --split)")
     if imported:
-        if policy != "hf":
-            _fail("eval", "--imported scores a local model: give --policy hf --model MODEL_DIR")
         _offline_score(model, imported, folder, held_out, max_tokens, device, progress)
         return
     console = Console(stderr=True)

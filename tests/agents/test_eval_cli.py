@@ -141,3 +141,12 @@ def test_imported_scoring_with_an_empty_model_folder_is_one_line(tmp_path):
     r = invoke("eval", "--policy", "hf", "--model", str(model), "--imported", str(imp), "--out", str(tmp_path / "o"))
     assert r.exit_code == 2 and f"{model}: not a model directory (no config.json)" in said(r), r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
+
+
+def test_options_that_name_the_wrong_thing_are_said_so(tmp_path):
+    r = invoke("eval", "--imported", str(tmp_path))          # the default policy cannot score imported logs
+    assert r.exit_code == 2 and "--imported scores a local model: give --policy hf" in said(r)
+    r = invoke("eval", "--policy", "oracle", "--tasks", TASKS, "--label", "a/../../x")
+    assert r.exit_code == 2 and "--label a/../../x: it names the output folder" in said(r)
+    r = invoke("eval", "--policy", "oracle", "--tasks", str(LOGS))
+    assert r.exit_code == 2 and f"--tasks {LOGS}: a folder; give its task table file" in said(r)

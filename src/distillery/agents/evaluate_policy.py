@@ -73,6 +73,9 @@ def eval_tasks(env: str, *, tasks_path: str | Path | None = None, split: str = "
         raise ValueError(f"environment {env!r} is not registered; registered: {', '.join(env_names())}")
     if tasks_path is not None:
         path = Path(tasks_path)
+        if path.is_dir():
+            raise FileNotFoundError(f"--tasks {path}: a folder; give its task table file (e.g. "
+                                    f"{path / 'tasks.parquet'})")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such task table (write one with `distillery tasks` "
                                     "or `dvc repro tasks`)")
