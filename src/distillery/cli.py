@@ -66,12 +66,14 @@ def serve(
 def simulate(
     merchant: str = typer.Option("", show_default=False,
                                  help="A merchant id known to the simulator (see models/pghs/merchants.parquet)."),
-    category: str | None = typer.Option(None, show_default=False, help="For a new merchant: its category (e.g. pizza)."),
+    category: str | None = typer.Option(None, show_default=False, help="For a new merchant: its category, one the simulator was fitted on (e.g. pizza)."),
     rating: float | None = typer.Option(None, show_default=False, help="For a new merchant: its rating in [0, 5]."),
     price_level: float | None = typer.Option(None, show_default=False,
                                              help="For a new merchant: its typical basket price (above 0)."),
     strategies: str = typer.Option("", show_default=False,
-                                   help="A CSV, JSON (list of objects) or parquet file of candidate strategies."),
+                                   help="A CSV, JSON (list of objects), JSON Lines (.jsonl/.ndjson, an object a line) or parquet file of "
+                                        "candidate strategies, told by its suffix in any case; fields left out, null or empty take "
+                                        "the defaults."),
     strategy: list[str] = typer.Option([], show_default=False, help='A candidate as key=value pairs, e.g. '
                                        '"discount_depth=0.2,coupon_type=percent"; repeatable.'),
     discount: float | None = typer.Option(None, show_default=False,

@@ -4,6 +4,7 @@ report (`dvc repro pghs` itself: tests/e2e/test_pghs_track.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -205,6 +206,174 @@ def test_cli_simulate_names_every_candidate_and_checks_the_rating(ran, tmp_path)
     res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), "--category", "pizza", "--rating", "7",
                                    "--price-level", "20", "--discount", "0.2"])
     assert res.exit_code == 2 and "--rating 7: a rating is in [0, 5]" in res.output
+
+
+def _simulate(out: Path, *args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(app, ["simulate", "--model-dir", str(out), *args])
+    return res.exit_code, res.output
+
+
+def _refused(code: int, output: str, said: str) -> None:
+    """Exit 2 with one line that says `said`: no traceback, no prediction."""
+    assert code == 2, output
+    assert said in output, output
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output and "ranking" not in output
+
+
+def test_simulate_refuses_a_category_or_coupon_type_the_simulator_does_not_know(ran):
+    """A misspelt category (or one in the wrong case) is refused with the known ones, not read
+    as "no category"; a library caller's unknown coupon type likewise, as the CLI refuses it."""
+    _, _, out = ran
+    sim = Simulator.load(out)
+    assert set(sim.fit.levels["merchant_category"]) <= set(sim.categories)
+    assert set(sim.merchants["merchant_category"].to_list()) <= set(sim.categories)
+    known = sim.merchant(sim.meta["test_merchants"][0])
+    new = {"merchant_id": "new", "merchant_category": known["merchant_category"],
+           "merchant_rating": 4.0, "merchant_price_level": 20.0}
+    strategies = pl.DataFrame([parse_strategy("discount_depth=0.1")])
+    assert sim.simulate(new, strategies).height == len(sim.groups)
+    assert sim.simulate(known, strategies).height == len(sim.groups)
+    for wrong in ("martian", known["merchant_category"].upper()):
+        with pytest.raises(ValueError, match="merchant_category must be one of"):
+            sim.simulate({**new, "merchant_category": wrong}, strategies)
+        code, output = _simulate(out, "--category", wrong, "--rating", "4", "--price-level", "20",
+                                 "--discount", "0.1", "--json")
+        _refused(code, output, f"merchant 'new': merchant_category must be one of {sim.categories}, "
+                               f"got {wrong!r}")
+    with pytest.raises(ValueError, match=r"strategy 'x': coupon_type must be one of \['none'"):
+        sim.simulate(known, pl.DataFrame([parse_strategy("strategy_id=x,coupon_type=bogus")]))
+    with pytest.raises(ValueError, match="no strategies to simulate"):
+        sim.simulate(known, strategies.clear())
+
+
+def test_strategies_file_fields_left_out_null_or_empty_take_their_defaults(ran, tmp_path):
+    """Objects with different keys, a null and an empty CSV cell: each missing value takes its
+    default, and the candidates simulate as if the defaults had been written out."""
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    spelt = tmp_path / "spelt.csv"
+    spelt.write_text("strategy_id,discount_depth,delivery_fee,coupon_type,ad_spend,menu_breadth\n"
+                     "a,0.1,3.0,none,0.0,40\nb,0.2,3.0,percent,0.0,40\nc,0.0,1.5,none,0.0,25\n")
+    files = {
+        "hetero.json": '[{"strategy_id": "a", "discount_depth": 0.1},\n'
+                       ' {"strategy_id": "b", "discount_depth": 0.2, "coupon_type": "percent"},\n'
+                       ' {"strategy_id": "c", "delivery_fee": 1.5, "menu_breadth": 25, "coupon_type": null}]',
+        "cells.csv": "strategy_id,discount_depth,delivery_fee,coupon_type,menu_breadth\n"
+                     "a,0.1,,,\nb,0.2,,percent,\nc,,1.5,,25\n",
+    }
+    code, output = _simulate(out, "--merchant", merchant, "--strategies", str(spelt), "--json")
+    assert code == 0, output
+    want = json.loads(output)
+    for name, text in files.items():
+        path = tmp_path / name
+        path.write_text(text)
+        frame = read_strategies(path)
+        assert frame.null_count().row(0) == (0,) * frame.width
+        assert frame.sort("strategy_id")["coupon_type"].to_list() == ["none", "percent", "none"]
+        code, output = _simulate(out, "--merchant", merchant, "--strategies", str(path), "--json")
+        assert code == 0, output
+        assert json.loads(output) == want, name
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("header.csv", "discount_depth\n"), ("blank.csv", ""), ("empty.json", "[]"), ("lines.jsonl", "\n\n"),
+    ("rows.parquet", None),
+])
+def test_a_strategies_file_without_strategies_is_refused(ran, tmp_path, name, text):
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    path = tmp_path / name
+    if text is None:
+        pl.DataFrame({"discount_depth": []}, schema={"discount_depth": pl.Float64}).write_parquet(path)
+    else:
+        path.write_text(text)
+    with pytest.raises(ValueError, match="no strategies in it"):
+        read_strategies(path)
+    _refused(*_simulate(out, "--merchant", merchant, "--strategies", str(path)), f"{path}: no strategies in it")
+
+
+def test_strategies_file_suffix_in_any_case_and_json_lines(ran, tmp_path):
+    """.JSON is JSON and .jsonl is JSON Lines (not CSV); each reads as the same candidates."""
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    rows = [{"strategy_id": "a", "discount_depth": 0.1}, {"strategy_id": "b", "coupon_type": "fixed"}]
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    (tmp_path / "c.JSON").write_text(json.dumps(rows))
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    (tmp_path / "c.NDJSON").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "c.CSV").write_text("strategy_id,discount_depth,coupon_type\na,0.1,\nb,,fixed\n")
+    pl.DataFrame(rows).write_parquet(tmp_path / "c.Parquet")
+    want = read_strategies(tmp_path / "c.json")
+    assert want.height == 2 and want["coupon_type"].to_list() == ["none", "fixed"]
+    results = set()
+    for name in ("c.json", "c.JSON", "c.jsonl", "c.NDJSON", "c.CSV", "c.Parquet"):
+        got = read_strategies(tmp_path / name)
+        assert got.select(want.columns).cast(want.schema).equals(want), name
+        code, output = _simulate(out, "--merchant", merchant, "--strategies", str(tmp_path / name), "--json")
+        assert code == 0, output
+        results.add(output)
+    assert len(results) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"discount_depth": 0.1}\n[0.2]\n')
+    _refused(*_simulate(out, "--merchant", merchant, "--strategies", str(bad)),
+             f"{bad}: line 2: expected a JSON object (one strategy a line)")
+    bad.write_text('{"discount_depth": 0.1}\n{x\n')
+    _refused(*_simulate(out, "--merchant", merchant, "--strategies", str(bad)),
+             f"{bad}: cannot be read as strategies: line 2: Expecting property name")
+
+
+def _set_json(path: Path, *keys: str, value: object) -> None:
+    data = json.loads(path.read_text())
+    inner = data
+    for k in keys[:-1]:
+        inner = inner[k]
+    inner[keys[-1]] = value
+    path.write_text(json.dumps(data))
+
+
+REBUILT = "(written by `dvc repro pghs`; run it again)"
+
+
+@pytest.mark.parametrize(("file", "damage", "said"), [
+    ("fit_ctr.txt", None, "not found (made by the `pghs` stage: run `dvc repro pghs`)"),
+    ("fit_ctr.txt", "garbage\n", f"not a LightGBM text model, or cut short {REBUILT}"),
+    ("fit_ctr.txt", "", f"not a LightGBM text model, or cut short {REBUILT}"),
+    ("fit_order_rate.txt", "fit_ctr.txt", "not a model of the simulator's order_rate features"),
+    ("merchants.parquet", "garbage\n", "not a parquet file ("),
+    ("merchants.parquet", None, "not found, so merchant"),
+    ("simulator.json", "[]", f"expected a JSON object, got a list {REBUILT}"),
+    ("simulator.json", "{}", f"no 'targets' entry {REBUILT}"),
+    ("simulator.json", "{x", "not valid JSON (Expecting property name enclosed in double quotes at line 1"),
+    ("simulator.json", ("prior", "rates", {}), "'prior.rates' must be an object of numbers"),
+    ("simulator.json", ("fit", "files", {}), "no model file for target"),
+    ("simulator.json", ("groups", [{"x": 1}]), "groups[0]: "),
+    ("policies.json", "{x", "not valid JSON (Expecting property name enclosed in double quotes at line 1"),
+    ("policies.json", "[]", f"expected a JSON object, got a list {REBUILT}"),
+    ("policies.json", None, "not found (made by the `pghs` stage"),
+])
+def test_a_damaged_simulator_is_named_by_its_file_in_one_line(ran, tmp_path, file, damage, said):
+    """A simulator file missing or broken: one line naming the file, from Simulator.load (or,
+    for the merchant table, from looking a merchant up), and the stage that writes it."""
+    import shutil
+
+    _, _, out = ran
+    merchant = Simulator.load(out).meta["test_merchants"][0]
+    model = tmp_path / "pghs"
+    shutil.copytree(out, model)
+    path = model / file
+    if damage is None:
+        path.unlink()
+    elif isinstance(damage, tuple):
+        _set_json(path, *damage[:-1], value=damage[-1])
+    elif damage.startswith("fit_"):
+        shutil.copyfile(model / damage, path)
+    else:
+        path.write_text(damage)
+    code, output = _simulate(model, "--merchant", merchant, "--discount", "0.1")
+    _refused(code, output, f"{path}: {said}")
+    assert "dvc repro pghs" in output
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(f"{path}: {said}")):
+        Simulator.load(model).merchant(merchant)
 
 
 def test_report_renders_tables_claims_and_one_plot_per_group(ran, tmp_path):
