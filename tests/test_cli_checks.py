@@ -57,3 +57,11 @@ def test_an_unregistered_import_environment_is_warned_of(tmp_path):
     r = runner.invoke(app, ["import", "openai", str(logs), "--out", str(tmp_path / "o"), "--env", "stge", "--tasks",
                             "", "--no-progress"])
     assert r.exit_code == 0 and "--env stge: not a registered environment, so no parser checks" in said(r), r.output
+
+
+def test_import_prints_the_side_files_unused_rows(tmp_path):
+    log = tmp_path / "chat.jsonl"
+    log.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n')
+    log.with_name("chat.outcomes.jsonl").write_text('{"line": 1, "success": true}\n{"line": 9, "success": true}\n')
+    r = runner.invoke(app, ["import", "openai", str(log), "--out", str(tmp_path / "o"), "--tasks", "", "--no-progress"])
+    assert r.exit_code == 0 and "warning:" in r.output and "chat.outcomes.jsonl: 1 row matched no record" in said(r), r.output

@@ -539,7 +539,8 @@ def tasks_generate(
 def import_cmd(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="openai (chat JSONL) or inspect (inspect_ai .eval/.json logs)."),
     paths: list[str] = typer.Argument(..., metavar="PATH...", help="Log files, or folders of them."),
-    out: str = typer.Option(..., help="The import folder (created, or added to: records already in it are skipped)."),
+    out: str = typer.Option(..., help="The import folder (created, or added to: records kept in it before are skipped, "
+                                           "rejected ones judged again)."),
     assume_success: bool = typer.Option(False, help="A record with no outcome counts as a success "
                                                     "(otherwise it is rejected)."),
     tasks: str = typer.Option("auto", help="The project's task table: records naming its tasks take their env, "
@@ -661,6 +662,8 @@ def import_cmd(
                                                          "already_imported")])
     out_console = Console()
     out_console.print(table)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     rejects = result.new_rejects
     if rejects.height:
         kinds = Counter(rejects["kind"].to_list())
@@ -677,7 +680,7 @@ def import_cmd(
     if not result.written and totals["read"] == 0:
         out_console.print(f"{out} is unchanged")
     elif not result.written:
-        out_console.print(f"nothing new: every record was imported before; {out} is unchanged")
+        out_console.print(f"nothing new: every record was read before and judged the same; {out} is unchanged")
     else:
         logs = result.logs
         out_console.print(f"{out}: {logs.episodes.height} episodes ({int(logs.episodes['success'].sum())} "

@@ -493,6 +493,32 @@ def test_import_refuses_a_missing_or_folder_outcomes_file(tmp_path):
     assert r.exit_code == 2 and "bad.outcomes.jsonl: not UTF-8 text" in r.output
 
 
+def test_import_outcomes_is_for_openai_logs_only(tmp_path):
+    side = tmp_path / "log.outcomes.jsonl"
+    side.write_text('{"line": 1, "success": true}\n')
+    r = invoke("import", "inspect", str(LOGS / "inspect" / "stage_epochs.json"), "--out", str(tmp_path / "o"),
+               "--outcomes", str(side), "--tasks", "", "--no-progress")
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "--outcomes is for the openai format only: inspect logs carry their own scores" in said
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_rejection_is_undone_by_importing_again_with_the_right_options(tmp_path):
+    """A misspelt --scorer rejects every sample; the same import with the right scorer judges
+    them again instead of calling them imported before."""
+    args = ["import", "inspect", str(LOGS / "inspect" / "stage_epochs.json"), "--out", str(tmp_path / "o"),
+            "--tasks", str(LOGS / "tasks.parquet"), "--no-progress"]
+    wrong = invoke(*args, "--scorer", "stage_verfy")
+    assert wrong.exit_code == 0 and "no score named 'stage_verfy'; the sample has stage_verify" in wrong.output
+    right = invoke(*args)
+    assert right.exit_code == 0 and "nothing new" not in right.output, right.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["records"] == 2 and summary["verdicts"] == {"kept": 1, "rejected": 1}    # epoch 2 repeats epoch 1
+    assert summary["rejects_by_kind"] == {"duplicate": 1}
+    again = invoke(*args)
+    assert again.exit_code == 0 and "nothing new" in again.output
+
+
 def test_import_user_mistakes_are_one_line_errors(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = _import(tmp_path, out="afile")

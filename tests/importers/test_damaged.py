@@ -4,6 +4,7 @@ convert, and records damaged at random (every one judged, none raised)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distillery.importers import ImportConfig, import_logs
-from distillery.importers.core import judge
+from distillery.importers.core import judge, source_name
 from distillery.importers.openai_jsonl import read_openai, read_outcomes
 from distillery.importers.secrets import find_secrets
 from distillery.quality.import_suites import IMPORT_VERDICTS
@@ -117,6 +118,99 @@ def test_a_side_file_with_a_number_too_long_to_convert_is_refused_naming_file_an
     side.write_text('{"line": 1, "success": true}\n{"line": 2, "score": ' + TOO_LONG + "}\n")
     with pytest.raises(ValueError, match=r"side\.jsonl:2: not valid JSON .*4300 digits"):
         read_outcomes(side)
+
+
+def test_side_file_rows_for_one_record_twice_are_refused_naming_both_lines(tmp_path):
+    twice = tmp_path / "twice.outcomes.jsonl"
+    twice.write_text('{"line": 1, "success": true}\n{"line": 1, "success": false}\n')
+    with pytest.raises(ValueError, match=rf"twice\.outcomes\.jsonl:2: a second row for line 1 \(the first is "
+                                         rf"{re.escape(str(twice))}:1\)"):
+        read_outcomes(twice)
+    twice.write_text('{"sample_id": 7, "success": true}\n\n{"sample_id": "7", "success": false}\n')
+    with pytest.raises(ValueError, match=r"outcomes\.jsonl:3: a second row for sample_id '7' \(the first is .*:1\)"):
+        read_outcomes(twice)
+    # one row by sample id and one by line for the same record: found as the record is read
+    log = tmp_path / "log.jsonl"
+    record = json.loads((LOGS / "openai" / "stage_chat.jsonl").read_text().splitlines()[0])
+    record["metadata"]["sample_id"] = "s1"
+    log.write_text(json.dumps(record) + "\n")
+    both = tmp_path / "both.jsonl"
+    both.write_text('{"line": 1, "success": true}\n{"sample_id": "s1", "success": false}\n')
+    with pytest.raises(ValueError, match=r"both\.jsonl:2 \(sample_id 's1'\) and .*both\.jsonl:1 \(line 1\) are both "
+                                         "rows for the record on line 1"):
+        import_logs("openai", [log], tmp_path / "out", ImportConfig(env="stage"), outcomes=both)
+    assert not (tmp_path / "out").exists()
+
+
+# A lone surrogate: JSON's \ud800 escape that is not half of a pair. Python's json decodes it to
+# a character no UTF-8 text can hold, so one such record used to fail the whole import.
+LONE = "\ud800"
+
+
+def _with_lone_surrogate(record: dict[str, Any], where: str) -> dict[str, Any]:
+    record = json.loads(json.dumps(record))
+    call = next(m for m in record["messages"] if m.get("tool_calls"))["tool_calls"][0]["function"]
+    if where == "content":
+        record["messages"][1]["content"] += LONE
+    elif where == "model":
+        record["metadata"]["model"] = "gpt" + LONE
+    elif where == "arguments":            # in the arguments' text
+        call["arguments"] = call["arguments"].replace('"}', LONE + '"}', 1)
+    elif where == "decoded arguments":    # escaped in the arguments' text: decoded with them
+        call["arguments"] = call["arguments"].replace('"}', '\\ud800"}', 1)
+    return record
+
+
+SURROGATE_PLACES = {"content": "messages[1].content: \\ud800 at character",
+                    "model": "metadata.model: \\ud800 at character 4",
+                    "arguments": "messages[2].tool_calls[0].function.arguments: \\ud800 at character",
+                    "decoded arguments": "messages[2].tool_calls[0].function.arguments (decoded).query: \\ud800"}
+
+
+def test_a_lone_surrogate_rejects_its_record_not_the_import(tmp_path):
+    good = (LOGS / "openai" / "stage_chat.jsonl").read_text().splitlines()[:3]
+    first = json.loads(good[0])
+    log = tmp_path / "mixed.jsonl"
+    bad = [json.dumps(_with_lone_surrogate(first, where)) for where in SURROGATE_PLACES]
+    assert all("\\ud800" in line for line in bad)        # written as JSON escapes, as a log would hold them
+    log.write_text("\n".join(bad + good[1:]) + "\n")
+    side = tmp_path / "mixed.outcomes.jsonl"              # the side file's blocks are checked too
+    side.write_text(json.dumps({"line": 5, "model": "m" + LONE}) + "\n")
+    result = import_logs("openai", [log], tmp_path / "out", ImportConfig(env="stage"), tasks=LOGS / "tasks.parquet")
+    assert result.files[0] == {"source": source_name(log), "read": 6, "kept": 1, "kept_as_failure": 0,
+                               "rejected": 5, "already_imported": 0}
+    reasons = dict(result.logs.rejects.select("record", "reason").iter_rows())
+    assert set(result.logs.rejects["kind"]) == {"malformed"}
+    for n, says in enumerate(SURROGATE_PLACES.values(), 1):
+        assert says in reasons[f"line {n}"] and "is a lone surrogate, not valid Unicode" in reasons[f"line {n}"]
+    assert "mixed.outcomes.jsonl: metadata.model: \\ud800 at character 2" in reasons["line 5"]
+    assert pl.read_parquet(tmp_path / "out" / "records.parquet").height == 6
+
+
+def test_a_lone_surrogate_in_an_inspect_sample_rejects_that_sample_only(tmp_path):
+    """inspect reads an .eval log's samples with Python's json, so a surrogate escape in one
+    sample reaches the reader: that sample is rejected, the log's other samples are read."""
+    import zipfile
+
+    import inspect_ai.log  # noqa: F401 - importing inspect lets zipfile read the log's zstd members
+
+    spoilt = tmp_path / "in" / "spoilt.eval"
+    spoilt.parent.mkdir()
+    with zipfile.ZipFile(LOGS / "inspect" / "stage_agent.eval") as z, \
+            zipfile.ZipFile(spoilt, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in z.namelist():
+            data = z.read(name)
+            if name == "samples/s03_epoch_1.json":
+                sample = json.loads(data)
+                sample["messages"][1]["content"] = LONE + sample["messages"][1]["content"]
+                data = json.dumps(sample).encode()
+            out.writestr(name, data)
+    result = import_logs("inspect", [spoilt], tmp_path / "out", ImportConfig(env="stage"),
+                         tasks=LOGS / "tasks.parquet")
+    assert result.files[0]["read"] == 10 and result.files[0]["kept"] == 7 - 1
+    s03 = result.logs.rejects.filter(pl.col("record") == "sample s03 epoch 1")
+    assert s03["kind"].to_list() == ["malformed"]
+    assert "messages[1].content: \\ud800 at character 1 is a lone surrogate" in s03["reason"][0]
 
 
 # Any record, however damaged, is judged: kept, kept as a failure, or rejected with its reasons.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -250,11 +251,36 @@ def test_side_file_outcomes(openai_import):
     got = [(r["record"], r["logged_success"], r["logged_score"], r["verdict"]) for r in recs.iter_rows(named=True)]
     assert got == [("line 1", True, 1.0, "kept"), ("line 2", False, 0.5, "kept"), ("line 3", None, None, "rejected")]
     assert eps.filter(pl.col("episode_id") == recs["episode_id"][1])["score"].to_list() == [0.5]
+    assert openai_import.warnings == []           # every row of the side file found its record
+
+
+def test_side_file_rows_that_match_no_record_are_reported(tmp_path):
+    log = tmp_path / "in" / "chat.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(line + "\n" for line in SIDE.read_text().splitlines()))
+    side = log.with_name("chat.outcomes.jsonl")
+    side.write_text(SIDE.with_name("stage_chat_side.outcomes.jsonl").read_text()
+                    + '{"line": 999, "success": true}\n{"sample_id": "nope", "success": true}\n')
+    result = run("openai", [log], tmp_path / "out")
+    assert result.files[0]["kept"] == 2                            # the rows that matched are used
+    assert result.warnings == [f"{side}: 2 rows matched no record read from {source_name(log)} (line 999, "
+                               "sample_id 'nope'): their metadata was not used"]
 
 
 # ---------------------------------------------------------------------------------------
 # The import's promises
 # ---------------------------------------------------------------------------------------
+
+
+def test_a_record_repeated_in_its_file_is_held_once(tmp_path):
+    record = {"messages": [{"role": "user", "content": "save a note"},
+                           {"role": "assistant", "content": "done"}],
+              "metadata": {"sample_id": "s1", "success": True}}
+    log = tmp_path / "chat.jsonl"
+    log.write_text((json.dumps(record) + "\n") * 2)
+    result = run("openai", [log], tmp_path / "out")
+    assert result.files[0]["read"] == 2 and result.files[0]["kept"] == 1 and result.files[0]["already_imported"] == 1
+    assert result.logs.records.height == 1 and result.logs.episodes.height == 1
 
 
 def test_a_second_import_is_a_no_op(tmp_path):
@@ -287,6 +313,54 @@ def test_imports_add_up_and_duplicates_count_across_runs(tmp_path):
     assert "duplicate" in rejects_of(result, CHAT, "line 1")
     assert any(source_name(only_line_1) in r for r in rejects_of(result, CHAT, "line 1")["duplicate"])
     assert ImportedLogs.read(out).records.height == 23
+
+
+def test_a_rejected_record_is_judged_again_and_its_rows_replaced(tmp_path):
+    """A record rejected before is judged again: rejected for other reasons, or now kept, its
+    rows replace the old ones; rejected for the same reasons, the folder is left as it was."""
+    out = tmp_path / "out"
+    run("openai", [CHAT], out, min_score=0.5)          # lines 7, 8 (0.25) and 16 (a truncated success: 0)
+    low = ["line 7", "line 8", "line 16"]
+    lower_bar = run("openai", [CHAT], out, min_score=0.3)
+    assert lower_bar.files[0] == {"source": source_name(CHAT), "read": 22, "kept": 0, "kept_as_failure": 0,
+                                 "rejected": 3, "already_imported": 19}
+    records = ImportedLogs.read(out).records
+    assert records.height == 22 and records.filter(pl.col("record").is_in(low))["verdict"].unique().to_list() == [
+        "rejected"]
+    assert rejects_of(lower_bar, CHAT, "line 7")["low_score"] == [
+        f"{source_name(CHAT)} line 7: the score reaches the import's reward filter (--min-score; off by default): "
+        "score 0.25 is below --min-score 0.3"]
+    unfiltered = run("openai", [CHAT], out)
+    assert (unfiltered.files[0]["kept"], unfiltered.files[0]["kept_as_failure"]) == (2, 1)
+    assert unfiltered.files[0]["already_imported"] == 22 - 3
+    # the folder now holds what an import without the filter writes, no row twice
+    fresh = run("openai", [CHAT], tmp_path / "fresh")
+    assert_holds_as(out, fresh.logs)
+    before = digest(out)
+    again = run("openai", [CHAT], out)
+    assert digest(out) == before and again.totals["already_imported"] == again.totals["read"] == 22
+
+
+def test_records_under_one_id_are_judged_alike_in_one_import_and_the_next(tmp_path):
+    """Two records under one sample id: the second is a conflict whether the first was kept in
+    the same import or an earlier one, so a second import finds nothing to judge differently."""
+    record = json.loads(CHAT.read_text().splitlines()[0])
+    record["metadata"]["sample_id"] = "s1"
+    changed = json.loads(json.dumps(record))
+    changed["metadata"]["model"] = "another-model"
+    src = tmp_path / "in" / "chat.jsonl"
+    src.parent.mkdir()
+    src.write_text(json.dumps(record) + "\n" + json.dumps(changed) + "\n")
+    out = tmp_path / "out"
+    first = run("openai", [src], out)
+    assert list(rejects_of(first, src, "line 2")) == ["conflict"]
+    assert rejects_of(first, src, "line 2")["conflict"][0].endswith(
+        f"{source_name(src)} line 1 was kept under this id with other content (sha256 "
+        f"{first.logs.records['sha256'][0][:12]}, now {first.logs.records['sha256'][1][:12]}): import a changed "
+        "file under another name")
+    before = digest(out)
+    again = run("openai", [src], out)
+    assert digest(out) == before and again.files[0]["already_imported"] == 2
 
 
 def test_a_changed_file_under_the_same_name_is_a_conflict_not_an_overwrite(tmp_path):
@@ -331,6 +405,13 @@ def test_refuses_an_output_folder_inside_the_inputs_and_a_partial_folder(tmp_pat
     shutil.copytree(LOGS / "openai", logs)
     with pytest.raises(ValueError, match="inside the output folder"):
         run("openai", [logs / "stage_chat.jsonl"], logs)
+    # nor an output inside an input folder: the import would write into what it reads
+    for out in (logs / "imported", logs / "deeper" / "imported"):
+        with pytest.raises(ValueError, match=re.escape(f"--out {out} is inside the input folder {logs}: choose an "
+                                                       "--out apart from the inputs")):
+            run("openai", [logs], out)
+    assert not (logs / "imported").exists()
+    run("openai", [logs / "stage_chat.jsonl"], logs / "imported")       # beside an input file: allowed
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "episodes.parquet").write_bytes(b"")
@@ -504,6 +585,29 @@ def test_the_reward_filter_rejects_low_scores_only_when_asked(tmp_path):
     side = result.logs.records.filter(pl.col("source") == source_name(SIDE))
     assert dict(side.select("record", "verdict").iter_rows())["line 2"] == "kept"      # score 0.5
     assert result.files[0]["kept"] == 9 - 2
+
+
+def test_the_reward_filter_judges_the_score_an_episode_is_kept_with(tmp_path):
+    """Line 16 hit a limit yet was logged a success: kept as a failure, its score 0. The filter
+    judges that 0, not the logged 1, so no episode below --min-score gets past it."""
+    result = run("openai", [CHAT], tmp_path / "out", min_score=1)
+    found = rejects_of(result, CHAT, "line 16")
+    assert sorted(found) == ["low_score", "truncated_success"]
+    assert found["low_score"][0].endswith("score 0 is below --min-score 1 (the run hit a limit, so its logged "
+                                          "success counts as a failure of score 0)")
+    assert result.logs.episodes["score"].min() == 1.0
+    assert result.files[0]["kept_as_failure"] == 0
+    quarantined = pl.read_parquet(result.gates["import_records"].quarantine_path)
+    assert "line 16" in quarantined["record"].to_list()
+    # --assume-success: a limit-hit run without an outcome is a success assumed, kept as a failure of 0 too
+    line = json.loads(CHAT.read_text().splitlines()[15])
+    for key in ("success", "score"):
+        del line["metadata"][key]
+    src = tmp_path / "in" / "assumed.jsonl"
+    src.parent.mkdir()
+    src.write_text(json.dumps(line) + "\n")
+    assumed = run("openai", [src], tmp_path / "assumed", assume_success=True, min_score=0.5)
+    assert sorted(rejects_of(assumed, src, "line 1")) == ["low_score", "truncated_success"]
 
 
 def test_a_known_task_id_with_another_instruction_is_a_task_conflict(tmp_path):

@@ -13,8 +13,10 @@ kept trajectories with the project's own `episodes` and `steps` suites, and writ
     summary.json        counts by file, verdict and rule (a function of the two tables above)
     quality/  quarantine/   the gates' reports and quarantined rows
 
-An import adds to what the folder holds: a record already imported (the same episode id and
-content) is skipped, so importing the same files again changes nothing. Inputs are only read.
+An import adds to what the folder holds: a record kept before (the same episode id and
+content) is skipped; one rejected before is judged again, and its rows replaced when the verdict
+or its reasons changed (other options, another task table). Importing the same files again with
+the same options changes nothing. Inputs are only read.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import polars as pl
 
 from distillery.envs.base import env_names, tool_specs
 from distillery.evaluate.failures import classify_failure
+from distillery.importers.openai_jsonl import SideFile, read_openai, read_outcomes
 from distillery.importers.records import (
     Analysis,
+    Outcome,
     RawRecord,
     analyse,
     episode_id,
@@ -175,8 +179,11 @@ class ImportedLogs:
 
 @dataclass
 class Judged:
-    """One run's new records (rows of IMPORT_RECORD_SCHEMA), the trajectories of those kept,
-    the tasks they name, their tool definitions, and how many were already imported."""
+    """One run's new records (rows of IMPORT_RECORD_SCHEMA: records read for the first time, and
+    records rejected before whose verdict or reasons changed, which replace their old rows), the
+    trajectories of those kept, the tasks they name, their tool definitions, and how many
+    records the folder already holds as this run judged them (kept before, or rejected again for
+    the same reasons)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)
@@ -184,6 +191,7 @@ class Judged:
     tasks: dict[str, Task] = field(default_factory=dict)
     tools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     already: Counter[str] = field(default_factory=Counter)     # by source
+    replaced: set[tuple[str, str]] = field(default_factory=set)   # (episode_id, sha256) of re-judged records
 
 
 def dup_key(instruction: str, actions: Sequence[str]) -> str:
@@ -234,6 +242,11 @@ def token_counter(cfg: ImportConfig) -> Callable[[Sequence[str]], int]:
     return lambda texts: math.ceil(sum(len(t) for t in texts) / cfg.chars_per_token)
 
 
+def findings(row: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """A record's findings, rule by rule: what decides whether a re-judged record changed."""
+    return tuple(tuple(row[f"rule_{k}"] or ()) for k in IMPORT_RULE_KINDS)
+
+
 def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] | None = None,
           previous: ImportedLogs | None = None,
           count_tokens: Callable[[Sequence[str]], int] | None = None) -> Judged:
@@ -241,26 +254,35 @@ def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] |
 
     `known` are the project's tasks (by id): a record naming one takes its environment,
     family and split, and the test split's tasks and instructions are refused. `previous` is
-    what the output folder holds already: records in it are skipped, and its kept records
-    count for duplicates.
+    what the output folder holds already: its kept records are skipped and count for
+    duplicates; its rejected ones are judged again (the options or the task table may have
+    changed), and count as already imported when rejected again for the same reasons.
     """
     known = known or {}
     previous = previous or ImportedLogs.empty()
     count_tokens = count_tokens or token_counter(cfg)
     registered = set(env_names())
     test_instructions = {normalise(t.instruction): t.task_id for t in known.values() if t.split in TEST_SPLITS}
-    seen_before = set(previous.records.select("episode_id", "sha256").iter_rows())
     kept_before = previous.records.filter(pl.col("verdict") != "rejected")
-    kept_sha = dict(kept_before.select("episode_id", "sha256").iter_rows())
+    skipped = set(kept_before.select("episode_id", "sha256").iter_rows())
+    rejected_before = {(r["episode_id"], r["sha256"]): findings(r) for r in
+                       previous.records.filter(pl.col("verdict") == "rejected").iter_rows(named=True)}
+    # episode id -> (sha256, "<source> <record>") of the record kept under it, before or in this
+    # run: another record under that id is a conflict whichever run kept the first, so that a
+    # record judged again gets the verdict it got the first time.
+    kept_ids = {e: (sha, f"{s} {r}") for e, sha, s, r in
+                kept_before.select("episode_id", "sha256", "source", "record").iter_rows()}
     dups: dict[str, str] = {k: f"{s} {r}" for k, s, r in kept_before.select("dup_key", "source", "record").iter_rows()}
     ids_now: dict[str, str] = {}
     out = Judged()
 
     for raw in raws:
         eid = episode_id(raw.format, raw.source, raw.sample, raw.epoch)
-        if (eid, raw.sha256) in seen_before:
+        if (eid, raw.sha256) in skipped:
             out.already[raw.source] += 1
             continue
+        # The same record again in this run (a line repeated in its file): one row holds it.
+        skipped.add((eid, raw.sha256))
         problems: dict[str, list[str]] = {}
         row: dict[str, Any] = {
             "episode_id": eid, "format": raw.format, "source": raw.source, "record": raw.record,
@@ -286,9 +308,10 @@ def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] |
             if cfg.max_context_tokens and n_tokens > cfg.max_context_tokens:
                 how = "tokens" if cfg.tokenizer else f"tokens (estimated at {cfg.chars_per_token:g} characters a token)"
                 problems["too_long"] = [f"{n_tokens} {how}, over the student's context of {cfg.max_context_tokens}"]
-            if eid in kept_sha and kept_sha[eid] != raw.sha256:
-                problems["conflict"] = [f"imported before with other content (sha256 {kept_sha[eid][:12]}, now "
-                                        f"{raw.sha256[:12]}): import the changed file under another name"]
+            if eid in kept_ids and kept_ids[eid][0] != raw.sha256:
+                sha, where = kept_ids[eid]
+                problems["conflict"] = [f"{where} was kept under this id with other content (sha256 {sha[:12]}, "
+                                        f"now {raw.sha256[:12]}): import a changed file under another name"]
             key = dup_key(analysis.instruction, [s.action_text for s in analysis.steps])
             hard = [k for k in problems if k not in ("truncated_success",)]
             if not hard:
@@ -299,32 +322,55 @@ def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] |
                 else:
                     dups[key] = f"{raw.source} {raw.record}"
                     ids_now[eid] = raw.record
+                    kept_ids[eid] = (raw.sha256, f"{raw.source} {raw.record}")
             row.update(task_id=task_id, env=env, n_steps=len(analysis.steps), n_tokens=n_tokens,
                        answer=analysis.answer, dup_key=key)
         verdict = expected_verdict([k for k in IMPORT_RULE_KINDS if problems.get(k)])
         row["verdict"] = verdict
         row.update({f"rule_{k}": list(problems.get(k, [])) for k in IMPORT_RULE_KINDS})
+        before = rejected_before.get((eid, raw.sha256))
+        if before == findings(row):
+            out.already[raw.source] += 1        # rejected again, for the same reasons: nothing to write
+            continue
+        if before is not None:
+            out.replaced.add((eid, raw.sha256))
         out.records.append(row)
         if verdict != "rejected" and analysis is not None:
-            _keep(raw, row, analysis, known, cfg, problems, out)
+            _keep(raw, row, analysis, known, cfg, out)
     return out
 
 
+def kept_outcome(outcome: Outcome, limit: str) -> tuple[bool, float, bool]:
+    """(success, score, truncated): the outcome a record's episode is kept with. No outcome is a
+    success of score 1 (only --assume-success keeps such a record). A run that hit a limit yet
+    is a success, logged or assumed, is truncated: kept as a failure of score 0, for a success
+    that never finished cannot be trusted."""
+    success = bool(outcome.success) if not outcome.missing else True
+    score = float(outcome.score) if outcome.score is not None else 1.0
+    if limit and success:
+        return False, 0.0, True
+    return success, score, False
+
+
 def _judge_run(raw: RawRecord, cfg: ImportConfig, problems: dict[str, list[str]]) -> None:
-    """The run's own verdicts: an error, the outcome, a limit."""
+    """The run's own verdicts: an error, the outcome, a limit, and the reward filter, which
+    judges the score the episode would be kept with (a truncated success's 0, not the logged 1)."""
     if raw.error:
         problems["errored"] = [f"the run ended in an error: {raw.error}"]
     o = raw.outcome
     if o.problems:
         problems["bad_outcome"] = list(o.problems)
-    elif o.missing and not cfg.assume_success:
+        return
+    if o.missing and not cfg.assume_success:
         problems["no_outcome"] = ["no score or success label (give one in the metadata block or a side file, "
                                   "or import with --assume-success)"]
-    elif cfg.min_score > 0 and o.score is not None and o.score < cfg.min_score:
-        problems["low_score"] = [f"score {o.score:g} is below --min-score {cfg.min_score:g}"]
-    assumed = o.missing and cfg.assume_success
-    if raw.limit and (o.success or assumed):
+        return
+    _, score, truncated = kept_outcome(o, raw.limit)
+    if truncated:
         problems["truncated_success"] = [f"{raw.limit}, yet logged as a success: kept as a failure"]
+    if cfg.min_score > 0 and score < cfg.min_score:
+        why = " (the run hit a limit, so its logged success counts as a failure of score 0)" if truncated else ""
+        problems["low_score"] = [f"score {score:g} is below --min-score {cfg.min_score:g}{why}"]
 
 
 def _judge_task(task: Task | None, task_id: str, raw: RawRecord, analysis: Analysis,
@@ -342,16 +388,13 @@ def _judge_task(task: Task | None, task_id: str, raw: RawRecord, analysis: Analy
 
 
 def _keep(raw: RawRecord, row: dict[str, Any], analysis: Analysis, known: dict[str, Task], cfg: ImportConfig,
-          problems: dict[str, list[str]], out: Judged) -> None:
+          out: Judged) -> None:
     eid, env, task_id = row["episode_id"], row["env"], row["task_id"]
     task = known.get(task_id)
     o = raw.outcome
-    truncated = bool(problems.get("truncated_success"))
-    success = bool(o.success) if not o.missing else True          # missing: --assume-success
-    score = float(o.score) if o.score is not None else 1.0
+    success, score, truncated = kept_outcome(o, raw.limit)
     failed: list[str] = []
     if truncated:
-        success, score = False, 0.0
         failed = [f"truncated: {raw.limit} (logged as a success)"]
     elif not success:
         failed = list(o.failed_checks) or [f"imported outcome: {o.value or 'not a success'}"]
@@ -440,11 +483,14 @@ class ImportResult:
     """One import run: what it read, what it judged, and the folder it wrote."""
 
     out_dir: Path
-    files: list[dict[str, Any]]             # per input file: source, read, kept, kept_as_failure, rejected, already
+    # per input file: source, read, kept, kept_as_failure, rejected, already_imported (read = the
+    # other four: already_imported are the records the folder holds as this run judged them)
+    files: list[dict[str, Any]]
     new_rejects: pl.DataFrame               # this run's rows of rejects.parquet
     logs: ImportedLogs                      # the whole folder after the run
     gates: dict[str, Any] = field(default_factory=dict)   # suite -> GateResult
     written: bool = True                    # False: nothing new, the folder was left as it was
+    warnings: list[str] = field(default_factory=list)     # for the user: e.g. side-file rows that matched no record
 
     @property
     def totals(self) -> dict[str, int]:
@@ -465,13 +511,23 @@ def summary(logs: ImportedLogs) -> dict[str, Any]:
             "rejects_by_kind": kinds, "by_source": by_source, "toolsets": len(logs.tools)}
 
 
+def _without(frame: pl.DataFrame, keys: set[tuple[str, str]]) -> pl.DataFrame:
+    """`frame` less the rows of these (episode_id, sha256) keys."""
+    if not keys:
+        return frame
+    drop = pl.DataFrame(sorted(keys), schema={"episode_id": pl.String, "sha256": pl.String}, orient="row")
+    return frame.join(drop, on=["episode_id", "sha256"], how="anti")
+
+
 def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) -> tuple[ImportedLogs, dict[str, Any]]:
     """Merge this run into the folder, gate everything, then write it (only if the gates of the
-    trajectories pass; the records gate quarantines the records it rejects)."""
+    trajectories pass; the records gate quarantines the records it rejects). A record judged
+    again replaces its old row in records.parquet and its old rows in rejects.parquet."""
     out = Path(out_dir)
     new_records = pl.DataFrame(judged.records, schema=IMPORT_RECORD_SCHEMA, orient="row") if judged.records \
         else _empty(IMPORT_RECORD_SCHEMA)
-    records = _concat([previous.records, new_records], IMPORT_RECORD_SCHEMA).sort("source", "position", "sha256")
+    records = _concat([_without(previous.records, judged.replaced), new_records], IMPORT_RECORD_SCHEMA
+                      ).sort("source", "position", "sha256")
     episodes = _concat([previous.episodes, episodes_to_frame(judged.episodes)], dict(episodes_to_frame([]).schema)
                        ).sort("episode_id")
     steps = _concat([previous.steps, steps_to_frame(judged.steps)], dict(steps_to_frame([]).schema)
@@ -479,8 +535,8 @@ def write_imported(out_dir: str | Path, previous: ImportedLogs, judged: Judged) 
     base = [previous.tasks] + ([tasks_to_frame([t for tid, t in sorted(judged.tasks.items())
                                                 if tid not in set(previous.tasks["task_id"])])] if judged.tasks else [])
     tasks = assemble_tasks(pl.concat(base), episodes, steps)
-    rejects = (pl.concat([previous.rejects, reject_rows(new_records)]).unique(maintain_order=True)
-               .sort("source", "position", "sha256", "kind", "reason"))
+    rejects = (pl.concat([_without(previous.rejects, judged.replaced), reject_rows(new_records)])
+               .unique(maintain_order=True).sort("source", "position", "sha256", "kind", "reason"))
     tools = {**previous.tools, **judged.tools}
     logs = ImportedLogs(tasks, episodes, steps, records, rejects, dict(sorted(tools.items())))
 
@@ -599,12 +655,36 @@ def input_files(fmt: str, paths: Sequence[str | Path]) -> list[Path]:
     return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
-def _refuse_overlap(files: Sequence[Path], out: Path) -> None:
-    """The import never writes where it reads: no input inside the output folder."""
+def _refuse_overlap(paths: Sequence[str | Path], files: Sequence[Path], out: Path) -> None:
+    """The import never writes where it reads: no input file inside the output folder, and no
+    output folder inside (or being) an input folder. Inputs are only read: writing into a
+    folder of logs would change what a tool tracking it (DVC, a checksum) sees as the input."""
     o = out.resolve()
     for f in files:
         if o in f.resolve().parents:
             raise ValueError(f"{f} is inside the output folder {out}: choose an --out apart from the inputs")
+    for folder in (Path(p) for p in paths if Path(p).is_dir()):
+        if o == folder.resolve() or folder.resolve() in o.parents:
+            raise ValueError(f"--out {out} is inside the input folder {folder}: choose an --out apart from the "
+                             "inputs")
+
+
+def unused_rows_warning(side: SideFile, source: str) -> str | None:
+    """What to tell the user of a side file's rows that no record of `source` took (a mistyped
+    line or sample id), or None."""
+    keys = side.unused()
+    if not keys:
+        return None
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    rows = "1 row" if len(keys) == 1 else f"{len(keys)} rows"
+    return f"{side.path}: {rows} matched no record read from {source} ({shown}): their metadata was not used"
+
+
+def side_file(log: Path, outcomes: str | Path | None) -> SideFile | None:
+    """The side file of outcomes of an OpenAI log, read: `outcomes` when given, else
+    `<name>.outcomes.jsonl` beside it when there is one."""
+    path = Path(outcomes) if outcomes else log.with_name(log.name.removesuffix(".jsonl") + OUTCOMES_SUFFIX)
+    return read_outcomes(path) if path.is_file() else None
 
 
 def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg: ImportConfig | None = None,
@@ -618,13 +698,15 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
     file is used when present). `on_record` is called with each record as it is read.
     """
     from distillery.importers.inspect_log import read_inspect
-    from distillery.importers.openai_jsonl import read_openai, read_outcomes
 
     cfg = cfg or ImportConfig()
     out = Path(out_dir)
     files = input_files(fmt, paths)
-    _refuse_overlap(files, out)
-    if outcomes and (fmt != "openai" or len(files) != 1):
+    _refuse_overlap(paths, files, out)
+    if outcomes and fmt != "openai":
+        raise ValueError(f"--outcomes is for the openai format only: {fmt} logs carry their own scores"
+                         + (" (--scorer picks one)" if fmt == "inspect" else ""))
+    if outcomes and len(files) != 1:
         raise ValueError("--outcomes names the side file of one OpenAI JSONL file; with several, put "
                          f"<name>{OUTCOMES_SUFFIX} beside each")
     if outcomes and not Path(outcomes).is_file():
@@ -641,19 +723,23 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
             raise ValueError(f"--tasks {tasks}: not a parquet task table ({error_line(e)})") from e
         known = {t.task_id: t for t in tasks_from_frame(frame, f"--tasks {tasks}")}
     previous = ImportedLogs.read(out)
+    warnings: list[str] = []
 
     def records() -> Iterable[RawRecord]:
         for f in files:
             source = source_name(f)
+            side = None
             if fmt == "openai":
-                side = Path(outcomes) if outcomes else f.with_name(f.name.removesuffix(".jsonl") + OUTCOMES_SUFFIX)
-                stream = read_openai(f, source, read_outcomes(side) if side.is_file() else None)
+                side = side_file(f, outcomes)
+                stream = read_openai(f, source, side)
             else:
                 stream = read_inspect(f, source, cfg.scorer)
             for raw in stream:
                 if on_record is not None:
                     on_record(raw)
                 yield raw
+            if side is not None and (warning := unused_rows_warning(side, source)):
+                warnings.append(warning)
 
     judged = judge(records(), cfg, known, previous)
     written = bool(judged.records) or not (out / "records.parquet").exists()
@@ -673,4 +759,4 @@ def import_logs(fmt: str, paths: Sequence[str | Path], out_dir: str | Path, cfg:
         per_file.append({"source": source, "read": mine.height + judged.already[source],
                          "kept": verdicts["kept"], "kept_as_failure": verdicts["kept_as_failure"],
                          "rejected": verdicts["rejected"], "already_imported": judged.already[source]})
-    return ImportResult(out, per_file, reject_rows(new), logs, gates, written)
+    return ImportResult(out, per_file, reject_rows(new), logs, gates, written, warnings)

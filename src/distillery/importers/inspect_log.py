@@ -21,8 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from distillery.importers.openai_jsonl import outcome_of
-from distillery.importers.records import Call, Message, Outcome, RawRecord, sha256_text
+from distillery.importers.records import (
+    Call,
+    Message,
+    Outcome,
+    RawRecord,
+    escape_surrogates,
+    lone_surrogates,
+    sha256_text,
+)
 
+# What a record is read from: the fields its content hash covers.
+_FIELDS = {"id", "epoch", "input", "target", "metadata", "messages", "scores", "error", "limit", "model_usage"}
 _TEXT = ("text",)
 _THOUGHT = ("reasoning",)   # an assistant's reasoning: text, but not what it said or did
 
@@ -75,8 +85,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def _record(s: Any, source: str, position: int, model: str, task: str, scorer: str) -> RawRecord:
-    blob = s.model_dump_json(include={"id", "epoch", "input", "target", "metadata", "messages", "scores",
-                                      "error", "limit", "model_usage"})
+    # inspect reads an .eval log's samples with Python's json, which decodes a `\\ud800` escape
+    # that is not half of a pair into a lone surrogate: checked before anything is copied.
+    fields = s.model_dump(include=_FIELDS)
+    not_unicode = lone_surrogates(fields) + lone_surrogates({"model": model, "task": task}, "eval")
+    if not_unicode:
+        return _not_unicode(s, fields, source, position, not_unicode)
+    blob = s.model_dump_json(include=_FIELDS)
     meta = dict(s.metadata or {})
     rec = RawRecord(format="inspect", source=source, position=position, record=f"sample {s.id} epoch {s.epoch}",
                     line=None, sample=str(s.id), epoch=int(s.epoch), sha256=sha256_text(blob), metadata=meta,
@@ -99,6 +114,15 @@ def _record(s: Any, source: str, position: int, model: str, task: str, scorer: s
         rec.limit = f"{s.limit.type} limit ({s.limit.limit:g}) hit"
     rec.outcome = _outcome(s.scores or {}, scorer)
     return rec
+
+
+def _not_unicode(s: Any, fields: dict[str, Any], source: str, position: int, findings: list[str]) -> RawRecord:
+    """A sample holding a lone surrogate, as a malformed record: its id escaped, hashed as
+    ASCII JSON (its own JSON cannot be encoded as UTF-8)."""
+    sample = escape_surrogates(str(s.id))
+    blob = json.dumps(fields, sort_keys=True, default=str)
+    return RawRecord(format="inspect", source=source, position=position, record=f"sample {sample} epoch {s.epoch}",
+                     line=None, sample=sample, epoch=int(s.epoch), sha256=sha256_text(blob), malformed=findings)
 
 
 def _outcome(scores: dict[str, Any], scorer: str) -> Outcome:

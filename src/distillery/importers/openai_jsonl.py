@@ -9,8 +9,11 @@ failed). The format has no task id and no outcome: they come from the `metadata`
 from a side file of such blocks keyed by `sample_id` or `line` (docs/importing.md).
 
 Every problem is reported against its line: a line that is not JSON (a truncated write), a
-field of the wrong type, or a metadata value of the wrong type makes that line's record
-`malformed`; the other lines are read as usual.
+field of the wrong type, a metadata value of the wrong type, or text that is not valid Unicode
+(a lone surrogate escape such as `\\ud800`) makes that line's record `malformed`; the other
+lines are read as usual. A side file's mistakes are the user's to fix before anything is
+imported (a row without a key, two rows for one record), except rows that match no record,
+which the import reports (`SideFile.unused`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery.importers.records import Call, Message, Outcome, RawRecord, sha256_text
+from distillery.importers.records import (
+    Call,
+    Message,
+    Outcome,
+    RawRecord,
+    lone_surrogates,
+    sha256_text,
+)
 from distillery.io import json_error
 
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
@@ -78,11 +89,61 @@ def _kind(v: Any) -> str:
             float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def read_outcomes(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
-    """A side file of metadata blocks, one JSON object a line, each with `sample_id` or `line`:
-    (by sample id, by line). A row that is neither raises with its line number."""
-    by_sample: dict[str, dict[str, Any]] = {}
-    by_line: dict[int, dict[str, Any]] = {}
+# A side file's row is keyed by the record's line or its sample id: ("line", 3), ("sample_id", "x").
+SideKey = tuple[str, int | str]
+
+
+def _key_text(key: SideKey) -> str:
+    kind, value = key
+    return f"{kind} {value!r}" if kind == "sample_id" else f"{kind} {value}"
+
+
+@dataclass
+class SideFile:
+    """A side file of metadata blocks (`read_outcomes`): key -> (its line in the side file, the
+    block). `take` hands a record its block and notes the key, so that the rows no record took
+    can be reported (`unused`): a mistyped key would otherwise be ignored without a word."""
+
+    path: Path
+    rows: dict[SideKey, tuple[int, dict[str, Any]]]
+    taken: set[SideKey] = field(default_factory=set)
+
+    def take(self, sample_id: str | None, line: int) -> dict[str, Any] | None:
+        """The block for the record on `line` (with `sample_id` when its metadata gives one).
+        Two rows for one record, one by sample id and one by line, are refused: which should win
+        is the user's to say."""
+        candidates: list[SideKey] = [("line", line)]
+        if sample_id is not None:
+            candidates.insert(0, ("sample_id", sample_id))
+        keys = [k for k in candidates if k in self.rows]
+        if len(keys) > 1:
+            by_sample, by_line = keys
+            raise ValueError(f"{self.path}:{self.rows[by_sample][0]} ({_key_text(by_sample)}) and "
+                             f"{self.path}:{self.rows[by_line][0]} ({_key_text(by_line)}) are both rows for the "
+                             f"record on line {line}: keep one")
+        if not keys:
+            return None
+        self.taken.add(keys[0])
+        return self.rows[keys[0]][1]
+
+    def unused(self) -> list[str]:
+        """The keys of the rows no record took, in the side file's order."""
+        return [_key_text(k) for k in self.rows if k not in self.taken]
+
+
+def _row_key(row: dict[str, Any]) -> SideKey | None:
+    line, sample_id = row.get("line"), row.get("sample_id")
+    if isinstance(line, int) and not isinstance(line, bool):
+        return ("line", line)
+    if isinstance(sample_id, str | int) and not isinstance(sample_id, bool):
+        return ("sample_id", str(sample_id))     # 7 and "7" name the same record
+    return None
+
+
+def read_outcomes(path: str | Path) -> SideFile:
+    """A side file of metadata blocks, one JSON object a line, each with `line` or `sample_id`.
+    A row with neither, or a second row for a key, raises naming the side file's line(s)."""
+    rows: dict[SideKey, tuple[int, dict[str, Any]]] = {}
     try:
         content = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -96,20 +157,19 @@ def read_outcomes(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[int
             raise ValueError(f"{path}:{n}: not valid JSON ({json_error(e)})") from e
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{n}: expected a JSON object, got {_kind(row)}")
-        if isinstance(row.get("line"), int) and not isinstance(row.get("line"), bool):
-            by_line[row["line"]] = {k: v for k, v in row.items() if k != "line"}
-        elif isinstance(row.get("sample_id"), str | int) and not isinstance(row.get("sample_id"), bool):
-            by_sample[str(row["sample_id"])] = row
-        else:
+        key = _row_key(row)
+        if key is None:
             raise ValueError(f"{path}:{n}: a row needs \"sample_id\" (string or integer) or \"line\" (integer)")
-    return by_sample, by_line
+        if key in rows:
+            raise ValueError(f"{path}:{n}: a second row for {_key_text(key)} (the first is {path}:{rows[key][0]}): "
+                             "keep one")
+        rows[key] = (n, {k: v for k, v in row.items() if k != "line"})
+    return SideFile(Path(path), rows)
 
 
-def read_openai(path: str | Path, source: str,
-                outcomes: tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]] | None = None,
-                ) -> Iterator[RawRecord]:
-    """The records of one JSONL file, in order. `source` is the name records carry."""
-    by_sample, by_line = outcomes or ({}, {})
+def read_openai(path: str | Path, source: str, outcomes: SideFile | None = None) -> Iterator[RawRecord]:
+    """The records of one JSONL file, in order. `source` is the name records carry; `outcomes`
+    the side file whose blocks win over the lines' own metadata."""
     position = 0
     # Streamed line by line (binary, so a line that is not UTF-8 is reported, not fatal): a log
     # of millions of episodes is never held in memory whole.
@@ -120,7 +180,7 @@ def read_openai(path: str | Path, source: str,
                 raw = raw.removeprefix(b"\xef\xbb\xbf")     # a byte-order mark some editors write
             if not raw.strip():
                 continue
-            yield _record(raw, n, position, source, by_sample, by_line)
+            yield _record(raw, n, position, source, outcomes)
             position += 1
 
 
@@ -130,8 +190,7 @@ def count_records(path: str | Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _record(raw: bytes, line: int, position: int, source: str, by_sample: dict[str, dict[str, Any]],
-            by_line: dict[int, dict[str, Any]]) -> RawRecord:
+def _record(raw: bytes, line: int, position: int, source: str, outcomes: SideFile | None) -> RawRecord:
     rec = RawRecord(format="openai", source=source, position=position, record=f"line {line}", line=line,
                     sample=f"L{line}", epoch=1, sha256=sha256_text(raw))
     try:
@@ -148,28 +207,32 @@ def _record(raw: bytes, line: int, position: int, source: str, by_sample: dict[s
     except ValueError as e:     # e.g. a number too long to convert
         rec.malformed.append(f"not valid JSON ({e})")
         return rec
+    # Checked before anything is copied into the record: a string holding one would fail the
+    # writing of every table it reaches, and with it the whole import.
+    not_unicode = lone_surrogates(obj)
+    if not_unicode:
+        rec.malformed += not_unicode
+        return rec
     try:
-        _fill(rec, obj, by_sample, by_line)
+        _fill(rec, obj, outcomes)
     except _Malformed as e:
         rec.malformed.append(str(e))
     return rec
 
 
-def _fill(rec: RawRecord, obj: Any, by_sample: dict[str, dict[str, Any]],
-          by_line: dict[int, dict[str, Any]]) -> None:
+def _fill(rec: RawRecord, obj: Any, outcomes: SideFile | None) -> None:
     if not isinstance(obj, dict):
         raise _Malformed(f"expected a JSON object with \"messages\", got {_kind(obj)}")
     meta = obj.get("metadata", {})
     if not isinstance(meta, dict):
         raise _Malformed(f"metadata: expected an object, got {_kind(meta)}")
     side = None
-    if "sample_id" in meta and str(meta["sample_id"]) in by_sample:
-        side = by_sample[str(meta["sample_id"])]
-    elif rec.line in by_line:
-        side = by_line[rec.line]
+    if outcomes is not None and rec.line is not None:
+        side = outcomes.take(str(meta["sample_id"]) if "sample_id" in meta else None, rec.line)
     if side is not None:
         meta = {**meta, **side}             # the side file's fields win
         rec.sha256 = sha256_text(rec.sha256 + json.dumps(side, sort_keys=True))
+        _refuse_lone_surrogates(side, "metadata", in_file=outcomes.path.name)
     for key, (what, ok) in _META_TYPES.items():
         if key in meta and meta[key] is not None and not ok(meta[key]):
             raise _Malformed(f"metadata.{key}: expected {what}, got {_kind(meta[key])} {_clip(meta[key])}")
@@ -290,7 +353,16 @@ def _call(c: Any, where: str) -> Call:
         return Call(call_id, name, None, arguments, f"the arguments are not valid JSON ({json_error(e)})")
     if not isinstance(args, dict):
         return Call(call_id, name, None, arguments, f"the arguments are {_kind(args)}, not a JSON object")
+    # The arguments are JSON inside JSON: a `\\ud800` escape at the inner level is decoded here.
+    _refuse_lone_surrogates(args, f"{where}.function.arguments (decoded)")
     return Call(call_id, name, args, arguments)
+
+
+def _refuse_lone_surrogates(value: Any, where: str, in_file: str = "") -> None:
+    """Malformed if `value` holds a lone surrogate; `in_file` names a side file it came from."""
+    found = lone_surrogates(value, where)
+    if found:
+        raise _Malformed("; ".join(f"{in_file}: {x}" if in_file else x for x in found))
 
 
 def _clip(value: Any, limit: int = 40) -> str:

@@ -102,6 +102,42 @@ class RawRecord:
     malformed: list[str] = field(default_factory=list)
 
 
+# A surrogate code point (U+D800-U+DFFF) in a Python string: JSON's `\\ud800` escape decodes to
+# one when it is not half of a pair, and no UTF-8 text (a parquet table, a report) can hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogates(value: Any, where: str = "") -> list[str]:
+    """Where a decoded JSON value (its strings, and its objects' keys) holds a lone surrogate,
+    one finding per string, e.g. `messages[0].content: \\ud800 at character 4 is ...`. Both
+    readers reject such a record as malformed: left in, it would fail the writing of the whole
+    import. A finding quotes the code point, never the text."""
+    if isinstance(value, str):
+        m = _SURROGATE.search(value)
+        if m is None:
+            return []
+        return [f"{where or 'the record'}: {escape_surrogates(m.group())} at character {m.start() + 1} is a lone "
+                "surrogate, not valid Unicode (half of a UTF-16 pair, the other half missing)"]
+    if isinstance(value, dict):
+        found = []
+        for k, v in value.items():
+            at = _member(where, escape_surrogates(str(k)))
+            found += lone_surrogates(k, f"{at} (its key)") + lone_surrogates(v, at)
+        return found
+    if isinstance(value, list):
+        return [x for i, v in enumerate(value) for x in lone_surrogates(v, f"{where}[{i}]")]
+    return []
+
+
+def _member(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def escape_surrogates(text: str) -> str:
+    """`text` with its lone surrogates written as `\\udxxx`: safe to write anywhere."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def sha256_text(text: str | bytes) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text).hexdigest()
 
