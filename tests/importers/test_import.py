@@ -341,6 +341,21 @@ def test_a_rejected_record_is_judged_again_and_its_rows_replaced(tmp_path):
     assert digest(out) == before and again.totals["already_imported"] == again.totals["read"] == 22
 
 
+def test_a_record_mended_in_place_supersedes_its_rejected_row(tmp_path):
+    log = tmp_path / "in" / "chat.jsonl"
+    log.parent.mkdir()
+    log.write_text('{"messages": [{"role": "user", "content": "save a note"}, {"role": "assistant", '
+                   '"content": "done"}]}\n')
+    out = tmp_path / "out"
+    assert run("openai", [log], out).files[0]["rejected"] == 1          # no outcome
+    log.with_name("chat.outcomes.jsonl").write_text('{"line": 1, "success": true}\n')
+    mended = run("openai", [log], out)
+    assert mended.files[0]["kept"] == 1
+    records = ImportedLogs.read(out).records
+    assert records.height == 1 and records["verdict"].to_list() == ["kept"]
+    assert ImportedLogs.read(out).rejects.is_empty()
+
+
 def test_records_under_one_id_are_judged_alike_in_one_import_and_the_next(tmp_path):
     """Two records under one sample id: the second is a conflict whether the first was kept in
     the same import or an earlier one, so a second import finds nothing to judge differently."""

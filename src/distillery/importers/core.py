@@ -265,8 +265,12 @@ def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] |
     test_instructions = {normalise(t.instruction): t.task_id for t in known.values() if t.split in TEST_SPLITS}
     kept_before = previous.records.filter(pl.col("verdict") != "rejected")
     skipped = set(kept_before.select("episode_id", "sha256").iter_rows())
-    rejected_before = {(r["episode_id"], r["sha256"]): findings(r) for r in
-                       previous.records.filter(pl.col("verdict") == "rejected").iter_rows(named=True)}
+    rejected = previous.records.filter(pl.col("verdict") == "rejected")
+    rejected_before = {(r["episode_id"], r["sha256"]): findings(r) for r in rejected.iter_rows(named=True)}
+    # Where in its file each rejected record stood: a record read there now with other content
+    # (its file mended, or a side file of outcomes added) supersedes it.
+    rejected_at = {(s, r): (e, sha) for s, r, e, sha in
+                   rejected.select("source", "record", "episode_id", "sha256").iter_rows()}
     # episode id -> (sha256, "<source> <record>") of the record kept under it, before or in this
     # run: another record under that id is a conflict whichever run kept the first, so that a
     # record judged again gets the verdict it got the first time.
@@ -334,6 +338,9 @@ def judge(raws: Iterable[RawRecord], cfg: ImportConfig, known: dict[str, Task] |
             continue
         if before is not None:
             out.replaced.add((eid, raw.sha256))
+        stale = rejected_at.get((raw.source, raw.record))
+        if stale is not None and stale != (eid, raw.sha256):
+            out.replaced.add(stale)
         out.records.append(row)
         if verdict != "rejected" and analysis is not None:
             _keep(raw, row, analysis, known, cfg, out)
