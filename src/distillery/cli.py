@@ -920,7 +920,7 @@ def _offline_score(model_dir: str, imported: str, folder: object, held_out: floa
         _fail("eval", f"--imported {src}: not an import folder (no records.parquet; write one with "
                       "`distillery import`)")
     try:
-        logs = ImportedLogs.read(src)
+        logs = ImportedLogs.read(src, option="--imported")
         tasks = tasks_from_frame(logs.tasks, str(src / "tasks.parquet"))
         res = next_action_accuracy(model_dir, tasks, logs.episodes, logs.steps, fraction=held_out,
                                    max_new_tokens=max_tokens, device=device, progress=progress)

@@ -129,9 +129,10 @@ class ImportedLogs:
                    _empty(IMPORT_RECORD_SCHEMA), _empty(IMPORT_REJECT_SCHEMA), {})
 
     @classmethod
-    def read(cls, out_dir: str | Path) -> ImportedLogs:
+    def read(cls, out_dir: str | Path, option: str = "--out") -> ImportedLogs:
         """The folder's content; a new folder reads as empty. A folder an import did not write
-        (some files, not all) is refused rather than overwritten."""
+        (some files, not all) is refused rather than overwritten; `option` is the command-line
+        option that named the folder, for the advice."""
         out = Path(out_dir)
         present = [n for n in OUTPUTS if (out / n).exists()]
         if not present:
@@ -140,8 +141,8 @@ class ImportedLogs:
         if missing:
             raise ValueError(f"{out} holds {', '.join(present)} but not {', '.join(missing)}: not a complete "
                              "import folder (a first import into it killed before it finished, or another "
-                             "program's files); choose another --out, or remove the folder and import again")
-        fix = "the import folder is damaged: remove it and import again, or choose another --out"
+                             f"program's files); choose another {option}, or remove the folder and import again")
+        fix = f"the import folder is damaged: remove it and import again, or choose another {option}"
 
         def part(name: str) -> pl.DataFrame:
             try:
