@@ -350,7 +350,7 @@ def tasks_draft(
         new_run_id,
         read_hints,
     )
-    from distillery.tasks.drafted import KEPT, read_kept, write_outputs
+    from distillery.tasks.drafted import check_out_dir, write_outputs
     from distillery.tasks.schema import draft_format
     from distillery.types import DraftAttempt
 
@@ -372,8 +372,7 @@ def tasks_draft(
                                 temperature=temperature, max_tokens=max_tokens)
         env_spec(env).check_profile(profile)
         draft_format(env)       # an environment that declares none is named here, not in a traceback
-        kept_path = Path(out) / KEPT
-        known = read_kept(kept_path, env) if kept_path.exists() else []   # earlier runs' tasks count as duplicates
+        known = check_out_dir(out, env)     # earlier runs' kept tasks count as duplicates
         journal = open_journal(Path(out) / DRAFT_JOURNAL, draft_journal_header(todo, cfg, endpoint),
                                FinishedDraft.from_line, what="drafts", resume=resume)
     except JournalMismatch as e:

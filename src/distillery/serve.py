@@ -18,7 +18,8 @@ Prompting follows the model's card (`prompt.style`):
 - ``chat`` (instruct checkpoints): the tokenizer's chat template over the messages as sent.
 
 Generation goes through `lm.generate.generate`. Requests arriving within `batch_wait_ms` of
-one another (and those that queued while the previous batch ran) are decoded together in
+one another (at most MAX_BATCH_WAIT_S: a longer window is clipped to it; and those that
+queued while the previous batch ran) are decoded together in
 one batched, KV-cached `generate` call; a single worker thread owns the model. Streaming
 sends the chunks once the request's batch has finished decoding (`generate` has no
 per-token hook), so a stream has the protocol but not an earlier first token.
@@ -442,7 +443,15 @@ class Engine:
                 try:
                     ctx = messages_to_context(messages)
                     ids, cuts = render_compact(ctx, self.tok, self.prompt)
-                except (ValueError, PromptTooLong) as e:
+                except PromptTooLong as e:
+                    # The task (first user message) and the experience block are never cut; the
+                    # budget is the server's, so say what the client can change.
+                    raise APIError(400, f"the request's messages are too long for this model's prompt budget "
+                                   f"of {self.prompt.max_prompt_tokens} tokens (set by the model card's "
+                                   "prompt.max_prompt_tokens): the task in the first user message and the "
+                                   "experience block of the system message alone do not fit; send a shorter "
+                                   "conversation", param="messages", code="context_length_exceeded") from e
+                except ValueError as e:
                     raise APIError(400, f"cannot build a prompt for this model: {e}",
                                    param="messages") from e
                 notes = compact_prompt_notes(messages, tools, ctx, cuts)
@@ -608,15 +617,24 @@ class BatchStats:
         return self.requests / self.batches if self.batches else 0.0
 
 
+# The longest a first request waits for others to join its batch. A longer window would only
+# add latency (and an unbounded one would hold every request, and a graceful shutdown that
+# waits for them, for ever), so larger values are clipped to it.
+MAX_BATCH_WAIT_S = 1.0
+
+
 class Batcher:
     """Collects requests for up to `wait_s` after the first one (or until `max_batch`), then
     decodes them in one `generate` call on the single model thread. Requests that queue
-    while a batch runs go into the next one without further waiting."""
+    while a batch runs go into the next one without further waiting. `wait_s` is clipped to
+    MAX_BATCH_WAIT_S; one that is not a number >= 0 is a ValueError."""
 
     def __init__(self, engine: Engine, max_batch: int = 32, wait_s: float = 0.005) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, not {max_batch}")
-        self.engine, self.max_batch, self.wait_s = engine, max_batch, wait_s
+        if not wait_s >= 0:   # NaN too
+            raise ValueError(f"the batch window must be a number of seconds >= 0, not {wait_s}")
+        self.engine, self.max_batch, self.wait_s = engine, max_batch, min(float(wait_s), MAX_BATCH_WAIT_S)
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="generate")
@@ -735,7 +753,10 @@ def _not_utf8(messages: list[dict[str, Any]]) -> str | None:
 def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 32,
                batch_wait_ms: float = 5.0, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
     """The ASGI app serving `engine`. `api_key` set: /v1 routes need `Bearer <key>`.
-    Request bodies over `max_request_bytes` are refused unread."""
+    Request bodies over `max_request_bytes` are refused unread. `batch_wait_ms` over
+    MAX_BATCH_WAIT_S (in ms) is clipped to it; one that is not a number >= 0 is a ValueError."""
+    if not batch_wait_ms >= 0:   # NaN too; refused here, not when the server starts
+        raise ValueError(f"batch_wait_ms must be a number of milliseconds >= 0, not {batch_wait_ms}")
     state: dict[str, Batcher] = {}
     noted: set[str] = set()   # prompt notes already explained in the log
 
@@ -743,8 +764,11 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_batch: int = 3
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state["batcher"] = Batcher(engine, max_batch=max_batch, wait_s=batch_wait_ms / 1000)
         state["batcher"].start()
+        window_ms = state["batcher"].wait_s * 1000
+        if window_ms < batch_wait_ms:
+            log.warning("batch window %g ms clipped to %g ms (MAX_BATCH_WAIT_S)", batch_wait_ms, window_ms)
         log.info("serving %r (%s prompts, device %s, max batch %d, window %.1f ms, api key %s)",
-                 engine.name, engine.prompt.style, engine.device, max_batch, batch_wait_ms,
+                 engine.name, engine.prompt.style, engine.device, max_batch, window_ms,
                  "required" if api_key else "not required")
         yield
         await state["batcher"].stop()

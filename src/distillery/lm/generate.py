@@ -20,6 +20,7 @@ and distillation losses need. Sampling itself uses temperature and top-p.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ from distillery.lm.llama_forward import fast_forward
 
 # Finished rows leave the decode batch once they are 1/DROP_FINISHED_SHARE of it.
 DROP_FINISHED_SHARE = 8
+# Sampling temperatures below this are checked for logits / temperature overflowing float32
+# (see `_choose`). Above it, overflow needs logits beyond 3.4e38 * 1e-2, which no working model
+# emits, and the check (a few passes over the logits per step) is skipped.
+OVERFLOW_CHECK_BELOW = 1e-2
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,8 @@ class SamplingConfig:
     max_new_tokens: int = 64
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), not {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
         if self.max_new_tokens < 1:
@@ -59,20 +64,42 @@ class Generation:
 
 
 def _choose(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """Next token per row: argmax, or Gumbel-max over the temperature/top-p distribution."""
+    """Next token per row: argmax, or Gumbel-max over the temperature/top-p distribution.
+
+    Degenerate settings stay near-greedy: a temperature so small that logits / temperature
+    overflows float32 (or rounds to 0 in it) samples among the row's top logits (checked
+    below OVERFLOW_CHECK_BELOW), and the nucleus keeps the most likely token even when top_p
+    rounds to 0 in float32. Wherever logits / temperature is free of +inf and NaN the
+    arithmetic is the plain one, bit for bit, whatever the temperature."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
     scaled = logits / cfg.temperature
+    if cfg.temperature < OVERFLOW_CHECK_BELOW:
+        scaled = _overflow_safe(logits, scaled, cfg.temperature)
     if cfg.top_p < 1.0:
         sorted_logits, order = scaled.sort(-1, descending=True)
         probs = sorted_logits.softmax(-1)
-        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        # keep the smallest prefix whose mass reaches top_p, and always the first token (for a
+        # top_p above 0 in float32 the test below never drops it; one that rounds to 0 would)
         drop_sorted = probs.cumsum(-1) - probs >= cfg.top_p
+        drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scaled = scaled.masked_fill(drop, float("-inf"))
     u = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in gens]).to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-10)))
     return (scaled + gumbel).argmax(-1)
+
+
+def _overflow_safe(logits: torch.Tensor, scaled: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`scaled` (logits / temperature), except in rows where it overflowed to +inf or went NaN
+    (a temperature tiny against the logits, or one that is 0 in float32): there the logits
+    less their row maximum, divided by the temperature, which is 0 at the maximum (ties
+    included) and at most 0 elsewhere: the same distribution, sampled without inf - inf.
+    Rows with neither keep `scaled` untouched (no host sync: decided on the device)."""
+    bad = (scaled.isposinf() | scaled.isnan()).any(-1, keepdim=True)
+    gap = logits - logits.amax(-1, keepdim=True)
+    shifted = torch.where(gap == 0, torch.zeros_like(gap), gap / temperature)
+    return torch.where(bad, shifted, scaled)
 
 
 @functools.cache

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import re
 import secrets
 import time
@@ -73,10 +75,19 @@ class Hint:
 
     @property
     def family_name(self) -> str:
+        """`family`, else `drafted_` and the hint's first Latin words and digits. A hint without
+        a Latin letter ("日本語", "中文 2") gets `h` and a hash of its text after them (or alone),
+        so that such hints do not share one family, and each keeps its name from run to run;
+        the name of a hint with Latin letters depends on those words alone, as it always has
+        (kept tables carry it)."""
         if self.family:
             return self.family
         words = re.findall(r"[a-z0-9]+", self.text.lower().replace("'", ""))
-        return FAMILY_PREFIX + "_".join(words[:6])[:48]
+        slug = "_".join(words[:6])[:48]
+        if not re.search(r"[a-z]", slug):
+            digest = hashlib.sha256(self.text.strip().encode("utf-8")).hexdigest()[:10]
+            slug = f"{slug[:36]}_h{digest}" if slug else f"h{digest}"
+        return FAMILY_PREFIX + slug
 
 
 def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]:
@@ -93,8 +104,10 @@ def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]
     except UnicodeDecodeError as e:
         raise ValueError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from e
     if p.suffix == ".txt":
-        return [Hint(line.strip(), split=split, n=n) for line in raw.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+        lines = [line.strip() for line in raw.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            raise ValueError(f"{p}: the file holds no hints")
+        return [Hint(line, split=split, n=n) for line in lines]
     where: list[str] = []               # per item: where it is in the file
     if p.suffix == ".jsonl":
         items: Any = []
@@ -122,6 +135,8 @@ def read_hints(path: str | Path, split: str = "train", n: int = 1) -> list[Hint]
             raise ValueError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} ({json_error(e)})") from e
     else:
         raise ValueError(f"{p}: hints come as .txt, .json, .jsonl or .yaml, not {p.suffix or 'no suffix'}")
+    if items is None or items == []:   # an empty list, or a YAML file of nothing but comments
+        raise ValueError(f"{p}: the file holds no hints")
     if not isinstance(items, list):
         raise ValueError(f"{p}: expected a list of hints")
     out = []
@@ -171,6 +186,13 @@ class DraftConfig:
             raise ValueError("need max_repairs >= 0, probes >= 0, max_steps >= 2 and max_tokens >= 1")
         if not (0 < self.power_rate < 1 and 0 < self.power_alpha < 1):
             raise ValueError("power_rate and power_alpha must lie strictly between 0 and 1")
+        if self.price is not None:
+            # Costs add up across runs in report.json: one inf or NaN would stay there for good
+            # (and is not standard JSON).
+            for name, value in (("input", self.price.input_per_mtok), ("output", self.price.output_per_mtok)):
+                if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < math.inf):
+                    raise ValueError(f"price: {name} tokens must cost a finite number of US dollars per "
+                                     f"million, at least 0, not {value!r}")
 
 
 @dataclass

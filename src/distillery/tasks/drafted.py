@@ -8,6 +8,9 @@ Under `out_dir` (default `data/tasks/drafted/`), appended run after run:
 - `report.json`: the summary over all attempts, and the last run's family-level probes.
 `reports/drafted.md` is the same summary as a page.
 
+The three files and the page are one run's result, written together (`io.write_together`).
+`check_out_dir` checks an output folder before a run asks for anything.
+
 `read_kept` is how the `tasks` stage reads kept drafts back: each is screened again (a
 parquet file is data anyone can edit), so nothing unscreened reaches an environment.
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from distillery.io import MissingInput, read_parquet, write_json, write_parquet, write_text
+from distillery.io import MissingInput, error_line, read_parquet, write_together
 from distillery.quality import SUITES, gate
 from distillery.tasks.schema import draft_of
 from distillery.tasks.screen import screen_draft
@@ -172,15 +175,50 @@ class DraftOutputs:
     run: DraftSummary
 
 
-def _append(path: Path, frame: pl.DataFrame, schema: dict[str, pl.DataType], what: str, key: str) -> pl.DataFrame:
-    """The table at `path` with `frame`'s rows appended; a row of the same `key` is replaced, so
-    a run written again (one interrupted between its two tables, then resumed) is not doubled."""
-    if not path.exists():
-        return frame
-    old = read_parquet(path)
+FIX_OUT = "move it away or choose another --out"
+
+
+def _read_table(path: Path, fix: str = "") -> pl.DataFrame:
+    """The parquet table at `path`; ValueError naming it (and `fix`, what to do) when it is a
+    folder or a file polars cannot read as parquet."""
+    then = f"; {fix}" if fix else ""
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a parquet table{then}")
+    try:
+        return read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise ValueError(f"{path}: not a parquet table ({error_line(e)}){then}") from e
+
+
+def _existing(path: Path, schema: dict[str, pl.DataType], what: str) -> pl.DataFrame | None:
+    """The table a run appends to, None when there is none yet; ValueError naming the file
+    when it is not a readable `what` table."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    old = _read_table(path, FIX_OUT)
     if dict(old.schema) != schema:
-        raise ValueError(f"{path}: not a {what} table (columns {old.columns}); move it away or pick another --out")
+        raise ValueError(f"{path}: not a {what} table (columns {old.columns}); {FIX_OUT}")
+    return old
+
+
+def _append(old: pl.DataFrame | None, frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """`old` with `frame`'s rows appended; a row of the same `key` is replaced, so a run written
+    again (one interrupted while writing, then resumed) is not doubled."""
+    if old is None:
+        return frame
     return pl.concat([old.filter(~pl.col(key).is_in(frame[key].implode())), frame])
+
+
+def check_out_dir(out_dir: str | Path, env: str) -> list[Task]:
+    """Before a drafting run asks for anything: the tasks earlier runs kept in `out_dir` (they
+    count as duplicates), after checking that both tables there are ones this run can append
+    to. ValueError naming the file (a folder or a damaged file where a table belongs, another
+    table's columns, a kept task that fails the screen) otherwise."""
+    out = Path(out_dir)
+    _existing(out / ATTEMPTS, DRAFT_ATTEMPT_SCHEMA, "draft attempts")
+    if _existing(out / KEPT, TASK_SCHEMA, "tasks") is None:
+        return []
+    return read_kept(out / KEPT, env)
 
 
 def write_outputs(attempts: list[DraftAttempt], kept: list[Task], power: list[FamilyPower], *, run_id: str,
@@ -190,32 +228,39 @@ def write_outputs(attempts: list[DraftAttempt], kept: list[Task], power: list[Fa
     """Append this run's attempts and kept tasks to `out_dir` (replacing rows of the same
     attempt or task id: writing a run twice leaves it once), gate both, write the reports.
 
+    The four files are one result, written together (`io.write_together`): each to a temp
+    file first, renamed into place only once all are written, so a failure (a folder where
+    the report page belongs, a full disk) leaves every one of them as it was.
+
     Raises `quality.GateError` (naming file, column and rows) when a table breaks its
-    contract; nothing is written then.
+    contract, ValueError naming the file when a table already in `out_dir` is not one this
+    appends to (`check_out_dir` says so before a run), OSError when a file cannot be
+    written; nothing is written then.
     """
     out = Path(out_dir)
+    old_attempts = _existing(out / ATTEMPTS, DRAFT_ATTEMPT_SCHEMA, "draft attempts")
+    old_kept = _existing(out / KEPT, TASK_SCHEMA, "tasks")
     run_frame = draft_attempts_to_frame(attempts)
-    all_attempts = _append(out / ATTEMPTS, run_frame, DRAFT_ATTEMPT_SCHEMA, "draft attempts", "attempt_id")
-    all_kept = _append(out / KEPT, tasks_to_frame(kept), TASK_SCHEMA, "tasks", "task_id")
+    all_attempts = _append(old_attempts, run_frame, "attempt_id")
+    all_kept = _append(old_kept, tasks_to_frame(kept), "task_id")
     gate(all_attempts, SUITES["draft_attempts"], source=str(out / ATTEMPTS), report_dir=quality_dir,
          quarantine_dir=quarantine_dir)
     gate(all_kept, SUITES["tasks"], source=str(out / KEPT), report_dir=quality_dir, quarantine_dir=quarantine_dir)
-    write_parquet(all_attempts, out / ATTEMPTS)
-    write_parquet(all_kept, out / KEPT)
     total, run = summarize(all_attempts), summarize(run_frame)
-    write_json({"total": total.to_dict(), "last_run": {"run_id": run_id, "model": model, **run.to_dict(),
-                                                      "family_power": [asdict(p) for p in power]}},
-               out / REPORT_JSON)
-    write_text(render_markdown(total, run, power, run_id, model), report_md)
+    report = {"total": total.to_dict(), "last_run": {"run_id": run_id, "model": model, **run.to_dict(),
+                                                     "family_power": [asdict(p) for p in power]}}
+    write_together({out / ATTEMPTS: all_attempts, out / KEPT: all_kept, out / REPORT_JSON: report,
+                    Path(report_md): render_markdown(total, run, power, run_id, model)})
     return DraftOutputs(out / ATTEMPTS, out / KEPT, out / REPORT_JSON, Path(report_md), total, run)
 
 
 def read_kept(path: str | Path, env: str) -> list[Task]:
     """Kept drafted tasks of environment `env`, each screened again; ValueError naming the
-    file and the task when one is of another environment or fails the screen."""
+    file when it is not a parquet table of tasks, and the task when one is of another
+    environment or fails the screen."""
     if not Path(path).exists():
         raise MissingInput(f"tasks.drafted: {path} not found (`distillery tasks draft` writes it)")
-    tasks = tasks_from_frame(read_parquet(path), str(path))
+    tasks = tasks_from_frame(_read_table(Path(path)), str(path))
     for t in tasks:
         if t.env != env:
             raise ValueError(f"{path}: task {t.task_id} is a {t.env!r} task, not {env!r}")
