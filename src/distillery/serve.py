@@ -579,9 +579,9 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
         raise ServeError(str(e)) from e
     if not isinstance(card_json.get("prompt", {}), dict):
         raise ServeError(f"{card_file}: prompt must be an object of prompt settings")
-    if card_json.get("prompt", {}).get("style") == "vision":
+    if card_json.get("prompt", {}).get("style") == "vision" or _has_vision_tower(path / "config.json"):
         # Its prompts are image tokens plus pixels, which this engine's text batching cannot carry.
-        raise ServeError(f"{path} is a vision-language model (the vision track): `distillery serve` serves text "
+        raise ServeError(f"{path} is a vision-language model (the vision and table-image tracks): `distillery serve` serves text "
                          "models only; decode it with distillery.vision (docs/vision.md)")
     try:
         model, tokenizer, card = load_model_dir(path)
@@ -592,6 +592,16 @@ def load_engine(model_dir: str | Path, *, name: str | None = None, device: str =
     # A trailing slash (shell completion adds one) is not part of the name clients send.
     default = str(model_dir).rstrip("/" + os.sep) or str(model_dir)
     return Engine(model, tokenizer, card, name=name or default, device=device)
+
+
+def _has_vision_tower(config_file: Path) -> bool:
+    """Whether a checkpoint's config describes an image-text model (a LLaVA-style `vision_config`),
+    whatever its card says (the table-image track's cards name no prompt style)."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False        # load_model_dir names what is wrong with it
+    return isinstance(config, dict) and isinstance(config.get("vision_config"), dict)
 
 
 # ---------------------------------------------------------------------------------------

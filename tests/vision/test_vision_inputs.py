@@ -84,3 +84,12 @@ def test_serve_refuses_a_vision_model_by_name(tmp_path, vlm, tok):
     save_model_dir(tmp_path / "vlm", vlm, tok, {"prompt": {"style": "vision"}})
     with pytest.raises(ServeError, match=r"vlm is a vision-language model.*text models only"):
         load_engine(tmp_path / "vlm")
+
+
+def test_serve_refuses_an_image_text_model_whose_card_names_no_prompt_style(tmp_path, vlm, tok):
+    # The table-image track's cards say nothing of prompts: the config's vision tower tells.
+    from distillery.serve import ServeError, load_engine
+
+    save_model_dir(tmp_path / "tables", vlm, tok, {"metrics": {}})
+    with pytest.raises(ServeError, match=r"tables is a vision-language model.*text models only"):
+        load_engine(tmp_path / "tables")

@@ -375,7 +375,7 @@ def _judge_run(raw: RawRecord, cfg: ImportConfig, problems: dict[str, list[str]]
         return
     _, score, truncated = kept_outcome(o, raw.limit)
     if truncated:
-        problems["truncated_success"] = [f"{raw.limit}, yet logged as a success: kept as a failure"]
+        problems["truncated_success"] = [f"{raw.limit}, yet logged as a success: it counts as a failure, score 0"]
     if cfg.min_score > 0 and score < cfg.min_score:
         why = " (the run hit a limit, so its logged success counts as a failure of score 0)" if truncated else ""
         problems["low_score"] = [f"score {score:g} is below --min-score {cfg.min_score:g}{why}"]
