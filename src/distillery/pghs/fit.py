@@ -10,7 +10,7 @@ policies it is the fitting-only baseline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,13 @@ class FitBranch:
                 "files": files, "meta": self.meta}
 
     @classmethod
-    def load(cls, directory: str | Path, spec: dict[str, Any],
-             policies: PolicySet | None) -> FitBranch:
+    def load(cls, directory: str | Path, spec: dict[str, Any], policies: PolicySet | None,
+             read_booster: Callable[[Path, str], lgb.Booster] | None = None) -> FitBranch:
+        """The branch `save` wrote; `read_booster(path, target)` reads each model file (default:
+        LightGBM's own reader; `Simulator.load` passes one that names a damaged file)."""
         directory = Path(directory)
-        boosters = {t: lgb.Booster(model_file=str(directory / f)) for t, f in spec["files"].items()}
+        read = read_booster or (lambda path, _target: lgb.Booster(model_file=str(path)))
+        boosters = {t: read(directory / f, t) for t, f in spec["files"].items()}
         return cls(targets=spec["targets"], boosters=boosters, levels=spec["levels"],
                    policies=policies, anchor=spec["anchor"], meta=spec.get("meta", {}))
 

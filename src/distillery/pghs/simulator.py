@@ -186,11 +186,8 @@ class Simulator:
             prior = MarketPrior(**spec["prior"])
             fusion = Fusion.from_json(spec["fusion"])
             llm = PghsLLMConfig(**spec["llm"])
-        fit_spec = spec["fit"]   # as FitBranch.load reads it, each booster checked on the way
-        fit = FitBranch(targets=fit_spec["targets"],
-                        boosters={t: _booster(directory / f, policies, t) for t, f in fit_spec["files"].items()},
-                        levels=fit_spec["levels"], policies=policies, anchor=fit_spec["anchor"],
-                        meta=fit_spec.get("meta", {}))
+        fit = FitBranch.load(directory, spec["fit"], policies,
+                             read_booster=lambda path, target: _booster(path, policies, target))
         return cls(
             targets=spec["targets"], groups=groups, prior=prior, policies=policies, fit=fit,
             fusion=fusion, backend=spec["backend"], llm=llm,
